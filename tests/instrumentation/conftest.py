@@ -1,0 +1,84 @@
+"""Fixtures for the instrumentation tests: one in-memory telemetry pipeline per service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
+
+from eventscope.instrumentation import Hooks, RecordMode
+
+
+@dataclass
+class Service:
+    """One service's telemetry, kept in memory."""
+
+    name: str
+    hooks: Hooks
+    tracer_provider: TracerProvider
+    logger_provider: LoggerProvider
+    span_exporter: InMemorySpanExporter = field(repr=False)
+    log_exporter: InMemoryLogRecordExporter = field(repr=False)
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.span_exporter.get_finished_spans())
+
+    def records(self) -> list[ReadableLogRecord]:
+        return list(self.log_exporter.get_finished_logs())
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.logger_provider.shutdown()
+
+
+ServiceFactory = Callable[..., Service]
+
+
+@pytest.fixture
+def make_service() -> Iterator[ServiceFactory]:
+    """Build services with their own TracerProvider and ``service.name``."""
+    made: list[Service] = []
+
+    def factory(
+        name: str, *, sampler: Sampler | None = None, records: RecordMode = "unsampled"
+    ) -> Service:
+        resource = Resource.create({"service.name": name})
+        spans = InMemorySpanExporter()
+        logs = InMemoryLogRecordExporter()
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+        hooks = Hooks(
+            tracer_provider=tracer_provider, logger_provider=logger_provider, records=records
+        )
+        service = Service(name, hooks, tracer_provider, logger_provider, spans, logs)
+        made.append(service)
+        return service
+
+    yield factory
+    for service in made:
+        service.shutdown()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that a callback sets, polling the loop, with a deadline."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0)  # yield to the loop; no fixed delay
+
+
+async def wait_for_count(event: asyncio.Event, timeout: float = 10.0) -> None:
+    await asyncio.wait_for(event.wait(), timeout)
+
+
+Waiter = Callable[[], Awaitable[None]]
