@@ -31,7 +31,7 @@ from ._setup import configure
 
 if TYPE_CHECKING:
     from ._aio_pika import AioPikaInstrumentor, instrument_aio_pika
-    from ._aiohttp import client_trace_config, correlation_middleware, instrument_aiohttp_client
+    from ._aiohttp import client_trace_config, correlation_middleware
     from ._nats import NatsInstrumentor, instrument_nats
     from ._redis import RedisInstrumentor, StreamMessage, instrument_redis, stream_messages
 
@@ -47,7 +47,6 @@ _LAZY = {
     "stream_messages": "_redis",
     "correlation_middleware": "_aiohttp",
     "client_trace_config": "_aiohttp",
-    "instrument_aiohttp_client": "_aiohttp",
 }
 
 
@@ -91,7 +90,6 @@ __all__ = [
     "event_metadata",
     "handler",
     "instrument_aio_pika",
-    "instrument_aiohttp_client",
     "instrument_event_bus",
     "instrument_nats",
     "instrument_redis",

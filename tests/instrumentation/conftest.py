@@ -82,3 +82,20 @@ async def wait_for_count(event: asyncio.Event, timeout: float = 10.0) -> None:
 
 
 Waiter = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def instrumented() -> Iterator[None]:
+    """Every transport instrumented for the test, restored afterwards."""
+    from eventscope.instrumentation import (
+        instrument_aio_pika,
+        instrument_event_bus,
+        instrument_nats,
+        instrument_redis,
+    )
+
+    instrumentors = [instrument_event_bus(), instrument_aio_pika(), instrument_nats(),
+                     instrument_redis()]
+    yield
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
