@@ -22,7 +22,7 @@ from ._context import header, new_id
 from ._core import Hooks, resolve_hooks
 from ._explicit import Described, register
 from ._patch import Instrumentor, Patch, bind, qualified_name
-from ._spans import HOOKS_KEY
+from ._spans import HOOKS_KEY, suppressed
 
 _log = logging.getLogger(__name__)
 _SYSTEM = "eventscope"
@@ -173,7 +173,7 @@ class EventBusInstrumentor(Instrumentor):
             headers: Mapping[str, str] | None = None,
         ) -> str:
             call = bind(original, bus)
-            if not patch.enabled:
+            if not patch.enabled or suppressed():
                 return await call(topic, payload, event_id=event_id, headers=headers)
             fields = dict(headers or {})
             with resolve_hooks(None, self.hooks).publication(

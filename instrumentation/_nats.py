@@ -18,6 +18,7 @@ from ._core import Hooks, resolve_hooks
 from ._deliver import Delivery
 from ._explicit import Described, register
 from ._patch import Instrumentor, Patch, bind, qualified_name
+from ._spans import suppressed
 
 _SYSTEM = "nats"
 _IN_PUBLISH = otel_context.create_key("eventscope.nats.publishing")
@@ -105,6 +106,7 @@ class NatsInstrumentor(Instrumentor):
                 or subject.startswith(_INTERNAL)
                 or subject.startswith(nc._inbox_prefix.decode())
                 or otel_context.get_value(_IN_PUBLISH)
+                or suppressed()
             ):
                 return await call(subject, payload, reply, headers)
             headers = dict(headers or {})
@@ -120,7 +122,7 @@ class NatsInstrumentor(Instrumentor):
             headers: dict[str, Any] | None = None, **kwargs: Any,
         ) -> Any:
             call = bind(original, js)
-            if not patch.enabled:
+            if not patch.enabled or suppressed():
                 return await call(subject, payload, timeout, stream, headers, **kwargs)
             headers = dict(headers or {})
             with self._publication(subject, headers, "publish"):

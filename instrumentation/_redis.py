@@ -22,6 +22,7 @@ from ._core import Hooks, resolve_hooks
 from ._deliver import Delivery
 from ._explicit import Described, register
 from ._patch import Instrumentor, Patch, bind
+from ._spans import suppressed
 
 _SYSTEM = "redis"
 _PENDING_LIMIT = 100_000
@@ -55,17 +56,32 @@ def _entries(response: Any) -> list[tuple[str, list[Any]]]:
     return [(text(stream) or "", list(items)) for stream, items in response]
 
 
-def stream_messages(response: Any, *, group: str | None = None) -> list[StreamMessage]:
-    """Turn an XREADGROUP reply into :class:`StreamMessage` objects (deleted entries skipped)."""
+def stream_messages(
+    response: Any, *, group: str | None = None, stream: str | None = None
+) -> list[StreamMessage]:
+    """Turn a stream reply into :class:`StreamMessage` objects (deleted entries skipped).
+
+    Args:
+        response: an XREADGROUP reply, or — with ``stream`` — an XCLAIM / XAUTOCLAIM reply.
+        group: the consumer group that read or claimed the entries.
+        stream: the stream of an XCLAIM / XAUTOCLAIM reply.
+    """
     messages = []
-    for stream, items in _entries(response):
+    if stream is not None:
+        items = response or []
+        if items and isinstance(items[0], bytes | str):  # XAUTOCLAIM: [next, entries, deleted]
+            items = items[1]
+        batches = [(stream, list(items))]
+    else:
+        batches = _entries(response)
+    for name, items in batches:
         for entry_id, fields in items:
             if fields is None:
                 continue
-            key = (stream, group or "", text(entry_id) or "")
+            key = (name, group or "", text(entry_id) or "")
             pending = _PENDING.get(key)
             messages.append(StreamMessage(
-                stream=stream, id=key[2], fields=_fields(fields), group=group,
+                stream=name, id=key[2], fields=_fields(fields), group=group,
                 attempt=pending.attempt if pending is not None else 1,
             ))
     return messages
@@ -140,7 +156,7 @@ class RedisInstrumentor(Instrumentor):
         def xadd(client: Redis, name: Any, fields: Mapping[Any, Any], *args: Any,
                  **kwargs: Any) -> Any:
             call = bind(original, client)
-            if not patch.enabled or isinstance(client, Pipeline):
+            if not patch.enabled or isinstance(client, Pipeline) or suppressed():
                 return call(name, fields, *args, **kwargs)
             return traced(call, name, fields, *args, **kwargs)
 

@@ -13,6 +13,7 @@ from opentelemetry.util.types import AttributeValue
 from . import _names as n
 from ._context import current_metadata, header
 
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 DELIVERY_KEY = otel_context.create_key("eventscope.delivery")
 HOOKS_KEY = otel_context.create_key("eventscope.hooks")
 
@@ -60,3 +61,8 @@ def metadata_attributes(
 def fail(span: Span, exc: BaseException) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def suppressed() -> bool:
+    """Whether OpenTelemetry instrumentation is switched off in the current context."""
+    return bool(otel_context.get_value(_SUPPRESS))
