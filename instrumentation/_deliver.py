@@ -200,6 +200,7 @@ class Delivery:
         final = self.outcome or outcome or (n.ERROR if exc is not None else n.OK)
         self.outcome = final
         span = self.span
+        recording = span.is_recording()
         self.attributes[n.OUTCOME] = final
         span.set_attribute(n.OUTCOME, final)
         if not self._enriching:
@@ -207,7 +208,7 @@ class Delivery:
                 fail(span, exc)
             span.end()
         hooks = self._hooks
-        if should_emit(hooks.records, span):
+        if should_emit(hooks.records, recording):
             self.attributes[n.END_TIME] = time.time_ns()
             record = EventRecord(
                 kind="deliver",
@@ -302,13 +303,14 @@ class Batch:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         outcome = self.outcome or (n.ERROR if exc is not None else n.OK)
+        recording = self.span.is_recording()
         self.span.set_attribute(n.OUTCOME, outcome)
         if exc is not None:
             fail(self.span, exc)
         self.span.end()
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
-        if should_emit(self._hooks.records, self.span):
+        if should_emit(self._hooks.records, recording):
             end = time.time_ns()
             for delivery in self._deliveries:
                 headers = delivery._headers

@@ -109,12 +109,13 @@ class Publication:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         span = self.span
+        recording = span.is_recording()
         if not self._enriching:
             if exc is not None:
                 fail(span, exc)
             span.end()
         hooks = self._hooks
-        if should_emit(hooks.records, span):
+        if should_emit(hooks.records, recording):
             record = EventRecord(
                 kind="publish",
                 time_unix_nano=self.published_at,

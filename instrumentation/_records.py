@@ -38,10 +38,13 @@ class EventRecord:
         return f"eventscope.{self.kind}"
 
 
-def should_emit(mode: n.RecordMode, span: Span) -> bool:
-    """Whether a record is due for ``span`` under the record ``mode``."""
+def should_emit(mode: n.RecordMode, recording: bool) -> bool:
+    """Whether a record is due under ``mode`` for a span that is (not) ``recording``.
+
+    Ask the span before ending it: an ended SDK span no longer reports itself recording.
+    """
     if mode == "unsampled":
-        return not span.is_recording()
+        return not recording
     return mode == "always"
 
 
