@@ -62,9 +62,15 @@ def _start(
 ) -> Delivery:
     info = describe_message(message)
     delivery = hooks.delivery(
-        system=_SYSTEM, destination=info.destination, operation="consume",
-        headers=info.headers, group=queue, handler=handler, message_id=info.message_id,
-        attempt=info.attempt, message=message,
+        system=_SYSTEM,
+        destination=info.destination,
+        operation="consume",
+        headers=info.headers,
+        group=queue,
+        handler=handler,
+        message_id=info.message_id,
+        attempt=info.attempt,
+        message=message,
     ).start()
     if len(_LIVE) >= _LIVE_LIMIT:
         _LIVE.pop(next(iter(_LIVE)))[0].finish()
@@ -133,8 +139,11 @@ class AioPikaInstrumentor(Instrumentor):
             if message.headers is None:
                 message.headers = {}
             with hooks.publication(
-                system=_SYSTEM, destination=destination_of(exchange.name, routing_key),
-                operation="publish", headers=message.headers, message_id=message.message_id,
+                system=_SYSTEM,
+                destination=destination_of(exchange.name, routing_key),
+                operation="publish",
+                headers=message.headers,
+                message_id=message.message_id,
                 id_header=None,
             ) as pub:
                 message.message_id = pub.event_id
@@ -175,9 +184,7 @@ class AioPikaInstrumentor(Instrumentor):
                 hooks = iterator.__dict__["_eventscope_hooks"] = resolve_hooks(None, self.hooks)
             caller = sys._getframe(1)
             handler = f"{caller.f_globals.get('__name__', '')}.{caller.f_code.co_qualname}"
-            delivery = _start(
-                hooks, message, iterator._amqp_queue.name, handler, iterating=True
-            )
+            delivery = _start(hooks, message, iterator._amqp_queue.name, handler, iterating=True)
             delivery.attach()
             iterator.__dict__["_eventscope_delivery"] = delivery
             return message

@@ -67,9 +67,14 @@ def correlation_middleware(
         owned = not (ambient.is_recording() and getattr(ambient, "kind", None) is SpanKind.SERVER)
         if owned:
             span = service._tracer.start_span(
-                f"{request.method} {_route(request)}", parent, SpanKind.SERVER,
-                {"http.request.method": request.method, "url.path": request.path,
-                 n.CONVERSATION_ID: correlation},
+                f"{request.method} {_route(request)}",
+                parent,
+                SpanKind.SERVER,
+                {
+                    "http.request.method": request.method,
+                    "url.path": request.path,
+                    n.CONVERSATION_ID: correlation,
+                },
             )
         else:
             span = ambient

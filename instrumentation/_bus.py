@@ -103,8 +103,13 @@ class EventBus:
             self._in_flight += 1
             self._idle.clear()
             await state.queue.put(
-                Event(topic=topic, payload=payload, event_id=event_id, headers=fields,
-                      group=state.name)
+                Event(
+                    topic=topic,
+                    payload=payload,
+                    event_id=event_id,
+                    headers=fields,
+                    group=state.name,
+                )
             )
         return event_id
 
@@ -150,8 +155,13 @@ class EventBus:
 def describe_event(event: Event) -> Described:
     """What the core needs to know about a bus delivery."""
     return Described(
-        system=_SYSTEM, destination=event.topic, operation="consume", headers=event.headers,
-        message_id=event.event_id, attempt=event.attempt, group=event.group,
+        system=_SYSTEM,
+        destination=event.topic,
+        operation="consume",
+        headers=event.headers,
+        message_id=event.event_id,
+        attempt=event.attempt,
+        group=event.group,
     )
 
 
@@ -169,7 +179,11 @@ class EventBusInstrumentor(Instrumentor):
 
     def _publish(self, original: Any, patch: Patch) -> Any:
         async def publish(
-            bus: EventBus, topic: str, payload: Any, *, event_id: str | None = None,
+            bus: EventBus,
+            topic: str,
+            payload: Any,
+            *,
+            event_id: str | None = None,
             headers: Mapping[str, str] | None = None,
         ) -> str:
             call = bind(original, bus)
@@ -177,7 +191,10 @@ class EventBusInstrumentor(Instrumentor):
                 return await call(topic, payload, event_id=event_id, headers=headers)
             fields = dict(headers or {})
             with resolve_hooks(None, self.hooks).publication(
-                system=_SYSTEM, destination=topic, operation="publish", headers=fields,
+                system=_SYSTEM,
+                destination=topic,
+                operation="publish",
+                headers=fields,
                 message_id=event_id,
             ) as pub:
                 return await call(topic, payload, event_id=pub.event_id, headers=fields)
@@ -191,9 +208,15 @@ class EventBusInstrumentor(Instrumentor):
                 return await call(state, event)
             hooks = state.hooks or resolve_hooks(None, self.hooks)
             with hooks.delivery(
-                system=_SYSTEM, destination=event.topic, operation="consume",
-                headers=event.headers, group=state.name, handler=qualified_name(state.handler),
-                message_id=event.event_id, attempt=event.attempt, message=event,
+                system=_SYSTEM,
+                destination=event.topic,
+                operation="consume",
+                headers=event.headers,
+                group=state.name,
+                handler=qualified_name(state.handler),
+                message_id=event.event_id,
+                attempt=event.attempt,
+                message=event,
             ) as delivery:
                 try:
                     return await call(state, event)

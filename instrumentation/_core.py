@@ -100,8 +100,16 @@ class Hooks:
     ) -> Delivery:
         """A delivery scope: ``with hooks.delivery(...): await handler(message)``."""
         return Delivery(
-            self, system, destination, operation, headers, group, handler, message_id,
-            attempt, message,
+            self,
+            system,
+            destination,
+            operation,
+            headers,
+            group,
+            handler,
+            message_id,
+            attempt,
+            message,
         )
 
     def batch(
@@ -144,5 +152,3 @@ def resolve_hooks(explicit: Hooks | None = None, fallback: Hooks | None = None) 
 def current_delivery() -> Delivery | None:
     """The delivery whose handler is running now, or None outside handlers."""
     return otel_context.get_value(DELIVERY_KEY)  # type: ignore[return-value]
-
-

@@ -71,9 +71,26 @@ class Delivery:
     """
 
     __slots__ = (
-        "_ctx", "_enriching", "_finished", "_headers", "_hooks", "_outer", "_start", "_token",
-        "attempt", "attributes", "correlation_id", "destination", "event_id", "group",
-        "handler", "message", "operation", "outcome", "span", "system",
+        "_ctx",
+        "_enriching",
+        "_finished",
+        "_headers",
+        "_hooks",
+        "_outer",
+        "_start",
+        "_token",
+        "attempt",
+        "attributes",
+        "correlation_id",
+        "destination",
+        "event_id",
+        "group",
+        "handler",
+        "message",
+        "operation",
+        "outcome",
+        "span",
+        "system",
     )
 
     def __init__(
@@ -125,8 +142,15 @@ class Delivery:
         )
         self.correlation_id = correlation
         attrs = _consumer_attributes(
-            self.system, self.destination, self.operation, headers, self.event_id,
-            correlation, self.group, self.handler, self.attempt,
+            self.system,
+            self.destination,
+            self.operation,
+            headers,
+            self.event_id,
+            correlation,
+            self.group,
+            self.handler,
+            self.attempt,
         )
         if extracted.invalid_reason:
             attrs[n.CONTEXT_INVALID] = extracted.invalid_reason
@@ -141,7 +165,11 @@ class Delivery:
             ambient_context = ambient.get_span_context()
             links = (Link(ambient_context),) if ambient_context.is_valid else None
             span = self._hooks._tracer.start_span(
-                f"process {self.destination}", parent, SpanKind.CONSUMER, attrs, links,
+                f"process {self.destination}",
+                parent,
+                SpanKind.CONSUMER,
+                attrs,
+                links,
                 start_time=now,
             )
         self.span = span
@@ -264,8 +292,18 @@ class Batch:
     ) -> None:
         self._hooks = hooks
         self._deliveries = [
-            Delivery(hooks, system, destination, operation, item.headers, group, handler,
-                     item.message_id, item.attempt, None)
+            Delivery(
+                hooks,
+                system,
+                destination,
+                operation,
+                item.headers,
+                group,
+                handler,
+                item.message_id,
+                item.attempt,
+                None,
+            )
             for item in items
         ]
         self.outcome: n.Outcome | None = None
@@ -285,8 +323,11 @@ class Batch:
         if ambient.is_valid:
             links.append(Link(ambient))
         attrs: dict[str, AttributeValue] = {
-            n.SYSTEM: system, n.DESTINATION: destination, n.OPERATION_TYPE: "process",
-            n.OPERATION_NAME: operation, n.BATCH_COUNT: len(items),
+            n.SYSTEM: system,
+            n.DESTINATION: destination,
+            n.OPERATION_TYPE: "process",
+            n.OPERATION_NAME: operation,
+            n.BATCH_COUNT: len(items),
         }
         if group:
             attrs[n.CONSUMER_GROUP] = group
@@ -316,8 +357,14 @@ class Batch:
                 headers = delivery._headers
                 correlation = header(headers, n.CORRELATION_ID) or ""
                 attrs = _consumer_attributes(
-                    delivery.system, delivery.destination, delivery.operation, headers,
-                    delivery.event_id, correlation, delivery.group, delivery.handler,
+                    delivery.system,
+                    delivery.destination,
+                    delivery.operation,
+                    headers,
+                    delivery.event_id,
+                    correlation,
+                    delivery.group,
+                    delivery.handler,
                     delivery.attempt,
                 )
                 attrs[n.OUTCOME] = outcome

@@ -89,9 +89,15 @@ def consume(
         info.pending.rename(group=group, handler=handler)
         return info.pending
     return resolve_hooks(hooks).delivery(
-        system=info.system, destination=info.destination, operation=info.operation,
-        headers=info.headers, group=group or info.group, handler=handler,
-        message_id=info.message_id, attempt=info.attempt, message=message,
+        system=info.system,
+        destination=info.destination,
+        operation=info.operation,
+        headers=info.headers,
+        group=group or info.group,
+        handler=handler,
+        message_id=info.message_id,
+        attempt=info.attempt,
+        message=message,
     )
 
 
@@ -106,10 +112,15 @@ def consume_batch(
     described = [describe(message) for message in messages]
     first = described[0]
     return resolve_hooks(hooks).batch(
-        system=first.system, destination=first.destination, operation=first.operation,
-        group=group or first.group, handler=handler,
-        items=[BatchItem(headers=d.headers, message_id=d.message_id, attempt=d.attempt)
-               for d in described],
+        system=first.system,
+        destination=first.destination,
+        operation=first.operation,
+        group=group or first.group,
+        handler=handler,
+        items=[
+            BatchItem(headers=d.headers, message_id=d.message_id, attempt=d.attempt)
+            for d in described
+        ],
     )
 
 

@@ -66,9 +66,15 @@ def _user_callback(cb: Any) -> Any:
 def _delivery(hooks: Hooks, msg: Msg, group: str | None, handler: str, operation: str) -> Delivery:
     info = describe_message(msg)
     delivery = hooks.delivery(
-        system=_SYSTEM, destination=info.destination, operation=operation,
-        headers=info.headers, group=info.group or group, handler=handler,
-        message_id=info.message_id, attempt=info.attempt, message=msg,
+        system=_SYSTEM,
+        destination=info.destination,
+        operation=operation,
+        headers=info.headers,
+        group=info.group or group,
+        handler=handler,
+        message_id=info.message_id,
+        attempt=info.attempt,
+        message=msg,
     )
     msg._eventscope_delivery = delivery  # type: ignore[attr-defined]
     return delivery
@@ -91,13 +97,20 @@ class NatsInstrumentor(Instrumentor):
 
     def _publication(self, subject: str, headers: dict[str, str], operation: str) -> Any:
         return resolve_hooks(None, self.hooks).publication(
-            system=_SYSTEM, destination=subject, operation=operation, headers=headers,
-            message_id=headers.get(n.NATS_MSG_ID), id_header=n.NATS_MSG_ID,
+            system=_SYSTEM,
+            destination=subject,
+            operation=operation,
+            headers=headers,
+            message_id=headers.get(n.NATS_MSG_ID),
+            id_header=n.NATS_MSG_ID,
         )
 
     def _publish(self, original: Any, patch: Patch) -> Any:
         async def publish(
-            nc: NATS, subject: str, payload: bytes = b"", reply: str = "",
+            nc: NATS,
+            subject: str,
+            payload: bytes = b"",
+            reply: str = "",
             headers: dict[str, str] | None = None,
         ) -> None:
             call = bind(original, nc)
@@ -117,9 +130,13 @@ class NatsInstrumentor(Instrumentor):
 
     def _js_publish(self, original: Any, patch: Patch) -> Any:
         async def publish(
-            js: JetStreamContext, subject: str, payload: bytes = b"",
-            timeout: float | None = None, stream: str | None = None,
-            headers: dict[str, Any] | None = None, **kwargs: Any,
+            js: JetStreamContext,
+            subject: str,
+            payload: bytes = b"",
+            timeout: float | None = None,
+            stream: str | None = None,
+            headers: dict[str, Any] | None = None,
+            **kwargs: Any,
         ) -> Any:
             call = bind(original, js)
             if not patch.enabled or suppressed():

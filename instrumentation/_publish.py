@@ -32,8 +32,19 @@ class Publication:
     """One published event: PRODUCER span, ids and trace context in the headers."""
 
     __slots__ = (
-        "_enriching", "_hooks", "_id_header", "attributes", "correlation_id", "destination",
-        "event_id", "headers", "message_id", "operation", "published_at", "span", "system",
+        "_enriching",
+        "_hooks",
+        "_id_header",
+        "attributes",
+        "correlation_id",
+        "destination",
+        "event_id",
+        "headers",
+        "message_id",
+        "operation",
+        "published_at",
+        "span",
+        "system",
     )
 
     def __init__(

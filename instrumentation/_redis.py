@@ -50,9 +50,20 @@ def _entries(response: Any) -> list[tuple[str, list[Any]]]:
     if not response:
         return []
     if isinstance(response, dict):
-        return [(text(stream) or "", list(items[0] if items and isinstance(items[0], list)
-                 and items[0] and isinstance(items[0][0], list) else items))
-                for stream, items in response.items()]
+        return [
+            (
+                text(stream) or "",
+                list(
+                    items[0]
+                    if items
+                    and isinstance(items[0], list)
+                    and items[0]
+                    and isinstance(items[0][0], list)
+                    else items
+                ),
+            )
+            for stream, items in response.items()
+        ]
     return [(text(stream) or "", list(items)) for stream, items in response]
 
 
@@ -80,10 +91,15 @@ def stream_messages(
                 continue
             key = (name, group or "", text(entry_id) or "")
             pending = _PENDING.get(key)
-            messages.append(StreamMessage(
-                stream=name, id=key[2], fields=_fields(fields), group=group,
-                attempt=pending.attempt if pending is not None else 1,
-            ))
+            messages.append(
+                StreamMessage(
+                    stream=name,
+                    id=key[2],
+                    fields=_fields(fields),
+                    group=group,
+                    attempt=pending.attempt if pending is not None else 1,
+                )
+            )
     return messages
 
 
@@ -91,10 +107,14 @@ def describe_message(message: StreamMessage) -> Described:
     """What the core needs to know about a stream entry."""
     pending = _PENDING.get((message.stream, message.group or "", message.id))
     return Described(
-        system=_SYSTEM, destination=message.stream, operation="xreadgroup",
-        headers=message.fields, message_id=text(message.fields.get(n.EVENT_ID)),
+        system=_SYSTEM,
+        destination=message.stream,
+        operation="xreadgroup",
+        headers=message.fields,
+        message_id=text(message.fields.get(n.EVENT_ID)),
         attempt=pending.attempt if pending is not None else message.attempt,
-        group=message.group, pending=pending,
+        group=message.group,
+        pending=pending,
     )
 
 
@@ -108,8 +128,14 @@ def _caller() -> str:
 
 
 def _open(
-    hooks: Hooks, stream: str, group: str, entry_id: str, fields: Mapping[Any, Any],
-    attempt: int, operation: str, handler: str,
+    hooks: Hooks,
+    stream: str,
+    group: str,
+    entry_id: str,
+    fields: Mapping[Any, Any],
+    attempt: int,
+    operation: str,
+    handler: str,
 ) -> None:
     key = (stream, group, entry_id)
     previous = _PENDING.pop(key, None)
@@ -117,9 +143,15 @@ def _open(
         previous.finish(outcome=n.ERROR)  # handed out again: that attempt did not finish
     decoded = _fields(fields)
     delivery = hooks.delivery(
-        system=_SYSTEM, destination=stream, operation=operation, headers=decoded,
-        group=group, handler=handler, message_id=text(decoded.get(n.EVENT_ID)),
-        attempt=attempt, message=None,
+        system=_SYSTEM,
+        destination=stream,
+        operation=operation,
+        headers=decoded,
+        group=group,
+        handler=handler,
+        message_id=text(decoded.get(n.EVENT_ID)),
+        attempt=attempt,
+        message=None,
     ).start()
     _PENDING[key] = delivery
     while len(_PENDING) > _PENDING_LIMIT:
@@ -153,35 +185,52 @@ class RedisInstrumentor(Instrumentor):
         ]
 
     def _xadd(self, original: Any, patch: Patch) -> Any:
-        def xadd(client: Redis, name: Any, fields: Mapping[Any, Any], *args: Any,
-                 **kwargs: Any) -> Any:
+        def xadd(
+            client: Redis, name: Any, fields: Mapping[Any, Any], *args: Any, **kwargs: Any
+        ) -> Any:
             call = bind(original, client)
             if not patch.enabled or isinstance(client, Pipeline) or suppressed():
                 return call(name, fields, *args, **kwargs)
             return traced(call, name, fields, *args, **kwargs)
 
-        async def traced(call: Any, name: Any, fields: Mapping[Any, Any], *args: Any,
-                         **kwargs: Any) -> Any:
+        async def traced(
+            call: Any, name: Any, fields: Mapping[Any, Any], *args: Any, **kwargs: Any
+        ) -> Any:
             decoded = _fields(fields)
             with resolve_hooks(None, self.hooks).publication(
-                system=_SYSTEM, destination=text(name) or "", operation="xadd",
-                headers=decoded, message_id=text(decoded.get(n.EVENT_ID)),
+                system=_SYSTEM,
+                destination=text(name) or "",
+                operation="xadd",
+                headers=decoded,
+                message_id=text(decoded.get(n.EVENT_ID)),
             ):
                 return await call(name, decoded, *args, **kwargs)
 
         return xadd
 
     def _xreadgroup(self, original: Any, patch: Patch) -> Any:
-        def xreadgroup(client: Redis, groupname: Any, consumername: Any,
-                       streams: Mapping[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        def xreadgroup(
+            client: Redis,
+            groupname: Any,
+            consumername: Any,
+            streams: Mapping[Any, Any],
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
             call = bind(original, client)
             if not patch.enabled or isinstance(client, Pipeline):
                 return call(groupname, consumername, streams, *args, **kwargs)
-            return traced(client, call(groupname, consumername, streams, *args, **kwargs),
-                          text(groupname) or "", streams, _caller())
+            return traced(
+                client,
+                call(groupname, consumername, streams, *args, **kwargs),
+                text(groupname) or "",
+                streams,
+                _caller(),
+            )
 
-        async def traced(client: Redis, reply: Any, group: str, streams: Mapping[Any, Any],
-                         handler: str) -> Any:
+        async def traced(
+            client: Redis, reply: Any, group: str, streams: Mapping[Any, Any], handler: str
+        ) -> Any:
             response = await reply
             if not response:
                 return response
@@ -189,11 +238,22 @@ class RedisInstrumentor(Instrumentor):
             requested = {text(k): text(v) for k, v in streams.items()}
             for stream, items in _entries(response):
                 live = [(text(i) or "", f) for i, f in items if f is not None]
-                counts = {} if requested.get(stream) == ">" else await _attempts(
-                    client, stream, group, [i for i, _ in live])
+                counts = (
+                    {}
+                    if requested.get(stream) == ">"
+                    else await _attempts(client, stream, group, [i for i, _ in live])
+                )
                 for entry_id, fields in live:
-                    _open(hooks, stream, group, entry_id, fields, counts.get(entry_id, 1),
-                          "xreadgroup", handler)
+                    _open(
+                        hooks,
+                        stream,
+                        group,
+                        entry_id,
+                        fields,
+                        counts.get(entry_id, 1),
+                        "xreadgroup",
+                        handler,
+                    )
             return response
 
         return xreadgroup
@@ -206,18 +266,30 @@ class RedisInstrumentor(Instrumentor):
                     return reply
                 return traced(client, reply, name, groupname, _caller())
 
-            async def traced(client: Redis, reply: Any, name: Any, groupname: Any,
-                             handler: str) -> Any:
+            async def traced(
+                client: Redis, reply: Any, name: Any, groupname: Any, handler: str
+            ) -> Any:
                 response = await reply
                 items = response if verb == "xclaim" else (response[1] if response else [])
                 stream, group = text(name) or "", text(groupname) or ""
-                live = [(text(i) or "", f) for i, f in items or () if isinstance(i, bytes | str)
-                        and f is not None]
+                live = [
+                    (text(i) or "", f)
+                    for i, f in items or ()
+                    if isinstance(i, bytes | str) and f is not None
+                ]
                 counts = await _attempts(client, stream, group, [i for i, _ in live])
                 hooks = resolve_hooks(None, self.hooks)
                 for entry_id, fields in live:
-                    _open(hooks, stream, group, entry_id, fields, counts.get(entry_id, 2),
-                          verb, handler)
+                    _open(
+                        hooks,
+                        stream,
+                        group,
+                        entry_id,
+                        fields,
+                        counts.get(entry_id, 2),
+                        verb,
+                        handler,
+                    )
                 return response
 
             return claim

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from eventscope.instrumentation import instrument_aio_pika
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-
-from eventscope.instrumentation import instrument_aio_pika
 
 pytestmark = pytest.mark.broker
 
@@ -38,7 +37,8 @@ async def test_async_for_over_a_queue_iterator_traces_each_message(
         with service.hooks.activate():
             for number in range(2):
                 await channel.default_exchange.publish(
-                    aio_pika.Message(str(number).encode()), routing_key=queue.name)
+                    aio_pika.Message(str(number).encode()), routing_key=queue.name
+                )
             seen = 0
             async with queue.iterator() as messages:
                 async for message in messages:
@@ -59,7 +59,8 @@ async def test_async_for_over_a_queue_iterator_traces_each_message(
         assert consumer.attributes["eventscope.outcome"] == "ok"
         assert consumer.attributes["messaging.consumer.group.name"] == queue.name
         assert consumer.attributes["eventscope.handler"].endswith(
-            "test_async_for_over_a_queue_iterator_traces_each_message")
+            "test_async_for_over_a_queue_iterator_traces_each_message"
+        )
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached
 
 
@@ -74,10 +75,14 @@ async def test_with_the_stock_instrumentation_on_each_message_has_one_span_per_s
     stock = AioPikaInstrumentor()
     order = ["stock", "ours"] if stock_first else ["ours", "stock"]
     switches = {
-        "stock": (lambda: stock.instrument(tracer_provider=service.tracer_provider),
-                  stock.uninstrument),
-        "ours": (lambda: instrument_aio_pika(hooks=service.hooks),
-                 lambda: instrument_aio_pika().uninstrument()),
+        "stock": (
+            lambda: stock.instrument(tracer_provider=service.tracer_provider),
+            stock.uninstrument,
+        ),
+        "ours": (
+            lambda: instrument_aio_pika(hooks=service.hooks),
+            lambda: instrument_aio_pika().uninstrument(),
+        ),
     }
     for name in order:
         switches[name][0]()

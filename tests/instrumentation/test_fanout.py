@@ -18,9 +18,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
-
 from eventscope.instrumentation import (
     EventBus,
     client_trace_config,
@@ -29,6 +26,8 @@ from eventscope.instrumentation import (
     event_metadata,
     stream_messages,
 )
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 Payload = dict[str, Any]
 UserHandler = Callable[[Payload], Awaitable[None]]
@@ -183,8 +182,9 @@ async def run_fanout(transport: Any, services: dict[str, Any]) -> str:
 
     async def ship(payload: Payload) -> None:
         handled.append("shipping")
-        with event_metadata(event_type="ShipmentRequested", version=1,
-                            entity_id=payload["order_id"]):
+        with event_metadata(
+            event_type="ShipmentRequested", version=1, entity_id=payload["order_id"]
+        ):
             await transport.publish("shipments", {"order_id": payload["order_id"]})
 
     async def notify(payload: Payload) -> None:
@@ -195,16 +195,19 @@ async def run_fanout(transport: Any, services: dict[str, Any]) -> str:
         done.set()
 
     for service, destination, handler in (
-        ("billing", "orders", bill), ("shipping", "orders", ship),
-        ("email", "orders", notify), ("warehouse", "shipments", pick),
+        ("billing", "orders", bill),
+        ("shipping", "orders", ship),
+        ("email", "orders", notify),
+        ("warehouse", "shipments", pick),
     ):
         with services[service].hooks.activate():
             await transport.subscribe(destination, service, handler)
 
     async def create_order(request: web.Request) -> web.Response:
         order_id = str(uuid.uuid4())
-        with event_metadata(event_type="OrderPlaced", version=2, entity_id=order_id,
-                            entity_sequence=1):
+        with event_metadata(
+            event_type="OrderPlaced", version=2, entity_id=order_id, entity_sequence=1
+        ):
             await transport.publish("orders", {"order_id": order_id})
         return web.json_response({"order_id": order_id}, status=201)
 
@@ -216,18 +219,10 @@ async def run_fanout(transport: Any, services: dict[str, Any]) -> str:
                 assert response.status == 201
                 correlation = response.headers["X-Correlation-ID"]
         await asyncio.wait_for(done.wait(), 15)
-    await _settled(lambda: len(handled) == 4 and _consumer_spans(services) >= 4)
+    for name in ("billing", "shipping", "email", "warehouse"):
+        await services[name].wait_for_spans(SpanKind.CONSUMER, 1)
+    assert sorted(handled) == ["billing", "email", "shipping", "warehouse"]
     return correlation
-
-
-def _consumer_spans(services: dict[str, Any]) -> int:
-    return sum(s.kind is SpanKind.CONSUMER for svc in services.values() for s in svc.spans())
-
-
-async def _settled(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not predicate():
-            await asyncio.sleep(0)
 
 
 @contextlib.asynccontextmanager
@@ -245,9 +240,14 @@ async def _transport(kind: str, request: pytest.FixtureRequest) -> Any:
 
 
 def _one(spans: list[ReadableSpan], **match: Any) -> ReadableSpan:
-    found = [s for s in spans if all(
-        (s.kind if key == "kind" else s.attributes.get(key.replace("__", "."))) == value
-        for key, value in match.items())]
+    found = [
+        s
+        for s in spans
+        if all(
+            (s.kind if key == "kind" else s.attributes.get(key.replace("__", "."))) == value
+            for key, value in match.items()
+        )
+    ]
     assert len(found) == 1, (match, [(s.name, dict(s.attributes)) for s in spans])
     return found[0]
 
@@ -285,7 +285,8 @@ async def test_request_fan_out_is_one_tree_across_services(
         assert consumer.attributes["messaging.message.id"] == order_event
         assert consumer.attributes["cloudevents.event_type"] == "OrderPlaced"
         assert consumer.attributes["eventscope.handler"].endswith(
-            {"billing": "bill", "shipping": "ship", "email": "notify"}[group])
+            {"billing": "bill", "shipping": "ship", "email": "notify"}[group]
+        )
         assert consumer.attributes["eventscope.outcome"] == "ok"
         assert consumer.attributes["eventscope.delivery.attempt"] == 1
 
@@ -297,5 +298,6 @@ async def test_request_fan_out_is_one_tree_across_services(
     warehouse = _one(spans["warehouse"], kind=SpanKind.CONSUMER)
     assert warehouse.parent.span_id == follow_up.context.span_id
     assert warehouse.attributes["eventscope.causation_id"] == order_event
-    assert warehouse.attributes["messaging.message.id"] == follow_up.attributes[
-        "messaging.message.id"]
+    assert (
+        warehouse.attributes["messaging.message.id"] == follow_up.attributes["messaging.message.id"]
+    )

@@ -7,9 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
-from opentelemetry.trace import SpanKind
-
 from eventscope.instrumentation import Deduplicator, consume, current_delivery, stream_messages
+from opentelemetry.trace import SpanKind
 
 pytestmark = pytest.mark.broker
 
@@ -17,8 +16,14 @@ pytestmark = pytest.mark.broker
 def _deliveries(service: Any) -> list[tuple[str, int, str]]:
     """(event id, attempt, outcome) of each CONSUMER span, by attempt."""
     spans = [s for s in service.spans() if s.kind is SpanKind.CONSUMER]
-    rows = [(s.attributes["messaging.message.id"], s.attributes["eventscope.delivery.attempt"],
-             s.attributes["eventscope.outcome"]) for s in spans]
+    rows = [
+        (
+            s.attributes["messaging.message.id"],
+            s.attributes["eventscope.delivery.attempt"],
+            s.attributes["eventscope.outcome"],
+        )
+        for s in spans
+    ]
     return sorted(rows, key=lambda row: row[1])
 
 
@@ -121,8 +126,9 @@ async def test_nats_push_consumer_nak_is_an_error_attempt_and_term_dead_letters(
         js = nc.jetstream()
         await js.add_stream(name=stream, subjects=[f"{stream}.>"])
         with service.hooks.activate():
-            await js.subscribe(f"{stream}.orders", durable="billing", cb=on_message,
-                               manual_ack=True)
+            await js.subscribe(
+                f"{stream}.orders", durable="billing", cb=on_message, manual_ack=True
+            )
             await js.publish(f"{stream}.orders", b"{}")
         await asyncio.wait_for(done.wait(), 10)
         await js.delete_stream(stream)
@@ -130,7 +136,9 @@ async def test_nats_push_consumer_nak_is_an_error_attempt_and_term_dead_letters(
         await nc.close()
     rows = _deliveries(service)
     assert [(attempt, outcome) for _, attempt, outcome in rows] == [
-        (1, "error"), (2, "dead_lettered")]
+        (1, "error"),
+        (2, "dead_lettered"),
+    ]
     assert rows[0][0] == rows[1][0]
 
 

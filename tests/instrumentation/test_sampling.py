@@ -6,10 +6,9 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+from eventscope.instrumentation import EventBus
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import SpanKind
-
-from eventscope.instrumentation import EventBus
 
 REQUESTS = 100
 
@@ -28,8 +27,12 @@ async def _traffic(services: dict[str, Any]) -> None:
     async def pick(event: Any) -> None:
         finished.release()
 
-    for group, topic, handler in (("billing", "orders", noop), ("shipping", "orders", ship),
-                                  ("email", "orders", noop), ("warehouse", "shipments", pick)):
+    for group, topic, handler in (
+        ("billing", "orders", noop),
+        ("shipping", "orders", ship),
+        ("email", "orders", noop),
+        ("warehouse", "shipments", pick),
+    ):
         with services[group].hooks.activate():
             bus.subscribe(topic, group, handler)
     tracer = services["api"].tracer_provider.get_tracer("api")
@@ -73,8 +76,10 @@ async def test_sampled_out_events_reach_the_ledger_as_records_exactly_once(
     make_service: Any, instrumented: None
 ) -> None:
     sampler = ParentBasedTraceIdRatio(0.1)
-    services = {name: make_service(name, sampler=sampler)
-                for name in ("api", "billing", "shipping", "email", "warehouse")}
+    services = {
+        name: make_service(name, sampler=sampler)
+        for name in ("api", "billing", "shipping", "email", "warehouse")
+    }
     await _traffic(services)
 
     seen, spans, records = _ledger(services)
