@@ -135,6 +135,7 @@ class RedisTransport:
         self.url = url
         self.prefix = f"fanout:{uuid.uuid4().hex[:8]}"
         self.tasks: list[asyncio.Task[None]] = []
+        self.stopping = False
 
     async def open(self) -> RedisTransport:
         import redis.asyncio as redis
@@ -151,7 +152,7 @@ class RedisTransport:
         self.tasks.append(asyncio.create_task(self._consume(stream, group, handler)))
 
     async def _consume(self, stream: str, group: str, handler: UserHandler) -> None:
-        while True:
+        while not self.stopping:  # stop between reads: cancelling one mid-command can hang
             reply = await self.client.xreadgroup(group, "c1", {stream: ">"}, count=10, block=50)
             for message in stream_messages(reply, group=group):
                 with consume(message, handler=f"{handler.__module__}.{handler.__qualname__}"):
@@ -159,9 +160,8 @@ class RedisTransport:
                 await self.client.xack(stream, group, message.id)
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.stopping = True
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 10)
         keys = [key async for key in self.client.scan_iter(f"{self.prefix}:*")]
         if keys:
             await self.client.delete(*keys)
