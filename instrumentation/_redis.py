@@ -158,6 +158,37 @@ def _open(
         _PENDING.popitem(last=False)[1].finish()
 
 
+async def _open_entries(
+    client: Redis,
+    hooks: Hooks,
+    stream: str,
+    group: str,
+    items: Any,
+    fresh: bool,
+    operation: str,
+    handler: str,
+) -> None:
+    """Start a delivery per entry handed out; attempts come from XPENDING unless ``fresh``.
+
+    New entries (``>``) are first deliveries; entries read again or claimed carry the
+    count Redis keeps per pending entry.
+    """
+    live = [(text(i) or "", f) for i, f in items if isinstance(i, bytes | str) and f is not None]
+    counts = {} if fresh else await _attempts(client, stream, group, [i for i, _ in live])
+    default = 1 if fresh else 2
+    for entry_id, fields in live:
+        _open(
+            hooks,
+            stream,
+            group,
+            entry_id,
+            fields,
+            counts.get(entry_id, default),
+            operation,
+            handler,
+        )
+
+
 async def _attempts(client: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
     """Delivery counts from XPENDING (one round trip), for entries handed out again."""
     if not ids:
@@ -237,23 +268,10 @@ class RedisInstrumentor(Instrumentor):
             hooks = resolve_hooks(None, self.hooks)
             requested = {text(k): text(v) for k, v in streams.items()}
             for stream, items in _entries(response):
-                live = [(text(i) or "", f) for i, f in items if f is not None]
-                counts = (
-                    {}
-                    if requested.get(stream) == ">"
-                    else await _attempts(client, stream, group, [i for i, _ in live])
+                fresh = requested.get(stream) == ">"
+                await _open_entries(
+                    client, hooks, stream, group, items, fresh, "xreadgroup", handler
                 )
-                for entry_id, fields in live:
-                    _open(
-                        hooks,
-                        stream,
-                        group,
-                        entry_id,
-                        fields,
-                        counts.get(entry_id, 1),
-                        "xreadgroup",
-                        handler,
-                    )
             return response
 
         return xreadgroup
@@ -272,24 +290,16 @@ class RedisInstrumentor(Instrumentor):
                 response = await reply
                 items = response if verb == "xclaim" else (response[1] if response else [])
                 stream, group = text(name) or "", text(groupname) or ""
-                live = [
-                    (text(i) or "", f)
-                    for i, f in items or ()
-                    if isinstance(i, bytes | str) and f is not None
-                ]
-                counts = await _attempts(client, stream, group, [i for i, _ in live])
-                hooks = resolve_hooks(None, self.hooks)
-                for entry_id, fields in live:
-                    _open(
-                        hooks,
-                        stream,
-                        group,
-                        entry_id,
-                        fields,
-                        counts.get(entry_id, 2),
-                        verb,
-                        handler,
-                    )
+                await _open_entries(
+                    client,
+                    resolve_hooks(None, self.hooks),
+                    stream,
+                    group,
+                    items or (),
+                    False,
+                    verb,
+                    handler,
+                )
                 return response
 
             return claim
