@@ -1,0 +1,223 @@
+"""End-to-end ingest benchmark: OTLP/HTTP protobuf → `eventscope serve` → DuckDB, committed.
+
+Separate sender processes post pre-serialized batches of realistic event-driven spans
+(fan-out trees with links, ~10 attributes on messaging spans) over keep-alive connections.
+A span counts only once its request got a 200, which the collector sends after the commit.
+In the same run the same senders drive a minimal receiver that only parses the protobuf,
+the ceiling for OTLP decoding in Python; the ratio of the two is printed.
+
+    python benchmarks/ingest.py                 # defaults: 3 senders, 20 s per phase
+    python benchmarks/ingest.py --duration 40 --senders 4 --spans-per-request 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from otlp_workload import export_bodies
+
+BODIES: list[bytes] = []
+SPANS_PER_BODY: list[int] = []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(port: int, process: subprocess.Popen[bytes], path: str, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early with code {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", path)
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling a starting server; not a test
+    raise SystemExit("server did not become healthy")
+
+
+def _sender(
+    index: int, port: int, start_at: float, stop_at: float, results: multiprocessing.Queue
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/x-protobuf"}
+    acked: list[tuple[float, int]] = []
+    refused = 0
+    position = index * 7
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    while time.monotonic() < stop_at:
+        body = BODIES[position % len(BODIES)]
+        spans = SPANS_PER_BODY[position % len(BODIES)]
+        position += 1
+        connection.request("POST", "/v1/traces", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status == 200:
+            acked.append((time.monotonic(), spans))
+        elif response.status in (429, 503):
+            refused += 1
+            time.sleep(float(response.getheader("Retry-After", "1")) / 10)
+        else:
+            raise SystemExit(f"unexpected status {response.status}")
+    results.put((acked, refused))
+
+
+def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[float, int, int]:
+    """Run the senders against a server; return (spans/s in the window, spans acked, refused)."""
+    results: multiprocessing.Queue = multiprocessing.Queue()
+    start_at = time.monotonic() + 0.5
+    stop_at = start_at + warmup + duration
+    workers = [
+        multiprocessing.Process(target=_sender, args=(i, port, start_at, stop_at, results))
+        for i in range(senders)
+    ]
+    for worker in workers:
+        worker.start()
+    collected = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    window_start = start_at + warmup
+    in_window = sum(n for acked, _ in collected for t, n in acked if t >= window_start)
+    total = sum(n for acked, _ in collected for _, n in acked)
+    refused = sum(r for _, r in collected)
+    return in_window / duration, total, refused
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _parse_only_server(port: int) -> None:
+    """The baseline: aiohttp receiving OTLP protobuf and only parsing it."""
+    from aiohttp import web
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    empty = ExportTraceServiceResponse().SerializeToString()
+
+    async def receive(request: web.Request) -> web.Response:
+        ExportTraceServiceRequest.FromString(await request.read())
+        return web.Response(body=empty, content_type="application/x-protobuf")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", receive)
+    app.router.add_get("/healthz", health)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument("--senders", type=int, default=3, help="sender processes")
+    parser.add_argument("--spans-per-request", type=int, default=1000)
+    parser.add_argument("--bodies", type=int, default=150, help="distinct request bodies")
+    parser.add_argument("--max-queue-rows", type=int, default=200_000)
+    parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
+    parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.parse_only_server:
+        _parse_only_server(args.parse_only_server)
+        return
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    BODIES.extend(export_bodies(args.bodies, args.spans_per_request))
+    for body in BODIES:
+        request = ExportTraceServiceRequest.FromString(body)
+        SPANS_PER_BODY.append(
+            sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        )
+    mean_bytes = sum(map(len, BODIES)) / len(BODIES)
+    print(
+        f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
+        f"({mean_bytes / 1024:.0f} KiB each), {args.senders} sender processes, "
+        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up"
+    )
+
+    # 1. Baseline: parse only.
+    port = _free_port()
+    baseline = subprocess.Popen(
+        [sys.executable, __file__, "--parse-only-server", str(port)], stdout=subprocess.DEVNULL
+    )
+    try:
+        _wait_healthy(port, baseline, "/healthz", 30)
+        parse_rate, _, _ = _drive(port, args.senders, args.duration, args.warmup)
+    finally:
+        baseline.terminate()
+        baseline.wait()
+    print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s")
+
+    # 2. eventscope serve: decode, validate, queue, insert, commit, then 200.
+    folder = Path(tempfile.mkdtemp(prefix="eventscope-bench-"))
+    port = _free_port()
+    executable = shutil.which("eventscope") or "eventscope"
+    server = subprocess.Popen(
+        [
+            executable,
+            "serve",
+            "--db",
+            str(folder / "bench.duckdb"),
+            "--port",
+            str(port),
+            "--max-queue-rows",
+            str(args.max_queue_rows),
+            "--log-level",
+            "warning",
+            *(["--db-threads", str(args.db_threads)] if args.db_threads else []),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_healthy(port, server, "/healthz", 60)
+        rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
+        rss = _peak_rss_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    import duckdb
+
+    stored = (
+        duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
+        .execute("SELECT count(*) FROM spans")
+        .fetchone()[0]
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"eventscope serve    : {rate:>10,.0f} spans/s acknowledged (= committed)")
+    print(f"ratio               : {rate / parse_rate:10.3f} of the parse-only receiver")
+    print(f"peak RSS            : {rss:10.0f} MiB (queue limit {args.max_queue_rows:,} rows)")
+    print(f"acked {acked:,} spans, stored {stored:,}, 503 answers {refused:,}")
+    if stored < acked:
+        raise SystemExit(f"LOST DATA: {acked - stored} acknowledged spans are not stored")
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    main()

@@ -1,0 +1,103 @@
+"""The JSON API over the read side: ``/api/...``.
+
+Each endpoint is one function ``(cursor, params, settings) -> JSON value`` that validates the
+query-string parameters, calls a typed function of ``eventscope.queries`` and turns the
+records into JSON. The HTTP handler and ``eventscope query --db`` call the same function, so
+the CLI's ``--format json`` is exactly what the API returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import duckdb
+from aiohttp import web
+from eventscope.queries import BadParameter
+from eventscope.queries._sql import run_sql
+
+from ._reads import run_read
+from ._settings import Settings
+from ._state import STATE
+
+__all__ = ["ENDPOINTS", "Endpoint", "int_param", "setup"]
+
+Params = Mapping[str, str]
+Endpoint = Callable[[duckdb.DuckDBPyConnection, Params, Settings], Any]
+
+
+def int_param(params: Params, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high].
+
+    Raises:
+        BadParameter: naming the parameter, when it is not such an integer.
+    """
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadParameter(name, f"{text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadParameter(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def sql_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
+    """``/api/sql?q=SELECT…[&limit=N]``: one read-only SELECT; columns, rows, truncated."""
+    sql = params.get("q")
+    if sql is None:
+        raise BadParameter("q", "is missing; pass one SELECT statement as ?q=")
+    limit = int_param(params, "limit", settings.query_row_limit, 1, 1_000_000)
+    return run_sql(cursor, sql, limit=limit).to_json()
+
+
+#: path under /api -> endpoint function. The read side adds its endpoints here.
+ENDPOINTS: dict[str, Endpoint] = {"sql": sql_endpoint}
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, UTF-8 kept as is: the API's one encoder."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _handler(endpoint: Endpoint) -> Callable[[web.Request], Any]:
+    async def handle(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        params: dict[str, str] = dict(request.query)
+        params.update(request.match_info)  # path parameters such as /api/tree/{root}
+        if request.method == "POST":
+            params.update(await _post_params(request))
+        assert state.database is not None
+        value = await run_read(
+            state.database, state.settings.query_timeout, endpoint, params, state.settings
+        )
+        return web.json_response(value, dumps=dumps)
+
+    return handle
+
+
+async def _post_params(request: web.Request) -> dict[str, str]:
+    text = await request.text()
+    if request.content_type != "application/json":
+        return {"q": text}
+    try:
+        document = json.loads(text or "null")
+    except ValueError as exc:
+        raise BadParameter("body", f"is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadParameter("body", 'must be a JSON object such as {"q": "SELECT 1"}')
+    if "sql" in document and "q" not in document:
+        document["q"] = document.pop("sql")
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+
+
+def setup(app: web.Application) -> None:
+    """Add every endpoint as ``GET /api/<name>`` (``sql`` also takes POST)."""
+    for name, endpoint in ENDPOINTS.items():
+        handler = _handler(endpoint)
+        app.router.add_get(f"/api/{name}", handler)
+        if name == "sql":
+            app.router.add_post(f"/api/{name}", handler)

@@ -1,0 +1,187 @@
+"""The collector application: OTLP receiver, operations endpoints, the JSON API and the UI.
+
+``create_app`` composes the aiohttp application; ``serve`` runs it until SIGTERM/SIGINT and
+drains the write queue before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TextIO
+
+from aiohttp import web
+from eventscope.queries import EventscopeError
+
+from . import _api
+from ._database import Database
+from ._decode_pool import DecodePool
+from ._errors import Overloaded, Unauthorized
+from ._receiver import error_body, receive_logs, receive_traces
+from ._settings import Settings
+from ._state import STATE, CollectorState
+from ._version import __version__
+from ._writer import SpanWriter
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("eventscope.collector")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPEN_PATHS = ("/healthz",)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map typed errors to responses (OTLP Status on /v1, JSON elsewhere) and count them."""
+    state = request.app[STATE]
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "(unmatched)"
+    try:
+        response = await handler(request)
+    except EventscopeError as exc:
+        response = _error_response(request, exc.status, str(exc))
+        if isinstance(exc, Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="eventscope"'
+    except web.HTTPException as exc:
+        state.metrics.requests[(path, exc.status)] += 1
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        response = _error_response(request, 500, "internal error; see the collector's log")
+    state.metrics.requests[(path, response.status)] += 1
+    return response
+
+
+def _error_response(request: web.Request, status: int, message: str) -> web.Response:
+    if request.path.startswith("/v1/"):
+        return error_body(request, status, message)
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a token configured, everything but /healthz needs ``Authorization: Bearer``."""
+    token = request.app[STATE].settings.token
+    if token is None or request.path in _OPEN_PATHS:
+        return await handler(request)
+    given = _presented_token(request)
+    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized(
+            "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
+            if given is None or request.path.startswith(("/v1/", "/api/", "/metrics"))
+            else "wrong token"
+        )
+    return await handler(request)
+
+
+def _presented_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get("eventscope_token")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response(
+        {"status": "ok", "version": __version__, "queue_rows": state.writer.queued_rows}
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = request.app[STATE].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    settings = state.settings
+    database = await asyncio.to_thread(Database.open, settings)
+    writer = SpanWriter(
+        database,
+        max_queue_rows=settings.max_queue_rows,
+        max_commit_rows=settings.max_commit_rows,
+        metrics=state.metrics,
+        retry_after=settings.retry_after,
+    )
+    await writer.start()
+    decoders = DecodePool(settings.decode_workers)
+    await decoders.start()
+    state.database = database
+    state._writer = writer
+    state._decoders = decoders
+    try:
+        yield
+    finally:
+        await decoders.close()
+        await writer.close()  # drains: everything acknowledged or queued is committed
+        await asyncio.to_thread(database.close)
+        state.database = None
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Compose the collector's aiohttp application for ``settings``."""
+    app = web.Application(
+        middlewares=[_errors, _auth],
+        # Bodies are read by the receiver with its own limit (checked after decompression).
+        client_max_size=settings.max_body_bytes,
+    )
+    app[STATE] = CollectorState(settings=settings)
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_post("/v1/traces", receive_traces)
+    app.router.add_post("/v1/logs", receive_logs)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    _api.setup(app)
+    return app
+
+
+def _bound_address(runner: web.AppRunner) -> tuple[str, int]:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            host, port = server.sockets[0].getsockname()[:2]
+            return host, port
+    raise RuntimeError("the collector is not listening")
+
+
+async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
+    """Run the collector until SIGTERM or SIGINT, then drain and close."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        host, port = _bound_address(runner)
+        base = f"http://{host}:{port}"
+        state = app[STATE]
+        assert state.database is not None
+        out.write(
+            f"eventscope {__version__}\n"
+            f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
+            f"  UI         {base}/\n"
+            f"  data       {state.database.description}\n"
+        )
+        out.flush()
+        # Long-lived objects from start-up need not be scanned by every collection.
+        gc.freeze()
+        # The writer thread (DuckDB) takes the GIL back briefly and often; with the default
+        # 5 ms switch interval it would wait behind the decoding loop each time.
+        sys.setswitchinterval(0.001)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stopping: no new requests; committing what was accepted")
+    finally:
+        await runner.cleanup()

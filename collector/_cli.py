@@ -1,0 +1,205 @@
+"""The ``eventscope`` command: ``serve``, ``query …``, ``demo`` and ``--version``.
+
+Bad input ends with exit code 2 and one line on stderr naming what is wrong; a collector
+that cannot be reached ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from eventscope.queries import EventscopeError
+
+from ._errors import ConfigError
+from ._output import FORMATS, render
+from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
+from ._settings import Settings, parse_size
+from ._version import __version__
+
+__all__ = ["QUERY_COMMANDS", "QueryCommand", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCommand:
+    """One ``eventscope query <name>`` subcommand over an API endpoint.
+
+    Attributes:
+        endpoint: the ``ENDPOINTS`` key (``"sql"``, ``"tree/{root}"`` …).
+        help: one line for ``--help``.
+        arguments: adds the subcommand's own arguments to its parser.
+        params: turns parsed arguments into the endpoint's query parameters.
+        table: turns the endpoint's JSON into (columns, rows) for table and CSV output.
+    """
+
+    endpoint: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    params: Callable[[argparse.Namespace], dict[str, str]]
+    table: Callable[[Any], tuple[Sequence[str], Sequence[Sequence[Any]]]]
+
+
+def _sql_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("statement", help="one SELECT over the public schema")
+    parser.add_argument("--limit", type=int, default=None, help="most rows (default 10000)")
+
+
+def _sql_params(args: argparse.Namespace) -> dict[str, str]:
+    params = {"q": args.statement}
+    if args.limit is not None:
+        params["limit"] = str(args.limit)
+    return params
+
+
+def _sql_table(value: Any) -> tuple[list[str], list[list[Any]]]:
+    columns = [c["name"] for c in value["columns"]]
+    return columns, [[row.get(c) for c in columns] for row in value["rows"]]
+
+
+#: name -> subcommand of ``eventscope query``. The read side registers its commands here.
+QUERY_COMMANDS: dict[str, QueryCommand] = {
+    "sql": QueryCommand(
+        endpoint="sql",
+        help="run one read-only SELECT over the public schema",
+        arguments=_sql_arguments,
+        params=_sql_params,
+        table=_sql_table,
+    ),
+}
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the collector: OTLP/HTTP receiver, API and UI",
+        description="Receive OTLP over HTTP and store it in DuckDB. Every option can also "
+        "be set with an EVENTSCOPE_<OPTION> environment variable; flags win.",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port for OTLP/HTTP, API and UI (default 4318)")
+    serve.add_argument("--db", help="DuckDB file (default ./eventscope.duckdb)")
+    serve.add_argument("--ui-port", type=int, help="serve the UI on this port instead")
+    serve.add_argument("--token", help="require 'Authorization: Bearer <token>'")
+    serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
+    serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
+    serve.add_argument("--query-timeout", type=float, help="seconds before a read is stopped")
+    serve.add_argument("--db-threads", type=int, help="DuckDB worker threads (default: cores)")
+    serve.add_argument(
+        "--decode-workers", type=int, help="decoder processes (default 2; 0: inline)"
+    )
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+
+
+def _add_query(commands: Any) -> None:
+    query = commands.add_parser("query", help="ask the stored data a question")
+    kinds = query.add_subparsers(dest="query", required=True, metavar="QUERY", parser_class=_Parser)
+    for name, command in QUERY_COMMANDS.items():
+        sub = kinds.add_parser(name, help=command.help, description=command.help)
+        command.arguments(sub)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--db", help="read this DuckDB file directly (no server needed)")
+        where.add_argument("--url", help="ask a running collector, e.g. http://127.0.0.1:4318")
+        sub.add_argument("--token", help="bearer token for --url (or EVENTSCOPE_TOKEN)")
+        sub.add_argument("--format", choices=FORMATS, default="table", help="output format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``eventscope`` command line."""
+    parser = _Parser(
+        prog="eventscope",
+        description="Trace event-driven systems: fan-out trees, handler latency, "
+        "lost and duplicated events.",
+    )
+    parser.add_argument("--version", action="version", version=f"eventscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)  # fmt: skip
+    _add_serve(commands)
+    _add_query(commands)
+    from ._demo import add_demo_command
+
+    add_demo_command(commands)
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    sys.stderr.write(f"eventscope: error: {message}\n")
+    raise SystemExit(code)
+
+
+def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from ._app import serve
+
+    settings = Settings.from_env(
+        environ,
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        ui_port=args.ui_port,
+        token=args.token,
+        max_body_bytes=None
+        if args.max_body_bytes is None
+        else parse_size(args.max_body_bytes, "--max-body-bytes"),
+        max_queue_rows=args.max_queue_rows,
+        query_timeout=args.query_timeout,
+        db_threads=args.db_threads,
+        decode_workers=args.decode_workers,
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:  # the port is taken, the address is not ours …
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
+
+
+def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
+    """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
+    if args.url:
+        return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
+    settings = Settings.from_env(environ, db=args.db)
+    return LocalSource(settings)
+
+
+def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    command = QUERY_COMMANDS[args.query]
+    params = command.params(args)
+    with query_source(args, environ) as source:
+        value = source.call(command.endpoint, params)
+    columns, rows = command.table(value)
+    print(render(columns, rows, args.format, json_value=value))
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """Entry point of the ``eventscope`` console script."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            _serve(args, environ)
+        elif args.command == "query":
+            _query(args, environ)
+        else:
+            args.run(args, environ)
+    except SourceUnavailable as exc:
+        _fail(str(exc), 1)
+    except (EventscopeError, ConfigError) as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # `eventscope query … | head`
+        sys.stderr.close()
+        raise SystemExit(0) from None

@@ -1,0 +1,544 @@
+"""Decode OTLP export requests into columnar batches ready for DuckDB.
+
+Pure functions, shared by every transport and tested without a server:
+
+- :func:`parse_traces` / :func:`parse_logs` turn a request body (protobuf or OTLP JSON) into
+  the protobuf request message, raising :class:`BadRequest` when it cannot be decoded;
+- :func:`decode_traces` / :func:`decode_logs` validate every span / record on its own and
+  return Arrow tables of the valid ones plus the OTLP partial-success figures.
+
+The hot path is columnar: one tuple per span, transposed into Arrow columns once at the
+end (in C). No per-span objects or attribute dicts are built.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ._attributes import (
+    PROMOTED_COLUMNS,
+    PROMOTED_INT_COLUMNS,
+    PROMOTED_TEXT_COLUMNS,
+    any_value,
+    attributes_dict,
+    to_json,
+)
+from ._errors import BadRequest
+from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
+
+__all__ = [
+    "LINKS_SCHEMA",
+    "LOGS_SCHEMA",
+    "SPANS_SCHEMA",
+    "SPAN_EVENTS_SCHEMA",
+    "LogBatch",
+    "TraceBatch",
+    "decode_logs",
+    "decode_traces",
+    "parse_logs",
+    "parse_traces",
+]
+
+_NS = pa.timestamp("ns")
+_PROMOTED_FIELDS = [pa.field(name, pa.string()) for name in PROMOTED_TEXT_COLUMNS] + [
+    pa.field("entity_sequence", pa.int64()),
+    pa.field("attempt", pa.int32()),
+    pa.field("publish_time", _NS),
+]
+assert tuple(f.name for f in _PROMOTED_FIELDS) == PROMOTED_COLUMNS
+assert PROMOTED_INT_COLUMNS == ("entity_sequence", "attempt", "publish_time")
+
+SPANS_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("trace_state", pa.string()),
+        ("service_name", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("start_time", _NS),
+        ("end_time", _NS),
+        ("duration_ms", pa.float64()),
+        ("status_code", pa.string()),
+        ("status_message", pa.string()),
+        ("attributes", pa.string()),
+        ("resource_attributes", pa.string()),
+        ("scope_name", pa.string()),
+        ("scope_version", pa.string()),
+        *_PROMOTED_FIELDS,
+    ]
+)
+LINKS_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("linked_trace_id", pa.string()),
+        ("linked_span_id", pa.string()),
+        ("linked_trace_state", pa.string()),
+        ("attributes", pa.string()),
+    ]
+)
+SPAN_EVENTS_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("time", _NS),
+        ("name", pa.string()),
+        ("attributes", pa.string()),
+    ]
+)
+LOGS_SCHEMA = pa.schema(
+    [
+        ("time", _NS),
+        ("observed_time", _NS),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("severity_number", pa.int32()),
+        ("severity_text", pa.string()),
+        ("body", pa.string()),
+        ("event_name", pa.string()),
+        ("record_kind", pa.string()),
+        ("service_name", pa.string()),
+        ("attributes", pa.string()),
+        ("resource_attributes", pa.string()),
+        ("scope_name", pa.string()),
+        *_PROMOTED_FIELDS,
+        ("end_time", _NS),
+    ]
+)
+
+_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_STATUS = {0: "unset", 1: "ok", 2: "error"}
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_MAX_MESSAGES = 5
+_MAX_TIME = 2**63 - 1  # nanosecond timestamps are signed 64-bit in Arrow and DuckDB
+_SPAN_DERIVED = len(PROMOTED_COLUMNS)  # derived values past these are event-record only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceBatch:
+    """The valid spans of one request as Arrow tables, and what was rejected and why."""
+
+    spans: pa.Table
+    links: pa.Table
+    events: pa.Table
+    rejected: int
+    error_message: str
+
+    @property
+    def rows(self) -> int:
+        """Rows this batch adds to the database (spans, links and span events)."""
+        return self.spans.num_rows + self.links.num_rows + self.events.num_rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogBatch:
+    """The valid log records of one request as an Arrow table, and what was rejected."""
+
+    logs: pa.Table
+    rejected: int
+    error_message: str
+
+    @property
+    def rows(self) -> int:
+        """Rows this batch adds to the database."""
+        return self.logs.num_rows
+
+
+class _Rejections:
+    """Counts rejected items and keeps the first few reasons for the partial-success message."""
+
+    __slots__ = ("count", "messages")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.messages) < _MAX_MESSAGES:
+            self.messages.append(message)
+
+    def text(self, noun: str) -> str:
+        if not self.count:
+            return ""
+        more = self.count - len(self.messages)
+        suffix = f"; and {more} more" if more else ""
+        return f"rejected {self.count} {noun}: " + "; ".join(self.messages) + suffix
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse(
+    body: bytes, content_type: str, message: type[Message], raw: Any, id_paths: _IdPaths
+) -> Any:
+    """Parse into ``raw`` (the same message with attributes kept as bytes, see ``_wire``)."""
+    if content_type == "application/x-protobuf":
+        try:
+            return raw.FromString(body)
+        except DecodeError as exc:
+            raise BadRequest(
+                f"body is not a valid OTLP protobuf {message.__name__}: {exc}"
+            ) from exc
+    request = message()
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadRequest(f"OTLP JSON body must be an object, got {type(document).__name__}")
+    try:
+        id_paths.to_base64(document)
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRequest(f"body is not a valid OTLP JSON {message.__name__}: {exc}") from exc
+    return raw.FromString(request.SerializeToString())
+
+
+class _IdPaths:
+    """Rewrites the hex ids of OTLP JSON into the base64 that protobuf's JSON mapping expects.
+
+    OTLP JSON encodes trace and span ids as hex, not base64 (the one place it departs from
+    the proto3 JSON mapping). An id that is not hex becomes a 1-byte value, which the
+    per-item validation then rejects with a message naming the field.
+    """
+
+    def __init__(self, outer: str, middle: str, inner: str, nested: tuple[str, ...]) -> None:
+        self._path = (outer, middle, inner)
+        self._nested = nested
+
+    def to_base64(self, document: dict[str, Any]) -> None:
+        outer, middle, inner = self._path
+        for resource in _list(document, outer):
+            for scope in _list(resource, middle):
+                for item in _list(scope, inner):
+                    _hex_ids(item)
+                    for nested in self._nested:
+                        for child in _list(item, nested):
+                            _hex_ids(child)
+
+
+def _list(obj: Any, camel: str) -> list[Any]:
+    """The list under a field, whichever JSON name (lowerCamelCase or proto) it uses."""
+    if not isinstance(obj, dict):
+        return []
+    value = obj.get(camel)
+    if value is None:
+        value = obj.get(_snake(camel))
+    return value if isinstance(value, list) else []
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+def _hex_ids(item: Any) -> None:
+    if not isinstance(item, dict):
+        return
+    for field in _ID_FIELDS:
+        value = item.get(field)
+        if isinstance(value, str):
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raw = b"\xff"  # not hex: rejected later as a bad id, alone
+            item[field] = base64.b64encode(raw).decode("ascii")
+
+
+_TRACE_IDS = _IdPaths("resourceSpans", "scopeSpans", "spans", ("links",))
+_LOG_IDS = _IdPaths("resourceLogs", "scopeLogs", "logRecords", ())
+
+
+def parse_traces(body: bytes, content_type: str) -> Any:
+    """Parse an OTLP trace export body (``application/x-protobuf`` or ``application/json``).
+
+    Raises:
+        BadRequest: the body cannot be decoded as that content type.
+    """
+    return _parse(body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS)
+
+
+def parse_logs(body: bytes, content_type: str) -> Any:
+    """Parse an OTLP logs export body (``application/x-protobuf`` or ``application/json``).
+
+    Raises:
+        BadRequest: the body cannot be decoded as that content type.
+    """
+    return _parse(body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _id_problem(raw: bytes, size: int, zero: bytes, field: str) -> str | None:
+    if len(raw) != size:
+        return f"{field} must be {size} bytes ({size * 2} hex digits), got {len(raw)}"
+    if raw == zero:
+        return f"{field} is all zeros"
+    return None
+
+
+def _span_problem(span: Any) -> str | None:
+    problem = _id_problem(span.trace_id, 16, _ZERO_TRACE, "trace_id") or _id_problem(
+        span.span_id, 8, _ZERO_SPAN, "span_id"
+    )
+    if problem:
+        return problem
+    if len(span.parent_span_id) not in (0, 8):
+        return f"parent_span_id must be empty or 8 bytes, got {len(span.parent_span_id)}"
+    if span.kind not in _KINDS:
+        return f"kind {span.kind} is not a SpanKind"
+    if not span.start_time_unix_nano:
+        return "start_time_unix_nano is missing"
+    if span.end_time_unix_nano < span.start_time_unix_nano:
+        return "end_time_unix_nano is before start_time_unix_nano"
+    if span.end_time_unix_nano > _MAX_TIME:
+        return "end_time_unix_nano is after the year 2262"
+    for event in span.events:
+        if event.time_unix_nano > _MAX_TIME:
+            return f"event {event.name[:40]!r}: time_unix_nano is after the year 2262"
+    if span.status.code not in _STATUS:
+        return f"status.code {span.status.code} is not a StatusCode"
+    for link in span.links:
+        problem = _id_problem(link.trace_id, 16, _ZERO_TRACE, "link trace_id") or _id_problem(
+            link.span_id, 8, _ZERO_SPAN, "link span_id"
+        )
+        if problem:
+            return problem
+    return None
+
+
+def _describe(index: int, item: Any) -> str:
+    name = getattr(item, "name", "") or getattr(item, "event_name", "")
+    label = f" {name[:60]!r}" if name else ""
+    return f"#{index}{label}"
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """Build an Arrow table from row tuples: transposed once, in C, not appended per cell."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+def _service(resource_attrs: dict[str, Any]) -> str:
+    name = resource_attrs.get("service.name")
+    return str(name) if name not in (None, "") else "unknown_service"
+
+
+def _links_and_events(
+    span: Any, trace_hex: str, span_hex: str
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    links = [
+        (
+            trace_hex,
+            span_hex,
+            link.trace_id.hex(),
+            link.span_id.hex(),
+            link.trace_state or None,
+            scan_raw_attributes(link.attributes)[0],
+        )
+        for link in span.links
+    ]
+    events = [
+        (
+            trace_hex,
+            span_hex,
+            event.time_unix_nano or span.start_time_unix_nano,
+            event.name,
+            scan_raw_attributes(event.attributes)[0],
+        )
+        for event in span.events
+    ]
+    return links, events
+
+
+def decode_traces(request: Any) -> TraceBatch:
+    """Validate each span of a parsed request and return the valid ones as Arrow tables.
+
+    A span that is invalid on its own (bad or all-zero ids, end before start, an unknown
+    kind, a bad link) is rejected alone and counted; the others are kept.
+    """
+    spans: list[tuple[Any, ...]] = []
+    links: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    rejected = _Rejections()
+    index = -1
+    for resource_spans in request.resource_spans:
+        resource_attrs = attributes_dict(resource_spans.resource.attributes)
+        resource_json = to_json(resource_attrs)
+        service = _service(resource_attrs)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_name = scope.name or None
+            scope_version = scope.version or None
+            for span in scope_spans.spans:
+                index += 1
+                trace_id = span.trace_id
+                span_id = span.span_id
+                parent = span.parent_span_id
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                kind = _KINDS.get(span.kind)
+                status = span.status
+                status_code = _STATUS.get(status.code)
+                n_links = len(span.links)
+                n_events = len(span.events)
+                # Fast path: one combined test; the slow one finds the words for a rejection.
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or trace_id == _ZERO_TRACE
+                    or span_id == _ZERO_SPAN
+                    or len(parent) not in (0, 8)
+                    or kind is None
+                    or status_code is None
+                    or not 0 < start <= end <= _MAX_TIME
+                    or ((n_links or n_events) and _span_problem(span))
+                ):
+                    problem = _span_problem(span) or "invalid"
+                    rejected.add(f"span {_describe(index, span)}: {problem}")
+                    continue
+                trace_hex = trace_id.hex()
+                span_hex = span_id.hex()
+                try:
+                    attributes, derived = scan_raw_attributes(span.attributes)
+                    if n_links or n_events:
+                        extra_links, extra_events = _links_and_events(span, trace_hex, span_hex)
+                except DecodeError as exc:
+                    rejected.add(f"span {_describe(index, span)}: an attribute is not valid: {exc}")
+                    continue
+                spans.append(
+                    (
+                        trace_hex,
+                        span_hex,
+                        parent.hex() if parent and parent != _ZERO_SPAN else None,
+                        span.trace_state or None,
+                        service,
+                        span.name,
+                        kind,
+                        start,
+                        end,
+                        (end - start) / 1e6,
+                        status_code,
+                        status.message or None,
+                        attributes,
+                        resource_json,
+                        scope_name,
+                        scope_version,
+                        *derived[:_SPAN_DERIVED],
+                    )
+                )
+                if n_links or n_events:
+                    links.extend(extra_links)
+                    events.extend(extra_events)
+    return TraceBatch(
+        spans=_table(spans, SPANS_SCHEMA),
+        links=_table(links, LINKS_SCHEMA),
+        events=_table(events, SPAN_EVENTS_SCHEMA),
+        rejected=rejected.count,
+        error_message=rejected.text("spans"),
+    )
+
+
+def _record_problem(record: Any) -> str | None:
+    if record.trace_id and (problem := _id_problem(record.trace_id, 16, _ZERO_TRACE, "trace_id")):
+        return problem
+    if record.span_id and (problem := _id_problem(record.span_id, 8, _ZERO_SPAN, "span_id")):
+        return problem
+    if not record.time_unix_nano and not record.observed_time_unix_nano:
+        return "neither time_unix_nano nor observed_time_unix_nano is set"
+    if max(record.time_unix_nano, record.observed_time_unix_nano) > _MAX_TIME:
+        return "time_unix_nano is after the year 2262"
+    return None
+
+
+_RECORD_KINDS = {"eventscope.publish": "publish", "eventscope.deliver": "deliver"}
+
+
+def decode_logs(request: Any) -> LogBatch:
+    """Validate each log record of a parsed request and return the valid ones as Arrow.
+
+    Event records written by ``eventscope.instrumentation`` (``event_name``
+    ``eventscope.publish`` / ``eventscope.deliver``) get ``record_kind`` set and their
+    messaging attributes promoted, exactly like spans.
+    """
+    rows: list[tuple[Any, ...]] = []
+    rejected = _Rejections()
+    index = -1
+    for resource_logs in request.resource_logs:
+        resource_attrs = attributes_dict(resource_logs.resource.attributes)
+        resource_json = to_json(resource_attrs)
+        service = _service(resource_attrs)
+        for scope_logs in resource_logs.scope_logs:
+            scope_name = scope_logs.scope.name or None
+            for record in scope_logs.log_records:
+                index += 1
+                problem = _record_problem(record)
+                if problem:
+                    rejected.add(f"log record {_describe(index, record)}: {problem}")
+                    continue
+                try:
+                    attributes, derived = scan_raw_attributes(record.attributes)
+                except DecodeError as exc:
+                    rejected.add(f"log record {_describe(index, record)}: bad attribute: {exc}")
+                    continue
+                event_name = record.event_name or None
+                marker, end = derived[_SPAN_DERIVED:]
+                rows.append(
+                    (
+                        record.time_unix_nano or record.observed_time_unix_nano,
+                        record.observed_time_unix_nano or None,
+                        record.trace_id.hex() if record.trace_id else None,
+                        record.span_id.hex() if record.span_id else None,
+                        record.severity_number or None,
+                        record.severity_text or None,
+                        to_json(any_value(record.body)) if record.HasField("body") else None,
+                        event_name,
+                        _RECORD_KINDS.get(event_name or "", marker),
+                        service,
+                        attributes,
+                        resource_json,
+                        scope_name,
+                        *derived[:_SPAN_DERIVED],
+                        end if end is None or end <= _MAX_TIME else None,
+                    )
+                )
+    return LogBatch(
+        logs=_table(rows, LOGS_SCHEMA),
+        rejected=rejected.count,
+        error_message=rejected.text("log records"),
+    )
+
+
+def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
+    """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
+
+    A pure function of its arguments, so it can run in a worker process.
+
+    Raises:
+        BadRequest: the body cannot be decoded as ``content_type``.
+    """
+    if signal == "traces":
+        return decode_traces(parse_traces(body, content_type))
+    return decode_logs(parse_logs(body, content_type))

@@ -1,0 +1,67 @@
+"""Errors raised by the collector. They hang off the one base, ``EventscopeError``::
+
+EventscopeError
+├── BadRequest              undecodable body, bad header (400)
+├── Unauthorized            missing or wrong bearer token (401)
+├── PayloadTooLarge         body over the limit, compressed or not (413)
+├── UnsupportedMediaType    content type or encoding we do not speak (415)
+├── Overloaded              the write queue is full; retry later (503 + Retry-After)
+├── StorageError            the database refused a batch (500)
+└── ConfigError             a setting is malformed; names the variable
+"""
+
+from __future__ import annotations
+
+from eventscope.queries import EventscopeError
+
+
+class BadRequest(EventscopeError):
+    """The request body or a header cannot be understood."""
+
+    status = 400
+
+
+class Unauthorized(EventscopeError):
+    """The bearer token is missing or wrong."""
+
+    status = 401
+
+
+class PayloadTooLarge(EventscopeError):
+    """The body, compressed or decompressed, is over the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(EventscopeError):
+    """The Content-Type or Content-Encoding is not one OTLP/HTTP defines."""
+
+    status = 415
+
+
+class Overloaded(EventscopeError):
+    """The write queue is full. Clients should retry after ``retry_after`` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageError(EventscopeError):
+    """The database could not store an accepted batch."""
+
+    status = 500
+
+
+class QueryTimeout(EventscopeError):
+    """A read query ran past its deadline and was interrupted."""
+
+    status = 504
+
+
+class ConfigError(EventscopeError):
+    """A setting has a malformed value. The message names the option or variable."""
+
+    status = 500

@@ -1,0 +1,92 @@
+"""The collector's own figures, rendered in the Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Histogram", "Metrics"]
+
+_COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A cumulative histogram with fixed upper bounds, as Prometheus defines it."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        """Record one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        """The ``_bucket``, ``_sum`` and ``_count`` sample lines."""
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            label = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f'{name}_bucket{{le="{label}"}} {running}')
+        out += [f"{name}_sum {self.total!r}", f"{name}_count {self.count}"]
+        return out
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Counters the receiver and writer update; ``render`` is what ``GET /metrics`` returns."""
+
+    accepted: Counter[str] = field(default_factory=Counter)  # by signal: spans, log_records
+    rejected: Counter[str] = field(default_factory=Counter)
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (path, status)
+    commit_seconds: Histogram = field(default_factory=lambda: Histogram(_COMMIT_BUCKETS))
+    committed_rows: int = 0
+    queue_rows: Callable[[], int] = lambda: 0
+
+    def render(self) -> str:
+        """The Prometheus text format (version 0.0.4)."""
+        lines = [
+            "# HELP eventscope_items_accepted_total Spans and log records stored.",
+            "# TYPE eventscope_items_accepted_total counter",
+        ]
+        for signal in ("spans", "log_records"):
+            lines.append(
+                f'eventscope_items_accepted_total{{signal="{signal}"}} {self.accepted[signal]}'
+            )
+        lines += [
+            "# HELP eventscope_items_rejected_total Spans and log records rejected as invalid.",
+            "# TYPE eventscope_items_rejected_total counter",
+        ]
+        for signal in ("spans", "log_records"):
+            lines.append(
+                f'eventscope_items_rejected_total{{signal="{signal}"}} {self.rejected[signal]}'
+            )
+        lines += [
+            "# HELP eventscope_http_requests_total Requests answered, by path and status.",
+            "# TYPE eventscope_http_requests_total counter",
+        ]
+        for (path, status), count in sorted(self.requests.items()):
+            lines.append(
+                f'eventscope_http_requests_total{{path="{path}",status="{status}"}} {count}'
+            )
+        lines += [
+            "# HELP eventscope_queue_rows Rows decoded and waiting to be committed.",
+            "# TYPE eventscope_queue_rows gauge",
+            f"eventscope_queue_rows {self.queue_rows()}",
+            "# HELP eventscope_committed_rows_total Rows committed to the database.",
+            "# TYPE eventscope_committed_rows_total counter",
+            f"eventscope_committed_rows_total {self.committed_rows}",
+            "# HELP eventscope_commit_seconds Time to insert and commit one group of requests.",
+            "# TYPE eventscope_commit_seconds histogram",
+            *self.commit_seconds.lines("eventscope_commit_seconds"),
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""Where ``eventscope query`` gets its answers: a DuckDB file opened read-only, or a
+running collector's JSON API. Both return the same JSON, from the same endpoint code."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import duckdb
+from eventscope.queries import BadParameter, EventscopeError
+
+from ._api import ENDPOINTS
+from ._errors import ConfigError
+from ._settings import Settings
+
+__all__ = ["LocalSource", "QuerySource", "RemoteSource", "SourceUnavailable"]
+
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
+class SourceUnavailable(Exception):
+    """The collector or file could not be reached (not the user's query's fault)."""
+
+
+class QuerySource(Protocol):
+    """Answers ``call(endpoint, params)`` with the endpoint's JSON value."""
+
+    def call(self, endpoint: str, params: dict[str, str]) -> Any: ...
+
+    def __enter__(self) -> QuerySource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class LocalSource:
+    """Runs endpoints in-process on a DuckDB file opened read-only, without external access."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.is_ducklake:
+            raise ConfigError("db: query a DuckLake catalog through a collector with --url")
+        path = Path(settings.db).expanduser()
+        if not path.exists():
+            raise ConfigError(
+                f"db: no database at {str(path)!r}; pass --db PATH, or --url to ask a collector"
+            )
+        try:
+            self._connection = duckdb.connect(
+                str(path), read_only=True, config={"enable_external_access": False}
+            )
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise ConfigError(
+                    f"db: {str(path)!r} is open in a running collector; ask it with "
+                    "--url http://HOST:PORT instead"
+                ) from exc
+            raise ConfigError(f"db: cannot open {str(path)!r}: {exc}") from exc
+        self._settings = settings
+
+    def call(self, endpoint: str, params: dict[str, str]) -> Any:
+        """Run the endpoint's function here and return its JSON value."""
+        return ENDPOINTS[endpoint](self._connection, params, self._settings)
+
+    def __enter__(self) -> LocalSource:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._connection.close()
+
+
+class RemoteSource:
+    """Calls ``GET {url}/api/{endpoint}`` on a running collector."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise BadParameter(
+                "--url", f"{url!r} is not an http(s) URL such as http://127.0.0.1:4318"
+            )
+        self._base = url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    def call(self, endpoint: str, params: dict[str, str]) -> Any:
+        """Ask the collector and return the decoded JSON.
+
+        Raises:
+            BadParameter: the collector answered 4xx; its message is passed on.
+            SourceUnavailable: it could not be reached, or failed (5xx).
+        """
+        params = dict(params)
+
+        def fill(match: re.Match[str]) -> str:
+            return urllib.parse.quote(params.pop(match.group(1)), safe="")
+
+        path = _PATH_PARAM.sub(fill, endpoint)
+        query = urllib.parse.urlencode(params)
+        request = urllib.request.Request(
+            f"{self._base}/api/{path}" + (f"?{query}" if query else "")
+        )
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            if 400 <= exc.code < 500:
+                raise _RemoteError(message, exc.code) from None
+            raise SourceUnavailable(f"{self._base} answered {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceUnavailable(f"cannot reach a collector at {self._base}: {reason}") from None
+
+    def __enter__(self) -> RemoteSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _RemoteError(EventscopeError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        return str(body.get("error") or body.get("message") or body)
+    except (ValueError, AttributeError):
+        return exc.reason if isinstance(exc.reason, str) else str(exc)

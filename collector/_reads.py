@@ -1,0 +1,58 @@
+"""Running read-side queries off the event loop, each on its own cursor, with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import duckdb
+
+from ._database import Database
+from ._errors import QueryTimeout
+
+__all__ = ["run_read"]
+
+T = TypeVar("T")
+
+
+async def run_read(
+    database: Database,
+    deadline: float,
+    query: Callable[..., T],
+    *args: Any,
+    **kwargs: Any,
+) -> T:
+    """Run ``query(cursor, *args, **kwargs)`` on a fresh cursor in a worker thread.
+
+    Reads never share the writer's connection, so they see committed data and do not hold
+    up ingest. A query still running after ``deadline`` seconds is interrupted.
+
+    Raises:
+        QueryTimeout: the query ran past ``deadline``.
+    """
+    cursor = database.cursor()
+    finished = threading.Event()
+
+    def job() -> T:
+        try:
+            return query(cursor, *args, **kwargs)
+        finally:
+            finished.set()
+            cursor.close()
+
+    future = asyncio.ensure_future(asyncio.to_thread(job))
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), deadline)
+    except TimeoutError:
+        if not finished.is_set():
+            cursor.interrupt()
+        try:
+            await future
+        except (duckdb.InterruptException, duckdb.Error):
+            pass
+        raise QueryTimeout(
+            f"the query ran longer than {deadline:g} s and was stopped; narrow it down "
+            "(a time range, a LIMIT) or raise --query-timeout"
+        ) from None

@@ -1,0 +1,149 @@
+"""OTLP/HTTP receiver: ``POST /v1/traces`` and ``POST /v1/logs``, as the OTLP spec says.
+
+- ``application/x-protobuf`` and ``application/json`` bodies; gzip (or deflate)
+  ``Content-Encoding``; the response in the request's content type.
+- Partial success: invalid spans / records are rejected alone and counted; the rest is stored.
+- 400 undecodable body, 413 over the size limit (counted after decompression, while it is
+  read, so a gzip bomb never fills memory), 415 unsupported type or encoding, 503 with
+  ``Retry-After`` when the write queue is full.
+- 200 only once the request's data is committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._state import STATE
+
+__all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_traces"]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+OTLP_CONTENT_TYPES = (PROTOBUF, JSON)
+_ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+_CHUNK = 256 * 1024
+
+# gRPC status codes carried in the google.rpc.Status of an OTLP error response.
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
+
+
+def request_content_type(request: web.Request) -> str:
+    """The OTLP content type of a request.
+
+    Raises:
+        UnsupportedMediaType: neither ``application/x-protobuf`` nor ``application/json``.
+    """
+    content_type = request.content_type
+    if content_type == "application/protobuf":
+        content_type = PROTOBUF
+    if content_type not in OTLP_CONTENT_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {request.headers.get('Content-Type', '(none)')!r} is not supported; "
+            f"send {PROTOBUF} or {JSON}"
+        )
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding"
+        )
+    return content_type
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the (already decompressed) body, stopping as soon as it passes ``limit`` bytes.
+
+    Raises:
+        PayloadTooLarge: the body is over ``limit`` bytes, before or after decompression.
+        BadRequest: the compressed body is not valid gzip / deflate.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {limit} bytes after decompression"
+                )
+            chunks.append(chunk)
+    except ContentEncodingError as exc:
+        raise BadRequest(f"body does not match its Content-Encoding: {exc.message}") from exc
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # aiohttp wraps decoding failures in payload errors
+        if isinstance(exc.__cause__, ContentEncodingError) or "encoding" in str(exc).lower():
+            raise BadRequest(f"body does not match its Content-Encoding: {exc}") from exc
+        raise
+    return b"".join(chunks)
+
+
+def _respond(content_type: str, message: Any) -> web.Response:
+    if content_type == PROTOBUF:
+        return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
+    text = json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
+    return web.Response(text=text, content_type=JSON)
+
+
+def error_body(request: web.Request, status: int, message: str) -> web.Response:
+    """An OTLP error response: a ``google.rpc.Status`` in the request's content type."""
+    grpc = status_pb2.Status(code=_GRPC_CODES.get(status, 2), message=message)
+    if request.content_type in (PROTOBUF, "application/protobuf"):
+        return web.Response(status=status, body=grpc.SerializeToString(), content_type=PROTOBUF)
+    return web.Response(
+        status=status, text=json.dumps({"code": grpc.code, "message": message}), content_type=JSON
+    )
+
+
+async def _receive(
+    request: web.Request, signal: str, build: Callable[[int, str], Any]
+) -> web.Response:
+    state = request.app[STATE]
+    content_type = request_content_type(request)
+    state.writer.check_capacity()  # refuse before reading when the queue is already full
+    async with state.decoders.slots:
+        body = await read_body(request, state.settings.max_body_bytes)
+        batch = await state.decoders.decode(signal, body, content_type)
+    await state.writer.write(batch)
+    counter = "spans" if signal == "traces" else "log_records"
+    state.metrics.accepted[counter] += batch.rows if signal == "logs" else batch.spans.num_rows
+    state.metrics.rejected[counter] += batch.rejected
+    return _respond(content_type, build(batch.rejected, batch.error_message))
+
+
+def _trace_response(rejected: int, message: str) -> Any:
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if rejected or message:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    return response
+
+
+def _logs_response(rejected: int, message: str) -> Any:
+    response = logs_service_pb2.ExportLogsServiceResponse()
+    if rejected or message:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = message
+    return response
+
+
+async def receive_traces(request: web.Request) -> web.Response:
+    """``POST /v1/traces``: store the valid spans; 200 once they are committed."""
+    return await _receive(request, "traces", _trace_response)
+
+
+async def receive_logs(request: web.Request) -> web.Response:
+    """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
+    return await _receive(request, "logs", _logs_response)

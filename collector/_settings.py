@@ -1,0 +1,131 @@
+"""Collector settings: one frozen dataclass, parsed once at the edge (CLI flags and
+``EVENTSCOPE_*`` environment variables) and passed down. Nothing deeper reads the
+environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigError
+
+__all__ = ["Settings", "parse_size"]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
+          "ki": 1024, "mi": 1024**2, "gi": 1024**3}  # fmt: skip
+
+
+def parse_size(text: str, name: str) -> int:
+    """Parse a byte size such as ``8388608``, ``8MiB`` or ``500k``.
+
+    Raises:
+        ConfigError: naming ``name`` when the text is not a size.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"{name}: {text!r} is not a size (examples: 8388608, 8MiB, 500k)")
+    unit = (match.group(2) or "").lower().removesuffix("b")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the collector process can be told, with its defaults.
+
+    Each field can be set by the environment variable ``EVENTSCOPE_<FIELD>`` (upper case)
+    or the matching ``eventscope serve`` flag; flags win.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 4318
+    #: The database: a DuckDB file path, or ``ducklake:<catalog>`` for DuckLake.
+    db: str = "eventscope.duckdb"
+    #: DuckLake only: where the Parquet data files go (a shared folder).
+    data_path: str | None = None
+    #: Serve the UI on its own port instead of the OTLP port.
+    ui_port: int | None = None
+    #: When set, ingest, API and UI require ``Authorization: Bearer <token>``.
+    token: str | None = None
+    #: Largest request body, after decompression.
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: Rows (spans, links, events, log records) decoded and waiting for a commit.
+    max_queue_rows: int = 200_000
+    #: Most rows committed in one transaction (several requests are grouped).
+    max_commit_rows: int = 100_000
+    #: Processes that decode request bodies (0: decode on the event loop). Default: cores.
+    decode_workers: int = dataclasses.field(default_factory=lambda: min(os.cpu_count() or 1, 8))
+    #: DuckDB worker threads (default: DuckDB's choice, one per core).
+    db_threads: int | None = None
+    #: WAL size that triggers a checkpoint. Larger: fewer, bigger checkpoints (faster
+    #: ingest) and a longer WAL replay after a crash.
+    checkpoint_threshold: int = 256 * 1024 * 1024
+    #: Seconds a read query may run before it is interrupted.
+    query_timeout: float = 30.0
+    #: Most rows one SQL console / API query returns.
+    query_row_limit: int = 10_000
+    #: Seconds a client is told to wait when the queue is full.
+    retry_after: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("port", "ui_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name}: {port} is not a TCP port (0-65535)")
+        if not 0 <= self.decode_workers <= 64:
+            raise ConfigError(f"decode_workers: must be 0-64, got {self.decode_workers}")
+        if self.db_threads is not None and self.db_threads < 1:
+            raise ConfigError(f"db_threads: must be at least 1, got {self.db_threads}")
+        for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
+                     "checkpoint_threshold"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.query_timeout <= 0:
+            raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token: must not be empty when set")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``EVENTSCOPE_*`` variables, then apply ``overrides``
+        (values that are ``None`` are ignored, so unset CLI flags keep the environment's).
+
+        Raises:
+            ConfigError: a variable or override is malformed; the message names it.
+        """
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            variable = "EVENTSCOPE_" + field.name.upper()
+            if variable in environ and environ[variable] != "":
+                values[field.name] = _convert(field.name, environ[variable], variable)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def is_ducklake(self) -> bool:
+        """Whether ``db`` names a DuckLake catalog rather than a DuckDB file."""
+        return self.db.startswith("ducklake:")
+
+
+_INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limit", "retry_after",
+         "db_threads", "decode_workers"}  # fmt: skip
+
+
+def _convert(name: str, text: str, variable: str) -> Any:
+    if name in ("max_body_bytes", "checkpoint_threshold"):
+        return parse_size(text, variable)
+    if name in _INTS:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{variable}: {text!r} is not an integer") from None
+    if name == "query_timeout":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{variable}: {text!r} is not a number of seconds") from None
+    return text

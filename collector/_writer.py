@@ -1,0 +1,217 @@
+"""The one writer: owns the DuckDB write connection and commits groups of requests.
+
+Requests hand decoded batches to :meth:`SpanWriter.write` and wait. One task takes
+everything queued, inserts it on one dedicated thread as Arrow tables in one transaction,
+commits, and only then wakes the requests — so a 200 always means "on disk" (in the WAL).
+The queue is bounded in rows; when it is full, :class:`Overloaded` is raised at once so the
+receiver can answer 503 with Retry-After. Closing drains: intake stops, everything accepted
+is committed, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from ._database import Database
+from ._decode import LogBatch, TraceBatch
+from ._errors import Overloaded, StorageError
+from ._metrics import Metrics
+
+__all__ = ["SpanWriter"]
+
+log = logging.getLogger("eventscope.collector")
+
+Batch = TraceBatch | LogBatch
+
+# Table -> how to pull its Arrow table out of a batch. Fixed names: never user input.
+_TABLES: tuple[tuple[str, type, str], ...] = (
+    ("spans", TraceBatch, "spans"),
+    ("span_links", TraceBatch, "links"),
+    ("span_events", TraceBatch, "events"),
+    ("logs", LogBatch, "logs"),
+)
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Batch | None  # None: a flush barrier
+    done: asyncio.Future[None]
+    rows: int = field(default=0)
+
+
+class SpanWriter:
+    """Single owner of the write connection. Start with :meth:`start`, stop with :meth:`close`.
+
+    Args:
+        database: the opened database.
+        max_queue_rows: rows that may wait for a commit before writes are refused.
+        max_commit_rows: rows committed together at most (larger single batches still go
+            in alone).
+        metrics: where commit latency, queue depth and committed rows are counted.
+        retry_after: seconds suggested to refused clients.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_queue_rows: int,
+        max_commit_rows: int,
+        metrics: Metrics,
+        retry_after: int = 1,
+    ) -> None:
+        self._database = database
+        self._max_queue_rows = max_queue_rows
+        self._max_commit_rows = max_commit_rows
+        self._metrics = metrics
+        self._retry_after = retry_after
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._queued_rows = 0
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        metrics.queue_rows = lambda: self._queued_rows
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows accepted into the queue and not yet committed."""
+        return self._queued_rows
+
+    async def start(self) -> None:
+        """Open the writer's connection on its thread and start the commit loop."""
+        loop = asyncio.get_running_loop()
+        self._connection = await loop.run_in_executor(self._thread, self._database.cursor)
+        self._task = asyncio.create_task(self._run(), name="eventscope-writer")
+
+    def check_capacity(self, rows: int = 1) -> None:
+        """Raise :class:`Overloaded` now if ``rows`` more would not fit (or we are closing).
+
+        The receiver calls this before reading a body, so a full queue costs clients little.
+        """
+        if self._closing:
+            raise Overloaded("the collector is shutting down", self._retry_after)
+        if self._queued_rows and self._queued_rows + rows > self._max_queue_rows:
+            raise Overloaded(
+                f"write queue is full ({self._queued_rows} rows waiting, limit "
+                f"{self._max_queue_rows}); retry later",
+                self._retry_after,
+            )
+
+    async def write(self, batch: Batch) -> None:
+        """Queue a batch and return once it is committed.
+
+        Raises:
+            Overloaded: the queue is full or the writer is closing; nothing was stored.
+            StorageError: the database refused the batch; nothing of it was stored.
+        """
+        rows = batch.rows
+        if rows == 0:
+            return
+        self.check_capacity(rows)
+        pending = _Pending(batch, asyncio.get_running_loop().create_future(), rows)
+        self._queued_rows += rows
+        self._queue.put_nowait(pending)
+        # shield: a client that hangs up does not cancel the commit of what it sent
+        await asyncio.shield(pending.done)
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is committed."""
+        if self._task is None or self._task.done():
+            return
+        pending = _Pending(None, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        await pending.done
+
+    async def close(self) -> None:
+        """Stop intake, commit everything already accepted, then close the connection."""
+        self._closing = True
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+        loop = asyncio.get_running_loop()
+        if self._connection is not None:
+            await loop.run_in_executor(self._thread, self._connection.close)
+        self._thread.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            rows = first.rows
+            while rows < self._max_commit_rows and not self._queue.empty():
+                following = self._queue.get_nowait()
+                if following is None:
+                    stopping = True
+                    break
+                group.append(following)
+                rows += following.rows
+            batches = [p.batch for p in group if p.batch is not None]
+            started = time.perf_counter()
+            try:
+                if batches:
+                    await loop.run_in_executor(self._thread, self._commit, batches)
+                failed: dict[int, BaseException] = {}
+            except Exception:  # one bad batch must not sink the others: retry alone
+                log.exception("group commit failed; retrying %d batches one by one", len(batches))
+                failed = await self._commit_alone(group)
+            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            for index, pending in enumerate(group):
+                self._queued_rows -= pending.rows
+                if pending.done.done():
+                    continue
+                if index in failed:
+                    pending.done.set_exception(
+                        StorageError(f"the database refused the batch: {failed[index]}")
+                    )
+                else:
+                    self._metrics.committed_rows += pending.rows
+                    pending.done.set_result(None)
+
+    async def _commit_alone(self, group: list[_Pending]) -> dict[int, BaseException]:
+        loop = asyncio.get_running_loop()
+        failed: dict[int, BaseException] = {}
+        for index, pending in enumerate(group):
+            if pending.batch is None:
+                continue
+            try:
+                await loop.run_in_executor(self._thread, self._commit, [pending.batch])
+            except Exception as exc:
+                failed[index] = exc
+        return failed
+
+    def _commit(self, batches: Sequence[Batch]) -> None:
+        """Insert every table of every batch in one transaction. Runs on the writer thread."""
+        connection = self._connection
+        assert connection is not None
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            for table, kind, attribute in _TABLES:
+                parts = [getattr(b, attribute) for b in batches if isinstance(b, kind)]
+                parts = [p for p in parts if p.num_rows]
+                if not parts:
+                    continue
+                arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+                connection.register("eventscope_incoming", arrow)
+                try:
+                    connection.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM eventscope_incoming"
+                    )
+                finally:
+                    connection.unregister("eventscope_incoming")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise

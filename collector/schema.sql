@@ -1,0 +1,93 @@
+-- eventscope public schema: the tables the collector writes. Users query these (and the
+-- views in queries/views.sql); keep them stable. Documented in docs/queries.md.
+-- Ids are lower-case hex text; times are TIMESTAMP_NS (UTC); JSON columns hold the OTLP
+-- attributes with their types (string, number, bool, array, object).
+
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id            VARCHAR NOT NULL,
+    span_id             VARCHAR NOT NULL,
+    parent_span_id      VARCHAR,            -- NULL for a root span
+    trace_state         VARCHAR,
+    service_name        VARCHAR NOT NULL,   -- resource attribute service.name
+    name                VARCHAR NOT NULL,
+    kind                VARCHAR NOT NULL,   -- server, client, producer, consumer, internal
+    start_time          TIMESTAMP_NS NOT NULL,
+    end_time            TIMESTAMP_NS NOT NULL,
+    duration_ms         DOUBLE NOT NULL,
+    status_code         VARCHAR NOT NULL,   -- unset, ok, error
+    status_message      VARCHAR,
+    attributes          JSON NOT NULL,
+    resource_attributes JSON NOT NULL,
+    scope_name          VARCHAR,
+    scope_version       VARCHAR,
+    -- promoted from attributes (current semantic-convention names, or the older ones)
+    messaging_system    VARCHAR,            -- messaging.system
+    messaging_operation VARCHAR,            -- messaging.operation.type: send, receive, process …
+    destination         VARCHAR,            -- messaging.destination.name
+    message_id          VARCHAR,            -- messaging.message.id / cloudevents.event_id: the event id
+    correlation_id      VARCHAR,            -- messaging.message.conversation_id
+    causation_id        VARCHAR,            -- eventscope.causation_id
+    event_type          VARCHAR,            -- cloudevents.event_type
+    event_version       VARCHAR,            -- eventscope.event.version
+    entity_id           VARCHAR,            -- cloudevents.event_subject
+    consumer_group      VARCHAR,            -- messaging.consumer.group.name
+    handler             VARCHAR,            -- eventscope.handler
+    outcome             VARCHAR,            -- eventscope.outcome: ok, error, duplicate_skipped, dead_lettered
+    entity_sequence     BIGINT,             -- eventscope.entity.sequence
+    attempt             INTEGER,            -- eventscope.delivery.attempt (1 = first delivery)
+    publish_time        TIMESTAMP_NS        -- eventscope.publish_time (consumer side)
+);
+
+CREATE TABLE IF NOT EXISTS span_links (
+    trace_id            VARCHAR NOT NULL,   -- the span that holds the link
+    span_id             VARCHAR NOT NULL,
+    linked_trace_id     VARCHAR NOT NULL,   -- the span it points to
+    linked_span_id      VARCHAR NOT NULL,
+    linked_trace_state  VARCHAR,
+    attributes          JSON NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS span_events (
+    trace_id            VARCHAR NOT NULL,
+    span_id             VARCHAR NOT NULL,
+    time                TIMESTAMP_NS NOT NULL,
+    name                VARCHAR NOT NULL,
+    attributes          JSON NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS logs (
+    time                TIMESTAMP_NS NOT NULL,
+    observed_time       TIMESTAMP_NS,
+    trace_id            VARCHAR,
+    span_id             VARCHAR,
+    severity_number     INTEGER,
+    severity_text       VARCHAR,
+    body                JSON,
+    event_name          VARCHAR,
+    record_kind         VARCHAR,            -- publish / deliver for eventscope event records, else NULL
+    service_name        VARCHAR NOT NULL,
+    attributes          JSON NOT NULL,
+    resource_attributes JSON NOT NULL,
+    scope_name          VARCHAR,
+    messaging_system    VARCHAR,
+    messaging_operation VARCHAR,
+    destination         VARCHAR,
+    message_id          VARCHAR,
+    correlation_id      VARCHAR,
+    causation_id        VARCHAR,
+    event_type          VARCHAR,
+    event_version       VARCHAR,
+    entity_id           VARCHAR,
+    consumer_group      VARCHAR,
+    handler             VARCHAR,
+    outcome             VARCHAR,
+    entity_sequence     BIGINT,
+    attempt             INTEGER,
+    publish_time        TIMESTAMP_NS,
+    end_time            TIMESTAMP_NS        -- eventscope.end_time: when the handler finished
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_meta (
+    key                 VARCHAR PRIMARY KEY,
+    value               VARCHAR
+);

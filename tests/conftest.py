@@ -1,0 +1,55 @@
+"""Shared test fixtures: real brokers on loopback, failing in CI when one is missing."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+BROKERS = {
+    "rabbitmq": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_RABBITMQ_PORT", "5672"))),
+    "nats": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_NATS_PORT", "4222"))),
+    "redis": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_REDIS_PORT", "6379"))),
+    "postgresql": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_POSTGRES_PORT", "5432"))),
+}
+
+
+def require_broker(name: str) -> tuple[str, int]:
+    """Return (host, port) of a real broker, or skip (fail in CI) when it is unreachable."""
+    host, port = BROKERS[name]
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError as exc:
+        message = f"{name} is not reachable at {host}:{port} ({exc})"
+        if IN_CI:
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
+    return host, port
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    host, port = require_broker("rabbitmq")
+    return f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture
+def nats_url() -> str:
+    host, port = require_broker("nats")
+    return f"nats://{host}:{port}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    host, port = require_broker("redis")
+    return f"redis://{host}:{port}/0"
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    host, port = require_broker("postgresql")
+    return f"host={host} port={port} dbname=test user=postgres"
