@@ -17,6 +17,7 @@ from aiohttp import web
 from eventscope.queries import BadParameter
 from eventscope.queries._sql import run_sql
 
+from ._read_endpoints import READ_ENDPOINTS
 from ._reads import run_read
 from ._settings import Settings
 from ._state import STATE
@@ -54,8 +55,8 @@ def sql_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Se
     return run_sql(cursor, sql, limit=limit).to_json()
 
 
-#: path under /api -> endpoint function. The read side adds its endpoints here.
-ENDPOINTS: dict[str, Endpoint] = {"sql": sql_endpoint}
+#: path under /api -> endpoint function.
+ENDPOINTS: dict[str, Endpoint] = {"sql": sql_endpoint, **READ_ENDPOINTS}
 
 
 def dumps(value: Any) -> str:

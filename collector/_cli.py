@@ -11,8 +11,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from eventscope.queries import EventscopeError
@@ -20,6 +19,8 @@ from eventscope.queries import EventscopeError
 from ._errors import ConfigError
 from ._output import FORMATS, render
 from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
+from ._query_command import QueryCommand
+from ._read_commands import READ_COMMANDS
 from ._settings import Settings, parse_size
 from ._version import __version__
 
@@ -31,25 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-@dataclass(frozen=True, slots=True)
-class QueryCommand:
-    """One ``eventscope query <name>`` subcommand over an API endpoint.
-
-    Attributes:
-        endpoint: the ``ENDPOINTS`` key (``"sql"``, ``"tree/{root}"`` …).
-        help: one line for ``--help``.
-        arguments: adds the subcommand's own arguments to its parser.
-        params: turns parsed arguments into the endpoint's query parameters.
-        table: turns the endpoint's JSON into (columns, rows) for table and CSV output.
-    """
-
-    endpoint: str
-    help: str
-    arguments: Callable[[argparse.ArgumentParser], None]
-    params: Callable[[argparse.Namespace], dict[str, str]]
-    table: Callable[[Any], tuple[Sequence[str], Sequence[Sequence[Any]]]]
 
 
 def _sql_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +51,7 @@ def _sql_table(value: Any) -> tuple[list[str], list[list[Any]]]:
     return columns, [[row.get(c) for c in columns] for row in value["rows"]]
 
 
-#: name -> subcommand of ``eventscope query``. The read side registers its commands here.
+#: name -> subcommand of ``eventscope query``.
 QUERY_COMMANDS: dict[str, QueryCommand] = {
     "sql": QueryCommand(
         endpoint="sql",
@@ -77,7 +59,9 @@ QUERY_COMMANDS: dict[str, QueryCommand] = {
         arguments=_sql_arguments,
         params=_sql_params,
         table=_sql_table,
+        json=lambda value: value["rows"],  # an array of objects keyed by column name
     ),
+    **READ_COMMANDS,
 }
 
 
@@ -180,7 +164,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     with query_source(args, environ) as source:
         value = source.call(command.endpoint, params)
     columns, rows = command.table(value)
-    print(render(columns, rows, args.format, json_value=value))
+    print(render(columns, rows, args.format, json_value=command.json(value)))
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
