@@ -4,7 +4,7 @@ OTLP/HTTP receiver, decoding, the single DuckDB writer, the JSON API and UI comp
 and the ``eventscope`` command line.
 """
 
-from ._app import create_app, serve
+from ._app import RUNNER_OPTIONS, create_app, serve
 from ._decode import LogBatch, TraceBatch, decode_logs, decode_traces, parse_logs, parse_traces
 from ._errors import (
     BadRequest,
@@ -21,6 +21,7 @@ from ._version import __version__
 from ._writer import SpanWriter
 
 __all__ = [
+    "RUNNER_OPTIONS",
     "BadRequest",
     "ConfigError",
     "LogBatch",

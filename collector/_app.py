@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 from eventscope.queries import EventscopeError
@@ -28,7 +28,7 @@ from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
 
-__all__ = ["create_app", "serve"]
+__all__ = ["RUNNER_OPTIONS", "create_app", "serve"]
 
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,8 +127,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.database = None
 
 
+#: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver
+#: inflates gzip itself, with a size limit, and per-request access logs cost ingest time.
+RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
+
+
 def create_app(settings: Settings) -> web.Application:
-    """Compose the collector's aiohttp application for ``settings``."""
+    """Compose the collector's aiohttp application for ``settings``.
+
+    Run it with ``web.AppRunner(app, **RUNNER_OPTIONS)`` (``serve`` does).
+    """
     app = web.Application(
         middlewares=[_errors, _auth],
         # Bodies are read by the receiver with its own limit (checked after decompression).
@@ -156,7 +164,7 @@ def _bound_address(runner: web.AppRunner) -> tuple[str, int]:
 async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     """Run the collector until SIGTERM or SIGINT, then drain and close."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -60,7 +60,9 @@ def request_content_type(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the (already decompressed) body, stopping as soon as it passes ``limit`` bytes.
+    """Read the body, inflating gzip / deflate here (the server runs with aiohttp's own
+    decompression off), and stop as soon as it passes ``limit`` bytes — on the wire or
+    inflated — so a gzip bomb never fills memory.
 
     Raises:
         PayloadTooLarge: the body is over ``limit`` bytes, before or after decompression.
@@ -69,24 +71,35 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
-    chunks = []
-    size = 0
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(wbits=31)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+    chunks: list[bytes] = []
+    received = size = 0
     try:
         async for chunk in request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"request body is over the limit of {limit} bytes after decompression"
-                )
-            chunks.append(chunk)
-    except ContentEncodingError as exc:
-        raise BadRequest(f"body does not match its Content-Encoding: {exc.message}") from exc
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # aiohttp wraps decoding failures in payload errors
-        if isinstance(exc.__cause__, ContentEncodingError) or "encoding" in str(exc).lower():
-            raise BadRequest(f"body does not match its Content-Encoding: {exc}") from exc
-        raise
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            while chunk:
+                if inflater is None:
+                    data, chunk = chunk, b""
+                else:
+                    data = inflater.decompress(chunk, limit - size + 1)
+                    chunk = inflater.unconsumed_tail
+                size += len(data)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"request body is over the limit of {limit} bytes after decompression"
+                    )
+                chunks.append(data)
+        if inflater is not None and not inflater.eof:
+            raise BadRequest(f"body does not match its Content-Encoding {encoding}: truncated")
+    except zlib.error as exc:
+        raise BadRequest(f"body does not match its Content-Encoding {encoding}: {exc}") from exc
     return b"".join(chunks)
 
 

@@ -9,6 +9,7 @@ as refused, like a write.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,9 @@ import duckdb
 from ._errors import BadParameter, NotReadOnly
 
 __all__ = ["SqlResult", "check_read_only", "run_sql"]
+
+_MISSING_TABLE = re.compile(r"Table with name (.+?) does not exist")
+_PATH_LIKE = re.compile(r"[/\\~]|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|gz|zst|db|duckdb)$", re.I)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +92,16 @@ def run_sql(connection: duckdb.DuckDBPyConnection, sql: str, *, limit: int) -> S
         ) from exc
     except duckdb.InterruptException:
         raise
+    except duckdb.CatalogException as exc:
+        # With external access off, `FROM 'file.csv'` is not even tried as a file scan;
+        # DuckDB reports a missing table named like a path. Say what really happened.
+        missing = _MISSING_TABLE.search(str(exc))
+        if missing and _PATH_LIKE.search(missing.group(1)):
+            raise NotReadOnly(
+                f"refused: the statement reads local files ({missing.group(1)}); "
+                "only the eventscope tables can be queried"
+            ) from exc
+        raise BadParameter("sql", _first_line(exc)) from exc
     except duckdb.Error as exc:
         raise BadParameter("sql", _first_line(exc)) from exc
     decoded = tuple(tuple(json.loads(row[0]).values()) for row in rows[:limit])

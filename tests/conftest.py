@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from collector_process import Collector
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -53,3 +57,15 @@ def redis_url() -> str:
 def postgres_dsn() -> str:
     host, port = require_broker("postgresql")
     return f"host={host} port={port} dbname=test user=postgres"
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    """A started `eventscope serve` on a fresh database file; stopped (or killed) afterwards."""
+    server = Collector(tmp_path / "eventscope.duckdb", "--decode-workers", "1").start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        try:
+            server.stop()
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -1,0 +1,136 @@
+"""The `eventscope` command: version, settings errors, read-only `query sql` in every form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import eventscope.collector as collector_package
+import pytest
+from collector_process import Collector, eventscope
+from otlp_requests import PROTOBUF, span, traces
+
+
+def test_version_is_printed_by_the_command_and_the_module() -> None:
+    from importlib.metadata import version
+
+    assert eventscope("--version").stdout.strip() == f"eventscope {version('eventscope')}"
+    module = subprocess.run(
+        [sys.executable, "-m", "eventscope.collector", "--version"], capture_output=True, text=True
+    )
+    assert module.stdout.strip() == f"eventscope {version('eventscope')}"
+
+
+def test_packages_install_under_the_eventscope_namespace_only(tmp_path: Path) -> None:
+    probe = (
+        "import importlib.util as u; "
+        "print([n for n in ('collector', 'instrumentation', 'ui', 'queries') if u.find_spec(n)]); "
+        "print([n for n in ('collector', 'instrumentation', 'ui', 'queries') "
+        "if u.find_spec('eventscope.' + n)])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    bare, namespaced = result.stdout.splitlines()
+    assert bare == "[]"
+    assert namespaced == "['collector', 'instrumentation', 'ui', 'queries']"
+
+
+def test_the_public_surface_of_the_collector_changes_only_on_purpose() -> None:
+    assert sorted(collector_package.__all__) == sorted([
+        "RUNNER_OPTIONS", "BadRequest", "ConfigError", "LogBatch", "Overloaded",
+        "PayloadTooLarge", "QueryTimeout", "Settings", "SpanWriter", "StorageError",
+        "TraceBatch", "Unauthorized", "UnsupportedMediaType", "__version__", "create_app",
+        "decode_logs", "decode_traces", "parse_logs", "parse_traces", "serve",
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"EVENTSCOPE_PORT": "abc"}, "EVENTSCOPE_PORT: 'abc' is not an integer"),
+        ({"EVENTSCOPE_MAX_BODY_BYTES": "lots"}, "EVENTSCOPE_MAX_BODY_BYTES: 'lots' is not a size"),
+        ({"EVENTSCOPE_PORT": "70000"}, "port: 70000 is not a TCP port"),
+    ],
+)
+def test_a_malformed_setting_is_one_line_naming_it_and_exit_code_2(env, words, tmp_path) -> None:
+    result = eventscope("serve", "--db", str(tmp_path / "x.duckdb"), env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"eventscope: error: {words}")
+
+
+def test_a_missing_folder_for_the_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = eventscope("serve", "--db", str(tmp_path / "nowhere" / "x.duckdb"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def stored(collector: Collector) -> Collector:
+    assert collector.post("/v1/traces", traces(span("alpha"), span("beta")), PROTOBUF)[0] == 200
+    return collector
+
+
+REFUSED = [
+    ("INSERT INTO spans SELECT * FROM spans", "only SELECT statements are allowed"),
+    ("DROP TABLE spans", "only SELECT statements are allowed"),
+    ("COPY spans TO '/tmp/leak.csv'", "only SELECT statements are allowed"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "reads local files"),
+    ("SELECT * FROM '/etc/hostname'", "reads local files"),
+    ("SELECT 1; DELETE FROM spans", "2 statements given"),
+    ("ATTACH '/tmp/other.duckdb'", "only SELECT statements are allowed"),
+]
+
+
+@pytest.mark.parametrize(("statement", "words"), REFUSED)
+def test_query_sql_refuses_writes_and_file_reads_through_the_server(stored, statement, words):
+    result = eventscope("query", "sql", statement, "--url", stored.url)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert words in line
+    assert len(stored.sql("SELECT * FROM spans")) == 2
+
+
+@pytest.mark.parametrize(("statement", "words"), REFUSED)
+def test_query_sql_refuses_writes_and_file_reads_on_the_file(stored, statement, words):
+    assert stored.stop() == 0
+    result = eventscope("query", "sql", statement, "--db", str(stored.db))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert words in line
+    assert len(stored.sql("SELECT * FROM spans", via_url=False)) == 2
+
+
+def test_query_sql_prints_a_table_json_and_csv(stored: Collector) -> None:
+    statement = "SELECT name, kind, length(span_id) AS id_len FROM spans ORDER BY name"
+    table = eventscope("query", "sql", statement, "--url", stored.url).stdout.splitlines()
+    assert table[0].split() == ["name", "kind", "id_len"]
+    assert table[2].split() == ["alpha", "internal", "16"]
+    as_json = json.loads(
+        eventscope("query", "sql", statement, "--url", stored.url, "--format", "json").stdout
+    )
+    assert as_json == [
+        {"name": "alpha", "kind": "internal", "id_len": 16},
+        {"name": "beta", "kind": "internal", "id_len": 16},
+    ]
+    csv = eventscope("query", "sql", statement, "--url", stored.url, "--format", "csv").stdout
+    assert csv.splitlines() == ["name,kind,id_len", "alpha,internal,16", "beta,internal,16"]
+
+
+def test_query_sql_on_a_file_in_use_points_to_the_url(stored: Collector) -> None:
+    result = eventscope("query", "sql", "SELECT 1", "--db", str(stored.db))
+    assert result.returncode == 2
+    assert "open in a running collector" in result.stderr
+
+
+def test_query_sql_errors_name_the_problem(stored: Collector) -> None:
+    result = eventscope("query", "sql", "SELECT nope FROM spans", "--url", stored.url)
+    assert result.returncode == 2
+    assert 'sql: Binder Error: Referenced column "nope" not found' in result.stderr
+    result = eventscope("query", "sql", "SELECT 1", "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot reach a collector at http://127.0.0.1:9" in result.stderr

@@ -1,0 +1,118 @@
+"""A 200 means committed: backpressure refuses rather than queueing without bound, SIGKILL
+loses nothing acknowledged, SIGTERM drains."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from collector_process import Collector
+from otlp_requests import PROTOBUF, span, traces
+
+
+def _batch(tag: str, size: int) -> tuple[bytes, list[str]]:
+    spans = [span(f"{tag}-{i}") for i in range(size)]
+    return traces(*spans), [s.span_id.hex() for s in spans]
+
+
+def _stored_span_ids(collector: Collector) -> set[str]:
+    running = collector.process is not None and collector.process.poll() is None
+    rows = collector.sql("SELECT span_id FROM spans", via_url=running, limit=1_000_000)
+    return {r["span_id"] for r in rows}
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_keeps_what_it_acknowledged(
+    tmp_path: Path,
+) -> None:
+    server = Collector(
+        tmp_path / "bp.duckdb", "--max-queue-rows", "1", "--decode-workers", "0"
+    ).start()
+    batches = [_batch(f"bp{n}", 300) for n in range(48)]
+    go = threading.Barrier(24)
+
+    def send(index: int) -> tuple[int, dict[str, str], list[str]]:
+        body, ids = batches[index]
+        if index < 24:
+            go.wait(timeout=30)  # the first 24 start together, so the queue overflows
+        status, headers, _ = server.post("/v1/traces", body, PROTOBUF)
+        return status, headers, ids
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(send, range(len(batches))))
+    server.stop()
+
+    refused = [headers for status, headers, _ in results if status == 503]
+    accepted = {i for status, _, ids in results if status == 200 for i in ids}
+    assert refused, "a one-row queue under 24 concurrent senders must refuse some"
+    assert all(h.get("Retry-After", "").isdigit() for h in refused)
+    assert {status for status, _, _ in results} <= {200, 503}
+    assert _stored_span_ids(server) == accepted
+
+
+def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
+    server = Collector(tmp_path / "kill.duckdb", "--decode-workers", "1").start()
+    acknowledged: set[str] = set()
+    enough = threading.Event()
+    lock = threading.Lock()
+
+    def sender(worker: int) -> None:
+        for n in range(10_000):
+            body, ids = _batch(f"k{worker}-{n}", 200)
+            try:
+                status, _, _ = server.post("/v1/traces", body, PROTOBUF)
+            except OSError:
+                return  # the server is gone
+            if status == 200:
+                with lock:
+                    acknowledged.update(ids)
+                    if len(acknowledged) >= 20_000:
+                        enough.set()
+
+    threads = [threading.Thread(target=sender, args=(w,), daemon=True) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    assert enough.wait(timeout=120), "senders did not get 20,000 spans acknowledged"
+    server.kill()  # SIGKILL mid-stream: requests in flight get no answer
+    for thread in threads:
+        thread.join(timeout=60)
+
+    server.start()
+    stored = _stored_span_ids(server)
+    server.stop()
+    assert acknowledged <= stored
+    assert len(acknowledged) >= 20_000
+
+
+def test_sigterm_drains_accepted_requests_before_exiting(tmp_path: Path) -> None:
+    server = Collector(tmp_path / "term.duckdb", "--decode-workers", "1").start()
+    body, ids = _batch("drain", 5_000)
+    assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
+
+    assert server.stop() == 0
+
+    assert _stored_span_ids(server) == set(ids)
+
+
+def test_healthz_and_metrics_report_the_collectors_own_figures(collector: Collector) -> None:
+    body, _ = _batch("m", 10)
+    bad = traces(span("bad", trace_id=bytes(16)))
+    collector.post("/v1/traces", body, PROTOBUF)
+    collector.post("/v1/traces", bad, PROTOBUF)
+    collector.post("/v1/traces", b"junk", PROTOBUF)
+
+    status, health = collector.get("/healthz")
+    status_m, metrics = collector.get("/metrics")
+
+    assert (status, health["status"], health["queue_rows"]) == (200, "ok", 0)
+    assert status_m == 200
+    lines = set(metrics.splitlines())
+    assert 'eventscope_items_accepted_total{signal="spans"} 10' in lines
+    assert 'eventscope_items_rejected_total{signal="spans"} 1' in lines
+    assert 'eventscope_http_requests_total{path="/v1/traces",status="200"} 2' in lines
+    assert 'eventscope_http_requests_total{path="/v1/traces",status="400"} 1' in lines
+    assert "eventscope_queue_rows 0" in lines
+    # one commit: the request whose only span was invalid had nothing to store
+    assert "eventscope_commit_seconds_count 1" in lines
+    assert 'eventscope_commit_seconds_bucket{le="+Inf"} 1' in lines
+    assert "eventscope_committed_rows_total 10" in lines

@@ -1,0 +1,300 @@
+"""What an OpenTelemetry SDK sends is what `eventscope query sql` reads back, exactly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+SPANS_SQL = """
+SELECT trace_id, span_id, parent_span_id, service_name, name, kind,
+       epoch_ns(start_time) AS start_ns, epoch_ns(end_time) AS end_ns, duration_ms,
+       status_code, status_message, attributes, resource_attributes, scope_name,
+       message_id, correlation_id, consumer_group, destination, event_type, attempt, outcome
+FROM spans ORDER BY start_time, span_id
+"""
+
+_KINDS = {
+    SpanKind.SERVER: "server",
+    SpanKind.CLIENT: "client",
+    SpanKind.PRODUCER: "producer",
+    SpanKind.CONSUMER: "consumer",
+    SpanKind.INTERNAL: "internal",
+}
+
+
+def _emit_fanout(provider: TracerProvider) -> None:
+    """A request, its published event, a consumer in another trace linked back, an error."""
+    tracer = provider.get_tracer("roundtrip.tests", "1.2.3")
+    with tracer.start_as_current_span(
+        "POST /orders", kind=SpanKind.SERVER, attributes={"http.request.method": "POST"}
+    ):
+        with tracer.start_as_current_span(
+            "send orders",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": "orders",
+                "messaging.operation.type": "send",
+                "messaging.message.id": "evt-1",
+                "messaging.message.conversation_id": "corr-1",
+                "cloudevents.event_type": "OrderPlaced",
+                "order.total": 12.5,
+                "order.items": ["book", "pen"],
+                "order.express": True,
+                "order.count": 2,
+            },
+        ) as producer:
+            producer.add_event("serialized", {"bytes": 321})
+            producer_context = producer.get_span_context()
+    with tracer.start_as_current_span(
+        "process orders",
+        kind=SpanKind.CONSUMER,
+        links=[Link(producer_context, {"messaging.operation.type": "send"})],
+        attributes={
+            "messaging.destination": "orders",  # an older attribute name
+            "messaging.message_id": "evt-1",
+            "messaging.kafka.consumer.group": "billing",
+            "eventscope.delivery.attempt": 2,
+            "eventscope.outcome": "error",
+        },
+    ) as consumer:
+        consumer.set_status(Status(StatusCode.ERROR, "card declined"))
+        consumer.record_exception(ValueError("card declined"))
+
+
+def _provider(*exporters: Any) -> TracerProvider:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "checkout", "deployment.environment": "test"})
+    )
+    for exporter in exporters:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def _expected(span: ReadableSpan) -> dict[str, Any]:
+    context = span.get_span_context()
+    return {
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "service_name": "checkout",
+        "name": span.name,
+        "kind": _KINDS[span.kind],
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status_code": span.status.status_code.name.lower(),
+        "status_message": span.status.description,
+        "attributes": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()
+        },
+        "scope_name": "roundtrip.tests",
+    }
+
+
+def test_sdk_exporter_spans_read_back_exactly_through_query_sql(collector) -> None:
+    memory = InMemorySpanExporter()
+    provider = _provider(
+        memory,
+        OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces", compression=Compression.Gzip),
+    )
+    _emit_fanout(provider)
+    provider.shutdown()
+    sent = sorted(
+        memory.get_finished_spans(), key=lambda s: (s.start_time, f"{s.context.span_id:016x}")
+    )
+
+    rows = collector.sql(SPANS_SQL)
+
+    assert len(rows) == len(sent) == 3
+    for row, span in zip(rows, sent, strict=True):
+        expected = _expected(span)
+        assert {k: row[k] for k in expected} == expected
+        assert row["duration_ms"] == (span.end_time - span.start_time) / 1e6
+        resource = row["resource_attributes"]
+        assert resource["service.name"] == "checkout"
+        assert resource["deployment.environment"] == "test"
+        assert resource["telemetry.sdk.language"] == "python"
+    producer, consumer = rows[1], rows[2]
+    assert (producer["message_id"], producer["correlation_id"], producer["destination"]) == (
+        "evt-1",
+        "corr-1",
+        "orders",
+    )
+    # older attribute names are promoted too
+    assert (consumer["message_id"], consumer["destination"], consumer["consumer_group"]) == (
+        "evt-1",
+        "orders",
+        "billing",
+    )
+    assert (consumer["attempt"], consumer["outcome"], consumer["status_code"]) == (
+        2,
+        "error",
+        "error",
+    )
+
+    links = collector.sql("SELECT * FROM span_links")
+    assert links == [
+        {
+            "trace_id": consumer["trace_id"],
+            "span_id": consumer["span_id"],
+            "linked_trace_id": producer["trace_id"],
+            "linked_span_id": producer["span_id"],
+            "linked_trace_state": None,
+            "attributes": {"messaging.operation.type": "send"},
+        }
+    ]
+    events = collector.sql(
+        "SELECT span_id, name, epoch_ns(time) AS ns, attributes FROM span_events ORDER BY time"
+    )
+    assert [(e["span_id"], e["name"]) for e in events] == [
+        (producer["span_id"], "serialized"),
+        (consumer["span_id"], "exception"),
+    ]
+    assert events[0]["attributes"] == {"bytes": 321}
+    assert events[0]["ns"] == sent[1].events[0].timestamp
+    assert events[1]["attributes"]["exception.type"] == "ValueError"
+    assert events[1]["attributes"]["exception.message"] == "card declined"
+
+
+OTLP_JSON = {
+    "resourceSpans": [
+        {
+            "resource": {
+                "attributes": [
+                    {"key": "service.name", "value": {"stringValue": "payments"}},
+                    {"key": "replicas", "value": {"intValue": "3"}},
+                ]
+            },
+            "scopeSpans": [
+                {
+                    "scope": {"name": "hand.written", "version": "0.1"},
+                    "spans": [
+                        {
+                            "traceId": "5b8efff798038103d269b633813fc60c",
+                            "spanId": "eee19b7ec3c1b174",
+                            "name": "process payments",
+                            "kind": 5,
+                            "startTimeUnixNano": "1790000000000000001",
+                            "endTimeUnixNano": "1790000000250000001",
+                            "attributes": [
+                                {"key": "messaging.message.id", "value": {"stringValue": "p-9"}},
+                                {"key": "big", "value": {"intValue": "9007199254740993"}},
+                                {"key": "ratio", "value": {"doubleValue": 0.25}},
+                                {
+                                    "key": "flags",
+                                    "value": {
+                                        "arrayValue": {
+                                            "values": [{"boolValue": True}, {"stringValue": "x"}]
+                                        }
+                                    },
+                                },
+                                {
+                                    "key": "nested",
+                                    "value": {
+                                        "kvlistValue": {
+                                            "values": [{"key": "a", "value": {"intValue": "1"}}]
+                                        }
+                                    },
+                                },
+                            ],
+                            "links": [
+                                {
+                                    "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                    "spanId": "b7ad6b7169203331",
+                                    "attributes": [],
+                                }
+                            ],
+                            "events": [
+                                {
+                                    "timeUnixNano": "1790000000100000000",
+                                    "name": "retry",
+                                    "attributes": [{"key": "n", "value": {"intValue": "1"}}],
+                                }
+                            ],
+                            "status": {"code": 2, "message": "timeout"},
+                            "someFutureField": {"ignored": True},
+                        },
+                        {
+                            "traceId": "5b8efff798038103d269b633813fc60c",
+                            "spanId": "0000000000000000",
+                            "name": "all-zero span id",
+                            "startTimeUnixNano": "1790000000000000001",
+                            "endTimeUnixNano": "1790000000000000002",
+                        },
+                    ],
+                }
+            ],
+        }
+    ]
+}
+
+
+def test_otlp_json_payload_reads_back_exactly_and_bad_spans_are_rejected_alone(collector) -> None:
+    status, headers, body = collector.post(
+        "/v1/traces", json.dumps(OTLP_JSON).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["partialSuccess"]["rejectedSpans"] == "1"
+    assert "span_id is all zeros" in answer["partialSuccess"]["errorMessage"]
+
+    [row] = collector.sql(
+        "SELECT trace_id, span_id, parent_span_id, service_name, name, kind, "
+        "epoch_ns(start_time) AS start_ns, epoch_ns(end_time) AS end_ns, status_code, "
+        "status_message, attributes, resource_attributes, scope_name, scope_version, message_id "
+        "FROM spans"
+    )
+    assert row == {
+        "trace_id": "5b8efff798038103d269b633813fc60c",
+        "span_id": "eee19b7ec3c1b174",
+        "parent_span_id": None,
+        "service_name": "payments",
+        "name": "process payments",
+        "kind": "consumer",
+        "start_ns": 1790000000000000001,
+        "end_ns": 1790000000250000001,
+        "status_code": "error",
+        "status_message": "timeout",
+        "attributes": {
+            "messaging.message.id": "p-9",
+            "big": 9007199254740993,
+            "ratio": 0.25,
+            "flags": [True, "x"],
+            "nested": {"a": 1},
+        },
+        "resource_attributes": {"service.name": "payments", "replicas": 3},
+        "scope_name": "hand.written",
+        "scope_version": "0.1",
+        "message_id": "p-9",
+    }
+    assert collector.sql("SELECT linked_trace_id, linked_span_id FROM span_links") == [
+        {
+            "linked_trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "linked_span_id": "b7ad6b7169203331",
+        }
+    ]
+    assert collector.sql("SELECT name, epoch_ns(time) AS ns, attributes FROM span_events") == [
+        {"name": "retry", "ns": 1790000000100000000, "attributes": {"n": 1}}
+    ]
+
+
+def test_data_survives_a_restart(collector) -> None:
+    provider = _provider(OTLPSpanExporter(endpoint=f"{collector.url}/v1/traces"))
+    _emit_fanout(provider)
+    provider.shutdown()
+    before = collector.sql("SELECT span_id, name FROM spans ORDER BY span_id")
+    assert collector.stop() == 0
+
+    collector.start()
+
+    assert collector.sql("SELECT span_id, name FROM spans ORDER BY span_id") == before
+    assert len(before) == 3

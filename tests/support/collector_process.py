@@ -1,0 +1,123 @@
+"""A real `eventscope serve` process, on a free port, writing a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+EVENTSCOPE = shutil.which("eventscope") or "eventscope"
+
+
+class Collector:
+    """Starts, stops and kills one `eventscope serve` subprocess."""
+
+    def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.banner: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    def start(self, deadline: float = 60) -> Collector:
+        """Start and wait for the banner line that says where OTLP is received."""
+        self._lines = queue.Queue()
+        self.log = self.db.with_suffix(".log")
+        with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [EVENTSCOPE, "serve", "--db", str(self.db), "--port", "0", *self.extra],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=self.env,
+            )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        self.banner = []
+        while True:
+            try:
+                line = self._lines.get(timeout=deadline)
+            except queue.Empty:
+                self.kill()
+                raise AssertionError("eventscope serve printed no banner in time") from None
+            if line is None:
+                self.process.wait(timeout=deadline)
+                raise AssertionError(f"eventscope serve exited early:\n{self.log.read_text()}")
+            self.banner.append(line)
+            if line.strip().startswith("OTLP/HTTP"):
+                self.url = line.split()[1].removesuffix("/v1/traces")
+            if line.strip().startswith("data"):
+                return self
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        with process.stdout:
+            for line in process.stdout:
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def stop(self, deadline: float = 60) -> int:
+        """SIGTERM and wait: the collector drains and exits."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=deadline)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to drain."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def sql(
+        self, statement: str, *, via_url: bool = True, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Rows of `eventscope query sql --format json`, through the server or the file."""
+        where = ["--url", self.url] if via_url else ["--db", str(self.db)]
+        result = eventscope(
+            "query", "sql", statement, *where, "--format", "json", "--limit", str(limit)
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+def eventscope(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `eventscope` command and capture its output."""
+    return subprocess.run(
+        [EVENTSCOPE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
