@@ -134,9 +134,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
-    parser.add_argument("--senders", type=int, default=3, help="sender processes")
-    parser.add_argument("--spans-per-request", type=int, default=1000)
-    parser.add_argument("--bodies", type=int, default=150, help="distinct request bodies")
+    parser.add_argument("--senders", type=int, default=4, help="sender processes")
+    # 8192: the OpenTelemetry Collector batch processor's default send_batch_size
+    parser.add_argument("--spans-per-request", type=int, default=8192)
+    parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
     parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)

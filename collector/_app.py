@@ -7,6 +7,7 @@ drains the write queue before it exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
@@ -28,7 +29,7 @@ from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
 
-__all__ = ["RUNNER_OPTIONS", "create_app", "serve"]
+__all__ = ["RUNNER_OPTIONS", "create_app", "running", "serve", "until_signalled"]
 
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -152,24 +153,19 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _bound_address(runner: web.AppRunner) -> tuple[str, int]:
-    for site in runner.sites:
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            host, port = server.sockets[0].getsockname()[:2]
-            return host, port
-    raise RuntimeError("the collector is not listening")
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncIterator[str]:
+    """Run the collector inside the ``async with`` block; yield its base URL.
 
-
-async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
-    """Run the collector until SIGTERM or SIGINT, then drain and close."""
+    On exit: stop listening, let requests in flight finish, drain the write queue, close.
+    """
     app = create_app(settings)
     runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
         await site.start()
-        host, port = _bound_address(runner)
+        host, port = runner.addresses[0][:2]
         base = f"http://{host}:{port}"
         state = app[STATE]
         assert state.database is not None
@@ -183,13 +179,24 @@ async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
         # Long-lived objects from start-up need not be scanned by every collection.
         gc.freeze()
         # The writer thread (DuckDB) takes the GIL back briefly and often; with the default
-        # 5 ms switch interval it would wait behind the decoding loop each time.
+        # 5 ms switch interval it would wait behind the event loop each time.
         sys.setswitchinterval(0.001)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("stopping: no new requests; committing what was accepted")
+        yield base
     finally:
         await runner.cleanup()
+
+
+async def until_signalled() -> None:
+    """Return when the process gets SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: no new requests; committing what was accepted")
+
+
+async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
+    """Run the collector until SIGTERM or SIGINT, then drain and close."""
+    async with running(settings, out=out):
+        await until_signalled()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,6 +25,18 @@ __all__ = ["DecodePool"]
 
 def _warm() -> int:
     return 0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: leave when the collector is gone (even after a SIGKILL, which
+    gives the pool no chance to stop its workers)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="eventscope-parent-watch", daemon=True).start()
 
 
 class DecodePool:
@@ -41,7 +56,10 @@ class DecodePool:
         if self._workers == 0:
             return
         self._pool = ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
         )
         loop = asyncio.get_running_loop()
         await asyncio.gather(

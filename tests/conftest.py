@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,12 +60,26 @@ def postgres_dsn() -> str:
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    """A started `eventscope serve` on a fresh database file; stopped (or killed) afterwards."""
-    server = Collector(tmp_path / "eventscope.duckdb", "--decode-workers", "1").start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        try:
-            server.stop()
-        except subprocess.TimeoutExpired:
-            server.kill()
+def collectors(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
+    """Factory: ``collectors("name.duckdb", *serve_args)`` starts an `eventscope serve` on a
+    fresh file; every one still running is stopped (or killed) after the test."""
+    started: list[Collector] = []
+
+    def start(name: str = "eventscope.duckdb", *args: str) -> Collector:
+        server = Collector(tmp_path / name, *args)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        if server.process is not None and server.process.poll() is None:
+            try:
+                server.stop(deadline=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+@pytest.fixture
+def collector(collectors: Callable[..., Collector]) -> Collector:
+    """A started `eventscope serve` on a fresh database file, with one decoder process."""
+    return collectors("eventscope.duckdb", "--decode-workers", "1")

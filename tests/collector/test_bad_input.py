@@ -166,26 +166,23 @@ def test_invalid_log_records_are_rejected_alone(collector: Collector) -> None:
     ]
 
 
-def test_a_configured_token_is_required_everywhere_but_healthz(tmp_path: Path) -> None:
-    server = Collector(tmp_path / "t.duckdb", "--token", "s3cret", "--decode-workers", "0").start()
-    try:
-        status, headers, _ = server.post("/v1/traces", traces(span()), PROTOBUF)
-        assert status == 401
-        assert headers["WWW-Authenticate"].startswith("Bearer")
-        status, _, _ = server.post(
-            "/v1/traces", traces(span("authorised")), {**PROTOBUF, "Authorization": "Bearer nope"}
-        )
-        assert status == 401
-        status, _, _ = server.post(
-            "/v1/traces", traces(span("authorised")), {**PROTOBUF, "Authorization": "Bearer s3cret"}
-        )
-        assert status == 200
-        assert server.get("/api/sql?q=SELECT+1")[0] == 401
-        assert server.get("/metrics")[0] == 401
-        assert server.get("/healthz")[0] == 200
-        status, body = server.get(
-            "/api/sql?q=SELECT+name+FROM+spans", {"Authorization": "Bearer s3cret"}
-        )
-        assert (status, body["rows"]) == (200, [{"name": "authorised"}])
-    finally:
-        server.stop()
+def test_a_configured_token_is_required_everywhere_but_healthz(collectors) -> None:
+    server = collectors("t.duckdb", "--token", "s3cret", "--decode-workers", "0")
+    status, headers, _ = server.post("/v1/traces", traces(span()), PROTOBUF)
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = server.post(
+        "/v1/traces", traces(span("authorised")), {**PROTOBUF, "Authorization": "Bearer nope"}
+    )
+    assert status == 401
+    status, _, _ = server.post(
+        "/v1/traces", traces(span("authorised")), {**PROTOBUF, "Authorization": "Bearer s3cret"}
+    )
+    assert status == 200
+    assert server.get("/api/sql?q=SELECT+1")[0] == 401
+    assert server.get("/metrics")[0] == 401
+    assert server.get("/healthz")[0] == 200
+    status, body = server.get(
+        "/api/sql?q=SELECT+name+FROM+spans", {"Authorization": "Bearer s3cret"}
+    )
+    assert (status, body["rows"]) == (200, [{"name": "authorised"}])

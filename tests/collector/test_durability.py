@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from collector_process import Collector
 from otlp_requests import PROTOBUF, span, traces
@@ -23,11 +22,9 @@ def _stored_span_ids(collector: Collector) -> set[str]:
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_keeps_what_it_acknowledged(
-    tmp_path: Path,
+    collectors,
 ) -> None:
-    server = Collector(
-        tmp_path / "bp.duckdb", "--max-queue-rows", "1", "--decode-workers", "0"
-    ).start()
+    server = collectors("bp.duckdb", "--max-queue-rows", "1", "--decode-workers", "0")
     batches = [_batch(f"bp{n}", 300) for n in range(48)]
     go = threading.Barrier(24)
 
@@ -50,8 +47,8 @@ def test_a_full_queue_answers_503_with_retry_after_and_keeps_what_it_acknowledge
     assert _stored_span_ids(server) == accepted
 
 
-def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
-    server = Collector(tmp_path / "kill.duckdb", "--decode-workers", "1").start()
+def test_sigkill_loses_no_acknowledged_span(collectors) -> None:
+    server = collectors("kill.duckdb", "--decode-workers", "1")
     acknowledged: set[str] = set()
     enough = threading.Event()
     lock = threading.Lock()
@@ -79,13 +76,12 @@ def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
 
     server.start()
     stored = _stored_span_ids(server)
-    server.stop()
     assert acknowledged <= stored
     assert len(acknowledged) >= 20_000
 
 
-def test_sigterm_drains_accepted_requests_before_exiting(tmp_path: Path) -> None:
-    server = Collector(tmp_path / "term.duckdb", "--decode-workers", "1").start()
+def test_sigterm_drains_accepted_requests_before_exiting(collectors) -> None:
+    server = collectors("term.duckdb", "--decode-workers", "1")
     body, ids = _batch("drain", 5_000)
     assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
 

@@ -41,7 +41,7 @@ class Collector:
                 text=True,
                 env=self.env,
             )
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        threading.Thread(target=_read, args=(self.process, self._lines), daemon=True).start()
         self.banner = []
         while True:
             try:
@@ -57,13 +57,6 @@ class Collector:
                 self.url = line.split()[1].removesuffix("/v1/traces")
             if line.strip().startswith("data"):
                 return self
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        with process.stdout:
-            for line in process.stdout:
-                self._lines.put(line)
-        self._lines.put(None)
 
     def stop(self, deadline: float = 60) -> int:
         """SIGTERM and wait: the collector drains and exits."""
@@ -110,6 +103,15 @@ class Collector:
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+
+def _read(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    """Forward one process's stdout lines (then None) to the queue of that start."""
+    assert process.stdout is not None
+    with process.stdout:
+        for line in process.stdout:
+            lines.put(line)
+    lines.put(None)
 
 
 def eventscope(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
