@@ -7,27 +7,31 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from collector_process import Collector
-from eventscope.instrumentation import (
-    EventBus,
-    Hooks,
-    client_trace_config,
-    correlation_middleware,
-    event_metadata,
-    instrument_event_bus,
-)
+from eventscope.instrumentation import EventBus, Hooks
+from fanout_scenario import open_transport, run_fanout
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
+
+
+class _Ended(SpanProcessor):
+    """Counts ended spans by kind and wakes waiters (runs on the event loop's thread)."""
+
+    def __init__(self) -> None:
+        self.kinds: list[SpanKind] = []
+        self.changed = asyncio.Event()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.kinds.append(span.kind)
+        self.changed.set()
 
 
 class OtlpService:
@@ -39,6 +43,8 @@ class OtlpService:
         self.tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
         )
+        self.ended = _Ended()
+        self.tracer_provider.add_span_processor(self.ended)
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{endpoint}/v1/logs"))
@@ -47,6 +53,13 @@ class OtlpService:
             tracer_provider=self.tracer_provider, logger_provider=self.logger_provider
         )
 
+    async def wait_for_spans(self, kind: SpanKind, count: int) -> None:
+        """Wait until ``count`` spans of ``kind`` have ended here."""
+        async with asyncio.timeout(15):
+            while self.ended.kinds.count(kind) < count:
+                self.ended.changed.clear()
+                await self.ended.changed.wait()
+
     def flush(self) -> None:
         assert self.tracer_provider.force_flush(30_000)
         assert self.logger_provider.force_flush(30_000)
@@ -54,13 +67,6 @@ class OtlpService:
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.logger_provider.shutdown()
-
-
-@pytest.fixture
-def bus_instrumented() -> Iterator[None]:
-    instrumentor = instrument_event_bus()
-    yield
-    instrumentor.uninstrument()
 
 
 @pytest.fixture
@@ -76,85 +82,61 @@ def otlp_services(collector: Collector) -> Iterator[dict[str, Any]]:
         service.shutdown()
 
 
+@pytest.mark.broker
+@pytest.mark.parametrize("kind", ["bus", "rabbitmq", "nats", "redis"])
 async def test_a_request_fan_out_arrives_whole_at_the_collector(
-    collector: Collector, otlp_services: dict[str, Any], bus_instrumented: None
+    kind: str,
+    request: pytest.FixtureRequest,
+    collector: Collector,
+    otlp_services: dict[str, Any],
+    instrumented: None,
 ) -> None:
-    make = otlp_services["make"]
-    api, billing, shipping, email, ledger = (
-        make(n) for n in ("api", "billing", "shipping", "email", "ledger")
-    )
-    bus = EventBus()
-    done = asyncio.Event()
-
-    async def bill(event: Any) -> None:
-        with event_metadata(event_type="PaymentRequested", entity_id="order-1"):
-            await bus.publish("payments", {"order": "order-1"})
-
-    async def ship(event: Any) -> None:
-        pass
-
-    async def mail(event: Any) -> None:
-        pass
-
-    async def book(event: Any) -> None:
-        done.set()
-
-    for service, topic, group, handler in (
-        (billing, "orders", "billing", bill), (shipping, "orders", "shipping", ship),
-        (email, "orders", "email", mail), (ledger, "payments", "ledger", book),
-    ):  # fmt: skip
-        with service.hooks.activate():
-            bus.subscribe(topic, group, handler)
-
-    async def place(request: web.Request) -> web.Response:
-        with event_metadata(
-            event_type="OrderPlaced", version=2, entity_id="order-1", entity_sequence=1
-        ):
-            await bus.publish("orders", {"order": "order-1"})
-        return web.json_response({}, status=202)
-
-    app = web.Application(middlewares=[correlation_middleware(hooks=api.hooks)])
-    app.router.add_post("/orders", place)
-    async with TestServer(app) as server:
-        async with aiohttp.ClientSession(trace_configs=[client_trace_config()]) as session:
-            async with session.post(server.make_url("/orders")) as response:
-                correlation = response.headers["X-Correlation-ID"]
-        await asyncio.wait_for(done.wait(), 10)
-        await bus.join()
-    await bus.close()
-    for service in otlp_services["all"].values():
+    services = {
+        n: otlp_services["make"](n) for n in ("api", "billing", "shipping", "email", "warehouse")
+    }
+    async with open_transport(kind, request) as transport:
+        correlation = await run_fanout(transport, services)
+    for service in services.values():
         service.flush()
 
     rows = collector.sql(
-        "SELECT service_name, kind, name, span_id, parent_span_id, trace_id, correlation_id, "
-        "consumer_group, handler, message_id, event_type, causation_id FROM spans"
+        "SELECT service_name, kind, span_id, parent_span_id, trace_id, correlation_id, "
+        "consumer_group, handler, message_id, event_type, causation_id, attempt, outcome "
+        "FROM spans"
     )
     by_kind = {(r["service_name"], r["kind"]): r for r in rows}
-    assert len(rows) == 7  # server, 2 producers, 4 consumers
+    assert len(rows) == len(by_kind) == 7  # server, 2 producers, 4 consumers: one each
     assert {r["correlation_id"] for r in rows} == {correlation}
     server_span = by_kind["api", "server"]
     placed = by_kind["api", "producer"]
-    payment = by_kind["billing", "producer"]
+    follow_up = by_kind["shipping", "producer"]
+    assert server_span["parent_span_id"] is None
     assert placed["parent_span_id"] == server_span["span_id"]
     assert placed["event_type"] == "OrderPlaced"
-    handlers = {"billing": ".bill", "shipping": ".ship", "email": ".mail"}
-    for group in ("billing", "shipping", "email"):
+    handlers = {"billing": ".bill", "shipping": ".ship", "email": ".notify"}
+    for group, handler in handlers.items():
         consumer = by_kind[group, "consumer"]
         assert consumer["parent_span_id"] == placed["span_id"]
-        assert (consumer["consumer_group"], consumer["message_id"], consumer["event_type"]) == (
-            group,
+        assert consumer["trace_id"] == server_span["trace_id"]
+        assert consumer["consumer_group"].startswith(group)
+        assert (consumer["message_id"], consumer["event_type"]) == (
             placed["message_id"],
             "OrderPlaced",
         )
-        assert consumer["handler"].endswith(handlers[group])
-    assert payment["parent_span_id"] == by_kind["billing", "consumer"]["span_id"]
-    assert payment["causation_id"] == placed["message_id"]
-    assert by_kind["ledger", "consumer"]["parent_span_id"] == payment["span_id"]
-    assert by_kind["ledger", "consumer"]["message_id"] == payment["message_id"]
+        assert consumer["handler"].endswith(handler)
+        assert (consumer["attempt"], consumer["outcome"]) == (1, "ok")
+    assert follow_up["parent_span_id"] == by_kind["shipping", "consumer"]["span_id"]
+    assert follow_up["causation_id"] == placed["message_id"]
+    warehouse = by_kind["warehouse", "consumer"]
+    assert warehouse["parent_span_id"] == follow_up["span_id"]
+    assert (warehouse["message_id"], warehouse["event_type"]) == (
+        follow_up["message_id"],
+        "ShipmentRequested",
+    )
 
 
 async def test_under_a_10_percent_sampler_every_publish_and_delivery_reaches_the_collector(
-    collector: Collector, otlp_services: dict[str, Any], bus_instrumented: None
+    collector: Collector, otlp_services: dict[str, Any], instrumented: None
 ) -> None:
     make = otlp_services["make"]
     sampler = TraceIdRatioBased(0.1)
