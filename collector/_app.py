@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 from aiohttp import web
+from eventscope import ui
 from eventscope.queries import EventscopeError
 
 from . import _api
 from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import Overloaded, Unauthorized
+from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_traces
 from ._settings import Settings
 from ._state import STATE, CollectorState
@@ -34,6 +36,9 @@ __all__ = ["RUNNER_OPTIONS", "create_app", "running", "serve", "until_signalled"
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN_PATHS = ("/healthz",)
+_MACHINE_PATHS = ("/v1/", "/api/", "/metrics")
+#: With ``--ui-port``: the UI's own application, served on that port by ``running``.
+_UI_APP = web.AppKey("eventscope_ui_app", web.Application)
 
 
 @web.middleware
@@ -68,15 +73,19 @@ def _error_response(request: web.Request, status: int, message: str) -> web.Resp
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With a token configured, everything but /healthz needs ``Authorization: Bearer``."""
+    """With a token configured, everything but /healthz, the UI's /login and its static
+    files needs the token (``Authorization: Bearer`` or the UI's cookie). A browser asking
+    for a UI page without it is sent to /login."""
     token = request.app[STATE].settings.token
-    if token is None or request.path in _OPEN_PATHS:
+    if token is None or request.path in _OPEN_PATHS or ui.is_public(request.path):
         return await handler(request)
     given = _presented_token(request)
     if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if request.method == "GET" and not request.path.startswith(_MACHINE_PATHS):
+            raise web.HTTPSeeOther(ui.login_location(request.path_qs))
         raise Unauthorized(
             "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
-            if given is None or request.path.startswith(("/v1/", "/api/", "/metrics"))
+            if given is None or request.path.startswith(_MACHINE_PATHS)
             else "wrong token"
         )
     return await handler(request)
@@ -112,6 +121,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         max_commit_rows=settings.max_commit_rows,
         metrics=state.metrics,
         retry_after=settings.retry_after,
+        maintenance_interval=settings.ducklake_maintenance,
     )
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
@@ -150,7 +160,25 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     _api.setup(app)
+    _mount_ui(app)
     return app
+
+
+def _mount_ui(app: web.Application) -> None:
+    """Mount the UI on ``app``, or, with ``--ui-port``, on an application of its own that
+    shares the collector's state (database, token, metrics) and is served on that port."""
+    state = app[STATE]
+
+    async def read(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        assert state.database is not None, "the collector is not started"
+        return await run_read(state.database, state.settings.query_timeout, fn, *args, **kwargs)
+
+    target = app
+    if state.settings.ui_port is not None:
+        target = app[_UI_APP] = web.Application(middlewares=[_errors, _auth])
+        target[STATE] = state
+    ui.setup(target, read=read, token=state.settings.token,
+             row_limit=state.settings.query_row_limit)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -162,17 +190,20 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
     app = create_app(settings)
     runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
+    ui_runners: list[web.AppRunner] = []
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
         await site.start()
         host, port = runner.addresses[0][:2]
-        base = f"http://{host}:{port}"
+        base = ui_base = f"http://{host}:{port}"
+        if _UI_APP in app:
+            ui_base = await _start_ui(app[_UI_APP], settings, base, ui_runners)
         state = app[STATE]
         assert state.database is not None
         out.write(
             f"eventscope {__version__}\n"
             f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
-            f"  UI         {base}/\n"
+            f"  UI         {ui_base}/\n"
             f"  data       {state.database.description}\n"
         )
         out.flush()
@@ -183,7 +214,22 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         sys.setswitchinterval(0.001)
         yield base
     finally:
+        for ui_runner in ui_runners:
+            await ui_runner.cleanup()
         await runner.cleanup()
+
+
+async def _start_ui(
+    ui_app: web.Application, settings: Settings, otlp_base: str, runners: list[web.AppRunner]
+) -> str:
+    """Serve the UI's own application on ``--ui-port``; return its base URL."""
+    ui_runner = web.AppRunner(ui_app, access_log=None, handle_signals=False, shutdown_timeout=5)
+    await ui_runner.setup()
+    runners.append(ui_runner)
+    await web.TCPSite(ui_runner, settings.host, settings.ui_port, reuse_address=True).start()
+    ui_app[ui.UI].otlp_endpoint = otlp_base
+    host, port = ui_runner.addresses[0][:2]
+    return f"http://{host}:{port}"
 
 
 async def until_signalled() -> None:

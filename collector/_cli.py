@@ -74,7 +74,11 @@ def _add_serve(commands: Any) -> None:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port for OTLP/HTTP, API and UI (default 4318)")
-    serve.add_argument("--db", help="DuckDB file (default ./eventscope.duckdb)")
+    serve.add_argument(
+        "--db", help="DuckDB file (default ./eventscope.duckdb), or ducklake:postgres:<dsn>"
+    )
+    serve.add_argument("--data-path", help="DuckLake: folder for the Parquet data files")
+    serve.add_argument("--ducklake-schema", help="DuckLake: PostgreSQL schema of the catalog")
     serve.add_argument("--ui-port", type=int, help="serve the UI on this port instead")
     serve.add_argument("--token", help="require 'Authorization: Bearer <token>'")
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
@@ -94,9 +98,12 @@ def _add_query(commands: Any) -> None:
         sub = kinds.add_parser(name, help=command.help, description=command.help)
         command.arguments(sub)
         where = sub.add_mutually_exclusive_group()
-        where.add_argument("--db", help="read this DuckDB file directly (no server needed)")
+        where.add_argument(
+            "--db", help="read this DuckDB file (or ducklake:postgres:<dsn>) directly"
+        )
         where.add_argument("--url", help="ask a running collector, e.g. http://127.0.0.1:4318")
         sub.add_argument("--token", help="bearer token for --url (or EVENTSCOPE_TOKEN)")
+        sub.add_argument("--ducklake-schema", help="DuckLake: PostgreSQL schema of the catalog")
         sub.add_argument("--format", choices=FORMATS, default="table", help="output format")
 
 
@@ -131,6 +138,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         host=args.host,
         port=args.port,
         db=args.db,
+        data_path=args.data_path,
+        ducklake_schema=args.ducklake_schema,
         ui_port=args.ui_port,
         token=args.token,
         max_body_bytes=None
@@ -154,7 +163,9 @@ def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QueryS
     """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
     if args.url:
         return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
-    settings = Settings.from_env(environ, db=args.db)
+    settings = Settings.from_env(
+        environ, db=args.db, ducklake_schema=getattr(args, "ducklake_schema", None)
+    )
     return LocalSource(settings)
 
 

@@ -25,11 +25,15 @@ SCHEMA_VERSION = "1"
 class Database:
     """The collector's DuckDB database. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, description: str) -> None:
+    def __init__(
+        self, connection: duckdb.DuckDBPyConnection, description: str, *, lake: bool = False
+    ) -> None:
         self._root = connection
         self._lock = threading.Lock()
         #: Where the data lives, for the start-up banner and errors.
         self.description = description
+        #: Whether this is a DuckLake (cursors must USE it; small files need compaction).
+        self.lake = lake
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
@@ -37,46 +41,69 @@ class Database:
 
         Blocking: call it from a thread. Raises ConfigError when the file cannot be opened.
         """
-        if settings.is_ducklake:
+        lake = settings.is_ducklake
+        if lake:  # several collectors, one lake
             from ._ducklake import open_ducklake
 
             connection, description = open_ducklake(settings)
         else:
-            path = Path(settings.db).expanduser()
-            if path.parent and not path.parent.exists():
-                raise ConfigError(f"db: the folder {str(path.parent)!r} does not exist")
-            try:
-                connection = duckdb.connect(str(path))
-            except duckdb.IOException as exc:
-                raise ConfigError(f"db: cannot open {str(path)!r}: {exc}") from exc
-            description = str(path.resolve())
-        connection.execute(f"SET checkpoint_threshold = '{int(settings.checkpoint_threshold)}B'")
-        if settings.db_threads is not None:
-            connection.execute(f"SET threads = {int(settings.db_threads)}")
+            connection, description = _open_file(settings.db)
+        _tune(connection, settings)
         create_schema(connection)
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")
-        return cls(connection, description)
+        return cls(connection, description, lake=lake)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use."""
         with self._lock:
-            return self._root.cursor()
+            cursor = self._root.cursor()
+        if self.lake:
+            from ._ducklake import CATALOG
+
+            cursor.execute(f"USE {CATALOG}")
+        return cursor
+
+    def maintain(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Periodic upkeep on the writer's cursor: compaction for DuckLake. Blocking."""
+        if self.lake:
+            from ._ducklake import maintain
+
+            maintain(cursor)
 
     def close(self) -> None:
         """Checkpoint and close. Blocking."""
         with self._lock:
             try:
-                self._root.execute("CHECKPOINT")
+                if not self.lake:  # a lake's Parquet files are final at each commit
+                    self._root.execute("CHECKPOINT")
             finally:
                 self._root.close()
+
+
+def _open_file(db: str) -> tuple[duckdb.DuckDBPyConnection, str]:
+    path = Path(db).expanduser()
+    if path.parent and not path.parent.exists():
+        raise ConfigError(f"db: the folder {str(path.parent)!r} does not exist")
+    try:
+        connection = duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        raise ConfigError(f"db: cannot open {str(path)!r}: {exc}") from exc
+    return connection, str(path.resolve())
+
+
+def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    connection.execute(f"SET checkpoint_threshold = '{int(settings.checkpoint_threshold)}B'")
+    if settings.db_threads is not None:
+        connection.execute(f"SET threads = {int(settings.db_threads)}")
 
 
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     """Create the public tables and views if missing, and record the schema version."""
     connection.execute(SCHEMA_SQL)
     connection.execute(VIEWS_SQL)
-    connection.execute(
-        "INSERT OR REPLACE INTO eventscope_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
-    )
+    connection.execute("BEGIN TRANSACTION")
+    connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")
+    connection.execute("INSERT INTO eventscope_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+    connection.execute("COMMIT")

@@ -42,8 +42,13 @@ class LocalSource:
     """Runs endpoints in-process on a DuckDB file opened read-only, without external access."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         if settings.is_ducklake:
-            raise ConfigError("db: query a DuckLake catalog through a collector with --url")
+            from ._ducklake import open_ducklake
+
+            self._connection, _ = open_ducklake(settings, read_only=True)
+            self._connection.execute("SET enable_external_access = false")
+            return
         path = Path(settings.db).expanduser()
         if not path.exists():
             raise ConfigError(
@@ -60,7 +65,6 @@ class LocalSource:
                     "--url http://HOST:PORT instead"
                 ) from exc
             raise ConfigError(f"db: cannot open {str(path)!r}: {exc}") from exc
-        self._settings = settings
 
     def call(self, endpoint: str, params: dict[str, str]) -> Any:
         """Run the endpoint's function here and return its JSON value."""

@@ -47,6 +47,10 @@ class Settings:
     db: str = "eventscope.duckdb"
     #: DuckLake only: where the Parquet data files go (a shared folder).
     data_path: str | None = None
+    #: DuckLake only: the PostgreSQL schema holding the catalog tables (default: DuckLake's).
+    ducklake_schema: str | None = None
+    #: DuckLake only: seconds between compactions of small files.
+    ducklake_maintenance: float = 300.0
     #: Serve the UI on its own port instead of the OTLP port.
     ui_port: int | None = None
     #: When set, ingest, API and UI require ``Authorization: Bearer <token>``.
@@ -123,7 +127,7 @@ def _convert(name: str, text: str, variable: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if name == "query_timeout":
+    if name in ("query_timeout", "ducklake_maintenance"):
         try:
             return float(text)
         except ValueError:

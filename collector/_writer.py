@@ -57,6 +57,8 @@ class SpanWriter:
             in alone).
         metrics: where commit latency, queue depth and committed rows are counted.
         retry_after: seconds suggested to refused clients.
+        maintenance_interval: seconds between the database's upkeep runs (DuckLake
+            compaction), done on the writer's thread between commits.
     """
 
     def __init__(
@@ -67,12 +69,15 @@ class SpanWriter:
         max_commit_rows: int,
         metrics: Metrics,
         retry_after: int = 1,
+        maintenance_interval: float = 300.0,
     ) -> None:
         self._database = database
         self._max_queue_rows = max_queue_rows
         self._max_commit_rows = max_commit_rows
         self._metrics = metrics
         self._retry_after = retry_after
+        self._maintenance_interval = maintenance_interval
+        self._maintained_at = time.monotonic()
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._queued_rows = 0
         self._closing = False
@@ -179,6 +184,16 @@ class SpanWriter:
                 else:
                     self._metrics.committed_rows += pending.rows
                     pending.done.set_result(None)
+            if time.monotonic() - self._maintained_at > self._maintenance_interval:
+                await self._maintain()
+
+    async def _maintain(self) -> None:
+        self._maintained_at = time.monotonic()
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._database.maintain, self._connection)
+        except Exception:  # upkeep can wait for the next round; ingest must go on
+            log.exception("database upkeep failed")
 
     async def _commit_alone(self, group: list[_Pending]) -> dict[int, BaseException]:
         loop = asyncio.get_running_loop()

@@ -88,6 +88,6 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 
 CREATE TABLE IF NOT EXISTS eventscope_meta (
-    key                 VARCHAR PRIMARY KEY,
+    key                 VARCHAR NOT NULL,
     value               VARCHAR
 );

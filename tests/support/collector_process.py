@@ -20,8 +20,16 @@ EVENTSCOPE = shutil.which("eventscope") or "eventscope"
 class Collector:
     """Starts, stops and kills one `eventscope serve` subprocess."""
 
-    def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Path | str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
+        """``db`` is a DuckDB file, or a ``ducklake:…`` string (then give ``log``)."""
         self.db = db
+        self.log = log or Path(db).with_suffix(".log")
         self.extra = extra
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
@@ -32,7 +40,6 @@ class Collector:
     def start(self, deadline: float = 60) -> Collector:
         """Start and wait for the banner line that says where OTLP is received."""
         self._lines = queue.Queue()
-        self.log = self.db.with_suffix(".log")
         with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [EVENTSCOPE, "serve", "--db", str(self.db), "--port", "0", *self.extra],

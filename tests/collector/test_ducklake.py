@@ -1,0 +1,71 @@
+"""Several collectors, one DuckLake (catalog in the real PostgreSQL, Parquet files on a shared
+path): each one's acknowledged spans are visible to every reader, and survive restarts."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from collector_process import Collector, eventscope
+from otlp_requests import PROTOBUF, span, traces
+
+
+@pytest.fixture
+def lake(postgres_dsn: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    schema = f"eventscope_test_{uuid.uuid4().hex[:10]}"
+    yield f"ducklake:postgres:{postgres_dsn}", schema, tmp_path / "lake"
+    subprocess.run(
+        ["psql", postgres_dsn, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_two_collectors_write_one_lake_that_every_reader_sees(postgres_dsn, lake, tmp_path) -> None:
+    db, schema, data = lake
+    common = ["--decode-workers", "0", "--data-path", str(data), "--ducklake-schema", schema]
+    first = Collector(db, *common, log=tmp_path / "a.log")
+    # the second one compacts after every commit, concurrently with the first one's writes
+    second = Collector(
+        db, *common, log=tmp_path / "b.log", env={"EVENTSCOPE_DUCKLAKE_MAINTENANCE": "0"}
+    )
+    try:
+        first.start()
+        second.start()
+        assert any(db in line for line in first.banner)
+        a = [span(f"from-a-{i}") for i in range(300)]
+        b = [span(f"from-b-{i}") for i in range(200)]
+        assert first.post("/v1/traces", traces(*a, service="a"), PROTOBUF)[0] == 200
+        for part in range(0, 200, 50):
+            body = traces(*b[part : part + 50], service="b")
+            assert second.post("/v1/traces", body, PROTOBUF)[0] == 200
+
+        query = "SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1"
+        expected = [{"service_name": "a", "n": 300}, {"service_name": "b", "n": 200}]
+        assert first.sql(query) == expected
+        assert second.sql(query) == expected
+        refused = eventscope(
+            "query", "sql", "SELECT * FROM read_csv('/etc/passwd')", "--url", first.url
+        )
+        assert refused.returncode == 2
+        assert "reads local files" in refused.stderr
+
+        assert first.stop() == 0
+        first.start()
+        assert first.sql(query) == expected
+        assert "upkeep failed" not in (tmp_path / "b.log").read_text()
+    finally:
+        for server in (first, second):
+            if server.process is not None and server.process.poll() is None:
+                server.stop()
+
+    # read the lake directly, without a collector
+    result = eventscope(
+        "query", "sql", "SELECT count(*) AS n FROM spans", "--db", db, "--ducklake-schema", schema,
+        "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[", "{", '"n":', "500", "}", "]"]
