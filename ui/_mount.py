@@ -1,0 +1,53 @@
+"""Mounting the UI on an aiohttp application: routes, configuration and what is public."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import _login, _pages
+from ._config import UI, Read, UIConfig
+from ._static import StaticFiles
+
+__all__ = ["is_public", "login_location", "setup"]
+
+
+#: Paths anyone may load, token or not: the login form and the static files.
+_PUBLIC_PREFIXES = ("/static/",)
+_PUBLIC_PATHS = ("/login",)
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` is served without the token (the login page, static files)."""
+    return path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES)
+
+
+def login_location(path_qs: str) -> str:
+    """Where a browser without a valid token is sent, to come back to ``path_qs``."""
+    return _login.login_location(path_qs)
+
+
+def setup(
+    app: web.Application,
+    *,
+    read: Read,
+    token: str | None = None,
+    row_limit: int = 10_000,
+) -> UIConfig:
+    """Add the UI's pages, ``/login`` and ``/static/…`` to ``app``; return its config.
+
+    Args:
+        app: the application to mount on (the collector's, or one of its own port).
+        read: how pages run read functions (see :class:`Read`).
+        token: the collector's bearer token, checked by ``/login``.
+        row_limit: most rows the SQL console returns.
+    """
+    config = UIConfig(read=read, token=token, row_limit=row_limit)
+    app[UI] = config
+    static = StaticFiles()
+    app.router.add_get("/static/{name}", static.handle)
+    app.router.add_get("/login", _login.login_form)
+    app.router.add_post("/login", _login.login_submit)
+    app.router.add_get("/logout", _login.logout)
+    for path, handler in _pages.PAGES.items():
+        app.router.add_get(path, handler)
+    return config

@@ -1,0 +1,88 @@
+"""The UI's pages: one handler per URL, each reading through ``eventscope.queries``.
+
+Every handler parses its query string, calls read functions through the configured
+``read``, shapes the records for the template (``_views``) and the figures
+(``_figures``), and renders. A bad parameter or an unknown id renders the error page
+with its status; nothing the user typed reaches the page unescaped.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from eventscope.queries import EventscopeError
+
+from . import _views
+from ._config import UI
+from ._render import render
+
+__all__ = ["NAV", "PAGES"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: (path, label, page key) in the navigation bar.
+NAV = (
+    ("/", "Overview", "overview"),
+    ("/requests", "Requests", "requests"),
+    ("/handlers", "Handlers", "handlers"),
+    ("/events", "Events", "events"),
+    ("/topology", "Topology", "topology"),
+    ("/sql", "SQL", "sql"),
+)
+
+
+def page(key: str, template: str, *, live: bool = False, plots: bool = False) -> Callable[
+    [Callable[[web.Request], Awaitable[dict[str, Any]]]], Handler
+]:  # fmt: skip
+    """Make a page handler from ``build(request) -> template context``.
+
+    Args:
+        key: the page's key (navigation, ``<body data-page>``).
+        template: its template file.
+        live: whether it offers auto-refresh.
+        plots: whether it loads plotly.js.
+    """
+
+    def decorate(build: Callable[[web.Request], Awaitable[dict[str, Any]]]) -> Handler:
+        @functools.wraps(build)
+        async def handle(request: web.Request) -> web.StreamResponse:
+            common = {"page": key, "nav": NAV, "live": live, "plots": plots,
+                      "query": dict(request.query)}  # fmt: skip
+            try:
+                context = await build(request)
+            except EventscopeError as exc:
+                return render("error.html", status=exc.status, **common, plots=False,
+                              live=False, title="Error", message=str(exc))  # fmt: skip
+            return render(template, **{**common, **context})
+
+        return handle
+
+    return decorate
+
+
+@page("overview", "overview.html", live=True, plots=True)
+async def overview(request: web.Request) -> dict[str, Any]:
+    """``/``: services, event types and activity over time."""
+    config = request.app[UI]
+    return await _views.overview_context(config, request.query, origin=_origin(request))
+
+
+@page("sql", "sql.html")
+async def sql(request: web.Request) -> dict[str, Any]:
+    """``/sql?q=…``: a read-only console over the public schema."""
+    config = request.app[UI]
+    return await _views.sql_context(config, request.query)
+
+
+def _origin(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+#: path -> handler, added by ``setup``.
+PAGES: dict[str, Handler] = {
+    "/": overview,
+    "/sql": sql,
+}
