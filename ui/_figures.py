@@ -22,6 +22,10 @@ _LAYOUT = {
 }
 
 
+#: An x axis of epoch milliseconds that the page turns into the browser's local time.
+_LOCAL_TIME_X = {"xaxis": {"type": "date"}, "meta": {"local_time_x": True}}
+
+
 def figure_json(fig: go.Figure) -> str:
     """The figure as JSON text (escaped for the page by the template's ``json_block``)."""
     return fig.to_json(validate=False)
@@ -34,7 +38,7 @@ def _ms(ns: int) -> float:
 def activity(summary: Overview) -> str:
     """Spans, requests, errors, publishes and failed deliveries per time bucket."""
     x = [_ms(b.start_ns) for b in summary.activity]
-    fig = go.Figure(layout={**_LAYOUT, "height": 300, "xaxis": {"type": "date"}})
+    fig = go.Figure(layout={**_LAYOUT, **_LOCAL_TIME_X, "height": 300})
     for name, values, colour in (
         ("spans", [b.spans for b in summary.activity], "#4e79a7"),
         ("requests", [b.requests for b in summary.activity], "#59a14f"),
@@ -43,6 +47,6 @@ def activity(summary: Overview) -> str:
         ("errors", [b.errors for b in summary.activity], "#e15759"),
         ("failed deliveries", [b.failed_deliveries for b in summary.activity], "#f28e2b"),
     ):
-        fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines",
+        fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines", line_shape="hv",
                                  line={"color": colour, "width": 2}))  # fmt: skip
     return figure_json(fig)

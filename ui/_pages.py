@@ -19,19 +19,9 @@ from . import _views
 from ._config import UI
 from ._render import render
 
-__all__ = ["NAV", "PAGES"]
+__all__ = ["PAGES"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-#: (path, label, page key) in the navigation bar.
-NAV = (
-    ("/", "Overview", "overview"),
-    ("/requests", "Requests", "requests"),
-    ("/handlers", "Handlers", "handlers"),
-    ("/events", "Events", "events"),
-    ("/topology", "Topology", "topology"),
-    ("/sql", "SQL", "sql"),
-)
 
 
 def page(key: str, template: str, *, live: bool = False, plots: bool = False) -> Callable[
@@ -49,8 +39,7 @@ def page(key: str, template: str, *, live: bool = False, plots: bool = False) ->
     def decorate(build: Callable[[web.Request], Awaitable[dict[str, Any]]]) -> Handler:
         @functools.wraps(build)
         async def handle(request: web.Request) -> web.StreamResponse:
-            common = {"page": key, "nav": NAV, "live": live, "plots": plots,
-                      "query": dict(request.query)}  # fmt: skip
+            common = {"page": key, "live": live, "plots": plots, "query": dict(request.query)}
             try:
                 context = await build(request)
             except EventscopeError as exc:

@@ -10,7 +10,7 @@ from aiohttp import web
 from eventscope.queries._times import format_time
 from markupsafe import Markup
 
-__all__ = ["CONTENT_SECURITY_POLICY", "json_block", "json_text_block", "render", "secure"]
+__all__ = ["CONTENT_SECURITY_POLICY", "NAV", "json_block", "json_text_block", "render", "secure"]
 
 #: No inline script at all; plotly sets inline styles, so styles may be inline.
 CONTENT_SECURITY_POLICY = (
@@ -79,9 +79,23 @@ _ENVIRONMENT.filters["ms"] = milliseconds
 _ENVIRONMENT.filters["zip"] = zip
 
 
+#: (path, label, page key) in the navigation bar.
+NAV = (
+    ("/", "Overview", "overview"),
+    ("/requests", "Requests", "requests"),
+    ("/handlers", "Handlers", "handlers"),
+    ("/events", "Events", "events"),
+    ("/topology", "Topology", "topology"),
+    ("/sql", "SQL", "sql"),
+)
+
+
+_DEFAULTS: dict[str, Any] = {"nav": NAV, "live": False, "plots": False, "query": {}, "page": ""}
+
+
 def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
     """Render ``templates/<template>`` into an HTML response with the security headers."""
-    html = _ENVIRONMENT.get_template(template).render(**context)
+    html = _ENVIRONMENT.get_template(template).render(**{**_DEFAULTS, **context})
     response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
     response.headers["Cache-Control"] = "no-store"
     secure(response)

@@ -15,6 +15,15 @@ const eventscope = (() => {
     return Number.isNaN(date.getTime()) ? String(value) : timeFormat.format(date);
   }
 
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+  /** Epoch milliseconds as local wall time text, which Plotly's date axes show as is. */
+  function wallTime(ms) {
+    const d = new Date(ms);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  }
+
   /** A duration in milliseconds, briefly. */
   function duration(ms) {
     if (ms === null || ms === undefined) return "–";
@@ -42,6 +51,9 @@ const eventscope = (() => {
       const target = document.getElementById(block.dataset.target);
       if (!target) continue;
       const figure = JSON.parse(block.textContent);
+      if (figure.layout && figure.layout.meta && figure.layout.meta.local_time_x) {
+        for (const trace of figure.data || []) trace.x = (trace.x || []).map(wallTime);
+      }
       const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage"] };
       Plotly.newPlot(target, figure.data || [], figure.layout || {}, config).then(() => {
         target.dataset.drawn = "1";
@@ -117,5 +129,5 @@ const eventscope = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", start);
-  return { localTime, duration, data, localiseTimes };
+  return { localTime, wallTime, duration, data, localiseTimes };
 })();
