@@ -9,15 +9,17 @@ with its status; nothing the user typed reaches the page unescaped.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from eventscope.queries import EventscopeError
+from eventscope.queries._span_detail import span_detail
 
 from . import _views
 from ._config import UI
-from ._render import render
+from ._render import render, secure
 
 __all__ = ["PAGES"]
 
@@ -66,6 +68,23 @@ async def sql(request: web.Request) -> dict[str, Any]:
     return await _views.sql_context(config, request.query)
 
 
+async def span_json(request: web.Request) -> web.Response:
+    """``/spans/{trace_id}/{span_id}``: one span's attributes, events and links, as JSON
+    for the request view's detail panel."""
+    config = request.app[UI]
+    try:
+        detail = await config.read(
+            span_detail, request.match_info["trace_id"], request.match_info["span_id"]
+        )
+    except EventscopeError as exc:
+        return secure(web.json_response({"error": str(exc)}, status=exc.status))
+    return secure(web.json_response(detail.to_json(), dumps=_dumps))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
@@ -74,4 +93,5 @@ def _origin(request: web.Request) -> str:
 PAGES: dict[str, Handler] = {
     "/": overview,
     "/sql": sql,
+    "/spans/{trace_id}/{span_id}": span_json,
 }

@@ -19,8 +19,9 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
-_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
-                          "\u2028": "\\u2028", "\u2029": "\\u2029"})  # fmt: skip
+#: str.replace per character: much faster than str.translate on megabytes of JSON.
+_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+            ("\u2029", "\\u2029"))  # fmt: skip
 
 
 def json_block(value: Any) -> Markup:
@@ -39,7 +40,9 @@ def json_text_block(text: str) -> Markup:
     ``<``, ``>`` and ``&`` can only occur inside JSON strings, where ``\\u003c`` means the
     same character, so the data is unchanged.
     """
-    return Markup(text.translate(_ESCAPES))
+    for character, escape in _ESCAPES:
+        text = text.replace(character, escape)
+    return Markup(text)
 
 
 def iso_time(ns: int | None) -> str:

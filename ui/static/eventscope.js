@@ -45,9 +45,17 @@ const eventscope = (() => {
     }
   }
 
-  function drawFigures() {
-    if (typeof Plotly === "undefined") return;
-    for (const block of document.querySelectorAll("script.plotly-figure")) {
+  /** plotly.js is large: it is loaded after the page is up, and only where figures are. */
+  function loadPlotly() {
+    if (!document.querySelector("script.plotly-figure")) return;
+    if (typeof Plotly !== "undefined") { drawFigures(); return; }
+    const script = document.createElement("script");
+    script.src = "/static/plotly.min.js";
+    script.addEventListener("load", drawFigures);
+    document.head.append(script);
+  }
+
+  function drawFigures() {    for (const block of document.querySelectorAll("script.plotly-figure")) {
       const target = document.getElementById(block.dataset.target);
       if (!target) continue;
       const figure = JSON.parse(block.textContent);
@@ -123,8 +131,8 @@ const eventscope = (() => {
   function start() {
     localiseTimes(document);
     document.querySelectorAll("table.sortable").forEach(makeSortable);
-    drawFigures();
     autoRefresh();
+    requestAnimationFrame(loadPlotly);
     document.body.dataset.ready = "1";
   }
 
