@@ -84,7 +84,8 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
     serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
     serve.add_argument("--query-timeout", type=float, help="seconds before a read is stopped")
-    serve.add_argument("--db-threads", type=int, help="DuckDB worker threads (default: cores)")
+    serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
+    serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
         "--decode-workers", type=int, help="decoder processes (default 2; 0: inline)"
     )
@@ -148,6 +149,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         max_queue_rows=args.max_queue_rows,
         query_timeout=args.query_timeout,
         db_threads=args.db_threads,
+        db_write_threads=args.db_write_threads,
         decode_workers=args.decode_workers,
     )
     logging.basicConfig(

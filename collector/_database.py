@@ -6,7 +6,9 @@ every reader gets a fresh cursor, so reads never share a connection with the wri
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -26,10 +28,21 @@ class Database:
     """The collector's DuckDB database. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(
-        self, connection: duckdb.DuckDBPyConnection, description: str, *, lake: bool = False
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        description: str,
+        *,
+        lake: bool = False,
+        read_threads: int | None = None,
+        write_threads: int | None = None,
     ) -> None:
         self._root = connection
         self._lock = threading.Lock()
+        self._readers = 0
+        self._read_threads = read_threads
+        self._write_threads = write_threads
+        if write_threads is not None:
+            connection.execute(f"SET threads = {int(write_threads)}")
         #: Where the data lives, for the start-up banner and errors.
         self.description = description
         #: Whether this is a DuckLake (cursors must USE it; small files need compaction).
@@ -53,7 +66,16 @@ class Database:
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")
-        return cls(connection, description, lake=lake)
+        read_threads = settings.db_threads or int(connection.execute(
+            "SELECT current_setting('threads')"
+        ).fetchone()[0])  # fmt: skip
+        return cls(
+            connection,
+            description,
+            lake=lake,
+            read_threads=read_threads,
+            write_threads=settings.db_write_threads,
+        )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use."""
@@ -64,6 +86,27 @@ class Database:
 
             cursor.execute(f"USE {CATALOG}")
         return cursor
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a read: DuckDB gets its read threads while any read runs, and goes back to
+        the write threads (one, by default) when the last read ends."""
+        self._set_readers(+1)
+        try:
+            yield
+        finally:
+            self._set_readers(-1)
+
+    def _set_readers(self, change: int) -> None:
+        with self._lock:
+            before = self._readers
+            self._readers += change
+            if self._read_threads == self._write_threads or self._write_threads is None:
+                return
+            if before == 0 and self._readers == 1:
+                self._root.execute(f"SET threads = {int(self._read_threads or 1)}")
+            elif before == 1 and self._readers == 0:
+                self._root.execute(f"SET threads = {int(self._write_threads)}")
 
     def maintain(self, cursor: duckdb.DuckDBPyConnection) -> None:
         """Periodic upkeep on the writer's cursor: compaction for DuckLake. Blocking."""
@@ -95,8 +138,6 @@ def _open_file(db: str) -> tuple[duckdb.DuckDBPyConnection, str]:
 
 def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     connection.execute(f"SET checkpoint_threshold = '{int(settings.checkpoint_threshold)}B'")
-    if settings.db_threads is not None:
-        connection.execute(f"SET threads = {int(settings.db_threads)}")
 
 
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:

@@ -37,7 +37,8 @@ async def run_read(
 
     def job() -> T:
         try:
-            return query(cursor, *args, **kwargs)
+            with database.reading():
+                return query(cursor, *args, **kwargs)
         finally:
             finished.set()
             cursor.close()
