@@ -195,14 +195,14 @@ def _parse(
     request = message()
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise BadRequest(f"OTLP JSON body must be an object, got {type(document).__name__}")
     try:
         id_paths.to_base64(document)
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise BadRequest(f"body is not a valid OTLP JSON {message.__name__}: {exc}") from exc
     return raw.FromString(request.SerializeToString())
 
