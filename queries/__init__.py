@@ -1,17 +1,101 @@
-"""eventscope.queries — the read side: SQL over the public schema behind typed functions."""
+"""eventscope.queries — the read side: SQL over the public schema behind typed functions.
 
-from importlib import resources
+Every function takes a DuckDB connection or cursor first and returns frozen records
+(``to_json()`` gives the API's JSON). Times are integer nanoseconds since the epoch.
 
+- :func:`fanout_tree` — everything that happened because of one request, across traces;
+- :func:`requests` — originating requests with the size and health of their trees;
+- :func:`handler_latency` — count, throughput, errors, processing and queue-wait percentiles;
+- :func:`lost_events`, :func:`duplicate_events`, :func:`orphan_deliveries`,
+  :func:`out_of_order`, :func:`version_mix` — the event ledger;
+- :func:`topology` — the choreography map;
+- :func:`run_sql` — one read-only SELECT.
+
+Imports only go collector → ui → queries: nothing here imports those packages.
+"""
+
+from ._duplicates import DUPLICATE_KINDS, duplicate_events, orphan_deliveries
 from ._errors import BadParameter, EventscopeError, NotFound, NotReadOnly, QueryError
-
-#: The public views (``deliveries``, ``publishes``, ``event_ledger``), created by the collector.
-VIEWS_SQL = resources.files(__package__).joinpath("views.sql").read_text(encoding="utf-8")
+from ._latency import GROUP_BY, handler_latency
+from ._ledger import DEFAULT_GRACE_NS, lost_events
+from ._order import out_of_order, version_mix
+from ._records import (
+    DuplicateEvent,
+    LostEvent,
+    OrphanDelivery,
+    OutOfOrderDelivery,
+    VersionCount,
+    VersionMix,
+)
+from ._records_stats import (
+    HandlerLatency,
+    LatencyBucket,
+    LatencyRow,
+    LatencyStats,
+    Percentiles,
+    Topology,
+    TopologyEdge,
+)
+from ._records_tree import (
+    CriticalHop,
+    DuplicateMark,
+    FanoutTree,
+    LostMark,
+    RequestPage,
+    RequestSummary,
+    TreeNode,
+)
+from ._requests import SORTS, requests
+from ._sql import SqlResult, check_read_only, run_sql
+from ._times import format_time, parse_duration, parse_time
+from ._topology import topology
+from ._tree import fanout_tree
+from ._views import VIEWS_SQL
 
 __all__ = [
+    "DEFAULT_GRACE_NS",
+    "DUPLICATE_KINDS",
+    "GROUP_BY",
+    "SORTS",
     "VIEWS_SQL",
     "BadParameter",
+    "CriticalHop",
+    "DuplicateEvent",
+    "DuplicateMark",
     "EventscopeError",
+    "FanoutTree",
+    "HandlerLatency",
+    "LatencyBucket",
+    "LatencyRow",
+    "LatencyStats",
+    "LostEvent",
+    "LostMark",
     "NotFound",
     "NotReadOnly",
+    "OrphanDelivery",
+    "OutOfOrderDelivery",
+    "Percentiles",
     "QueryError",
+    "RequestPage",
+    "RequestSummary",
+    "SqlResult",
+    "Topology",
+    "TopologyEdge",
+    "TreeNode",
+    "VersionCount",
+    "VersionMix",
+    "check_read_only",
+    "duplicate_events",
+    "fanout_tree",
+    "format_time",
+    "handler_latency",
+    "lost_events",
+    "orphan_deliveries",
+    "out_of_order",
+    "parse_duration",
+    "parse_time",
+    "requests",
+    "run_sql",
+    "topology",
+    "version_mix",
 ]

@@ -1,0 +1,320 @@
+"""A 10-million-span event-driven workload written straight into DuckDB, vectorised.
+
+Not through HTTP: the read side is what is measured here, so the file is generated with a
+few ``INSERT … SELECT`` statements over ``range()`` (about a minute on two cores).
+
+One request ``i`` is 20 spans: ``POST /orders`` (api, SERVER) with two children, ``send
+orders`` (OrderPlaced), five consumer groups ``process orders`` — billing, shipping,
+inventory as children in the request's trace, email and analytics each in a trace of its
+own linked to the producer — each with a database span; billing publishes
+PaymentRequested (``send payments``, causation = the OrderPlaced id) and calls a payment
+API; email and analytics handle PaymentRequested with a database span each. Every
+consumer span carries ``eventscope.publish_time``, as the hooks write it.
+
+Known anomalies, by request number: billing fails once then succeeds (1 %), shipping
+processes twice (0.1 %), inventory suppresses a redelivery (0.1 %), email never receives
+OrderPlaced (0.05 %), analytics dead-letters it after three attempts (0.02 %), the
+PaymentRequested producer span is missing (0.01 %: orphans), OrderPlaced is published
+twice (0.01 %), version 1 instead of 2 (5 %).
+
+Beside the 500,000 traced requests, 50,000 requests were sampled out: only their event
+records (2 publishes and 7 deliveries each) are in ``logs``. And one bulk request of
+exactly 10,000 spans: ``POST /imports`` publishing 1,428 OrderPlaced events, each handled
+by the five groups.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+REQUEST_INTERVAL_NS = 170_000_000
+BIG_EVENTS = 1428
+GROUPS = ("billing", "shipping", "inventory", "email", "analytics")
+
+# slot, service, name, kind, trace (0: the request's, else the linked trace of that slot),
+# parent slot, link to slot, destination, group, event (1 OrderPlaced, 2 PaymentRequested)
+_SLOTS = """
+(0, 'api', 'POST /orders', 'server', 0, NULL, NULL, NULL, NULL, NULL),
+(1, 'api', 'INSERT orders', 'client', 0, 0, NULL, NULL, NULL, NULL),
+(2, 'api', 'SET order-cache', 'internal', 0, 0, NULL, NULL, NULL, NULL),
+(3, 'api', 'send orders', 'producer', 0, 0, NULL, 'orders', NULL, 1),
+(4, 'billing', 'process orders', 'consumer', 0, 3, NULL, 'orders', 'billing', 1),
+(5, 'shipping', 'process orders', 'consumer', 0, 3, NULL, 'orders', 'shipping', 1),
+(6, 'inventory', 'process orders', 'consumer', 0, 3, NULL, 'orders', 'inventory', 1),
+(7, 'email', 'process orders', 'consumer', 7, NULL, 3, 'orders', 'email', 1),
+(8, 'analytics', 'process orders', 'consumer', 8, NULL, 3, 'orders', 'analytics', 1),
+(9, 'billing', 'UPDATE accounts', 'client', 0, 4, NULL, NULL, NULL, NULL),
+(10, 'shipping', 'UPDATE shipments', 'client', 0, 5, NULL, NULL, NULL, NULL),
+(11, 'inventory', 'UPDATE stock', 'client', 0, 6, NULL, NULL, NULL, NULL),
+(12, 'email', 'SELECT templates', 'client', 7, 7, NULL, NULL, NULL, NULL),
+(13, 'analytics', 'INSERT facts', 'client', 8, 8, NULL, NULL, NULL, NULL),
+(14, 'billing', 'send payments', 'producer', 0, 4, NULL, 'payments', NULL, 2),
+(15, 'billing', 'POST /charges', 'client', 0, 4, NULL, NULL, NULL, NULL),
+(16, 'email', 'process payments', 'consumer', 0, 14, NULL, 'payments', 'email', 2),
+(17, 'analytics', 'process payments', 'consumer', 0, 14, NULL, 'payments', 'analytics', 2),
+(18, 'email', 'SELECT customers', 'client', 0, 16, NULL, NULL, NULL, NULL),
+(19, 'analytics', 'INSERT facts', 'client', 0, 17, NULL, NULL, NULL, NULL)
+"""
+
+# Per (request, slot): start offset from the request start, duration, attempt, outcome.
+# Waits and durations are pseudo-random from hash(i, slot); children sit inside parents.
+_TIMING = """
+CREATE OR REPLACE MACRO rnd(i, s, lo, hi) AS lo + (hash(i, s) % (hi - lo))::BIGINT;
+CREATE OR REPLACE MACRO wait1(i, s) AS rnd(i, s, 500000, 20000000);
+CREATE OR REPLACE MACRO run1(i, s) AS rnd(i, s + 100, 1000000, 9000000);
+CREATE OR REPLACE MACRO billing_start(i) AS
+    2000000 + wait1(i, 4) + CASE WHEN i % 100 = 7 THEN 30000000 ELSE 0 END;
+CREATE OR REPLACE MACRO start_of(i, s) AS CASE
+    WHEN s = 0 THEN 0
+    WHEN s = 1 THEN 500000
+    WHEN s = 2 THEN 3000000
+    WHEN s = 3 THEN 2000000
+    WHEN s = 4 THEN billing_start(i)
+    WHEN s BETWEEN 5 AND 8 THEN 2000000 + wait1(i, s)
+    WHEN s BETWEEN 9 AND 13 THEN 2000000 + wait1(i, s - 5)
+         + CASE WHEN s = 9 THEN billing_start(i) - 2000000 - wait1(i, 4) ELSE 0 END + 100000
+    WHEN s = 14 THEN billing_start(i) + 500000
+    WHEN s = 15 THEN billing_start(i) + 700000
+    WHEN s BETWEEN 16 AND 17 THEN billing_start(i) + 500000 + wait1(i, s)
+    ELSE billing_start(i) + 500000 + wait1(i, s - 2) + 100000 END;
+CREATE OR REPLACE MACRO duration_of(i, s) AS CASE
+    WHEN s = 0 THEN 8000000
+    WHEN s IN (1, 2, 14) THEN 300000
+    WHEN s IN (4, 5, 6, 7, 8, 16, 17) THEN run1(i, s)
+    ELSE 600000 END;
+"""
+
+_SPAN_COLUMNS = """
+    trace_id, span_id, parent_span_id, trace_state, service_name, name, kind, start_time,
+    end_time, duration_ms, status_code, status_message, attributes, resource_attributes,
+    scope_name, scope_version, messaging_system, messaging_operation, destination,
+    message_id, correlation_id, causation_id, event_type, event_version, entity_id,
+    consumer_group, handler, outcome, entity_sequence, attempt, publish_time
+"""
+
+# Rows of one delivery/publish/span (`b` = one (request, slot, variant) row) -> spans columns.
+_SPAN_ROW = """
+    tid, sid, pid, NULL, service, name, kind,
+    make_timestamp_ns(t0 + off), make_timestamp_ns(t0 + off + dur), dur / 1e6,
+    CASE WHEN outcome IN ('error', 'dead_lettered') THEN 'error' ELSE 'unset' END,
+    CASE WHEN outcome IN ('error', 'dead_lettered') THEN 'handler raised' END,
+    CASE WHEN dest IS NULL THEN '{"db.system":"postgresql","server.address":"db"}'
+         ELSE '{"messaging.system":"rabbitmq","messaging.destination.name":"' || dest
+           || '","messaging.operation.type":"' || CASE WHEN grp IS NULL THEN 'send'
+           ELSE 'process' END || '","messaging.message.id":"' || eid
+           || '","messaging.message.conversation_id":"' || cid
+           || '","cloudevents.event_type":"' || etype || '","eventscope.event.version":"'
+           || ver || '","cloudevents.event_subject":"' || entity || '"'
+           || coalesce(',"messaging.consumer.group.name":"' || grp
+           || '","eventscope.handler":"' || grp || '.handlers.on_' || lower(etype)
+           || '","eventscope.delivery.attempt":' || attempt
+           || ',"eventscope.outcome":"' || outcome || '"', '') || '}' END,
+    '{"service.name":"' || service || '","service.version":"1.8.0","host.name":"'
+        || service || '-7f9c","telemetry.sdk.language":"python"}',
+    'eventscope.instrumentation', '0.1.0',
+    CASE WHEN dest IS NOT NULL THEN 'rabbitmq' END,
+    CASE WHEN dest IS NULL THEN NULL WHEN grp IS NULL THEN 'send' ELSE 'process' END,
+    dest, eid, CASE WHEN dest IS NOT NULL OR kind = 'server' THEN cid END, cause, etype,
+    ver, entity, grp, CASE WHEN grp IS NOT NULL THEN grp || '.handlers.on_' || lower(etype) END,
+    outcome, seq, attempt, CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + pub) END
+"""
+
+# One row per (request i, slot s, variant v): v = 0 the normal span, v > 0 extra attempts.
+_REQUEST_ROWS = """
+WITH slots(s, service, name, kind, trace_slot, parent, link, dest, grp, ev) AS (
+    VALUES {slots}
+), variants(s, v, extra) AS (
+    VALUES (4, 1, 'billing_failed_first'), (5, 1, 'shipping_twice'),
+           (6, 1, 'inventory_suppressed'), (8, 1, 'analytics_failed'),
+           (8, 2, 'analytics_failed'), (3, 1, 'published_twice')
+), every AS (
+    SELECT s, 0 AS v, NULL AS extra FROM slots UNION ALL SELECT * FROM variants
+), base AS (
+    SELECT r.i, sl.*, va.v, va.extra
+    FROM range({first}, {last}) r(i)
+    CROSS JOIN slots sl
+    JOIN every va ON va.s = sl.s
+), picked AS (
+    SELECT * FROM base
+    WHERE (v = 0 OR (extra = 'billing_failed_first' AND i % 100 = 7)
+              OR (extra = 'shipping_twice' AND i % 1000 = 13)
+              OR (extra = 'inventory_suppressed' AND i % 1000 = 17)
+              OR (extra = 'analytics_failed' AND i % 5000 = 23)
+              OR (extra = 'published_twice' AND i % 10000 = 31))
+      AND NOT (i % 2000 = 19 AND s IN (7, 12))
+      AND NOT (i % 10000 = 29 AND s = 14)
+)
+SELECT
+    {base_ns} + (i - {first}) * {interval} AS t0, i, s, v,
+    md5('t' || i || '-' || trace_slot) AS tid,
+    substr(md5('s' || i || '-' || s || '-' || v), 1, 16) AS sid,
+    CASE WHEN parent IS NOT NULL
+         THEN substr(md5('s' || i || '-' || parent || '-0'), 1, 16) END AS pid,
+    CASE WHEN link IS NOT NULL THEN md5('t' || i || '-0') END AS link_tid,
+    CASE WHEN link IS NOT NULL
+         THEN substr(md5('s' || i || '-' || link || '-0'), 1, 16) END AS link_sid,
+    service, name, kind, dest, grp,
+    CASE ev WHEN 1 THEN 'OrderPlaced' WHEN 2 THEN 'PaymentRequested' END AS etype,
+    CASE WHEN ev IS NOT NULL THEN md5('e' || i || '-' || ev) END AS eid,
+    md5('c' || i) AS cid,
+    CASE WHEN ev = 2 THEN md5('e' || i || '-1') END AS cause,
+    CASE WHEN ev = 1 AND i % 20 = 0 THEN '1' WHEN ev IS NOT NULL THEN '2' END AS ver,
+    CASE WHEN ev IS NOT NULL THEN 'order-' || i END AS entity,
+    CASE WHEN ev IS NOT NULL THEN ev END AS seq,
+    start_of(i, s) + CASE
+        WHEN extra = 'billing_failed_first' THEN -30000000
+        WHEN extra IN ('shipping_twice', 'inventory_suppressed') THEN 100000000
+        WHEN extra = 'analytics_failed' THEN -v * 40000000
+        WHEN extra = 'published_twice' THEN 5000000 ELSE 0 END
+        + CASE WHEN s = 8 AND i % 5000 = 23 AND v = 0 THEN 80000000 ELSE 0 END AS off,
+    duration_of(i, s) AS dur,
+    CASE WHEN ev = 2 THEN billing_start(i) + 500000 ELSE 2000000 END AS pub,
+    CASE WHEN grp IS NULL THEN NULL
+         WHEN extra = 'billing_failed_first' THEN 1
+         WHEN s = 4 AND i % 100 = 7 THEN 2
+         WHEN extra IN ('shipping_twice', 'inventory_suppressed') THEN 2
+         WHEN s = 8 AND i % 5000 = 23 THEN 3 - v
+         ELSE 1 END AS attempt,
+    CASE WHEN grp IS NULL THEN NULL
+         WHEN extra IN ('billing_failed_first', 'analytics_failed') THEN 'error'
+         WHEN extra = 'inventory_suppressed' THEN 'duplicate_skipped'
+         WHEN s = 8 AND i % 5000 = 23 THEN 'dead_lettered'
+         ELSE 'ok' END AS outcome
+FROM picked
+"""
+
+_BIG_ROWS = """
+WITH events AS (SELECT k FROM range({events}) r(k)),
+groups(g, grp, linked) AS (
+    VALUES (0, 'billing', false), (1, 'shipping', false), (2, 'inventory', false),
+           (3, 'email', true), (4, 'analytics', true)
+)
+SELECT 'server' AS role, NULL::BIGINT AS k, NULL AS g, false AS linked, 0::BIGINT AS off
+UNION ALL SELECT 'child', k, NULL, false, 100000 + k * 1000 FROM range(3) r(k)
+UNION ALL SELECT 'producer', k, NULL, false, 1000000 + k * 2000000 FROM events
+UNION ALL SELECT 'consumer', k, grp, linked, 1000000 + k * 2000000 + 3000000 + g * 700000
+    FROM events CROSS JOIN groups
+UNION ALL SELECT 'db', k, 'billing', false, 1000000 + k * 2000000 + 3100000 FROM events
+"""
+
+
+def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
+    from eventscope.collector._database import create_schema
+
+    create_schema(connection)
+
+
+def generate(path: str, requests: int = 500_000, sampled_out: int = 50_000) -> int:
+    """Write the workload into a new DuckDB file at ``path``; return the start time (ns)."""
+    import time
+
+    connection = duckdb.connect(path)
+    _create_schema(connection)
+    connection.execute(_TIMING)
+    base_ns = (time.time_ns() - 26 * 3600 * 10**9) // 10**9 * 10**9
+    step = 100_000
+    for first in range(0, requests, step):
+        _insert_requests(connection, base_ns, first, min(first + step, requests))
+    _insert_big_request(connection, base_ns + requests // 2 * REQUEST_INTERVAL_NS + 85_000_000)
+    _insert_records(connection, base_ns + 60_000_000, sampled_out)
+    connection.execute("CHECKPOINT")
+    connection.close()
+    return base_ns
+
+
+def _insert_requests(
+    connection: duckdb.DuckDBPyConnection, base_ns: int, first: int, last: int
+) -> None:
+    rows = _REQUEST_ROWS.format(
+        slots=_SLOTS, first=first, last=last, base_ns=base_ns, interval=REQUEST_INTERVAL_NS
+    )
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
+    connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
+    connection.execute(
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "FROM b WHERE link_tid IS NOT NULL"
+    )
+    connection.execute("DROP TABLE b")
+
+
+def _insert_big_request(connection: duckdb.DuckDBPyConnection, t0: int) -> None:
+    """One ``POST /imports`` of exactly 10,000 spans (1 + 3 + 1428 × 7)."""
+    connection.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE b AS
+        WITH n AS ({_BIG_ROWS.format(events=BIG_EVENTS)})
+        SELECT {t0} AS t0, role, k,
+            CASE WHEN linked THEN md5('bigt' || k || g) ELSE md5('bigt') END AS tid,
+            substr(md5('bigs' || role || coalesce(k, -1) || coalesce(g, '')), 1, 16) AS sid,
+            CASE role WHEN 'server' THEN NULL
+                WHEN 'consumer' THEN CASE WHEN linked THEN NULL
+                     ELSE substr(md5('bigsproducer' || k), 1, 16) END
+                WHEN 'db' THEN substr(md5('bigsconsumer' || k || 'billing'), 1, 16)
+                ELSE substr(md5('bigsserver-1'), 1, 16) END AS pid,
+            CASE WHEN linked THEN md5('bigt') END AS link_tid,
+            CASE WHEN linked THEN substr(md5('bigsproducer' || k), 1, 16) END AS link_sid,
+            CASE role WHEN 'server' THEN 'api' WHEN 'child' THEN 'api'
+                 WHEN 'producer' THEN 'importer' ELSE g END AS service,
+            CASE role WHEN 'server' THEN 'POST /imports' WHEN 'child' THEN 'READ upload'
+                 WHEN 'producer' THEN 'send orders' WHEN 'db' THEN 'UPDATE accounts'
+                 ELSE 'process orders' END AS name,
+            CASE role WHEN 'server' THEN 'server' WHEN 'producer' THEN 'producer'
+                 WHEN 'consumer' THEN 'consumer' ELSE 'client' END AS kind,
+            CASE WHEN role IN ('producer', 'consumer') THEN 'orders' END AS dest,
+            CASE WHEN role = 'consumer' THEN g END AS grp,
+            CASE WHEN role IN ('producer', 'consumer') THEN 'OrderPlaced' END AS etype,
+            CASE WHEN role IN ('producer', 'consumer') THEN md5('bige' || k) END AS eid,
+            md5('bigc') AS cid, NULL AS cause,
+            CASE WHEN role IN ('producer', 'consumer') THEN '2' END AS ver,
+            CASE WHEN role IN ('producer', 'consumer') THEN 'import-' || k END AS entity,
+            CASE WHEN role IN ('producer', 'consumer') THEN 1 END AS seq,
+            off,
+            CASE role WHEN 'server' THEN 5000000000 WHEN 'consumer' THEN 2000000
+                 WHEN 'db' THEN 600000 ELSE 300000 END AS dur,
+            1000000 + k * 2000000 AS pub,
+            CASE WHEN role = 'consumer' THEN 1 END AS attempt,
+            CASE WHEN role = 'consumer' THEN 'ok' END AS outcome
+        FROM n
+        """
+    )
+    connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
+    connection.execute(
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "FROM b WHERE link_tid IS NOT NULL"
+    )
+    connection.execute("DROP TABLE b")
+
+
+def _insert_records(connection: duckdb.DuckDBPyConnection, base_ns: int, count: int) -> None:
+    """Event records of ``count`` sampled-out requests: 2 publishes + 7 deliveries each."""
+    rows = _REQUEST_ROWS.format(
+        slots=_SLOTS,
+        first=10_000_000,
+        last=10_000_000 + count,
+        base_ns=base_ns,
+        interval=REQUEST_INTERVAL_NS * 10,
+    )
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
+    connection.execute(
+        """
+        INSERT INTO logs (time, observed_time, trace_id, span_id, body, event_name,
+            record_kind, service_name, attributes, resource_attributes, scope_name,
+            messaging_system, messaging_operation, destination, message_id, correlation_id,
+            causation_id, event_type, event_version, entity_id, consumer_group, handler,
+            outcome, entity_sequence, attempt, publish_time, end_time)
+        SELECT make_timestamp_ns(t0 + off), make_timestamp_ns(t0 + off), tid, sid,
+            '"eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END || '"',
+            'eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END,
+            CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END, service,
+            '{"messaging.message.id":"' || eid || '"}', '{"service.name":"' || service || '"}',
+            'eventscope.instrumentation', 'rabbitmq',
+            CASE WHEN grp IS NULL THEN 'send' ELSE 'process' END, dest, eid, cid, cause,
+            etype, ver, entity, grp,
+            CASE WHEN grp IS NOT NULL THEN grp || '.handlers.on_' || lower(etype) END,
+            outcome, seq, attempt,
+            CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + pub) END,
+            CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + off + dur) END
+        FROM b WHERE dest IS NOT NULL
+        """
+    )
+    connection.execute("DROP TABLE b")

@@ -1,0 +1,246 @@
+"""Duplicated events and orphan deliveries.
+
+- *Duplicated*: more than one delivery per (event id, consumer group) — ``processed_twice``
+  (two or more succeeded: a real idempotency problem), ``suppressed`` (a redelivery was
+  skipped as ``duplicate_skipped``), ``redelivered_after_failure`` (delivered again after
+  an error), ``redelivered`` (none of those: e.g. delivered again after a success, and
+  that delivery failed) — or more than one publish of one event id (``published_twice``).
+- *Orphan*: a delivery whose event was never seen published (``never_published``), or
+  one that names no event id and has no producer span (``no_event_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import duckdb
+
+from ._records import DuplicateEvent, OrphanDelivery
+from ._sources import ALL_TIME, Sources, id_table, publishes_sql
+
+__all__ = ["DUPLICATE_KINDS", "duplicate_events", "orphan_deliveries"]
+
+#: Most serious first: a (event, group) with several kinds is reported as the first.
+DUPLICATE_KINDS = (
+    "processed_twice",
+    "suppressed",
+    "redelivered_after_failure",
+    "redelivered",
+    "published_twice",
+)
+
+# Pass 1 groups by (hash(event id), group) with numbers only; pass 2 (the candidates) is
+# exact and grouped by the id itself.
+_CANDIDATES = """
+SELECT DISTINCT message_id
+FROM (
+    SELECT min(message_id) AS low, max(message_id) AS high
+    FROM ({deliveries}) WHERE message_id IS NOT NULL {event_filter}
+    GROUP BY hash(message_id), consumer_group
+    HAVING count(*) > 1
+) c, unnest([c.low, c.high]) AS t(message_id)
+"""
+
+_DETAILS = """
+SELECT message_id, consumer_group, count(*) AS deliveries,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       count(*) FILTER (WHERE outcome = 'error') AS errors,
+       count(*) FILTER (WHERE outcome = 'duplicate_skipped') AS skipped,
+       count(*) FILTER (WHERE outcome = 'dead_lettered') AS dead_lettered,
+       coalesce(min(start_time) FILTER (WHERE outcome IN ('error', 'dead_lettered'))
+                < max(start_time), false) AS after_failure,
+       list(attempt ORDER BY start_time, attempt) AS attempts,
+       epoch_ns(min(start_time)), epoch_ns(max(start_time)),
+       arg_min(event_type, start_time), arg_min(destination, start_time),
+       arg_min(correlation_id, start_time),
+       list(DISTINCT service_name ORDER BY service_name)
+FROM ({deliveries}) SEMI JOIN {candidates} USING (message_id)
+GROUP BY message_id, consumer_group
+HAVING count(*) > 1
+"""
+
+_PUBLISHED_TWICE = """
+SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
+       epoch_ns(min(publish_time)), epoch_ns(max(publish_time)),
+       arg_min(event_type, publish_time), arg_min(destination, publish_time),
+       arg_min(correlation_id, publish_time)
+FROM ({publishes}) WHERE message_id IS NOT NULL {event_filter}
+GROUP BY message_id
+HAVING count(*) > 1
+"""
+
+
+def duplicate_events(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    event_ids: Iterable[str] | None = None,
+) -> tuple[DuplicateEvent, ...]:
+    """Events delivered more than once to a group, or published more than once.
+
+    One row per (event id, consumer group) with more than one delivery in the window, and
+    one row (``consumer_group`` None, kind ``published_twice``) per event id published more
+    than once. Ordered by first time, event id, group.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: deliveries (and publishes) that started in this window.
+        event_ids: only these events.
+    """
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        event_filter = ""
+        if event_ids is not None:
+            event_filter = (
+                f"AND message_id IN (SELECT event_id FROM {src.register(id_table(event_ids))})"
+            )
+        candidates = [
+            row[0]
+            for row in cursor.execute(
+                _CANDIDATES.format(deliveries=src.deliveries, event_filter=event_filter),
+                src.params,
+            ).fetchall()
+        ]
+        rows: list[DuplicateEvent] = []
+        if candidates:
+            details = cursor.execute(
+                _DETAILS.format(
+                    deliveries=src.deliveries,
+                    candidates=src.register(id_table(candidates, "message_id")),
+                ),
+                src.params,
+            ).fetchall()
+            rows.extend(_delivered_twice(row) for row in details)
+        published = cursor.execute(
+            _PUBLISHED_TWICE.format(publishes=src.publishes, event_filter=event_filter),
+            src.params,
+        ).fetchall()
+        rows.extend(_published_twice(row) for row in published)
+    rows.sort(key=lambda r: (r.first_ns, r.event_id, r.consumer_group or ""))
+    return tuple(rows)
+
+
+def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
+    (event_id, group, deliveries, ok, errors, skipped, dead, after_failure, attempts, first,
+     last, event_type, destination, correlation, services) = row  # fmt: skip
+    kinds = tuple(
+        kind
+        for kind, on in (
+            ("processed_twice", ok >= 2),
+            ("suppressed", skipped >= 1),
+            ("redelivered_after_failure", after_failure),
+        )
+        if on
+    ) or ("redelivered",)
+    what = f"{event_type or 'event'} {event_id}"
+    details = {
+        "processed_twice": f"{group} processed {what} successfully {ok} times",
+        "suppressed": f"{group} skipped {skipped} redelivery(ies) of {what} as duplicates",
+        "redelivered_after_failure": f"{what} was redelivered to {group} after a failure",
+        "redelivered": f"{what} was delivered to {group} {deliveries} times",
+    }
+    return DuplicateEvent(
+        event_id=event_id,
+        event_type=event_type,
+        destination=destination,
+        consumer_group=group,
+        kind=kinds[0],
+        kinds=kinds,
+        deliveries=deliveries,
+        ok=ok,
+        errors=errors,
+        skipped=skipped,
+        dead_lettered=dead,
+        attempts=tuple(attempts),
+        first_ns=first,
+        last_ns=last,
+        correlation_id=correlation,
+        services=tuple(services),
+        detail="; ".join(details[k] for k in kinds)
+        + f" ({deliveries} deliveries: {ok} ok, {errors} error, {skipped} skipped,"
+        f" {dead} dead-lettered)",
+    )
+
+
+def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
+    event_id, publishes, services, first, last, event_type, destination, correlation = row
+    return DuplicateEvent(
+        event_id=event_id,
+        event_type=event_type,
+        destination=destination,
+        consumer_group=None,
+        kind="published_twice",
+        kinds=("published_twice",),
+        deliveries=publishes,
+        ok=0,
+        errors=0,
+        skipped=0,
+        dead_lettered=0,
+        attempts=(),
+        first_ns=first,
+        last_ns=last,
+        correlation_id=correlation,
+        services=tuple(services),
+        detail=f"{event_type or 'event'} {event_id} was published {publishes} times "
+        f"by {', '.join(services)}",
+    )
+
+
+_ORPHANS = """
+SELECT d.message_id, d.event_type, d.destination, d.consumer_group, d.service_name,
+       d.handler, d.trace_id, d.span_id, epoch_ns(d.start_time), d.attempt, d.outcome,
+       d.source, d.correlation_id,
+       CASE WHEN d.message_id IS NULL THEN 'no_event_id' ELSE 'never_published' END
+FROM ({deliveries}) d
+WHERE (d.message_id IS NULL AND d.publish_time IS NULL)
+   OR (d.message_id IS NOT NULL AND d.message_id NOT IN (
+           SELECT message_id FROM ({publishes}) WHERE message_id IS NOT NULL))
+ORDER BY d.start_time, d.trace_id, d.span_id
+"""
+
+
+def orphan_deliveries(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+) -> tuple[OrphanDelivery, ...]:
+    """Deliveries in the window whose event was never seen published (at any time).
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: deliveries that started in this window.
+    """
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        sql = _ORPHANS.format(deliveries=src.deliveries, publishes=publishes_sql(ALL_TIME))
+        rows = cursor.execute(sql, src.params).fetchall()
+    return tuple(_orphan(row) for row in rows)
+
+
+def _orphan(row: tuple[Any, ...]) -> OrphanDelivery:
+    (event_id, event_type, destination, group, service, handler, trace_id, span_id, start,
+     attempt, outcome, source, correlation, reason) = row  # fmt: skip
+    if reason == "no_event_id":
+        detail = f"a delivery to {group} names no event id and no producer span links to it"
+    else:
+        detail = (
+            f"{event_type or 'event'} {event_id} was delivered to {group} but never seen published"
+        )
+    return OrphanDelivery(
+        event_id=event_id,
+        event_type=event_type,
+        destination=destination,
+        consumer_group=group,
+        service=service,
+        handler=handler,
+        trace_id=trace_id,
+        span_id=span_id,
+        start_ns=start,
+        attempt=attempt,
+        outcome=outcome,
+        source=source,
+        correlation_id=correlation,
+        reason=reason,
+        detail=detail,
+    )

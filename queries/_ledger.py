@@ -1,0 +1,363 @@
+"""Lost events: published, but an expected consumer group never handled them.
+
+Definitions (``../shared/DESIGN.md``): the *expected* groups of an event are the consumer
+groups that handled its destination and event type within the window, plus configured
+``subscriptions`` (destination or event type → groups). An event is *lost* for a group
+when it was published longer ago than ``grace`` and the group has no successful delivery
+(``ok``; ``duplicate_skipped`` also counts: an earlier delivery succeeded). Reasons:
+``never_delivered``, ``dead_lettered``, ``all_attempts_failed``.
+
+Deliveries and publishes come from spans and event records together (:mod:`._sources`),
+so trace sampling never shows up as loss.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from ._errors import BadParameter
+from ._records import LostEvent
+from ._sources import Sources, id_table
+from ._times import now_ns
+
+__all__ = ["DEFAULT_GRACE_NS", "lost_events"]
+
+DEFAULT_GRACE_NS = 5 * 60 * 10**9
+# A delivery's host clock may run a little behind its publisher's.
+SKEW_NS = 60 * 10**9
+HANDLED = "('ok', 'duplicate_skipped')"
+_MASK_BITS = 62
+
+# One statement, one scan of the deliveries. Consumer groups become bits of a BIGINT mask
+# and deliveries are grouped by hash(event id), so "every expected group handled it" is one
+# bit test per event. Two ids in one hash group (min <> max) are flagged `collided`; those
+# events are then checked exactly (`_EXACT`), so no loss is missed or invented. The groups
+# seen per (destination, event type) come from the events published in the window.
+_LOST = f"""
+WITH per_event AS (
+    SELECT hash(message_id) AS h,
+           bit_or(bit) FILTER (WHERE outcome IN {HANDLED}) AS handled,
+           bit_or(bit) FILTER (WHERE outcome = 'dead_lettered') AS dead,
+           bit_or(bit) AS seen,
+           min(message_id) <> max(message_id) AS collided
+    FROM (
+        SELECT message_id, outcome,
+               1::BIGINT << (list_position($groups, consumer_group) - 1) AS bit
+        FROM ({{deliveries}})
+        WHERE message_id IS NOT NULL AND list_contains($groups, consumer_group)
+    )
+    GROUP BY h
+), joined AS MATERIALIZED (
+    SELECT p.message_id, p.publish_time, p.service_name, p.correlation_id, p.trace_id,
+           p.span_id, coalesce(p.destination, '') AS destination,
+           coalesce(p.event_type, '') AS event_type,
+           coalesce(e.handled, 0) AS handled, coalesce(e.dead, 0) AS dead,
+           coalesce(e.seen, 0) AS seen, coalesce(e.collided, false) AS collided
+    FROM ({{publishes}}) p LEFT JOIN per_event e ON e.h = hash(p.message_id)
+    WHERE p.message_id IS NOT NULL
+), learned AS (
+    SELECT destination, event_type, bit_or(seen) AS mask FROM joined GROUP BY ALL
+), expected AS (
+    SELECT destination, event_type, bit_or(mask) AS mask
+    FROM (
+        SELECT destination, event_type, mask FROM learned
+        UNION ALL
+        SELECT destination, event_type,
+               1::BIGINT << (list_position($groups, consumer_group) - 1)
+        FROM {{subscribed}} WHERE list_contains($groups, consumer_group)
+    ) GROUP BY ALL
+), candidates AS (
+    SELECT j.message_id, min(j.publish_time) AS published,
+           arg_min(j.service_name, j.publish_time) AS producer,
+           arg_min(j.destination, j.publish_time) AS destination,
+           arg_min(j.event_type, j.publish_time) AS event_type,
+           arg_min(j.correlation_id, j.publish_time) AS correlation_id,
+           arg_min(j.trace_id, j.publish_time) AS trace_id,
+           arg_min(j.span_id, j.publish_time) AS span_id,
+           any_value(j.handled) AS handled, any_value(j.dead) AS dead,
+           any_value(j.seen) AS seen, bool_or(j.collided) AS collided
+    FROM joined j
+    JOIN expected e ON e.destination = j.destination AND e.event_type = j.event_type
+    WHERE {{event_filter}} j.publish_time >= make_timestamp_ns($events_from)
+      AND j.publish_time < make_timestamp_ns($events_until)
+      AND (e.mask & ~j.handled <> 0 OR j.collided)
+    GROUP BY j.message_id
+)
+SELECT 'key' AS kind, destination, event_type, NULL, NULL, NULL, NULL, NULL, NULL, mask,
+       NULL, NULL, NULL
+FROM learned
+UNION ALL
+SELECT 'event', message_id, destination, event_type, epoch_ns(published), producer,
+       correlation_id, trace_id, span_id, handled, dead, seen, collided
+FROM candidates
+"""
+
+# Exact per (event, group), for events whose hash group held more than one id.
+_EXACT = f"""
+SELECT message_id, consumer_group, bool_or(outcome IN {HANDLED}),
+       bool_or(outcome = 'dead_lettered')
+FROM ({{deliveries}}) SEMI JOIN {{candidates}} USING (message_id)
+GROUP BY ALL
+"""
+
+# Every consumer group in the window (a superset is fine: unused bits stay zero).
+_GROUPS = """
+SELECT DISTINCT coalesce(consumer_group, service_name) FROM spans
+WHERE kind = 'consumer' AND start_time >= make_timestamp_ns($since)
+  AND start_time < make_timestamp_ns($until)
+UNION
+SELECT DISTINCT coalesce(consumer_group, service_name) FROM logs
+WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
+  AND time < make_timestamp_ns($until)
+"""
+
+# Subscriptions expand to the (destination, event type) keys their subject names.
+_SUBSCRIBED = """
+SELECT k.destination, k.event_type, s.consumer_group
+FROM (SELECT DISTINCT coalesce(destination, '') AS destination,
+             coalesce(event_type, '') AS event_type
+      FROM ({publishes})) k
+JOIN {subscriptions} s ON s.subject = k.destination OR s.subject = k.event_type
+"""
+
+Key = tuple[str, str]
+
+
+def subscription_table(subscriptions: Mapping[str, Sequence[str]] | None) -> pa.Table:
+    """``subscriptions`` as (subject, consumer_group) rows.
+
+    Raises:
+        BadParameter: a subject or group is not a non-empty string.
+    """
+    subjects: list[str] = []
+    groups: list[str] = []
+    for subject, members in (subscriptions or {}).items():
+        for group in [members] if isinstance(members, str) else members:
+            if (
+                not isinstance(subject, str)
+                or not subject
+                or not isinstance(group, str)
+                or not group
+            ):
+                raise BadParameter(
+                    "subscriptions", "must map a destination or event type to group names"
+                )
+            subjects.append(subject)
+            groups.append(group)
+    return pa.table(
+        {
+            "subject": pa.array(subjects, pa.string()),
+            "consumer_group": pa.array(groups, pa.string()),
+        }
+    )
+
+
+def lost_events(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    grace_ns: int = DEFAULT_GRACE_NS,
+    lookback_ns: int | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    subscriptions: Mapping[str, Sequence[str]] | None = None,
+    event_ids: Iterable[str] | None = None,
+) -> tuple[LostEvent, ...]:
+    """Events an expected consumer group never handled successfully, one row per (event, group).
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        grace_ns: only events published at least this long before ``until_ns`` (default:
+            now) count; younger ones may still be on their way.
+        lookback_ns: how far back from ``until_ns`` to look for events, and for the groups
+            that handle them (default: everything stored). ``since_ns`` overrides it.
+        since_ns, until_ns: the window, in nanoseconds since the epoch.
+        subscriptions: destination or event type → consumer groups that must handle it,
+            beside the groups seen handling it.
+        event_ids: report only these events (expected groups are still learned from all).
+
+    Returns:
+        Rows ordered by publish time, event id and group.
+
+    Raises:
+        BadParameter: a negative duration or a malformed ``subscriptions`` mapping.
+    """
+    if grace_ns < 0:
+        raise BadParameter("grace", "must not be negative")
+    if lookback_ns is not None and lookback_ns <= 0:
+        raise BadParameter("lookback", "must be positive")
+    until = now_ns() if until_ns is None else until_ns
+    since = (
+        since_ns if since_ns is not None else (None if lookback_ns is None else until - lookback_ns)
+    )
+    window_start = None if since is None else since - SKEW_NS
+    with Sources(cursor, since_ns=window_start, until_ns=until_ns) as src:
+        subscriptions_table = subscription_table(subscriptions)
+        subscribed = _subscribed(cursor, src, subscriptions_table)
+        groups = {row[0] for row in cursor.execute(_GROUPS, src.params).fetchall()}
+        groups.update(src.extra_groups())
+        groups.update(subscriptions_table.column("consumer_group").to_pylist())
+        event_filter = ""
+        if event_ids is not None:
+            ids = src.register(id_table(event_ids))
+            event_filter = f"p.message_id IN (SELECT event_id FROM {ids}) AND"
+        params = {
+            **src.params,
+            "events_from": 0 if since is None else since,
+            "events_until": max(until - grace_ns, 0),
+        }
+        sql = _LOST.format(
+            deliveries=src.deliveries,
+            publishes=src.publishes,
+            subscribed=src.register(subscribed),
+            event_filter=event_filter,
+        )
+        ordered = sorted(groups)
+        learned: dict[Key, set[str]] = defaultdict(set)
+        events: dict[str, _Candidate] = {}
+        for first in range(0, len(ordered), _MASK_BITS):
+            chunk = ordered[first : first + _MASK_BITS]
+            for kind, *row in cursor.execute(sql, {**params, "groups": chunk}).fetchall():
+                if kind == "key":
+                    learned[row[0], row[1]].update(_bits(row[8], chunk))
+                    continue
+                event = events.get(row[0])
+                if event is None:
+                    event = events[row[0]] = _Candidate(*row[:8])
+                event.add(chunk, *row[8:])
+        collided = [event_id for event_id, event in events.items() if event.collided]
+        if collided:
+            exact = cursor.execute(
+                _EXACT.format(
+                    deliveries=src.deliveries,
+                    candidates=src.register(id_table(collided, "message_id")),
+                ),
+                src.params,
+            ).fetchall()
+            for event_id in collided:
+                events[event_id].reset()
+            for event_id, group, handled, dead in exact:
+                events[event_id].set_exact(group, handled, dead)
+    configured: dict[Key, set[str]] = defaultdict(set)
+    for destination, event_type, group in zip(*subscribed.to_pydict().values(), strict=True):
+        configured[destination, event_type].add(group)
+    rows = [
+        row
+        for event in events.values()
+        for row in event.lost(learned.get(event.key, set()), configured.get(event.key, set()))
+    ]
+    rows.sort(key=lambda r: (r.published_ns, r.event_id, r.consumer_group))
+    return tuple(rows)
+
+
+class _Candidate:
+    """One published event with a possibly missing group: which groups did what."""
+
+    def __init__(
+        self,
+        event_id: str,
+        destination: str,
+        event_type: str,
+        published_ns: int,
+        producer: str,
+        correlation_id: str | None,
+        trace_id: str | None,
+        span_id: str | None,
+    ) -> None:
+        self.event_id = event_id
+        self.key = (destination, event_type)
+        self.published_ns = published_ns
+        self.producer = producer
+        self.correlation_id = correlation_id
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.handled: set[str] = set()
+        self.dead: set[str] = set()
+        self.seen: set[str] = set()
+        self.collided = False
+
+    def add(
+        self, groups: Sequence[str], handled: int, dead: int, seen: int, collided: bool
+    ) -> None:
+        self.handled |= _bits(handled, groups)
+        self.dead |= _bits(dead, groups)
+        self.seen |= _bits(seen, groups)
+        self.collided = self.collided or collided
+
+    def reset(self) -> None:
+        self.handled, self.dead, self.seen = set(), set(), set()
+
+    def set_exact(self, group: str, handled: bool, dead: bool) -> None:
+        self.seen.add(group)
+        if handled:
+            self.handled.add(group)
+        if dead:
+            self.dead.add(group)
+
+    def lost(self, learned: set[str], configured: set[str]) -> list[LostEvent]:
+        rows = []
+        for group in sorted((learned | configured) - self.handled):
+            because = tuple(
+                name
+                for name, on in (("seen", group in learned), ("subscription", group in configured))
+                if on
+            )
+            if group not in self.seen:
+                reason = "never_delivered"
+            elif group in self.dead:
+                reason = "dead_lettered"
+            else:
+                reason = "all_attempts_failed"
+            destination, event_type = self.key
+            rows.append(
+                LostEvent(
+                    event_id=self.event_id,
+                    event_type=event_type or None,
+                    destination=destination or None,
+                    consumer_group=group,
+                    reason=reason,
+                    expected_because=because,
+                    published_ns=self.published_ns,
+                    producer=self.producer,
+                    correlation_id=self.correlation_id,
+                    trace_id=self.trace_id,
+                    span_id=self.span_id,
+                    detail=_detail(self.event_id, event_type, group, reason, because),
+                )
+            )
+        return rows
+
+
+def _subscribed(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, subscriptions: pa.Table
+) -> pa.Table:
+    if not subscriptions.num_rows:
+        empty = pa.array([], pa.string())
+        return pa.table({"destination": empty, "event_type": empty, "consumer_group": empty})
+    sql = _SUBSCRIBED.format(publishes=src.publishes, subscriptions=src.register(subscriptions))
+    return cursor.execute(sql, src.params).to_arrow_table()
+
+
+def _bits(mask: int | None, groups: Sequence[str]) -> set[str]:
+    mask = mask or 0
+    return {group for bit, group in enumerate(groups) if mask >> bit & 1}
+
+
+def _detail(
+    event_id: str, event_type: str, group: str, reason: str, because: tuple[str, ...]
+) -> str:
+    what = f"{event_type or 'event'} {event_id}"
+    if reason == "never_delivered":
+        text = f"{what} was never delivered to {group}"
+    elif reason == "dead_lettered":
+        text = f"{what} was dead-lettered by {group}, never handled"
+    else:
+        text = f"every delivery of {what} to {group} failed"
+    why = " and ".join(
+        {"seen": f"{group} handles these events", "subscription": f"{group} is subscribed"}[b]
+        for b in because
+    )
+    return f"{text}; expected because {why}"

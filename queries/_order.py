@@ -1,0 +1,158 @@
+"""Ordering and schema versions, per entity / event type and consumer group.
+
+- *Out of order*: for one (entity, consumer group), events processed in an order other than
+  their ``entity_sequence``. An event counts as processed at its first successful delivery
+  (outcome ``ok``); it is out of order when an event with a higher sequence of the same
+  entity was processed before it.
+- *Version mix*: the schema versions (``event_version``) one consumer group handled per
+  event type, beside the versions producers published. ``mixed`` when more than one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+
+from ._records import OutOfOrderDelivery, VersionCount, VersionMix
+from ._sources import Sources
+
+__all__ = ["out_of_order", "version_mix"]
+
+_OUT_OF_ORDER = """
+WITH processed AS (
+    SELECT entity_id, consumer_group, message_id, event_type, entity_sequence, start_time
+    FROM ({deliveries})
+    WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
+      AND message_id IS NOT NULL {filters}
+    QUALIFY row_number() OVER (
+        PARTITION BY message_id, consumer_group ORDER BY start_time, span_id) = 1
+), ranked AS (
+    SELECT *,
+           max(entity_sequence) OVER earlier AS before_max,
+           arg_max(message_id, entity_sequence) OVER earlier AS before_event,
+           arg_max(start_time, entity_sequence) OVER earlier AS before_time
+    FROM processed
+    WINDOW earlier AS (
+        PARTITION BY entity_id, consumer_group ORDER BY start_time, entity_sequence
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+)
+SELECT entity_id, consumer_group, message_id, event_type, entity_sequence,
+       epoch_ns(start_time), before_event, before_max, epoch_ns(before_time)
+FROM ranked
+WHERE before_max > entity_sequence
+ORDER BY entity_id, consumer_group, start_time
+"""
+
+
+def out_of_order(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    entity_id: str | None = None,
+    consumer_group: str | None = None,
+) -> tuple[OutOfOrderDelivery, ...]:
+    """Events a consumer group processed after a later event of the same entity.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: deliveries that started in this window.
+        entity_id, consumer_group: only this entity / group.
+    """
+    filters = ""
+    params: dict[str, Any] = {}
+    if entity_id is not None:
+        filters += " AND entity_id = $entity_id"
+        params["entity_id"] = entity_id
+    if consumer_group is not None:
+        filters += " AND consumer_group = $consumer_group"
+        params["consumer_group"] = consumer_group
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        sql = _OUT_OF_ORDER.format(deliveries=src.deliveries, filters=filters)
+        rows = cursor.execute(sql, {**src.params, **params}).fetchall()
+    return tuple(_out_of_order(row) for row in rows)
+
+
+def _out_of_order(row: tuple[Any, ...]) -> OutOfOrderDelivery:
+    entity, group, event_id, event_type, sequence, at, after_id, after_seq, after_at = row
+    return OutOfOrderDelivery(
+        entity_id=entity,
+        consumer_group=group,
+        event_id=event_id,
+        event_type=event_type,
+        sequence=sequence,
+        processed_ns=at,
+        after_event_id=after_id,
+        after_sequence=after_seq,
+        after_processed_ns=after_at,
+        detail=f"{group} processed {entity} #{sequence} ({event_type or 'event'} {event_id}) "
+        f"after #{after_seq} ({after_id})",
+    )
+
+
+_VERSIONS = """
+SELECT 'deliver', event_type, consumer_group, event_version, count(*),
+       epoch_ns(min(start_time)), epoch_ns(max(start_time))
+FROM ({deliveries}) WHERE event_type IS NOT NULL {filters}
+GROUP BY ALL
+UNION ALL
+SELECT 'publish', event_type, NULL, event_version, count(*),
+       epoch_ns(min(publish_time)), epoch_ns(max(publish_time))
+FROM ({publishes}) WHERE event_type IS NOT NULL {filters}
+GROUP BY ALL
+"""
+
+
+def version_mix(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    event_type: str | None = None,
+    mixed_only: bool = False,
+) -> tuple[VersionMix, ...]:
+    """Schema versions per event type and consumer group, ordered by type and group.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: deliveries and publishes in this window.
+        event_type: only this event type.
+        mixed_only: only (type, group) pairs that handled more than one version.
+    """
+    filters, params = "", {}
+    if event_type is not None:
+        filters, params = " AND event_type = $event_type", {"event_type": event_type}
+    handled: dict[tuple[str, str], list[VersionCount]] = defaultdict(list)
+    published: dict[str, list[VersionCount]] = defaultdict(list)
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        sql = _VERSIONS.format(deliveries=src.deliveries, publishes=src.publishes, filters=filters)
+        for side, etype, group, version, count, first, last in cursor.execute(
+            sql, {**src.params, **params}
+        ).fetchall():
+            entry = VersionCount(version=version, count=count, first_ns=first, last_ns=last)
+            if side == "deliver":
+                handled[etype, group].append(entry)
+            else:
+                published[etype].append(entry)
+    rows = []
+    for (etype, group), versions in sorted(handled.items()):
+        versions.sort(key=lambda v: (v.first_ns, v.version or ""))
+        names = [v.version or "none" for v in versions]
+        mixed = len(versions) > 1
+        if mixed_only and not mixed:
+            continue
+        rows.append(
+            VersionMix(
+                event_type=etype,
+                consumer_group=group,
+                versions=tuple(versions),
+                published_versions=tuple(
+                    sorted(published.get(etype, []), key=lambda v: (v.first_ns, v.version or ""))
+                ),
+                mixed=mixed,
+                detail=f"{group} handled {etype} version{'s' if mixed else ''} " + ", ".join(names),
+            )
+        )
+    return tuple(rows)

@@ -1,0 +1,161 @@
+"""What the ledger queries return: lost, duplicated, orphaned, reordered events, versions.
+
+Every record is a frozen, slotted, keyword-only dataclass with tuple fields. Times are
+integer nanoseconds since the epoch (``*_ns``), durations integer nanoseconds;
+``to_json()`` gives the API's JSON (the same names and values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "DuplicateEvent",
+    "LostEvent",
+    "OrphanDelivery",
+    "OutOfOrderDelivery",
+    "VersionCount",
+    "VersionMix",
+    "to_json_value",
+]
+
+
+def to_json_value(value: Any) -> Any:
+    """A record, tuple or scalar as JSON-compatible Python values (records → objects)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    return value
+
+
+class _Json:
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """This record as the JSON object the API returns."""
+        return to_json_value(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LostEvent(_Json):
+    """An event an expected consumer group never handled successfully.
+
+    ``reason``: ``never_delivered`` (no delivery at all), ``all_attempts_failed`` (every
+    delivery ended in ``error``) or ``dead_lettered`` (a delivery was dead-lettered, none
+    succeeded). ``expected_because``: ``seen`` (the group handled this destination and
+    event type within the look-back window) and/or ``subscription`` (configured).
+    """
+
+    event_id: str
+    event_type: str | None
+    destination: str | None
+    consumer_group: str
+    reason: str
+    expected_because: tuple[str, ...]
+    published_ns: int
+    producer: str
+    correlation_id: str | None
+    trace_id: str | None
+    span_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DuplicateEvent(_Json):
+    """An event delivered more than once to one group, or published more than once.
+
+    ``kind`` is the most serious of ``kinds``: ``processed_twice`` (two or more
+    successful processings: a real idempotency problem), ``suppressed`` (a redelivery
+    was skipped as ``duplicate_skipped``), ``redelivered_after_failure`` (delivered again
+    after an error), or — with ``consumer_group`` None — ``published_twice`` (one event id
+    published more than once; ``deliveries`` then counts the publishes).
+    """
+
+    event_id: str
+    event_type: str | None
+    destination: str | None
+    consumer_group: str | None
+    kind: str
+    kinds: tuple[str, ...]
+    deliveries: int
+    ok: int
+    errors: int
+    skipped: int
+    dead_lettered: int
+    attempts: tuple[int, ...]
+    first_ns: int
+    last_ns: int
+    correlation_id: str | None
+    services: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrphanDelivery(_Json):
+    """A delivery whose event was never seen published.
+
+    ``reason``: ``never_published`` (no publish of this event id is stored, as span or
+    event record) or ``no_event_id`` (the delivery names no event id and no producer
+    span is linked to it).
+    """
+
+    event_id: str | None
+    event_type: str | None
+    destination: str | None
+    consumer_group: str
+    service: str
+    handler: str | None
+    trace_id: str
+    span_id: str
+    start_ns: int
+    attempt: int
+    outcome: str
+    source: str
+    correlation_id: str | None
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutOfOrderDelivery(_Json):
+    """A delivery processed after one with a higher ``entity_sequence`` for the same entity
+    and consumer group: ``sequence`` ran after ``after_sequence`` (event ``after_event_id``).
+    """
+
+    entity_id: str
+    consumer_group: str
+    event_id: str
+    event_type: str | None
+    sequence: int
+    processed_ns: int
+    after_event_id: str
+    after_sequence: int
+    after_processed_ns: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionCount(_Json):
+    """How often one schema version was seen, first and last time."""
+
+    version: str | None
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionMix(_Json):
+    """Schema versions of one event type handled by one consumer group (``mixed`` when more
+    than one), beside the versions its producers published."""
+
+    event_type: str
+    consumer_group: str
+    versions: tuple[VersionCount, ...]
+    published_versions: tuple[VersionCount, ...]
+    mixed: bool
+    detail: str

@@ -1,0 +1,269 @@
+"""``requests``: originating requests and the size and health of their fan-out trees.
+
+An *originating request* is a span that starts a fan-out: a SERVER span without a stored
+parent, or a parentless PRODUCER span, or another parentless span (a job, a script) whose
+trace published an event. Consumers are never originating requests.
+
+The page is chosen in SQL when the sort and filters need only the request's own span;
+sorting or filtering by tree figures (size, depth, settle time, errors, lost, duplicates)
+builds the trees of every matching request, set-based, which is capped at
+``MAX_TREES_FOR_SORT`` requests: narrow the time range for more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+
+from ._errors import BadParameter
+from ._ledger import DEFAULT_GRACE_NS
+from ._records_tree import RequestPage, RequestSummary
+from ._times import now_ns
+from ._tree import (
+    DEFAULT_TREE_LOOKBACK_NS,
+    Marks,
+    configured_groups,
+    descendant_correlation,
+    inherit_event,
+    learned_groups,
+)
+from ._tree_build import Index, assemble
+from ._tree_fetch import SKEW_NS, Item, collect
+
+__all__ = ["MAX_TREES_FOR_SORT", "SORTS", "requests"]
+
+MAX_TREES_FOR_SORT = 20_000
+#: sort name -> whether it needs the trees (the rest are columns of the request span).
+SORTS = {
+    "start": False,
+    "duration": False,
+    "service": False,
+    "name": False,
+    "size": True,
+    "depth": True,
+    "handlers": True,
+    "settle": True,
+    "errors": True,
+    "lost": True,
+    "duplicates": True,
+}
+_ORDER = {
+    "start": "start_ns",
+    "duration": "end_ns - start_ns",
+    "service": "service_name",
+    "name": "name",
+}
+
+_CANDIDATES = """
+SELECT trace_id, span_id, parent_span_id, service_name, name, kind,
+       epoch_ns(start_time) AS start_ns, epoch_ns(end_time) AS end_ns, status_code,
+       destination, message_id, correlation_id, causation_id, event_type, consumer_group,
+       handler, outcome, attempt, epoch_ns(publish_time) AS publish_ns
+FROM spans s
+WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+  AND kind <> 'consumer' AND (parent_span_id IS NULL OR kind = 'server') {filters}
+"""
+# Keep: parentless server/producer spans; parentless others whose trace published;
+# server spans whose parent span is not stored (called by something untraced).
+_ORIGINATING = """
+WITH c AS ({candidates})
+SELECT c.* FROM c
+WHERE (c.parent_span_id IS NULL AND c.kind IN ('server', 'producer'))
+   OR (c.parent_span_id IS NULL AND c.trace_id IN (
+          SELECT trace_id FROM spans
+          WHERE kind = 'producer' AND trace_id IN (SELECT trace_id FROM c)))
+   OR (c.parent_span_id IS NOT NULL AND NOT EXISTS (
+          SELECT 1 FROM spans p
+          WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+            AND p.trace_id IN (SELECT trace_id FROM c WHERE parent_span_id IS NOT NULL)))
+"""
+
+
+def _sort(sort: str) -> tuple[str, bool]:
+    descending = sort.startswith("-")
+    name = sort.lstrip("-+")
+    if name not in SORTS:
+        raise BadParameter(
+            "sort", f"must be one of {', '.join(SORTS)} (prefix - for descending), got {sort!r}"
+        )
+    return name, descending
+
+
+def requests(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    service: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    min_fanout: int | None = None,
+    correlation_id: str | None = None,
+    attribute: tuple[str, str] | None = None,
+    sort: str = "-start",
+    limit: int = 50,
+    offset: int = 0,
+    grace_ns: int = DEFAULT_GRACE_NS,
+    lookback_ns: int = DEFAULT_TREE_LOOKBACK_NS,
+    subscriptions: Mapping[str, Sequence[str]] | None = None,
+) -> RequestPage:
+    """Originating requests, filtered, sorted and paged, each with its tree's figures.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: requests that started in this window.
+        service, name, status: the request span's service, name, status (``unset``, ``ok``,
+            ``error``).
+        min_fanout: only requests whose tree has at least this many nodes.
+        correlation_id: only the request(s) with this correlation id.
+        attribute: (key, value): only requests whose span attribute ``key`` is ``value``.
+        sort: ``start``, ``duration``, ``service``, ``name``, ``size``, ``depth``,
+            ``handlers``, ``settle``, ``errors``, ``lost`` or ``duplicates``; ``-`` first
+            for descending. Ties are broken by start time, then span id.
+        limit, offset: the page.
+        grace_ns, lookback_ns, subscriptions: for the lost counts, as in ``fanout_tree``.
+
+    Raises:
+        BadParameter: an unknown sort or status, a bad page, or a tree sort or filter over
+            more than ``MAX_TREES_FOR_SORT`` requests.
+    """
+    key, descending = _sort(sort)
+    if not 1 <= limit <= 10_000:
+        raise BadParameter("limit", f"must be between 1 and 10000, got {limit}")
+    if offset < 0:
+        raise BadParameter("offset", f"must not be negative, got {offset}")
+    if status is not None and status not in ("unset", "ok", "error"):
+        raise BadParameter("status", f"must be unset, ok or error, got {status!r}")
+    filters, params = _filters(service, name, status, correlation_id, attribute)
+    params.update(since=since_ns or 0, until=until_ns or 9_000_000_000_000_000_000)
+    candidates = _ORIGINATING.format(candidates=_CANDIDATES.format(filters=filters))
+    needs_trees = SORTS[key] or min_fanout is not None
+    if not needs_trees:
+        total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
+        order = f"{_ORDER[key]} {'DESC' if descending else 'ASC'}, start_ns, span_id"
+        rows = _page_rows(cursor, candidates, order, params, limit, offset)
+        summaries = _summaries(cursor, rows, grace_ns, lookback_ns, subscriptions)
+        return RequestPage(
+            rows=tuple(summaries), total=total, offset=offset, limit=limit, sort=sort
+        )
+    total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
+    if total > MAX_TREES_FOR_SORT:
+        raise BadParameter(
+            "since",
+            f"{total} requests match; sorting or filtering by tree figures considers at most "
+            f"{MAX_TREES_FOR_SORT}: narrow since/until or add filters",
+        )
+    rows = [Item(row, "span") for row in cursor.execute(candidates, params).fetchall()]
+    summaries = _summaries(cursor, rows, grace_ns, lookback_ns, subscriptions)
+    if min_fanout is not None:
+        summaries = [s for s in summaries if s.size >= min_fanout]
+    summaries.sort(key=lambda s: (s.start_ns, s.span_id))
+    summaries.sort(key=lambda s: _value(s, key), reverse=descending)
+    page = summaries[offset : offset + limit]
+    return RequestPage(
+        rows=tuple(page), total=len(summaries), offset=offset, limit=limit, sort=sort
+    )
+
+
+_FIELDS = {"start": "start_ns", "duration": "duration_ns", "settle": "settle_ns"}
+
+
+def _value(summary: RequestSummary, key: str) -> tuple[bool, Any]:
+    value = getattr(summary, _FIELDS.get(key, key))
+    return (value is not None, value if value is not None else 0)
+
+
+def _filters(
+    service: str | None,
+    name: str | None,
+    status: str | None,
+    correlation_id: str | None,
+    attribute: tuple[str, str] | None,
+) -> tuple[str, dict[str, Any]]:
+    filters, params = "", {}
+    for column, value in (("service_name", service), ("name", name), ("status_code", status),
+                          ("correlation_id", correlation_id)):  # fmt: skip
+        if value is not None:
+            filters += f" AND {column} = ${column}"
+            params[column] = value
+    if attribute is not None:
+        filters += " AND json_extract_string(attributes, $attribute_key) = $attribute_value"
+        params["attribute_key"], params["attribute_value"] = attribute
+    return filters, params
+
+
+def _page_rows(
+    cursor: duckdb.DuckDBPyConnection,
+    candidates: str,
+    order: str,
+    params: dict[str, Any],
+    limit: int,
+    offset: int,
+) -> list[Item]:
+    sql = f"SELECT * FROM ({candidates}) ORDER BY {order} LIMIT $limit OFFSET $offset"
+    page = {**params, "limit": limit, "offset": offset}
+    return [Item(row, "span") for row in cursor.execute(sql, page).fetchall()]
+
+
+def _summaries(
+    cursor: duckdb.DuckDBPyConnection,
+    roots: list[Item],
+    grace_ns: int,
+    lookback_ns: int,
+    subscriptions: Mapping[str, Sequence[str]] | None,
+) -> list[RequestSummary]:
+    """Build every root's tree from one shared fetch and measure it."""
+    if not roots:
+        return []
+    first = min(r.start for r in roots)
+    traces = {r.trace_id for r in roots}
+    correlation = {r.correlation_id for r in roots if r.correlation_id}
+    pool = collect(cursor, traces, correlation, first - SKEW_NS, roots)
+    of_root = {}
+    for root in roots:
+        top = pool.spans.get(root.key, root)
+        of_root[root.key] = (
+            {top.correlation_id} if top.correlation_id else descendant_correlation(pool, top)
+        )
+    more = set().union(*of_root.values()) - correlation
+    if more:  # requests of stock instrumentations: the correlation id is on their children
+        pool = collect(cursor, traces, correlation | more, first - SKEW_NS, roots)
+    index = Index(pool)
+    trees = []
+    for root in roots:
+        top = pool.spans.get(root.key, root)
+        trees.append(assemble(pool, top, of_root[root.key], index))
+    published = [i for items in trees for i in items]
+    last = max(r.start for r in roots)
+    learned = learned_groups(cursor, published, first, last, lookback_ns)
+    configured = configured_groups(subscriptions, published)
+    lost_before = now_ns() - grace_ns
+    out = []
+    for root, items in zip(roots, trees, strict=True):
+        inherit_event(pool, index, items)
+        marks = Marks(pool, items, learned, configured, lost_before)
+        out.append(
+            RequestSummary(
+                trace_id=root.trace_id,
+                span_id=root.span_id,
+                service=root.service,
+                name=root.name,
+                kind=root.kind,
+                status=root.status,
+                correlation_id=root.correlation_id,
+                start_ns=root.start,
+                duration_ns=root.end - root.start,
+                size=len(items),
+                depth=max(i.depth for i in items),
+                handlers=len(marks.handlers),
+                events=sum(1 for i in items if i.is_publish),
+                services=len({i.service for i in items}),
+                settle_ns=None if marks.last is None else marks.last.end - root.start,
+                errors=marks.errors,
+                lost=len(marks.lost),
+                duplicates=len(marks.duplicates),
+            )
+        )
+    return out

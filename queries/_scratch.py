@@ -1,0 +1,62 @@
+"""Small temporary tables for one query: id sets, resolved rows.
+
+They are TEMP tables of the cursor's own connection (allowed on read-only databases, and
+invisible to every other connection), not registered Arrow scans: DuckDB pushes join
+filters (bloom filters) into table scans, which its Arrow scan refuses. Names are
+generated here, never taken from users.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from types import TracebackType
+
+import duckdb
+import pyarrow as pa
+
+__all__ = ["Scratch", "id_table"]
+
+_names = itertools.count()
+
+
+def id_table(ids: Iterable[str], column: str = "event_id") -> pa.Table:
+    """A one-column Arrow table of distinct ids."""
+    return pa.table({column: pa.array(sorted(set(ids)), pa.string())})
+
+
+class Scratch:
+    """Temporary tables that live until :meth:`close` (or the end of the ``with`` block)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+        self._tables: list[str] = []
+
+    def table(self, rows: pa.Table) -> str:
+        """Copy ``rows`` into a new temporary table and return its name."""
+        name = f"eventscope_scratch_{next(_names)}"
+        source = f"{name}_arrow"
+        self._cursor.register(source, rows)
+        try:
+            self._cursor.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {source}")
+        finally:
+            self._cursor.unregister(source)
+        self._tables.append(name)
+        return name
+
+    def ids(self, ids: Iterable[str], column: str = "event_id") -> str:
+        """A temporary one-column table of distinct ids; returns its name."""
+        return self.table(id_table(ids, column))
+
+    def close(self) -> None:
+        """Drop the tables."""
+        while self._tables:
+            self._cursor.execute(f"DROP TABLE IF EXISTS {self._tables.pop()}")
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

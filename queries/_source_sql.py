@@ -1,0 +1,209 @@
+"""The SQL of deliveries and publishes: spans and event records, each counted once.
+
+Every fragment takes a *window*: a template ``"{column} …"`` that restricts a time column.
+:data:`WINDOW` uses the ``$since`` / ``$until`` parameters of one query (``Sources``);
+:data:`ALL_TIME` matches everything (the public views).
+
+- ``span_deliveries``: CONSUMER spans that carry ``eventscope.publish_time`` (the hooks
+  copy it from the ``published_at`` header: the producer span's start, by construction).
+- ``needy_spans`` + ``RESOLVE``: CONSUMER spans without it (stock instrumentations, batch
+  spans) take the producer span found by parent, or by a span link held by either side,
+  for their publish time, and for the event id and attributes they lack; a batch span is
+  one delivery per message its links name.
+- ``record_deliveries`` / the second half of ``publishes_sql``: event records of sampled-out
+  spans; a record whose (trace, span) id is a stored span is that span, not counted twice.
+- ``LEDGER_FALLBACK``: without any of those, the earliest publish of the event id.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_TIME",
+    "DELIVERY_SELECT",
+    "FAR_FUTURE_NS",
+    "LEDGER_FALLBACK",
+    "RESOLVE",
+    "WINDOW",
+    "needy_spans",
+    "publishes_sql",
+    "record_deliveries",
+    "records_without_publish_time",
+    "span_deliveries",
+]
+
+#: "No upper bound": the latest time DuckDB's TIMESTAMP_NS filters take without overflow.
+FAR_FUTURE_NS = 9_000_000_000_000_000_000
+
+#: The window of one query, on its `$since` / `$until` parameters.
+WINDOW = "{column} >= make_timestamp_ns($since) AND {column} < make_timestamp_ns($until)"
+#: A window matching every row (for lookups that must see all time, and the views).
+ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
+
+
+def _record_span_keys(kind: str, window: str) -> str:
+    """(trace, span) of stored spans in traces that also have event records of ``kind``."""
+    return f"""
+SELECT trace_id, span_id FROM spans
+WHERE {window.format(column="start_time")} AND trace_id IN (
+    SELECT trace_id FROM logs
+    WHERE record_kind = '{kind}' AND {window.format(column="time")})
+"""
+
+
+def span_deliveries(window: str = WINDOW) -> str:
+    """CONSUMER spans that carry their publish time (the hooks write it)."""
+    return f"""
+SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name, start_time,
+       end_time, status_code, messaging_system, destination, message_id, correlation_id,
+       causation_id, event_type, event_version, entity_id, entity_sequence, consumer_group,
+       handler, attempt, outcome, publish_time
+FROM spans
+WHERE kind = 'consumer' AND publish_time IS NOT NULL AND {window.format(column="start_time")}
+"""
+
+
+def record_deliveries(window: str = WINDOW) -> str:
+    """`deliver` event records whose (trace, span) is not a stored span."""
+    return f"""
+SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_id,
+       l.service_name, 'process ' || coalesce(l.destination, '') AS name,
+       l.time AS start_time, greatest(coalesce(l.end_time, l.time), l.time) AS end_time,
+       CASE WHEN l.outcome IN ('error', 'dead_lettered') THEN 'error' ELSE 'unset' END
+           AS status_code,
+       l.messaging_system, l.destination, l.message_id, l.correlation_id, l.causation_id,
+       l.event_type, l.event_version, l.entity_id, l.entity_sequence, l.consumer_group,
+       l.handler, l.attempt, l.outcome, l.publish_time
+FROM logs l
+ANTI JOIN ({_record_span_keys("deliver", window)}) k
+  ON k.trace_id = l.trace_id AND k.span_id = l.span_id
+WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
+"""
+
+
+def publishes_sql(window: str = WINDOW) -> str:
+    """Producer spans plus `publish` records not stored as spans, within ``window``."""
+    return f"""
+SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
+       start_time AS publish_time, messaging_system, destination, message_id,
+       correlation_id, causation_id, event_type, event_version, entity_id, entity_sequence
+FROM spans
+WHERE kind = 'producer' AND {window.format(column="start_time")}
+UNION ALL
+SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
+       'send ' || coalesce(l.destination, ''), l.time, l.messaging_system, l.destination,
+       l.message_id, l.correlation_id, l.causation_id, l.event_type, l.event_version,
+       l.entity_id, l.entity_sequence
+FROM logs l
+ANTI JOIN ({_record_span_keys("publish", window)}) k
+  ON k.trace_id = l.trace_id AND k.span_id = l.span_id
+WHERE l.record_kind = 'publish' AND {window.format(column="l.time")}
+"""
+
+
+def needy_spans(window: str = WINDOW) -> str:
+    """CONSUMER spans without a publish time: stock instrumentations, batch spans."""
+    return f"""
+SELECT trace_id, span_id, parent_span_id, service_name, name, start_time, end_time,
+       status_code, messaging_system, destination, message_id, correlation_id,
+       causation_id, event_type, event_version, entity_id, entity_sequence,
+       consumer_group, handler, attempt, outcome
+FROM spans
+WHERE kind = 'consumer' AND publish_time IS NULL AND {window.format(column="start_time")}
+"""
+
+
+# Producer spans of the needy consumer spans ({needy}): by parent (rank 0), by a link the
+# consumer holds (rank 1; a batch span's links name each message), by a link the producer
+# holds (rank 2). A span with its own event id is one delivery and takes its best producer;
+# a span without one is a delivery per message its links / producers name.
+RESOLVE = """
+WITH candidates AS (
+    SELECT trace_id, span_id, 0 AS rank, trace_id AS p_trace, parent_span_id AS p_span,
+           NULL::VARCHAR AS link_message_id, NULL::INTEGER AS link_attempt
+    FROM {needy} WHERE parent_span_id IS NOT NULL
+    UNION ALL
+    SELECT l.trace_id, l.span_id, 1, l.linked_trace_id, l.linked_span_id,
+           l.attributes->>'$."messaging.message.id"',
+           TRY_CAST(l.attributes->>'$."eventscope.delivery.attempt"' AS INTEGER)
+    FROM span_links l SEMI JOIN {needy} n ON l.trace_id = n.trace_id AND l.span_id = n.span_id
+    UNION ALL
+    SELECT l.linked_trace_id, l.linked_span_id, 2, l.trace_id, l.span_id, NULL, NULL
+    FROM span_links l
+    SEMI JOIN {needy} n ON l.linked_trace_id = n.trace_id AND l.linked_span_id = n.span_id
+), producers AS (
+    SELECT trace_id, span_id, start_time, message_id, destination, event_type,
+           event_version, correlation_id, entity_id, entity_sequence
+    FROM spans
+    WHERE kind = 'producer' AND trace_id IN (SELECT p_trace FROM candidates)
+), found AS (
+    SELECT c.trace_id, c.span_id, c.rank, c.link_message_id, c.link_attempt,
+           p.span_id AS producer_span_id, p.start_time AS producer_start,
+           p.message_id AS producer_message_id, p.destination AS producer_destination,
+           p.event_type AS producer_event_type, p.event_version AS producer_event_version,
+           p.correlation_id AS producer_correlation_id, p.entity_id AS producer_entity_id,
+           p.entity_sequence AS producer_entity_sequence
+    FROM candidates c
+    LEFT JOIN producers p ON p.trace_id = c.p_trace AND p.span_id = c.p_span
+    WHERE p.span_id IS NOT NULL OR c.link_message_id IS NOT NULL
+), resolved AS (
+    SELECT n.*, f.rank, f.link_message_id, f.link_attempt, f.producer_span_id,
+           f.producer_start, f.producer_message_id, f.producer_destination,
+           f.producer_event_type, f.producer_event_version, f.producer_correlation_id,
+           f.producer_entity_id, f.producer_entity_sequence
+    FROM {needy} n LEFT JOIN found f ON f.trace_id = n.trace_id AND f.span_id = n.span_id
+), picked AS (
+    SELECT * FROM resolved
+    WHERE message_id IS NULL
+    QUALIFY row_number() OVER (
+        PARTITION BY trace_id, span_id,
+                     coalesce(link_message_id, producer_message_id, producer_span_id)
+        ORDER BY rank) = 1
+    UNION ALL
+    SELECT * FROM resolved
+    WHERE message_id IS NOT NULL
+    QUALIFY row_number() OVER (
+        PARTITION BY trace_id, span_id
+        ORDER BY (producer_message_id IS NOT DISTINCT FROM message_id) DESC, rank) = 1
+)
+SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name, start_time,
+       end_time, status_code, messaging_system, coalesce(destination, producer_destination)
+           AS destination,
+       coalesce(message_id, link_message_id, producer_message_id) AS message_id,
+       coalesce(correlation_id, producer_correlation_id) AS correlation_id, causation_id,
+       coalesce(event_type, producer_event_type) AS event_type,
+       coalesce(event_version, producer_event_version) AS event_version,
+       coalesce(entity_id, producer_entity_id) AS entity_id,
+       coalesce(entity_sequence, producer_entity_sequence) AS entity_sequence,
+       consumer_group, handler,
+       coalesce(link_attempt, attempt) AS attempt, outcome, producer_start AS publish_time
+FROM picked
+"""
+
+
+def records_without_publish_time(window: str = WINDOW) -> str:
+    """Event ids of `deliver` records that carry no publish time."""
+    return (
+        "SELECT message_id FROM logs WHERE record_kind = 'deliver' AND publish_time IS NULL "
+        f"AND {window.format(column='time')}"
+    )
+
+
+DELIVERY_SELECT = """
+    u.source, u.trace_id, u.span_id, u.parent_span_id, u.service_name, u.name,
+    u.start_time, u.end_time, u.status_code, u.messaging_system, u.destination,
+    u.message_id, u.correlation_id, u.causation_id, u.event_type, u.event_version,
+    u.entity_id, u.entity_sequence,
+    coalesce(u.consumer_group, u.service_name) AS consumer_group, u.handler,
+    coalesce(u.attempt, 1) AS attempt,
+    coalesce(u.outcome, CASE WHEN u.status_code = 'error' THEN 'error' ELSE 'ok' END)
+        AS outcome,
+    {publish_time} AS publish_time
+"""
+
+# The earliest publish of each event id, for deliveries that know no better publish time.
+LEDGER_FALLBACK = """
+SELECT message_id, min(publish_time) AS first_publish
+FROM ({publishes}) p
+WHERE message_id IN ({missing})
+GROUP BY message_id
+"""

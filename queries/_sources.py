@@ -1,0 +1,138 @@
+"""Deliveries and publishes for one query (:class:`Sources`), over :mod:`._source_sql`.
+
+The public views ``deliveries`` and ``publishes`` say the same in one SQL text each; the
+queries use :class:`Sources` instead, which is much faster on large files: consumer spans
+that carry their publish time are read straight from ``spans`` (one scan, columns pruned,
+zone maps on time), while the few without it (stock instrumentations, batch spans) are
+fetched first, resolved through their producer spans, and registered as a small Arrow
+table that the main query unions in.
+
+Names of registered tables are generated here, never taken from users; every value from
+users is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ._scratch import Scratch, id_table
+from ._source_sql import (
+    ALL_TIME,
+    DELIVERY_SELECT,
+    FAR_FUTURE_NS,
+    LEDGER_FALLBACK,
+    RESOLVE,
+    needy_spans,
+    publishes_sql,
+    record_deliveries,
+    records_without_publish_time,
+    span_deliveries,
+)
+
+__all__ = ["ALL_TIME", "Sources", "id_table", "publishes_sql", "window_params"]
+
+
+def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
+    """The ``$since`` / ``$until`` parameters of the source SQL (open ends filled in)."""
+    return {
+        "since": 0 if since_ns is None else since_ns,
+        "until": FAR_FUTURE_NS if until_ns is None else until_ns,
+    }
+
+
+class Sources:
+    """The delivery and publish rows of one query, as SQL over registered helper tables.
+
+    Use as a context manager on the cursor the query runs on::
+
+        with Sources(cursor, since_ns=…, until_ns=…) as src:
+            cursor.execute(f"SELECT … FROM ({src.deliveries}) d", src.params)
+
+    ``event_ids`` restricts both to those event ids (the tree's marks). ``params`` holds the
+    window parameters the SQL texts need.
+    """
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        event_ids: Iterable[str] | None = None,
+    ) -> None:
+        self._cursor = cursor
+        self.params: dict[str, Any] = window_params(since_ns, until_ns)
+        self._event_ids = None if event_ids is None else sorted(set(event_ids))
+        self._scratch = Scratch(cursor)
+        self._resolved: str | None = None
+        self.deliveries = ""
+        self.publishes = ""
+
+    def register(self, table: pa.Table) -> str:
+        """A temporary copy of ``table`` until :meth:`close`; returns its generated name."""
+        return self._scratch.table(table)
+
+    def __enter__(self) -> Sources:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self) -> None:
+        id_filter = ""
+        if self._event_ids is not None:
+            ids = self.register(id_table(self._event_ids))
+            id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
+        self.publishes = f"SELECT * FROM ({publishes_sql()}) WHERE true{id_filter}"
+        parts = [
+            f"SELECT * FROM ({span_deliveries()}) WHERE true{id_filter}",
+            f"SELECT * FROM ({record_deliveries()}) WHERE true{id_filter}",
+        ]
+        missing = []
+        without = records_without_publish_time()
+        if self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone():
+            missing.append(without)
+        needy = self._cursor.execute(needy_spans(), self.params).to_arrow_table()
+        if needy.num_rows:
+            resolved = self._cursor.execute(
+                RESOLVE.format(needy=self.register(needy))
+            ).to_arrow_table()
+            self._resolved = self.register(resolved)
+            parts.append(f"SELECT * FROM {self._resolved} WHERE true{id_filter}")
+            missing.append(f"SELECT message_id FROM {self._resolved} WHERE publish_time IS NULL")
+        union = " UNION ALL ".join(parts)
+        if not missing:  # every delivery knows its publish time: no join needed
+            select = DELIVERY_SELECT.format(publish_time="u.publish_time")
+            self.deliveries = f"SELECT {select} FROM ({union}) u"
+            return
+        fallback = LEDGER_FALLBACK.format(
+            publishes=publishes_sql(ALL_TIME), missing=" UNION ALL ".join(missing)
+        )
+        select = DELIVERY_SELECT.format(publish_time="coalesce(u.publish_time, g.first_publish)")
+        self.deliveries = (
+            f"SELECT {select} FROM ({union}) u "
+            f"LEFT JOIN ({fallback}) g ON g.message_id = u.message_id"
+        )
+
+    def extra_groups(self) -> set[str]:
+        """Consumer groups of consumer spans resolved through their producers (stock spans)."""
+        if self._resolved is None:
+            return set()
+        sql = f"SELECT DISTINCT coalesce(consumer_group, service_name) FROM {self._resolved}"
+        return {row[0] for row in self._cursor.execute(sql).fetchall()}
+
+    def close(self) -> None:
+        """Drop the helper tables."""
+        self._scratch.close()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,177 @@
+"""``topology``: the choreography map — who publishes what, and which groups handle it.
+
+An edge goes from a producing service through a (destination, event type) to a consumer
+group. A delivery belongs to the producer of its event id (the first publish); deliveries
+of events never seen published hang under producer None.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+
+from ._duplicates import duplicate_events
+from ._latency import QUANTILES
+from ._ledger import DEFAULT_GRACE_NS, lost_events
+from ._records_stats import Percentiles, Topology, TopologyEdge
+from ._sources import Sources, id_table
+
+__all__ = ["topology"]
+
+_EDGES = f"""
+WITH p AS (
+    SELECT message_id, arg_min(service_name, publish_time) AS producer,
+           arg_min(coalesce(destination, ''), publish_time) AS destination,
+           arg_min(coalesce(event_type, ''), publish_time) AS event_type
+    FROM ({{publishes}}) WHERE message_id IS NOT NULL GROUP BY message_id
+), d AS (
+    SELECT p.producer, coalesce(p.destination, d.destination, '') AS destination,
+           coalesce(p.event_type, d.event_type, '') AS event_type, d.consumer_group,
+           d.service_name, d.handler, d.outcome, d.message_id,
+           epoch_ns(d.end_time) - epoch_ns(d.start_time) AS processing,
+           epoch_ns(d.start_time) - epoch_ns(d.publish_time) AS queue_wait
+    FROM ({{deliveries}}) d LEFT JOIN p ON p.message_id = d.message_id
+), edges AS (
+    SELECT producer, destination, event_type, consumer_group,
+           list(DISTINCT service_name ORDER BY service_name) AS services,
+           list(DISTINCT handler ORDER BY handler) FILTER (WHERE handler IS NOT NULL)
+               AS handlers,
+           count(*) AS deliveries,
+           count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')) AS errors,
+           count(DISTINCT message_id) FILTER (WHERE outcome IN ('ok', 'duplicate_skipped'))
+               AS handled,
+           quantile_cont(processing, {QUANTILES}) AS processing,
+           quantile_cont(queue_wait, {QUANTILES}) AS queue_wait
+    FROM d GROUP BY ALL
+), published AS (
+    SELECT producer, destination, event_type, count(*) AS published FROM p GROUP BY ALL
+)
+SELECT coalesce(e.producer, u.producer), coalesce(e.destination, u.destination),
+       coalesce(e.event_type, u.event_type), e.consumer_group, e.services, e.handlers,
+       coalesce(u.published, 0), coalesce(e.deliveries, 0), coalesce(e.handled, 0),
+       coalesce(e.errors, 0), e.processing, e.queue_wait
+FROM edges e
+FULL OUTER JOIN published u
+  ON u.producer = e.producer AND u.destination = e.destination
+ AND u.event_type = e.event_type
+"""
+
+_PRODUCERS = """
+SELECT message_id, arg_min(service_name, publish_time)
+FROM ({publishes}) SEMI JOIN {ids} USING (message_id)
+GROUP BY message_id
+"""
+
+
+def topology(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    grace_ns: int = DEFAULT_GRACE_NS,
+    subscriptions: Mapping[str, Sequence[str]] | None = None,
+) -> Topology:
+    """Producer service → (destination, event type) → consumer group edges, with counts,
+    latency percentiles and loss and duplicate counts.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        since_ns, until_ns: publishes and deliveries in this window.
+        grace_ns, subscriptions: for the lost counts, as in ``lost_events``.
+    """
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        rows = cursor.execute(
+            _EDGES.format(publishes=src.publishes, deliveries=src.deliveries), src.params
+        ).fetchall()
+    lost = lost_events(
+        cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
+    )
+    duplicates = [
+        d
+        for d in duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
+        if d.consumer_group is not None
+    ]
+    producers = _producers(cursor, {d.event_id for d in duplicates})
+    lost_count = Counter(
+        (r.producer, r.destination or "", r.event_type or "", r.consumer_group) for r in lost
+    )
+    duplicate_count = Counter(
+        (producers.get(d.event_id), d.destination or "", d.event_type or "", d.consumer_group)
+        for d in duplicates
+    )
+    edges = {tuple(row[:4]): _edge(row, lost_count, duplicate_count) for row in rows}
+    for key, count in lost_count.items():  # expected groups that never handled anything
+        if key not in edges:
+            edges[key] = _empty_edge(key, count)
+    ordered = sorted(edges.values(), key=lambda e: tuple(str(v or "") for v in (
+        e.producer, e.destination, e.event_type, e.consumer_group)))  # fmt: skip
+    return Topology(
+        services=tuple(
+            sorted(
+                {e.producer for e in ordered if e.producer}
+                | {s for e in ordered for s in e.consumer_services}
+            )
+        ),
+        consumer_groups=tuple(sorted({e.consumer_group for e in ordered if e.consumer_group})),
+        edges=tuple(ordered),
+    )
+
+
+def _producers(cursor: duckdb.DuckDBPyConnection, event_ids: set[str]) -> dict[str, str]:
+    if not event_ids:
+        return {}
+    with Sources(cursor) as src:
+        ids = src.register(id_table(event_ids, "message_id"))
+        sql = _PRODUCERS.format(publishes=src.publishes, ids=ids)
+        return dict(cursor.execute(sql, src.params).fetchall())
+
+
+def _percentiles(values: list[float] | None) -> Percentiles:
+    p50, p90, p95, p99 = values if values else (None, None, None, None)
+    return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99)
+
+
+def _edge(row: tuple[Any, ...], lost: Counter[Any], duplicates: Counter[Any]) -> TopologyEdge:
+    (producer, destination, event_type, group, services, handlers, published, deliveries,
+     handled, errors, processing, wait) = row  # fmt: skip
+    key = (producer, destination, event_type, group)
+    return TopologyEdge(
+        producer=producer,
+        destination=destination or None,
+        event_type=event_type or None,
+        consumer_group=group,
+        consumer_services=tuple(services or ()),
+        handlers=tuple(handlers or ()),
+        published=published,
+        deliveries=deliveries,
+        handled=handled,
+        errors=errors,
+        lost=lost.get(key, 0),
+        duplicates=duplicates.get(key, 0),
+        processing=_percentiles(processing),
+        queue_wait=_percentiles(wait),
+    )
+
+
+def _empty_edge(key: tuple[Any, ...], lost: int) -> TopologyEdge:
+    producer, destination, event_type, group = key
+    none = Percentiles(p50=None, p90=None, p95=None, p99=None)
+    return TopologyEdge(
+        producer=producer,
+        destination=destination or None,
+        event_type=event_type or None,
+        consumer_group=group,
+        consumer_services=(),
+        handlers=(),
+        published=0,
+        deliveries=0,
+        handled=0,
+        errors=0,
+        lost=lost,
+        duplicates=0,
+        processing=none,
+        queue_wait=none,
+    )

@@ -1,0 +1,405 @@
+"""``fanout_tree``: everything that happened because of one request, across traces.
+
+The root is found by trace id, span id, correlation id or event id (:mod:`._tree_fetch`),
+the candidate spans fetched in a few set-based rounds, the tree assembled in Python
+(:mod:`._tree_build`), then marked: queue waits, duplicate and lost marks, settle time and
+the async critical path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from ._ledger import DEFAULT_GRACE_NS, subscription_table
+from ._records_tree import CriticalHop, DuplicateMark, FanoutTree, LostMark, TreeNode
+from ._sources import Sources
+from ._times import now_ns
+from ._tree_build import Index, assemble
+from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
+
+__all__ = [
+    "DEFAULT_TREE_LOOKBACK_NS",
+    "Marks",
+    "configured_groups",
+    "descendant_correlation",
+    "fanout_tree",
+    "inherit_event",
+    "learned_groups",
+    "summarise",
+]
+
+#: Expected consumer groups for a tree's lost marks are learned from this long before
+#: (and after) its root.
+DEFAULT_TREE_LOOKBACK_NS = 3600 * 10**9
+_HANDLED = ("ok", "duplicate_skipped")
+_FAILED = ("error", "dead_lettered")
+
+# (destination, event type, group): who handled events of the tree's keys near its time.
+_LEARNED = """
+SELECT DISTINCT coalesce(p.destination, ''), coalesce(p.event_type, ''), d.consumer_group
+FROM ({deliveries}) d
+JOIN ({publishes}) p ON p.message_id = d.message_id
+JOIN {keys} k ON k.destination = coalesce(p.destination, '')
+             AND k.event_type = coalesce(p.event_type, '')
+"""
+
+
+def fanout_tree(
+    cursor: duckdb.DuckDBPyConnection,
+    root: str,
+    *,
+    grace_ns: int = DEFAULT_GRACE_NS,
+    lookback_ns: int = DEFAULT_TREE_LOOKBACK_NS,
+    subscriptions: Mapping[str, Sequence[str]] | None = None,
+) -> FanoutTree:
+    """The fan-out tree of a request, found by trace id, span id, correlation id or event id.
+
+    A trace id gives that trace's root span; a span id that span; a correlation id the
+    originating request (the root of the earliest span carrying it); an event id the span
+    that published the event.
+
+    Args:
+        cursor: a DuckDB connection or cursor on the eventscope database.
+        root: the id to start from.
+        grace_ns: publishes younger than this are not marked lost yet.
+        lookback_ns: expected consumer groups (for lost marks) are those that handled the
+            same destination and event type within this long of the root.
+        subscriptions: destination or event type → groups that must handle it.
+
+    Raises:
+        NotFound: no span carries that id.
+    """
+    top, found_by, known = find_root(cursor, root)
+    correlation = _correlation_ids(cursor, top, known)
+    pool = collect(cursor, {top.trace_id}, correlation, top.start - SKEW_NS, known)
+    top = pool.spans.get(top.key, top)
+    items = assemble(pool, top, correlation)
+    learned = learned_groups(cursor, items, top.start, top.start, lookback_ns)
+    configured = configured_groups(subscriptions, items)
+    return summarise(pool, items, found_by, learned, configured, now_ns() - grace_ns)
+
+
+def _correlation_ids(cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item]) -> set[str]:
+    """The root's correlation id; without one, those of its descendants in its own trace."""
+    if top.correlation_id:
+        return {top.correlation_id}
+    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known)
+    return descendant_correlation(pool, pool.spans.get(top.key, top))
+
+
+def descendant_correlation(pool: Pool, top: Item) -> set[str]:
+    """Correlation ids of ``top`` and its descendants in its own trace (parent → child)."""
+    children: dict[str | None, list[Item]] = defaultdict(list)
+    for item in pool.spans.values():
+        if item.trace_id == top.trace_id:
+            children[item.parent_span_id].append(item)
+    found, stack = set(), [top]
+    while stack:
+        node = stack.pop()
+        if node.correlation_id:
+            found.add(node.correlation_id)
+        stack.extend(children.get(node.span_id, ()))
+    return found
+
+
+Key = tuple[str, str]
+
+
+def learned_groups(
+    cursor: duckdb.DuckDBPyConnection,
+    items: Iterable[Item],
+    first_ns: int,
+    last_ns: int,
+    lookback_ns: int,
+) -> dict[Key, set[str]]:
+    """(destination, event type) → groups that handled such events from ``lookback_ns``
+    before ``first_ns`` to as long after ``last_ns``, for the keys published in ``items``."""
+    keys = {(i.destination or "", i.event_type or "") for i in items if i.is_publish and i.event_id}
+    learned: dict[Key, set[str]] = defaultdict(set)
+    if not keys:
+        return learned
+    window = {"since_ns": first_ns - lookback_ns, "until_ns": last_ns + lookback_ns}
+    with Sources(cursor, **window) as src:
+        ordered = sorted(keys)
+        name = src.register(
+            pa.table(
+                {
+                    "destination": pa.array([k[0] for k in ordered], pa.string()),
+                    "event_type": pa.array([k[1] for k in ordered], pa.string()),
+                }
+            )
+        )
+        sql = _LEARNED.format(deliveries=src.deliveries, publishes=src.publishes, keys=name)
+        for destination, event_type, group in cursor.execute(sql, src.params).fetchall():
+            learned[destination, event_type].add(group)
+    return learned
+
+
+def configured_groups(
+    subscriptions: Mapping[str, Sequence[str]] | None, items: Iterable[Item]
+) -> dict[Key, set[str]]:
+    """(destination, event type) → configured groups, for the keys published in ``items``."""
+    table = subscription_table(subscriptions).to_pydict()
+    configured: dict[Key, set[str]] = defaultdict(set)
+    keys = {(i.destination or "", i.event_type or "") for i in items if i.is_publish}
+    for subject, group in zip(table["subject"], table["consumer_group"], strict=True):
+        for destination, event_type in keys:
+            if subject in (destination, event_type):
+                configured[destination, event_type].add(group)
+    return configured
+
+
+def inherit_event(pool: Pool, index: Index, items: Iterable[Item]) -> None:
+    """Give deliveries without an event id (stock spans) their producer's: the parent
+    producer span, else the one producer span they share a link with."""
+    for item in items:
+        if not item.is_delivery or item.event_id or item.source != "span":
+            continue
+        producer = pool.spans.get((item.trace_id, item.parent_span_id or ""))
+        if producer is None or not producer.is_publish:
+            linked = [o for o in index.linked.get(item.key, ()) if o.is_publish]
+            producer = linked[0] if len(linked) == 1 else None
+        if producer is not None and producer.event_id:
+            item.event_id = producer.event_id
+            item.event_type = item.event_type or producer.event_type
+            item.destination = item.destination or producer.destination
+
+
+def _deliveries(pool: Pool, items: list[Item]) -> list[tuple[str, str, Item]]:
+    """(event id, group, node) per delivery in the tree; a batch node once per message."""
+    messages: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for link in pool.links:
+        target = pool.spans.get(link.target)
+        message = link.message_id or (target.event_id if target and target.is_publish else None)
+        if message:
+            messages[link.holder].append(message)
+    out = []
+    for item in items:
+        if not item.is_delivery:
+            continue
+        if item.event_id:
+            out.append((item.event_id, item.group, item))
+        else:
+            out.extend((m, item.group, item) for m in dict.fromkeys(messages.get(item.key, ())))
+    return out
+
+
+def _queue_wait(
+    item: Item, pool: Pool, index: Index, first_publish: Mapping[str, int]
+) -> int | None:
+    if not item.is_delivery:
+        return None
+    published = item.publish_time
+    if published is None and item.source == "span":
+        parent = pool.spans.get((item.trace_id, item.parent_span_id or ""))
+        if parent is not None and parent.is_publish:
+            published = parent.start
+        else:
+            producers = [o for o in index.linked.get(item.key, ()) if o.is_publish]
+            matching = [o for o in producers if o.event_id == item.event_id] or producers
+            if matching:
+                published = min(o.start for o in matching)
+    if published is None and item.event_id in first_publish:
+        published = first_publish[item.event_id]
+    return None if published is None else item.start - published
+
+
+def _duplicate_kind(outcomes: list[tuple[int, str]]) -> str:
+    outcomes.sort()
+    ok = sum(o == "ok" for _, o in outcomes)
+    failed_first = [s for s, o in outcomes if o in _FAILED]
+    if ok >= 2:
+        return "processed_twice"
+    if any(o == "duplicate_skipped" for _, o in outcomes):
+        return "suppressed"
+    if failed_first and failed_first[0] < outcomes[-1][0]:
+        return "redelivered_after_failure"
+    return "redelivered"
+
+
+class Marks:
+    """Duplicate and lost marks of one assembled tree, and its settle point."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        items: list[Item],
+        learned: Mapping[Key, set[str]],
+        configured: Mapping[Key, set[str]],
+        lost_before_ns: int,
+    ) -> None:
+        delivered: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        self.node_pairs: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for event_id, group, item in _deliveries(pool, items):
+            outcome = item.outcome or ("error" if item.status == "error" else "ok")
+            delivered[event_id, group].append((item.start, outcome))
+            self.node_pairs[id(item)].append((event_id, group))
+        self.duplicate_kinds = {
+            pair: _duplicate_kind(list(outcomes))
+            for pair, outcomes in delivered.items()
+            if len(outcomes) > 1
+        }
+        self.publishes = Counter(i.event_id for i in items if i.is_publish and i.event_id)
+        self.duplicates = [
+            DuplicateMark(event_id=e, consumer_group=g, kind=k, deliveries=len(delivered[e, g]))
+            for (e, g), k in sorted(self.duplicate_kinds.items())
+        ] + [
+            DuplicateMark(event_id=e, consumer_group=None, kind="published_twice", deliveries=n)
+            for e, n in sorted(self.publishes.items())
+            if n > 1
+        ]
+        self.lost, self.lost_by_node = _lost_marks(
+            items, delivered, learned, configured, lost_before_ns
+        )
+        self.handlers = [i for i in items if i.is_delivery]
+        self.last = max(self.handlers, key=lambda i: (i.end, i.start), default=None)
+        self.errors = sum(1 for i in items if i.status == "error" or i.outcome in _FAILED)
+
+    def critical_path(self) -> list[Item]:
+        """Root → … → the handler that finished last."""
+        path: list[Item] = []
+        node = self.last
+        while node is not None:
+            path.append(node)
+            node = node.parent
+        return path[::-1]
+
+
+def summarise(
+    pool: Pool,
+    items: list[Item],
+    found_by: str,
+    learned: Mapping[Key, set[str]],
+    configured: Mapping[Key, set[str]],
+    lost_before_ns: int,
+) -> FanoutTree:
+    """Marks, settle time and critical path of an assembled tree, as records."""
+    root = items[0]
+    index = Index(pool)
+    inherit_event(pool, index, items)
+    first_publish: dict[str, int] = {}
+    for item in [*pool.spans.values(), *pool.records]:
+        if item.is_publish and item.event_id:
+            earlier = first_publish.get(item.event_id, item.start)
+            first_publish[item.event_id] = min(earlier, item.start)
+    marks = Marks(pool, items, learned, configured, lost_before_ns)
+    path = marks.critical_path()
+    critical = {id(i) for i in path}
+    waits = {id(i): _queue_wait(i, pool, index, first_publish) for i in items}
+    nodes = _records(items, root, waits, critical, marks)
+    return FanoutTree(
+        root=nodes[id(root)],
+        found_by=found_by,
+        size=len(items),
+        depth=max(i.depth for i in items),
+        handlers=len(marks.handlers),
+        events=sum(1 for i in items if i.is_publish),
+        errors=marks.errors,
+        services=tuple(sorted({i.service for i in items})),
+        traces=tuple(sorted({i.trace_id for i in items})),
+        lost=tuple(marks.lost),
+        duplicates=tuple(marks.duplicates),
+        settle_ns=None if marks.last is None else marks.last.end - root.start,
+        critical_path=tuple(
+            CriticalHop(
+                span_id=i.span_id,
+                trace_id=i.trace_id,
+                service=i.service,
+                name=i.name,
+                kind=i.kind,
+                edge=i.edge,
+                offset_ns=i.start - root.start,
+                queue_wait_ns=waits[id(i)],
+                processing_ns=i.end - i.start,
+            )
+            for i in path
+        ),
+    )
+
+
+def _lost_marks(
+    items: list[Item],
+    delivered: Mapping[tuple[str, str], list[tuple[int, str]]],
+    learned: Mapping[Key, set[str]],
+    configured: Mapping[Key, set[str]],
+    lost_before_ns: int,
+) -> tuple[list[LostMark], dict[int, tuple[str, ...]]]:
+    marks: list[LostMark] = []
+    by_node: dict[int, tuple[str, ...]] = {}
+    done: set[str] = set()
+    for item in sorted((i for i in items if i.is_publish and i.event_id), key=lambda i: i.start):
+        if item.event_id in done or item.start >= lost_before_ns:
+            continue
+        done.add(item.event_id)
+        key = (item.destination or "", item.event_type or "")
+        missing = []
+        for group in sorted(learned.get(key, set()) | configured.get(key, set())):
+            outcomes = [o for _, o in delivered.get((item.event_id, group), [])]
+            if any(o in _HANDLED for o in outcomes):
+                continue
+            reason = (
+                "never_delivered"
+                if not outcomes
+                else ("dead_lettered" if "dead_lettered" in outcomes else "all_attempts_failed")
+            )
+            marks.append(
+                LostMark(
+                    event_id=item.event_id,
+                    consumer_group=group,
+                    reason=reason,
+                    span_id=item.span_id,
+                )
+            )
+            missing.append(group)
+        by_node[id(item)] = tuple(missing)
+    return marks, by_node
+
+
+def _records(
+    items: list[Item],
+    root: Item,
+    waits: Mapping[int, int | None],
+    critical: set[int],
+    marks: Marks,
+) -> dict[int, TreeNode]:
+    """TreeNode records, children before parents (deepest first)."""
+    built: dict[int, TreeNode] = {}
+    kinds_of = marks.duplicate_kinds
+    for item in sorted(items, key=lambda i: -i.depth):
+        kinds = [kinds_of[p] for p in marks.node_pairs.get(id(item), ()) if p in kinds_of]
+        if item.is_publish and item.event_id and marks.publishes[item.event_id] > 1:
+            kinds.append("published_twice")
+        built[id(item)] = TreeNode(
+            span_id=item.span_id,
+            trace_id=item.trace_id,
+            parent_span_id=None if item.parent is None else item.parent.span_id,
+            source=item.source,
+            service=item.service,
+            name=item.name,
+            kind=item.kind,
+            handler=item.handler,
+            consumer_group=item.group if item.is_delivery else item.consumer_group,
+            destination=item.destination,
+            event_type=item.event_type,
+            event_id=item.event_id,
+            correlation_id=item.correlation_id,
+            start_ns=item.start,
+            end_ns=item.end,
+            offset_ns=item.start - root.start,
+            queue_wait_ns=waits.get(id(item)),
+            processing_ns=item.end - item.start,
+            status=item.status,
+            outcome=item.outcome,
+            attempt=item.attempt,
+            edge=item.edge,
+            depth=item.depth,
+            duplicate=kinds[0] if kinds else None,
+            lost_groups=marks.lost_by_node.get(id(item), ()),
+            critical=id(item) in critical,
+            children=tuple(built[id(c)] for c in item.children),
+        )
+    return built

@@ -1,0 +1,136 @@
+"""Assembling one fan-out tree from a fetched :class:`~._tree_fetch.Pool`.
+
+Edges, in order of strength (``../shared/DESIGN.md``):
+
+1. ``child`` — a span whose parent span was fetched hangs under it, always.
+2. ``link`` — a span without a fetched parent (a *fragment top*) hangs under a tree span it
+   shares a span link with, whichever side holds the link: a consumer under a producer;
+   never a producer under a consumer (that producer caused the consumer); otherwise the
+   later span under the earlier one.
+3. ``correlation`` — only when neither exists: a fragment top (or event record) hangs under
+   the publish of its event, else under the delivery whose event caused it (causation id),
+   else — when it carries the tree's correlation id and the root is an originating
+   request — under the root.
+
+Strong edges are followed to exhaustion before a weak one is taken, so a span is placed by
+the strongest edge that reaches it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable
+
+from ._tree_fetch import Item, Pool
+
+__all__ = ["Index", "assemble"]
+
+
+class Index:
+    """Who may hang under whom, computed once per pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.children: dict[tuple[str, str], list[Item]] = defaultdict(list)
+        self.tops: list[Item] = list(pool.records)
+        for item in pool.spans.values():
+            if item.parent_span_id and (item.trace_id, item.parent_span_id) in pool.spans:
+                self.children[item.trace_id, item.parent_span_id].append(item)
+            else:
+                self.tops.append(item)
+        self.linked: dict[tuple[str, str], list[Item]] = defaultdict(list)
+        for link in pool.links:
+            holder, target = pool.spans.get(link.holder), pool.spans.get(link.target)
+            if holder is not None and target is not None:
+                self.linked[holder.key].append(target)
+                self.linked[target.key].append(holder)
+        top_ids = {id(item) for item in self.tops}
+        self.is_top = top_ids
+        self.by_event: dict[str, list[Item]] = defaultdict(list)
+        self.by_cause: dict[str, list[Item]] = defaultdict(list)
+        for item in self.tops:
+            if item.is_delivery and item.event_id:
+                self.by_event[item.event_id].append(item)
+            if item.causation_id:
+                self.by_cause[item.causation_id].append(item)
+
+
+def _link_allowed(near: Item, far: Item) -> bool:
+    if near.is_publish and far.is_delivery:
+        return True
+    if near.is_delivery and far.is_publish:
+        return False
+    return far.start >= near.start
+
+
+def assemble(
+    pool: Pool, root: Item, correlation_ids: Iterable[str], index: Index | None = None
+) -> list[Item]:
+    """Hang every node reachable from ``root`` in place (``parent``, ``edge``, ``children``,
+    ``depth``) and return them, root first, in the order they were reached.
+
+    Item objects of ``pool`` are modified; build one tree per pool (``requests`` builds
+    several from one pool: they never share a node, as a node has one parent).
+    """
+    index = index or Index(pool)
+    correlation = set(correlation_ids)
+    originating = root.parent_span_id is None or (
+        (root.trace_id, root.parent_span_id) not in pool.spans and not root.is_delivery
+    )
+    reached: dict[int, Item] = {id(root): root}
+    order = [root]
+    strong = [root]
+    weak: list[tuple[int, int, int, Item, Item]] = []
+    counter = 0
+
+    def attach(item: Item, parent: Item, edge: str) -> None:
+        item.parent, item.edge, item.depth = parent, edge, parent.depth + 1
+        item.children = []
+        parent.children.append(item)
+        reached[id(item)] = item
+        order.append(item)
+        strong.append(item)
+
+    def offer(item: Item, parent: Item, rank: int) -> None:
+        nonlocal counter
+        counter += 1
+        heapq.heappush(weak, (rank, item.start, counter, item, parent))
+
+    root.parent, root.edge, root.depth, root.children = None, "root", 0, []
+    leftovers = iter(
+        sorted(
+            (t for t in index.tops if t is not root and t.correlation_id in correlation),
+            key=lambda t: (t.start, t.span_id),
+        )
+    )
+    while True:
+        while strong:
+            node = strong.pop()
+            for child in index.children.get(node.key, ()):
+                if id(child) not in reached:
+                    attach(child, node, "child")
+            for other in index.linked.get(node.key, ()):
+                if (id(other) not in reached and id(other) in index.is_top
+                        and _link_allowed(node, other)):  # fmt: skip
+                    attach(other, node, "link")
+            if node.event_id and node.is_publish:
+                for waiting in index.by_event.get(node.event_id, ()):
+                    offer(waiting, node, 0)
+            if node.event_id and node.is_delivery:
+                for waiting in index.by_cause.get(node.event_id, ()):
+                    offer(waiting, node, 1)
+        while weak:
+            _, _, _, item, parent = heapq.heappop(weak)
+            if id(item) not in reached:
+                attach(item, parent, "correlation")
+                break
+        else:
+            if not originating:
+                break
+            pending = next((t for t in leftovers if id(t) not in reached), None)  # advances
+            if pending is None:
+                break
+            attach(pending, root, "correlation")
+    for item in order:
+        item.children.sort(key=lambda c: (c.start, c.span_id))
+    return order

@@ -1,0 +1,310 @@
+"""Fetching what a fan-out tree may contain, in a few set-based rounds.
+
+No recursive per-node queries: the root is looked up once, then whole traces are fetched
+as sets — the root's trace, the traces holding the tree's correlation ids, and the traces
+that span links reach from the traces already known — until no new trace turns up.
+Event records (``logs``) of the same traces or correlation ids stand in for spans that
+were sampled out. Which of the fetched spans belong to the tree is decided in Python
+(:mod:`._tree`), following edges in their order of strength.
+
+Spans of a set of traces are fetched in two steps — their row ids in a narrow scan, then
+the rows by id — because a semi-join would read every column of every row first. The row
+ids are integers read from the database itself, never user input; DuckDB pushes down only
+a literal row-id list, so they are written into the SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+
+from ._errors import NotFound
+from ._scratch import Scratch
+
+__all__ = ["Item", "Pool", "collect", "find_root"]
+
+#: Spans of the tree may start this much before its root (clock skew between hosts).
+SKEW_NS = 10 * 60 * 10**9
+#: A tree reaching more traces than this is cut (``Pool.truncated``).
+MAX_TRACES = 200_000
+
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+_HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
+
+_SPAN_COLUMNS = """
+    trace_id, span_id, parent_span_id, service_name, name, kind, epoch_ns(start_time),
+    epoch_ns(end_time), status_code, destination, message_id, correlation_id, causation_id,
+    event_type, consumer_group, handler, outcome, attempt, epoch_ns(publish_time)
+"""
+_FIND = {
+    "trace": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = $id",
+    "span": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE span_id = $id",
+    "correlation": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE correlation_id = $id",
+    "event": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE message_id = $id",
+}
+_IN_RECORDS = """
+SELECT count(*) FROM logs
+WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $id
+"""
+_CORRELATED_TRACES = """
+SELECT DISTINCT trace_id FROM spans
+WHERE start_time >= make_timestamp_ns($since) AND correlation_id IN (SELECT id FROM {ids})
+"""
+_TRACE_ROWIDS = """
+SELECT rowid FROM spans
+WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {ids})
+"""
+_TRACE_SPANS = f"""
+SELECT {_SPAN_COLUMNS} FROM spans
+WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {{ids}})
+"""
+_LINKS = """
+SELECT trace_id, span_id, linked_trace_id, linked_span_id,
+       attributes->>'$."messaging.message.id"',
+       TRY_CAST(attributes->>'$."eventscope.delivery.attempt"' AS INTEGER)
+FROM span_links
+WHERE trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids})
+"""
+_RECORDS = """
+SELECT trace_id, span_id, NULL, service_name,
+       CASE record_kind WHEN 'publish' THEN 'send ' ELSE 'process ' END
+           || coalesce(destination, ''),
+       CASE record_kind WHEN 'publish' THEN 'producer' ELSE 'consumer' END,
+       epoch_ns(time), epoch_ns(greatest(coalesce(end_time, time), time)),
+       CASE WHEN outcome IN ('error', 'dead_lettered') THEN 'error' ELSE 'unset' END,
+       destination, message_id, correlation_id, causation_id, event_type, consumer_group,
+       handler, outcome, attempt, epoch_ns(publish_time)
+FROM logs
+WHERE record_kind IN ('publish', 'deliver') AND time >= make_timestamp_ns($since)
+  AND (trace_id IN (SELECT id FROM {traces}) OR correlation_id IN (SELECT id FROM {ids}))
+"""
+
+
+class Item:
+    """A span or event record while a tree is being built (mutable, slotted)."""
+
+    __slots__ = (
+        "attempt",
+        "causation_id",
+        "children",
+        "consumer_group",
+        "correlation_id",
+        "depth",
+        "destination",
+        "edge",
+        "end",
+        "event_id",
+        "event_type",
+        "handler",
+        "kind",
+        "name",
+        "outcome",
+        "parent",
+        "parent_span_id",
+        "publish_time",
+        "service",
+        "source",
+        "span_id",
+        "start",
+        "status",
+        "trace_id",
+    )
+
+    def __init__(self, row: tuple, source: str) -> None:  # type: ignore[type-arg]
+        (self.trace_id, self.span_id, self.parent_span_id, self.service, self.name, self.kind,
+         self.start, self.end, self.status, self.destination, self.event_id,
+         self.correlation_id, self.causation_id, self.event_type, self.consumer_group,
+         self.handler, self.outcome, self.attempt, self.publish_time) = row  # fmt: skip
+        self.source = source
+        self.parent: Item | None = None
+        self.edge = "root"
+        self.depth = 0
+        self.children: list[Item] = []
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(trace id, span id)."""
+        return (self.trace_id, self.span_id)
+
+    @property
+    def is_delivery(self) -> bool:
+        """A handled delivery (CONSUMER span or ``deliver`` record)."""
+        return self.kind == "consumer"
+
+    @property
+    def is_publish(self) -> bool:
+        """A publish (PRODUCER span or ``publish`` record)."""
+        return self.kind == "producer"
+
+    @property
+    def group(self) -> str:
+        """The consumer group, or the service for stock spans without one."""
+        return self.consumer_group or self.service
+
+
+@dataclass(slots=True)
+class Link:
+    """A span link: the holder span points at the target span."""
+
+    holder: tuple[str, str]
+    target: tuple[str, str]
+    message_id: str | None
+    attempt: int | None
+
+
+@dataclass(slots=True)
+class Pool:
+    """Everything fetched for one or more trees."""
+
+    spans: dict[tuple[str, str], Item] = field(default_factory=dict)
+    records: list[Item] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    traces: set[str] = field(default_factory=set)
+    truncated: bool = False
+
+
+def _items(rows: Iterable[tuple], source: str = "span") -> list[Item]:  # type: ignore[type-arg]
+    return [Item(row, source) for row in rows]
+
+
+def _lookups(root: str) -> list[tuple[str, str]]:
+    """Which columns to try for ``root``, most likely first (ids are lower-case hex)."""
+    text = root.strip()
+    tries: list[tuple[str, str]] = []
+    if _HEX32.match(text):
+        tries.append(("trace", text.lower()))
+    if _HEX16.match(text):
+        tries.append(("span", text.lower()))
+    return [*tries, ("correlation", text), ("event", text)]
+
+
+def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, list[Item]]:
+    """The root span for a trace id, span id, correlation id or event id.
+
+    Returns:
+        (root, how it was found, spans already fetched on the way).
+
+    Raises:
+        NotFound: no stored span matches (the message says when only event records do).
+    """
+    for found_by, value in _lookups(root):
+        items = _items(cursor.execute(_FIND[found_by], {"id": value}).fetchall())
+        if not items:
+            continue
+        if found_by == "trace":
+            return _top(items, items), found_by, items
+        if found_by == "span":
+            return min(items, key=lambda i: i.start), found_by, items
+        if found_by == "event":
+            publishes = [i for i in items if i.is_publish] or items
+            return min(publishes, key=lambda i: i.start), found_by, items
+        first = min(items, key=lambda i: i.start)
+        trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id}).fetchall())
+        return _top(trace, [first]), found_by, trace + items
+    if cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchone()[0]:
+        raise NotFound(
+            f"root: {root!r} appears only in event records: its trace was sampled out, "
+            "so there are no spans to build a tree from"
+        )
+    raise NotFound(f"root: no span has the trace id, span id, correlation id or event id {root!r}")
+
+
+def _top(trace: list[Item], starts: list[Item]) -> Item:
+    """The topmost ancestor (within ``trace``) of the earliest of ``starts``."""
+    by_span = {i.span_id: i for i in trace}
+    roots = [i for i in trace if i.parent_span_id not in by_span]
+    if starts is trace:
+        return min(roots, key=lambda i: i.start)
+    node = min(starts, key=lambda i: i.start)
+    seen = set()
+    while node.parent_span_id in by_span and node.span_id not in seen:
+        seen.add(node.span_id)
+        node = by_span[node.parent_span_id]
+    return node
+
+
+def collect(
+    cursor: duckdb.DuckDBPyConnection,
+    traces: Iterable[str],
+    correlation_ids: Iterable[str],
+    since_ns: int,
+    known: Iterable[Item] = (),
+) -> Pool:
+    """Fetch the given traces, the traces of the correlation ids, and — round by round —
+    every trace a span link reaches from a trace already fetched.
+
+    Args:
+        traces: traces to fetch whole.
+        correlation_ids: the tree's correlation ids.
+        since_ns: nothing of the tree starts before this (root start minus clock skew).
+        known: spans already fetched (whole traces of theirs are fetched anyway).
+    """
+    pool = Pool()
+    params = {"since": since_ns}
+    correlation = sorted(set(correlation_ids))
+    scratch = Scratch(cursor)
+
+    def register(ids: Iterable[str]) -> str:
+        return scratch.ids(ids, "id")
+
+    try:
+        corr_ids = register(correlation)
+        pending = set(traces)
+        if correlation:
+            sql = _CORRELATED_TRACES.format(ids=corr_ids)
+            pending.update(row[0] for row in cursor.execute(sql, params).fetchall())
+        while pending and not pool.truncated:
+            if len(pool.traces) + len(pending) > MAX_TRACES:
+                pool.truncated = True
+                pending = set(sorted(pending)[: MAX_TRACES - len(pool.traces)])
+            ids = register(pending)
+            for item in _fetch_spans(cursor, ids, params):
+                pool.spans[item.key] = item
+            pool.traces.update(pending)
+            new: set[str] = set()
+            for holder_t, holder_s, target_t, target_s, message_id, attempt in cursor.execute(
+                _LINKS.format(ids=ids)
+            ).fetchall():
+                pool.links.append(
+                    Link((holder_t, holder_s), (target_t, target_s), message_id, attempt)
+                )
+                new.update(t for t in (holder_t, target_t) if t not in pool.traces)
+            pending = new
+        for item in known:
+            pool.spans.setdefault(item.key, item)
+        sql = _RECORDS.format(traces=register(pool.traces), ids=corr_ids)
+        for item in _items(cursor.execute(sql, params).fetchall(), "record"):
+            if item.key not in pool.spans:
+                pool.records.append(item)
+    finally:
+        scratch.close()
+    pool.links = _unique_links(pool.links)
+    return pool
+
+
+def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
+    rowids = [
+        int(row[0]) for row in cursor.execute(_TRACE_ROWIDS.format(ids=ids), params).fetchall()
+    ]
+    if not rowids:
+        return []
+    try:
+        literal = ",".join(map(str, rowids))  # integers from the database, see module doc
+        rows = cursor.execute(f"SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN ({literal})")
+        return _items(rows.fetchall())
+    except duckdb.Error:  # a catalog without row ids (DuckLake): the plain semi-join
+        return _items(cursor.execute(_TRACE_SPANS.format(ids=ids), params).fetchall())
+
+
+def _unique_links(links: list[Link]) -> list[Link]:
+    seen: set[tuple[object, ...]] = set()
+    unique = []
+    for link in links:
+        key = (link.holder, link.target, link.message_id)
+        if key not in seen:
+            seen.add(key)
+            unique.append(link)
+    return unique

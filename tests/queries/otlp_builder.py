@@ -1,0 +1,209 @@
+"""Writing synthetic OTLP with readable names, and loading OTLP into a DuckDB database.
+
+``Otlp`` builds spans, links and event records by name (``otlp.span("api", "POST /orders",
+SERVER, trace="t1", span="s1", start=0, ms=8, attrs={...})``); trace and span names become
+stable hex ids (``otlp.trace_id("t1")``). ``load`` decodes request bodies with the
+collector's own decoder and inserts them the way its writer does, so the Python API tests
+see exactly what a running collector would store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import duckdb
+from eventscope.collector._decode import decode_body
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+SERVER, CLIENT, PRODUCER, CONSUMER, INTERNAL = 2, 3, 4, 5, 1
+MS = 1_000_000
+PROTOBUF = "application/x-protobuf"
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def hex_id(name: str, size: int) -> str:
+    """A stable lower-case hex id of ``size`` bytes for a readable name."""
+    return hashlib.sha256(name.encode()).hexdigest()[: size * 2]
+
+
+def messaging(
+    operation: str,
+    destination: str,
+    event_id: str | None,
+    *,
+    correlation: str | None = None,
+    event_type: str | None = None,
+    version: str | None = None,
+    entity: str | None = None,
+    sequence: int | None = None,
+    causation: str | None = None,
+    group: str | None = None,
+    handler: str | None = None,
+    attempt: int | None = None,
+    outcome: str | None = None,
+    published_ns: int | None = None,
+) -> dict[str, Any]:
+    """Span attributes as the eventscope hooks write them (current convention names)."""
+    attrs: dict[str, Any] = {
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": destination,
+        "messaging.operation.type": operation,
+    }
+    for key, value in (
+        ("messaging.message.id", event_id),
+        ("cloudevents.event_id", event_id),
+        ("messaging.message.conversation_id", correlation),
+        ("cloudevents.event_type", event_type),
+        ("eventscope.event.version", version),
+        ("cloudevents.event_subject", entity),
+        ("eventscope.entity.sequence", sequence),
+        ("eventscope.causation_id", causation),
+        ("messaging.consumer.group.name", group),
+        ("eventscope.handler", handler),
+        ("eventscope.delivery.attempt", attempt),
+        ("eventscope.outcome", outcome),
+        ("eventscope.publish_time", published_ns),
+    ):
+        if value is not None:
+            attrs[key] = value
+    return attrs
+
+
+class Otlp:
+    """Builds OTLP trace and log export requests; times are ms after ``base_ns``."""
+
+    def __init__(self, base_ns: int) -> None:
+        self.base_ns = base_ns
+        self._spans: dict[str, list[trace_pb2.Span]] = defaultdict(list)
+        self._records: dict[str, list[logs_pb2.LogRecord]] = defaultdict(list)
+        self.starts: dict[str, int] = {}
+        self.ends: dict[str, int] = {}
+
+    def at(self, ms: float) -> int:
+        """Nanoseconds since the epoch of ``ms`` after the base."""
+        return self.base_ns + int(ms * MS)
+
+    @staticmethod
+    def trace_id(name: str) -> str:
+        return hex_id("trace:" + name, 16)
+
+    @staticmethod
+    def span_id(name: str) -> str:
+        return hex_id("span:" + name, 8)
+
+    def span(
+        self,
+        service: str,
+        name: str,
+        kind: int,
+        *,
+        trace: str,
+        span: str,
+        start: float,
+        ms: float,
+        parent: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        links: Iterable[tuple[str, str, Mapping[str, Any]]] = (),
+        error: bool = False,
+    ) -> str:
+        """Add a span; ``links`` are (trace name, span name, attributes). Returns its id."""
+        item = trace_pb2.Span(
+            trace_id=bytes.fromhex(self.trace_id(trace)),
+            span_id=bytes.fromhex(self.span_id(span)),
+            parent_span_id=bytes.fromhex(self.span_id(parent)) if parent else b"",
+            name=name,
+            kind=kind,
+            start_time_unix_nano=self.at(start),
+            end_time_unix_nano=self.at(start + ms),
+            attributes=[_kv(k, v) for k, v in (attrs or {}).items()],
+        )
+        for link_trace, link_span, link_attrs in links:
+            item.links.add(
+                trace_id=bytes.fromhex(self.trace_id(link_trace)),
+                span_id=bytes.fromhex(self.span_id(link_span)),
+                attributes=[_kv(k, v) for k, v in link_attrs.items()],
+            )
+        if error:
+            item.status.code = 2
+            item.status.message = "handler raised"
+        self._spans[service].append(item)
+        self.starts[span], self.ends[span] = self.at(start), self.at(start + ms)
+        return self.span_id(span)
+
+    def record(
+        self,
+        service: str,
+        kind: str,
+        *,
+        trace: str,
+        span: str,
+        start: float,
+        attrs: Mapping[str, Any],
+        ms: float | None = None,
+    ) -> None:
+        """Add an event record (``kind`` publish or deliver) for a non-recording span."""
+        attributes = dict(attrs)
+        attributes["eventscope.record"] = kind
+        if ms is not None:
+            attributes["eventscope.end_time"] = self.at(start + ms)
+        record = logs_pb2.LogRecord(
+            time_unix_nano=self.at(start),
+            observed_time_unix_nano=self.at(start),
+            trace_id=bytes.fromhex(self.trace_id(trace)),
+            span_id=bytes.fromhex(self.span_id(span)),
+            event_name=f"eventscope.{kind}",
+            attributes=[_kv(k, v) for k, v in attributes.items()],
+        )
+        record.body.string_value = f"eventscope.{kind}"
+        self._records[service].append(record)
+
+    def bodies(self) -> tuple[bytes, bytes]:
+        """(traces body, logs body) as OTLP protobuf."""
+        traces = ExportTraceServiceRequest()
+        for service, spans in self._spans.items():
+            resource = traces.resource_spans.add()
+            resource.resource.attributes.append(_kv("service.name", service))
+            scope = resource.scope_spans.add()
+            scope.scope.name = "tests"
+            scope.spans.extend(spans)
+        logs = ExportLogsServiceRequest()
+        for service, records in self._records.items():
+            resource = logs.resource_logs.add()
+            resource.resource.attributes.append(_kv("service.name", service))
+            scope = resource.scope_logs.add()
+            scope.scope.name = "eventscope.instrumentation"
+            scope.log_records.extend(records)
+        return traces.SerializeToString(), logs.SerializeToString()
+
+
+def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b"") -> None:
+    """Decode OTLP bodies with the collector's decoder and insert them as its writer does."""
+    batches = [decode_body("traces", traces, PROTOBUF)]
+    if logs:
+        batches.append(decode_body("logs", logs, PROTOBUF))
+    for batch in batches:
+        assert not batch.rejected, batch.error_message
+        tables = (
+            {"spans": batch.spans, "span_links": batch.links, "span_events": batch.events}
+            if hasattr(batch, "spans")
+            else {"logs": batch.logs}
+        )
+        for table, arrow in tables.items():
+            if arrow.num_rows:
+                connection.register("incoming", arrow)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                connection.unregister("incoming")
