@@ -1,0 +1,180 @@
+"""The three interfaces agree: the JSON API of a running collector, `eventscope query` with
+``--url`` and with ``--db``, and the Python API, on the synthetic workload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from eventscope.collector import Settings, create_app
+from eventscope.collector._cli import main
+from eventscope.queries import (
+    duplicate_events,
+    fanout_tree,
+    handler_latency,
+    lost_events,
+    orphan_deliveries,
+    out_of_order,
+    requests,
+    topology,
+    version_mix,
+)
+from known_workload import Workload
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+def _rows(records: tuple[Any, ...]) -> dict[str, Any]:
+    return {"count": len(records), "rows": [r.to_json() for r in records]}
+
+
+def expected(db: duckdb.DuckDBPyConnection, workload: Workload) -> dict[str, Any]:
+    """API path -> the Python API's answer, as JSON."""
+    t1 = workload.trace("t1")
+    return {
+        "requests": requests(db).to_json(),
+        "requests?sort=-size&limit=2": requests(db, sort="-size", limit=2).to_json(),
+        f"tree/{t1}": fanout_tree(db, t1).to_json(),
+        "tree/c3": fanout_tree(db, "c3").to_json(),
+        "latency?group_by=consumer_group": handler_latency(db, group_by="consumer_group").to_json(),
+        "events/lost": _rows(lost_events(db)),
+        "events/duplicates": _rows(duplicate_events(db)),
+        "events/orphans": _rows(orphan_deliveries(db)),
+        "events/out-of-order": _rows(out_of_order(db)),
+        "events/versions": _rows(version_mix(db)),
+        "topology": topology(db).to_json(),
+    }
+
+
+async def _serve(path: Path, workload: Workload, use: Callable[[TestClient], Any]) -> Any:
+    app = create_app(Settings(db=str(path), decode_workers=0))
+    async with TestServer(app) as server, TestClient(server) as client:
+        for signal, body in (("traces", workload.traces), ("logs", workload.logs)):
+            response = await client.post(f"/v1/{signal}", data=body, headers=PROTOBUF)
+            assert response.status == 200  # answered after the commit: no waiting needed
+        return await use(client)
+
+
+async def test_the_json_api_answers_what_the_python_api_answers(
+    tmp_path: Path, db: duckdb.DuckDBPyConnection, workload: Workload
+) -> None:
+    want = expected(db, workload)
+
+    async def ask(client: TestClient) -> dict[str, Any]:
+        got = {}
+        for path in want:
+            response = await client.get(f"/api/{path}")
+            assert response.status == 200, (path, await response.text())
+            got[path] = await response.json()
+        return got
+
+    assert await _serve(tmp_path / "api.duckdb", workload, ask) == want
+
+
+BAD = [
+    ("events/lost?grace=5%20minutes", 400, "grace: '5 minutes' is not a duration"),
+    ("requests?since=yesterday", 400, "since: 'yesterday' is not a time"),
+    ("requests?since=1h&until=2h", 400, "since: must be before until"),
+    ("latency?group_by=colour", 400, "group_by: must be one of"),
+    ("requests?colour=red", 400, "colour: is not a parameter here"),
+    ("requests?limit=0", 400, "limit: must be between 1 and 10000"),
+    ("requests?sort=colour", 400, "sort: must be one of"),
+    ("events/lost?subscriptions=orders", 400, "subscriptions: 'orders' is not SUBJECT:GROUP"),
+    ("tree/no-such-id", 404, "root: no span has"),
+]
+
+
+async def test_bad_parameters_are_answered_with_their_name_and_what_is_wrong(
+    tmp_path: Path, workload: Workload
+) -> None:
+    async def ask(client: TestClient) -> list[tuple[str, int, str]]:
+        answers = []
+        for path, _, _ in BAD:
+            response = await client.get(f"/api/{path}")
+            answers.append((path, response.status, (await response.json())["error"]))
+        return answers
+
+    answers = await _serve(tmp_path / "bad.duckdb", workload, ask)
+    for (path, status, words), (_, got_status, error) in zip(BAD, answers, strict=True):
+        assert got_status == status and words in error, (path, got_status, error)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    main(["query", *argv])
+    return capsys.readouterr().out
+
+
+CLI = {
+    "requests": ["requests"],
+    "tree/c3": ["tree", "c3"],
+    "latency?group_by=consumer_group": ["latency", "--group-by", "consumer_group"],
+    "events/lost": ["lost"],
+    "events/duplicates": ["duplicates"],
+    "events/orphans": ["orphans"],
+    "events/out-of-order": ["out-of-order"],
+    "events/versions": ["versions"],
+    "topology": ["topology"],
+}
+
+
+async def test_the_cli_prints_the_api_json_from_a_collector_and_from_the_file(
+    tmp_path: Path,
+    db: duckdb.DuckDBPyConnection,
+    workload: Workload,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    want = expected(db, workload)
+    path = tmp_path / "cli.duckdb"
+
+    async def ask(client: TestClient) -> dict[str, Any]:
+        url = str(client.make_url("/")).rstrip("/")
+        got = {}
+        for key, argv in CLI.items():
+            out = await asyncio.to_thread(_cli, capsys, *argv, "--url", url, "--format", "json")
+            got[key] = json.loads(out)
+        return got
+
+    remote = await _serve(path, workload, ask)
+    local = {
+        key: json.loads(_cli(capsys, *argv, "--db", str(path), "--format", "json"))
+        for key, argv in CLI.items()
+    }
+    wanted = {key: want[key] for key in CLI}
+    assert remote == wanted
+    assert local == wanted
+
+
+def test_cli_tables_fit_80_columns_and_name_the_lost_events(
+    tmp_path: Path, workload: Workload, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tables.duckdb"
+    asyncio.run(_serve(path, workload, lambda client: asyncio.sleep(0)))
+    for argv in CLI.values():
+        out = _cli(capsys, *argv, "--db", str(path))
+        assert max(len(line) for line in out.splitlines()) <= 80, (argv, out)
+    lost = _cli(capsys, "lost", "--db", str(path))
+    assert [line.split()[2:] for line in lost.splitlines()[2:]] == [
+        ["e3", "email", "never"],
+        ["e6", "ledger", "dead"],
+        ["e16", "email", "never"],
+    ]
+    csv = _cli(capsys, "duplicates", "--db", str(path), "--format", "csv")
+    assert csv.splitlines()[0] == "first,event_id,group,kind,n"
+
+
+def test_a_bad_flag_value_is_one_line_and_exit_code_2(
+    tmp_path: Path, workload: Workload, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "flags.duckdb"
+    asyncio.run(_serve(path, workload, lambda client: asyncio.sleep(0)))
+    with pytest.raises(SystemExit) as exited:
+        main(["query", "lost", "--grace", "soon", "--db", str(path)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "grace: 'soon' is not a duration" in err
