@@ -7,10 +7,23 @@ the x axes are typed ``date``, so the browser shows them in its own time zone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import plotly.graph_objects as go
+from eventscope.queries import HandlerLatency, LatencyRow, Topology
+from eventscope.queries._histogram import LatencyHistogram
 from eventscope.queries._overview import Overview
 
-__all__ = ["activity", "figure_json"]
+__all__ = [
+    "activity",
+    "fanout_icicle",
+    "figure_json",
+    "latency_histogram",
+    "percentiles_over_time",
+    "topology_sankey",
+    "wait_vs_processing",
+]
 
 _LAYOUT = {
     "margin": {"l": 48, "r": 16, "t": 28, "b": 36},
@@ -22,8 +35,19 @@ _LAYOUT = {
 }
 
 
-#: An x axis of epoch milliseconds that the page turns into the browser's local time.
-_LOCAL_TIME_X = {"xaxis": {"type": "date"}, "meta": {"local_time_x": True}}
+def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> dict[str, Any]:
+    """An x axis of epoch milliseconds that the page turns into the browser's local time
+    (Plotly itself has no time zones), spanning [since, until] when given."""
+    meta: dict[str, Any] = {"local_time_x": True}
+    if since_ns is not None and until_ns is not None:
+        meta["local_time_range"] = [_ms(since_ns), _ms(until_ns)]
+    return {"xaxis": {"type": "date"}, "meta": meta}
+
+
+def _plain(text: object) -> str:
+    """Untrusted text for a Plotly label: Plotly reads a few HTML-like tags in labels
+    (``<b>``, ``<a href>`` …); with ``<`` and ``&`` as entities, it shows them as text."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def figure_json(fig: go.Figure) -> str:
@@ -35,10 +59,12 @@ def _ms(ns: int) -> float:
     return ns / 1_000_000
 
 
-def activity(summary: Overview) -> str:
-    """Spans, requests, errors, publishes and failed deliveries per time bucket."""
+def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -> str:
+    """Spans, requests, errors, publishes and failed deliveries per time bucket, plus
+    ``anomalies`` (name -> count per bucket: lost, duplicated) when given."""
     x = [_ms(b.start_ns) for b in summary.activity]
-    fig = go.Figure(layout={**_LAYOUT, **_LOCAL_TIME_X, "height": 300})
+    fig = go.Figure(layout={**_LAYOUT, **_local_time_x(summary.since_ns, summary.until_ns),
+                            "height": 300})  # fmt: skip
     for name, values, colour in (
         ("spans", [b.spans for b in summary.activity], "#4e79a7"),
         ("requests", [b.requests for b in summary.activity], "#59a14f"),
@@ -49,4 +75,151 @@ def activity(summary: Overview) -> str:
     ):
         fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines", line_shape="hv",
                                  line={"color": colour, "width": 2}))  # fmt: skip
+    for (name, values), colour in zip((anomalies or {}).items(), ("#b07aa1", "#edc948"),
+                                      strict=False):  # fmt: skip
+        fig.add_trace(go.Bar(x=x, y=values, name=f"{name} events", marker_color=colour,
+                             opacity=0.8))  # fmt: skip
+    return figure_json(fig)
+
+
+def _ns_to_ms(value: float | None) -> float | None:
+    return None if value is None else value / 1_000_000
+
+
+def wait_vs_processing(latency: HandlerLatency) -> str:
+    """Median queue wait and processing per row, stacked: where the time goes."""
+    rows = list(reversed(latency.rows[:30]))
+    keys = [_plain(r.key) for r in rows]
+    fig = go.Figure(layout={**_LAYOUT, "barmode": "stack", "hovermode": "y unified",
+                            "height": max(220, 26 * len(rows) + 90),
+                            "xaxis": {"title": {"text": "median, ms"}},
+                            "margin": {**_LAYOUT["margin"], "l": 160}})  # fmt: skip
+    fig.add_trace(go.Bar(y=keys, x=[_ns_to_ms(r.stats.queue_wait.p50) for r in rows],
+                         name="queue wait", orientation="h", marker_color="#b5c4dc"))  # fmt: skip
+    fig.add_trace(go.Bar(y=keys, x=[_ns_to_ms(r.stats.processing.p50) for r in rows],
+                         name="processing", orientation="h", marker_color="#4e79a7"))  # fmt: skip
+    return figure_json(fig)
+
+
+def latency_histogram(histogram: LatencyHistogram) -> str:
+    """Processing and queue wait of one key, in logarithmic bins."""
+    fig = go.Figure(layout={**_LAYOUT, "barmode": "overlay", "height": 300, "bargap": 0.02,
+                            "xaxis": {"type": "log", "title": {"text": "ms (log scale)"}},
+                            "yaxis": {"title": {"text": "deliveries"}}})  # fmt: skip
+    for name, bins, colour in (("queue wait", histogram.queue_wait, "#b5c4dc"),
+                               ("processing", histogram.processing, "#4e79a7")):  # fmt: skip
+        fig.add_trace(go.Bar(
+            x=[(b.low_ns * b.high_ns) ** 0.5 / 1e6 for b in bins],
+            width=[(b.high_ns - b.low_ns) / 1e6 for b in bins],
+            y=[b.count for b in bins], name=name, marker_color=colour, opacity=0.75,
+            customdata=[[b.low_ns / 1e6, b.high_ns / 1e6] for b in bins],
+            hovertemplate="%{customdata[0]:.3g}–%{customdata[1]:.3g} ms: %{y}<extra>" + name
+            + "</extra>",
+        ))  # fmt: skip
+    return figure_json(fig)
+
+
+def percentiles_over_time(row: LatencyRow, since_ns: int, until_ns: int) -> str:
+    """p50 / p95 / p99 of processing and p50 / p95 of queue wait per time bucket."""
+    x = [_ms(b.start_ns) for b in row.buckets]
+    fig = go.Figure(layout={**_LAYOUT, **_local_time_x(since_ns, until_ns), "height": 300,
+                            "yaxis": {"title": {"text": "ms"}}})  # fmt: skip
+    for name, pick, colour, dash in (
+        ("processing p50", lambda s: s.processing.p50, "#4e79a7", "solid"),
+        ("processing p95", lambda s: s.processing.p95, "#4e79a7", "dash"),
+        ("processing p99", lambda s: s.processing.p99, "#4e79a7", "dot"),
+        ("queue wait p50", lambda s: s.queue_wait.p50, "#9c755f", "solid"),
+        ("queue wait p95", lambda s: s.queue_wait.p95, "#9c755f", "dash"),
+    ):
+        fig.add_trace(go.Scatter(x=x, y=[_ns_to_ms(pick(b.stats)) for b in row.buckets],
+                                 name=name, mode="lines+markers",
+                                 line={"color": colour, "dash": dash, "width": 2}))  # fmt: skip
+    return figure_json(fig)
+
+
+def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
+    """The fan-out by service, then handler (or span name): how many nodes, how much time.
+
+    ``nodes`` are the waterfall's (``TreeView.nodes``)."""
+    counts: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        leaf = node["h"] or node["cg"] or node["n"]
+        entry = counts.setdefault((node["s"], leaf), [0, 0.0])
+        entry[0] += 1
+        entry[1] += node["u"]
+    services: dict[str, list[float]] = {}
+    for (service, _), (n, ms) in counts.items():
+        total = services.setdefault(service, [0, 0.0])
+        total[0] += n
+        total[1] += ms
+    ids = ["all"] + [f"s:{s}" for s in services] + [f"h:{s}\u241f{h}" for s, h in counts]
+    labels = ["request"] + [_plain(s) for s in services] + [_plain(h) for _, h in counts]
+    parents = [""] + ["all"] * len(services) + [f"s:{s}" for s, _ in counts]
+    values = [len(nodes)] + [v[0] for v in services.values()] + [v[0] for v in counts.values()]
+    time_ms = (
+        [sum(v[1] for v in services.values())]
+        + [v[1] for v in services.values()]
+        + [v[1] for v in counts.values()]
+    )
+    fig = go.Figure(layout={**_LAYOUT, "height": 320, "margin": {"l": 4, "r": 4, "t": 4, "b": 4}})
+    fig.add_trace(go.Icicle(
+        ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
+        customdata=[[round(t, 3)] for t in time_ms], root={"color": "#eef3fd"},
+        hovertemplate="%{label}<br>%{value} spans, %{customdata[0]} ms in total<extra></extra>",
+        tiling={"orientation": "v"},
+    ))  # fmt: skip
+    return figure_json(fig)
+
+
+def topology_sankey(topology: Topology) -> str:
+    """The choreography map: producer services → event types on destinations → consumer
+    groups; a link's width is its event count, its hover the latency and loss."""
+    nodes: dict[str, int] = {}
+    labels: list[str] = []
+    colours: list[str] = []
+
+    def node(key: str, label: str, colour: str) -> int:
+        if key not in nodes:
+            nodes[key] = len(labels)
+            labels.append(label)
+            colours.append(colour)
+        return nodes[key]
+
+    source, target, value, colour, text = [], [], [], [], []
+    published: dict[tuple[int, int], int] = {}
+    for edge in topology.edges:
+        topic_label = _plain(f"{edge.event_type or '?'} @ {edge.destination or '?'}")
+        who = edge.producer or "(never seen published)"
+        producer = node("p:" + who, _plain(who), "#59a14f")
+        topic = node(f"t:{edge.event_type}\u241f{edge.destination}", topic_label, "#9c755f")
+        published[(producer, topic)] = max(published.get((producer, topic), 0), edge.published)
+        if edge.consumer_group is None:
+            continue
+        group = node("g:" + edge.consumer_group, _plain(edge.consumer_group), "#4e79a7")
+        source.append(topic)
+        target.append(group)
+        value.append(max(edge.deliveries, 1))
+        colour.append("rgba(200,50,58,0.55)" if edge.lost else "rgba(78,121,167,0.35)")
+        p50 = _ns_to_ms(edge.processing.p50)
+        wait = _ns_to_ms(edge.queue_wait.p50)
+        text.append(
+            f"{edge.deliveries} deliveries, {edge.handled} handled, {edge.errors} failed, "
+            f"{edge.lost} lost, {edge.duplicates} duplicated<br>"
+            f"median processing {p50 if p50 is None else round(p50, 2)} ms, "
+            f"queue wait {wait if wait is None else round(wait, 2)} ms"
+        )
+    for (producer, topic), count in published.items():
+        source.insert(0, producer)
+        target.insert(0, topic)
+        value.insert(0, max(count, 1))
+        colour.insert(0, "rgba(89,161,79,0.35)")
+        text.insert(0, f"{count} events published")
+    fig = go.Figure(layout={**_LAYOUT, "height": max(320, 36 * len(labels)),
+                            "margin": {"l": 8, "r": 8, "t": 8, "b": 8}})  # fmt: skip
+    fig.add_trace(go.Sankey(
+        arrangement="snap",
+        node={"label": labels, "color": colours, "pad": 18, "thickness": 16},
+        link={"source": source, "target": target, "value": value, "color": colour,
+              "customdata": text, "hovertemplate": "%{customdata}<extra></extra>"},
+    ))  # fmt: skip
     return figure_json(fig)

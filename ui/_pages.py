@@ -12,6 +12,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from eventscope.queries import EventscopeError
@@ -45,8 +46,8 @@ def page(key: str, template: str, *, live: bool = False, plots: bool = False) ->
             try:
                 context = await build(request)
             except EventscopeError as exc:
-                return render("error.html", status=exc.status, **common, plots=False,
-                              live=False, title="Error", message=str(exc))  # fmt: skip
+                return render("error.html", status=exc.status, **{**common, "live": False},
+                              title="Error", message=str(exc))  # fmt: skip
             return render(template, **{**common, **context})
 
         return handle
@@ -59,6 +60,46 @@ async def overview(request: web.Request) -> dict[str, Any]:
     """``/``: services, event types and activity over time."""
     config = request.app[UI]
     return await _views.overview_context(config, request.query, origin=_origin(request))
+
+
+@page("events", "events.html", live=True)
+async def events(request: web.Request) -> dict[str, Any]:
+    """``/events?since=&until=&kind=``: lost, duplicated, orphaned, out-of-order events."""
+    return await _views.events_context(request.app[UI], request.query)
+
+
+@page("handlers", "handlers.html", live=True, plots=True)
+async def handlers(request: web.Request) -> dict[str, Any]:
+    """``/handlers?since=&until=&group_by=&key=``: latency per handler, and the selected
+    one's histogram and percentiles over time."""
+    return await _views.handlers_context(request.app[UI], request.query)
+
+
+async def requests_page(request: web.Request) -> web.StreamResponse:
+    """``/requests?since=&until=&service=&name=&status=&min_fanout=&correlation_id=&event_id=
+    &attribute=key=value&sort=-start&page=N``; an event id goes straight to its tree."""
+    event_id = request.query.get("event_id", "").strip()
+    if event_id:
+        raise web.HTTPSeeOther("/requests/" + quote(event_id, safe=""))
+    return await _requests_list(request)
+
+
+@page("requests", "requests.html", live=True)
+async def _requests_list(request: web.Request) -> dict[str, Any]:
+    return await _views.requests_context(request.app[UI], request.query)
+
+
+@page("requests", "request.html", plots=True)
+async def request_view(request: web.Request) -> dict[str, Any]:
+    """``/requests/{root}[?span=trace:span]``: the fan-out tree of a trace id, correlation
+    id or event id, as a waterfall, an icicle and a detail panel."""
+    return await _views.request_context(request.app[UI], request.match_info["root"])
+
+
+@page("topology", "topology.html", live=True, plots=True)
+async def topology_page(request: web.Request) -> dict[str, Any]:
+    """``/topology?since=&until=``: who publishes what and who consumes it."""
+    return await _views.topology_context(request.app[UI], request.query)
 
 
 @page("sql", "sql.html")
@@ -92,6 +133,11 @@ def _origin(request: web.Request) -> str:
 #: path -> handler, added by ``setup``.
 PAGES: dict[str, Handler] = {
     "/": overview,
+    "/requests": requests_page,
+    "/requests/{root}": request_view,
+    "/handlers": handlers,
+    "/events": events,
+    "/topology": topology_page,
     "/sql": sql,
     "/spans/{trace_id}/{span_id}": span_json,
 }

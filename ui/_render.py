@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
-from eventscope.queries._times import format_time
+from eventscope.queries import format_time
 from markupsafe import Markup
 
 __all__ = ["CONTENT_SECURITY_POLICY", "NAV", "json_block", "json_text_block", "render", "secure"]

@@ -1,8 +1,10 @@
 """The known tree the browser tests look at, as OTLP protobuf spans.
 
 A request that fans out through parent/child edges and span links across traces, with a
-correlation-only edge, an error and its redelivery, a dead-lettered (lost) delivery, a
-processed-twice duplicate, and a span name and an attribute that try to inject HTML.
+correlation-only edge (audit), an error and its redelivery (inventory), a dead-lettered,
+so lost, delivery (loyalty), a processed-twice duplicate (analytics), an out-of-order
+delivery (billing handles OrderConfirmed, sequence 2, before OrderPlaced, sequence 1), and
+a span name and an attribute that try to inject HTML.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def _hex(n: int, width: int) -> str:
 
 TRACES = {name: _hex(0xE5C0_0000 + i, 32) for i, name in enumerate("ABCDEFGH", start=1)}
 EVENT_PLACED = "evt-order-placed-1"
+EVENT_CONFIRMED = "evt-order-confirmed-1"
 EVENT_PAYMENT = "evt-payment-1"
 EVENT_AUDIT = "evt-audit-1"
 CORRELATION = "corr-4711"
@@ -83,17 +86,32 @@ def _delivery(event: dict[str, object], group: str, handler: str, attempt: int, 
             "eventscope__publish_time": published_ms}  # fmt: skip
 
 
-_PLACED = _event(EVENT_PLACED, "OrderPlaced", "orders")
+_PLACED = {
+    **_event(EVENT_PLACED, "OrderPlaced", "orders"),
+    "cloudevents__event_subject": "order-1",
+    "eventscope__entity__sequence": 1,
+}
+_CONFIRMED = {
+    **_event(EVENT_CONFIRMED, "OrderConfirmed", "orders"),
+    "cloudevents__event_subject": "order-1",
+    "eventscope__entity__sequence": 2,
+}
 _PAYMENT = _event(EVENT_PAYMENT, "PaymentRequested", "payments")
 _AUDIT = _event(EVENT_AUDIT, "AuditRecorded", "audit")
 
 #: The request and everything that happened because of it.
 KNOWN_TREE: tuple[Node, ...] = (
     Node("request", "api", "POST /orders", "server", "A", 0, 40,
-         attributes={"http.request.method": "POST", "xss.note": XSS_VALUE}),
+         attributes={"http.request.method": "POST", "xss.note": XSS_VALUE,
+                     "messaging__message__conversation_id": CORRELATION}),
     Node("insert", "api", "INSERT orders", "client", "A", 2, 6, parent="request"),
     Node("send_placed", "api", "send orders", "producer", "A", 10, 2, parent="request",
          attributes={**_PLACED, "messaging__operation__type": "send"}),
+    Node("send_confirmed", "api", "send orders", "producer", "A", 8, 1, parent="request",
+         attributes={**_CONFIRMED, "messaging__operation__type": "send"}),
+    Node("billing_confirmed", "billing", "process orders", "consumer", "A", 15, 4,
+         parent="send_confirmed",
+         attributes=_delivery(_CONFIRMED, "billing", "charge", 1, "ok", 8)),
     Node("billing", "billing", "process orders", "consumer", "A", 25, 30, parent="send_placed",
          attributes=_delivery(_PLACED, "billing", "charge", 1, "ok", 10)),
     Node("send_payment", "billing", "send payments", "producer", "A", 40, 2, parent="billing",
@@ -122,6 +140,38 @@ KNOWN_TREE: tuple[Node, ...] = (
          attributes={**_delivery(_AUDIT, "audit", "record", 1, "ok", 190),
                      "xss.payload": XSS_VALUE}),
 )  # fmt: skip
+
+
+#: Requests beside the known tree (for the requests list): (service, name, error, children).
+OTHER_REQUESTS = (
+    ("web", "GET /orders/1", False, 0),
+    ("web", "GET /orders/2", True, 0),
+    ("refunds", "POST /refunds", False, 2),
+)
+
+
+def other_request_spans(start_ns: int) -> dict[str, list[trace_pb2.Span]]:
+    """Small requests, a second apart, starting a minute after ``start_ns``."""
+    services: dict[str, list[trace_pb2.Span]] = {}
+    for i, (service, name, error, children) in enumerate(OTHER_REQUESTS, start=1):
+        trace = bytes.fromhex(_hex(0xF00D_0000 + i, 32))
+        root = bytes.fromhex(_hex(0xF00D_0000 + i * 16, 16))
+        start = start_ns + (60 + i) * 1_000_000_000
+        spans = services.setdefault(service, [])
+        code = trace_pb2.Status.STATUS_CODE_ERROR if error else 0
+        spans.append(trace_pb2.Span(
+            trace_id=trace, span_id=root, name=name, kind=_KINDS["server"],
+            start_time_unix_nano=start, end_time_unix_nano=start + 5_000_000,
+            status=trace_pb2.Status(code=code),
+            attributes=_attrs(http__request__method=name.split()[0]),
+        ))  # fmt: skip
+        for c in range(children):
+            spans.append(trace_pb2.Span(
+                trace_id=trace, span_id=bytes.fromhex(_hex(0xF00D_0000 + i * 16 + c + 1, 16)),
+                parent_span_id=root, name="UPDATE payments", kind=_KINDS["client"],
+                start_time_unix_nano=start + 1_000_000, end_time_unix_nano=start + 2_000_000,
+            ))  # fmt: skip
+    return services
 
 
 @dataclass(frozen=True)
@@ -190,6 +240,8 @@ def known_tree_spans(start_ns: int) -> tuple[dict[str, str], dict[str, list[trac
 def post_known_tree(server: Collector, start_ns: int) -> dict[str, str]:
     """POST the known tree (one request per service) and wait for each commit."""
     span_ids, services = known_tree_spans(start_ns)
+    for service, spans in other_request_spans(start_ns).items():
+        services.setdefault(service, []).extend(spans)
     for service, spans in services.items():
         status, _, body = server.post("/v1/traces", traces(*spans, service=service), PROTOBUF)
         assert status == 200, body

@@ -67,7 +67,7 @@ class Tab:
     def screenshot(self, name: str) -> None:
         """Save ``docs/screenshots/<name>.png`` (overwritten on every run)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture

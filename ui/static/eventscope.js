@@ -4,15 +4,10 @@
 "use strict";
 
 const eventscope = (() => {
-  const timeFormat = new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
-  });
-
   /** Milliseconds since the epoch (or an ISO string) as the browser's local time. */
   function localTime(value) {
     const date = new Date(value);
-    return Number.isNaN(date.getTime()) ? String(value) : timeFormat.format(date);
+    return Number.isNaN(date.getTime()) ? String(value) : wallTime(date.getTime());
   }
 
   const pad = (n, width = 2) => String(n).padStart(width, "0");
@@ -39,8 +34,9 @@ const eventscope = (() => {
   }
 
   function localiseTimes(root) {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     for (const node of root.querySelectorAll("time[datetime]")) {
-      node.title = node.getAttribute("datetime");
+      node.title = node.getAttribute("datetime") + " (shown in " + zone + ")";
       node.textContent = localTime(node.getAttribute("datetime"));
     }
   }
@@ -59,8 +55,10 @@ const eventscope = (() => {
       const target = document.getElementById(block.dataset.target);
       if (!target) continue;
       const figure = JSON.parse(block.textContent);
-      if (figure.layout && figure.layout.meta && figure.layout.meta.local_time_x) {
+      const meta = (figure.layout && figure.layout.meta) || {};
+      if (meta.local_time_x) {
         for (const trace of figure.data || []) trace.x = (trace.x || []).map(wallTime);
+        if (meta.local_time_range) figure.layout.xaxis.range = meta.local_time_range.map(wallTime);
       }
       const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage"] };
       Plotly.newPlot(target, figure.data || [], figure.layout || {}, config).then(() => {

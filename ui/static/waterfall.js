@@ -66,6 +66,8 @@
       }
       this.count = n;
       this.spacer.style.height = n * ROW + "px";
+      // Short trees take the room they need; long ones scroll inside 62% of the window.
+      this.scroller.style.height = Math.max(5 * ROW, Math.min(n * ROW + 2, window.innerHeight * 0.62)) + "px";
       this.scroller.dataset.rows = String(n);
       this.draw();
     }
@@ -88,7 +90,11 @@
       for (let slot = 0; slot < this.pool.length; slot++) {
         const row = this.pool[slot];
         if (slot < wanted) this.fill(row, this.visible[first + slot], first + slot);
-        else if (row.index !== -1) { row.root.hidden = true; row.index = -1; }
+        else if (row.index !== -1) {
+          row.root.hidden = true;
+          row.index = -1;
+          delete row.root.dataset.span;  // a recycled row must not answer for its old node
+        }
       }
       if (this.settle) {
         const track = this.spacer.clientWidth * 0.58 - 16;
@@ -136,8 +142,9 @@
       r.dataset.trace = node.tr;
       r.dataset.edge = node.g;
       r.setAttribute("aria-level", String(node.d + 1));
-      r.className = "wf-row" + (node.c ? " crit" : "") + (node.f.includes("error") ? " is-error" : "")
-        + (node.f.includes("lost") ? " is-lost" : "") + (i === this.selected ? " selected" : "");
+      const marks = node.f.map(([css]) => css);
+      r.className = "wf-row" + (node.c ? " crit" : "") + (marks.includes("error") ? " is-error" : "")
+        + (marks.includes("dead_lettered") ? " is-lost" : "") + (i === this.selected ? " selected" : "");
       const leaf = node.e === i;
       row.toggle.className = "wf-toggle" + (leaf ? " leaf" : "");
       row.toggle.textContent = leaf ? "" : this.collapsed[i] ? "▸" : "▾";
@@ -148,7 +155,7 @@
       row.edge.textContent = EDGE_LABEL[node.g] || node.g;
       row.service.textContent = node.s;
       row.name.textContent = node.n;
-      row.marks.replaceChildren(...node.f.map((flag) => el("span", "badge " + flag, flag.replace("_", " "))));
+      row.marks.replaceChildren(...node.f.map(([css, label]) => el("span", "badge " + css, label)));
       const scale = 100 / this.extent;
       const waitStart = node.t - (node.w || 0);
       row.wait.hidden = !node.w;
@@ -251,7 +258,7 @@
       add("event type", node.et);
       add("event id", node.ev);
       add("consumer group", node.cg);
-      add("marks", node.f.join(", "));
+      add("marks", node.f.map(([, label]) => label).join(", "));
       add("on critical path", node.c ? "yes" : null);
       add("trace id", node.tr);
       add("span id", node.sp);
@@ -326,6 +333,7 @@
     if (wanted) waterfall.reveal(wanted);
     requestAnimationFrame(() => {
       container.dataset.renderMs = String(performance.now() - t0);
+      container.dataset.readyAt = String(performance.now());  // ms since navigation start
       container.dataset.ready = "1";
     });
     window.eventscopeWaterfall = waterfall;
