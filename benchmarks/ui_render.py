@@ -179,7 +179,8 @@ _SCROLL = """() => new Promise((done) => {
 
 
 def measure_render(base: str, trees: dict[str, str], rounds: int) -> dict[str, list[tuple]]:
-    """Per tree label, per round: (render ms, scroll ms, sweep mean ms, sweep max ms, rows)."""
+    """Per tree label, per round: (render ms, scroll ms, sweep mean ms, sweep max ms, rows,
+    first byte ms: the server's share of render)."""
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium")
@@ -203,7 +204,10 @@ def measure_render(base: str, trees: dict[str, str], rounds: int) -> dict[str, l
                 rows = int(page.get_attribute(".wf-scroll", "data-rows"))
                 scroll = page.evaluate(_SCROLL)
                 mean, worst = page.evaluate(_SWEEP)
-                results[label].append((render, scroll, mean, worst, rows))
+                first_byte = page.evaluate(
+                    "performance.getEntriesByType('navigation')[0].responseStart"
+                )
+                results[label].append((render, scroll, mean, worst, rows, first_byte))
         browser.close()
     return results
 
@@ -272,19 +276,19 @@ def main() -> None:
             post(base, small_spans)
             results = measure_render(base, {"baseline": small, "big": big}, args.rounds)
     print(f"Request view in Chromium, {args.rounds} rounds, median (ms):")
-    print(
-        "| tree | rows | render | scroll to bottom | redraw mean | redraw worst | render + scroll |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| tree | rows | render | of which server (first byte) | scroll to bottom "
+          "| redraw mean | redraw worst | render + scroll |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     medians = {}
     for label, rounds in results.items():
         render = statistics.median(r[0] for r in rounds)
+        server = statistics.median(r[5] for r in rounds)
         scroll = statistics.median(r[1] for r in rounds)
         mean = statistics.median(r[2] for r in rounds)
         worst = max(r[3] for r in rounds)
         medians[label] = render + scroll
-        print(f"| {label} | {rounds[0][4]} | {render:.0f} | {scroll:.0f} | {mean:.2f} | "
-              f"{worst:.2f} | {render + scroll:.0f} |")  # fmt: skip
+        print(f"| {label} | {rounds[0][4]} | {render:.0f} | {server:.0f} | {scroll:.0f} | "
+              f"{mean:.2f} | {worst:.2f} | {render + scroll:.0f} |")  # fmt: skip
     print(f"10,000-node / baseline (render + scroll): {medians['big'] / medians['baseline']:.2f}x")
 
     api_db = args.api_db
