@@ -21,6 +21,7 @@ __all__ = [
     "figure_json",
     "latency_histogram",
     "percentiles_over_time",
+    "short_labels",
     "topology_sankey",
     "wait_vs_processing",
 ]
@@ -48,6 +49,20 @@ def _plain(text: object) -> str:
     """Untrusted text for a Plotly label: Plotly reads a few HTML-like tags in labels
     (``<b>``, ``<a href>`` …); with ``<`` and ``&`` as entities, it shows them as text."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def short_labels(keys: Sequence[str | None]) -> dict[str | None, str]:
+    """Display names for ``keys`` without the dotted prefix they all share: handlers named
+    by qualified name (``shop.handlers.<locals>.billing``) read as ``billing``."""
+    names = [k for k in keys if k]
+    prefix = ""
+    if len(names) > 1:
+        common = names[0]
+        for name in names[1:]:
+            while not name.startswith(common):
+                common = common[:-1]
+        prefix = common[: common.rfind(".") + 1]
+    return {k: (k[len(prefix) :] if k else "(none)") for k in keys}
 
 
 def figure_json(fig: go.Figure) -> str:
@@ -89,7 +104,8 @@ def _ns_to_ms(value: float | None) -> float | None:
 def wait_vs_processing(latency: HandlerLatency) -> str:
     """Median queue wait and processing per row, stacked: where the time goes."""
     rows = list(reversed(latency.rows[:30]))
-    keys = [_plain(r.key) for r in rows]
+    labels = short_labels([r.key for r in latency.rows])
+    keys = [_plain(labels[r.key]) for r in rows]
     fig = go.Figure(layout={**_LAYOUT, "barmode": "stack", "hovermode": "y unified",
                             "height": max(220, 26 * len(rows) + 90),
                             "xaxis": {"title": {"text": "median, ms"}},
@@ -142,8 +158,9 @@ def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
 
     ``nodes`` are the waterfall's (``TreeView.nodes``)."""
     counts: dict[tuple[str, str], list[float]] = {}
+    handlers = short_labels(sorted({n["h"] for n in nodes if n["h"]}))
     for node in nodes:
-        leaf = node["h"] or node["cg"] or node["n"]
+        leaf = handlers[node["h"]] if node["h"] else node["cg"] or node["n"]
         entry = counts.setdefault((node["s"], leaf), [0, 0.0])
         entry[0] += 1
         entry[1] += node["u"]

@@ -145,6 +145,7 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     context: dict[str, Any] = {
         "title": "Handlers", "since": since, "until": until, "group_by": group_by,
         "groups": LATENCY_GROUPS, "latency": latency, "selected": None,
+        "labels": _figures.short_labels(keys),
         "split_figure": _figures.wait_vs_processing(latency),
     }  # fmt: skip
     if keys:
