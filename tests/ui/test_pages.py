@@ -142,3 +142,34 @@ def test_the_topology_map_shows_who_publishes_and_who_consumes(tab: Any, shop: S
     assert any("ledger" in row and "billing" in row for row in edges)
     assert "OrderPlaced @ orders" in tab.page.inner_text("#topology-map")
     assert tab.errors == []
+
+
+def test_a_live_page_refreshes_itself_when_asked_in_its_url(tab: Any, shop: Shop) -> None:
+    tab.base = shop.collector.url
+    tab.open("/events?refresh=1")
+    assert tab.page.is_checked("#auto-refresh")
+    with tab.page.expect_navigation(timeout=10_000):
+        pass  # the page reloads itself after a second
+    tab.page.wait_for_selector("body[data-ready='1']", state="attached")
+    tab.page.uncheck("#auto-refresh")
+    assert tab.errors == []
+
+
+def test_with_a_token_the_browser_signs_in_once_and_the_cookie_is_not_readable_by_scripts(
+    tab: Any, collectors: Any
+) -> None:
+    server = collectors("signed.duckdb", "--decode-workers", "0", "--token", "open sesame")
+    tab.base = server.url
+    tab.open("/events?kind=lost")
+    assert "/login?next=" in tab.page.url
+    tab.screenshot("login")
+    tab.page.fill("input[name=token]", "wrong")
+    tab.page.click("form.login button")
+    assert tab.page.inner_text("p.error") == "wrong token"
+    tab.page.fill("input[name=token]", "open sesame")
+    tab.page.click("form.login button")
+    tab.page.wait_for_url("**/events?kind=lost")
+    tab.page.wait_for_selector("body[data-ready='1']", state="attached")
+    assert tab.page.evaluate("document.cookie") == ""  # HttpOnly
+    # A wrong token on the login page answers 401, which Chromium logs; nothing else.
+    assert [e for e in tab.errors if "401" not in e] == []

@@ -109,16 +109,20 @@ const eventscope = (() => {
 
   const REFRESH_SECONDS = 10;
 
+  /** The auto-refresh box of live pages: remembered per page, or on for a URL with
+   * ?refresh=N (seconds), which makes a live view shareable. */
   function autoRefresh() {
     const box = document.getElementById("auto-refresh");
     if (!box) return;
     const key = "eventscope.refresh." + document.body.dataset.page;
+    const asked = Number(new URL(window.location.href).searchParams.get("refresh"));
+    const seconds = asked > 0 ? Math.min(asked, 3600) : REFRESH_SECONDS;
     let timer = null;
     const arm = () => {
       clearTimeout(timer);
-      if (box.checked) timer = setTimeout(() => window.location.reload(), REFRESH_SECONDS * 1000);
+      if (box.checked) timer = setTimeout(() => window.location.reload(), seconds * 1000);
     };
-    box.checked = window.localStorage.getItem(key) === "1";
+    box.checked = asked > 0 || window.localStorage.getItem(key) === "1";
     box.addEventListener("change", () => {
       window.localStorage.setItem(key, box.checked ? "1" : "0");
       arm();
