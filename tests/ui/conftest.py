@@ -23,7 +23,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 _LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
-pytestmark = pytest.mark.browser
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that drive Chromium ``browser`` (``-m "not browser"`` skips them)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 def _chromium() -> str:
