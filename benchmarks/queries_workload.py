@@ -145,7 +145,7 @@ WITH slots(s, service, name, kind, trace_slot, parent, link, dest, grp, ev) AS (
       AND NOT (i % 10000 = 29 AND s = 14)
 )
 SELECT
-    {base_ns} + (i - {first}) * {interval} AS t0, i, s, v,
+    {base_ns} + (i - {origin}) * {interval} AS t0, i, s, v,
     md5('t' || i || '-' || trace_slot) AS tid,
     substr(md5('s' || i || '-' || s || '-' || v), 1, 16) AS sid,
     CASE WHEN parent IS NOT NULL
@@ -209,6 +209,7 @@ def generate(path: str, requests: int = 500_000, sampled_out: int = 50_000) -> i
     import time
 
     connection = duckdb.connect(path)
+    connection.execute("SET enable_progress_bar = false")
     _create_schema(connection)
     connection.execute(_TIMING)
     base_ns = (time.time_ns() - 26 * 3600 * 10**9) // 10**9 * 10**9
@@ -226,7 +227,12 @@ def _insert_requests(
     connection: duckdb.DuckDBPyConnection, base_ns: int, first: int, last: int
 ) -> None:
     rows = _REQUEST_ROWS.format(
-        slots=_SLOTS, first=first, last=last, base_ns=base_ns, interval=REQUEST_INTERVAL_NS
+        slots=_SLOTS,
+        first=first,
+        last=last,
+        origin=0,
+        base_ns=base_ns,
+        interval=REQUEST_INTERVAL_NS,
     )
     connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
     connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
@@ -291,6 +297,7 @@ def _insert_records(connection: duckdb.DuckDBPyConnection, base_ns: int, count: 
         slots=_SLOTS,
         first=10_000_000,
         last=10_000_000 + count,
+        origin=10_000_000,
         base_ns=base_ns,
         interval=REQUEST_INTERVAL_NS * 10,
     )

@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
+from ._ledger import group_chunks
 from ._records import DuplicateEvent, OrphanDelivery
-from ._sources import ALL_TIME, Sources, id_table, publishes_sql
+from ._sources import ALL_TIME, Sources, publishes_sql
 
 __all__ = ["DUPLICATE_KINDS", "duplicate_events", "orphan_deliveries"]
 
@@ -30,16 +32,22 @@ DUPLICATE_KINDS = (
     "published_twice",
 )
 
-# Pass 1 groups by (hash(event id), group) with numbers only; pass 2 (the candidates) is
-# exact and grouped by the id itself.
+# Pass 1 finds candidate event ids cheaply: deliveries grouped by hash(event id) — an
+# integer — counting deliveries and OR-ing each group's bit. An event delivered twice to
+# one group has more deliveries than distinct group bits; so does any hash group holding
+# such an event, whatever else collided into it, so no duplicate is missed. Pass 2 is
+# exact, grouped by the ids themselves, for the candidates only.
+_CANDIDATE_HASHES = """
+SELECT hash(message_id) AS h, min(message_id), max(message_id)
+FROM ({deliveries})
+WHERE message_id IS NOT NULL AND list_contains($groups, consumer_group)
+GROUP BY h
+HAVING count(*) > bit_count(bit_or(1::BIGINT << (list_position($groups, consumer_group) - 1)))
+"""
+# Only where two ids share a hash (min <> max) are the ids looked up again.
 _CANDIDATES = """
-SELECT DISTINCT message_id
-FROM (
-    SELECT min(message_id) AS low, max(message_id) AS high
-    FROM ({deliveries}) WHERE message_id IS NOT NULL {event_filter}
-    GROUP BY hash(message_id), consumer_group
-    HAVING count(*) > 1
-) c, unnest([c.low, c.high]) AS t(message_id)
+SELECT DISTINCT message_id FROM ({deliveries})
+WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM {hashes})
 """
 
 _DETAILS = """
@@ -55,17 +63,24 @@ SELECT message_id, consumer_group, count(*) AS deliveries,
        arg_min(event_type, start_time), arg_min(destination, start_time),
        arg_min(correlation_id, start_time),
        list(DISTINCT service_name ORDER BY service_name)
-FROM ({deliveries}) SEMI JOIN {candidates} USING (message_id)
+FROM ({deliveries})
 GROUP BY message_id, consumer_group
 HAVING count(*) > 1
 """
 
+# Publishes grouped by hash(event id) first (an integer: cheap); then exact, by id.
 _PUBLISHED_TWICE = """
+WITH twice AS (
+    SELECT hash(message_id) AS h FROM ({publishes})
+    WHERE message_id IS NOT NULL
+    GROUP BY h HAVING count(*) > 1
+)
 SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
        epoch_ns(min(publish_time)), epoch_ns(max(publish_time)),
        arg_min(event_type, publish_time), arg_min(destination, publish_time),
        arg_min(correlation_id, publish_time)
-FROM ({publishes}) WHERE message_id IS NOT NULL {event_filter}
+FROM ({publishes})
+WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM twice)
 GROUP BY message_id
 HAVING count(*) > 1
 """
@@ -89,34 +104,27 @@ def duplicate_events(
         since_ns, until_ns: deliveries (and publishes) that started in this window.
         event_ids: only these events.
     """
-    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        event_filter = ""
-        if event_ids is not None:
-            event_filter = (
-                f"AND message_id IN (SELECT event_id FROM {src.register(id_table(event_ids))})"
-            )
-        candidates = [
-            row[0]
-            for row in cursor.execute(
-                _CANDIDATES.format(deliveries=src.deliveries, event_filter=event_filter),
-                src.params,
-            ).fetchall()
-        ]
-        rows: list[DuplicateEvent] = []
-        if candidates:
-            details = cursor.execute(
-                _DETAILS.format(
-                    deliveries=src.deliveries,
-                    candidates=src.register(id_table(candidates, "message_id")),
-                ),
-                src.params,
-            ).fetchall()
-            rows.extend(_delivered_twice(row) for row in details)
-        published = cursor.execute(
-            _PUBLISHED_TWICE.format(publishes=src.publishes, event_filter=event_filter),
-            src.params,
-        ).fetchall()
-        rows.extend(_published_twice(row) for row in published)
+    window = {"since_ns": since_ns, "until_ns": until_ns}
+    rows: list[DuplicateEvent] = []
+    with Sources(cursor, **window, event_ids=event_ids) as src:
+        candidates: set[str] = set()
+        collided: list[int] = []
+        for chunk in group_chunks(src.consumer_groups()):
+            sql = _CANDIDATE_HASHES.format(deliveries=src.deliveries)
+            for h, low, high in cursor.execute(sql, {**src.params, "groups": chunk}).fetchall():
+                candidates.update((low, high))
+                if low != high:
+                    collided.append(h)
+        if collided:
+            table = pa.table({"h": pa.array(collided, pa.uint64())})
+            sql = _CANDIDATES.format(deliveries=src.deliveries, hashes=src.register(table))
+            candidates.update(row[0] for row in cursor.execute(sql, src.params).fetchall())
+        published = cursor.execute(_PUBLISHED_TWICE.format(publishes=src.publishes), src.params)
+        rows.extend(_published_twice(row) for row in published.fetchall())
+    if candidates:  # exact, on the candidates' deliveries only
+        with Sources(cursor, **window, event_ids=candidates) as exact:
+            details = cursor.execute(_DETAILS.format(deliveries=exact.deliveries), exact.params)
+            rows.extend(_delivered_twice(row) for row in details.fetchall())
     rows.sort(key=lambda r: (r.first_ns, r.event_id, r.consumer_group or ""))
     return tuple(rows)
 

@@ -24,13 +24,13 @@ from ._records import LostEvent
 from ._sources import Sources, id_table
 from ._times import now_ns
 
-__all__ = ["DEFAULT_GRACE_NS", "lost_events"]
+__all__ = ["DEFAULT_GRACE_NS", "MASK_BITS", "group_chunks", "lost_events"]
 
 DEFAULT_GRACE_NS = 5 * 60 * 10**9
 # A delivery's host clock may run a little behind its publisher's.
 SKEW_NS = 60 * 10**9
 HANDLED = "('ok', 'duplicate_skipped')"
-_MASK_BITS = 62
+MASK_BITS = 62
 
 # One statement, one scan of the deliveries. Consumer groups become bits of a BIGINT mask
 # and deliveries are grouped by hash(event id), so "every expected group handled it" is one
@@ -102,17 +102,6 @@ SELECT message_id, consumer_group, bool_or(outcome IN {HANDLED}),
        bool_or(outcome = 'dead_lettered')
 FROM ({{deliveries}}) SEMI JOIN {{candidates}} USING (message_id)
 GROUP BY ALL
-"""
-
-# Every consumer group in the window (a superset is fine: unused bits stay zero).
-_GROUPS = """
-SELECT DISTINCT coalesce(consumer_group, service_name) FROM spans
-WHERE kind = 'consumer' AND start_time >= make_timestamp_ns($since)
-  AND start_time < make_timestamp_ns($until)
-UNION
-SELECT DISTINCT coalesce(consumer_group, service_name) FROM logs
-WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
-  AND time < make_timestamp_ns($until)
 """
 
 # Subscriptions expand to the (destination, event type) keys their subject names.
@@ -197,8 +186,7 @@ def lost_events(
     with Sources(cursor, since_ns=window_start, until_ns=until_ns) as src:
         subscriptions_table = subscription_table(subscriptions)
         subscribed = _subscribed(cursor, src, subscriptions_table)
-        groups = {row[0] for row in cursor.execute(_GROUPS, src.params).fetchall()}
-        groups.update(src.extra_groups())
+        groups = set(src.consumer_groups())
         groups.update(subscriptions_table.column("consumer_group").to_pylist())
         event_filter = ""
         if event_ids is not None:
@@ -215,11 +203,9 @@ def lost_events(
             subscribed=src.register(subscribed),
             event_filter=event_filter,
         )
-        ordered = sorted(groups)
         learned: dict[Key, set[str]] = defaultdict(set)
         events: dict[str, _Candidate] = {}
-        for first in range(0, len(ordered), _MASK_BITS):
-            chunk = ordered[first : first + _MASK_BITS]
+        for chunk in group_chunks(sorted(groups)):
             for kind, *row in cursor.execute(sql, {**params, "groups": chunk}).fetchall():
                 if kind == "key":
                     learned[row[0], row[1]].update(_bits(row[8], chunk))
@@ -329,6 +315,11 @@ class _Candidate:
                 )
             )
         return rows
+
+
+def group_chunks(groups: Sequence[str]) -> list[list[str]]:
+    """Groups in chunks of at most 62, the bits of one BIGINT mask (one pass per chunk)."""
+    return [list(groups[i : i + MASK_BITS]) for i in range(0, len(groups), MASK_BITS)] or [[]]
 
 
 def _subscribed(

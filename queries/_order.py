@@ -20,29 +20,36 @@ from ._sources import Sources
 
 __all__ = ["out_of_order", "version_mix"]
 
+# The first successful processing of each (event, group); then, per (entity, group) in
+# processing order, the highest sequence processed before each event (a running max, which
+# DuckDB streams); the rows below it are out of order, and only for those few the event
+# that was processed ahead is looked up.
 _OUT_OF_ORDER = """
-WITH processed AS (
-    SELECT entity_id, consumer_group, message_id, event_type, entity_sequence, start_time
+WITH processed AS MATERIALIZED (
+    SELECT entity_id, consumer_group, message_id, event_type, entity_sequence, start_time,
+           span_id
     FROM ({deliveries})
     WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
       AND message_id IS NOT NULL {filters}
     QUALIFY row_number() OVER (
         PARTITION BY message_id, consumer_group ORDER BY start_time, span_id) = 1
-), ranked AS (
-    SELECT *,
-           max(entity_sequence) OVER earlier AS before_max,
-           arg_max(message_id, entity_sequence) OVER earlier AS before_event,
-           arg_max(start_time, entity_sequence) OVER earlier AS before_time
-    FROM processed
-    WINDOW earlier AS (
-        PARTITION BY entity_id, consumer_group ORDER BY start_time, entity_sequence
-        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+), late AS (
+    SELECT * FROM (
+        SELECT *, max(entity_sequence) OVER (
+            PARTITION BY entity_id, consumer_group ORDER BY start_time, entity_sequence
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_max
+        FROM processed
+    ) WHERE before_max > entity_sequence
 )
-SELECT entity_id, consumer_group, message_id, event_type, entity_sequence,
-       epoch_ns(start_time), before_event, before_max, epoch_ns(before_time)
-FROM ranked
-WHERE before_max > entity_sequence
-ORDER BY entity_id, consumer_group, start_time
+SELECT l.entity_id, l.consumer_group, l.message_id, l.event_type, l.entity_sequence,
+       epoch_ns(l.start_time), a.message_id, a.entity_sequence, epoch_ns(a.start_time)
+FROM late l
+JOIN processed a
+  ON a.entity_id = l.entity_id AND a.consumer_group = l.consumer_group
+ AND a.entity_sequence = l.before_max AND a.start_time <= l.start_time
+QUALIFY row_number() OVER (
+    PARTITION BY l.message_id, l.consumer_group ORDER BY a.start_time DESC, a.message_id) = 1
+ORDER BY l.entity_id, l.consumer_group, l.start_time
 """
 
 

@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from ._errors import BadParameter
 from ._ledger import DEFAULT_GRACE_NS
 from ._records_tree import RequestPage, RequestSummary
+from ._scratch import Scratch
 from ._times import now_ns
 from ._tree import (
     DEFAULT_TREE_LOOKBACK_NS,
@@ -56,28 +58,45 @@ _ORDER = {
     "name": "name",
 }
 
+# Candidates: narrow columns only (a full scan of cheap columns, zone maps on time).
 _CANDIDATES = """
-SELECT trace_id, span_id, parent_span_id, service_name, name, kind,
-       epoch_ns(start_time) AS start_ns, epoch_ns(end_time) AS end_ns, status_code,
-       destination, message_id, correlation_id, causation_id, event_type, consumer_group,
-       handler, outcome, attempt, epoch_ns(publish_time) AS publish_ns
-FROM spans s
+SELECT trace_id, span_id, parent_span_id, kind, epoch_ns(start_time) AS start_ns,
+       epoch_ns(end_time) AS end_ns, service_name, name
+FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
   AND kind <> 'consumer' AND (parent_span_id IS NULL OR kind = 'server') {filters}
 """
 # Keep: parentless server/producer spans; parentless others whose trace published;
-# server spans whose parent span is not stored (called by something untraced).
+# server spans whose parent span is not stored (called by something untraced). The two
+# checks touch only their (usually empty) subsets.
 _ORIGINATING = """
-WITH c AS ({candidates})
+WITH c AS MATERIALIZED ({candidates}),
+odd AS (SELECT trace_id FROM c WHERE parent_span_id IS NULL AND kind NOT IN ('server', 'producer')),
+called AS (SELECT trace_id, span_id, parent_span_id FROM c WHERE parent_span_id IS NOT NULL),
+published AS (
+    SELECT DISTINCT trace_id FROM spans
+    WHERE kind = 'producer' AND trace_id IN (SELECT trace_id FROM odd)
+),
+parented AS (
+    SELECT k.span_id, k.trace_id FROM called k
+    JOIN spans p ON p.trace_id = k.trace_id AND p.span_id = k.parent_span_id
+    WHERE p.trace_id IN (SELECT trace_id FROM called)
+)
 SELECT c.* FROM c
 WHERE (c.parent_span_id IS NULL AND c.kind IN ('server', 'producer'))
-   OR (c.parent_span_id IS NULL AND c.trace_id IN (
-          SELECT trace_id FROM spans
-          WHERE kind = 'producer' AND trace_id IN (SELECT trace_id FROM c)))
-   OR (c.parent_span_id IS NOT NULL AND NOT EXISTS (
-          SELECT 1 FROM spans p
-          WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
-            AND p.trace_id IN (SELECT trace_id FROM c WHERE parent_span_id IS NOT NULL)))
+   OR (c.parent_span_id IS NULL AND c.trace_id IN (SELECT trace_id FROM published))
+   OR (c.parent_span_id IS NOT NULL
+       AND (c.trace_id, c.span_id) NOT IN (SELECT (trace_id, span_id) FROM parented))
+"""
+# The requests' own rows, for the page (few): one narrow lookup bounded by their times.
+_ROOTS = """
+SELECT trace_id, span_id, parent_span_id, service_name, name, kind, epoch_ns(start_time),
+       epoch_ns(end_time), status_code, destination, message_id, correlation_id,
+       causation_id, event_type, consumer_group, handler, outcome, attempt,
+       epoch_ns(publish_time)
+FROM spans
+WHERE start_time >= make_timestamp_ns($first) AND start_time <= make_timestamp_ns($last)
+  AND span_id IN (SELECT span_id FROM {page}) AND trace_id IN (SELECT trace_id FROM {page})
 """
 
 
@@ -141,22 +160,30 @@ def requests(
     candidates = _ORIGINATING.format(candidates=_CANDIDATES.format(filters=filters))
     needs_trees = SORTS[key] or min_fanout is not None
     if not needs_trees:
-        total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
         order = f"{_ORDER[key]} {'DESC' if descending else 'ASC'}, start_ns, span_id"
-        rows = _page_rows(cursor, candidates, order, params, limit, offset)
-        summaries = _summaries(cursor, rows, grace_ns, lookback_ns, subscriptions)
+        sql = (
+            f"SELECT trace_id, span_id, start_ns, count(*) OVER () FROM ({candidates}) "
+            f"ORDER BY {order} LIMIT $limit OFFSET $offset"
+        )
+        page = cursor.execute(sql, {**params, "limit": limit, "offset": offset}).fetchall()
+        if page:
+            total = page[0][3]
+        else:
+            total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
+        roots = _roots(cursor, [row[:3] for row in page])
+        summaries = _summaries(cursor, roots, grace_ns, lookback_ns, subscriptions)
         return RequestPage(
             rows=tuple(summaries), total=total, offset=offset, limit=limit, sort=sort
         )
-    total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
-    if total > MAX_TREES_FOR_SORT:
+    ids = cursor.execute(f"SELECT trace_id, span_id, start_ns FROM ({candidates})", params)
+    found = ids.fetchall()
+    if len(found) > MAX_TREES_FOR_SORT:
         raise BadParameter(
             "since",
-            f"{total} requests match; sorting or filtering by tree figures considers at most "
-            f"{MAX_TREES_FOR_SORT}: narrow since/until or add filters",
+            f"{len(found)} requests match; sorting or filtering by tree figures considers at "
+            f"most {MAX_TREES_FOR_SORT}: narrow since/until or add filters",
         )
-    rows = [Item(row, "span") for row in cursor.execute(candidates, params).fetchall()]
-    summaries = _summaries(cursor, rows, grace_ns, lookback_ns, subscriptions)
+    summaries = _summaries(cursor, _roots(cursor, found), grace_ns, lookback_ns, subscriptions)
     if min_fanout is not None:
         summaries = [s for s in summaries if s.size >= min_fanout]
     summaries.sort(key=lambda s: (s.start_ns, s.span_id))
@@ -165,6 +192,25 @@ def requests(
     return RequestPage(
         rows=tuple(page), total=len(summaries), offset=offset, limit=limit, sort=sort
     )
+
+
+def _roots(cursor: duckdb.DuckDBPyConnection, ids: list[tuple[str, str, int]]) -> list[Item]:
+    """The request spans of (trace id, span id, start) rows, in that order."""
+    if not ids:
+        return []
+    with Scratch(cursor) as scratch:
+        page = scratch.table(
+            pa.table(
+                {
+                    "trace_id": pa.array([t for t, _, _ in ids], pa.string()),
+                    "span_id": pa.array([s for _, s, _ in ids], pa.string()),
+                }
+            )
+        )
+        bounds = {"first": min(t for _, _, t in ids), "last": max(t for _, _, t in ids)}
+        rows = cursor.execute(_ROOTS.format(page=page), bounds).fetchall()
+    by_key = {(row[0], row[1]): Item(row, "span") for row in rows}
+    return [by_key[t, s] for t, s, _ in ids if (t, s) in by_key]
 
 
 _FIELDS = {"start": "start_ns", "duration": "duration_ns", "settle": "settle_ns"}
@@ -192,19 +238,6 @@ def _filters(
         filters += " AND json_extract_string(attributes, $attribute_key) = $attribute_value"
         params["attribute_key"], params["attribute_value"] = attribute
     return filters, params
-
-
-def _page_rows(
-    cursor: duckdb.DuckDBPyConnection,
-    candidates: str,
-    order: str,
-    params: dict[str, Any],
-    limit: int,
-    offset: int,
-) -> list[Item]:
-    sql = f"SELECT * FROM ({candidates}) ORDER BY {order} LIMIT $limit OFFSET $offset"
-    page = {**params, "limit": limit, "offset": offset}
-    return [Item(row, "span") for row in cursor.execute(sql, page).fetchall()]
 
 
 def _summaries(
@@ -243,7 +276,7 @@ def _summaries(
     out = []
     for root, items in zip(roots, trees, strict=True):
         inherit_event(pool, index, items)
-        marks = Marks(pool, items, learned, configured, lost_before)
+        marks = Marks(index, items, learned, configured, lost_before)
         out.append(
             RequestSummary(
                 trace_id=root.trace_id,

@@ -41,10 +41,12 @@ ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
 
 
 def _record_span_keys(kind: str, window: str) -> str:
-    """(trace, span) of stored spans in traces that also have event records of ``kind``."""
+    """(trace, span) of stored spans in traces that also have event records of ``kind``
+    (a record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER)."""
+    span_kind = "consumer" if kind == "deliver" else "producer"
     return f"""
 SELECT trace_id, span_id FROM spans
-WHERE {window.format(column="start_time")} AND trace_id IN (
+WHERE kind = '{span_kind}' AND {window.format(column="start_time")} AND trace_id IN (
     SELECT trace_id FROM logs
     WHERE record_kind = '{kind}' AND {window.format(column="time")})
 """

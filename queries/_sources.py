@@ -37,6 +37,17 @@ from ._source_sql import (
 __all__ = ["ALL_TIME", "Sources", "id_table", "publishes_sql", "window_params"]
 
 
+_GROUPS = """
+SELECT DISTINCT coalesce(consumer_group, service_name) FROM spans
+WHERE kind = 'consumer' AND start_time >= make_timestamp_ns($since)
+  AND start_time < make_timestamp_ns($until)
+UNION
+SELECT DISTINCT coalesce(consumer_group, service_name) FROM logs
+WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
+  AND time < make_timestamp_ns($until)
+"""
+
+
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
     """The ``$since`` / ``$until`` parameters of the source SQL (open ends filled in)."""
     return {
@@ -121,12 +132,16 @@ class Sources:
             f"LEFT JOIN ({fallback}) g ON g.message_id = u.message_id"
         )
 
-    def extra_groups(self) -> set[str]:
-        """Consumer groups of consumer spans resolved through their producers (stock spans)."""
-        if self._resolved is None:
-            return set()
-        sql = f"SELECT DISTINCT coalesce(consumer_group, service_name) FROM {self._resolved}"
-        return {row[0] for row in self._cursor.execute(sql).fetchall()}
+    def consumer_groups(self) -> list[str]:
+        """Every consumer group with a delivery in the window, sorted (a cheap scan of two
+        low-cardinality columns; the bit masks of the ledger queries are built on it)."""
+        sql = _GROUPS
+        if self._resolved is not None:
+            sql += (
+                f" UNION SELECT DISTINCT coalesce(consumer_group, service_name) "
+                f"FROM {self._resolved}"
+            )
+        return sorted(row[0] for row in self._cursor.execute(sql, self.params).fetchall())
 
     def close(self) -> None:
         """Drop the helper tables."""

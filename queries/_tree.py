@@ -77,10 +77,11 @@ def fanout_tree(
     correlation = _correlation_ids(cursor, top, known)
     pool = collect(cursor, {top.trace_id}, correlation, top.start - SKEW_NS, known)
     top = pool.spans.get(top.key, top)
-    items = assemble(pool, top, correlation)
+    index = Index(pool)
+    items = assemble(pool, top, correlation, index)
     learned = learned_groups(cursor, items, top.start, top.start, lookback_ns)
     configured = configured_groups(subscriptions, items)
-    return summarise(pool, items, found_by, learned, configured, now_ns() - grace_ns)
+    return summarise(pool, index, items, found_by, learned, configured, now_ns() - grace_ns)
 
 
 def _correlation_ids(cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item]) -> set[str]:
@@ -169,14 +170,8 @@ def inherit_event(pool: Pool, index: Index, items: Iterable[Item]) -> None:
             item.destination = item.destination or producer.destination
 
 
-def _deliveries(pool: Pool, items: list[Item]) -> list[tuple[str, str, Item]]:
+def _deliveries(index: Index, items: list[Item]) -> list[tuple[str, str, Item]]:
     """(event id, group, node) per delivery in the tree; a batch node once per message."""
-    messages: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for link in pool.links:
-        target = pool.spans.get(link.target)
-        message = link.message_id or (target.event_id if target and target.is_publish else None)
-        if message:
-            messages[link.holder].append(message)
     out = []
     for item in items:
         if not item.is_delivery:
@@ -184,7 +179,8 @@ def _deliveries(pool: Pool, items: list[Item]) -> list[tuple[str, str, Item]]:
         if item.event_id:
             out.append((item.event_id, item.group, item))
         else:
-            out.extend((m, item.group, item) for m in dict.fromkeys(messages.get(item.key, ())))
+            messages = dict.fromkeys(index.link_messages.get(item.key, ()))
+            out.extend((m, item.group, item) for m in messages)
     return out
 
 
@@ -226,7 +222,7 @@ class Marks:
 
     def __init__(
         self,
-        pool: Pool,
+        index: Index,
         items: list[Item],
         learned: Mapping[Key, set[str]],
         configured: Mapping[Key, set[str]],
@@ -234,7 +230,7 @@ class Marks:
     ) -> None:
         delivered: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
         self.node_pairs: dict[int, list[tuple[str, str]]] = defaultdict(list)
-        for event_id, group, item in _deliveries(pool, items):
+        for event_id, group, item in _deliveries(index, items):
             outcome = item.outcome or ("error" if item.status == "error" else "ok")
             delivered[event_id, group].append((item.start, outcome))
             self.node_pairs[id(item)].append((event_id, group))
@@ -271,6 +267,7 @@ class Marks:
 
 def summarise(
     pool: Pool,
+    index: Index,
     items: list[Item],
     found_by: str,
     learned: Mapping[Key, set[str]],
@@ -279,14 +276,13 @@ def summarise(
 ) -> FanoutTree:
     """Marks, settle time and critical path of an assembled tree, as records."""
     root = items[0]
-    index = Index(pool)
     inherit_event(pool, index, items)
     first_publish: dict[str, int] = {}
     for item in [*pool.spans.values(), *pool.records]:
         if item.is_publish and item.event_id:
             earlier = first_publish.get(item.event_id, item.start)
             first_publish[item.event_id] = min(earlier, item.start)
-    marks = Marks(pool, items, learned, configured, lost_before_ns)
+    marks = Marks(index, items, learned, configured, lost_before_ns)
     path = marks.critical_path()
     critical = {id(i) for i in path}
     waits = {id(i): _queue_wait(i, pool, index, first_publish) for i in items}

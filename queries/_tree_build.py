@@ -48,11 +48,21 @@ class Index:
         self.is_top = top_ids
         self.by_event: dict[str, list[Item]] = defaultdict(list)
         self.by_cause: dict[str, list[Item]] = defaultdict(list)
+        self.by_correlation: dict[str, list[Item]] = defaultdict(list)
         for item in self.tops:
             if item.is_delivery and item.event_id:
                 self.by_event[item.event_id].append(item)
             if item.causation_id:
                 self.by_cause[item.causation_id].append(item)
+            if item.correlation_id:
+                self.by_correlation[item.correlation_id].append(item)
+        # the event ids each span's links name (a batch span handles one per link)
+        self.link_messages: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for link in pool.links:
+            target = pool.spans.get(link.target)
+            named = link.message_id or (target.event_id if target and target.is_publish else None)
+            if named:
+                self.link_messages[link.holder].append(named)
 
 
 def _link_allowed(near: Item, far: Item) -> bool:
@@ -99,7 +109,12 @@ def assemble(
     root.parent, root.edge, root.depth, root.children = None, "root", 0, []
     leftovers = iter(
         sorted(
-            (t for t in index.tops if t is not root and t.correlation_id in correlation),
+            (
+                top
+                for value in correlation
+                for top in index.by_correlation.get(value, ())
+                if top is not root
+            ),
             key=lambda t: (t.start, t.span_id),
         )
     )

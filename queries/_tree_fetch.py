@@ -7,10 +7,10 @@ Event records (``logs``) of the same traces or correlation ids stand in for span
 were sampled out. Which of the fetched spans belong to the tree is decided in Python
 (:mod:`._tree`), following edges in their order of strength.
 
-Spans of a set of traces are fetched in two steps — their row ids in a narrow scan, then
-the rows by id — because a semi-join would read every column of every row first. The row
-ids are integers read from the database itself, never user input; DuckDB pushes down only
-a literal row-id list, so they are written into the SQL text.
+Sets of ids are small temporary tables the scans semi-join against. Spans of a set of
+traces are fetched in two steps: a narrow scan finds the row-id range they occupy, then
+only that range is read in full — a semi-join alone would read every column of every row.
+The time bound (the root's start minus clock skew) skips older row groups altogether.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ _CORRELATED_TRACES = """
 SELECT DISTINCT trace_id FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND correlation_id IN (SELECT id FROM {ids})
 """
-_TRACE_ROWIDS = """
-SELECT rowid FROM spans
+# Rows of a set of traces: first the row-id range they occupy (a narrow scan), then the
+# rows themselves within that range only (the wide scan is then short).
+_TRACE_RANGE = """
+SELECT min(rowid), max(rowid) FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {ids})
 """
 _TRACE_SPANS = f"""
+SELECT {_SPAN_COLUMNS} FROM spans
+WHERE rowid BETWEEN $low AND $high AND start_time >= make_timestamp_ns($since)
+  AND trace_id IN (SELECT id FROM {{ids}})
+"""
+_TRACE_SPANS_WITHOUT_ROWIDS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {{ids}})
 """
@@ -286,17 +293,16 @@ def collect(
 
 
 def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
-    rowids = [
-        int(row[0]) for row in cursor.execute(_TRACE_ROWIDS.format(ids=ids), params).fetchall()
-    ]
-    if not rowids:
-        return []
     try:
-        literal = ",".join(map(str, rowids))  # integers from the database, see module doc
-        rows = cursor.execute(f"SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN ({literal})")
-        return _items(rows.fetchall())
-    except duckdb.Error:  # a catalog without row ids (DuckLake): the plain semi-join
-        return _items(cursor.execute(_TRACE_SPANS.format(ids=ids), params).fetchall())
+        low, high = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchone()
+    except duckdb.BinderException:  # a catalog without row ids (DuckLake): one wide scan
+        return _items(
+            cursor.execute(_TRACE_SPANS_WITHOUT_ROWIDS.format(ids=ids), params).fetchall()
+        )
+    if low is None:
+        return []
+    rows = cursor.execute(_TRACE_SPANS.format(ids=ids), {**params, "low": low, "high": high})
+    return _items(rows.fetchall())
 
 
 def _unique_links(links: list[Link]) -> list[Link]:
