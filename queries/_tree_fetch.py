@@ -295,7 +295,8 @@ def collect(
 def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
     try:
         low, high = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchone()
-    except duckdb.BinderException:  # a catalog without row ids (DuckLake): one wide scan
+    except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
+        # a catalog without row ids (DuckLake): one wide scan
         return _items(
             cursor.execute(_TRACE_SPANS_WITHOUT_ROWIDS.format(ids=ids), params).fetchall()
         )
