@@ -9,6 +9,8 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
 - :func:`lost_events`, :func:`duplicate_events`, :func:`orphan_deliveries`,
   :func:`out_of_order`, :func:`version_mix` — the event ledger;
 - :func:`topology` — the choreography map;
+- :func:`overview`, :func:`latency_histogram`, :func:`span_detail` — what the UI's overview,
+  handler and span panels show;
 - :func:`run_sql` — one read-only SELECT.
 
 Imports only go collector → ui → queries: nothing here imports those packages.
@@ -16,9 +18,11 @@ Imports only go collector → ui → queries: nothing here imports those package
 
 from ._duplicates import DUPLICATE_KINDS, duplicate_events, orphan_deliveries
 from ._errors import BadParameter, EventscopeError, NotFound, NotReadOnly, QueryError
+from ._histogram import LatencyBin, LatencyHistogram, latency_histogram
 from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._order import out_of_order, version_mix
+from ._overview import ActivityBucket, EventTypeSummary, Overview, ServiceSummary, overview
 from ._records import (
     DuplicateEvent,
     LostEvent,
@@ -46,8 +50,9 @@ from ._records_tree import (
     TreeNode,
 )
 from ._requests import SORTS, requests
+from ._span_detail import LinkedSpan, SpanDetail, SpanEvent, span_detail
 from ._sql import SqlResult, check_read_only, run_sql
-from ._times import format_time, parse_duration, parse_time
+from ._times import format_time, now_ns, parse_duration, parse_time
 from ._topology import topology
 from ._tree import fanout_tree
 from ._views import VIEWS_SQL
@@ -58,26 +63,35 @@ __all__ = [
     "GROUP_BY",
     "SORTS",
     "VIEWS_SQL",
+    "ActivityBucket",
     "BadParameter",
     "CriticalHop",
     "DuplicateEvent",
     "DuplicateMark",
+    "EventTypeSummary",
     "EventscopeError",
     "FanoutTree",
     "HandlerLatency",
+    "LatencyBin",
     "LatencyBucket",
+    "LatencyHistogram",
     "LatencyRow",
     "LatencyStats",
+    "LinkedSpan",
     "LostEvent",
     "LostMark",
     "NotFound",
     "NotReadOnly",
     "OrphanDelivery",
     "OutOfOrderDelivery",
+    "Overview",
     "Percentiles",
     "QueryError",
     "RequestPage",
     "RequestSummary",
+    "ServiceSummary",
+    "SpanDetail",
+    "SpanEvent",
     "SqlResult",
     "Topology",
     "TopologyEdge",
@@ -89,13 +103,17 @@ __all__ = [
     "fanout_tree",
     "format_time",
     "handler_latency",
+    "latency_histogram",
     "lost_events",
+    "now_ns",
     "orphan_deliveries",
     "out_of_order",
+    "overview",
     "parse_duration",
     "parse_time",
     "requests",
     "run_sql",
+    "span_detail",
     "topology",
     "version_mix",
 ]

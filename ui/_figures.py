@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
-from eventscope.queries import HandlerLatency, LatencyRow, Topology
-from eventscope.queries._histogram import LatencyHistogram
-from eventscope.queries._overview import Overview
+from eventscope.queries import HandlerLatency, LatencyHistogram, LatencyRow, Overview, Topology
 
 __all__ = [
     "activity",

@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from eventscope.queries import EventscopeError
-from eventscope.queries._span_detail import span_detail
+from eventscope.queries import EventscopeError, span_detail
 
 from . import _views
 from ._config import UI

@@ -8,20 +8,21 @@ from typing import Any
 
 from eventscope.queries import (
     BadParameter,
+    Overview,
     duplicate_events,
     fanout_tree,
     handler_latency,
+    latency_histogram,
     lost_events,
+    now_ns,
     orphan_deliveries,
     out_of_order,
+    overview,
     parse_time,
     requests,
     run_sql,
     topology,
 )
-from eventscope.queries._histogram import latency_histogram
-from eventscope.queries._overview import Overview, overview
-from eventscope.queries._times import now_ns
 
 from . import _figures
 from ._config import UIConfig
@@ -228,7 +229,8 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     since, until = time_range(params)
     found = await config.read(topology, since_ns=since, until_ns=until)
     return {"title": "Topology", "since": since, "until": until, "topology": found,
-            "topology_figure": _figures.topology_sankey(found)}  # fmt: skip
+            # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
+            "topology_figure": _figures.topology_sankey(found) if found.edges else None}  # fmt: skip
 
 
 async def sql_context(config: UIConfig, params: Params) -> dict[str, Any]:

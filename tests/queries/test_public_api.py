@@ -10,15 +10,17 @@ import pytest
 from eventscope.queries import BadParameter, parse_duration, parse_time
 
 PUBLIC = [
-    "DEFAULT_GRACE_NS", "DUPLICATE_KINDS", "GROUP_BY", "SORTS", "VIEWS_SQL", "BadParameter",
-    "CriticalHop", "DuplicateEvent", "DuplicateMark", "EventscopeError", "FanoutTree",
-    "HandlerLatency", "LatencyBucket", "LatencyRow", "LatencyStats", "LostEvent", "LostMark",
-    "NotFound", "NotReadOnly", "OrphanDelivery", "OutOfOrderDelivery", "Percentiles",
-    "QueryError", "RequestPage", "RequestSummary", "SqlResult", "Topology", "TopologyEdge",
-    "TreeNode", "VersionCount", "VersionMix", "check_read_only", "duplicate_events",
-    "fanout_tree", "format_time", "handler_latency", "lost_events", "orphan_deliveries",
-    "out_of_order", "parse_duration", "parse_time", "requests", "run_sql", "topology",
-    "version_mix",
+    "DEFAULT_GRACE_NS", "DUPLICATE_KINDS", "GROUP_BY", "SORTS", "VIEWS_SQL", "ActivityBucket",
+    "BadParameter", "CriticalHop", "DuplicateEvent", "DuplicateMark", "EventTypeSummary",
+    "EventscopeError", "FanoutTree", "HandlerLatency", "LatencyBin", "LatencyBucket",
+    "LatencyHistogram", "LatencyRow", "LatencyStats", "LinkedSpan", "LostEvent", "LostMark",
+    "NotFound", "NotReadOnly", "OrphanDelivery", "OutOfOrderDelivery", "Overview",
+    "Percentiles", "QueryError", "RequestPage", "RequestSummary", "ServiceSummary",
+    "SpanDetail", "SpanEvent", "SqlResult", "Topology", "TopologyEdge", "TreeNode",
+    "VersionCount", "VersionMix", "check_read_only", "duplicate_events", "fanout_tree",
+    "format_time", "handler_latency", "latency_histogram", "lost_events", "now_ns",
+    "orphan_deliveries", "out_of_order", "overview", "parse_duration", "parse_time", "requests",
+    "run_sql", "span_detail", "topology", "version_mix",
 ]  # fmt: skip
 
 
