@@ -228,9 +228,10 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     latency and loss on the edges."""
     since, until = time_range(params)
     found = await config.read(topology, since_ns=since, until_ns=until)
+    # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
+    figure = _figures.topology_sankey(found) if found.edges else None
     return {"title": "Topology", "since": since, "until": until, "topology": found,
-            # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
-            "topology_figure": _figures.topology_sankey(found) if found.edges else None}  # fmt: skip
+            "topology_figure": figure}  # fmt: skip
 
 
 async def sql_context(config: UIConfig, params: Params) -> dict[str, Any]:
