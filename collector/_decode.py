@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 _NS = pa.timestamp("ns")
+# Arrow's JSON extension type: DuckDB stores it in JSON columns as is. We wrote the text
+# ourselves, so the writer need not parse every attribute set again to validate it.
+_JSON = pa.json_(pa.string())
 _PROMOTED_FIELDS = [pa.field(name, pa.string()) for name in PROMOTED_TEXT_COLUMNS] + [
     pa.field("entity_sequence", pa.int64()),
     pa.field("attempt", pa.int32()),
@@ -71,8 +74,8 @@ SPANS_SCHEMA = pa.schema(
         ("duration_ms", pa.float64()),
         ("status_code", pa.string()),
         ("status_message", pa.string()),
-        ("attributes", pa.string()),
-        ("resource_attributes", pa.string()),
+        ("attributes", _JSON),
+        ("resource_attributes", _JSON),
         ("scope_name", pa.string()),
         ("scope_version", pa.string()),
         *_PROMOTED_FIELDS,
@@ -85,7 +88,7 @@ LINKS_SCHEMA = pa.schema(
         ("linked_trace_id", pa.string()),
         ("linked_span_id", pa.string()),
         ("linked_trace_state", pa.string()),
-        ("attributes", pa.string()),
+        ("attributes", _JSON),
     ]
 )
 SPAN_EVENTS_SCHEMA = pa.schema(
@@ -94,7 +97,7 @@ SPAN_EVENTS_SCHEMA = pa.schema(
         ("span_id", pa.string()),
         ("time", _NS),
         ("name", pa.string()),
-        ("attributes", pa.string()),
+        ("attributes", _JSON),
     ]
 )
 LOGS_SCHEMA = pa.schema(
@@ -105,12 +108,12 @@ LOGS_SCHEMA = pa.schema(
         ("span_id", pa.string()),
         ("severity_number", pa.int32()),
         ("severity_text", pa.string()),
-        ("body", pa.string()),
+        ("body", _JSON),
         ("event_name", pa.string()),
         ("record_kind", pa.string()),
         ("service_name", pa.string()),
-        ("attributes", pa.string()),
-        ("resource_attributes", pa.string()),
+        ("attributes", _JSON),
+        ("resource_attributes", _JSON),
         ("scope_name", pa.string()),
         *_PROMOTED_FIELDS,
         ("end_time", _NS),
