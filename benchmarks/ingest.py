@@ -6,8 +6,12 @@ A span counts only once its request got a 200, which the collector sends after t
 In the same run the same senders drive a minimal receiver that only parses the protobuf,
 the ceiling for OTLP decoding in Python; the ratio of the two is printed.
 
-    python benchmarks/ingest.py                 # defaults: 3 senders, 20 s per phase
+    python benchmarks/ingest.py                 # defaults: 8 senders, 20 s per phase
     python benchmarks/ingest.py --duration 40 --senders 4 --spans-per-request 2000
+
+Eight senders by default: an OpenTelemetry Collector in front of eventscope exports with
+ten concurrent consumers (`sending_queue.num_consumers`), so a handful of requests in
+flight at once is the normal load; the collector commits them together.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
+import os
 import shutil
 import socket
 import subprocess
@@ -107,6 +112,19 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _tree_peak_rss_mib(pid: int) -> tuple[float, float]:
+    """Peak RSS of the server process, and of it plus its decode workers (summed peaks)."""
+    main = _peak_rss_mib(pid)
+    return main, main + sum(_peak_rss_mib(child) for child in _children(pid))
+
+
 def _parse_only_server(port: int) -> None:
     """The baseline: aiohttp receiving OTLP protobuf and only parsing it."""
     from aiohttp import web
@@ -134,12 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
-    parser.add_argument("--senders", type=int, default=4, help="sender processes")
+    parser.add_argument("--senders", type=int, default=8, help="sender processes")
     # 8192: the OpenTelemetry Collector batch processor's default send_batch_size
     parser.add_argument("--spans-per-request", type=int, default=8192)
     parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
+    parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
     parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only_server:
@@ -195,11 +214,19 @@ def main() -> None:
             *(["--db-threads", str(args.db_threads)] if args.db_threads else []),
         ],
         stdout=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            **(
+                {"EVENTSCOPE_MAX_COMMIT_ROWS": str(args.max_commit_rows)}
+                if args.max_commit_rows
+                else {}
+            ),
+        },
     )
     try:
         _wait_healthy(port, server, "/healthz", 60)
         rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
-        rss = _peak_rss_mib(server.pid)
+        rss, tree_rss = _tree_peak_rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait()
@@ -213,7 +240,10 @@ def main() -> None:
     shutil.rmtree(folder, ignore_errors=True)
     print(f"eventscope serve    : {rate:>10,.0f} spans/s acknowledged (= committed)")
     print(f"ratio               : {rate / parse_rate:10.3f} of the parse-only receiver")
-    print(f"peak RSS            : {rss:10.0f} MiB (queue limit {args.max_queue_rows:,} rows)")
+    print(
+        f"peak RSS            : {rss:10.0f} MiB server, {tree_rss:.0f} MiB with its decode "
+        f"workers (queue limit {args.max_queue_rows:,} rows)"
+    )
     print(f"acked {acked:,} spans, stored {stored:,}, 503 answers {refused:,}")
     if stored < acked:
         raise SystemExit(f"LOST DATA: {acked - stored} acknowledged spans are not stored")
