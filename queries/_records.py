@@ -21,10 +21,33 @@ __all__ = [
 ]
 
 
+_SCALARS = (str, int, float, bool, type(None))
+# type → its dataclass field names, or None for any other type (a few types per process)
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    try:
+        return _FIELD_NAMES[kind]
+    except KeyError:
+        is_record = hasattr(kind, "__dataclass_fields__")
+        names = tuple(f.name for f in fields(kind)) if is_record else None
+        _FIELD_NAMES[kind] = names
+        return names
+
+
 def to_json_value(value: Any) -> Any:
     """A record, tuple or scalar as JSON-compatible Python values (records → objects)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: to_json_value(getattr(value, f.name)) for f in fields(value)}
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _field_names(kind)
+    if names is not None:  # the hot path of a 10,000-node tree: scalars inline
+        record = {}
+        for name in names:
+            field = getattr(value, name)
+            record[name] = field if type(field) in _SCALARS else to_json_value(field)
+        return record
     if isinstance(value, tuple | list):
         return [to_json_value(v) for v in value]
     if isinstance(value, dict):

@@ -5,7 +5,9 @@ Times are integer nanoseconds since the epoch (``*_ns``); durations integer nano
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ._records import _Json
 
@@ -62,6 +64,27 @@ class TreeNode(_Json):
     lost_groups: tuple[str, ...]
     critical: bool
     children: tuple[TreeNode, ...]
+
+
+def _fast_constructor(cls: type) -> Callable[..., Any]:
+    """A keyword-only function building ``cls`` (a frozen, slotted dataclass) that sets the
+    slots directly instead of through ``object.__setattr__`` as the generated ``__init__``
+    does: the same object, about twice as fast — a 10,000-node tree builds 10,000 nodes."""
+    names = [f.name for f in fields(cls)]
+    setters = {f"_set_{name}": getattr(cls, name).__set__ for name in names}
+    source = (
+        f"def build(*, {', '.join(names)}):\n"
+        "    node = _new(_cls)\n"
+        + "".join(f"    _set_{name}(node, {name})\n" for name in names)
+        + "    return node\n"
+    )
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, **setters}
+    exec(source, namespace)  # the names are the dataclass's own field names
+    return namespace["build"]  # type: ignore[no-any-return]
+
+
+#: ``TreeNode(**fields)``, faster (see :func:`_fast_constructor`).
+new_tree_node = _fast_constructor(TreeNode)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,8 +14,16 @@ from collections.abc import Iterable, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
+from ._gc import gc_paused
 from ._ledger import DEFAULT_GRACE_NS, subscription_table
-from ._records_tree import CriticalHop, DuplicateMark, FanoutTree, LostMark, TreeNode
+from ._records_tree import (
+    CriticalHop,
+    DuplicateMark,
+    FanoutTree,
+    LostMark,
+    TreeNode,
+    new_tree_node,
+)
 from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
@@ -45,6 +53,7 @@ FROM ({deliveries}) d
 JOIN ({publishes}) p ON p.message_id = d.message_id
 JOIN {keys} k ON k.destination = coalesce(p.destination, '')
              AND k.event_type = coalesce(p.event_type, '')
+WHERE NOT list_contains($known, d.consumer_group)
 """
 
 
@@ -73,15 +82,24 @@ def fanout_tree(
     Raises:
         NotFound: no span carries that id.
     """
-    top, found_by, known = find_root(cursor, root)
-    correlation = _correlation_ids(cursor, top, known)
-    pool = collect(cursor, {top.trace_id}, correlation, top.start - SKEW_NS, known)
-    top = pool.spans.get(top.key, top)
-    index = Index(pool)
-    items = assemble(pool, top, correlation, index)
-    learned = learned_groups(cursor, items, top.start, top.start, lookback_ns)
-    configured = configured_groups(subscriptions, items)
-    return summarise(pool, index, items, found_by, learned, configured, now_ns() - grace_ns)
+    with gc_paused():
+        top, found_by, known = find_root(cursor, root)
+        correlation = _correlation_ids(cursor, top, known)
+        pool = collect(cursor, {top.trace_id}, correlation, top.start - SKEW_NS, known)
+        top = pool.spans.get(top.key, top)
+        index = Index(pool)
+        items = assemble(pool, top, correlation, index)
+        try:
+            learned = learned_groups(
+                cursor, items, top.start, top.start, lookback_ns, pool.spans.values()
+            )
+            configured = configured_groups(subscriptions, items)
+            lost_before = now_ns() - grace_ns
+            return summarise(pool, index, items, found_by, learned, configured, lost_before)
+        finally:
+            for item in items:  # parent <-> children cycles: freed now, not by a collection
+                item.parent = None
+                item.children = []
 
 
 def _correlation_ids(cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item]) -> set[str]:
@@ -116,14 +134,23 @@ def learned_groups(
     first_ns: int,
     last_ns: int,
     lookback_ns: int,
+    fetched: Iterable[Item] = (),
 ) -> dict[Key, set[str]]:
     """(destination, event type) → groups that handled such events from ``lookback_ns``
-    before ``first_ns`` to as long after ``last_ns``, for the keys published in ``items``."""
+    before ``first_ns`` to as long after ``last_ns``, for the keys published in ``items``.
+
+    ``fetched`` (spans already fetched, e.g. the tree's pool) answers part of it for free:
+    a consumer span with an event id handled it, in the window, if a producer span of
+    that event id was published in the window. The query then looks only for the groups
+    not found so for every key, which makes its join small."""
     keys = {(i.destination or "", i.event_type or "") for i in items if i.is_publish and i.event_id}
     learned: dict[Key, set[str]] = defaultdict(set)
     if not keys:
         return learned
-    window = {"since_ns": first_ns - lookback_ns, "until_ns": last_ns + lookback_ns}
+    since, until = first_ns - lookback_ns, last_ns + lookback_ns
+    _seen_in(fetched, keys, since, until, learned)
+    known = set.intersection(*(learned.get(key, set()) for key in keys))
+    window = {"since_ns": since, "until_ns": until}
     with Sources(cursor, **window) as src:
         ordered = sorted(keys)
         name = src.register(
@@ -135,9 +162,33 @@ def learned_groups(
             )
         )
         sql = _LEARNED.format(deliveries=src.deliveries, publishes=src.publishes, keys=name)
-        for destination, event_type, group in cursor.execute(sql, src.params).fetchall():
+        params = {**src.params, "known": sorted(known)}
+        for destination, event_type, group in cursor.execute(sql, params).fetchall():
             learned[destination, event_type].add(group)
     return learned
+
+
+def _seen_in(
+    spans: Iterable[Item], keys: set[Key], since: int, until: int, learned: dict[Key, set[str]]
+) -> None:
+    """Add to ``learned`` what fetched spans prove: each row found here is one the query
+    over ``deliveries`` and ``publishes`` in [since, until) would return too (a consumer
+    span with an event id is a delivery of that id and group; a producer span a publish
+    of that id with its destination and type)."""
+    published: dict[str, list[Key]] = defaultdict(list)
+    handled: list[tuple[str, str]] = []
+    for item in spans:
+        if item.source != "span" or not item.event_id or not since <= item.start < until:
+            continue
+        if item.is_publish:
+            key = (item.destination or "", item.event_type or "")
+            if key in keys:
+                published[item.event_id].append(key)
+        elif item.is_delivery:
+            handled.append((item.event_id, item.consumer_group or item.service))
+    for event_id, group in handled:
+        for key in published.get(event_id, ()):
+            learned[key].add(group)
 
 
 def configured_groups(
@@ -362,17 +413,32 @@ def _records(
     critical: set[int],
     marks: Marks,
 ) -> dict[int, TreeNode]:
-    """TreeNode records, children before parents (deepest first)."""
+    """TreeNode records, children before parents (deepest first).
+
+    The hot loop of a large tree (one record per node): lookups are hoisted out of it and
+    records are built by :data:`new_tree_node`."""
     built: dict[int, TreeNode] = {}
     kinds_of = marks.duplicate_kinds
+    pairs_of = marks.node_pairs
+    publishes = marks.publishes
+    lost_by_node = marks.lost_by_node
+    root_start = root.start
     for item in sorted(items, key=lambda i: -i.depth):
-        kinds = [kinds_of[p] for p in marks.node_pairs.get(id(item), ()) if p in kinds_of]
-        if item.is_publish and item.event_id and marks.publishes[item.event_id] > 1:
-            kinds.append("published_twice")
-        built[id(item)] = TreeNode(
+        key = id(item)
+        duplicate = None
+        for pair in pairs_of.get(key, ()):
+            duplicate = kinds_of.get(pair)
+            if duplicate is not None:
+                break
+        if (duplicate is None and item.is_publish and item.event_id
+                and publishes[item.event_id] > 1):  # fmt: skip
+            duplicate = "published_twice"
+        parent = item.parent
+        children = item.children
+        built[key] = new_tree_node(
             span_id=item.span_id,
             trace_id=item.trace_id,
-            parent_span_id=None if item.parent is None else item.parent.span_id,
+            parent_span_id=None if parent is None else parent.span_id,
             source=item.source,
             service=item.service,
             name=item.name,
@@ -385,17 +451,17 @@ def _records(
             correlation_id=item.correlation_id,
             start_ns=item.start,
             end_ns=item.end,
-            offset_ns=item.start - root.start,
-            queue_wait_ns=waits.get(id(item)),
+            offset_ns=item.start - root_start,
+            queue_wait_ns=waits.get(key),
             processing_ns=item.end - item.start,
             status=item.status,
             outcome=item.outcome,
             attempt=item.attempt,
             edge=item.edge,
             depth=item.depth,
-            duplicate=kinds[0] if kinds else None,
-            lost_groups=marks.lost_by_node.get(id(item), ()),
-            critical=id(item) in critical,
-            children=tuple(built[id(c)] for c in item.children),
+            duplicate=duplicate,
+            lost_groups=lost_by_node.get(key, ()),
+            critical=key in critical,
+            children=tuple([built[id(c)] for c in children]) if children else (),
         )
     return built

@@ -45,6 +45,11 @@ _FIND = {
     "correlation": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE correlation_id = $id",
     "event": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE message_id = $id",
 }
+# A trace id's root: a narrow scan first (which spans, where), then the few rows needed.
+_TRACE_SHAPE = """
+SELECT rowid, span_id, parent_span_id, epoch_ns(start_time) FROM spans WHERE trace_id = $id
+"""
+_ROWS = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN (SELECT unnest($rowids))"
 _IN_RECORDS = """
 SELECT count(*) FROM logs
 WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $id
@@ -106,6 +111,9 @@ class Item:
         "event_id",
         "event_type",
         "handler",
+        "is_delivery",
+        "is_publish",
+        "key",
         "kind",
         "name",
         "outcome",
@@ -126,25 +134,16 @@ class Item:
          self.correlation_id, self.causation_id, self.event_type, self.consumer_group,
          self.handler, self.outcome, self.attempt, self.publish_time) = row  # fmt: skip
         self.source = source
+        #: (trace id, span id)
+        self.key: tuple[str, str] = (self.trace_id, self.span_id)
+        #: a handled delivery (CONSUMER span or ``deliver`` record)
+        self.is_delivery: bool = self.kind == "consumer"
+        #: a publish (PRODUCER span or ``publish`` record)
+        self.is_publish: bool = self.kind == "producer"
         self.parent: Item | None = None
         self.edge = "root"
         self.depth = 0
         self.children: list[Item] = []
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(trace id, span id)."""
-        return (self.trace_id, self.span_id)
-
-    @property
-    def is_delivery(self) -> bool:
-        """A handled delivery (CONSUMER span or ``deliver`` record)."""
-        return self.kind == "consumer"
-
-    @property
-    def is_publish(self) -> bool:
-        """A publish (PRODUCER span or ``publish`` record)."""
-        return self.kind == "producer"
 
     @property
     def group(self) -> str:
@@ -188,16 +187,43 @@ def _lookups(root: str) -> list[tuple[str, str]]:
     return [*tries, ("correlation", text), ("event", text)]
 
 
+def _trace_root(
+    cursor: duckdb.DuckDBPyConnection, trace_id: str
+) -> tuple[Item, list[Item]] | tuple[()] | None:
+    """(the root span of a trace, the spans of it that start more than ``SKEW_NS`` before
+    that root — what ``collect`` will not fetch), ``()`` when no span has that trace id,
+    None on a catalog without row ids. Reads the narrow columns of the trace, then the full
+    rows of those few spans only: ``collect`` fetches the whole trace anyway."""
+    try:
+        shape = cursor.execute(_TRACE_SHAPE, {"id": trace_id}).fetchall()
+    except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
+        return None  # a catalog without row ids (DuckLake): the wide lookup
+    if not shape:
+        return ()
+    spans = {span_id for _, span_id, _, _ in shape}
+    top = min((row for row in shape if row[2] not in spans), key=lambda row: row[3])
+    early = [row[0] for row in shape if row[3] < top[3] - SKEW_NS]
+    rows = cursor.execute(_ROWS, {"rowids": [top[0], *early]}).fetchall()
+    items = _items(rows)
+    top_item = next(i for i in items if i.span_id == top[1] and i.start == top[3])
+    return top_item, items
+
+
 def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, list[Item]]:
     """The root span for a trace id, span id, correlation id or event id.
 
     Returns:
-        (root, how it was found, spans already fetched on the way).
+        (root, how it was found, spans already fetched on the way — for a trace id only
+        the root and spans that start more than ``SKEW_NS`` before it).
 
     Raises:
         NotFound: no stored span matches (the message says when only event records do).
     """
     for found_by, value in _lookups(root):
+        if found_by == "trace" and (found := _trace_root(cursor, value)) is not None:
+            if not found:
+                continue
+            return found[0], found_by, found[1]
         items = _items(cursor.execute(_FIND[found_by], {"id": value}).fetchall())
         if not items:
             continue
