@@ -32,21 +32,22 @@ DUPLICATE_KINDS = (
     "published_twice",
 )
 
-# Pass 1 finds candidate event ids cheaply: deliveries grouped by hash(event id) — an
+# Pass 1 finds candidate hashes cheaply: deliveries grouped by hash(event id) — an
 # integer — counting deliveries and OR-ing each group's bit. An event delivered twice to
 # one group has more deliveries than distinct group bits; so does any hash group holding
 # such an event, whatever else collided into it, so no duplicate is missed. Pass 2 is
-# exact, grouped by the ids themselves, for the candidates only.
+# exact, grouped by the ids themselves, over the deliveries of those hashes only (an event
+# that merely shares a hash with a duplicate has no row there: HAVING count(*) > 1 per
+# id and group). No text is aggregated in pass 1: min/max of the ids would double its cost.
 _CANDIDATE_HASHES = """
-SELECT hash(message_id) AS h, min(message_id), max(message_id)
+SELECT hash(message_id) AS h
 FROM ({deliveries})
 WHERE message_id IS NOT NULL AND list_contains($groups, consumer_group)
 GROUP BY h
 HAVING count(*) > bit_count(bit_or(1::BIGINT << (list_position($groups, consumer_group) - 1)))
 """
-# Only where two ids share a hash (min <> max) are the ids looked up again.
-_CANDIDATES = """
-SELECT DISTINCT message_id FROM ({deliveries})
+_OF_HASHES = """
+SELECT * FROM ({deliveries})
 WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM {hashes})
 """
 
@@ -107,24 +108,18 @@ def duplicate_events(
     window = {"since_ns": since_ns, "until_ns": until_ns}
     rows: list[DuplicateEvent] = []
     with Sources(cursor, **window, event_ids=event_ids) as src:
-        candidates: set[str] = set()
-        collided: list[int] = []
+        hashes: set[int] = set()
         for chunk in group_chunks(src.consumer_groups()):
             sql = _CANDIDATE_HASHES.format(deliveries=src.deliveries)
-            for h, low, high in cursor.execute(sql, {**src.params, "groups": chunk}).fetchall():
-                candidates.update((low, high))
-                if low != high:
-                    collided.append(h)
-        if collided:
-            table = pa.table({"h": pa.array(collided, pa.uint64())})
-            sql = _CANDIDATES.format(deliveries=src.deliveries, hashes=src.register(table))
-            candidates.update(row[0] for row in cursor.execute(sql, src.params).fetchall())
+            found = cursor.execute(sql, {**src.params, "groups": chunk}).fetchall()
+            hashes.update(h for (h,) in found)
+        if hashes:  # exact, on the deliveries of the candidate hashes only
+            table = src.register(pa.table({"h": pa.array(sorted(hashes), pa.uint64())}))
+            candidates = _OF_HASHES.format(deliveries=src.deliveries, hashes=table)
+            details = cursor.execute(_DETAILS.format(deliveries=candidates), src.params)
+            rows.extend(_delivered_twice(row) for row in details.fetchall())
         published = cursor.execute(_PUBLISHED_TWICE.format(publishes=src.publishes), src.params)
         rows.extend(_published_twice(row) for row in published.fetchall())
-    if candidates:  # exact, on the candidates' deliveries only
-        with Sources(cursor, **window, event_ids=candidates) as exact:
-            details = cursor.execute(_DETAILS.format(deliveries=exact.deliveries), exact.params)
-            rows.extend(_delivered_twice(row) for row in details.fetchall())
     rows.sort(key=lambda r: (r.first_ns, r.event_id, r.consumer_group or ""))
     return tuple(rows)
 
