@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from ._errors import BadParameter
+from ._gc import gc_paused
 from ._ledger import DEFAULT_GRACE_NS
 from ._records_tree import RequestPage, RequestSummary
 from ._scratch import Scratch
@@ -250,6 +251,17 @@ def _summaries(
     """Build every root's tree from one shared fetch and measure it."""
     if not roots:
         return []
+    with gc_paused():
+        return _summaries_of(cursor, roots, grace_ns, lookback_ns, subscriptions)
+
+
+def _summaries_of(
+    cursor: duckdb.DuckDBPyConnection,
+    roots: list[Item],
+    grace_ns: int,
+    lookback_ns: int,
+    subscriptions: Mapping[str, Sequence[str]] | None,
+) -> list[RequestSummary]:
     first = min(r.start for r in roots)
     traces = {r.trace_id for r in roots}
     correlation = {r.correlation_id for r in roots if r.correlation_id}
@@ -270,7 +282,7 @@ def _summaries(
         trees.append(assemble(pool, top, of_root[root.key], index))
     published = [i for items in trees for i in items]
     last = max(r.start for r in roots)
-    learned = learned_groups(cursor, published, first, last, lookback_ns)
+    learned = learned_groups(cursor, published, first, last, lookback_ns, pool.spans.values())
     configured = configured_groups(subscriptions, published)
     lost_before = now_ns() - grace_ns
     out = []
@@ -299,4 +311,7 @@ def _summaries(
                 duplicates=len(marks.duplicates),
             )
         )
+    for item in published:  # parent <-> children cycles: freed now, not by a collection
+        item.parent = None
+        item.children = []
     return out
