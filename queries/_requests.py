@@ -241,6 +241,7 @@ def _filters(
     return filters, params
 
 
+@gc_paused()  # many trees' worth of objects (see _gc)
 def _summaries(
     cursor: duckdb.DuckDBPyConnection,
     roots: list[Item],
@@ -251,17 +252,6 @@ def _summaries(
     """Build every root's tree from one shared fetch and measure it."""
     if not roots:
         return []
-    with gc_paused():
-        return _summaries_of(cursor, roots, grace_ns, lookback_ns, subscriptions)
-
-
-def _summaries_of(
-    cursor: duckdb.DuckDBPyConnection,
-    roots: list[Item],
-    grace_ns: int,
-    lookback_ns: int,
-    subscriptions: Mapping[str, Sequence[str]] | None,
-) -> list[RequestSummary]:
     first = min(r.start for r in roots)
     traces = {r.trace_id for r in roots}
     correlation = {r.correlation_id for r in roots if r.correlation_id}
