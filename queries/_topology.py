@@ -17,7 +17,8 @@ from ._duplicates import duplicate_events
 from ._latency import QUANTILES
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records_stats import Percentiles, Topology, TopologyEdge
-from ._sources import Sources, id_table
+from ._scratch import Scratch
+from ._sources import Sources
 
 __all__ = ["topology"]
 
@@ -59,10 +60,23 @@ FULL OUTER JOIN published u
  AND u.event_type = e.event_type
 """
 
+# The first publisher of each of a few event ids, over all time: ``publishes`` restricted
+# to those ids before anything else (its record half's anti-join then looks only at the
+# traces of those ids' records, not at every publish record stored).
 _PRODUCERS = """
-SELECT message_id, arg_min(service_name, publish_time)
-FROM ({publishes}) SEMI JOIN {ids} USING (message_id)
-GROUP BY message_id
+WITH records AS (
+    SELECT trace_id, span_id, message_id, service_name, time FROM logs
+    WHERE record_kind = 'publish' AND message_id IN (SELECT message_id FROM {ids})
+), publishes AS (
+    SELECT message_id, service_name, start_time AS publish_time FROM spans
+    WHERE kind = 'producer' AND message_id IN (SELECT message_id FROM {ids})
+    UNION ALL
+    SELECT r.message_id, r.service_name, r.time FROM records r
+    ANTI JOIN (SELECT trace_id, span_id FROM spans
+               WHERE kind = 'producer' AND trace_id IN (SELECT trace_id FROM records)) k
+      ON k.trace_id = r.trace_id AND k.span_id = r.span_id
+)
+SELECT message_id, arg_min(service_name, publish_time) FROM publishes GROUP BY message_id
 """
 
 
@@ -123,10 +137,9 @@ def topology(
 def _producers(cursor: duckdb.DuckDBPyConnection, event_ids: set[str]) -> dict[str, str]:
     if not event_ids:
         return {}
-    with Sources(cursor) as src:
-        ids = src.register(id_table(event_ids, "message_id"))
-        sql = _PRODUCERS.format(publishes=src.publishes, ids=ids)
-        return dict(cursor.execute(sql, src.params).fetchall())
+    with Scratch(cursor) as scratch:
+        ids = scratch.ids(event_ids, "message_id")
+        return dict(cursor.execute(_PRODUCERS.format(ids=ids)).fetchall())
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:
