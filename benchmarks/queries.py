@@ -77,6 +77,8 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
     return [
         ("fanout_tree, 10,000-node request", lambda: fanout_tree(connection, big_trace), 0.3),
         ("fanout_tree, 20-span request", lambda: fanout_tree(connection, small_trace), None),
+        ("fanout_tree, 10,000 nodes, horizon 1h",
+         lambda: fanout_tree(connection, big_trace, horizon_ns=hour), None),
         ("handler_latency by handler", lambda: handler_latency(connection), 1.0),
         ("handler_latency by group, 1h buckets",
          lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=hour), None),

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
+from ._errors import BadParameter
 from ._gc import gc_paused
 from ._ledger import DEFAULT_GRACE_NS, subscription_table
 from ._records_tree import (
@@ -64,6 +65,7 @@ def fanout_tree(
     grace_ns: int = DEFAULT_GRACE_NS,
     lookback_ns: int = DEFAULT_TREE_LOOKBACK_NS,
     subscriptions: Mapping[str, Sequence[str]] | None = None,
+    horizon_ns: int | None = None,
 ) -> FanoutTree:
     """The fan-out tree of a request, found by trace id, span id, correlation id or event id.
 
@@ -78,14 +80,22 @@ def fanout_tree(
         lookback_ns: expected consumer groups (for lost marks) are those that handled the
             same destination and event type within this long of the root.
         subscriptions: destination or event type → groups that must handle it.
+        horizon_ns: only what started less than this long after the root belongs to the
+            tree (None: no bound — a retry or delayed consumer days later still does).
+            Bounding it makes every scan a time range, which is faster on a large file.
 
     Raises:
         NotFound: no span carries that id.
+        BadParameter: a negative horizon.
     """
+    if horizon_ns is not None and horizon_ns < 0:
+        raise BadParameter("horizon", f"must not be negative, got {horizon_ns}")
     with gc_paused():
         top, found_by, known = find_root(cursor, root)
-        correlation = _correlation_ids(cursor, top, known)
-        pool = collect(cursor, {top.trace_id}, correlation, top.start - SKEW_NS, known)
+        until = None if horizon_ns is None else top.start + horizon_ns
+        correlation = _correlation_ids(cursor, top, known, until)
+        since = top.start - SKEW_NS
+        pool = collect(cursor, {top.trace_id}, correlation, since, known, until)
         top = pool.spans.get(top.key, top)
         index = Index(pool)
         items = assemble(pool, top, correlation, index)
@@ -102,11 +112,13 @@ def fanout_tree(
                 item.children = []
 
 
-def _correlation_ids(cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item]) -> set[str]:
+def _correlation_ids(
+    cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item], until_ns: int | None
+) -> set[str]:
     """The root's correlation id; without one, those of its descendants in its own trace."""
     if top.correlation_id:
         return {top.correlation_id}
-    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known)
+    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known, until_ns)
     return descendant_correlation(pool, pool.spans.get(top.key, top))
 
 

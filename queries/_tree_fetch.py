@@ -23,6 +23,7 @@ import duckdb
 
 from ._errors import NotFound
 from ._scratch import Scratch
+from ._source_sql import FAR_FUTURE_NS
 
 __all__ = ["Item", "Pool", "collect", "find_root"]
 
@@ -56,22 +57,26 @@ WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $i
 """
 _CORRELATED_TRACES = """
 SELECT DISTINCT trace_id FROM spans
-WHERE start_time >= make_timestamp_ns($since) AND correlation_id IN (SELECT id FROM {ids})
+WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+  AND correlation_id IN (SELECT id FROM {ids})
 """
 # Rows of a set of traces: first the row-id range they occupy (a narrow scan), then the
 # rows themselves within that range only (the wide scan is then short).
 _TRACE_RANGE = """
 SELECT min(rowid), max(rowid) FROM spans
-WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {ids})
+WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+  AND trace_id IN (SELECT id FROM {ids})
 """
 _TRACE_SPANS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans
-WHERE rowid BETWEEN $low AND $high AND start_time >= make_timestamp_ns($since)
+WHERE rowid BETWEEN $low AND $high
+  AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
   AND trace_id IN (SELECT id FROM {{ids}})
 """
 _TRACE_SPANS_WITHOUT_ROWIDS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans
-WHERE start_time >= make_timestamp_ns($since) AND trace_id IN (SELECT id FROM {{ids}})
+WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+  AND trace_id IN (SELECT id FROM {{ids}})
 """
 _LINKS = """
 SELECT trace_id, span_id, linked_trace_id, linked_span_id,
@@ -91,6 +96,7 @@ SELECT trace_id, span_id, NULL, service_name,
        handler, outcome, attempt, epoch_ns(publish_time)
 FROM logs
 WHERE record_kind IN ('publish', 'deliver') AND time >= make_timestamp_ns($since)
+  AND time < make_timestamp_ns($until)
   AND (trace_id IN (SELECT id FROM {traces}) OR correlation_id IN (SELECT id FROM {ids}))
 """
 
@@ -265,6 +271,7 @@ def collect(
     correlation_ids: Iterable[str],
     since_ns: int,
     known: Iterable[Item] = (),
+    until_ns: int | None = None,
 ) -> Pool:
     """Fetch the given traces, the traces of the correlation ids, and — round by round —
     every trace a span link reaches from a trace already fetched.
@@ -274,9 +281,11 @@ def collect(
         correlation_ids: the tree's correlation ids.
         since_ns: nothing of the tree starts before this (root start minus clock skew).
         known: spans already fetched (whole traces of theirs are fetched anyway).
+        until_ns: nothing of the tree starts at or after this (None: no bound) — the
+            ``horizon`` of ``fanout_tree``; every scan is then a bounded time range.
     """
     pool = Pool()
-    params = {"since": since_ns}
+    params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
     correlation = sorted(set(correlation_ids))
     scratch = Scratch(cursor)
 
@@ -307,7 +316,8 @@ def collect(
                 new.update(t for t in (holder_t, target_t) if t not in pool.traces)
             pending = new
         for item in known:
-            pool.spans.setdefault(item.key, item)
+            if until_ns is None or item.start < until_ns:
+                pool.spans.setdefault(item.key, item)
         sql = _RECORDS.format(traces=register(pool.traces), ids=corr_ids)
         for item in _items(cursor.execute(sql, params).fetchall(), "record"):
             if item.key not in pool.spans:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import duckdb
 import pytest
-from eventscope.queries import FanoutTree, NotFound, TreeNode, fanout_tree
+from eventscope.queries import BadParameter, FanoutTree, NotFound, TreeNode, fanout_tree
 from known_workload import Workload
 
 MS = 1_000_000
@@ -195,3 +195,25 @@ def test_the_tree_json_nests_children(db: duckdb.DuckDBPyConnection, workload: W
     assert value["root"]["name"] == "POST /orders"
     assert value["root"]["children"][0]["name"] == "send orders"
     assert value["settle_ns"] == 30 * MS and value["found_by"] == "trace"
+
+
+def test_a_horizon_keeps_what_started_before_it_and_none_keeps_everything(
+    db: duckdb.DuckDBPyConnection, workload: Workload
+) -> None:
+    full = fanout_tree(db, workload.trace("t1"))
+    assert fanout_tree(db, workload.trace("t1"), horizon_ns=None) == full
+    assert fanout_tree(db, workload.trace("t1"), horizon_ns=24 * 3600 * 10**9) == full
+    offsets = sorted({n.offset_ns for n in nodes(full)} - {0})
+    assert len(offsets) > 3  # later handlers, in the request's trace and in a linked one
+    for cut in offsets:
+        tree = fanout_tree(db, workload.trace("t1"), horizon_ns=cut)
+        assert {n.span_id for n in nodes(tree)} == {
+            n.span_id for n in nodes(full) if n.offset_ns < cut
+        }, cut
+
+
+def test_a_negative_horizon_is_a_bad_parameter(
+    db: duckdb.DuckDBPyConnection, workload: Workload
+) -> None:
+    with pytest.raises(BadParameter, match="horizon"):
+        fanout_tree(db, workload.trace("t1"), horizon_ns=-1)
