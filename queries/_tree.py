@@ -54,8 +54,10 @@ FROM ({deliveries}) d
 JOIN ({publishes}) p ON p.message_id = d.message_id
 JOIN {keys} k ON k.destination = coalesce(p.destination, '')
              AND k.event_type = coalesce(p.event_type, '')
-WHERE NOT list_contains($known, d.consumer_group)
+{unknown}
 """
+# Only groups not yet known for every key (when some are: see learned_groups).
+_UNKNOWN = "WHERE NOT list_contains($known, d.consumer_group)"
 
 
 def fanout_tree(
@@ -173,8 +175,13 @@ def learned_groups(
                 }
             )
         )
-        sql = _LEARNED.format(deliveries=src.deliveries, publishes=src.publishes, keys=name)
-        params = {**src.params, "known": sorted(known)}
+        sql = _LEARNED.format(
+            deliveries=src.deliveries,
+            publishes=src.publishes,
+            keys=name,
+            unknown=_UNKNOWN if known else "",
+        )
+        params = {**src.params, "known": sorted(known)} if known else src.params
         for destination, event_type, group in cursor.execute(sql, params).fetchall():
             learned[destination, event_type].add(group)
     return learned
