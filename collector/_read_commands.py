@@ -116,6 +116,7 @@ def _tree_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", help="publishes younger than this are not lost yet (5m)")
     parser.add_argument("--lookback", help="learn expected groups this long around (1h)")
     parser.add_argument("--subscriptions", help="SUBJECT:GROUP[,GROUP];… that must handle")
+    parser.add_argument("--horizon", help="only spans that started this soon after the root")
 
 
 def _tree_table(value: Any) -> Table:
@@ -340,7 +341,7 @@ READ_COMMANDS: dict[str, QueryCommand] = {
         "tree/{root}",
         "the fan-out tree of a trace, span, correlation or event id",
         _tree_arguments,
-        ("root", "grace", "lookback", "subscriptions"),
+        ("root", "grace", "lookback", "subscriptions", "horizon"),
         _tree_table,
     ),
     "latency": _command(

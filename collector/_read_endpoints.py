@@ -165,12 +165,16 @@ def _tree_options(read: _Reader) -> dict[str, Any]:
 
 def tree_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
     """``/api/tree/{root}``: the fan-out tree of a trace, span, correlation or event id."""
-    read = _Reader(params, ("root", "grace", "lookback", "subscriptions"))
+    read = _Reader(params, ("root", "grace", "lookback", "subscriptions", "horizon"))
     root = read.text("root")
     if root is None:
         raise BadParameter("root", "is missing: a trace id, span id, correlation id or event id")
     return fanout_tree(
-        cursor, root, subscriptions=read.subscriptions(), **_tree_options(read)
+        cursor,
+        root,
+        subscriptions=read.subscriptions(),
+        horizon_ns=read.duration("horizon"),
+        **_tree_options(read),
     ).to_json()
 
 

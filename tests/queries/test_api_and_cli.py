@@ -42,6 +42,7 @@ def expected(db: duckdb.DuckDBPyConnection, workload: Workload) -> dict[str, Any
         "requests?sort=-size&limit=2": requests(db, sort="-size", limit=2).to_json(),
         f"tree/{t1}": fanout_tree(db, t1).to_json(),
         "tree/c3": fanout_tree(db, "c3").to_json(),
+        "tree/c3?horizon=5ms": fanout_tree(db, "c3", horizon_ns=5_000_000).to_json(),
         "latency?group_by=consumer_group": handler_latency(db, group_by="consumer_group").to_json(),
         "events/lost": _rows(lost_events(db)),
         "events/duplicates": _rows(duplicate_events(db)),
@@ -65,6 +66,7 @@ async def test_the_json_api_answers_what_the_python_api_answers(
     tmp_path: Path, db: duckdb.DuckDBPyConnection, workload: Workload
 ) -> None:
     want = expected(db, workload)
+    assert want["tree/c3?horizon=5ms"]["size"] < want["tree/c3"]["size"]  # the horizon cuts
 
     async def ask(client: TestClient) -> dict[str, Any]:
         got = {}
@@ -87,6 +89,7 @@ BAD = [
     ("requests?sort=colour", 400, "sort: must be one of"),
     ("events/lost?subscriptions=orders", 400, "subscriptions: 'orders' is not SUBJECT:GROUP"),
     ("tree/no-such-id", 404, "root: no span has"),
+    ("tree/c3?horizon=soon", 400, "horizon: 'soon' is not a duration"),
 ]
 
 
@@ -113,6 +116,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 CLI = {
     "requests": ["requests"],
     "tree/c3": ["tree", "c3"],
+    "tree/c3?horizon=5ms": ["tree", "c3", "--horizon", "5ms"],
     "latency?group_by=consumer_group": ["latency", "--group-by", "consumer_group"],
     "events/lost": ["lost"],
     "events/duplicates": ["duplicates"],
