@@ -119,6 +119,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server process, and of its decode workers together."""
+    return _cpu_seconds(pid), sum(_cpu_seconds(child) for child in _children(pid))
+
+
 def _tree_peak_rss_mib(pid: int) -> tuple[float, float]:
     """Peak RSS of the server process, and of it plus its decode workers (summed peaks)."""
     main = _peak_rss_mib(pid)
@@ -148,6 +159,19 @@ def _parse_only_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+def _parse_only_rate(args: argparse.Namespace) -> float:
+    port = _free_port()
+    baseline = subprocess.Popen(
+        [sys.executable, __file__, "--parse-only-server", str(port)], stdout=subprocess.DEVNULL
+    )
+    try:
+        _wait_healthy(port, baseline, "/healthz", 30)
+        return _drive(port, args.senders, args.duration, args.warmup)[0]
+    finally:
+        baseline.terminate()
+        baseline.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
@@ -159,6 +183,11 @@ def main() -> None:
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
     parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the parse-only receiver (to compare two collector builds or settings)",
+    )
     parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only_server:
@@ -183,17 +212,10 @@ def main() -> None:
     )
 
     # 1. Baseline: parse only.
-    port = _free_port()
-    baseline = subprocess.Popen(
-        [sys.executable, __file__, "--parse-only-server", str(port)], stdout=subprocess.DEVNULL
-    )
-    try:
-        _wait_healthy(port, baseline, "/healthz", 30)
-        parse_rate, _, _ = _drive(port, args.senders, args.duration, args.warmup)
-    finally:
-        baseline.terminate()
-        baseline.wait()
-    print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s")
+    parse_rate = float("nan")
+    if not args.no_baseline:
+        parse_rate = _parse_only_rate(args)
+        print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s")
 
     # 2. eventscope serve: decode, validate, queue, insert, commit, then 200.
     folder = Path(tempfile.mkdtemp(prefix="eventscope-bench-"))
@@ -225,7 +247,9 @@ def main() -> None:
     )
     try:
         _wait_healthy(port, server, "/healthz", 60)
+        cpu_before = _tree_cpu_seconds(server.pid)
         rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
+        cpu_after = _tree_cpu_seconds(server.pid)
         rss, tree_rss = _tree_peak_rss_mib(server.pid)
     finally:
         server.terminate()
@@ -239,10 +263,16 @@ def main() -> None:
     )
     shutil.rmtree(folder, ignore_errors=True)
     print(f"eventscope serve    : {rate:>10,.0f} spans/s acknowledged (= committed)")
-    print(f"ratio               : {rate / parse_rate:10.3f} of the parse-only receiver")
+    if not args.no_baseline:
+        print(f"ratio               : {rate / parse_rate:10.3f} of the parse-only receiver")
     print(
         f"peak RSS            : {rss:10.0f} MiB server, {tree_rss:.0f} MiB with its decode "
         f"workers (queue limit {args.max_queue_rows:,} rows)"
+    )
+    main_cpu, workers_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
+    print(
+        f"CPU per acked span  : {main_cpu / acked * 1e6:10.1f} µs server process, "
+        f"{workers_cpu / acked * 1e6:.1f} µs decode workers"
     )
     print(f"acked {acked:,} spans, stored {stored:,}, 503 answers {refused:,}")
     if stored < acked:

@@ -148,30 +148,24 @@ _OPERATION = PROMOTED_COLUMNS.index("messaging_operation")
 _FIRST_INT = len(PROMOTED_TEXT_COLUMNS)
 _LIMITS = (2**63 - 1, 2**31 - 1, 2**63 - 1)
 _MARKER = _DERIVED.index("record_marker")
-_END = _DERIVED.index("end_time")
 
 
-def finish_promoted(values: list[Any]) -> tuple[Any, ...]:
-    """Coerce raw attribute values, collected in ``_DERIVED`` order, into the columns' types."""
-    for column in range(_FIRST_INT):
-        value = values[column]
-        if value is not None and not isinstance(value, str):
-            values[column] = _text(value)
-    operation = values[_OPERATION]
-    if operation is not None:
-        lowered = operation.lower()
-        values[_OPERATION] = _OPERATIONS.get(lowered, lowered)
-    for offset, limit in enumerate(_LIMITS):
-        column = _FIRST_INT + offset
-        if values[column] is not None:
-            values[column] = _integer(values[column], limit)
-    if values[_MARKER] not in (None, "publish", "deliver"):
-        values[_MARKER] = None
-    end = values[_END]
-    if end is not None:
-        end = _integer(end)
-        values[_END] = end if end is not None and end > 0 else None
-    return tuple(values)
+def coerce_promoted(column: int, value: Any) -> Any:
+    """One attribute value coerced into the type of derived column ``column`` (in
+    ``_DERIVED`` order); ``None`` when it cannot be. A pure function of its arguments, so
+    the result is cached with the attribute."""
+    if column < _FIRST_INT:
+        text = value if isinstance(value, str) else _text(value)
+        if column == _OPERATION and text is not None:
+            lowered = text.lower()
+            return _OPERATIONS.get(lowered, lowered)
+        return text
+    if column < _MARKER:
+        return _integer(value, _LIMITS[column - _FIRST_INT])
+    if column == _MARKER:
+        return value if value in ("publish", "deliver") else None
+    end = _integer(value)
+    return end if end is not None and end > 0 else None
 
 
 EMPTY_PROMOTED: tuple[Any, ...] = (None,) * len(_DERIVED)

@@ -138,6 +138,13 @@ def _open_file(db: str) -> tuple[duckdb.DuckDBPyConnection, str]:
 
 def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     connection.execute(f"SET checkpoint_threshold = '{int(settings.checkpoint_threshold)}B'")
+    # No vacuum at checkpoints. With it, DuckDB merges the partly filled row group a
+    # checkpoint leaves with the next checkpoint's rows whenever they fit in one, which
+    # rewrites (recompresses) up to 120,000 rows already on disk: at some thresholds every
+    # checkpoint did, and ingest cost 1.3-2.6x more a span (docs/benchmarks.md, "Ingest").
+    # Without it every checkpoint writes only new rows; the price is row groups that are
+    # not all full (spans: ~90,000 rows at the default threshold; small tables: less).
+    connection.execute("SET max_vacuum_tasks = 0")
 
 
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:

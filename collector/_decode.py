@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from eventscope.queries._gc import gc_paused
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -335,11 +336,28 @@ def _describe(index: int, item: Any) -> str:
 # --------------------------------------------------------------------------- decoding
 
 
+def _storage_struct(schema: pa.Schema) -> pa.StructType:
+    """``schema`` as one struct type, extension types (JSON) replaced by their storage."""
+    return pa.struct([pa.field(f.name, _storage(f.type)) for f in schema])
+
+
+def _storage(kind: pa.DataType) -> pa.DataType:
+    return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
+
+
+_STRUCTS: dict[pa.Schema, pa.StructType] = {}
+
+
 def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
-    """Build an Arrow table from row tuples: transposed once, in C, not appended per cell."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    """Build an Arrow table from row tuples, in C: one struct array from the tuples (no
+    transposing in Python), its children then retyped to the schema without copying."""
+    struct = _STRUCTS.get(schema) or _STRUCTS.setdefault(schema, _storage_struct(schema))
+    array = pa.array(rows, type=struct)
     return pa.Table.from_arrays(
-        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)],
+        [
+            child if child.type == field.type else field.type.wrap_array(child)
+            for child, field in zip(array.flatten(), schema, strict=True)
+        ],
         schema=schema,
     )
 
@@ -534,6 +552,7 @@ def decode_logs(request: Any) -> LogBatch:
     )
 
 
+@gc_paused()  # a row tuple per span: no cycles, but thousands of collections (see _gc)
 def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
     """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
 

@@ -3,8 +3,8 @@
 Turning OTLP protobuf into Arrow columns is pure Python work (~10 µs a span) and would hold
 the GIL that the DuckDB writer thread keeps needing back; on a 2-core machine the two then
 slow each other down by half. So bodies are decoded in ``workers`` separate processes (each
-with its own GIL) and only the finished Arrow tables come back. ``workers=0`` decodes inline
-on the event loop (tests, tiny deployments).
+with its own GIL) and only the finished Arrow tables come back, through shared memory
+(``_handoff``). ``workers=0`` decodes inline on the event loop (tests, tiny deployments).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from . import _handoff
 from ._decode import LogBatch, TraceBatch, decode_body
 from ._errors import Overloaded
 
@@ -25,6 +27,11 @@ __all__ = ["DecodePool"]
 
 def _warm() -> int:
     return 0
+
+
+def _decode_and_send(signal: str, body: bytes, content_type: str, folder: str) -> _handoff.Handoff:
+    """In a worker: :func:`decode_body`, the result handed back through ``folder``."""
+    return _handoff.send(decode_body(signal, body, content_type), folder)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -49,12 +56,15 @@ class DecodePool:
     def __init__(self, workers: int) -> None:
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._folder: str | None = None
         self._slots = asyncio.Semaphore(max(2 * workers, 1))
 
     async def start(self) -> None:
         """Start the worker processes and wait until each has imported the decoder."""
         if self._workers == 0:
             return
+        _handoff.remove_stale()
+        self._folder = _handoff.create_folder()
         self._pool = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -82,14 +92,20 @@ class DecodePool:
             return decode_body(signal, body, content_type)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, decode_body, signal, body, content_type)
+            handoff = await loop.run_in_executor(
+                self._pool, _decode_and_send, signal, body, content_type, self._folder
+            )
         except BrokenProcessPool:
             await self.close()
             await self.start()
             raise Overloaded("a decoder process died and was restarted; retry") from None
+        return _handoff.receive(handoff)
 
     async def close(self) -> None:
         """Stop the workers (after the bodies they hold are decoded)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, True)
+        folder, self._folder = self._folder, None
+        if folder is not None:  # its files are gone already, unless a worker died writing
+            shutil.rmtree(folder, ignore_errors=True)

@@ -29,9 +29,9 @@ from ._attributes import (
     EMPTY_PROMOTED,
     PROMOTED_SOURCES,
     any_value,
+    coerce_promoted,
     encode_json,
     encode_str,
-    finish_promoted,
 )
 
 __all__ = ["RawLogsRequest", "RawTraceRequest", "raw_attributes_dict", "scan_raw_attributes"]
@@ -71,7 +71,7 @@ RawLogsRequest: Any = message_factory.GetMessageClass(
 _KeyValue = common_pb2.KeyValue
 _CACHE_LIMIT = 50_000
 # raw KeyValue bytes -> (JSON fragment '"key":value', promotion or None)
-# promotion = (column index, rank, raw value)
+# promotion = (column index, rank, the value coerced into the column's type)
 _cache: dict[bytes, tuple[str, tuple[int, int, Any] | None]] = {}
 
 
@@ -92,7 +92,8 @@ def _convert(raw: bytes) -> tuple[str, tuple[int, int, Any] | None]:
     source = PROMOTED_SOURCES.get(key)
     promotion = None
     if source is not None and python is not None and python != "":
-        promotion = (source[0], source[1], python)
+        column, rank = source
+        promotion = (column, rank, coerce_promoted(column, python))
     entry = (encode_str(key) + ":" + text, promotion)
     if len(_cache) >= _CACHE_LIMIT:  # bounded: unique values (ids) would grow it forever
         _cache.clear()
@@ -127,7 +128,7 @@ def scan_raw_attributes(raw_attributes: Any) -> tuple[str, tuple[Any, ...]]:
             if rank < ranks[column]:
                 values[column] = python
                 ranks[column] = rank
-    promoted = EMPTY_PROMOTED if values is None else finish_promoted(values)
+    promoted = EMPTY_PROMOTED if values is None else tuple(values)
     return "{" + ",".join(parts) + "}", promoted
 
 
