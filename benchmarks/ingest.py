@@ -60,6 +60,15 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], path: str, deadli
 def _sender(
     index: int, port: int, start_at: float, stop_at: float, results: multiprocessing.Queue
 ) -> None:
+    """One sender process; puts (acks, refusals) or, when it fails, the reason as text
+    (the parent waits for one result from each sender)."""
+    try:
+        results.put(_send(index, port, start_at, stop_at))
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/x-protobuf"}
     acked: list[tuple[float, int]] = []
@@ -73,15 +82,15 @@ def _sender(
         position += 1
         connection.request("POST", "/v1/traces", body=body, headers=headers)
         response = connection.getresponse()
-        response.read()
+        answer = response.read()
         if response.status == 200:
             acked.append((time.monotonic(), spans))
         elif response.status in (429, 503):
             refused += 1
             time.sleep(float(response.getheader("Retry-After", "1")) / 10)
         else:
-            raise SystemExit(f"unexpected status {response.status}")
-    results.put((acked, refused))
+            raise RuntimeError(f"unexpected status {response.status}: {answer[:300]!r}")
+    return acked, refused
 
 
 def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[float, int, int]:
@@ -98,6 +107,9 @@ def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[flo
     collected = [results.get() for _ in workers]
     for worker in workers:
         worker.join()
+    for outcome in collected:
+        if isinstance(outcome, str):
+            raise SystemExit(f"a sender failed: {outcome}")
     window_start = start_at + warmup
     in_window = sum(n for acked, _ in collected for t, n in acked if t >= window_start)
     total = sum(n for acked, _ in collected for _, n in acked)
