@@ -143,7 +143,7 @@ def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     # rewrites (recompresses) up to 120,000 rows already on disk: at some thresholds every
     # checkpoint did, and ingest cost 1.3-2.6x more a span (docs/benchmarks.md, "Ingest").
     # Without it every checkpoint writes only new rows; the price is row groups that are
-    # not all full (spans: ~90,000 rows at the default threshold; small tables: less).
+    # not all full (spans: ~45,000 rows at the default threshold; small tables: fewer).
     connection.execute("SET max_vacuum_tasks = 0")
 
 
