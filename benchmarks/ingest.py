@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
+    parser.add_argument("--db-memory-limit", help="passed to eventscope serve, e.g. 512MiB")
     parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
     parser.add_argument(
         "--no-baseline",
@@ -249,6 +250,7 @@ def main() -> None:
             "--log-level",
             "warning",
             *(["--db-threads", str(args.db_threads)] if args.db_threads else []),
+            *(["--db-memory-limit", args.db_memory_limit] if args.db_memory_limit else []),
         ],
         stdout=subprocess.DEVNULL,
         env={

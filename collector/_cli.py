@@ -87,6 +87,9 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
+        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 80%% of RAM)"
+    )
+    serve.add_argument(
         "--decode-workers", type=int, help="decoder processes (default 2; 0: inline)"
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
@@ -150,6 +153,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         query_timeout=args.query_timeout,
         db_threads=args.db_threads,
         db_write_threads=args.db_write_threads,
+        db_memory_limit=None
+        if args.db_memory_limit is None
+        else parse_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
     )
     logging.basicConfig(

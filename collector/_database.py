@@ -145,6 +145,8 @@ def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     # Without it every checkpoint writes only new rows; the price is row groups that are
     # not all full (spans: ~45,000 rows at the default threshold; small tables: fewer).
     connection.execute("SET max_vacuum_tasks = 0")
+    if settings.db_memory_limit is not None:
+        connection.execute(f"SET memory_limit = '{int(settings.db_memory_limit)}B'")
 
 
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:

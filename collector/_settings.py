@@ -68,6 +68,10 @@ class Settings:
     #: DuckDB worker threads while only ingest runs: one, so the decoders keep the other
     #: cores (a parallel insert costs ~40% more CPU a row than a serial one).
     db_write_threads: int = 1
+    #: Most memory DuckDB may use (bytes; default: DuckDB's, 80 % of RAM). Besides query
+    #: memory, DuckDB keeps the blocks it has written cached, ~150 MiB a million spans, so
+    #: without a limit the collector's memory grows with its data until that share of RAM.
+    db_memory_limit: int | None = None
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses
     #: (~0.2 s at 32 MiB); larger ones stall longer than the decoders can keep busy on
     #: what clients have in flight (64 MiB: ~7 % slower ingest, 256 MiB: ~20 %), and make
@@ -92,8 +96,8 @@ class Settings:
         if self.db_write_threads < 1:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
         for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
-                     "checkpoint_threshold"):  # fmt: skip
-            if getattr(self, name) < 1:
+                     "checkpoint_threshold", "db_memory_limit"):  # fmt: skip
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.query_timeout <= 0:
             raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
@@ -127,7 +131,7 @@ _INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limi
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
-    if name in ("max_body_bytes", "checkpoint_threshold"):
+    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit"):
         return parse_size(text, variable)
     if name in _INTS:
         try:

@@ -53,6 +53,7 @@ def test_the_public_surface_of_the_collector_changes_only_on_purpose() -> None:
         ({"EVENTSCOPE_PORT": "abc"}, "EVENTSCOPE_PORT: 'abc' is not an integer"),
         ({"EVENTSCOPE_MAX_BODY_BYTES": "lots"}, "EVENTSCOPE_MAX_BODY_BYTES: 'lots' is not a size"),
         ({"EVENTSCOPE_PORT": "70000"}, "port: 70000 is not a TCP port"),
+        ({"EVENTSCOPE_DB_MEMORY_LIMIT": "all"}, "EVENTSCOPE_DB_MEMORY_LIMIT: 'all' is not a size"),
     ],
 )
 def test_a_malformed_setting_is_one_line_naming_it_and_exit_code_2(env, words, tmp_path) -> None:
@@ -134,3 +135,16 @@ def test_query_sql_errors_name_the_problem(stored: Collector) -> None:
     result = eventscope("query", "sql", "SELECT 1", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach a collector at http://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(("--db-memory-limit", "300MiB"), {}), ((), {"EVENTSCOPE_DB_MEMORY_LIMIT": "300MiB"})],
+)
+def test_the_database_memory_limit_is_set_by_flag_or_environment(args, env, tmp_path) -> None:
+    server = Collector(tmp_path / "limited.duckdb", *args, env=env).start()
+    try:
+        [row] = server.sql("SELECT current_setting('memory_limit') AS memory_limit")
+    finally:
+        server.stop()
+    assert row["memory_limit"] == "300.0 MiB"
