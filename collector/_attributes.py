@@ -155,7 +155,7 @@ def coerce_promoted(column: int, value: Any) -> Any:
     ``_DERIVED`` order); ``None`` when it cannot be. A pure function of its arguments, so
     the result is cached with the attribute."""
     if column < _FIRST_INT:
-        text = value if isinstance(value, str) else _text(value)
+        text = _text(value)
         if column == _OPERATION and text is not None:
             lowered = text.lower()
             return _OPERATIONS.get(lowered, lowered)

@@ -134,6 +134,11 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def _size(text: str | None, flag: str) -> int | None:
+    """A size flag's bytes, or None when the flag was not given."""
+    return None if text is None else parse_size(text, flag)
+
+
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from ._app import serve
 
@@ -146,16 +151,12 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         ducklake_schema=args.ducklake_schema,
         ui_port=args.ui_port,
         token=args.token,
-        max_body_bytes=None
-        if args.max_body_bytes is None
-        else parse_size(args.max_body_bytes, "--max-body-bytes"),
+        max_body_bytes=_size(args.max_body_bytes, "--max-body-bytes"),
         max_queue_rows=args.max_queue_rows,
         query_timeout=args.query_timeout,
         db_threads=args.db_threads,
         db_write_threads=args.db_write_threads,
-        db_memory_limit=None
-        if args.db_memory_limit is None
-        else parse_size(args.db_memory_limit, "--db-memory-limit"),
+        db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
     )
     logging.basicConfig(

@@ -14,6 +14,7 @@ end (in C). No per-span objects or attribute dicts are built.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -336,6 +337,7 @@ def _describe(index: int, item: Any) -> str:
 # --------------------------------------------------------------------------- decoding
 
 
+@functools.cache  # one per schema: the four module constants
 def _storage_struct(schema: pa.Schema) -> pa.StructType:
     """``schema`` as one struct type, extension types (JSON) replaced by their storage."""
     return pa.struct([pa.field(f.name, _storage(f.type)) for f in schema])
@@ -345,14 +347,10 @@ def _storage(kind: pa.DataType) -> pa.DataType:
     return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
 
 
-_STRUCTS: dict[pa.Schema, pa.StructType] = {}
-
-
 def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     """Build an Arrow table from row tuples, in C: one struct array from the tuples (no
     transposing in Python), its children then retyped to the schema without copying."""
-    struct = _STRUCTS.get(schema) or _STRUCTS.setdefault(schema, _storage_struct(schema))
-    array = pa.array(rows, type=struct)
+    array = pa.array(rows, type=_storage_struct(schema))
     return pa.Table.from_arrays(
         [
             child if child.type == field.type else field.type.wrap_array(child)

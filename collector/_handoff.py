@@ -78,7 +78,7 @@ def send(batch: Any, folder: str) -> Handoff:
     views = [buffer.raw() for buffer in buffers]
     if sum(view.nbytes for view in views) < _IN_BAND:
         return pickle.dumps(batch, protocol=5), None, ()
-    spans = []
+    places = []
     path = None
     try:
         descriptor, path = tempfile.mkstemp(dir=folder)
@@ -89,7 +89,7 @@ def send(batch: Any, folder: str) -> Handoff:
                 if padding:
                     file.write(bytes(padding))
                     position += padding
-                spans.append((position, view.nbytes))
+                places.append((position, view.nbytes))
                 file.write(view)
                 position += view.nbytes
     except OSError:
@@ -97,12 +97,12 @@ def send(batch: Any, folder: str) -> Handoff:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return pickle.dumps(batch, protocol=5), None, ()
-    return meta, path, tuple(spans)
+    return meta, path, tuple(places)
 
 
 def receive(handoff: Handoff) -> Any:
     """In the collector: the batch, its Arrow buffers mapped from the worker's file."""
-    meta, path, spans = handoff
+    meta, path, places = handoff
     if path is None:
         return pickle.loads(meta)
     try:
@@ -111,4 +111,4 @@ def receive(handoff: Handoff) -> Any:
     finally:
         os.unlink(path)
     view = memoryview(mapped)
-    return pickle.loads(meta, buffers=[view[start : start + size] for start, size in spans])
+    return pickle.loads(meta, buffers=[view[start : start + size] for start, size in places])

@@ -97,8 +97,9 @@ class Settings:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
         for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
                      "checkpoint_threshold", "db_memory_limit"):  # fmt: skip
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {value}")
         if self.query_timeout <= 0:
             raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
         if self.token is not None and not self.token.strip():
