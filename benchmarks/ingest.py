@@ -151,6 +151,19 @@ def _tree_peak_rss_mib(pid: int) -> tuple[float, float]:
     return main, main + sum(_peak_rss_mib(child) for child in _children(pid))
 
 
+def _commit_figures(port: int) -> tuple[int, int]:
+    """Commits made and rows committed, from the collector's /metrics."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    figures = {}
+    for line in connection.getresponse().read().decode().splitlines():
+        name, _, value = line.partition(" ")
+        figures[name] = value
+    return int(figures["eventscope_commit_seconds_count"]), int(
+        figures["eventscope_committed_rows_total"]
+    )
+
+
 def _parse_only_server(port: int) -> None:
     """The baseline: aiohttp receiving OTLP protobuf and only parsing it."""
     from aiohttp import web
@@ -268,6 +281,7 @@ def main() -> None:
         rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
         cpu_after = _tree_cpu_seconds(server.pid)
         rss, tree_rss = _tree_peak_rss_mib(server.pid)
+        commits, committed_rows = _commit_figures(port)
     finally:
         server.terminate()
         server.wait()
@@ -290,6 +304,10 @@ def main() -> None:
     print(
         f"CPU per acked span  : {main_cpu / acked * 1e6:10.1f} µs server process, "
         f"{workers_cpu / acked * 1e6:.1f} µs decode workers"
+    )
+    print(
+        f"commits             : {commits:10,} ({committed_rows / max(commits, 1):,.0f} rows each "
+        f"on average: spans, links and span events)"
     )
     print(f"acked {acked:,} spans, stored {stored:,}, 503 answers {refused:,}")
     if stored < acked:

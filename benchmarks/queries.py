@@ -111,7 +111,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="warm runs per query (best kept)")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "eventscope-bench"))
     parser.add_argument("--only", help="run the queries whose name contains this")
+    parser.add_argument(
+        "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
+    )
     args = parser.parse_args()
+    config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
     path = _database(args.requests, Path(args.folder))
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
@@ -123,12 +127,13 @@ def main() -> None:
     probe.close()
     load = os.getloadavg()[0]
     print(f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
-          f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}")  # fmt: skip
+          f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
+          f"limit {args.memory_limit or 'DuckDB default'}")  # fmt: skip
     print(f"{'query':<40} {'cold':>8} {'warm':>8} {'target':>7}  result")
     for index, name in enumerate(names):
         if args.only and args.only not in name:
             continue
-        connection = duckdb.connect(str(path), read_only=True)  # cold: a new instance
+        connection = duckdb.connect(str(path), read_only=True, config=config)  # cold: new
         _, run, target = _cases(connection, ids)[index]
         started = time.perf_counter()
         result = run()

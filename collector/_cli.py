@@ -87,10 +87,10 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
-        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 80%% of RAM)"
+        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 1GiB)"
     )
     serve.add_argument(
-        "--decode-workers", type=int, help="decoder processes (default 2; 0: inline)"
+        "--decode-workers", type=int, help="decoder processes (default: cores, up to 8; 0: inline)"
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
 

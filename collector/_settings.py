@@ -68,10 +68,12 @@ class Settings:
     #: DuckDB worker threads while only ingest runs: one, so the decoders keep the other
     #: cores (a parallel insert costs ~40% more CPU a row than a serial one).
     db_write_threads: int = 1
-    #: Most memory DuckDB may use (bytes; default: DuckDB's, 80 % of RAM). Besides query
-    #: memory, DuckDB keeps the blocks it has written cached, ~150 MiB a million spans, so
-    #: without a limit the collector's memory grows with its data until that share of RAM.
-    db_memory_limit: int | None = None
+    #: Most memory DuckDB may use (bytes; None: DuckDB's own default, 80 % of RAM). Besides
+    #: query memory, DuckDB keeps the blocks it has written cached, ~150 MiB a million
+    #: spans, so without a limit the collector's memory would grow with its data until
+    #: that share of RAM. Under the limit the cache is evicted (the blocks are on disk) and
+    #: large queries spill to a temporary folder beside the database file.
+    db_memory_limit: int | None = 1024**3
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses
     #: (~0.2 s at 32 MiB); larger ones stall longer than the decoders can keep busy on
     #: what clients have in flight (64 MiB: ~7 % slower ingest, 256 MiB: ~20 %), and make

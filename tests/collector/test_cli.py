@@ -138,13 +138,19 @@ def test_query_sql_errors_name_the_problem(stored: Collector) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "env"),
-    [(("--db-memory-limit", "300MiB"), {}), ((), {"EVENTSCOPE_DB_MEMORY_LIMIT": "300MiB"})],
+    ("args", "env", "limit"),
+    [
+        (("--db-memory-limit", "300MiB"), {}, "300.0 MiB"),
+        ((), {"EVENTSCOPE_DB_MEMORY_LIMIT": "300MiB"}, "300.0 MiB"),
+        ((), {}, "1.0 GiB"),  # by default too: not DuckDB's 80 % of RAM
+    ],
 )
-def test_the_database_memory_limit_is_set_by_flag_or_environment(args, env, tmp_path) -> None:
+def test_the_database_memory_limit_is_set_by_flag_or_environment(
+    args, env, limit, tmp_path
+) -> None:
     server = Collector(tmp_path / "limited.duckdb", *args, env=env).start()
     try:
         [row] = server.sql("SELECT current_setting('memory_limit') AS memory_limit")
     finally:
         server.stop()
-    assert row["memory_limit"] == "300.0 MiB"
+    assert row["memory_limit"] == limit
