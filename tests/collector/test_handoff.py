@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from eventscope.collector import TraceBatch
-from eventscope.collector._decode import decode_body
+from eventscope.collector._decode import LogBatch, decode_body
 from eventscope.collector._decode_pool import DecodePool
 from eventscope.collector._handoff import create_folder, receive, remove_stale, send
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from otlp_requests import span, traces
+from otlp_requests import logs, span, traces
 
 PROTOBUF = "application/x-protobuf"
 
@@ -41,6 +41,30 @@ def test_a_batch_arrives_whole_from_the_mapped_file_and_the_file_is_gone(tmp_pat
     _equal(received, batch)
     assert received.spans.column("attempt").to_pylist() == [2] * 300
     assert list(tmp_path.iterdir()) == []  # deleted once mapped; the mapping lives on
+
+
+def test_log_records_arrive_whole_from_the_mapped_file(tmp_path: Path) -> None:
+    body = logs(
+        *(
+            {
+                "time_unix_nano": 1_700_000_000_000_000_000 + i,
+                "event_name": "eventscope.deliver",
+                "body": AnyValue(string_value=f"delivered {i} <b>"),
+                "attributes": [
+                    KeyValue(key="messaging.message.id", value=AnyValue(string_value=f"evt-{i}"))
+                ],
+            }
+            for i in range(600)
+        )
+    )
+    batch = decode_body("logs", body, PROTOBUF)
+    handoff = send(batch, str(tmp_path))
+    assert handoff[1] is not None  # large enough for the file
+    received = receive(handoff)
+    assert isinstance(received, LogBatch)
+    assert received.logs.equals(batch.logs) and received.logs.schema == batch.logs.schema
+    assert received.logs.column("message_id").to_pylist()[-1] == "evt-599"
+    assert received.logs.column("record_kind").to_pylist()[0] == "deliver"
 
 
 def test_without_a_folder_to_write_to_the_batch_is_pickled_whole(tmp_path: Path) -> None:
