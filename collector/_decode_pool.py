@@ -10,6 +10,7 @@ with its own GIL) and only the finished Arrow tables come back, through shared m
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import shutil
@@ -23,6 +24,8 @@ from ._decode import LogBatch, TraceBatch, decode_body
 from ._errors import Overloaded
 
 __all__ = ["DecodePool"]
+
+log = logging.getLogger("eventscope.collector")
 
 
 def _warm() -> int:
@@ -96,6 +99,7 @@ class DecodePool:
                 self._pool, _decode_and_send, signal, body, content_type, self._folder
             )
         except BrokenProcessPool:
+            log.warning("a decoder process died; restarting the decoders (the client gets 503)")
             await self.close()
             await self.start()
             raise Overloaded("a decoder process died and was restarted; retry") from None

@@ -3,8 +3,11 @@ loses nothing acknowledged, SIGTERM drains."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from collector_process import Collector
 from otlp_requests import PROTOBUF, span, traces
@@ -88,6 +91,37 @@ def test_sigterm_drains_accepted_requests_before_exiting(collectors) -> None:
     assert server.stop() == 0
 
     assert _stored_span_ids(server) == set(ids)
+
+
+def _decode_workers(pid: int) -> list[int]:
+    """The collector's decoder processes (its spawned children that run the pool)."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_a_decoder_that_dies_costs_one_503_and_decoding_goes_on(collectors) -> None:
+    server = collectors("dead-decoder.duckdb", "--decode-workers", "1")
+    first, first_ids = _batch("before", 500)
+    assert server.post("/v1/traces", first, PROTOBUF)[0] == 200
+    assert server.process is not None
+    [worker] = _decode_workers(server.process.pid)
+
+    os.kill(worker, signal.SIGKILL)
+    body, ids = _batch("after", 500)
+    status, headers, answer = server.post("/v1/traces", body, PROTOBUF)
+    # The client is told to retry, not that its data was bad …
+    assert status == 503 and headers.get("Retry-After", "").isdigit(), answer
+    assert b"decoder process died" in answer
+    # … and its retry is decoded by a new decoder and stored.
+    assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
+    assert server.get("/healthz")[0] == 200
+    assert _decode_workers(server.process.pid) not in ([], [worker])
+    assert _stored_span_ids(server) == set(first_ids) | set(ids)
+    assert "a decoder process died" in server.log.read_text()
 
 
 def test_healthz_and_metrics_report_the_collectors_own_figures(collector: Collector) -> None:
