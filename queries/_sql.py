@@ -20,6 +20,7 @@ from ._errors import BadParameter, NotReadOnly
 __all__ = ["SqlResult", "check_read_only", "run_sql"]
 
 _MISSING_TABLE = re.compile(r"Table with name (.+?) does not exist")
+_DATABASE_FILE = re.compile(r'Cannot attach "|Database ".+" has multiple tables')
 _PATH_LIKE = re.compile(r"[/\\~]|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|gz|zst|db|duckdb)$", re.I)
 
 
@@ -103,9 +104,26 @@ def run_sql(connection: duckdb.DuckDBPyConnection, sql: str, *, limit: int) -> S
             ) from exc
         raise BadParameter("sql", _first_line(exc)) from exc
     except duckdb.Error as exc:
+        _refuse_database_file(_first_line(exc), exc)
         raise BadParameter("sql", _first_line(exc)) from exc
+    except UnicodeDecodeError as exc:
+        # DuckDB's message held bytes that are not UTF-8. Seen: `FROM 'its-own-file.duckdb'`
+        # on the collector, which DuckDB tries to attach as a database ("Cannot attach \x80…").
+        message = _first_line_of(exc.object.decode("utf-8", "replace"))
+        _refuse_database_file(message, exc)
+        raise BadParameter("sql", message) from exc
     decoded = tuple(tuple(json.loads(row[0]).values()) for row in rows[:limit])
     return SqlResult(columns=columns, types=types, rows=decoded, truncated=len(rows) > limit)
+
+
+def _refuse_database_file(message: str, exc: BaseException) -> None:
+    """`FROM 'x.duckdb'` on the database's own file: DuckDB reads it as a database (other
+    files are refused by the disabled external access; this one is already open)."""
+    if _DATABASE_FILE.search(message):
+        raise NotReadOnly(
+            f"refused: the statement reads a database file ({message}); "
+            "only the eventscope tables can be queried"
+        ) from exc
 
 
 def _unique(names: list[str]) -> tuple[str, ...]:
@@ -122,4 +140,8 @@ def _unique(names: list[str]) -> tuple[str, ...]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _first_line_of(str(exc)) or type(exc).__name__
+
+
+def _first_line_of(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

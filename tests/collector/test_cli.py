@@ -122,6 +122,19 @@ def test_query_sql_prints_a_table_json_and_csv(stored: Collector) -> None:
     assert csv.splitlines() == ["name,kind,id_len", "alpha,internal,16", "beta,internal,16"]
 
 
+@pytest.mark.parametrize("via_url", [True, False])
+def test_query_sql_refuses_to_read_the_database_file_itself(stored, via_url) -> None:
+    # DuckDB would try to attach the file; its error message is not even valid UTF-8.
+    if not via_url:
+        assert stored.stop() == 0
+    where = ["--url", stored.url] if via_url else ["--db", str(stored.db)]
+    result = eventscope("query", "sql", f"SELECT * FROM '{stored.db}'", *where)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "refused: the statement reads a database file" in line
+    assert len(stored.sql("SELECT * FROM spans", via_url=via_url)) == 2
+
+
 def test_query_sql_on_a_file_in_use_points_to_the_url(stored: Collector) -> None:
     result = eventscope("query", "sql", "SELECT 1", "--db", str(stored.db))
     assert result.returncode == 2
