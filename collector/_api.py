@@ -81,7 +81,10 @@ def _handler(endpoint: Endpoint) -> Callable[[web.Request], Any]:
 
 
 async def _post_params(request: web.Request) -> dict[str, str]:
-    text = await request.text()
+    try:
+        text = (await request.read()).decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise BadParameter("body", f"is not text in {request.charset or 'utf-8'}: {exc}") from exc
     if request.content_type != "application/json":
         return {"q": text}
     try:

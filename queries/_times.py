@@ -32,6 +32,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d|w)\s*$")
 _EPOCH_NS = re.compile(r"^\s*\d{16,19}\s*$")
 _EXAMPLES_TIME = "ISO 8601 such as 2026-11-27T14:03:00Z, or a relative 15m, 2h, 7d"
 _EXAMPLES_DURATION = "a number with a unit: 500ms, 30s, 5m, 2h, 7d"
+# Bounds that keep every time, and a time plus or minus a duration, inside the signed 64-bit
+# nanoseconds that timestamps are in DuckDB (years 1677-2262).
+_LATEST = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
+_LONGEST = 100 * 365 * _UNITS["d"]
 
 
 def now_ns() -> int:
@@ -50,13 +54,25 @@ def parse_duration(name: str, text: str | int | None, default: int | None = None
     if isinstance(text, int):
         if text < 0:
             raise BadParameter(name, f"must not be negative, got {text}")
-        return text
+        return _duration_in_range(name, text, text)
     if text.strip() == "0":
         return 0
     match = _DURATION.match(text)
     if not match:
         raise BadParameter(name, f"{text!r} is not a duration; use {_EXAMPLES_DURATION}")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    return _duration_in_range(name, text, int(float(match.group(1)) * _UNITS[match.group(2)]))
+
+
+def _duration_in_range(name: str, text: object, ns: int) -> int:
+    if ns > _LONGEST:
+        raise BadParameter(name, f"{text!r} is too long; at most 100 years (36500d)")
+    return ns
+
+
+def _time_in_range(name: str, text: object, ns: int) -> int:
+    if not 0 <= ns < _LATEST:
+        raise BadParameter(name, f"{text!r} is out of range; times must fall between 1970 and 2100")
+    return ns
 
 
 def parse_time(name: str, text: str | int | None, *, now: int | None = None) -> int | None:
@@ -68,16 +84,17 @@ def parse_time(name: str, text: str | int | None, *, now: int | None = None) -> 
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     if isinstance(text, int):
-        return text
+        return _time_in_range(name, text, text)
     stripped = text.strip()
     reference = now_ns() if now is None else now
     if stripped.lower() == "now":
         return reference
     if _EPOCH_NS.match(stripped):
-        return int(stripped)
+        return _time_in_range(name, text, int(stripped))
     match = _DURATION.match(stripped)
     if match:
-        return reference - int(float(match.group(1)) * _UNITS[match.group(2)])
+        ago = int(float(match.group(1)) * _UNITS[match.group(2)])
+        return _time_in_range(name, text, reference - ago)
     try:
         moment = datetime.fromisoformat(stripped)
     except ValueError:
@@ -85,7 +102,8 @@ def parse_time(name: str, text: str | int | None, *, now: int | None = None) -> 
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return _time_in_range(name, text, ns)
 
 
 def format_time(ns: int | None) -> str:

@@ -41,7 +41,10 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     """``POST /login``: check the token in constant time; set the cookie; go back."""
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError, ValueError):
+        raise web.HTTPBadRequest(text="the form is not valid UTF-8 form data") from None
     target = _local(str(form.get("next", "/")))
     token = request.app[UI].token
     if token is None:

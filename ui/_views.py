@@ -167,7 +167,9 @@ REQUEST_COLUMNS = (("start", "started"), ("service", "service"), ("name", "reque
                    ("lost", "lost"), ("duplicates", "duplicated"))  # fmt: skip
 
 
-def _int(params: Params, name: str, default: int | None, low: int = 0) -> int | None:
+def _int(
+    params: Params, name: str, default: int | None, low: int = 0, high: int = 1_000_000_000
+) -> int | None:
     text = (params.get(name) or "").strip()
     if not text:
         return default
@@ -177,6 +179,8 @@ def _int(params: Params, name: str, default: int | None, low: int = 0) -> int | 
         raise BadParameter(name, f"{text!r} is not a whole number") from None
     if value < low:
         raise BadParameter(name, f"must be at least {low}, got {value}")
+    if value > high:  # page=10**20 would overflow the query's OFFSET
+        raise BadParameter(name, f"must be at most {high:,}, got {value}")
     return value
 
 

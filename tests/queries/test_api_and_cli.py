@@ -90,6 +90,14 @@ BAD = [
     ("events/lost?subscriptions=orders", 400, "subscriptions: 'orders' is not SUBJECT:GROUP"),
     ("tree/no-such-id", 404, "root: no span has"),
     ("tree/c3?horizon=soon", 400, "horizon: 'soon' is not a duration"),
+    # Times and durations beyond DuckDB's nanosecond timestamps (were 500s).
+    ("requests?since=9999-12-31T23:59:59Z", 400, "since: '9999-12-31T23:59:59Z' is out of range"),
+    ("latency?until=0001-01-01", 400, "until: '0001-01-01' is out of range"),
+    (
+        "events/lost?lookback=1000000000000000000000000s",
+        400,
+        "lookback: '1000000000000000000000000s' is too long",
+    ),
 ]
 
 
@@ -106,6 +114,46 @@ async def test_bad_parameters_are_answered_with_their_name_and_what_is_wrong(
     answers = await _serve(tmp_path / "bad.duckdb", workload, ask)
     for (path, status, words), (_, got_status, error) in zip(BAD, answers, strict=True):
         assert got_status == status and words in error, (path, got_status, error)
+
+
+BAD_PAGES = [
+    ("/requests?page=99999999999999999999", "page: must be at most 1,000,000,000"),
+    ("/requests?page=0", "page: must be at least 1"),
+    ("/handlers?since=0001-01-01", "since: &#39;0001-01-01&#39; is out of range"),
+    ("/events?until=9999999999999999999", "until: &#39;9999999999999999999&#39; is out of range"),
+]
+
+
+async def test_bad_parameters_on_pages_are_a_400_page_saying_what_is_wrong(
+    tmp_path: Path, workload: Workload
+) -> None:
+    async def ask(client: TestClient) -> list[tuple[int, str]]:
+        return [
+            (response.status, await response.text())
+            for response in [await client.get(path) for path, _ in BAD_PAGES]
+        ]
+
+    answers = await _serve(tmp_path / "pages.duckdb", workload, ask)
+    for (path, words), (status, html) in zip(BAD_PAGES, answers, strict=True):
+        assert status == 400 and words in html, (path, status, html[-2000:])
+
+
+async def test_bodies_that_are_not_utf8_are_a_400_not_a_crash(
+    tmp_path: Path, workload: Workload
+) -> None:
+    async def ask(client: TestClient) -> list[tuple[int, str]]:
+        answers = []
+        for path, content_type in [("/api/sql", "application/json"), ("/api/sql", "text/plain"),
+                                   ("/login", "application/x-www-form-urlencoded")]:  # fmt: skip
+            response = await client.post(
+                path, data=b"\xff\xfe", headers={"Content-Type": content_type}
+            )
+            answers.append((response.status, await response.text()))
+        return answers
+
+    [json_sql, text_sql, login] = await _serve(tmp_path / "utf8.duckdb", workload, ask)
+    assert json_sql[0] == text_sql[0] == 400 and "body: is not text in utf-8" in json_sql[1]
+    assert login == (400, "the form is not valid UTF-8 form data")
 
 
 async def _store_only(client: TestClient) -> None:

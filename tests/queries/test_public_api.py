@@ -73,3 +73,25 @@ def test_a_bad_time_names_its_parameter(name: str, text: str) -> None:
 def test_a_bad_duration_names_its_parameter() -> None:
     with pytest.raises(BadParameter, match=r"^grace: '5 minutes' is not a duration"):
         parse_duration("grace", "5 minutes")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9999-12-31T23:59:59Z",
+        "0001-01-01",
+        "1960-05-01",
+        "99999999999999999999"[:19],
+        "1000000000000s",
+    ],
+)
+def test_a_time_outside_what_timestamps_hold_is_a_bad_parameter(text: str) -> None:
+    # Years 1 or 9999 do not fit DuckDB's nanosecond timestamps: a clear 400, not a 500.
+    with pytest.raises(BadParameter, match=r"^since: .* is out of range; times must fall"):
+        parse_time("since", text, now=1_000_000_000_000_000_000)
+
+
+def test_a_duration_longer_than_a_century_is_a_bad_parameter() -> None:
+    with pytest.raises(BadParameter, match=r"^lookback: '1000000000000000000000000s' is too long"):
+        parse_duration("lookback", "1000000000000000000000000s")
+    assert parse_duration("lookback", "36500d") == 36500 * 86_400 * 10**9
