@@ -25,7 +25,7 @@ from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import Overloaded, Unauthorized
 from ._reads import run_read
-from ._receiver import error_body, receive_logs, receive_traces
+from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._settings import Settings
 from ._state import STATE, CollectorState
 from ._version import __version__
@@ -157,6 +157,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
+    app.router.add_post("/v1/metrics", receive_metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     _api.setup(app)

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ._state import STATE
 
-__all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_traces"]
+__all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -160,3 +160,19 @@ async def receive_traces(request: web.Request) -> web.Response:
 async def receive_logs(request: web.Request) -> web.Response:
     """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
     return await _receive(request, "logs", _logs_response)
+
+
+_NO_METRICS = (
+    "eventscope stores traces and logs, not metrics: set OTEL_METRICS_EXPORTER=none, "
+    "or send metrics to another backend (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)"
+)
+
+
+async def receive_metrics(request: web.Request) -> web.Response:
+    """``POST /v1/metrics``: not stored here. An SDK pointed at eventscope with
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` exports metrics too; say plainly what to do about it
+    instead of a bare 404: in the body's Status, and in the reason phrase, which is what
+    the Python SDK's exporter logs."""
+    response = error_body(request, 404, _NO_METRICS)
+    response.set_status(404, f"Not Found: {_NO_METRICS}")
+    return response

@@ -186,3 +186,31 @@ def test_a_configured_token_is_required_everywhere_but_healthz(collectors) -> No
         "/api/sql?q=SELECT+name+FROM+spans", {"Authorization": "Bearer s3cret"}
     )
     assert (status, body["rows"]) == (200, [{"name": "authorised"}])
+
+
+def test_metrics_from_an_sdk_get_a_404_that_says_what_to_do(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A service pointed at eventscope with OTEL_EXPORTER_OTLP_ENDPOINT exports metrics too.
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        InMemoryMetricReader,
+        MetricExporter,
+        MetricExportResult,
+    )
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("checkout").create_counter("orders").add(3)
+    exporter: MetricExporter = OTLPMetricExporter(endpoint=f"{collector.url}/v1/metrics")
+    with caplog.at_level("ERROR"):
+        result = exporter.export(reader.get_metrics_data())
+    provider.shutdown()
+
+    assert result is MetricExportResult.FAILURE
+    assert "404" in caplog.text and "set OTEL_METRICS_EXPORTER=none" in caplog.text
+    status, _, body = collector.post("/v1/metrics", b"", PROTOBUF)
+    assert status == 404
+    assert "not metrics" in status_pb2.Status.FromString(body).message
+    _assert_still_healthy(collector, [])
