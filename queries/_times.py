@@ -4,7 +4,8 @@ A *time* is ISO 8601 (``2026-11-27T14:03:00Z``, ``2026-11-27 14:03``; without a 
 is UTC), a relative form meaning "that long before now" (``30s``, ``15m``, ``2h``, ``7d``,
 ``1w``), ``now``, or integer nanoseconds since the epoch (what every record carries). A
 *duration* is a number with a unit (``500ms``, ``30s``, ``5m``, ``2h``, ``7d``) or ``0``.
-Anything else is a :class:`BadParameter` naming the parameter.
+Anything else is a :class:`BadParameter` naming the parameter, and so is a time outside
+1970-2100 or a duration over 100 years (DuckDB's nanosecond timestamps end in 2262).
 """
 
 from __future__ import annotations
