@@ -210,7 +210,12 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
-    parser.add_argument("--db-memory-limit", help="passed to eventscope serve, e.g. 512MiB")
+    parser.add_argument(
+        "--db-memory-limit",
+        default="1GiB",
+        help="passed to eventscope serve (default 1GiB, so that peak RSS shows memory levelling "
+        "off; 'none': the collector's default, DuckDB's 80%% of RAM)",
+    )
     parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
     parser.add_argument(
         "--no-baseline",
@@ -237,7 +242,8 @@ def main() -> None:
     print(
         f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
         f"({mean_bytes / 1024:.0f} KiB each), {args.senders} sender processes, "
-        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up"
+        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, "
+        f"--db-memory-limit {args.db_memory_limit}"
     )
 
     # 1. Baseline: parse only.
@@ -263,7 +269,11 @@ def main() -> None:
             "--log-level",
             "warning",
             *(["--db-threads", str(args.db_threads)] if args.db_threads else []),
-            *(["--db-memory-limit", args.db_memory_limit] if args.db_memory_limit else []),
+            *(
+                ["--db-memory-limit", args.db_memory_limit]
+                if args.db_memory_limit != "none"
+                else []
+            ),
         ],
         stdout=subprocess.DEVNULL,
         env={

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import hmac
 import logging
@@ -115,6 +116,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.settings
     database = await asyncio.to_thread(Database.open, settings)
+    stop = _STOP.get(None)
     writer = SpanWriter(
         database,
         max_queue_rows=settings.max_queue_rows,
@@ -122,6 +124,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics=state.metrics,
         retry_after=settings.retry_after,
         maintenance_interval=settings.ducklake_maintenance,
+        on_failure=None if stop is None else lambda reason: stop.set(),
     )
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
@@ -134,8 +137,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         await decoders.close()
         await writer.close()  # drains: everything acknowledged or queued is committed
-        await asyncio.to_thread(database.close)
+        # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
+        await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
         state.database = None
+        if writer.failure is not None:
+            raise DatabaseFailed(writer.failure)
 
 
 #: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver
@@ -188,6 +194,7 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
 
     On exit: stop listening, let requests in flight finish, drain the write queue, close.
     """
+    _STOP.set(asyncio.Event())
     app = create_app(settings)
     runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
@@ -233,9 +240,18 @@ async def _start_ui(
     return f"http://{host}:{port}"
 
 
+class DatabaseFailed(Exception):
+    """The collector stopped because its database failed to commit (see the log)."""
+
+
+# Set while `running` runs in this task: what `until_signalled` also waits for (the writer
+# sets it when the database fails and the collector must stop on its own).
+_STOP: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("eventscope_stop")
+
+
 async def until_signalled() -> None:
-    """Return when the process gets SIGTERM or SIGINT."""
-    stop = asyncio.Event()
+    """Return when the process gets SIGTERM or SIGINT, or the database has failed."""
+    stop = _STOP.get(None) or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

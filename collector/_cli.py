@@ -87,7 +87,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
-        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 1GiB)"
+        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 80%% of RAM)"
     )
     serve.add_argument(
         "--decode-workers", type=int, help="decoder processes (default: cores, up to 8; 0: inline)"
@@ -140,7 +140,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import serve
+    from ._app import DatabaseFailed, serve
 
     settings = Settings.from_env(
         environ,
@@ -166,6 +166,12 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         asyncio.run(serve(settings))
     except OSError as exc:  # the port is taken, the address is not ours …
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
+    except DatabaseFailed as exc:
+        _fail(
+            f"stopped because the database failed to commit ({exc}); start it again: what "
+            "was acknowledged is in the WAL",
+            1,
+        )
 
 
 def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:

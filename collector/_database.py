@@ -115,12 +115,14 @@ class Database:
 
             maintain(cursor)
 
-    def close(self) -> None:
-        """Checkpoint and close. Blocking."""
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Checkpoint (unless told not to) and close. Blocking."""
         with self._lock:
             try:
-                if not self.lake:  # a lake's Parquet files are final at each commit
+                if not self.lake and checkpoint:  # a lake's files are final at each commit
                     self._root.execute("CHECKPOINT")
+                elif not self.lake:  # leave the WAL as it is, for the next start to replay
+                    self._root.execute("PRAGMA disable_checkpoint_on_shutdown")
             finally:
                 self._root.close()
 

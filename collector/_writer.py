@@ -11,9 +11,10 @@ is committed, then the connection closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -59,6 +60,9 @@ class SpanWriter:
         retry_after: seconds suggested to refused clients.
         maintenance_interval: seconds between the database's upkeep runs (DuckLake
             compaction), done on the writer's thread between commits.
+        on_failure: called once, with the reason, when the database fails to commit: from
+            then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
+            written, and the collector should stop.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class SpanWriter:
         metrics: Metrics,
         retry_after: int = 1,
         maintenance_interval: float = 300.0,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
         self._max_queue_rows = max_queue_rows
@@ -78,6 +83,8 @@ class SpanWriter:
         self._retry_after = retry_after
         self._maintenance_interval = maintenance_interval
         self._maintained_at = time.monotonic()
+        self._on_failure = on_failure
+        self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._queued_rows = 0
         self._closing = False
@@ -85,6 +92,18 @@ class SpanWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
         metrics.queue_rows = lambda: self._queued_rows
+
+    @property
+    def failure(self) -> str | None:
+        """Why the database failed to commit, once it has (then nothing more is written).
+
+        A COMMIT that fails (out of memory, say) can leave DuckDB 1.5.5's in-memory table
+        corrupt: later commits were then stored misaligned, acknowledged spans lost and
+        refused ones kept. So after one the writer stops writing, refuses everything with
+        503, and the collector stops without a checkpoint; on restart DuckDB replays its
+        WAL, which holds what was acknowledged before the failure.
+        """
+        return self._failure
 
     @property
     def queued_rows(self) -> int:
@@ -102,6 +121,12 @@ class SpanWriter:
 
         The receiver calls this before reading a body, so a full queue costs clients little.
         """
+        if self._failure is not None:
+            raise Overloaded(
+                f"the database failed ({self._failure}); the collector is stopping, retry "
+                "once it is restarted",
+                self._retry_after,
+            )
         if self._closing:
             raise Overloaded("the collector is shutting down", self._retry_after)
         if self._queued_rows and self._queued_rows + rows > self._max_queue_rows:
@@ -165,10 +190,15 @@ class SpanWriter:
                 rows += following.rows
             batches = [p.batch for p in group if p.batch is not None]
             started = time.perf_counter()
+            failed: dict[int, BaseException] = {}
             try:
-                if batches:
+                if batches and self._failure is None:
                     await loop.run_in_executor(self._thread, self._commit, batches)
-                failed: dict[int, BaseException] = {}
+                elif batches:
+                    failed = {i: RuntimeError(self._failure) for i in range(len(group))}
+            except _CommitFailed as exc:
+                self._fail(exc)
+                failed = {i: exc for i in range(len(group))}
             except Exception:  # one bad batch must not sink the others: retry alone
                 log.exception("group commit failed; retrying %d batches one by one", len(batches))
                 failed = await self._commit_alone(group)
@@ -178,14 +208,45 @@ class SpanWriter:
                 if pending.done.done():
                     continue
                 if index in failed:
-                    pending.done.set_exception(
-                        StorageError(f"the database refused the batch: {failed[index]}")
-                    )
+                    pending.done.set_exception(self._refusal(failed[index]))
                 else:
                     self._metrics.committed_rows += pending.rows
                     pending.done.set_result(None)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
+
+    def _fail(self, exc: _CommitFailed) -> None:
+        if self._failure is not None:
+            return
+        cause = exc.__cause__ or exc
+        self._failure = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        log.critical(
+            "DuckDB failed to commit (%s). After a failed commit its in-memory tables cannot "
+            "be trusted, so nothing more is written and the collector stops without a "
+            "checkpoint. Everything acknowledged is in the WAL: start the collector again.",
+            self._failure,
+        )
+        if self._on_failure is not None:
+            self._on_failure(self._failure)
+
+    def _refusal(self, exc: BaseException) -> Exception:
+        """What the client of a batch that could not be committed is told. Running out of
+        memory (reads share DuckDB's memory limit) passes: a 503, which OTLP clients retry;
+        anything else is the batch's own problem: a 500, which they do not."""
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if self._failure is not None:
+            return Overloaded(
+                f"the database failed ({self._failure}); nothing of this batch was "
+                "acknowledged, retry once the collector is restarted",
+                self._retry_after,
+            )
+        if _out_of_memory(exc):
+            return Overloaded(
+                f"the database is out of memory ({first_line}); retry later, or raise "
+                "--db-memory-limit",
+                self._retry_after,
+            )
+        return StorageError(f"the database refused the batch: {first_line}")
 
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()
@@ -201,8 +262,14 @@ class SpanWriter:
         for index, pending in enumerate(group):
             if pending.batch is None:
                 continue
+            if self._failure is not None:
+                failed[index] = RuntimeError(self._failure)
+                continue
             try:
                 await loop.run_in_executor(self._thread, self._commit, [pending.batch])
+            except _CommitFailed as exc:
+                self._fail(exc)
+                failed[index] = exc
             except Exception as exc:
                 failed[index] = exc
         return failed
@@ -226,7 +293,29 @@ class SpanWriter:
                     )
                 finally:
                     connection.unregister("eventscope_incoming")
-            connection.execute("COMMIT")
+        except duckdb.FatalException as exc:  # DuckDB has invalidated the database
+            raise _CommitFailed("DuckDB failed") from exc
         except BaseException:
-            connection.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.TransactionException):
+                connection.execute("ROLLBACK")
             raise
+        try:
+            connection.execute("COMMIT")
+        except duckdb.Error as exc:  # the transaction is over; DuckDB's state is suspect
+            if self._database.lake:  # a DuckLake commit conflict: retryable, nothing broken
+                raise
+            raise _CommitFailed("COMMIT failed") from exc
+
+
+class _CommitFailed(Exception):
+    """The COMMIT itself failed (its cause is DuckDB's error): see ``SpanWriter.failure``."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether DuckDB refused for want of memory (also when it says so from a COMMIT)."""
+    return (
+        isinstance(exc, duckdb.OutOfMemoryException)
+        or "could not allocate" in str(exc)
+        or "failed to pin" in str(exc)
+        or "Out of Memory" in str(exc)
+    )

@@ -155,7 +155,6 @@ def test_query_sql_errors_name_the_problem(stored: Collector) -> None:
     [
         (("--db-memory-limit", "300MiB"), {}, "300.0 MiB"),
         ((), {"EVENTSCOPE_DB_MEMORY_LIMIT": "300MiB"}, "300.0 MiB"),
-        ((), {}, "1.0 GiB"),  # by default too: not DuckDB's 80 % of RAM
     ],
 )
 def test_the_database_memory_limit_is_set_by_flag_or_environment(
