@@ -141,7 +141,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
         state.database = None
         if writer.failure is not None:
-            raise DatabaseFailed(writer.failure)
+            raise DatabaseFailed(
+                f"stopped because the database failed to commit ({writer.failure}); start it "
+                "again: what was acknowledged is in the WAL"
+            )
 
 
 #: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver

@@ -167,11 +167,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     except OSError as exc:  # the port is taken, the address is not ours …
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     except DatabaseFailed as exc:
-        _fail(
-            f"stopped because the database failed to commit ({exc}); start it again: what "
-            "was acknowledged is in the WAL",
-            1,
-        )
+        _fail(str(exc), 1)
 
 
 def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:

@@ -44,7 +44,13 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Dead letters are part of the show, not news for the terminal.
     logging.getLogger("eventscope.instrumentation").setLevel(logging.ERROR)
-    asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
+    from ._app import DatabaseFailed
+
+    try:
+        asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
+    except DatabaseFailed as exc:
+        sys.stderr.write(f"eventscope: error: {exc}\n")
+        raise SystemExit(1) from None
 
 
 def add_demo_command(commands: Any) -> None:
