@@ -45,12 +45,12 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     # Dead letters are part of the show, not news for the terminal.
     logging.getLogger("eventscope.instrumentation").setLevel(logging.ERROR)
     from ._app import DatabaseFailed
+    from ._cli import _fail
 
     try:
         asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
     except DatabaseFailed as exc:
-        sys.stderr.write(f"eventscope: error: {exc}\n")
-        raise SystemExit(1) from None
+        _fail(str(exc), 1)
 
 
 def add_demo_command(commands: Any) -> None:

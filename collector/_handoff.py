@@ -76,11 +76,8 @@ def send(batch: Any, folder: str) -> Handoff:
     Small batches are pickled whole, and so is any batch whose file cannot be written (a
     full or missing folder): slower, never lost.
     """
-    tables = {
-        field.name: value
-        for field in dataclasses.fields(batch)
-        if isinstance(value := getattr(batch, field.name), pa.Table)
-    }
+    fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
+    tables = {name: value for name, value in fields.items() if isinstance(value, pa.Table)}
     if sum(table.nbytes for table in tables.values()) < _IN_BAND:
         return pickle.dumps(batch, protocol=5), None, ()
     places = []
@@ -99,8 +96,7 @@ def send(batch: Any, folder: str) -> Handoff:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return pickle.dumps(batch, protocol=5), None, ()
-    fields = dataclasses.fields(batch)
-    rest = {f.name: getattr(batch, f.name) for f in fields if f.name not in tables}
+    rest = {name: value for name, value in fields.items() if name not in tables}
     meta = pickle.dumps((type(batch), tuple(tables), rest), protocol=5)
     return meta, path, tuple(places)
 

@@ -194,8 +194,8 @@ class SpanWriter:
             try:
                 if batches and self._failure is None:
                     await loop.run_in_executor(self._thread, self._commit, batches)
-                elif batches:
-                    failed = {i: RuntimeError(self._failure) for i in range(len(group))}
+                elif batches:  # nothing more is written: each is refused there
+                    failed = await self._commit_alone(group)
             except _CommitFailed as exc:
                 self._fail(exc)
                 failed = {i: exc for i in range(len(group))}
@@ -218,8 +218,7 @@ class SpanWriter:
     def _fail(self, exc: _CommitFailed) -> None:
         if self._failure is not None:
             return
-        cause = exc.__cause__ or exc
-        self._failure = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        self._failure = _first_line(exc.__cause__ or exc)
         log.critical(
             "DuckDB failed to commit (%s). After a failed commit its in-memory tables cannot "
             "be trusted, so nothing more is written and the collector stops without a "
@@ -233,7 +232,6 @@ class SpanWriter:
         """What the client of a batch that could not be committed is told. Running out of
         memory (reads share DuckDB's memory limit) passes: a 503, which OTLP clients retry;
         anything else is the batch's own problem: a 500, which they do not."""
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         if self._failure is not None:
             return Overloaded(
                 f"the database failed ({self._failure}); nothing of this batch was "
@@ -242,11 +240,11 @@ class SpanWriter:
             )
         if _out_of_memory(exc):
             return Overloaded(
-                f"the database is out of memory ({first_line}); retry later, or raise "
+                f"the database is out of memory ({_first_line(exc)}); retry later, or raise "
                 "--db-memory-limit",
                 self._retry_after,
             )
-        return StorageError(f"the database refused the batch: {first_line}")
+        return StorageError(f"the database refused the batch: {_first_line(exc)}")
 
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()
@@ -313,9 +311,12 @@ class _CommitFailed(Exception):
 
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether DuckDB refused for want of memory (also when it says so from a COMMIT)."""
-    return (
-        isinstance(exc, duckdb.OutOfMemoryException)
-        or "could not allocate" in str(exc)
-        or "failed to pin" in str(exc)
-        or "Out of Memory" in str(exc)
+    text = str(exc)
+    return isinstance(exc, duckdb.OutOfMemoryException) or any(
+        words in text for words in ("Out of Memory", "could not allocate", "failed to pin")
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
