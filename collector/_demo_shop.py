@@ -47,6 +47,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 __all__ = ["DemoShop"]
@@ -68,6 +69,7 @@ class DemoShop:
     def __init__(self, endpoint: str, *, rate: float = 4.0, seed: int | None = None) -> None:
         self._endpoint = endpoint.rstrip("/")
         self._rate = rate
+        self._seed = seed
         self._random = random.Random(seed)
         self._providers: list[Any] = []
         self._bus = EventBus(max_attempts=3)
@@ -80,7 +82,9 @@ class DemoShop:
         # Not parent-based: this service keeps its own 1-in-N share of traces, so most of
         # its deliveries are recorded only as event records.
         sampler = TraceIdRatioBased(sample) if sample < 1 else None
-        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        # With a seed, ids too are repeatable, and with them which traces are sampled.
+        ids = None if self._seed is None else _SeededIds(random.Random(f"{self._seed}:{service}"))
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler, id_generator=ids)
         tracer_provider.add_span_processor(
             BatchSpanProcessor(
                 OTLPSpanExporter(endpoint=f"{self._endpoint}/v1/traces"), schedule_delay_millis=500
@@ -219,3 +223,16 @@ class DemoShop:
     def stop(self) -> None:
         """Ask :meth:`drive` to finish."""
         self._stopping.set()
+
+
+class _SeededIds(IdGenerator):
+    """Trace and span ids from a seeded generator (one per service)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def generate_span_id(self) -> int:
+        return self._rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._rng.getrandbits(128) or 1

@@ -17,10 +17,10 @@ def _rows(db: Path, statement: str) -> list[dict]:
 
 def test_the_demo_fills_the_database_with_a_living_shop(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
-    run = eventscope("demo", "--port", "0", "--db", str(db), "--orders", "30", "--rate", "60",
+    run = eventscope("demo", "--port", "0", "--db", str(db), "--orders", "60", "--rate", "60",
                      "--seed", "4")  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "done       30 orders sent" in run.stdout
+    assert "done       60 orders sent" in run.stdout
 
     services = _rows(db, "SELECT DISTINCT service_name FROM spans ORDER BY 1")
     assert [r["service_name"] for r in services] == [
@@ -28,14 +28,14 @@ def test_the_demo_fills_the_database_with_a_living_shop(tmp_path: Path) -> None:
         "shipping",
     ]  # fmt: skip
     [requests] = _rows(db, "SELECT count(*) AS n FROM spans WHERE kind = 'server'")
-    assert requests["n"] == 30
+    assert requests["n"] == 60
     # fraud samples 10% of traces: its other deliveries arrive as event records
     [fraud] = _rows(db, "SELECT count(*) AS n FROM deliveries WHERE consumer_group = 'fraud'")
     [payments] = _rows(
         db, "SELECT count(*) AS n FROM publishes WHERE event_type = 'PaymentRequested'"
     )
     [records] = _rows(db, "SELECT count(*) AS n FROM logs WHERE record_kind = 'deliver'")
-    assert fraud["n"] == payments["n"] >= 30  # one each, sampled or not
+    assert fraud["n"] == payments["n"] >= 60  # one each, sampled or not
     assert records["n"] > 0
     retried = _rows(db, "SELECT DISTINCT consumer_group FROM spans WHERE attempt > 1 ORDER BY 1")
     assert {r["consumer_group"] for r in retried} <= {"inventory", "loyalty"}
