@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eventscope.collector._database import FILE_CONFIG
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -41,15 +42,15 @@ from queries_workload import generate
 WORKLOAD_VERSION = "4"
 
 
-def _database(requests_count: int, folder: Path) -> Path:
+def _database(requests_count: int, folder: Path, storage: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}.duckdb"
+    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{storage}.duckdb"
     if not path.exists():
         print(f"generating {path} …", flush=True)
         started = time.perf_counter()
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        generate(str(partial), requests_count, requests_count // 10)
+        generate(str(partial), requests_count, requests_count // 10, storage)
         partial.rename(path)
         print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
     return path
@@ -114,9 +115,15 @@ def main() -> None:
     parser.add_argument(
         "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
     )
+    parser.add_argument(
+        "--storage",
+        default=FILE_CONFIG["storage_compatibility_version"],
+        help="DuckDB storage version of the generated file (default: the collector's, "
+        "%(default)s; v0.10.2 is DuckDB's own default for new files)",
+    )
     args = parser.parse_args()
     config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
-    path = _database(args.requests, Path(args.folder))
+    path = _database(args.requests, Path(args.folder), args.storage)
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
         "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_links), "
@@ -128,7 +135,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
           f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
-          f"limit {args.memory_limit or 'DuckDB default'}")  # fmt: skip
+          f"limit {args.memory_limit or 'DuckDB default'}, storage {args.storage}")  # fmt: skip
     print(f"{'query':<40} {'cold':>8} {'warm':>8} {'target':>7}  result")
     for index, name in enumerate(names):
         if args.only and args.only not in name:

@@ -204,11 +204,19 @@ def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     create_schema(connection)
 
 
-def generate(path: str, requests: int = 500_000, sampled_out: int = 50_000) -> int:
-    """Write the workload into a new DuckDB file at ``path``; return the start time (ns)."""
+def generate(
+    path: str, requests: int = 500_000, sampled_out: int = 50_000, storage: str | None = None
+) -> int:
+    """Write the workload into a new DuckDB file at ``path``; return the start time (ns).
+
+    The file is created in the storage format the collector creates its files in, or in
+    DuckDB's ``storage`` version when one is given (to compare formats)."""
     import time
 
-    connection = duckdb.connect(path)
+    from eventscope.collector._database import FILE_CONFIG
+
+    config = {**FILE_CONFIG, **({"storage_compatibility_version": storage} if storage else {})}
+    connection = duckdb.connect(path, config=config)
     connection.execute("SET enable_progress_bar = false")
     _create_schema(connection)
     connection.execute(_TIMING)

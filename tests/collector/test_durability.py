@@ -9,7 +9,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 from collector_process import Collector
+from eventscope.collector._database import create_schema
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import PROTOBUF, span, traces
 
@@ -192,3 +194,33 @@ def _messaging_attributes(i: int) -> list[KeyValue]:
         "eventscope.outcome": "ok",
     }
     return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in texts.items()]
+
+
+def _storage_version(path: Path) -> str:
+    connection = duckdb.connect(str(path), read_only=True)
+    try:
+        return connection.execute(
+            "SELECT tags['storage_version'] FROM duckdb_databases() WHERE path = ?", [str(path)]
+        ).fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_new_files_use_duckdbs_current_format_and_older_files_keep_theirs(
+    collectors, tmp_path: Path
+) -> None:
+    older = tmp_path / "older.duckdb"
+    connection = duckdb.connect(str(older))  # DuckDB's own default for a new file: 0.10.2
+    create_schema(connection)
+    connection.close()
+    body, ids = _batch("older", 50)
+
+    server = collectors("older.duckdb", "--decode-workers", "0")
+    assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
+    assert server.stop() == 0
+    fresh = collectors("fresh.duckdb", "--decode-workers", "0")
+    assert fresh.stop() == 0
+
+    assert _stored_span_ids(server) == set(ids)  # read back from the file
+    assert _storage_version(older) == "v1.0.0+"
+    assert _storage_version(fresh.db) == "v1.5.0+"
