@@ -14,6 +14,7 @@ read-only connection: empty DuckDB buffers; the OS page cache is not dropped) an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import FILE_CONFIG
+from eventscope.collector._database import FILE_CONFIG, SCHEMA_SQL
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -44,7 +45,8 @@ WORKLOAD_VERSION = "4"
 
 def _database(requests_count: int, folder: Path, storage: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{storage}.duckdb"
+    schema = hashlib.sha1(SCHEMA_SQL.encode()).hexdigest()[:8]  # a new schema, a new file
+    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{storage}-{schema}.duckdb"
     if not path.exists():
         print(f"generating {path} …", flush=True)
         started = time.perf_counter()

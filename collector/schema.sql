@@ -2,6 +2,8 @@
 -- views in queries/views.sql); keep them stable. Documented in docs/queries.md.
 -- Ids are lower-case hex text; times are TIMESTAMP_NS (UTC); JSON columns hold the OTLP
 -- attributes with their types (string, number, bool, array, object).
+-- /* attributes compression */ becomes USING COMPRESSION zstd in files whose storage format
+-- has it (DuckDB 1.2 and newer; the collector creates 1.5 files): see create_schema.
 
 CREATE TABLE IF NOT EXISTS spans (
     trace_id            VARCHAR NOT NULL,
@@ -16,7 +18,7 @@ CREATE TABLE IF NOT EXISTS spans (
     duration_ms         DOUBLE NOT NULL,
     status_code         VARCHAR NOT NULL,   -- unset, ok, error
     status_message      VARCHAR,
-    attributes          JSON NOT NULL,
+    attributes          JSON NOT NULL /* attributes compression */,
     resource_attributes JSON NOT NULL,
     scope_name          VARCHAR,
     scope_version       VARCHAR,
@@ -66,7 +68,7 @@ CREATE TABLE IF NOT EXISTS logs (
     event_name          VARCHAR,
     record_kind         VARCHAR,            -- publish / deliver for eventscope event records, else NULL
     service_name        VARCHAR NOT NULL,
-    attributes          JSON NOT NULL,
+    attributes          JSON NOT NULL /* attributes compression */,
     resource_attributes JSON NOT NULL,
     scope_name          VARCHAR,
     messaging_system    VARCHAR,
