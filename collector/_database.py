@@ -46,11 +46,11 @@ def _attributes_compression(connection: duckdb.DuckDBPyConnection) -> str:
     newer; in an older file (and in memory, or a DuckLake) DuckDB would store the column
     uncompressed instead, so there the column keeps DuckDB's choice.
     """
-    version = connection.execute(
+    row = connection.execute(
         "SELECT tags['storage_version'] FROM duckdb_databases() "
         "WHERE database_name = current_database()"
     ).fetchone()
-    match = _STORAGE_VERSION.fullmatch((version or [None])[0] or "")
+    match = _STORAGE_VERSION.fullmatch(row[0] if row and row[0] else "")
     if match and (int(match[1]), int(match[2])) >= (1, 2):
         return "USING COMPRESSION zstd"
     return ""
