@@ -215,7 +215,9 @@ def generate(
 
     from eventscope.collector._database import FILE_CONFIG
 
-    config = {**FILE_CONFIG, **({"storage_compatibility_version": storage} if storage else {})}
+    config = dict(FILE_CONFIG)
+    if storage:
+        config["storage_compatibility_version"] = storage
     connection = duckdb.connect(path, config=config)
     connection.execute("SET enable_progress_bar = false")
     _create_schema(connection)
