@@ -187,8 +187,13 @@ def _mount_ui(app: web.Application) -> None:
     if state.settings.ui_port is not None:
         target = app[_UI_APP] = web.Application(middlewares=[_errors, _auth])
         target[STATE] = state
-    ui.setup(target, read=read, token=state.settings.token,
-             row_limit=state.settings.query_row_limit)  # fmt: skip
+    ui.setup(
+        target,
+        read=read,
+        token=state.settings.token,
+        row_limit=state.settings.query_row_limit,
+        grace_ns=state.settings.grace,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from ._output import FORMATS, render
 from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
-from ._settings import Settings, parse_size
+from ._settings import Settings, parse_grace, parse_size
 from ._version import __version__
 
 __all__ = ["QUERY_COMMANDS", "QueryCommand", "main"]
@@ -92,6 +92,10 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--decode-workers", type=int, help="decoder processes (default: cores, up to 8; 0: inline)"
     )
+    serve.add_argument(
+        "--grace",
+        help="how long an event may be on its way before it counts as lost (default 5m)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
 
 
@@ -158,6 +162,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         db_write_threads=args.db_write_threads,
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
+        grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -188,7 +188,9 @@ def _latency_table(value: Any) -> Table:
 
 def _lost_arguments(parser: argparse.ArgumentParser) -> None:
     _window(parser)
-    parser.add_argument("--grace", default="5m", help="only events published longer ago (5m)")
+    parser.add_argument(
+        "--grace", help="only events published longer ago (default: the collector's, 5m)"
+    )
     parser.add_argument("--lookback", help="look this far back for events and groups (all)")
     parser.add_argument("--subscriptions", help="SUBJECT:GROUP[,GROUP];… that must handle")
 

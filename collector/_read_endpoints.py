@@ -145,17 +145,14 @@ def requests_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, setting
         sort=sort,
         limit=read.integer("limit", 50, 1, 10_000),
         offset=read.integer("offset", 0, 0, 10**9),
-        **_tree_options(read),
+        **_tree_options(read, settings),
     )
     return page.to_json()
 
 
-def _tree_options(read: _Reader) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    grace = read.duration("grace")
+def _tree_options(read: _Reader, settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"grace_ns": read.duration("grace", settings.grace)}
     lookback = read.duration("lookback")
-    if grace is not None:
-        options["grace_ns"] = grace
     if lookback is not None:
         if lookback <= 0:
             raise BadParameter("lookback", "must be positive")
@@ -174,7 +171,7 @@ def tree_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: S
         root,
         subscriptions=read.subscriptions(),
         horizon_ns=read.duration("horizon"),
-        **_tree_options(read),
+        **_tree_options(read, settings),
     ).to_json()
 
 
@@ -200,7 +197,7 @@ def lost_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: S
     return _rows(
         lost_events(
             cursor,
-            grace_ns=read.duration("grace", 5 * 60 * 10**9) or 0,
+            grace_ns=read.duration("grace", settings.grace) or 0,
             lookback_ns=lookback,
             subscriptions=read.subscriptions(),
             **read.window(),
@@ -226,11 +223,10 @@ def _ledger_endpoint(
 def topology_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
     """``/api/topology``: producer → destination/event type → consumer group edges."""
     read = _Reader(params, (*_WINDOW, "grace", "subscriptions"))
-    grace = read.duration("grace")
     return topology(
         cursor,
         subscriptions=read.subscriptions(),
-        **({} if grace is None else {"grace_ns": grace}),
+        grace_ns=read.duration("grace", settings.grace) or 0,
         **read.window(),
     ).to_json()
 

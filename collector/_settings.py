@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eventscope.queries import BadParameter, parse_duration
+
 from ._errors import ConfigError
 
-__all__ = ["Settings", "parse_size"]
+__all__ = ["Settings", "parse_grace", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
@@ -31,6 +33,21 @@ def parse_size(text: str, name: str) -> int:
         raise ConfigError(f"{name}: {text!r} is not a size (examples: 8388608, 8MiB, 500k)")
     unit = (match.group(2) or "").lower().removesuffix("b")
     return int(match.group(1)) * _UNITS[unit]
+
+
+def parse_grace(text: str, name: str) -> int:
+    """Parse a grace period such as ``5m``, ``30s`` or ``0`` into nanoseconds.
+
+    Raises:
+        ConfigError: naming ``name`` when the text is not a duration.
+    """
+    try:
+        value = parse_duration(name, text)
+    except BadParameter as exc:
+        raise ConfigError(f"{name}: {exc.problem}") from None
+    if value is None:
+        raise ConfigError(f"{name}: is empty; give a duration such as 5m or 30s")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +104,10 @@ class Settings:
     query_row_limit: int = 10_000
     #: Seconds a client is told to wait when the queue is full.
     retry_after: int = 1
+    #: How long after its publish an event may still be on its way (nanoseconds): younger
+    #: ones are not reported lost. The default of every read that counts lost events (API,
+    #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
+    grace: int = 5 * 60 * 10**9
 
     def __post_init__(self) -> None:
         for name in ("port", "ui_port"):
@@ -106,6 +127,8 @@ class Settings:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
         if self.query_timeout <= 0:
             raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
+        if self.grace < 0:
+            raise ConfigError(f"grace: must not be negative, got {self.grace}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("token: must not be empty when set")
 
@@ -138,6 +161,8 @@ _INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limi
 def _convert(name: str, text: str, variable: str) -> Any:
     if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit"):
         return parse_size(text, variable)
+    if name == "grace":
+        return parse_grace(text, variable)
     if name in _INTS:
         try:
             return int(text)

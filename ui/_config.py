@@ -32,6 +32,8 @@ class UIConfig:
     token: str | None = None
     #: Most rows the SQL console shows.
     row_limit: int = 10_000
+    #: How long an event may be on its way before pages count it lost (nanoseconds).
+    grace_ns: int = 5 * 60 * 10**9
     #: Where SDKs should send OTLP (shown on an empty overview); None: this page's origin.
     otlp_endpoint: str | None = None
 

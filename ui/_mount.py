@@ -32,6 +32,7 @@ def setup(
     read: Read,
     token: str | None = None,
     row_limit: int = 10_000,
+    grace_ns: int = 5 * 60 * 10**9,
 ) -> UIConfig:
     """Add the UI's pages, ``/login`` and ``/static/…`` to ``app``; return its config.
 
@@ -40,8 +41,9 @@ def setup(
         read: how pages run read functions (see :class:`Read`).
         token: the collector's bearer token, checked by ``/login``.
         row_limit: most rows the SQL console returns.
+        grace_ns: how long an event may be on its way before pages count it lost.
     """
-    config = UIConfig(read=read, token=token, row_limit=row_limit)
+    config = UIConfig(read=read, token=token, row_limit=row_limit, grace_ns=grace_ns)
     app[UI] = config
     static = StaticFiles()
     app.router.add_get("/static/{name}", static.handle)

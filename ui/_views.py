@@ -65,7 +65,7 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
     window = {"since_ns": since, "until_ns": until}
     summary, lost, duplicates = await asyncio.gather(
         config.read(overview, **window, buckets=_OVERVIEW_BUCKETS),
-        config.read(lost_events, **window),
+        config.read(lost_events, **window, grace_ns=config.grace_ns),
         config.read(duplicate_events, **window),
     )
     anomalies = {
@@ -109,11 +109,12 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
         raise BadParameter("kind", f"must be one of {', '.join(dict(EVENT_KINDS))}, got {kind!r}")
     window = {"since_ns": since, "until_ns": until}
 
-    async def wanted(name: str, fn: Any) -> tuple[Any, ...]:
-        return await config.read(fn, **window) if kind in ("all", name) else ()
+    async def wanted(name: str, fn: Any, **options: Any) -> tuple[Any, ...]:
+        return await config.read(fn, **window, **options) if kind in ("all", name) else ()
 
     lost, duplicates, orphans, reordered = await asyncio.gather(
-        wanted("lost", lost_events), wanted("duplicate", duplicate_events),
+        wanted("lost", lost_events, grace_ns=config.grace_ns),
+        wanted("duplicate", duplicate_events),
         wanted("orphan", orphan_deliveries), wanted("out_of_order", out_of_order),
     )  # fmt: skip
     return {"title": "Events", "since": since, "until": until, "kind": kind,
@@ -209,7 +210,8 @@ async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
         "attribute": _attribute(params),
     }
     found = await config.read(requests, since_ns=since, until_ns=until, sort=sort,
-                              limit=size, offset=(page - 1) * size, **filters)  # fmt: skip
+                              limit=size, offset=(page - 1) * size, grace_ns=config.grace_ns,
+                              **filters)  # fmt: skip
     return {"title": "Requests", "since": since, "until": until, "found": found, "sort": sort,
             "page": page, "pages": max(1, -(-found.total // size)),
             "columns": REQUEST_COLUMNS}  # fmt: skip
@@ -217,7 +219,7 @@ async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
     """One request's fan-out tree: the waterfall's rows and the icicle figure."""
-    tree = await config.read(fanout_tree, root)
+    tree = await config.read(fanout_tree, root, grace_ns=config.grace_ns)
     view = tree_view(root, tree)
     return {
         "title": f"Request {root}",
@@ -231,7 +233,7 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """The choreography map: services, event types and consumer groups, with counts,
     latency and loss on the edges."""
     since, until = time_range(params)
-    found = await config.read(topology, since_ns=since, until_ns=until)
+    found = await config.read(topology, since_ns=since, until_ns=until, grace_ns=config.grace_ns)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
     figure = _figures.topology_sankey(found) if found.edges else None
     return {"title": "Topology", "since": since, "until": until, "topology": found,

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import known_workload
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from eventscope.collector import Settings, create_app
@@ -234,3 +237,26 @@ def test_a_bad_flag_value_is_one_line_and_exit_code_2(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "grace: 'soon' is not a duration" in err
+
+
+async def test_the_collectors_grace_setting_is_the_default_of_the_api_and_the_pages(
+    tmp_path: Path,
+) -> None:
+    fresh = known_workload.build(base_ns=time.time_ns() - 60 * 10**9)  # a minute old
+    for grace, lost in ((None, False), (30 * 10**9, True)):
+        settings = Settings(db=str(tmp_path / f"grace-{grace}.duckdb"), decode_workers=0)
+        if grace is not None:
+            settings = dataclasses.replace(settings, grace=grace)
+        app = create_app(settings)
+        async with TestServer(app) as server, TestClient(server) as client:
+            for signal, body in (("traces", fresh.traces), ("logs", fresh.logs)):
+                response = await client.post(f"/v1/{signal}", data=body, headers=PROTOBUF)
+                assert response.status == 200
+            found = await (await client.get("/api/events/lost")).json()
+            assert (found["count"] > 0) is lost, (grace, found)
+            page = await (await client.get("/events?kind=lost&since=1h")).text()
+            email = [row for row in found["rows"] if row["consumer_group"] == "email"]
+            assert (bool(email) and email[0]["event_id"] in page) is lost
+            # a request's own grace still wins
+            found = await (await client.get("/api/events/lost?grace=10m")).json()
+            assert found["count"] == 0
