@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from ._intake import BodyBytes
 from ._state import STATE
 
 __all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
@@ -34,7 +36,7 @@ _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 _CHUNK = 256 * 1024
 
 # gRPC status codes carried in the google.rpc.Status of an OTLP error response.
-_GRPC_CODES = {400: 3, 401: 16, 404: 5, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 408: 4, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
 
 
 def request_content_type(request: web.Request) -> str:
@@ -59,24 +61,24 @@ def request_content_type(request: web.Request) -> str:
     return content_type
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, held: BodyBytes | None = None) -> bytes:
     """Read the body, inflating gzip / deflate here (the server runs with aiohttp's own
     decompression off), and stop as soon as it passes ``limit`` bytes — on the wire or
-    inflated — so a gzip bomb never fills memory.
+    inflated — so a gzip bomb never fills memory. A gzip body of several members (RFC 1952
+    allows it; ``cat a.gz b.gz``) is inflated whole. Bytes read and inflated are counted
+    against ``held`` as they arrive.
 
     Raises:
         PayloadTooLarge: the body is over ``limit`` bytes, before or after decompression.
         BadRequest: the compressed body is not valid gzip / deflate.
+        Overloaded: ``held``'s budget is exhausted.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    inflater = None
-    if encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=31)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 47}.get(encoding)  # 47: zlib or gzip
+    inflater = None if wbits is None else zlib.decompressobj(wbits=wbits)
     chunks: list[bytes] = []
     received = size = 0
     try:
@@ -84,17 +86,26 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if held is not None:
+                held.take(len(chunk))
             while chunk:
                 if inflater is None:
                     data, chunk = chunk, b""
+                elif inflater.eof:  # the next gzip member (trailing zero padding ends it)
+                    if not chunk.strip(b"\0"):
+                        break
+                    inflater = zlib.decompressobj(wbits=wbits or 31)
+                    continue
                 else:
                     data = inflater.decompress(chunk, limit - size + 1)
-                    chunk = inflater.unconsumed_tail
+                    chunk = inflater.unconsumed_tail or inflater.unused_data
                 size += len(data)
                 if size > limit:
                     raise PayloadTooLarge(
                         f"request body is over the limit of {limit} bytes after decompression"
                     )
+                if held is not None and inflater is not None:
+                    held.take(len(data))
                 chunks.append(data)
         if inflater is not None and not inflater.eof:
             raise BadRequest(f"body does not match its Content-Encoding {encoding}: truncated")
@@ -126,9 +137,20 @@ async def _receive(
     state = request.app[STATE]
     content_type = request_content_type(request)
     state.writer.check_capacity()  # refuse before reading when the queue is already full
-    async with state.decoders.slots:
-        body = await read_body(request, state.settings.max_body_bytes)
-        batch = await state.decoders.decode(signal, body, content_type)
+    async with state.intake.request() as held:
+        # The body is read before a decoder slot is taken, with a deadline: a sender that
+        # is slow or silent holds only what it sent, never decoding capacity.
+        timeout = state.settings.read_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                body = await read_body(request, state.settings.max_body_bytes, held)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout:g} s (--read-timeout)"
+            ) from None
+        async with state.decoders.slots:
+            batch = await state.decoders.decode(signal, body, content_type)
+        del body
     await state.writer.write(batch)
     counter = "spans" if signal == "traces" else "log_records"
     state.metrics.accepted[counter] += batch.rows if signal == "logs" else batch.spans.num_rows

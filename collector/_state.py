@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ._database import Database
 from ._decode_pool import DecodePool
+from ._intake import Intake
 from ._metrics import Metrics
 from ._settings import Settings
 from ._writer import SpanWriter
@@ -24,12 +25,19 @@ class CollectorState:
     database: Database | None = None
     _writer: SpanWriter | None = None
     _decoders: DecodePool | None = None
+    _intake: Intake | None = None
 
     @property
     def decoders(self) -> DecodePool:
         """The running decoder pool (only while the app is started)."""
         assert self._decoders is not None, "the collector is not started"
         return self._decoders
+
+    @property
+    def intake(self) -> Intake:
+        """Admission of request bodies (only while the app is started)."""
+        assert self._intake is not None, "the collector is not started"
+        return self._intake
 
     @property
     def writer(self) -> SpanWriter:
