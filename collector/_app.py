@@ -22,6 +22,7 @@ from eventscope import ui
 from eventscope.queries import EventscopeError
 
 from . import _api
+from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import Overloaded, RequestTimeout, Unauthorized
@@ -78,7 +79,7 @@ _CLIENT_CLOSED = 499
 
 
 def _stopping(state: CollectorState) -> bool:
-    return state._intake is not None and state._intake.stopping
+    return state._admission is not None and state._admission.stopping
 
 
 def _error_response(request: web.Request, status: int, message: str) -> web.Response:
@@ -144,12 +145,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.database = database
-    state._writer = writer
-    state._decoders = decoders
+    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
-    state._intake = Intake(4 * settings.max_body_bytes, settings.retry_after)
+    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
     try:
         yield
     finally:
@@ -157,7 +156,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await writer.close()  # drains: everything acknowledged or queued is committed
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
-        state.database = None
+        state.stop()
         if writer.failure is not None:
             raise DatabaseFailed(
                 f"stopped because the database failed to commit ({writer.failure}); start it "
@@ -274,17 +273,17 @@ async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> No
         for site in list(runner.sites):
             await site.stop()
     state = app[STATE]
-    if state._intake is None:  # never started
+    if state._admission is None:  # never started
         return
-    state.intake.stopping = True
+    state.admission.stopping = True
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
-            await state.intake.wait_idle()
+            await state.admission.wait_idle()
     except TimeoutError:
         log.info(
             "stopping: %d requests were still receiving their body; their connections are "
             "closed unanswered (clients retry)",
-            state.intake.requests,
+            state.admission.requests,
         )
 
 

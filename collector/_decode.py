@@ -18,11 +18,9 @@ import functools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from eventscope.queries._gc import gc_paused
 from eventscope.queries.schema import (
     LINKS_SCHEMA,
     LOGS_SCHEMA,
@@ -38,12 +36,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ._attributes import any_value, attributes_dict, to_json
+from ._batches import LogBatch, TraceBatch
 from ._errors import BadRequest
 from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
 
 __all__ = [
-    "LogBatch",
-    "TraceBatch",
     "decode_logs",
     "decode_traces",
     "parse_logs",
@@ -57,36 +54,6 @@ _ZERO_SPAN = bytes(8)
 _MAX_MESSAGES = 5
 _MAX_TIME = 2**63 - 1  # nanosecond timestamps are signed 64-bit in Arrow and DuckDB
 _SPAN_DERIVED = len(PROMOTED_COLUMNS)  # derived values past these are event-record only
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TraceBatch:
-    """The valid spans of one request as Arrow tables, and what was rejected and why."""
-
-    spans: pa.Table
-    links: pa.Table
-    events: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database (spans, links and span events)."""
-        return self.spans.num_rows + self.links.num_rows + self.events.num_rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogBatch:
-    """The valid log records of one request as an Arrow table, and what was rejected."""
-
-    logs: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database."""
-        return self.logs.num_rows
 
 
 class _Rejections:
@@ -289,6 +256,28 @@ def parse_traces(body: bytes, content_type: str) -> Any:
         BadRequest: the body cannot be decoded as that content type.
     """
     return _parse(body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS)[0]
+
+
+def parse_traces_leniently(body: bytes, content_type: str) -> tuple[Any, list[str]]:
+    """:func:`parse_traces`, leaving out the spans of OTLP JSON that cannot be read on their
+    own (nested too deeply, say); returns the request and why each was left out."""
+    return _parse(body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS)
+
+
+def decode_parsed_traces(parsed: tuple[Any, list[str]]) -> TraceBatch:
+    """:func:`decode_traces` of what :func:`parse_traces_leniently` returned."""
+    return decode_traces(*parsed)
+
+
+def parse_logs_leniently(body: bytes, content_type: str) -> tuple[Any, list[str]]:
+    """:func:`parse_logs`, leaving out the log records of OTLP JSON that cannot be read on
+    their own; returns the request and why each was left out."""
+    return _parse(body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS)
+
+
+def decode_parsed_logs(parsed: tuple[Any, list[str]]) -> LogBatch:
+    """:func:`decode_logs` of what :func:`parse_logs_leniently` returned."""
+    return decode_logs(*parsed)
 
 
 def parse_logs(body: bytes, content_type: str) -> Any:
@@ -562,23 +551,3 @@ def decode_logs(request: Any, rejected_before: Sequence[str] = ()) -> LogBatch:
         rejected=rejected.count,
         error_message=rejected.text("log records"),
     )
-
-
-@gc_paused()  # a row tuple per span: no cycles, but thousands of collections (see _gc)
-def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
-    """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
-
-    A pure function of its arguments, so it can run in a worker process.
-
-    Raises:
-        BadRequest: the body cannot be decoded as ``content_type``.
-    """
-    if signal == "traces":
-        request, rejected = _parse(
-            body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS
-        )
-        return decode_traces(request, rejected)
-    request, rejected = _parse(
-        body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS
-    )
-    return decode_logs(request, rejected)

@@ -1,108 +1,50 @@
-"""Admission for request bodies: what a slow, idle or flooding sender may hold.
+"""One export request through the hot path, whichever transport brought it.
 
-- A body is read with a deadline (``--read-timeout``) *before* a decoder slot is taken, so
-  senders that declare a body and send it slowly, or not at all, hold a coroutine and the
-  bytes they actually sent, never decoding capacity.
-- Bytes of bodies being read or decoded are counted against one budget; past it a request
-  is refused at once with 503 (retry), so many large bodies at once cannot fill memory.
-- On shutdown intake stops: new requests are refused with 503 and the connection closed,
-  while those in flight finish (or are refused when their body does not arrive in time).
+:meth:`Intake.export` is the pipeline every receiver calls (OTLP/HTTP today; any other
+transport the same way): refuse at once when the write queue is full, read and decode the
+body in the decode pool, queue the batch for the writer and wait for its commit, count it,
+and return the OTLP export response (with partial success when items were rejected). The
+transport only maps its own framing and errors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from google.protobuf.message import Message
 
-from ._errors import Overloaded
+from ._decode_pool import Body, DecodePool
+from ._metrics import Metrics
+from ._signals import Signal, Telemetry
+from ._writer import SpanWriter
 
 __all__ = ["Intake"]
 
 
 class Intake:
-    """Counts request bodies in flight, and the bytes they hold.
+    """Decode → write → response, for one request at a time of any signal."""
 
-    Args:
-        budget: most bytes of request bodies (as received and inflated) held at once.
-        retry_after: seconds suggested to refused clients.
-    """
+    def __init__(self, *, decoders: DecodePool, writer: SpanWriter, metrics: Metrics) -> None:
+        self._decoders = decoders
+        self._writer = writer
+        self._metrics = metrics
 
-    def __init__(self, budget: int, retry_after: int = 1) -> None:
-        self._budget = budget
-        self._retry_after = retry_after
-        self._held = 0
-        self._requests = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.stopping = False
+    async def export(self, signal: Signal[Telemetry], content_type: str, body: Body) -> Message:
+        """Store the valid items of one export request; return the OTLP response once they
+        are committed.
 
-    @property
-    def held_bytes(self) -> int:
-        """Bytes of request bodies held right now."""
-        return self._held
-
-    @property
-    def requests(self) -> int:
-        """Requests being received or decoded right now."""
-        return self._requests
-
-    @contextlib.asynccontextmanager
-    async def request(self) -> AsyncIterator[BodyBytes]:
-        """Around one request, from before its body is read until its batch is queued.
+        Args:
+            signal: what the request exports (``TRACES``, ``LOGS``).
+            content_type: ``application/x-protobuf`` or ``application/json``.
+            body: the body, or a coroutine function reading it (called only once the pool
+                has a slot, so waiting requests hold no bodies in memory).
 
         Raises:
-            Overloaded: the collector is stopping.
+            Overloaded: the write queue is full (checked before the body is read).
+            BadRequest: the body cannot be decoded.
+            StorageError: the database refused the batch.
         """
-        if self.stopping:
-            raise Overloaded("the collector is shutting down; retry", self._retry_after)
-        self._requests += 1
-        self._idle.clear()
-        held = BodyBytes(self)
-        try:
-            yield held
-        finally:
-            held.release()
-            self._requests -= 1
-            if not self._requests:
-                self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Wait until no request is in flight."""
-        await self._idle.wait()
-
-    def _take(self, size: int) -> None:
-        if self._held + size > self._budget:
-            raise Overloaded(
-                f"the collector is receiving {self._held} bytes of request bodies already "
-                f"(limit {self._budget}); retry later",
-                self._retry_after,
-            )
-        self._held += size
-
-    def _give(self, size: int) -> None:
-        self._held -= size
-
-
-class BodyBytes:
-    """The bytes one request holds against the budget; all given back when it ends."""
-
-    __slots__ = ("_intake", "size")
-
-    def __init__(self, intake: Intake) -> None:
-        self._intake = intake
-        self.size = 0
-
-    def take(self, size: int) -> None:
-        """Count ``size`` more bytes.
-
-        Raises:
-            Overloaded: the budget would be exceeded.
-        """
-        self._intake._take(size)
-        self.size += size
-
-    def release(self) -> None:
-        """Give back everything counted."""
-        self._intake._give(self.size)
-        self.size = 0
+        self._writer.check_capacity()  # refuse before reading when the queue is already full
+        batch = await self._decoders.decode(signal, content_type, body)
+        await self._writer.write(signal, batch)
+        self._metrics.accepted[signal.items] += batch.items
+        self._metrics.rejected[signal.items] += batch.rejected
+        return signal.respond(batch)
