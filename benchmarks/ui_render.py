@@ -266,12 +266,15 @@ PAGES = (
     ("handlers by event type", "/handlers?group_by=event_type&{window}"),
     ("events", "/events?{window}"),
     ("topology", "/topology?{window}"),
-    ("sql", "/sql?q=SELECT%20count(*)%20FROM%20spans"),
+    ("sql", "/sql"),  # the console's form: POST q (see _FORMS)
 )
+#: Pages that are a form's answer: the body POSTed to them.
+_FORMS = {"sql": b"q=SELECT%20count(*)%20FROM%20spans"}
 
 
 def measure_pages(base: str, ids: dict[str, str], repeat: int) -> list[tuple[str, int, float]]:
-    """(page, status, median ms) of GET each page ``repeat`` times after one warm-up."""
+    """(page, status, median ms) of GET each page (POST a form's) ``repeat`` times after
+    one warm-up."""
     out = []
     for label, path in PAGES:
         url = base + path.format(**ids)
@@ -280,7 +283,7 @@ def measure_pages(base: str, ids: dict[str, str], repeat: int) -> list[tuple[str
         for attempt in range(repeat + 1):
             t = time.perf_counter()
             try:
-                with urllib.request.urlopen(url, timeout=120) as response:
+                with urllib.request.urlopen(url, _FORMS.get(label), timeout=120) as response:
                     response.read()
                     status = response.status
             except urllib.error.HTTPError as exc:
@@ -293,9 +296,8 @@ def measure_pages(base: str, ids: dict[str, str], repeat: int) -> list[tuple[str
 
 def _sql(base: str, statement: str) -> list[dict]:
     import json
-    from urllib.parse import quote
 
-    with urllib.request.urlopen(f"{base}/api/sql?q={quote(statement)}", timeout=120) as r:
+    with urllib.request.urlopen(f"{base}/api/sql", statement.encode(), timeout=120) as r:
         return json.loads(r.read())["rows"]
 
 

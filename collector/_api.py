@@ -8,6 +8,7 @@ the CLI's ``--format json`` is exactly what the API returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,12 +18,13 @@ from aiohttp import web
 from eventscope.queries import BadParameter
 from eventscope.queries._sql import run_sql
 
+from ._errors import MethodNotAllowed, RequestTimeout
 from ._read_endpoints import READ_ENDPOINTS
 from ._reads import run_read
 from ._settings import Settings
 from ._state import STATE
 
-__all__ = ["ENDPOINTS", "Endpoint", "int_param", "setup"]
+__all__ = ["ENDPOINTS", "POST_ONLY", "Endpoint", "int_param", "setup"]
 
 Params = Mapping[str, str]
 Endpoint = Callable[[duckdb.DuckDBPyConnection, Params, Settings], Any]
@@ -47,16 +49,20 @@ def int_param(params: Params, name: str, default: int, low: int, high: int) -> i
 
 
 def sql_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
-    """``/api/sql?q=SELECT…[&limit=N]``: one read-only SELECT; columns, rows, truncated."""
+    """``POST /api/sql`` (``{"q": "SELECT…", "limit": N}``, or the statement as the body):
+    one read-only SELECT; columns, rows, truncated."""
     sql = params.get("q")
     if sql is None:
-        raise BadParameter("q", "is missing; pass one SELECT statement as ?q=")
+        raise BadParameter("q", 'is missing; POST one SELECT statement, as {"q": "SELECT …"}')
     limit = int_param(params, "limit", settings.query_row_limit, 1, 1_000_000)
-    return run_sql(cursor, sql, limit=limit).to_json()
+    return run_sql(cursor, sql, limit=limit, max_bytes=settings.max_result_bytes).to_json()
 
 
 #: path under /api -> endpoint function.
 ENDPOINTS: dict[str, Endpoint] = {"sql": sql_endpoint, **READ_ENDPOINTS}
+#: Endpoints that take POST only: a page on another site can make a browser GET any URL
+#: (``<img src=…>``), so SQL of the caller's choosing never runs by GET.
+POST_ONLY = frozenset({"sql"})
 
 
 def dumps(value: Any) -> str:
@@ -72,17 +78,33 @@ def _handler(endpoint: Endpoint) -> Callable[[web.Request], Any]:
         if request.method == "POST":
             params.update(await _post_params(request))
         assert state.database is not None
-        value = await run_read(
-            state.database, state.settings.query_timeout, endpoint, params, state.settings
-        )
-        return web.json_response(value, dumps=dumps)
+
+        def answer(cursor: duckdb.DuckDBPyConnection) -> str:
+            # rendered to JSON in the read's thread too: a large answer never holds the loop
+            return dumps(endpoint(cursor, params, state.settings))
+
+        text = await run_read(state.database, state.settings.query_timeout, answer)
+        return web.Response(text=text, content_type="application/json")
 
     return handle
 
 
+async def _post_only(request: web.Request) -> web.Response:
+    raise MethodNotAllowed(
+        f"{request.path} takes POST only (a page on another site can make a browser GET any "
+        'URL): POST {"q": "SELECT …"} as JSON, or the statement as the body'
+    )
+
+
 async def _post_params(request: web.Request) -> dict[str, str]:
+    timeout = request.app[STATE].settings.read_timeout
     try:
-        text = (await request.read()).decode(request.charset or "utf-8")
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    try:
+        text = raw.decode(request.charset or "utf-8")
     except (UnicodeDecodeError, LookupError) as exc:
         raise BadParameter("body", f"is not text in {request.charset or 'utf-8'}: {exc}") from exc
     if request.content_type != "application/json":
@@ -99,9 +121,11 @@ async def _post_params(request: web.Request) -> dict[str, str]:
 
 
 def setup(app: web.Application) -> None:
-    """Add every endpoint as ``GET /api/<name>`` (``sql`` also takes POST)."""
+    """Add every endpoint as ``GET /api/<name>`` (those of :data:`POST_ONLY` as POST)."""
     for name, endpoint in ENDPOINTS.items():
         handler = _handler(endpoint)
-        app.router.add_get(f"/api/{name}", handler)
-        if name == "sql":
+        if name in POST_ONLY:
             app.router.add_post(f"/api/{name}", handler)
+            app.router.add_get(f"/api/{name}", _post_only)
+        else:
+            app.router.add_get(f"/api/{name}", handler)

@@ -23,9 +23,10 @@ from eventscope.queries import EventscopeError
 
 from . import _api
 from ._admission import Admission
+from ._boundary import HostCheck, check_browser_boundary
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, RequestTimeout, Unauthorized
+from ._errors import MethodNotAllowed, Overloaded, RequestTimeout, Unauthorized
 from ._intake import Intake
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
@@ -42,6 +43,8 @@ _OPEN_PATHS = ("/healthz",)
 _MACHINE_PATHS = ("/v1/", "/api/", "/metrics")
 #: With ``--ui-port``: the UI's own application, served on that port by ``running``.
 _UI_APP = web.AppKey("eventscope_ui_app", web.Application)
+#: The Host names the API and UI answer.
+_HOSTS = web.AppKey("eventscope_hosts", HostCheck)
 
 
 @web.middleware
@@ -58,6 +61,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="eventscope"'
+        if isinstance(exc, MethodNotAllowed):
+            response.headers["Allow"] = "POST"
         if isinstance(exc, RequestTimeout) or _stopping(state):
             response.force_close()  # a half-read body, or intake has stopped
     except web.HTTPException as exc:
@@ -86,6 +91,13 @@ def _error_response(request: web.Request, status: int, message: str) -> web.Resp
     if request.path.startswith("/v1/"):
         return error_body(request, status, message)
     return web.json_response({"error": message, "status": status}, status=status)
+
+
+@web.middleware
+async def _boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what a page of another site could make a browser send (``_boundary``)."""
+    check_browser_boundary(request, request.app[_HOSTS])
+    return await handler(request)
 
 
 @web.middleware
@@ -146,6 +158,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
     state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
+    state.metrics.db_memory_limit_bytes = database.memory_limit_bytes
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
     state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
@@ -172,17 +185,22 @@ RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
 _DRAIN_SECONDS = 5.0
 
 
+#: Every application's middlewares: errors answered, then the browser boundary, then auth.
+_MIDDLEWARES = (_errors, _boundary, _auth)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Compose the collector's aiohttp application for ``settings``.
 
     Run it with ``web.AppRunner(app, **RUNNER_OPTIONS)`` (``serve`` does).
     """
     app = web.Application(
-        middlewares=[_errors, _auth],
+        middlewares=_MIDDLEWARES,
         # Bodies are read by the receiver with its own limit (checked after decompression).
         client_max_size=settings.max_body_bytes,
     )
     app[STATE] = CollectorState(settings=settings)
+    app[_HOSTS] = HostCheck(settings.host, settings.allowed_hosts)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
@@ -205,13 +223,15 @@ def _mount_ui(app: web.Application) -> None:
 
     target = app
     if state.settings.ui_port is not None:
-        target = app[_UI_APP] = web.Application(middlewares=[_errors, _auth])
+        target = app[_UI_APP] = web.Application(middlewares=_MIDDLEWARES)
         target[STATE] = state
+        target[_HOSTS] = app[_HOSTS]
     ui.setup(
         target,
         read=read,
         token=state.settings.token,
         row_limit=state.settings.query_row_limit,
+        max_result_bytes=state.settings.max_result_bytes,
         grace_ns=state.settings.grace,
     )
 

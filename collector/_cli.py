@@ -83,6 +83,14 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--token", help="require 'Authorization: Bearer <token>'")
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
     serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
+    serve.add_argument(
+        "--max-result-bytes", help="largest SQL result, e.g. 32MiB (larger ones are refused)"
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        help="host names the API and UI answer besides this machine's and IP addresses "
+        "(comma-separated; .example.com for subdomains too)",
+    )
     serve.add_argument("--query-timeout", type=float, help="seconds before a read is stopped")
     serve.add_argument(
         "--read-timeout", type=float, help="seconds a request body may take to arrive (10)"
@@ -164,6 +172,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         token=args.token,
         max_body_bytes=_size(args.max_body_bytes, "--max-body-bytes"),
         max_queue_rows=args.max_queue_rows,
+        max_result_bytes=_size(args.max_result_bytes, "--max-result-bytes"),
+        allowed_hosts=args.allowed_hosts,
         query_timeout=args.query_timeout,
         read_timeout=args.read_timeout,
         idle_timeout=args.idle_timeout,

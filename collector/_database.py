@@ -83,6 +83,13 @@ class Database:
             write_threads=settings.db_write_threads,
         )
 
+    @property
+    def memory_limit_bytes(self) -> int:
+        """DuckDB's ``memory_limit``, in bytes."""
+        with self._lock:
+            row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
+        return _duckdb_size(str(row[0]) if row else "0")
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use."""
         with self._lock:
@@ -131,6 +138,16 @@ class Database:
                     self._root.execute("PRAGMA disable_checkpoint_on_shutdown")
             finally:
                 self._root.close()
+
+
+_DUCKDB_UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+                 "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}  # fmt: skip
+
+
+def _duckdb_size(text: str) -> int:
+    """A size as DuckDB shows a setting (``300.0 MiB``, ``19.1 GiB``) in bytes."""
+    number, _, unit = text.strip().partition(" ")
+    return round(float(number) * _DUCKDB_UNITS.get(unit.strip().lower(), 1))
 
 
 def _open_file(db: str) -> tuple[duckdb.DuckDBPyConnection, str]:

@@ -17,10 +17,29 @@ import duckdb
 from ._errors import ConfigError
 from ._settings import Settings
 
-__all__ = ["CATALOG", "maintain", "open_ducklake"]
+__all__ = ["CATALOG", "maintain", "open_ducklake", "redact"]
 
 #: The name the lake is attached under; every cursor ``USE``s it.
 CATALOG = "eventscope"
+# A password in a libpq DSN (key=value, maybe quoted) or in a URI (user:secret@host).
+_PASSWORD = re.compile(
+    r"(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&]+)"
+    r"|(?P<scheme>://[^:/@\s]*:)(?P<secret>[^@\s]+)(?=@)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password of a PostgreSQL DSN in it replaced by ``***``.
+
+    The DSN names the catalog database; what the collector prints or logs about it (the
+    start-up banner, errors) must not show its password.
+    """
+    return _PASSWORD.sub(
+        lambda m: f"{m['key']}***" if m["key"] is not None else f"{m['scheme']}***", text
+    )
+
+
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -79,11 +98,13 @@ def open_ducklake(
         connection.execute(attach)
     except duckdb.Error as exc:
         connection.close()
-        raise ConfigError(f"db: cannot attach {settings.db!r}: {str(exc).splitlines()[0]}") from exc
+        reason = redact(str(exc).splitlines()[0])
+        raise ConfigError(f"db: cannot attach {redact(settings.db)!r}: {reason}") from exc
     connection.execute(f"USE {CATALOG}")
     if settings.data_path:
         connection.execute("SET allowed_directories = [?]", [data_path])
-    return connection, f"{settings.db} (data: {settings.data_path or 'from the catalog'})"
+    where = settings.data_path or "from the catalog"
+    return connection, f"{redact(settings.db)} (data: {where})"
 
 
 def maintain(connection: duckdb.DuckDBPyConnection) -> None:

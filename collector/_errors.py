@@ -3,6 +3,8 @@
 EventscopeError
 ├── BadRequest              undecodable body, bad header (400)
 ├── Unauthorized            missing or wrong bearer token (401)
+├── Forbidden               a foreign Host or Origin (403)
+├── MethodNotAllowed        SQL by GET (405)
 ├── RequestTimeout          the body did not arrive within --read-timeout (408)
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
@@ -26,6 +28,19 @@ class Unauthorized(EventscopeError):
     """The bearer token is missing or wrong."""
 
     status = 401
+
+
+class Forbidden(EventscopeError):
+    """The request names a host this collector does not serve, or comes from another
+    site's page (DNS rebinding, cross-site requests)."""
+
+    status = 403
+
+
+class MethodNotAllowed(EventscopeError):
+    """The endpoint takes another method (``/api/sql`` takes POST only)."""
+
+    status = 405
 
 
 class RequestTimeout(EventscopeError):

@@ -50,6 +50,7 @@ class Metrics:
     commit_seconds: Histogram = field(default_factory=lambda: Histogram(_COMMIT_BUCKETS))
     committed_rows: int = 0
     queue_rows: int = 0  # a gauge the writer keeps
+    db_memory_limit_bytes: int = 0  # DuckDB's memory limit, set at start
 
     def render(self) -> str:
         """The Prometheus text format (version 0.0.4)."""
@@ -84,6 +85,9 @@ class Metrics:
             "# HELP eventscope_committed_rows_total Rows committed to the database.",
             "# TYPE eventscope_committed_rows_total counter",
             f"eventscope_committed_rows_total {self.committed_rows}",
+            "# HELP eventscope_db_memory_limit_bytes The memory DuckDB may use (memory_limit).",
+            "# TYPE eventscope_db_memory_limit_bytes gauge",
+            f"eventscope_db_memory_limit_bytes {self.db_memory_limit_bytes}",
             "# HELP eventscope_commit_seconds Time to insert and commit one group of requests.",
             "# TYPE eventscope_commit_seconds histogram",
             *self.commit_seconds.lines("eventscope_commit_seconds"),

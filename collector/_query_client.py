@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 import duckdb
 from eventscope.queries import BadParameter, EventscopeError
 
-from ._api import ENDPOINTS
+from ._api import ENDPOINTS, POST_ONLY
 from ._errors import ConfigError
 from ._settings import Settings
 
@@ -86,7 +86,8 @@ class LocalSource:
 
 
 class RemoteSource:
-    """Calls ``GET {url}/api/{endpoint}`` on a running collector."""
+    """Calls ``GET {url}/api/{endpoint}`` on a running collector (``POST`` with the
+    parameters as JSON for the endpoints that take POST only: SQL)."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
         parsed = urllib.parse.urlsplit(url)
@@ -111,10 +112,18 @@ class RemoteSource:
             return urllib.parse.quote(params.pop(match.group(1)), safe="")
 
         path = _PATH_PARAM.sub(fill, endpoint)
-        query = urllib.parse.urlencode(params)
-        request = urllib.request.Request(
-            f"{self._base}/api/{path}" + (f"?{query}" if query else "")
-        )
+        if endpoint in POST_ONLY:
+            request = urllib.request.Request(
+                f"{self._base}/api/{path}",
+                data=json.dumps(params).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+        else:
+            query = urllib.parse.urlencode(params)
+            request = urllib.request.Request(
+                f"{self._base}/api/{path}" + (f"?{query}" if query else "")
+            )
         if self._token:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:

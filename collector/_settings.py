@@ -115,6 +115,13 @@ class Settings:
     idle_timeout: float = 75.0
     #: Most rows one SQL console / API query returns.
     query_row_limit: int = 10_000
+    #: Most bytes (of JSON) one SQL console / API query returns; larger results are refused.
+    max_result_bytes: int = 32 * 1024 * 1024
+    #: Host names the API and UI answer besides this machine's own names and any IP address
+    #: (comma-separated; ``.example.com`` also allows its subdomains; ``*`` allows any).
+    #: A browser sends the name it was pointed at: a page of another site that gets its
+    #: own name resolved to this collector (DNS rebinding) is refused by it.
+    allowed_hosts: str = ""
     #: Seconds a client is told to wait when the queue is full.
     retry_after: int = 1
     #: How long after its publish an event may still be on its way (nanoseconds): younger
@@ -188,7 +195,7 @@ _INTS = {
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
-    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit"):
+    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit", "max_result_bytes"):
         return parse_size(text, variable)
     if name == "grace":
         return parse_grace(text, variable)

@@ -17,7 +17,14 @@ Imports only go collector → ui → queries: nothing here imports those package
 """
 
 from ._duplicates import DUPLICATE_KINDS, duplicate_events, orphan_deliveries
-from ._errors import BadParameter, EventscopeError, NotFound, NotReadOnly, QueryError
+from ._errors import (
+    BadParameter,
+    EventscopeError,
+    NotFound,
+    NotReadOnly,
+    QueryError,
+    ResultTooLarge,
+)
 from ._histogram import LatencyBin, LatencyHistogram, latency_histogram
 from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
@@ -89,6 +96,7 @@ __all__ = [
     "QueryError",
     "RequestPage",
     "RequestSummary",
+    "ResultTooLarge",
     "ServiceSummary",
     "SpanDetail",
     "SpanEvent",

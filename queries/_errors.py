@@ -3,7 +3,8 @@
     EventscopeError                 base; ``status`` is the HTTP status it maps to
     ├── QueryError                  the read side refused a request (400)
     │   ├── BadParameter            a parameter is missing or malformed; names it
-    │   ├── NotReadOnly             SQL that writes, or reads local files, was refused
+    │   ├── NotReadOnly             SQL that is not one SELECT over the public schema
+    │   ├── ResultTooLarge          a SQL result over its byte bound (422)
     │   └── NotFound                no span, trace, correlation id or event id matches (404)
     └── (collector)  BadRequest, PayloadTooLarge, UnsupportedMediaType, Unauthorized,
                      Overloaded, StorageError, ConfigError — see eventscope.collector
@@ -43,6 +44,12 @@ class BadParameter(QueryError):
 
 class NotReadOnly(QueryError):
     """A SQL statement was refused because it could write or read outside the database."""
+
+
+class ResultTooLarge(QueryError):
+    """A SQL result holds more bytes than allowed; nothing of it is returned."""
+
+    status = 422
 
 
 class NotFound(QueryError):

@@ -1,27 +1,30 @@
 """Read-only SQL over the public schema, for the console, the API and ``eventscope query sql``.
 
-A statement is accepted only if DuckDB parses it as exactly one SELECT. The database
-instances it runs on have external access switched off, so a SELECT that reads local files
-(``read_csv``, ``FROM 'file.parquet'``, ``glob``) fails there too; that failure is reported
-as refused, like a write.
+A statement runs only if DuckDB's own parser shows it to be one SELECT over the public
+tables and views, calling only side-effect-free functions (an allowlist: ``_sql_check``).
+The database instances it runs on also have external access switched off. Its result is
+bounded in rows (``limit``) and in bytes (``max_bytes``): rows are fetched a chunk at a
+time as JSON text and counting stops at the bound, so a huge result is refused without
+ever being held whole.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from ._errors import BadParameter, NotReadOnly
+from ._errors import BadParameter, NotReadOnly, ResultTooLarge
+from ._sql_check import check_statement
 
-__all__ = ["SqlResult", "check_read_only", "run_sql"]
+__all__ = ["DEFAULT_MAX_RESULT_BYTES", "SqlResult", "check_read_only", "run_sql"]
 
-_MISSING_TABLE = re.compile(r"Table with name (.+?) does not exist")
-_DATABASE_FILE = re.compile(r'Cannot attach "|Database ".+" has multiple tables')
-_PATH_LIKE = re.compile(r"[/\\~]|\.(csv|tsv|parquet|json|jsonl|ndjson|txt|gz|zst|db|duckdb)$", re.I)
+#: Most bytes of JSON a result may hold (its rows as DuckDB renders them).
+DEFAULT_MAX_RESULT_BYTES = 32 * 1024 * 1024
+#: Rows DuckDB hands over at a time (one of its vectors); the byte bound is checked per chunk.
+_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,80 +53,68 @@ class SqlResult:
 
 
 def check_read_only(connection: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but a single SELECT.
+    """Refuse anything but one SELECT over the public schema with allowed functions.
 
     Raises:
-        BadParameter: the text is empty or is not valid SQL (names ``sql``).
-        NotReadOnly: it is not exactly one SELECT statement.
+        BadParameter: the text is empty, too long or not valid SQL (names ``sql``).
+        NotReadOnly: it is not one SELECT, or reads or calls something not allowed.
     """
-    if not sql or not sql.strip():
-        raise BadParameter("sql", "is empty; give one SELECT statement")
-    try:
-        statements = connection.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise BadParameter("sql", _first_line(exc)) from exc
-    if len(statements) != 1:
-        raise NotReadOnly(f"refused: {len(statements)} statements given; run one SELECT at a time")
-    kind = statements[0].type
-    if kind != duckdb.StatementType.SELECT:
-        raise NotReadOnly(
-            f"refused: only SELECT statements are allowed (this is {kind.name}); "
-            "the database is read-only here"
-        )
+    check_statement(connection, sql)
 
 
-def run_sql(connection: duckdb.DuckDBPyConnection, sql: str, *, limit: int) -> SqlResult:
+def run_sql(
+    connection: duckdb.DuckDBPyConnection,
+    sql: str,
+    *,
+    limit: int,
+    max_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+) -> SqlResult:
     """Run one read-only SELECT and return at most ``limit`` rows. Blocking.
 
     Raises:
         BadParameter: the SQL is invalid or fails (unknown column, type error …).
-        NotReadOnly: it writes, or reads local files.
+        NotReadOnly: it is not one SELECT over the public schema (see ``check_read_only``).
+        ResultTooLarge: its rows hold more than ``max_bytes`` bytes of JSON.
     """
     check_read_only(connection, sql)
     try:
+        # A small streaming buffer: DuckDB computes little more than the chunk asked for.
+        connection.execute("SET streaming_buffer_size = '64KiB'")
         relation = connection.sql(sql)
         columns = _unique(relation.columns)
         types = tuple(str(t) for t in relation.types)
         # DuckDB renders every type as JSON itself (nanosecond times, HUGEINT, nested).
-        rows = relation.set_alias("q").limit(limit + 1).project("to_json(q)").fetchall()
-    except duckdb.PermissionException as exc:
+        rendered = relation.set_alias("q").limit(limit + 1).project("to_json(q)")
+        texts = _fetch_bounded(rendered.to_arrow_reader(_CHUNK_ROWS), max_bytes)
+    except duckdb.PermissionException as exc:  # external access is off as well
         raise NotReadOnly(
             f"refused: the statement reads local files ({_first_line(exc)}); "
             "only the eventscope tables can be queried"
         ) from exc
-    except duckdb.InterruptException:
+    except (duckdb.InterruptException, ResultTooLarge):
         raise
-    except duckdb.CatalogException as exc:
-        # With external access off, `FROM 'file.csv'` is not even tried as a file scan;
-        # DuckDB reports a missing table named like a path. Say what really happened.
-        missing = _MISSING_TABLE.search(str(exc))
-        if missing and _PATH_LIKE.search(missing.group(1)):
-            raise NotReadOnly(
-                f"refused: the statement reads local files ({missing.group(1)}); "
-                "only the eventscope tables can be queried"
-            ) from exc
-        raise BadParameter("sql", _first_line(exc)) from exc
     except duckdb.Error as exc:
-        _refuse_database_file(_first_line(exc), exc)
         raise BadParameter("sql", _first_line(exc)) from exc
-    except UnicodeDecodeError as exc:
-        # DuckDB's message held bytes that are not UTF-8. Seen: `FROM 'its-own-file.duckdb'`
-        # on the collector, which DuckDB tries to attach as a database ("Cannot attach \x80…").
-        message = _first_line_of(exc.object.decode("utf-8", "replace"))
-        _refuse_database_file(message, exc)
-        raise BadParameter("sql", message) from exc
-    decoded = tuple(tuple(json.loads(row[0]).values()) for row in rows[:limit])
-    return SqlResult(columns=columns, types=types, rows=decoded, truncated=len(rows) > limit)
+    except UnicodeDecodeError as exc:  # DuckDB's message held bytes that are not UTF-8
+        raise BadParameter("sql", _first_line_of(exc.object.decode("utf-8", "replace"))) from exc
+    decoded = tuple(tuple(json.loads(text).values()) for text in texts[:limit])
+    return SqlResult(columns=columns, types=types, rows=decoded, truncated=len(texts) > limit)
 
 
-def _refuse_database_file(message: str, exc: BaseException) -> None:
-    """`FROM 'x.duckdb'` on the database's own file: DuckDB reads it as a database (other
-    files are refused by the disabled external access; this one is already open)."""
-    if _DATABASE_FILE.search(message):
-        raise NotReadOnly(
-            f"refused: the statement reads a database file ({message}); "
-            "only the eventscope tables can be queried"
-        ) from exc
+def _fetch_bounded(reader: Any, max_bytes: int) -> list[str]:
+    """The rows' JSON texts, a chunk at a time, refusing once they pass ``max_bytes``."""
+    texts: list[str] = []
+    size = 0
+    for batch in reader:
+        column = batch.column(0)
+        size += column.nbytes
+        if size > max_bytes:
+            raise ResultTooLarge(
+                f"the result holds more than {max_bytes:,} bytes (--max-result-bytes); "
+                "select fewer columns or rows (a LIMIT, a narrower WHERE), or aggregate"
+            )
+        texts.extend(column.to_pylist())
+    return texts
 
 
 def _unique(names: list[str]) -> tuple[str, ...]:

@@ -20,7 +20,10 @@ from ._source_sql import (
     span_deliveries,
 )
 
-__all__ = ["VIEWS_SQL"]
+__all__ = ["VIEWS", "VIEWS_SQL"]
+
+#: The public views, by name (docs/queries.md).
+VIEWS = ("publishes", "deliveries", "event_ledger")
 
 _PUBLISHES = f"CREATE OR REPLACE VIEW publishes AS {publishes_sql(ALL_TIME)};"
 

@@ -32,6 +32,8 @@ class UIConfig:
     token: str | None = None
     #: Most rows the SQL console shows.
     row_limit: int = 10_000
+    #: Most bytes (of JSON) a SQL console result may hold; larger ones are refused.
+    max_result_bytes: int = 32 * 1024 * 1024
     #: How long an event may be on its way before pages count it lost (nanoseconds).
     grace_ns: int = 5 * 60 * 10**9
     #: Where SDKs should send OTLP (shown on an empty overview); None: this page's origin.

@@ -32,6 +32,7 @@ def setup(
     read: Read,
     token: str | None = None,
     row_limit: int = 10_000,
+    max_result_bytes: int = 32 * 1024 * 1024,
     grace_ns: int = 5 * 60 * 10**9,
 ) -> UIConfig:
     """Add the UI's pages, ``/login`` and ``/static/…`` to ``app``; return its config.
@@ -41,15 +42,21 @@ def setup(
         read: how pages run read functions (see :class:`Read`).
         token: the collector's bearer token, checked by ``/login``.
         row_limit: most rows the SQL console returns.
+        max_result_bytes: most bytes of JSON a SQL console result may hold.
         grace_ns: how long an event may be on its way before pages count it lost.
     """
-    config = UIConfig(read=read, token=token, row_limit=row_limit, grace_ns=grace_ns)
+    config = UIConfig(
+        read=read,
+        token=token,
+        row_limit=row_limit,
+        max_result_bytes=max_result_bytes,
+        grace_ns=grace_ns,
+    )
     app[UI] = config
     static = StaticFiles()
     app.router.add_get("/static/{name}", static.handle)
-    app.router.add_get("/login", _login.login_form)
-    app.router.add_post("/login", _login.login_submit)
-    app.router.add_get("/logout", _login.logout)
+    _login.add_routes(app)
     for path, handler in _pages.PAGES.items():
         app.router.add_get(path, handler)
+    app.router.add_post("/sql", _pages.sql)  # the console's form runs its statement by POST
     return config

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from eventscope.queries import EventscopeError, span_detail
+from eventscope.queries import BadParameter, EventscopeError, span_detail
 
 from . import _views
 from ._config import UI
@@ -108,9 +108,17 @@ async def topology_page(request: web.Request) -> dict[str, Any]:
 
 @page("sql", "sql.html")
 async def sql(request: web.Request) -> dict[str, Any]:
-    """``/sql?q=…``: a read-only console over the public schema."""
+    """``/sql``: a read-only console over the public schema. The form POSTs the statement,
+    which runs; ``GET /sql?q=…`` only fills it in (a link can share a query, but a page of
+    another site cannot make it run)."""
     config = request.app[UI]
-    return await _views.sql_context(config, request.query)
+    if request.method != "POST":
+        return await _views.sql_context(config, request.query.get("q", ""), run=False)
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError, ValueError):
+        raise BadParameter("q", "the form is not valid UTF-8 form data") from None
+    return await _views.sql_context(config, str(form.get("q", "")), run=True)
 
 
 async def span_json(request: web.Request) -> web.Response:

@@ -293,19 +293,23 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     }
 
 
-async def sql_context(config: UIConfig, params: Params) -> dict[str, Any]:
-    """The SQL console: the statement, and its result or the reason it was refused."""
-    statement = params.get("q", "").strip()
+async def sql_context(config: UIConfig, statement: str, *, run: bool) -> dict[str, Any]:
+    """The SQL console: the statement, and (when ``run``) its result or the reason it was
+    refused."""
+    statement = statement.strip()
     context: dict[str, Any] = {
         "title": "SQL",
         "statement": statement,
         "result": None,
         "error": None,
         "limit": config.row_limit,
+        "ran": run and bool(statement),
     }
-    if statement:
+    if run and statement:
         try:
-            context["result"] = await config.read(run_sql, statement, limit=config.row_limit)
+            context["result"] = await config.read(
+                run_sql, statement, limit=config.row_limit, max_bytes=config.max_result_bytes
+            )
         except BadParameter as exc:
             context["error"] = exc.problem
         except Exception as exc:  # NotReadOnly, QueryTimeout …: shown beside the statement

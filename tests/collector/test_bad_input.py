@@ -186,10 +186,10 @@ def test_a_configured_token_is_required_everywhere_but_healthz(collectors) -> No
     assert server.get("/api/sql?q=SELECT+1")[0] == 401
     assert server.get("/metrics")[0] == 401
     assert server.get("/healthz")[0] == 200
-    status, body = server.get(
-        "/api/sql?q=SELECT+name+FROM+spans", {"Authorization": "Bearer s3cret"}
+    status, _, body = server.post(
+        "/api/sql", b"SELECT name FROM spans", {"Authorization": "Bearer s3cret"}
     )
-    assert (status, body["rows"]) == (200, [{"name": "authorised"}])
+    assert (status, json.loads(body)["rows"]) == (200, [{"name": "authorised"}])
 
 
 def test_metrics_from_an_sdk_get_a_404_that_says_what_to_do(

@@ -11,14 +11,19 @@ import contextlib
 import gzip
 import http.client
 import json
+import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from collector_process import Collector
+import pytest
+from collector_process import Collector, eventscope
 from ingest_probe import IngestProbe
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import PROTOBUF, span, traces
@@ -199,3 +204,174 @@ def test_sigterm_during_full_rate_ingest_exits_quickly_and_cleanly(collectors) -
     log = server.log.read_text()
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
     assert _stored(server, acknowledged) == acknowledged
+
+
+# --------------------------------------------------------------------------- user SQL
+
+HOSTILE_SQL = [
+    line
+    for line in (Path(__file__).parents[1] / "hostile" / "sql.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+_SECRET = "eventscope-s3cret-pw"
+
+
+@pytest.fixture(params=["file", "ducklake"])
+def backend(request: pytest.FixtureRequest, collectors, tmp_path: Path) -> Iterator[Collector]:
+    """A collector on a DuckDB file, or on a DuckLake in the real PostgreSQL whose DSN holds a
+    password (trust authentication ignores it; it must never be shown)."""
+    if request.param == "file":
+        yield collectors("sql.duckdb", "--decode-workers", "0")
+        return
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = f"eventscope_test_{uuid.uuid4().hex[:10]}"
+    server = Collector(
+        f"ducklake:postgres:{dsn} password={_SECRET}",
+        "--decode-workers", "0", "--data-path", str(tmp_path / "lake"),
+        "--ducklake-schema", schema, log=tmp_path / "lake.log",
+    )  # fmt: skip
+    try:
+        yield server.start()
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+        _psql(dsn, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _psql(dsn: str, statement: str) -> str:
+    done = subprocess.run(["psql", dsn, "-tAc", statement], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_hostile_sql_is_refused_on_every_backend_and_the_collector_stays_healthy(
+    backend: Collector, tmp_path: Path
+) -> None:
+    assert all(_SECRET not in line for line in backend.banner), backend.banner
+    with IngestProbe(backend) as probe:
+        for statement in HOSTILE_SQL:
+            status, _, body = backend.post("/api/sql", json.dumps({"q": statement}).encode(), JSON)
+            text = body.decode()
+            assert status == 400 and "refused" in text, (statement, status, text[:300])
+            assert _SECRET not in text
+        # SQL never runs by GET: a page of any site can make the browser GET a URL
+        status, body = backend.get("/api/sql?q=" + urllib.parse.quote(HOSTILE_SQL[0]))
+        assert status == 405 and "takes POST only" in body["error"]
+        assert backend.get("/healthz")[0] == 200
+
+    probe.assert_unharmed()
+    assert _stored(backend, probe.acknowledged) == probe.acknowledged
+    assert backend.stop() == 0  # before, a read that had enabled logging aborted the exit
+    log = backend.log.read_text()
+    assert " ERROR " not in log and "Traceback" not in log and _SECRET not in log
+    assert not Path("/tmp/eventscope-log").exists()
+    assert not Path("/tmp/eventscope-leak.csv").exists()
+    if str(backend.db).startswith("ducklake:"):
+        dsn = str(backend.db).removeprefix("ducklake:postgres:")
+        assert _psql(dsn, "SELECT to_regclass('eventscope_pwned')") == ""
+
+
+def test_the_dsn_password_is_not_shown_when_the_catalog_cannot_be_reached(tmp_path: Path) -> None:
+    dsn = f"ducklake:postgres:host=127.0.0.1 port=9 dbname=test user=postgres password={_SECRET}"
+    result = eventscope("serve", "--db", dsn, "--data-path", str(tmp_path / "lake"), "--port", "0")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot attach" in line and "password=***" in line and _SECRET not in line
+
+
+def test_the_documented_queries_run(collector: Collector) -> None:
+    # Every `eventscope query sql "…"` of the README and docs/, as a user would paste it.
+    root = Path(__file__).parents[2]
+    documents = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    found = re.findall(
+        r'eventscope query sql "((?:[^"\\]|\\.)*)"', "\n".join(p.read_text() for p in documents)
+    )
+    statements = [" ".join(s.split()) for s in found]
+    assert len(statements) >= 3, statements
+    assert collector.post("/v1/traces", traces(span("documented")), PROTOBUF)[0] == 200
+    for statement in statements:
+        status, _, body = collector.post("/api/sql", statement.encode(), {})
+        assert status == 200, (statement, body[:300])
+
+
+def test_a_result_over_the_byte_bound_is_refused_whole(collectors) -> None:
+    server = collectors(
+        "big.duckdb", "--decode-workers", "0", env={"EVENTSCOPE_MAX_RESULT_BYTES": "1MiB"}
+    )
+    assert (
+        server.post("/v1/traces", traces(*(span(f"s{i}") for i in range(200))), PROTOBUF)[0] == 200
+    )
+    statement = "SELECT s.*, r.range FROM spans s, range(10000) r"  # ~1 KB a row, 2M rows
+    with IngestProbe(server) as probe:
+        params = {"q": statement, "limit": 1_000_000}
+        status, _, body = server.post("/api/sql", json.dumps(params).encode(), JSON)
+        assert status == 422, body[:300]
+        assert "more than 1,048,576 bytes" in json.loads(body)["error"]
+        # within the bound it is answered as before
+        params = {"q": "SELECT name FROM spans ORDER BY name LIMIT 3"}
+        status, _, body = server.post("/api/sql", json.dumps(params).encode(), JSON)
+        assert status == 200 and [r["name"] for r in json.loads(body)["rows"]] == [
+            "s0",
+            "s1",
+            "s10",
+        ]
+    probe.assert_unharmed()
+
+
+# --------------------------------------------------------------------------- the browser
+
+
+def test_a_foreign_host_name_is_refused_dns_rebinding(collectors) -> None:
+    server = collectors("host.duckdb", "--decode-workers", "0", "--allowed-hosts", ".example.org")
+    port = urllib.parse.urlsplit(server.url).port
+    for host, expected in [
+        (f"rebind.attacker.example:{port}", 403),
+        ("attacker.example", 403),
+        (f"localhost:{port}", 200),
+        (f"127.0.0.1:{port}", 200),
+        (f"[::1]:{port}", 200),
+        (f"eventscope.example.org:{port}", 200),  # --allowed-hosts
+        (f"{socket.gethostname()}:{port}", 200),
+    ]:
+        for path in ("/api/requests", "/requests", "/sql"):
+            status, body = server.get(path, {"Host": host})
+            assert status == expected, (host, path, status, str(body)[:200])
+    status, body = server.get("/api/requests", {"Host": "attacker.example"})
+    assert "--allowed-hosts" in body["error"]
+    # OTLP senders and health probes name the collector as they are configured
+    headers = {**PROTOBUF, "Host": "otel-gateway.internal"}
+    assert server.post("/v1/traces", traces(span("any-name")), headers)[0] == 200
+    assert server.get("/healthz", {"Host": "pod-1.internal"})[0] == 200
+
+
+def test_sql_and_sign_in_from_another_origin_are_refused(collectors) -> None:
+    server = collectors("origin.duckdb", "--decode-workers", "0", "--token", "s3cret")
+    token = {"Authorization": "Bearer s3cret"}
+    same = {**token, "Origin": server.url}
+    foreign = {**token, "Origin": "http://attacker.example"}
+    sql = b"SELECT 42 AS answer"
+    assert server.post("/api/sql", sql, same)[0] == 200
+    assert server.post("/api/sql", sql, token)[0] == 200  # no Origin: curl, the CLI
+    for headers in (
+        foreign,
+        {**token, "Origin": "null"},
+        {**token, "Sec-Fetch-Site": "cross-site"},
+    ):
+        status, _, body = server.post("/api/sql", sql, headers)
+        assert status == 403 and b"another" in body, (headers, status, body[:200])
+        assert server.post("/sql", b"q=SELECT+1", headers)[0] == 403
+        assert server.post("/login", b"token=s3cret", headers)[0] == 403
+    port = urllib.parse.urlsplit(server.url).port
+    other_port = {**token, "Origin": f"http://127.0.0.1:{port + 1}"}
+    assert server.post("/api/sql", sql, other_port)[0] == 403
+
+
+def test_sign_in_is_rate_limited(collectors) -> None:
+    server = collectors("login.duckdb", "--decode-workers", "0", "--token", "s3cret")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    answers = [server.post("/login", b"token=guess", form)[0] for _ in range(5)]
+    assert answers == [401] * 5
+    status, headers, body = server.post("/login", b"token=guess", form)
+    assert status == 429 and int(headers["Retry-After"]) > 0 and b"too many" in body
+    # while it waits, even the right token is not tried
+    assert server.post("/login", b"token=s3cret", form)[0] == 429
+    assert server.get("/healthz")[0] == 200

@@ -41,6 +41,7 @@ PUBLIC = [
     "QueryError",
     "RequestPage",
     "RequestSummary",
+    "ResultTooLarge",
     "ServiceSummary",
     "SpanDetail",
     "SpanEvent",

@@ -95,7 +95,7 @@ def test_with_a_token_the_ui_asks_to_sign_in_and_the_cookie_opens_it(
     jar = CookieJar()
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     browser.open(urllib.request.Request(server.url + "/login", data=b"token=s3cret&next=/sql"))
-    with browser.open(server.url + "/sql?q=SELECT+42+AS+answer") as response:
+    with browser.open(server.url + "/sql", data=b"q=SELECT+42+AS+answer") as response:
         assert response.status == 200 and "answer" in response.read().decode()
 
 
@@ -111,4 +111,4 @@ def test_with_a_ui_port_the_ui_is_served_there_and_not_beside_otlp(
     with urllib.request.urlopen(ui_base + "/") as response:
         assert server.url in response.read().decode()  # the empty overview names OTLP's port
     assert server.get("/")[0] == 404
-    assert server.get("/api/sql?q=SELECT+1")[0] == 200
+    assert server.post("/api/sql", b"SELECT 1", {})[0] == 200
