@@ -64,6 +64,7 @@ def open_ducklake(
         connection.execute(f"INSTALL {_quote(_extension_file(name))}")
         connection.execute(f"LOAD {name}")
     options = []
+    data_path = ""
     if settings.data_path:
         data_path = str(Path(settings.data_path).expanduser().resolve()) + "/"
         Path(data_path).mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,14 @@ def open_ducklake(
         connection.close()
         raise ConfigError(f"db: cannot attach {settings.db!r}: {str(exc).splitlines()[0]}") from exc
     connection.execute(f"USE {CATALOG}")
-    if settings.data_path:
+    if not settings.data_path:  # a reader: the files are where the catalog says
+        row = connection.execute(
+            f"SELECT data_path FROM ducklake_settings({_quote(CATALOG)})"
+        ).fetchone()
+        data_path = row[0] if row and row[0] else ""
+    if data_path:
+        # The only files this instance may read once external access is switched off (the
+        # collector and `eventscope query` do so before running anything a user typed).
         connection.execute("SET allowed_directories = [?]", [data_path])
     return connection, f"{settings.db} (data: {settings.data_path or 'from the catalog'})"
 
