@@ -44,12 +44,12 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Dead letters are part of the show, not news for the terminal.
     logging.getLogger("eventscope.instrumentation").setLevel(logging.ERROR)
-    from ._app import DatabaseFailed
+    from ._app import DatabaseFailed, ListenError
     from ._cli import _fail
 
     try:
         asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
-    except DatabaseFailed as exc:
+    except (DatabaseFailed, ListenError) as exc:
         _fail(str(exc), 1)
 
 
