@@ -2,7 +2,7 @@
 on a shared path), for when one machine is not enough.
 
 ``--db ducklake:postgres:dbname=… host=…`` with ``--data-path /shared/lake/``. The DuckLake
-and PostgreSQL extensions come from PyPI wheels (``pip install 'eventscope[ducklake]'``)
+and PostgreSQL extensions come from PyPI wheels (the ``ducklake`` extra of the repository)
 and are installed from the wheel's file: nothing is downloaded at run time.
 """
 
@@ -28,7 +28,9 @@ def _extension_file(name: str) -> str:
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None or spec.origin is None:
         raise ConfigError(
-            f"db: DuckLake needs the {name} extension wheel; pip install 'eventscope[ducklake]'"
+            f"db: DuckLake needs the {name} extension wheel: pip install "
+            f"'duckdb-extension-{name}=={duckdb.__version__}' (or, in the repository, "
+            "pip install -e '.[ducklake]')"
         )
     version = duckdb.__version__
     found = sorted(Path(spec.origin).parent.glob(f"extensions/v{version}/{name}.duckdb_extension"))

@@ -34,6 +34,10 @@ _LAYOUT = {
 }
 
 
+#: Figures with nothing to zoom or pan (maps, treemaps) show no toolbar over their labels.
+_NO_TOOLBAR = {"modebar": False}
+
+
 def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> dict[str, Any]:
     """An x axis of epoch milliseconds that the page turns into the browser's local time
     (Plotly itself has no time zones), spanning [since, until] when given."""
@@ -176,7 +180,8 @@ def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
         + [v[1] for v in services.values()]
         + [v[1] for v in counts.values()]
     )
-    fig = go.Figure(layout={**_LAYOUT, "height": 320, "margin": {"l": 4, "r": 4, "t": 4, "b": 4}})
+    fig = go.Figure(layout={**_LAYOUT, "height": 320, "margin": {"l": 4, "r": 4, "t": 4, "b": 4},
+                            "meta": _NO_TOOLBAR})  # fmt: skip
     fig.add_trace(go.Icicle(
         ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
         customdata=[[round(t, 3)] for t in time_ms], root={"color": "#eef3fd"},
@@ -229,7 +234,7 @@ def topology_sankey(topology: Topology) -> str:
         value.insert(0, max(count, 1))
         colour.insert(0, "rgba(89,161,79,0.35)")
         text.insert(0, f"{count} events published")
-    fig = go.Figure(layout={**_LAYOUT, "height": max(320, 36 * len(labels)),
+    fig = go.Figure(layout={**_LAYOUT, "height": max(320, 36 * len(labels)), "meta": _NO_TOOLBAR,
                             "margin": {"l": 8, "r": 8, "t": 8, "b": 8}})  # fmt: skip
     fig.add_trace(go.Sankey(
         arrangement="snap",
