@@ -1,4 +1,4 @@
-"""The ``eventscope`` command: ``serve``, ``query …``, ``demo`` and ``--version``.
+"""The ``eventscope`` command: ``serve``, ``query …``, ``check``, ``demo`` and ``--version``.
 
 Bad input ends with exit code 2 and one line on stderr naming what is wrong; a collector
 that cannot be reached ends with exit code 1.
@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)  # fmt: skip
     _add_serve(commands)
     _add_query(commands)
+    from ._check import add_check_command
     from ._demo import add_demo_command
 
+    add_check_command(commands)
     add_demo_command(commands)
     return parser
 
