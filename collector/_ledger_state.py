@@ -239,7 +239,7 @@ class LedgerState:
                     values[labels, label] = 0
         for sid, value in self.exposed.items():
             if sid[0] == family:
-                values[sid[1:4], sid[4]] = value  # type: ignore[index]
+                values[sid[1:4], sid[4]] = value
         return values
 
 
