@@ -16,11 +16,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from eventscope.queries._gc import gc_paused
 from eventscope.queries.schema import (
     LINKS_SCHEMA,
     LOGS_SCHEMA,
@@ -34,12 +32,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ._attributes import any_value, attributes_dict, to_json
+from ._batches import LogBatch, TraceBatch
 from ._errors import BadRequest
 from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
 
 __all__ = [
-    "LogBatch",
-    "TraceBatch",
     "decode_logs",
     "decode_traces",
     "parse_logs",
@@ -53,36 +50,6 @@ _ZERO_SPAN = bytes(8)
 _MAX_MESSAGES = 5
 _MAX_TIME = 2**63 - 1  # nanosecond timestamps are signed 64-bit in Arrow and DuckDB
 _SPAN_DERIVED = len(PROMOTED_COLUMNS)  # derived values past these are event-record only
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TraceBatch:
-    """The valid spans of one request as Arrow tables, and what was rejected and why."""
-
-    spans: pa.Table
-    links: pa.Table
-    events: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database (spans, links and span events)."""
-        return self.spans.num_rows + self.links.num_rows + self.events.num_rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogBatch:
-    """The valid log records of one request as an Arrow table, and what was rejected."""
-
-    logs: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database."""
-        return self.logs.num_rows
 
 
 class _Rejections:
@@ -472,17 +439,3 @@ def decode_logs(request: Any) -> LogBatch:
         rejected=rejected.count,
         error_message=rejected.text("log records"),
     )
-
-
-@gc_paused()  # a row tuple per span: no cycles, but thousands of collections (see _gc)
-def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
-    """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
-
-    A pure function of its arguments, so it can run in a worker process.
-
-    Raises:
-        BadRequest: the body cannot be decoded as ``content_type``.
-    """
-    if signal == "traces":
-        return decode_traces(parse_traces(body, content_type))
-    return decode_logs(parse_logs(body, content_type))

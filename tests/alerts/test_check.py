@@ -13,7 +13,7 @@ import known_workload
 import pytest
 from collector_process import Collector, eventscope
 from eventscope.collector._cli import main
-from eventscope.collector._database import create_schema
+from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

@@ -12,10 +12,10 @@ from pathlib import Path
 import duckdb
 import known_workload
 import pytest
-from eventscope.collector._database import create_schema
 from eventscope.collector._ledger_metrics import evaluate
 from eventscope.collector._ledger_state import LedgerState, Observation
 from eventscope.queries import duplicate_events, lost_events
+from eventscope.queries.schema import create_schema
 from otlp_builder import load
 from prometheus_text import samples
 
