@@ -99,7 +99,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--metrics-interval",
         help="how often the lost/duplicated/latency series of /metrics are evaluated "
-        "(default 15s; 0: off)",
+        "(default 30s; 0: off)",
     )
     serve.add_argument(
         "--metrics-lookback", help="how far back they learn which groups handle what (1h)"

@@ -11,15 +11,18 @@ nothing. Each evaluation:
    watermark settles, the rest is shown live and counted again next time;
 3. runs the very definitions behind ``eventscope query lost`` and ``query duplicates``
    (:func:`~eventscope.queries.lost_events`, :func:`~eventscope.queries.duplicate_events`)
-   over the last ``--metrics-lookback``: an (event, group) published between the two
-   watermarks that no expected group handled is lost; a duplicate counts once, when the
-   delivery (or publish) that made it one settles; events published after the watermark
-   that a group has not handled yet are *pending*;
+   over the last ``--metrics-lookback``: an (event, group) published before the watermark
+   that no expected group handled is lost; a duplicate counts when the delivery (or
+   publish) that made it one is before the watermark — each once: the state remembers what
+   it counted, so late data (before the last watermark, inside the window) counts once
+   too; events published after the watermark that a group has not handled yet are
+   *pending*;
 4. writes the state (watermark, settled totals, what was shown) to the table
    ``eventscope_ledger_state`` in the same transaction, so a restarted collector goes on
    from there and retention deleting old spans takes nothing back.
 
-Data that arrives later than the grace period after its own time is not counted.
+Publishes, deliveries and latency that arrive after the watermark passed their time are
+not counted; nothing older than the look-back window is.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import AsyncIterator
 import duckdb
 from aiohttp import web
 from eventscope.queries import duplicate_events, lost_events
+from eventscope.queries._ledger import SKEW_NS
 from eventscope.queries._ledger_totals import ledger_totals
 
 from ._database import Database
@@ -76,22 +80,22 @@ def evaluate(
             seen.append(Observation(row.family, labels, row.label, row.count, row.settled))
             seen.append(Observation(row.family, labels, "sum", row.seconds, row.settled))
     pending: Counter[Triple] = Counter()
-    for lost in lost_events(
-        cursor, since_ns=earliest, until_ns=now_ns, grace_ns=0, events_since_ns=start
-    ):
+    for lost in lost_events(cursor, since_ns=earliest, until_ns=now_ns, grace_ns=0):
         labels = (lost.event_type or "", lost.destination or "", lost.consumer_group)
-        if lost.published_ns < watermark:
-            seen.append(Observation("lost", labels, lost.reason, 1, True))
-        else:
+        if lost.published_ns >= watermark:
             pending[labels] += 1
+        elif state.count_once(
+            (lost.event_id, lost.consumer_group, "lost"), lost.published_ns, start
+        ):
+            seen.append(Observation("lost", labels, lost.reason, 1, True))
     for duplicate in duplicate_events(cursor, since_ns=earliest):
-        if start <= duplicate.second_ns < watermark:
-            labels = (
-                duplicate.event_type or "",
-                duplicate.destination or "",
-                duplicate.consumer_group or "",
-            )
+        group = duplicate.consumer_group or ""
+        if duplicate.second_ns < watermark and state.count_once(
+            (duplicate.event_id, group, "duplicated"), duplicate.second_ns, start
+        ):
+            labels = (duplicate.event_type or "", duplicate.destination or "", group)
             seen.append(Observation("duplicated", labels, duplicate.kind, 1, True))
+    state.forget_before(earliest - SKEW_NS)
     state.advance(watermark, seen, pending.items())
 
 

@@ -84,6 +84,9 @@ _ZEROS: dict[str, tuple[str, ...]] = {
     "queue_wait": (*_BUCKET_LABELS, "sum"),
 }
 _FOLDED: SeriesId = ("folded", "", "", "", "")
+#: Most losses and duplicates remembered; beyond it the oldest go, and late data older
+#: than what is remembered is no longer counted.
+MAX_COUNTED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,12 @@ class LedgerState:
         self.settled: dict[SeriesId, float] = {}
         self.exposed: dict[SeriesId, float] = {}
         self.pending: dict[Triple, int] = {}
+        #: Losses and duplicates already counted, with their time: (event id, group, kind)
+        #: -> ns. Data that arrives late (its time before the watermark, within the look-back
+        #: window) is counted once by this, not again; entries older than the window go.
+        self.counted: dict[tuple[str, str, str], int] = {}
+        #: ``counted`` holds every key from this time on (older ones may have been dropped).
+        self.counted_from = 0
         self._fresh: set[Triple] = set()
 
     def fold(self, labels: Triple) -> Triple:
@@ -154,6 +163,22 @@ class LedgerState:
         self.watermark_ns = watermark_ns
         self._fresh.clear()
 
+    def count_once(self, key: tuple[str, str, str], time_ns: int, settled_ns: int) -> bool:
+        """Whether to count ``key`` (event id, group, ``lost`` or ``duplicated``) at
+        ``time_ns``: yes if that is after the last watermark (``settled_ns``: never looked
+        at before), else only if it was not counted yet — late data. Remembers it."""
+        if time_ns < settled_ns and (key in self.counted or time_ns < self.counted_from):
+            return False
+        if len(self.counted) >= MAX_COUNTED:
+            oldest = min(self.counted, key=self.counted.__getitem__)
+            self.counted_from = max(self.counted_from, self.counted.pop(oldest) + 1)
+        self.counted[key] = time_ns
+        return True
+
+    def forget_before(self, time_ns: int) -> None:
+        """Drop remembered keys older than ``time_ns`` (outside every future window)."""
+        self.counted = {k: t for k, t in self.counted.items() if t >= time_ns}
+
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> str:
@@ -169,6 +194,8 @@ class LedgerState:
                 "watermark_ns": self.watermark_ns,
                 "label_sets": [list(t) for t in self.label_sets],
                 "series": series,
+                "counted": [[*key, t] for key, t in self.counted.items()],
+                "counted_from": self.counted_from,
             },
             separators=(",", ":"),
         )
@@ -182,6 +209,10 @@ class LedgerState:
         state = cls(max_label_sets)
         state.watermark_ns = document["watermark_ns"]
         state.label_sets = {(str(a), str(b), str(c)): None for a, b, c in document["label_sets"]}
+        state.counted = {
+            (str(e), str(g), str(k)): int(t) for e, g, k, t in document.get("counted", ())
+        }
+        state.counted_from = int(document.get("counted_from", 0))
         for family, event_type, destination, group, label, settled, exposed in document["series"]:
             sid: SeriesId = (family, event_type, destination, group, label)
             if settled:

@@ -110,7 +110,7 @@ class Settings:
     grace: int = 5 * 60 * 10**9
     #: Seconds between evaluations of the ledger series of ``/metrics`` (published,
     #: deliveries, lost, duplicated, pending, latency); 0 switches them off.
-    metrics_interval: float = 15.0
+    metrics_interval: float = 30.0
     #: How far back (nanoseconds) those evaluations learn which groups handle an event
     #: type and look for the first delivery of a duplicate.
     metrics_lookback: int = 3600 * 10**9

@@ -117,8 +117,9 @@ class InProcessCollector:
             set_default_hooks(self._previous_hooks)
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(60)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=60)
         self._loop.close()
 
     # ------------------------------------------------------------------ hooks

@@ -41,8 +41,8 @@ def eventscope(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessCo
             pytrace=False,
         )
     collector = InProcessCollector(tmp_path_factory.mktemp("eventscope") / "eventscope.duckdb")
-    collector.start()
     try:
+        collector.start()
         collector.configure("tests")
         yield collector
     finally:

@@ -154,7 +154,6 @@ def lost_events(
     until_ns: int | None = None,
     subscriptions: Mapping[str, Sequence[str]] | None = None,
     event_ids: Iterable[str] | None = None,
-    events_since_ns: int | None = None,
 ) -> tuple[LostEvent, ...]:
     """Events an expected consumer group never handled successfully, one row per (event, group).
 
@@ -168,9 +167,6 @@ def lost_events(
         subscriptions: destination or event type → consumer groups that must handle it,
             beside the groups seen handling it.
         event_ids: report only these events (expected groups are still learned from all).
-        events_since_ns: report only events published from this time on (expected groups
-            are still learned from the whole window): how the ledger series take one
-            step of a window they learn from as a whole.
 
     Returns:
         Rows ordered by publish time, event id and group.
@@ -198,7 +194,7 @@ def lost_events(
             event_filter = f"p.message_id IN (SELECT event_id FROM {ids}) AND"
         params = {
             **src.params,
-            "events_from": max(0 if since is None else since, events_since_ns or 0),
+            "events_from": 0 if since is None else since,
             "events_until": max(until - grace_ns, 0),
         }
         sql = _LOST.format(

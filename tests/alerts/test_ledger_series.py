@@ -107,6 +107,25 @@ def test_a_restart_goes_on_from_the_stored_state(db: duckdb.DuckDBPyConnection) 
     assert sum(_duplicated(restored).values()) == len(duplicate_events(db))
 
 
+def test_late_losses_and_duplicates_count_once(db: duckdb.DuckDBPyConnection) -> None:
+    # The workload arrives after the watermark passed its time (an exporter that retried
+    # for minutes): its losses and duplicates still count, once, across a restart too.
+    empty = duckdb.connect()
+    create_schema(empty)
+    state = LedgerState(max_label_sets=500)
+    late = BASE + 60_000 * MS
+    evaluate(empty, state, now_ns=late, grace_ns=GRACE, lookback_ns=LOOKBACK)
+    assert state.watermark_ns is not None and state.watermark_ns > BASE + 2000 * MS
+    for step in range(1, 4):  # now the data is there; three more evaluations, one restarted
+        if step == 2:
+            state = LedgerState.from_json(state.to_json(), 500)
+        evaluate(db, state, now_ns=late + step * 1000 * MS, grace_ns=GRACE, lookback_ns=LOOKBACK)
+        if step == 1:  # new label sets show 0 first
+            continue
+        assert sum(_lost(state).values()) == len(lost_events(db, grace_ns=0))
+        assert sum(_duplicated(state).values()) == len(duplicate_events(db))
+
+
 def test_label_sets_past_the_cap_are_folded_into_other() -> None:
     state = LedgerState(max_label_sets=2)
     seen = [Observation("deliveries", ("A", "q", f"group-{i}"), "ok", 3, True) for i in range(5)]
