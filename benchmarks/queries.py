@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import FILE_CONFIG, SCHEMA_SQL
+from eventscope.collector._database import FILE_CONFIG
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -38,6 +38,7 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
+from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import generate
 
 WORKLOAD_VERSION = "4"

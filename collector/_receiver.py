@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._signals import LOGS, TRACES, Signal
 from ._state import STATE
 
 __all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
@@ -103,7 +102,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _respond(content_type: str, message: Any) -> web.Response:
+def _respond(content_type: str, message: Message) -> web.Response:
     if content_type == PROTOBUF:
         return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
     text = json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
@@ -120,46 +119,22 @@ def error_body(request: web.Request, status: int, message: str) -> web.Response:
     )
 
 
-async def _receive(
-    request: web.Request, signal: str, build: Callable[[int, str], Any]
-) -> web.Response:
+async def _receive(request: web.Request, signal: Signal[Any]) -> web.Response:
     state = request.app[STATE]
     content_type = request_content_type(request)
-    state.writer.check_capacity()  # refuse before reading when the queue is already full
-    async with state.decoders.slots:
-        body = await read_body(request, state.settings.max_body_bytes)
-        batch = await state.decoders.decode(signal, body, content_type)
-    await state.writer.write(batch)
-    counter = "spans" if signal == "traces" else "log_records"
-    state.metrics.accepted[counter] += batch.rows if signal == "logs" else batch.spans.num_rows
-    state.metrics.rejected[counter] += batch.rejected
-    return _respond(content_type, build(batch.rejected, batch.error_message))
-
-
-def _trace_response(rejected: int, message: str) -> Any:
-    response = trace_service_pb2.ExportTraceServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = message
-    return response
-
-
-def _logs_response(rejected: int, message: str) -> Any:
-    response = logs_service_pb2.ExportLogsServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = message
-    return response
+    limit = state.settings.max_body_bytes
+    response = await state.intake.export(signal, content_type, lambda: read_body(request, limit))
+    return _respond(content_type, response)
 
 
 async def receive_traces(request: web.Request) -> web.Response:
     """``POST /v1/traces``: store the valid spans; 200 once they are committed."""
-    return await _receive(request, "traces", _trace_response)
+    return await _receive(request, TRACES)
 
 
 async def receive_logs(request: web.Request) -> web.Response:
     """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
-    return await _receive(request, "logs", _logs_response)
+    return await _receive(request, LOGS)
 
 
 _NO_METRICS = (
