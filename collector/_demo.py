@@ -42,6 +42,10 @@ _THROUGH = {
 }
 
 
+class CannotListen(Exception):
+    """The collector cannot listen where it was told to."""
+
+
 async def _demo(settings: Settings, args: argparse.Namespace, urls: Mapping[str, str]) -> None:
     from ._app import running, until_signalled
     from ._demo_shop import MAX_ATTEMPTS
@@ -53,15 +57,20 @@ async def _demo(settings: Settings, args: argparse.Namespace, urls: Mapping[str,
     try:
         for name in names:  # before the collector starts: a broker that is down is one line
             transports.append(await open_transport(name, urls, run=run, max_attempts=MAX_ATTEMPTS))
-        async with running(settings) as base:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                base = await stack.enter_async_context(running(settings))
+            except OSError as exc:  # the port is taken …
+                where = f"{settings.host}:{settings.port}"
+                raise CannotListen(f"cannot listen on {where}: {exc.strerror or exc}") from None
             stopper = asyncio.create_task(until_signalled())
             try:
                 await _run_shops(base, transports, args, stopper, settings.grace)
             finally:
                 stopper.cancel()
     finally:
-        for transport in transports:  # stop consuming, remove the run's queues and streams
-            await transport.close()
+        while transports:  # stop consuming, remove the run's queues and streams
+            await transports.pop().close()
 
 
 async def _run_shops(
@@ -97,9 +106,8 @@ async def _run_shops(
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
-        for transport in transports:  # settled: stop consuming before the last export
-            await transport.close()
-        transports.clear()
+        while transports:  # settled: stop consuming before the last export
+            await transports.pop().close()
     finally:
         await telemetry.shutdown()
     _summary(shops, args.truth)
@@ -168,8 +176,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         _fail(str(exc), 1)
     except DatabaseFailed as exc:
         _fail(str(exc), 1)
-    except OSError as exc:  # the port is taken …
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
+    except CannotListen as exc:
+        _fail(str(exc), 1)
 
 
 def add_demo_command(commands: Any) -> None:

@@ -85,7 +85,7 @@ class NatsTransport:
         while not self._stopping:
             try:
                 messages = await psub.fetch(16, timeout=0.25)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing came within the fetch's wait
                 continue
             for msg in messages:
                 with consume(msg, handler=name):  # the fetched delivery, made current
@@ -94,7 +94,7 @@ class NatsTransport:
     async def publish(self, topic: str, payload: dict[str, Any], event_id: str | None) -> bool:
         headers = {"Nats-Msg-Id": event_id} if event_id else None
         ack = await self._js.publish(
-            self._subject(topic), json.dumps(payload).encode(), headers=headers
+            self._subject(topic), json.dumps(payload).encode(), headers=headers, timeout=10
         )
         return not ack.duplicate
 
@@ -137,7 +137,7 @@ async def open_transport(url: str, *, run: str, max_attempts: int) -> NatsTransp
             "JetStream: nats-server -js), or give its address with --nats-url or "
             "EVENTSCOPE_NATS_URL"
         ) from None
-    stream = f"demo_{run}"
+    stream = run
     try:
         await nc.jetstream().add_stream(
             name=stream, subjects=[f"{stream}.>"], max_age=3600, duplicate_window=120

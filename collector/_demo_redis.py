@@ -4,7 +4,7 @@ consumer of the group takes it over with ``XAUTOCLAIM`` (Redis counts the delive
 after the last attempt it is copied to the run's dead-letter stream and acknowledged.
 Redis does not deduplicate: a publish retried with the same event id is a second entry.
 
-Every key of the run starts with ``demo:<run>:`` and is deleted at the end.
+Every key of the run starts with ``eventscope-demo-<id>:`` and is deleted at the end.
 """
 
 from __future__ import annotations
@@ -140,4 +140,4 @@ async def open_transport(url: str, *, run: str, max_attempts: int) -> RedisTrans
             f"cannot reach Redis at {url} ({exc}); start it, or give its address with "
             "--redis-url or EVENTSCOPE_REDIS_URL"
         ) from None
-    return RedisTransport(client, f"demo:{run}:")
+    return RedisTransport(client, f"{run}:")
