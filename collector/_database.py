@@ -26,7 +26,9 @@ __all__ = ["FILE_CONFIG", "Database"]
 #: collector's commit is the serial stage of ingest: 125-133k -> 139-140k spans/s,
 #: docs/benchmarks.md). Only new files: an existing file keeps the format it was created
 #: with. Such a file needs DuckDB 1.5.0 or newer to read it.
-FILE_CONFIG = {"storage_compatibility_version": "v1.5.0"}
+FILE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "storage_compatibility_version": "v1.5.0"
+}
 
 
 class Database:
@@ -71,9 +73,8 @@ class Database:
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")
-        read_threads = settings.db_threads or int(connection.execute(
-            "SELECT current_setting('threads')"
-        ).fetchone()[0])  # fmt: skip
+        [(threads,)] = connection.execute("SELECT current_setting('threads')").fetchall()
+        read_threads = settings.db_threads or int(threads)
         return cls(
             connection,
             description,

@@ -242,6 +242,7 @@ def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     """Build an Arrow table from row tuples, in C: one struct array from the tuples (no
     transposing in Python), its children then retyped to the schema without copying."""
     array = pa.array(rows, type=_storage_struct(schema))
+    assert isinstance(array, pa.StructArray)
     return pa.Table.from_arrays(
         [
             child if child.type == field.type else field.type.wrap_array(child)

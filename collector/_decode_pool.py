@@ -96,7 +96,7 @@ class DecodePool:
         """
         async with self._slots:
             data = body if isinstance(body, bytes) else await body()
-            if self._pool is None:
+            if self._pool is None or self._folder is None:
                 return signal.decode(data, content_type)
             loop = asyncio.get_running_loop()
             try:

@@ -244,7 +244,9 @@ class SpanWriter:
         self._maintained_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._database.maintain, self._connection)
+            connection = self._connection
+            assert connection is not None, "the writer is started before it commits"
+            await loop.run_in_executor(self._thread, self._database.maintain, connection)
         except Exception:  # upkeep can wait for the next round; ingest must go on
             log.exception("database upkeep failed")
 
