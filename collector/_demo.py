@@ -99,7 +99,8 @@ async def _run_shops(
                     base, lambda: sum(s.orders_sent for s in shops), sys.stdout, since_ns=started
                 )
             )
-            await asyncio.wait({stopper, drivers}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {stopper, drivers}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             for shop in shops:  # Ctrl-C, or every shop has sent --orders
                 shop.stop()
             await drivers
@@ -159,9 +160,12 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     else:
         grace = parse_grace(DEMO_GRACE, "--grace")
     settings = Settings.from_env(
-        environ, host=args.host, port=args.port, db=args.db or "eventscope-demo.duckdb",
+        environ,
+        host=args.host,
+        port=args.port,
+        db=args.db or "eventscope-demo.duckdb",
         grace=grace,
-    )  # fmt: skip
+    )
     urls = {
         name: getattr(args, f"{name}_url") or environ.get(f"EVENTSCOPE_{name.upper()}_URL") or url
         for name, url in DEFAULT_URLS.items()

@@ -76,9 +76,12 @@ class NatsTransport:
 
             on_message.__wrapped__ = subscription.handler  # type: ignore[attr-defined]
             await self._js.subscribe(
-                subject, durable=subscription.group, cb=on_message, manual_ack=True,
+                subject,
+                durable=subscription.group,
+                cb=on_message,
+                manual_ack=True,
                 config=config,
-            )  # fmt: skip
+            )
 
     async def _pull(self, psub: Any, subscription: Subscription) -> None:
         name = f"{subscription.handler.__module__}.{subscription.handler.__qualname__}"
@@ -127,9 +130,12 @@ async def open_transport(url: str, *, run: str, max_attempts: int) -> NatsTransp
 
     try:
         nc = await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.5,
+            url,
+            connect_timeout=3,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.5,
             error_cb=note,
-        )  # fmt: skip
+        )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         cause = errors[-1] if errors else exc
         raise BrokerUnreachable(

@@ -35,7 +35,7 @@ class RedisTransport:
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis[Any], prefix: str) -> None:
         self._client = client
         self._prefix = prefix
         self._stopping = False
@@ -97,13 +97,13 @@ class RedisTransport:
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.xadd(self._stream("dead-letters"), {**fields, "group": subscription.group})
                     await pipe.execute()
-        await self._client.xack(stream, subscription.group, message.id)
+        await self._client.xack(stream, subscription.group, message.id)  # type: ignore[no-untyped-call]
 
     async def publish(self, topic: str, payload: dict[str, Any], event_id: str | None) -> bool:
         fields = {"body": json.dumps(payload)}
         if event_id:
             fields["event_id"] = event_id
-        await self._client.xadd(self._stream(topic), fields)  # type: ignore[arg-type]
+        await self._client.xadd(self._stream(topic), fields)
         return True
 
     def deduplicator(self) -> Deduplicator:
@@ -117,7 +117,7 @@ class RedisTransport:
             if keys:
                 await self._client.delete(*keys)
         finally:
-            await self._client.aclose()
+            await self._client.aclose()  # type: ignore[attr-defined]  # (types-redis lags)
             self._instrumentor.uninstrument()
 
 
@@ -135,7 +135,7 @@ async def open_transport(url: str, *, run: str, max_attempts: int) -> RedisTrans
     try:
         await client.ping()
     except (OSError, redis.RedisError) as exc:
-        await client.aclose()
+        await client.aclose()  # type: ignore[attr-defined]
         raise BrokerUnreachable(
             f"cannot reach Redis at {url} ({exc}); start it, or give its address with "
             "--redis-url or EVENTSCOPE_REDIS_URL"

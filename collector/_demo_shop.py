@@ -164,9 +164,16 @@ class DemoShop:
         async def fraud(event: Delivered) -> None:
             await self._work(40, 160)
 
-        handlers = {"billing": billing, "shipping": shipping, "inventory": inventory,
-                    "email": email, "analytics": analytics, "loyalty": loyalty,
-                    "ledger": ledger, "fraud": fraud}  # fmt: skip
+        handlers = {
+            "billing": billing,
+            "shipping": shipping,
+            "inventory": inventory,
+            "email": email,
+            "analytics": analytics,
+            "loyalty": loyalty,
+            "ledger": ledger,
+            "fraud": fraud,
+        }
         return {
             group: (topic, handlers[group]) for topic, groups in GROUPS.items() for group in groups
         }
@@ -196,15 +203,18 @@ class DemoShop:
             placed_payload = {"kind": "OrderPlaced", "order": order, "loyalty_points": points}
 
             async def placed() -> None:
-                with event_metadata(event_type="OrderPlaced", version=version,
-                                    entity_id=order, entity_sequence=1):  # fmt: skip
+                with event_metadata(
+                    event_type="OrderPlaced", version=version, entity_id=order, entity_sequence=1
+                ):
                     await self.publish("orders", "OrderPlaced", placed_payload, placed_id)
 
             async def confirmed() -> None:
-                with event_metadata(event_type="OrderConfirmed", version=1,
-                                    entity_id=order, entity_sequence=2):  # fmt: skip
-                    await self.publish("orders", "OrderConfirmed",
-                                       {"kind": "OrderConfirmed", "order": order})  # fmt: skip
+                with event_metadata(
+                    event_type="OrderConfirmed", version=1, entity_id=order, entity_sequence=2
+                ):
+                    await self.publish(
+                        "orders", "OrderConfirmed", {"kind": "OrderConfirmed", "order": order}
+                    )
 
             await self._work(2, 10)
             if number == _FIRST_OVERTAKE or rnd.random() < 0.05:  # confirmed overtakes placed

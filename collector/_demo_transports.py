@@ -148,8 +148,9 @@ class BusTransport:
 
     async def subscribe(self, subscription: Subscription) -> None:
         async def handle(event: Event) -> None:
-            delivered = Delivered(payload=event.payload, event_id=event.event_id,
-                                  attempt=event.attempt)  # fmt: skip
+            delivered = Delivered(
+                payload=event.payload, event_id=event.event_id, attempt=event.attempt
+            )
             verdict = await subscription.run(delivered)
             if verdict.error is not None:
                 raise verdict.error  # the bus redelivers, or dead-letters the last attempt

@@ -71,16 +71,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ids = {number: message_id for message_id, number in published.items()}
     return {
         "events": sorted(published),
-        "lost": [{"event_id": ids[POISON], "consumer_group": queue_name,
-                  "reason": "dead_lettered"}],
+        "lost": [
+            {"event_id": ids[POISON], "consumer_group": queue_name, "reason": "dead_lettered"}
+        ],
         "duplicates": [
             {"event_id": ids[RETRIED], "consumer_group": None, "kind": "published_twice"},
-            {"event_id": ids[RETRIED], "consumer_group": queue_name,
-             "kind": "processed_twice"},
-            {"event_id": ids[FLAKY], "consumer_group": queue_name,
-             "kind": "redelivered_after_failure"},
+            {"event_id": ids[RETRIED], "consumer_group": queue_name, "kind": "processed_twice"},
+            {
+                "event_id": ids[FLAKY],
+                "consumer_group": queue_name,
+                "kind": "redelivered_after_failure",
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def arguments() -> argparse.Namespace:

@@ -56,8 +56,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             billed.set()
 
     async def ship() -> None:  # pull consumer loop
-        psub = await js.pull_subscribe(subject, durable="shipping",
-                                       config=ConsumerConfig(ack_wait=1.0))  # fmt: skip
+        psub = await js.pull_subscribe(
+            subject, durable="shipping", config=ConsumerConfig(ack_wait=1.0)
+        )
         while runs["shipping"] < expected["shipping"]:
             try:
                 messages = await psub.fetch(10, timeout=1)
@@ -89,17 +90,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"billing ran {runs['billing']} times, shipping {runs['shipping']}, on {stream}")
     return {
         "events": sorted(published.values()),
-        "lost": [{"event_id": published[POISON], "consumer_group": "billing",
-                  "reason": "dead_lettered"}],
-        "duplicates": [
-            {"event_id": published[FLAKY], "consumer_group": "billing",
-             "kind": "redelivered_after_failure"},
-            {"event_id": published[RETRIED], "consumer_group": None,
-             "kind": "published_twice"},
-            {"event_id": published[UNACKED], "consumer_group": "shipping",
-             "kind": "processed_twice"},
+        "lost": [
+            {"event_id": published[POISON], "consumer_group": "billing", "reason": "dead_lettered"}
         ],
-    }  # fmt: skip
+        "duplicates": [
+            {
+                "event_id": published[FLAKY],
+                "consumer_group": "billing",
+                "kind": "redelivered_after_failure",
+            },
+            {"event_id": published[RETRIED], "consumer_group": None, "kind": "published_twice"},
+            {
+                "event_id": published[UNACKED],
+                "consumer_group": "shipping",
+                "kind": "processed_twice",
+            },
+        ],
+    }
 
 
 def arguments() -> argparse.Namespace:

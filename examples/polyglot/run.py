@@ -76,11 +76,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         name: await queues[name].consume(python_consumer(name)) for name in ("billing", "email")
     }
     node = await asyncio.create_subprocess_exec(
-        "node", str(HERE / "consumer.js"), stdout=asyncio.subprocess.PIPE,
-        env={"AMQP_URL": args.rabbitmq_url, "QUEUE": queues["shipping"].name,
-             "SHIPMENTS": shipments.name, "NACK_ORDER": str(NACKED),
-             "COLLECTOR": args.collector, "PATH": "/usr/local/bin:/usr/bin:/bin"},
-    )  # fmt: skip
+        "node",
+        str(HERE / "consumer.js"),
+        stdout=asyncio.subprocess.PIPE,
+        env={
+            "AMQP_URL": args.rabbitmq_url,
+            "QUEUE": queues["shipping"].name,
+            "SHIPMENTS": shipments.name,
+            "NACK_ORDER": str(NACKED),
+            "COLLECTOR": args.collector,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        },
+    )
     assert node.stdout is not None
     first = await asyncio.wait_for(node.stdout.readline(), 30)
     if first.strip() != b"ready":
@@ -123,20 +130,33 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await queue.delete(if_unused=False, if_empty=False)
         await connection.close()
         provider.shutdown()
-    print(f"{args.orders} orders through Python and Node.js; one request's tree:\n"
-          f"  eventscope query tree {correlations[0]} --url {args.collector}")  # fmt: skip
+    print(
+        f"{args.orders} orders through Python and Node.js; one request's tree:\n"
+        f"  eventscope query tree {correlations[0]} --url {args.collector}"
+    )
     return {
         "events": sorted(published.values()),
-        "lost": [{"event_id": published[NACKED], "consumer_group": "shipping-node",
-                  "reason": "all_attempts_failed"}],
+        "lost": [
+            {
+                "event_id": published[NACKED],
+                "consumer_group": "shipping-node",
+                "reason": "all_attempts_failed",
+            }
+        ],
         "duplicates": [
             {"event_id": published[RETRIED], "consumer_group": None, "kind": "published_twice"},
-            {"event_id": published[RETRIED], "consumer_group": queues["billing"].name,
-             "kind": "processed_twice"},
-            {"event_id": published[RETRIED], "consumer_group": "shipping-node",
-             "kind": "processed_twice"},
+            {
+                "event_id": published[RETRIED],
+                "consumer_group": queues["billing"].name,
+                "kind": "processed_twice",
+            },
+            {
+                "event_id": published[RETRIED],
+                "consumer_group": "shipping-node",
+                "kind": "processed_twice",
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def arguments() -> argparse.Namespace:

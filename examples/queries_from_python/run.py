@@ -67,8 +67,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{'handler':<40} {'count':>6} {'run p95 ms':>11} {'wait p95 ms':>12}")
     for row in rows:
         run, wait = row.stats.processing.p95, row.stats.queue_wait.p95
-        print(f"{row.key:<40} {row.stats.count:>6} {(run or 0) / 1e6:>11.1f} "
-              f"{(wait or 0) / 1e6:>12.1f}")  # fmt: skip
+        print(
+            f"{row.key:<40} {row.stats.count:>6} {(run or 0) / 1e6:>11.1f} "
+            f"{(wait or 0) / 1e6:>12.1f}"
+        )
 
     lost = lost_events(db, grace_ns=grace, since_ns=now_ns() - HOUR_NS)
     print(f"\n{len(lost)} events lost in the last hour")
@@ -79,8 +81,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     tree: FanoutTree | None = None
     if slowest:
         tree = fanout_tree(db, slowest[0].trace_id, grace_ns=grace)
-        print(f"\nthe slowest request settled in {tree.settle_ns / 1e6:.1f} ms "
-              f"({tree.size} nodes, {len(tree.services)} services):")  # fmt: skip
+        print(
+            f"\nthe slowest request settled in {tree.settle_ns / 1e6:.1f} ms "
+            f"({tree.size} nodes, {len(tree.services)} services):"
+        )
         print("\n".join(_tree_lines(tree.root)))
 
     latency_figure(rows).write_html(args.figure, include_plotlyjs=True)  # no CDN needed

@@ -94,17 +94,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{sum(attempts.values())} deliveries of {args.orders} orders on {stream}")
     return {
         "events": sorted(published.values()),
-        "lost": [{"event_id": published[POISON], "consumer_group": "billing",
-                  "reason": "dead_lettered"}],
-        "duplicates": [
-            {"event_id": published[POISON], "consumer_group": "billing",
-             "kind": "redelivered_after_failure"},
-            {"event_id": published[FLAKY], "consumer_group": "billing",
-             "kind": "redelivered_after_failure"},
-            {"event_id": published[CRASHED], "consumer_group": "billing",
-             "kind": "processed_twice"},
+        "lost": [
+            {"event_id": published[POISON], "consumer_group": "billing", "reason": "dead_lettered"}
         ],
-    }  # fmt: skip
+        "duplicates": [
+            {
+                "event_id": published[POISON],
+                "consumer_group": "billing",
+                "kind": "redelivered_after_failure",
+            },
+            {
+                "event_id": published[FLAKY],
+                "consumer_group": "billing",
+                "kind": "redelivered_after_failure",
+            },
+            {
+                "event_id": published[CRASHED],
+                "consumer_group": "billing",
+                "kind": "processed_twice",
+            },
+        ],
+    }
 
 
 def arguments() -> argparse.Namespace:

@@ -125,18 +125,32 @@ async def service(args: argparse.Namespace) -> dict[str, Any]:
     provider.shutdown()  # export what is buffered
     return {
         "events": sorted(published.values()),
-        "lost": [{"event_id": published[REJECTED], "consumer_group": queues["billing"],
-                  "reason": "dead_lettered"}],
+        "lost": [
+            {
+                "event_id": published[REJECTED],
+                "consumer_group": queues["billing"],
+                "reason": "dead_lettered",
+            }
+        ],
         "duplicates": [
             {"event_id": published[RETRIED], "consumer_group": None, "kind": "published_twice"},
-            *({"event_id": published[RETRIED], "consumer_group": q, "kind": "processed_twice"}
-              for q in queues.values()),
+            *(
+                {"event_id": published[RETRIED], "consumer_group": q, "kind": "processed_twice"}
+                for q in queues.values()
+            ),
         ],
-    }  # fmt: skip
+    }
 
 
-_COLUMNS = ("message_id", "correlation_id", "consumer_group", "handler", "attempt",
-            "outcome", "publish_time")  # fmt: skip
+_COLUMNS = (
+    "message_id",
+    "correlation_id",
+    "consumer_group",
+    "handler",
+    "attempt",
+    "outcome",
+    "publish_time",
+)
 
 
 def compare(collector: str, services: list[str]) -> str:
@@ -193,8 +207,16 @@ if __name__ == "__main__":
         if options.truth:
             Path(options.truth).write_text(json.dumps(truth, indent=2))
         sys.exit(0)
-    common = [sys.executable, __file__, "--collector", options.collector,
-              "--rabbitmq-url", options.rabbitmq_url, "--orders", str(options.orders)]  # fmt: skip
+    common = [
+        sys.executable,
+        __file__,
+        "--collector",
+        options.collector,
+        "--rabbitmq-url",
+        options.rabbitmq_url,
+        "--orders",
+        str(options.orders),
+    ]
     subprocess.run([*common, "--service", "checkout-stock"], check=True)
     truth_args = ["--truth", options.truth] if options.truth else []
     subprocess.run([*common, "--service", "checkout", "--eventscope", *truth_args], check=True)

@@ -6,6 +6,7 @@ broker that is down is one line naming its address."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
@@ -88,10 +89,24 @@ def test_every_broker_shows_in_the_ui_within_a_minute_exactly_the_faults_the_sho
     db, truth, log = tmp_path / "demo.duckdb", tmp_path / "truth.json", tmp_path / "demo.log"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [EVENTSCOPE, "demo", "--broker", "all", "--port", "0", "--db", str(db),
-             "--truth", str(truth), *_broker_flags(request, BROKERS)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
-        )  # fmt: skip
+            [
+                EVENTSCOPE,
+                "demo",
+                "--broker",
+                "all",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                "--truth",
+                str(truth),
+                *_broker_flags(request, BROKERS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # its own process group, as in a terminal
+        )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=_forward, args=(process, lines), daemon=True)
     reader.start()
@@ -117,7 +132,7 @@ def test_every_broker_shows_in_the_ui_within_a_minute_exactly_the_faults_the_sho
         assert {r["event_id"] for r in lost} <= set(re.findall(r"[0-9a-f-]{36}", page))
         assert any(r["kind"] == "processed_twice" and r["event_id"] in page for r in duplicates)
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C: settle, export, drain, exit
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the group: settle, drain, exit
         process.wait(timeout=90)
         reader.join(timeout=10)
     assert process.returncode == 0, log.read_text()

@@ -23,15 +23,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     """One collector for the module: each example's events have their own ids and names."""
-    collector = Collector(tmp_path_factory.mktemp("examples") / "examples.duckdb",
-                          "--decode-workers", "0").start()  # fmt: skip
+    collector = Collector(
+        tmp_path_factory.mktemp("examples") / "examples.duckdb", "--decode-workers", "0"
+    ).start()
     yield collector
     collector.stop(deadline=30)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), *args],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -82,8 +84,15 @@ def test_the_plain_aio_pika_service_runs_and_three_lines_make_its_faults_visible
     ]
     _run("existing_consumer_aio_pika/before.py", "--rabbitmq-url", rabbitmq_url)
     truth = tmp_path / "truth.json"
-    _run("existing_consumer_aio_pika/after.py", "--collector", server.url,
-         "--rabbitmq-url", rabbitmq_url, "--truth", str(truth))  # fmt: skip
+    _run(
+        "existing_consumer_aio_pika/after.py",
+        "--collector",
+        server.url,
+        "--rabbitmq-url",
+        rabbitmq_url,
+        "--truth",
+        str(truth),
+    )
     _assert_exactly_the_truth(server, truth)
 
 
@@ -91,8 +100,15 @@ def test_nats_jetstream_push_and_pull_consumers(
     server: Collector, nats_url: str, tmp_path: Path
 ) -> None:
     truth = tmp_path / "truth.json"
-    _run("nats_jetstream/run.py", "--collector", server.url, "--nats-url", nats_url,
-         "--truth", str(truth))  # fmt: skip
+    _run(
+        "nats_jetstream/run.py",
+        "--collector",
+        server.url,
+        "--nats-url",
+        nats_url,
+        "--truth",
+        str(truth),
+    )
     _assert_exactly_the_truth(server, truth)
 
 
@@ -100,8 +116,15 @@ def test_redis_streams_consumer_groups_with_xautoclaim(
     server: Collector, redis_url: str, tmp_path: Path
 ) -> None:
     truth = tmp_path / "truth.json"
-    _run("redis_streams/run.py", "--collector", server.url, "--redis-url", redis_url,
-         "--truth", str(truth))  # fmt: skip
+    _run(
+        "redis_streams/run.py",
+        "--collector",
+        server.url,
+        "--redis-url",
+        redis_url,
+        "--truth",
+        str(truth),
+    )
     _assert_exactly_the_truth(server, truth)
 
 
@@ -109,8 +132,15 @@ def test_stock_opentelemetry_beside_the_hooks_shows_what_each_adds(
     server: Collector, rabbitmq_url: str, tmp_path: Path
 ) -> None:
     truth = tmp_path / "truth.json"
-    run = _run("stock_opentelemetry/run.py", "--collector", server.url,
-               "--rabbitmq-url", rabbitmq_url, "--truth", str(truth))  # fmt: skip
+    run = _run(
+        "stock_opentelemetry/run.py",
+        "--collector",
+        server.url,
+        "--rabbitmq-url",
+        rabbitmq_url,
+        "--truth",
+        str(truth),
+    )
     _assert_exactly_the_truth(server, truth)
     table = {line[:24].strip(): line[24:].split() for line in run.stdout.splitlines()}
     assert table["spans"] == ["18", "18"]  # one CONSUMER span a delivery, with or without
@@ -128,8 +158,15 @@ def test_polyglot_python_and_node_in_one_fan_out_tree(
             "examples/polyglot (part of the README's test command)"
         )
     truth = tmp_path / "truth.json"
-    run = _run("polyglot/run.py", "--collector", server.url, "--rabbitmq-url", rabbitmq_url,
-               "--truth", str(truth))  # fmt: skip
+    run = _run(
+        "polyglot/run.py",
+        "--collector",
+        server.url,
+        "--rabbitmq-url",
+        rabbitmq_url,
+        "--truth",
+        str(truth),
+    )
     _assert_exactly_the_truth(server, truth)
     command = run.stdout.splitlines()[-1].split()  # eventscope query tree <correlation> --url …
     tree = json.loads(eventscope(*command[1:], "--format", "json").stdout)
@@ -146,12 +183,32 @@ def test_polyglot_python_and_node_in_one_fan_out_tree(
 
 def test_queries_from_python_answer_from_the_demo_file(tmp_path: Path) -> None:
     db, truth = tmp_path / "demo.duckdb", tmp_path / "truth.json"
-    demo = eventscope("demo", "--port", "0", "--db", str(db), "--orders", "12", "--rate", "30",
-                      "--truth", str(truth))  # fmt: skip
+    demo = eventscope(
+        "demo",
+        "--port",
+        "0",
+        "--db",
+        str(db),
+        "--orders",
+        "12",
+        "--rate",
+        "30",
+        "--truth",
+        str(truth),
+    )
     assert demo.returncode == 0, demo.stderr
     answers, figure = tmp_path / "answers.json", tmp_path / "latency.html"
-    _run("queries_from_python/run.py", "--db", str(db), "--grace", "0s",
-         "--figure", str(figure), "--json", str(answers))  # fmt: skip
+    _run(
+        "queries_from_python/run.py",
+        "--db",
+        str(db),
+        "--grace",
+        "0s",
+        "--figure",
+        str(figure),
+        "--json",
+        str(answers),
+    )
     found = json.loads(answers.read_text())
     expected = json.loads(truth.read_text())["bus"]["lost"]
     assert {(r["event_id"], r["consumer_group"], r["reason"]) for r in found["lost"]} == {
