@@ -172,10 +172,11 @@ def check_statement(connection: duckdb.DuckDBPyConnection, sql: str) -> None:
             "the database is read-only here"
         )
     row = connection.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
-    tree = json.loads(row[0]) if row else {"error": True, "error_message": "nothing parsed"}
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
-        raise NotReadOnly(f"refused: DuckDB cannot show this statement: {tree['error_message']}")
-    parsed = tree.get("statements") or []
+        reason = tree.get("error_message", "nothing parsed")
+        raise NotReadOnly(f"refused: DuckDB cannot show this statement: {reason}")
+    parsed: list[dict[str, Any]] = tree.get("statements") or []
     if len(parsed) != 1:
         raise NotReadOnly(f"refused: {len(parsed)} statements given; run one SELECT at a time")
     try:

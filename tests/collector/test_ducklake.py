@@ -77,7 +77,7 @@ def test_two_collectors_write_one_lake_that_every_reader_sees(postgres_dsn, lake
     assert result.returncode == 0, result.stderr
     result = eventscope("query", "sql", "SELECT * FROM read_csv('/etc/passwd')", *direct)
     assert result.returncode == 2
-    assert "reads local files" in result.stderr
+    assert "the table function read_csv() is not allowed" in result.stderr
 
 
 def test_reads_beside_ingest_never_stall_a_lake_collector(lake, tmp_path) -> None:
@@ -106,10 +106,10 @@ def test_reads_beside_ingest_never_stall_a_lake_collector(lake, tmp_path) -> Non
             done["posts"] += 1
 
     def read() -> None:
-        query = urllib.parse.quote("SELECT count(*) FROM spans")
+        query = b"SELECT count(*) FROM spans"
         while not stop.is_set() and done["reads"] < 300:
             try:
-                with urllib.request.urlopen(f"{server.url}/api/sql?q={query}", timeout=20):
+                with urllib.request.urlopen(f"{server.url}/api/sql", query, timeout=20):
                     done["reads"] += 1
             except OSError as exc:  # a stalled collector: the read times out
                 errors.append(f"read failed after {done['reads']} reads: {exc}")

@@ -285,7 +285,7 @@ def test_the_documented_queries_run(collector: Collector) -> None:
     found = re.findall(
         r'eventscope query sql "((?:[^"\\]|\\.)*)"', "\n".join(p.read_text() for p in documents)
     )
-    statements = [" ".join(s.split()) for s in found]
+    statements = [" ".join(s.split()) for s in found if s.split()[0].upper() in ("SELECT", "WITH")]
     assert len(statements) >= 3, statements
     assert collector.post("/v1/traces", traces(span("documented")), PROTOBUF)[0] == 200
     for statement in statements:
@@ -307,7 +307,7 @@ def test_a_result_over_the_byte_bound_is_refused_whole(collectors) -> None:
         assert status == 422, body[:300]
         assert "more than 1,048,576 bytes" in json.loads(body)["error"]
         # within the bound it is answered as before
-        params = {"q": "SELECT name FROM spans ORDER BY name LIMIT 3"}
+        params = {"q": "SELECT name FROM spans WHERE name LIKE 's%' ORDER BY name LIMIT 3"}
         status, _, body = server.post("/api/sql", json.dumps(params).encode(), JSON)
         assert status == 200 and [r["name"] for r in json.loads(body)["rows"]] == [
             "s0",
