@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -126,11 +125,11 @@ def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[flo
 def _reader(port: int, stop: threading.Event, every: float, done: list[float]) -> None:
     """Reads through /api/sql beside ingest, as a refreshing page would: each read makes
     DuckDB take its read threads, and the end of the last one hands ingest back one."""
-    query = urllib.parse.quote("SELECT count(*), max(duration_ms) FROM spans")
+    query = b"SELECT count(*), max(duration_ms) FROM spans"
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     while not stop.wait(every):
         started = time.perf_counter()
-        connection.request("GET", f"/api/sql?q={query}")
+        connection.request("POST", "/api/sql", query)
         response = connection.getresponse()
         response.read()
         if response.status != 200:

@@ -48,7 +48,11 @@ async def read_progress(
 ) -> Progress:
     """Ask the collector at ``base`` what it has found since ``since_ns``."""
     since = {"since": str(since_ns)}
-    spans = await _get(session, f"{base}/api/sql", {"q": "SELECT count(*) AS n FROM spans"})
+    async with session.post(
+        f"{base}/api/sql", json={"q": "SELECT count(*) AS n FROM spans"}
+    ) as response:  # SQL is POST only
+        response.raise_for_status()
+        spans = await response.json()
     lost = await _get(session, f"{base}/api/events/lost", since)
     duplicates = await _get(session, f"{base}/api/events/duplicates", since)
     rows = duplicates["rows"]

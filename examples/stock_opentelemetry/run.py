@@ -157,8 +157,8 @@ def compare(collector: str, services: list[str]) -> str:
     """What the collector knows about each run's consumers: a table."""
 
     def sql(statement: str) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({"q": statement})
-        with urllib.request.urlopen(f"{collector}/api/sql?{query}", timeout=30) as response:
+        body = json.dumps({"q": statement}).encode()  # SQL is POST only
+        with urllib.request.urlopen(f"{collector}/api/sql", body, timeout=30) as response:
             rows: list[dict[str, Any]] = json.load(response)["rows"]
             return rows
 
