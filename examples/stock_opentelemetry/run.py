@@ -157,7 +157,7 @@ def compare(collector: str, services: list[str]) -> str:
     """What the collector knows about each run's consumers: a table."""
 
     def sql(statement: str) -> list[dict[str, Any]]:
-        body = json.dumps({"q": statement}).encode()  # SQL is POST only
+        body = statement.encode()  # SQL is POST only: the statement as the body
         with urllib.request.urlopen(f"{collector}/api/sql", body, timeout=30) as response:
             rows: list[dict[str, Any]] = json.load(response)["rows"]
             return rows
