@@ -24,7 +24,7 @@ from eventscope.queries import EventscopeError
 from . import _api
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, Unauthorized
+from ._errors import DatabaseFailed, Overloaded, Unauthorized
 from ._intake import Intake
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
@@ -245,10 +245,6 @@ async def _start_ui(
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"
-
-
-class DatabaseFailed(Exception):
-    """The collector stopped because its database failed to commit (see the log)."""
 
 
 # Set while `running` runs in this task: what `until_signalled` also waits for (the writer

@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from eventscope.queries import EventscopeError
 
-from ._errors import ConfigError
+from ._demo import add_demo_command
+from ._errors import ConfigError, DatabaseFailed
 from ._output import FORMATS, render
 from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
 from ._query_command import QueryCommand
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("statement", help="one SELECT over the public schema")
-    parser.add_argument("--limit", type=int, default=None, help="most rows (default 10000)")
+    parser.add_argument("--limit", default=None, help="most rows (default 10000)")
 
 
 def _sql_params(args: argparse.Namespace) -> dict[str, str]:
@@ -128,8 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     _add_query(commands)
-    from ._demo import add_demo_command
-
     add_demo_command(commands)
     return parser
 
@@ -145,7 +144,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, serve
+    from ._app import serve
 
     settings = Settings.from_env(
         environ,
@@ -172,8 +171,6 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         asyncio.run(serve(settings))
     except OSError as exc:  # the port is taken, the address is not ours …
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
 
 
 def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
@@ -206,7 +203,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             _query(args, environ)
         else:
             args.run(args, environ)
-    except SourceUnavailable as exc:
+    except (SourceUnavailable, DatabaseFailed) as exc:
         _fail(str(exc), 1)
     except (EventscopeError, ConfigError) as exc:
         _fail(str(exc), 2)

@@ -44,13 +44,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Dead letters are part of the show, not news for the terminal.
     logging.getLogger("eventscope.instrumentation").setLevel(logging.ERROR)
-    from ._app import DatabaseFailed
-    from ._cli import _fail
-
-    try:
-        asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
+    # A failed commit (DatabaseFailed) ends the command as it ends serve: see _cli.main.
+    asyncio.run(_demo(settings, args.rate, args.orders, args.seed))
 
 
 def add_demo_command(commands: Any) -> None:

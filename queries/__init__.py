@@ -11,18 +11,43 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
 - :func:`topology` — the choreography map;
 - :func:`overview`, :func:`latency_histogram`, :func:`span_detail` — what the UI's overview,
   handler and span panels show;
-- :func:`run_sql` — one read-only SELECT.
+- :func:`run_sql` — one read-only SELECT;
+- :func:`parse_params` — query-string text into the typed parameters of one of those reads
+  (``RequestsParams``, ``TreeParams`` …, each with a ``run``): what the API, the pages and
+  the CLI all parse with;
+- :data:`schema` (``eventscope.queries.schema``) — the public schema's one owner: tables,
+  the collector's Arrow schemas, promoted columns, ``SCHEMA_VERSION``;
+- :func:`gc_paused` — the cyclic garbage collector paused while many small objects are
+  built (a tree here; decoded rows in the collector).
 
 Imports only go collector → ui → queries: nothing here imports those packages.
 """
 
 from ._duplicates import DUPLICATE_KINDS, duplicate_events, orphan_deliveries
 from ._errors import BadParameter, EventscopeError, NotFound, NotReadOnly, QueryError
+from ._gc import gc_paused
 from ._histogram import LatencyBin, LatencyHistogram, latency_histogram
 from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._order import out_of_order, version_mix
 from ._overview import ActivityBucket, EventTypeSummary, Overview, ServiceSummary, overview
+from ._params import (
+    MAX_WHOLE,
+    DuplicatesParams,
+    LatencyParams,
+    LostParams,
+    OrphansParams,
+    OutOfOrderParams,
+    RequestsParams,
+    SqlParams,
+    TopologyParams,
+    TreeParams,
+    VersionsParams,
+    Window,
+    parse_choice,
+    parse_int,
+    parse_params,
+)
 from ._records import (
     DuplicateEvent,
     LostEvent,
@@ -45,6 +70,7 @@ from ._records_tree import (
     DuplicateMark,
     FanoutTree,
     LostMark,
+    PlacedNode,
     RequestPage,
     RequestSummary,
     TreeNode,
@@ -61,6 +87,7 @@ __all__ = [
     "DEFAULT_GRACE_NS",
     "DUPLICATE_KINDS",
     "GROUP_BY",
+    "MAX_WHOLE",
     "SORTS",
     "VIEWS_SQL",
     "ActivityBucket",
@@ -68,6 +95,7 @@ __all__ = [
     "CriticalHop",
     "DuplicateEvent",
     "DuplicateMark",
+    "DuplicatesParams",
     "EventTypeSummary",
     "EventscopeError",
     "FanoutTree",
@@ -75,33 +103,45 @@ __all__ = [
     "LatencyBin",
     "LatencyBucket",
     "LatencyHistogram",
+    "LatencyParams",
     "LatencyRow",
     "LatencyStats",
     "LinkedSpan",
     "LostEvent",
     "LostMark",
+    "LostParams",
     "NotFound",
     "NotReadOnly",
     "OrphanDelivery",
+    "OrphansParams",
     "OutOfOrderDelivery",
+    "OutOfOrderParams",
     "Overview",
     "Percentiles",
+    "PlacedNode",
     "QueryError",
     "RequestPage",
     "RequestSummary",
+    "RequestsParams",
     "ServiceSummary",
     "SpanDetail",
     "SpanEvent",
+    "SqlParams",
     "SqlResult",
     "Topology",
     "TopologyEdge",
+    "TopologyParams",
     "TreeNode",
+    "TreeParams",
     "VersionCount",
     "VersionMix",
+    "VersionsParams",
+    "Window",
     "check_read_only",
     "duplicate_events",
     "fanout_tree",
     "format_time",
+    "gc_paused",
     "handler_latency",
     "latency_histogram",
     "lost_events",
@@ -109,7 +149,10 @@ __all__ = [
     "orphan_deliveries",
     "out_of_order",
     "overview",
+    "parse_choice",
     "parse_duration",
+    "parse_int",
+    "parse_params",
     "parse_time",
     "requests",
     "run_sql",
