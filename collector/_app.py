@@ -27,6 +27,7 @@ from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import DatabaseFailed, Overloaded, RequestTimeout, Unauthorized
 from ._intake import Intake
+from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._settings import Settings
@@ -124,7 +125,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[STATE].metrics.render()
+    text = request.app[STATE].metrics.render() + request.app[LEDGER].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -183,7 +184,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[STATE] = CollectorState(settings=settings)
+    app[LEDGER] = LedgerSeries(settings)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(ledger_series)  # after _lifecycle: stopped before the database
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
     app.router.add_post("/v1/metrics", receive_metrics)

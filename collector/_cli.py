@@ -1,4 +1,4 @@
-"""The ``eventscope`` command: ``serve``, ``query …``, ``demo`` and ``--version``.
+"""The ``eventscope`` command: ``serve``, ``query …``, ``check``, ``demo`` and ``--version``.
 
 Bad input ends with exit code 2 and one line on stderr naming what is wrong; a collector
 that cannot be reached ends with exit code 1.
@@ -16,10 +16,11 @@ from typing import Any, NoReturn
 
 from eventscope.queries import EventscopeError
 
+from ._check import add_check_command
 from ._demo import add_demo_command
 from ._errors import ConfigError, DatabaseFailed
 from ._output import FORMATS, render
-from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
+from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
 from ._settings import Settings, parse_grace, parse_size
@@ -103,6 +104,19 @@ def _add_serve(commands: Any) -> None:
         "--grace",
         help="how long an event may be on its way before it counts as lost (default 5m)",
     )
+    serve.add_argument(
+        "--metrics-interval",
+        help="how often the lost/duplicated/latency series of /metrics are evaluated "
+        "(default 30s; 0: off)",
+    )
+    serve.add_argument(
+        "--metrics-lookback", help="how far back they learn which groups handle what (1h)"
+    )
+    serve.add_argument(
+        "--metrics-max-label-sets",
+        type=int,
+        help="most (event type, destination, group) label sets; more become 'other' (500)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
 
 
@@ -135,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     _add_query(commands)
+    add_check_command(commands)
     add_demo_command(commands)
     return parser
 
@@ -171,6 +186,13 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
         grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
+        metrics_interval=None
+        if args.metrics_interval is None
+        else parse_grace(args.metrics_interval, "--metrics-interval") / 1e9,
+        metrics_lookback=None
+        if args.metrics_lookback is None
+        else parse_grace(args.metrics_lookback, "--metrics-lookback"),
+        metrics_max_label_sets=args.metrics_max_label_sets,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -179,16 +201,6 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         asyncio.run(serve(settings))
     except OSError as exc:  # the port is taken, the address is not ours …
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
-
-
-def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
-    """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
-    if args.url:
-        return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
-    settings = Settings.from_env(
-        environ, db=args.db, ducklake_schema=getattr(args, "ducklake_schema", None)
-    )
-    return LocalSource(settings)
 
 
 def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

@@ -17,6 +17,8 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
   the CLI all parse with;
 - :data:`schema` (``eventscope.queries.schema``) — the public schema's one owner: tables,
   the collector's Arrow schemas, promoted columns, ``SCHEMA_VERSION``;
+- :func:`ledger_totals` — the ledger's counts per (event type, destination, group), for
+  the collector's ``/metrics`` series;
 - :func:`gc_paused` — the cyclic garbage collector paused while many small objects are
   built (a tree here; decoded rows in the collector).
 
@@ -29,6 +31,8 @@ from ._gc import gc_paused
 from ._histogram import LatencyBin, LatencyHistogram, latency_histogram
 from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
+from ._ledger import SKEW_NS as LEDGER_SKEW_NS
+from ._ledger_totals import LATENCY_BUCKETS, TotalRow, ledger_totals
 from ._order import out_of_order, version_mix
 from ._overview import ActivityBucket, EventTypeSummary, Overview, ServiceSummary, overview
 from ._params import (
@@ -87,6 +91,8 @@ __all__ = [
     "DEFAULT_GRACE_NS",
     "DUPLICATE_KINDS",
     "GROUP_BY",
+    "LATENCY_BUCKETS",
+    "LEDGER_SKEW_NS",
     "MAX_WHOLE",
     "SORTS",
     "VIEWS_SQL",
@@ -131,6 +137,7 @@ __all__ = [
     "Topology",
     "TopologyEdge",
     "TopologyParams",
+    "TotalRow",
     "TreeNode",
     "TreeParams",
     "VersionCount",
@@ -144,6 +151,7 @@ __all__ = [
     "gc_paused",
     "handler_latency",
     "latency_histogram",
+    "ledger_totals",
     "lost_events",
     "now_ns",
     "orphan_deliveries",

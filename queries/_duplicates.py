@@ -60,7 +60,8 @@ SELECT message_id, consumer_group, count(*) AS deliveries,
        coalesce(min(start_time) FILTER (WHERE outcome IN ('error', 'dead_lettered'))
                 < max(start_time), false) AS after_failure,
        list(attempt ORDER BY start_time, attempt) AS attempts,
-       epoch_ns(min(start_time)), epoch_ns(max(start_time)),
+       epoch_ns(min(start_time)), epoch_ns(list(start_time ORDER BY start_time)[2]),
+       epoch_ns(max(start_time)),
        arg_min(event_type, start_time), arg_min(destination, start_time),
        arg_min(correlation_id, start_time),
        list(DISTINCT service_name ORDER BY service_name)
@@ -77,9 +78,9 @@ WITH twice AS (
     GROUP BY h HAVING count(*) > 1
 )
 SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
-       epoch_ns(min(publish_time)), epoch_ns(max(publish_time)),
-       arg_min(event_type, publish_time), arg_min(destination, publish_time),
-       arg_min(correlation_id, publish_time)
+       epoch_ns(min(publish_time)), epoch_ns(list(publish_time ORDER BY publish_time)[2]),
+       epoch_ns(max(publish_time)), arg_min(event_type, publish_time),
+       arg_min(destination, publish_time), arg_min(correlation_id, publish_time)
 FROM ({publishes})
 WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM twice)
 GROUP BY message_id
@@ -136,6 +137,7 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
         after_failure,
         attempts,
         first,
+        second,
         last,
         event_type,
         destination,
@@ -172,6 +174,7 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
         dead_lettered=dead,
         attempts=tuple(attempts),
         first_ns=first,
+        second_ns=second,
         last_ns=last,
         correlation_id=correlation,
         services=tuple(services),
@@ -182,7 +185,8 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
 
 
 def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
-    event_id, publishes, services, first, last, event_type, destination, correlation = row
+    (event_id, publishes, services, first, second, last, event_type, destination,
+     correlation) = row  # fmt: skip
     return DuplicateEvent(
         event_id=event_id,
         event_type=event_type,
@@ -197,6 +201,7 @@ def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
         dead_lettered=0,
         attempts=(),
         first_ns=first,
+        second_ns=second,
         last_ns=last,
         correlation_id=correlation,
         services=tuple(services),
