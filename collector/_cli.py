@@ -18,7 +18,7 @@ from eventscope.queries import EventscopeError
 
 from ._check import add_check_command
 from ._demo import add_demo_command
-from ._errors import ConfigError, DatabaseFailed
+from ._errors import ConfigError, DatabaseFailed, fail
 from ._output import FORMATS, render
 from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
@@ -154,18 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"eventscope: error: {message}\n")
-    raise SystemExit(code)
-
-
 def _size(text: str | None, flag: str) -> int | None:
     """A size flag's bytes, or None when the flag was not given."""
     return None if text is None else parse_size(text, flag)
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import serve
+    from ._app import ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -199,8 +194,10 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     )
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:  # the port is taken, the address is not ours …
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
+    except ListenError as exc:  # the port is taken, the address is not ours …
+        fail(str(exc), 1)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
 
 
 def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -224,9 +221,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         else:
             args.run(args, environ)
     except (SourceUnavailable, DatabaseFailed) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except (EventscopeError, ConfigError) as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:  # `eventscope query … | head`

@@ -16,6 +16,9 @@ DatabaseFailed (apart: no request causes it) stops the collector after a failed 
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 from eventscope.queries import EventscopeError
 
 
@@ -82,3 +85,10 @@ class DatabaseFailed(Exception):
 
     Not an ``EventscopeError``: no request caused it, and no response carries it; the
     command line ends with it (exit code 1)."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with one line on stderr (``eventscope: error: …``) and ``code``:
+    2 for bad input, 1 for what the user's input did not cause."""
+    sys.stderr.write(f"eventscope: error: {message}\n")
+    raise SystemExit(code)

@@ -351,9 +351,13 @@ class DuplicatesParams(Window):
 class OrphansParams(Window):
     """``orphan_deliveries``: deliveries whose event was never seen published."""
 
+    grace_ns: int = _param("grace", _duration, DEFAULT_GRACE_NS)
+
     def run(self, cursor: duckdb.DuckDBPyConnection) -> tuple[OrphanDelivery, ...]:
         """:func:`orphan_deliveries` with these parameters."""
-        return orphan_deliveries(cursor, since_ns=self.since_ns, until_ns=self.until_ns)
+        return orphan_deliveries(
+            cursor, since_ns=self.since_ns, until_ns=self.until_ns, grace_ns=self.grace_ns
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

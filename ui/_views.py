@@ -116,7 +116,9 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     lost, duplicates, orphans, reordered = await asyncio.gather(
         wanted("lost", LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
         wanted("duplicate", DuplicatesParams(since_ns=since, until_ns=until).run),
-        wanted("orphan", OrphansParams(since_ns=since, until_ns=until).run),
+        wanted(
+            "orphan", OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+        ),
         wanted("out_of_order", OutOfOrderParams(since_ns=since, until_ns=until).run),
     )
     return {
