@@ -13,6 +13,7 @@ import gc
 import hmac
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
@@ -35,7 +36,15 @@ from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
 
-__all__ = ["RUNNER_OPTIONS", "create_app", "running", "serve", "until_signalled"]
+__all__ = [
+    "RUNNER_OPTIONS",
+    "ListenError",
+    "create_app",
+    "listen",
+    "running",
+    "serve",
+    "until_signalled",
+]
 
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -227,20 +236,31 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
     seconds at most), drain the write queue, close.
     """
     _STOP.set(asyncio.Event())
+    # The ports first: one in use is refused before the database is opened (or created).
+    sockets = listen(settings.host, settings.port)
+    try:
+        ui_sockets = [] if settings.ui_port is None else listen(settings.host, settings.ui_port)
+    except OSError:
+        _close(sockets)
+        raise
     app = create_app(settings)
     runner = web.AppRunner(
         app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
     )  # fmt: skip
-    await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
+    try:
+        await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
+    except BaseException:
+        _close(sockets + ui_sockets)
+        raise
     ui_runners: list[web.AppRunner] = []
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         host, port = runner.addresses[0][:2]
         base = ui_base = f"http://{host}:{port}"
         if _UI_APP in app:
-            ui_base = await _start_ui(app[_UI_APP], settings, base, ui_runners)
+            ui_base = await _start_ui(app[_UI_APP], ui_sockets, base, ui_runners)
         state = app[STATE]
         assert state.database is not None
         out.write(
@@ -261,6 +281,39 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names (as ``loop.create_server`` makes).
+
+    Raises:
+        ListenError: one cannot be bound (the port is in use, the address is not ours …).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError as exc:
+        _close(sockets)
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sockets
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+class ListenError(OSError):
+    """A port could not be listened on; nothing was opened."""
 
 
 async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> None:
@@ -291,13 +344,17 @@ async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> No
 
 
 async def _start_ui(
-    ui_app: web.Application, settings: Settings, otlp_base: str, runners: list[web.AppRunner]
+    ui_app: web.Application,
+    sockets: list[socket.socket],
+    otlp_base: str,
+    runners: list[web.AppRunner],
 ) -> str:
     """Serve the UI's own application on ``--ui-port``; return its base URL."""
     ui_runner = web.AppRunner(ui_app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await ui_runner.setup()
     runners.append(ui_runner)
-    await web.TCPSite(ui_runner, settings.host, settings.ui_port, reuse_address=True).start()
+    for sock in sockets:
+        await web.SockSite(ui_runner, sock).start()
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"

@@ -166,7 +166,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, serve
+    from ._app import DatabaseFailed, ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -200,7 +200,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     )
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:  # the port is taken, the address is not ours …
+    except ListenError as exc:  # the port is taken, the address is not ours …
+        _fail(str(exc), 1)
+    except OSError as exc:
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     except DatabaseFailed as exc:
         _fail(str(exc), 1)

@@ -118,7 +118,8 @@ class Settings:
     #: Seconds a client is told to wait when the queue is full.
     retry_after: int = 1
     #: How long after its publish an event may still be on its way (nanoseconds): younger
-    #: ones are not reported lost. The default of every read that counts lost events (API,
+    #: ones are not reported lost, nor deliveries younger than it whose publish is not seen
+    #: yet orphans. The default of every read that counts lost events or orphans (API,
     #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
     grace: int = 5 * 60 * 10**9
     #: Seconds between evaluations of the ledger series of ``/metrics`` (published,

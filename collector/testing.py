@@ -163,7 +163,7 @@ class InProcessCollector:
         assert database is not None
         cursor = database.cursor()
         try:
-            with database.reading():
+            with database.reading(cursor):
                 return query(cursor, *args, **kwargs)
         finally:
             cursor.close()
