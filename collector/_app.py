@@ -246,9 +246,12 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         raise
     app = create_app(settings)
     runner = web.AppRunner(
-        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        app,
+        **RUNNER_OPTIONS,
+        handle_signals=False,
+        shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
-    )  # fmt: skip
+    )
     try:
         await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
     except BaseException:
