@@ -27,7 +27,7 @@ from ._admission import Admission
 from ._boundary import HostCheck, check_browser_boundary
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import MethodNotAllowed, Overloaded, RequestTimeout, Unauthorized
+from ._errors import DatabaseFailed, MethodNotAllowed, Overloaded, RequestTimeout, Unauthorized
 from ._intake import Intake
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
@@ -167,11 +167,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
     state.metrics.db_memory_limit_bytes = database.memory_limit_bytes
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
-    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    intake = Intake(decoders=decoders, writer=writer, metrics=state.metrics)
+    state.start(database, writer, intake, admission)
     try:
         yield
     finally:
@@ -265,9 +266,12 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         raise
     app = create_app(settings)
     runner = web.AppRunner(
-        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        app,
+        **RUNNER_OPTIONS,
+        handle_signals=False,
+        shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
-    )  # fmt: skip
+    )
     try:
         await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
     except BaseException:
@@ -378,10 +382,6 @@ async def _start_ui(
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"
-
-
-class DatabaseFailed(Exception):
-    """The collector stopped because its database failed to commit (see the log)."""
 
 
 # Set while `running` runs in this task: what `until_signalled` also waits for (the writer
