@@ -140,12 +140,33 @@ _VIEW_COST = 200
 _SOME_COLUMNS = 8
 
 _QUERY_NODES = {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"}
-_EXPRESSIONS = {"BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON",
-                "CONJUNCTION", "CONSTANT", "FUNCTION", "LAMBDA", "OPERATOR",
-                "POSITIONAL_REFERENCE", "STAR", "SUBQUERY", "WINDOW"}  # fmt: skip
+_EXPRESSIONS = {
+    "BETWEEN",
+    "CASE",
+    "CAST",
+    "COLLATE",
+    "COLUMN_REF",
+    "COMPARISON",
+    "CONJUNCTION",
+    "CONSTANT",
+    "FUNCTION",
+    "LAMBDA",
+    "OPERATOR",
+    "POSITIONAL_REFERENCE",
+    "STAR",
+    "SUBQUERY",
+    "WINDOW",
+}
 #: ``type`` values of the parse tree's other parts (result modifiers, orders, type info).
-_PLAIN_TYPES = {"ORDER_MODIFIER", "LIMIT_MODIFIER", "LIMIT_PERCENT_MODIFIER",
-                "DISTINCT_MODIFIER", "ORDER_DEFAULT", "ASCENDING", "DESCENDING"}  # fmt: skip
+_PLAIN_TYPES = {
+    "ORDER_MODIFIER",
+    "LIMIT_MODIFIER",
+    "LIMIT_PERCENT_MODIFIER",
+    "DISTINCT_MODIFIER",
+    "ORDER_DEFAULT",
+    "ASCENDING",
+    "DESCENDING",
+}
 
 
 def check_statement(connection: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -361,9 +382,20 @@ class _Check:
 
 
 _SET_PARTS = {"type", "modifiers", "cte_map", "left", "right"}
-_SELECT_PARTS = {"type", "modifiers", "cte_map", "select_list", "from_table", "where_clause",
-                 "group_expressions", "group_sets", "aggregate_handling", "having", "sample",
-                 "qualify"}  # fmt: skip
+_SELECT_PARTS = {
+    "type",
+    "modifiers",
+    "cte_map",
+    "select_list",
+    "from_table",
+    "where_clause",
+    "group_expressions",
+    "group_sets",
+    "aggregate_handling",
+    "having",
+    "sample",
+    "qualify",
+}
 
 
 def _stars(node: Any) -> int:

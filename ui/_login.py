@@ -95,9 +95,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     wait = attempts.wait(client)
     if wait > 0:
         response = render(
-            "login.html", status=429, page="login", next=_local(request.query.get("next")),
-            error=f"too many wrong tokens; try again in {wait:.0f} s", title="Sign in",
-        )  # fmt: skip
+            "login.html",
+            status=429,
+            page="login",
+            next=_local(request.query.get("next")),
+            error=f"too many wrong tokens; try again in {wait:.0f} s",
+            title="Sign in",
+        )
         response.headers["Retry-After"] = str(max(1, round(wait)))
         return response
     try:

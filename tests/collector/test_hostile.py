@@ -227,9 +227,14 @@ def backend(request: pytest.FixtureRequest, collectors, tmp_path: Path) -> Itera
     schema = f"eventscope_test_{uuid.uuid4().hex[:10]}"
     server = Collector(
         f"ducklake:postgres:{dsn} password={_SECRET}",
-        "--decode-workers", "0", "--data-path", str(tmp_path / "lake"),
-        "--ducklake-schema", schema, log=tmp_path / "lake.log",
-    )  # fmt: skip
+        "--decode-workers",
+        "0",
+        "--data-path",
+        str(tmp_path / "lake"),
+        "--ducklake-schema",
+        schema,
+        log=tmp_path / "lake.log",
+    )
     try:
         yield server.start()
     finally:
