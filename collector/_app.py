@@ -25,6 +25,7 @@ from . import _api
 from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import Overloaded, Unauthorized
+from ._grpc import GrpcReceiver
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._settings import Settings
@@ -103,7 +104,12 @@ def _presented_token(request: web.Request) -> str | None:
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response(
-        {"status": "ok", "version": __version__, "queue_rows": state.writer.queued_rows}
+        {
+            "status": "ok",
+            "version": __version__,
+            "queue_rows": state.writer.queued_rows,
+            "grpc_port": state.grpc_port,
+        }
     )
 
 
@@ -207,18 +213,24 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
     runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
     ui_runners: list[web.AppRunner] = []
+    state = app[STATE]
+    grpc_receiver = GrpcReceiver(state)
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
         await site.start()
         host, port = runner.addresses[0][:2]
         base = ui_base = f"http://{host}:{port}"
+        grpc_line = ""
+        if settings.grpc_port is not None:
+            state.grpc_port = await grpc_receiver.start(settings.host, settings.grpc_port)
+            grpc_line = f"  OTLP/gRPC  {host}:{state.grpc_port}\n"
         if _UI_APP in app:
             ui_base = await _start_ui(app[_UI_APP], settings, base, ui_runners)
-        state = app[STATE]
         assert state.database is not None
         out.write(
             f"eventscope {__version__}\n"
             f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
+            f"{grpc_line}"
             f"  UI         {ui_base}/\n"
             f"  data       {state.database.description}\n"
         )
@@ -230,6 +242,8 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         sys.setswitchinterval(0.001)
         yield base
     finally:
+        # gRPC calls in flight finish first: the writer is closed by runner.cleanup.
+        await grpc_receiver.stop(grace=30)
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()

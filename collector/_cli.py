@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from ._output import FORMATS, render
 from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
-from ._settings import Settings, parse_grace, parse_size
+from ._settings import Settings, parse_grace, parse_grpc_port, parse_size
 from ._version import __version__
 
 __all__ = ["QUERY_COMMANDS", "QueryCommand", "main"]
@@ -74,6 +75,9 @@ def _add_serve(commands: Any) -> None:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port for OTLP/HTTP, API and UI (default 4318)")
+    serve.add_argument(
+        "--grpc-port", help="port for OTLP/gRPC (default 4317; 0: off; auto: any free port)"
+    )
     serve.add_argument(
         "--db", help="DuckDB file (default ./eventscope.duckdb), or ducklake:postgres:<dsn>"
     )
@@ -145,6 +149,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from ._app import DatabaseFailed, serve
+    from ._grpc import ListenError
 
     settings = Settings.from_env(
         environ,
@@ -164,11 +169,16 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         decode_workers=args.decode_workers,
         grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
     )
+    if args.grpc_port is not None:  # a flag's None (0: off) must win over the environment
+        grpc_port = parse_grpc_port(args.grpc_port, "--grpc-port")
+        settings = dataclasses.replace(settings, grpc_port=grpc_port)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         asyncio.run(serve(settings))
+    except ListenError as exc:  # the gRPC port
+        _fail(str(exc), 1)
     except OSError as exc:  # the port is taken, the address is not ours …
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     except DatabaseFailed as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     settings = Settings.from_env(
         environ, host=args.host, port=args.port, db=args.db or "eventscope-demo.duckdb"
     )
+    if not environ.get("EVENTSCOPE_GRPC_PORT"):  # the shop sends OTLP/HTTP; 4317 stays free
+        settings = dataclasses.replace(settings, grpc_port=None)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Dead letters are part of the show, not news for the terminal.
     logging.getLogger("eventscope.instrumentation").setLevel(logging.ERROR)

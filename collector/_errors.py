@@ -5,7 +5,8 @@ EventscopeError
 ├── Unauthorized            missing or wrong bearer token (401)
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
-├── Overloaded              the write queue is full; retry later (503 + Retry-After)
+├── Overloaded              cannot take it now; retry later (503 + Retry-After)
+│   └── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
 ├── StorageError            the database refused a batch (500)
 └── ConfigError             a setting is malformed; names the variable
 """
@@ -47,6 +48,12 @@ class Overloaded(EventscopeError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QueueFull(Overloaded):
+    """The write queue is full: the client is sending faster than the database stores.
+    OTLP/gRPC calls this throttling (``RESOURCE_EXHAUSTED`` with ``RetryInfo``); the other
+    ``Overloaded`` cases (stopping, a decoder restarting) are ``UNAVAILABLE``."""
 
 
 class StorageError(EventscopeError):

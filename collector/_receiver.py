@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._intake import PROTOBUF, Signal, store
 from ._state import STATE
 
-__all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
+__all__ = [
+    "NO_METRICS",
+    "OTLP_CONTENT_TYPES",
+    "error_body",
+    "receive_logs",
+    "receive_metrics",
+    "receive_traces",
+]
 
-PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 OTLP_CONTENT_TYPES = (PROTOBUF, JSON)
 _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
@@ -120,49 +124,27 @@ def error_body(request: web.Request, status: int, message: str) -> web.Response:
     )
 
 
-async def _receive(
-    request: web.Request, signal: str, build: Callable[[int, str], Any]
-) -> web.Response:
+async def _receive(request: web.Request, signal: Signal) -> web.Response:
     state = request.app[STATE]
     content_type = request_content_type(request)
     state.writer.check_capacity()  # refuse before reading when the queue is already full
     async with state.decoders.slots:
         body = await read_body(request, state.settings.max_body_bytes)
         batch = await state.decoders.decode(signal, body, content_type)
-    await state.writer.write(batch)
-    counter = "spans" if signal == "traces" else "log_records"
-    state.metrics.accepted[counter] += batch.rows if signal == "logs" else batch.spans.num_rows
-    state.metrics.rejected[counter] += batch.rejected
-    return _respond(content_type, build(batch.rejected, batch.error_message))
-
-
-def _trace_response(rejected: int, message: str) -> Any:
-    response = trace_service_pb2.ExportTraceServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = message
-    return response
-
-
-def _logs_response(rejected: int, message: str) -> Any:
-    response = logs_service_pb2.ExportLogsServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = message
-    return response
+    return _respond(content_type, await store(state, batch))
 
 
 async def receive_traces(request: web.Request) -> web.Response:
     """``POST /v1/traces``: store the valid spans; 200 once they are committed."""
-    return await _receive(request, "traces", _trace_response)
+    return await _receive(request, "traces")
 
 
 async def receive_logs(request: web.Request) -> web.Response:
     """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
-    return await _receive(request, "logs", _logs_response)
+    return await _receive(request, "logs")
 
 
-_NO_METRICS = (
+NO_METRICS = (
     "eventscope stores traces and logs, not metrics: set OTEL_METRICS_EXPORTER=none, "
     "or send metrics to another backend (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)"
 )
@@ -173,6 +155,6 @@ async def receive_metrics(request: web.Request) -> web.Response:
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` exports metrics too; say plainly what to do about it
     instead of a bare 404: in the body's Status, and in the reason phrase, which is what
     the Python SDK's exporter logs."""
-    response = error_body(request, 404, _NO_METRICS)
-    response.set_status(404, f"Not Found: {_NO_METRICS}")
+    response = error_body(request, 404, NO_METRICS)
+    response.set_status(404, f"Not Found: {NO_METRICS}")
     return response
