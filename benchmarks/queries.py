@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import FILE_CONFIG, SCHEMA_SQL
+from eventscope.collector._database import FILE_CONFIG
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -38,6 +38,7 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
+from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import generate
 
 WORKLOAD_VERSION = "4"
@@ -80,21 +81,30 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
     return [
         ("fanout_tree, 10,000-node request", lambda: fanout_tree(connection, big_trace), 0.3),
         ("fanout_tree, 20-span request", lambda: fanout_tree(connection, small_trace), None),
-        ("fanout_tree, 10,000 nodes, horizon 1h",
-         lambda: fanout_tree(connection, big_trace, horizon_ns=hour), None),
+        (
+            "fanout_tree, 10,000 nodes, horizon 1h",
+            lambda: fanout_tree(connection, big_trace, horizon_ns=hour),
+            None,
+        ),
         ("handler_latency by handler", lambda: handler_latency(connection), 1.0),
-        ("handler_latency by group, 1h buckets",
-         lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=hour), None),
+        (
+            "handler_latency by group, 1h buckets",
+            lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=hour),
+            None,
+        ),
         ("lost_events (grace 5m)", lambda: lost_events(connection), 2.0),
         ("duplicate_events", lambda: duplicate_events(connection), 2.0),
         ("orphan_deliveries", lambda: orphan_deliveries(connection), None),
         ("out_of_order", lambda: out_of_order(connection), None),
         ("version_mix", lambda: version_mix(connection), None),
         ("requests, newest 50", lambda: requests(connection), None),
-        ("requests, last 30 min by settle time",
-         lambda: requests(connection, since_ns=end - hour // 2, sort="-settle"), None),
+        (
+            "requests, last 30 min by settle time",
+            lambda: requests(connection, since_ns=end - hour // 2, sort="-settle"),
+            None,
+        ),
         ("topology", lambda: topology(connection), None),
-    ]  # fmt: skip
+    ]
 
 
 def _size(result: Any) -> str:
@@ -135,9 +145,11 @@ def main() -> None:
     names = [name for name, _, _ in _cases(probe, ids)]
     probe.close()
     load = os.getloadavg()[0]
-    print(f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
-          f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
-          f"limit {args.memory_limit or 'DuckDB default'}, storage {args.storage}")  # fmt: skip
+    print(
+        f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
+        f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
+        f"limit {args.memory_limit or 'DuckDB default'}, storage {args.storage}"
+    )
     print(f"{'query':<40} {'cold':>8} {'warm':>8} {'target':>7}  result")
     for index, name in enumerate(names):
         if args.only and args.only not in name:
@@ -151,8 +163,11 @@ def main() -> None:
         connection.close()
         verdict = "" if target is None else (" ok" if warm <= target else " MISSED")
         target_text = "" if target is None else f"{target:.1f} s"
-        print(f"{name:<40} {cold * 1000:6.0f}ms {warm * 1000:6.0f}ms {target_text:>7}"
-              f"{verdict}  {_size(result)}", flush=True)  # fmt: skip
+        print(
+            f"{name:<40} {cold * 1000:6.0f}ms {warm * 1000:6.0f}ms {target_text:>7}"
+            f"{verdict}  {_size(result)}",
+            flush=True,
+        )
 
 
 def _timed(run: Callable[[], Any]) -> float:

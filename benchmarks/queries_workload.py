@@ -199,7 +199,7 @@ UNION ALL SELECT 'db', k, 'billing', false, 1000000 + k * 2000000 + 3100000 FROM
 
 
 def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    from eventscope.collector._database import create_schema
+    from eventscope.queries.schema import create_schema
 
     create_schema(connection)
 

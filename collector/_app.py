@@ -26,6 +26,7 @@ from ._database import Database
 from ._decode_pool import DecodePool
 from ._errors import Overloaded, Unauthorized
 from ._grpc import GrpcReceiver
+from ._intake import Intake
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._settings import Settings
@@ -135,9 +136,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.database = database
-    state._writer = writer
-    state._decoders = decoders
+    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
     try:
         yield
     finally:
@@ -145,7 +144,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await writer.close()  # drains: everything acknowledged or queued is committed
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
-        state.database = None
+        state.stop()
         if writer.failure is not None:
             raise DatabaseFailed(
                 f"stopped because the database failed to commit ({writer.failure}); start it "

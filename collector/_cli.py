@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "lost and duplicated events.",
     )
     parser.add_argument("--version", action="version", version=f"eventscope {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)  # fmt: skip
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _add_serve(commands)
     _add_query(commands)
     from ._demo import add_demo_command

@@ -16,111 +16,32 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from eventscope.queries._gc import gc_paused
+from eventscope.queries.schema import (
+    LINKS_SCHEMA,
+    LOGS_SCHEMA,
+    PROMOTED_COLUMNS,
+    SPAN_EVENTS_SCHEMA,
+    SPANS_SCHEMA,
+)
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ._attributes import (
-    PROMOTED_COLUMNS,
-    PROMOTED_INT_COLUMNS,
-    PROMOTED_TEXT_COLUMNS,
-    any_value,
-    attributes_dict,
-    to_json,
-)
+from ._attributes import any_value, attributes_dict, to_json
+from ._batches import LogBatch, TraceBatch
 from ._errors import BadRequest
 from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
 
 __all__ = [
-    "LINKS_SCHEMA",
-    "LOGS_SCHEMA",
-    "SPANS_SCHEMA",
-    "SPAN_EVENTS_SCHEMA",
-    "LogBatch",
-    "TraceBatch",
     "decode_logs",
     "decode_traces",
     "parse_logs",
     "parse_traces",
 ]
-
-_NS = pa.timestamp("ns")
-# Arrow's JSON extension type: DuckDB stores it in JSON columns as is. We wrote the text
-# ourselves, so the writer need not parse every attribute set again to validate it.
-_JSON = pa.json_(pa.string())
-_PROMOTED_FIELDS = [pa.field(name, pa.string()) for name in PROMOTED_TEXT_COLUMNS] + [
-    pa.field("entity_sequence", pa.int64()),
-    pa.field("attempt", pa.int32()),
-    pa.field("publish_time", _NS),
-]
-assert tuple(f.name for f in _PROMOTED_FIELDS) == PROMOTED_COLUMNS
-assert PROMOTED_INT_COLUMNS == ("entity_sequence", "attempt", "publish_time")
-
-SPANS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("trace_state", pa.string()),
-        ("service_name", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.string()),
-        ("start_time", _NS),
-        ("end_time", _NS),
-        ("duration_ms", pa.float64()),
-        ("status_code", pa.string()),
-        ("status_message", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        ("scope_version", pa.string()),
-        *_PROMOTED_FIELDS,
-    ]
-)
-LINKS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("linked_trace_id", pa.string()),
-        ("linked_span_id", pa.string()),
-        ("linked_trace_state", pa.string()),
-        ("attributes", _JSON),
-    ]
-)
-SPAN_EVENTS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("time", _NS),
-        ("name", pa.string()),
-        ("attributes", _JSON),
-    ]
-)
-LOGS_SCHEMA = pa.schema(
-    [
-        ("time", _NS),
-        ("observed_time", _NS),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("severity_number", pa.int32()),
-        ("severity_text", pa.string()),
-        ("body", _JSON),
-        ("event_name", pa.string()),
-        ("record_kind", pa.string()),
-        ("service_name", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        *_PROMOTED_FIELDS,
-        ("end_time", _NS),
-    ]
-)
 
 _KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
@@ -129,36 +50,6 @@ _ZERO_SPAN = bytes(8)
 _MAX_MESSAGES = 5
 _MAX_TIME = 2**63 - 1  # nanosecond timestamps are signed 64-bit in Arrow and DuckDB
 _SPAN_DERIVED = len(PROMOTED_COLUMNS)  # derived values past these are event-record only
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TraceBatch:
-    """The valid spans of one request as Arrow tables, and what was rejected and why."""
-
-    spans: pa.Table
-    links: pa.Table
-    events: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database (spans, links and span events)."""
-        return self.spans.num_rows + self.links.num_rows + self.events.num_rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogBatch:
-    """The valid log records of one request as an Arrow table, and what was rejected."""
-
-    logs: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database."""
-        return self.logs.num_rows
 
 
 class _Rejections:
@@ -351,6 +242,7 @@ def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     """Build an Arrow table from row tuples, in C: one struct array from the tuples (no
     transposing in Python), its children then retyped to the schema without copying."""
     array = pa.array(rows, type=_storage_struct(schema))
+    assert isinstance(array, pa.StructArray)
     return pa.Table.from_arrays(
         [
             child if child.type == field.type else field.type.wrap_array(child)
@@ -548,17 +440,3 @@ def decode_logs(request: Any) -> LogBatch:
         rejected=rejected.count,
         error_message=rejected.text("log records"),
     )
-
-
-@gc_paused()  # a row tuple per span: no cycles, but thousands of collections (see _gc)
-def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
-    """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
-
-    A pure function of its arguments, so it can run in a worker process.
-
-    Raises:
-        BadRequest: the body cannot be decoded as ``content_type``.
-    """
-    if signal == "traces":
-        return decode_traces(parse_traces(body, content_type))
-    return decode_logs(parse_logs(body, content_type))

@@ -114,8 +114,9 @@ class DemoShop:
         async def billing(event: Event) -> None:
             await self._work(5, 30)
             if event.payload.get("kind") == "OrderPlaced":
-                with event_metadata(event_type="PaymentRequested", version=1,
-                                    entity_id=event.payload["order"]):  # fmt: skip
+                with event_metadata(
+                    event_type="PaymentRequested", version=1, entity_id=event.payload["order"]
+                ):
                     await self._bus.publish("payments", {"order": event.payload["order"]})
 
         async def shipping(event: Event) -> None:
@@ -146,10 +147,13 @@ class DemoShop:
             await self._work(40, 160)
 
         for group, handler, sample in (
-            ("billing", billing, 1.0), ("shipping", shipping, 1.0),
-            ("inventory", inventory, 1.0), ("email", email, 1.0),
-            ("analytics", analytics, 1.0), ("loyalty", loyalty, 1.0),
-        ):  # fmt: skip
+            ("billing", billing, 1.0),
+            ("shipping", shipping, 1.0),
+            ("inventory", inventory, 1.0),
+            ("email", email, 1.0),
+            ("analytics", analytics, 1.0),
+            ("loyalty", loyalty, 1.0),
+        ):
             self._subscribe(self._hooks(group, sample), "orders", group, handler)
         self._subscribe(self._hooks("ledger"), "payments", "ledger", ledger)
         self._subscribe(self._hooks("fraud", 0.1), "payments", "fraud", fraud)
@@ -165,14 +169,17 @@ class DemoShop:
             placed_id = new_id()
 
             async def placed() -> None:
-                with event_metadata(event_type="OrderPlaced", version=version,
-                                    entity_id=order, entity_sequence=1):  # fmt: skip
-                    await bus.publish("orders", {"kind": "OrderPlaced", "order": order},
-                                      event_id=placed_id)  # fmt: skip
+                with event_metadata(
+                    event_type="OrderPlaced", version=version, entity_id=order, entity_sequence=1
+                ):
+                    await bus.publish(
+                        "orders", {"kind": "OrderPlaced", "order": order}, event_id=placed_id
+                    )
 
             async def confirmed() -> None:
-                with event_metadata(event_type="OrderConfirmed", version=1,
-                                    entity_id=order, entity_sequence=2):  # fmt: skip
+                with event_metadata(
+                    event_type="OrderConfirmed", version=1, entity_id=order, entity_sequence=2
+                ):
                     await bus.publish("orders", {"kind": "OrderConfirmed", "order": order})
 
             await self._work(2, 10)

@@ -1,6 +1,6 @@
 """OTLP/gRPC receiver: ``TraceService/Export`` and ``LogsService/Export`` on port 4317.
 
-A thin transport adapter over :func:`._intake.intake`, the pipeline the OTLP/HTTP receiver
+A thin transport adapter over :meth:`._intake.Intake.export`, the pipeline the OTLP/HTTP receiver
 uses too (the same decoder processes, bounded queue and single writer), on grpcio's asyncio
 server running in the collector's event loop. As the OTLP specification says:
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from eventscope.queries import EventscopeError
@@ -43,8 +44,8 @@ from ._errors import (
     StorageError,
     Unauthorized,
 )
-from ._intake import PROTOBUF, Signal, intake
-from ._receiver import NO_METRICS
+from ._receiver import NO_METRICS, PROTOBUF
+from ._signals import LOGS, TRACES, Signal
 from ._state import CollectorState
 
 __all__ = ["GrpcReceiver", "ListenError"]
@@ -110,8 +111,8 @@ class GrpcReceiver:
         )
         server.add_generic_rpc_handlers(
             [
-                _service(_TRACES, self._export("traces", _TRACES)),
-                _service(_LOGS, self._export("logs", _LOGS)),
+                _service(_TRACES, self._export(TRACES, _TRACES)),
+                _service(_LOGS, self._export(LOGS, _LOGS)),
                 _service(_METRICS, self._metrics),
             ]
         )
@@ -131,7 +132,7 @@ class GrpcReceiver:
             await server.stop(grace)
 
     def _export(
-        self, signal: Signal, service: str
+        self, signal: Signal[Any], service: str
     ) -> Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]:
         method = f"/{service}/Export"
         state = self._state
@@ -140,8 +141,8 @@ class GrpcReceiver:
             code = grpc.StatusCode.OK
             try:
                 self._authorize(context)
-                response = await intake(state, signal, body, PROTOBUF)
-                return bytes(response.SerializeToString())
+                response = await state.intake.export(signal, PROTOBUF, body)
+                return response.SerializeToString()
             except _Refusal as exc:
                 code = exc.code
                 await context.abort(code, str(exc), exc.metadata)
@@ -185,7 +186,7 @@ class GrpcReceiver:
 
 def _service(
     name: str, export: Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
-) -> grpc.GenericRpcHandler:
+) -> grpc.GenericRpcHandler[bytes, bytes]:
     # No (de)serializers: the handler gets the message's bytes and returns the response's.
     handler = grpc.unary_unary_rpc_method_handler(export)
     return grpc.method_handlers_generic_handler(name, {"Export": handler})

@@ -1,54 +1,50 @@
-"""One intake for every transport: decode a request body, hand its rows to the writer, count
-them, and build the OTLP response once they are stored.
+"""One export request through the hot path, whichever transport brought it.
 
-The OTLP/HTTP receiver (``_receiver``) and the OTLP/gRPC servicer (``_grpc``) are thin
-adapters over it: they only read the body, check the transport's own rules (content type,
-token, size) and turn the response or the typed error into their wire format.
+:meth:`Intake.export` is the pipeline every receiver calls (OTLP/HTTP today; any other
+transport the same way): refuse at once when the write queue is full, read and decode the
+body in the decode pool, queue the batch for the writer and wait for its commit, count it,
+and return the OTLP export response (with partial success when items were rejected). The
+transport only maps its own framing and errors.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from google.protobuf.message import Message
 
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from ._decode_pool import Body, DecodePool
+from ._metrics import Metrics
+from ._signals import Signal, Telemetry
+from ._writer import SpanWriter
 
-from ._decode import LogBatch, TraceBatch
-from ._state import CollectorState
-
-__all__ = ["PROTOBUF", "Signal", "intake", "store"]
-
-Signal = Literal["traces", "logs"]
-PROTOBUF = "application/x-protobuf"
+__all__ = ["Intake"]
 
 
-async def intake(state: CollectorState, signal: Signal, body: bytes, content_type: str) -> Any:
-    """Decode ``body`` (a whole export request), store its valid items, and return the
-    ``Export…ServiceResponse`` (with partial success when some were rejected).
+class Intake:
+    """Decode → write → response, for one request at a time of any signal."""
 
-    Raises:
-        QueueFull, Overloaded: retry later; nothing of the request was stored.
-        BadRequest: the body cannot be decoded; nothing was stored.
-        StorageError: the database refused the batch.
-    """
-    state.writer.check_capacity()  # refuse before decoding when the queue is already full
-    async with state.decoders.slots:
-        batch = await state.decoders.decode(signal, body, content_type)
-    return await store(state, batch)
+    def __init__(self, *, decoders: DecodePool, writer: SpanWriter, metrics: Metrics) -> None:
+        self._decoders = decoders
+        self._writer = writer
+        self._metrics = metrics
 
+    async def export(self, signal: Signal[Telemetry], content_type: str, body: Body) -> Message:
+        """Store the valid items of one export request; return the OTLP response once they
+        are committed.
 
-async def store(state: CollectorState, batch: TraceBatch | LogBatch) -> Any:
-    """Hand a decoded batch to the writer, count it, and return the response once stored."""
-    await state.writer.write(batch)
-    if isinstance(batch, TraceBatch):
-        signal, accepted = "spans", batch.spans.num_rows
-        response: Any = trace_service_pb2.ExportTraceServiceResponse()
-    else:
-        signal, accepted = "log_records", batch.rows
-        response = logs_service_pb2.ExportLogsServiceResponse()
-    state.metrics.accepted[signal] += accepted
-    state.metrics.rejected[signal] += batch.rejected
-    if batch.rejected or batch.error_message:
-        setattr(response.partial_success, f"rejected_{signal}", batch.rejected)
-        response.partial_success.error_message = batch.error_message
-    return response
+        Args:
+            signal: what the request exports (``TRACES``, ``LOGS``).
+            content_type: ``application/x-protobuf`` or ``application/json``.
+            body: the body, or a coroutine function reading it (called only once the pool
+                has a slot, so waiting requests hold no bodies in memory).
+
+        Raises:
+            Overloaded: the write queue is full (checked before the body is read).
+            BadRequest: the body cannot be decoded.
+            StorageError: the database refused the batch.
+        """
+        self._writer.check_capacity()  # refuse before reading when the queue is already full
+        batch = await self._decoders.decode(signal, content_type, body)
+        await self._writer.write(signal, batch)
+        self._metrics.accepted[signal.items] += batch.items
+        self._metrics.rejected[signal.items] += batch.rejected
+        return signal.respond(batch)

@@ -17,21 +17,24 @@ from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from ._intake import PROTOBUF, Signal, store
+from ._signals import LOGS, TRACES, Signal
 from ._state import STATE
 
 __all__ = [
     "NO_METRICS",
     "OTLP_CONTENT_TYPES",
+    "PROTOBUF",
     "error_body",
     "receive_logs",
     "receive_metrics",
     "receive_traces",
 ]
 
+PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 OTLP_CONTENT_TYPES = (PROTOBUF, JSON)
 _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
@@ -107,7 +110,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _respond(content_type: str, message: Any) -> web.Response:
+def _respond(content_type: str, message: Message) -> web.Response:
     if content_type == PROTOBUF:
         return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
     text = json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
@@ -124,24 +127,22 @@ def error_body(request: web.Request, status: int, message: str) -> web.Response:
     )
 
 
-async def _receive(request: web.Request, signal: Signal) -> web.Response:
+async def _receive(request: web.Request, signal: Signal[Any]) -> web.Response:
     state = request.app[STATE]
     content_type = request_content_type(request)
-    state.writer.check_capacity()  # refuse before reading when the queue is already full
-    async with state.decoders.slots:
-        body = await read_body(request, state.settings.max_body_bytes)
-        batch = await state.decoders.decode(signal, body, content_type)
-    return _respond(content_type, await store(state, batch))
+    limit = state.settings.max_body_bytes
+    response = await state.intake.export(signal, content_type, lambda: read_body(request, limit))
+    return _respond(content_type, response)
 
 
 async def receive_traces(request: web.Request) -> web.Response:
     """``POST /v1/traces``: store the valid spans; 200 once they are committed."""
-    return await _receive(request, "traces")
+    return await _receive(request, TRACES)
 
 
 async def receive_logs(request: web.Request) -> web.Response:
     """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
-    return await _receive(request, "logs")
+    return await _receive(request, LOGS)
 
 
 NO_METRICS = (

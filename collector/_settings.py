@@ -18,8 +18,16 @@ from ._errors import ConfigError
 __all__ = ["Settings", "parse_grace", "parse_grpc_port", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
-          "ki": 1024, "mi": 1024**2, "gi": 1024**3}  # fmt: skip
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
 
 
 def parse_size(text: str, name: str) -> int:
@@ -141,8 +149,14 @@ class Settings:
             raise ConfigError(f"db_threads: must be at least 1, got {self.db_threads}")
         if self.db_write_threads < 1:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
-        for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
-                     "checkpoint_threshold", "db_memory_limit"):  # fmt: skip
+        for name in (
+            "max_body_bytes",
+            "max_queue_rows",
+            "max_commit_rows",
+            "query_row_limit",
+            "checkpoint_threshold",
+            "db_memory_limit",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
@@ -175,8 +189,17 @@ class Settings:
         return self.db.startswith("ducklake:")
 
 
-_INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limit", "retry_after",
-         "db_threads", "db_write_threads", "decode_workers"}  # fmt: skip
+_INTS = {
+    "port",
+    "ui_port",
+    "max_queue_rows",
+    "max_commit_rows",
+    "query_row_limit",
+    "retry_after",
+    "db_threads",
+    "db_write_threads",
+    "decode_workers",
+}
 
 
 def _convert(name: str, text: str, variable: str) -> Any:

@@ -20,30 +20,24 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+from eventscope.queries.schema import TABLES
 
 from ._database import Database
-from ._decode import LogBatch, TraceBatch
 from ._errors import Overloaded, QueueFull, StorageError
 from ._metrics import Metrics
+from ._signals import Signal, Telemetry
 
 __all__ = ["SpanWriter"]
 
 log = logging.getLogger("eventscope.collector")
 
-Batch = TraceBatch | LogBatch
-
-# Table -> how to pull its Arrow table out of a batch. Fixed names: never user input.
-_TABLES: tuple[tuple[str, type, str], ...] = (
-    ("spans", TraceBatch, "spans"),
-    ("span_links", TraceBatch, "links"),
-    ("span_events", TraceBatch, "events"),
-    ("logs", LogBatch, "logs"),
-)
+# (table, its rows) of one batch; the names are the schema's own, never user input.
+_Rows = tuple[tuple[str, pa.Table], ...]
 
 
 @dataclass(slots=True)
 class _Pending:
-    batch: Batch | None  # None: a flush barrier
+    tables: _Rows | None  # None: a flush barrier
     done: asyncio.Future[None]
     rows: int = field(default=0)
 
@@ -91,7 +85,6 @@ class SpanWriter:
         self._task: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
-        metrics.queue_rows = lambda: self._queued_rows
 
     @property
     def failure(self) -> str | None:
@@ -136,8 +129,8 @@ class SpanWriter:
                 self._retry_after,
             )
 
-    async def write(self, batch: Batch) -> None:
-        """Queue a batch and return once it is committed.
+    async def write(self, signal: Signal[Telemetry], batch: Telemetry) -> None:
+        """Queue a batch of ``signal`` and return once it is committed.
 
         Raises:
             Overloaded: the queue is full or the writer is closing; nothing was stored.
@@ -147,8 +140,9 @@ class SpanWriter:
         if rows == 0:
             return
         self.check_capacity(rows)
-        pending = _Pending(batch, asyncio.get_running_loop().create_future(), rows)
-        self._queued_rows += rows
+        tables = tuple(zip(signal.tables, batch.tables, strict=True))
+        pending = _Pending(tables, asyncio.get_running_loop().create_future(), rows)
+        self._queue_rows(rows)
         self._queue.put_nowait(pending)
         # shield: a client that hangs up does not cancel the commit of what it sent
         await asyncio.shield(pending.done)
@@ -188,7 +182,7 @@ class SpanWriter:
                     break
                 group.append(following)
                 rows += following.rows
-            batches = [p.batch for p in group if p.batch is not None]
+            batches = [p.tables for p in group if p.tables is not None]
             started = time.perf_counter()
             failed: dict[int, BaseException] = {}
             try:
@@ -204,7 +198,7 @@ class SpanWriter:
                 failed = await self._commit_alone(group)
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
             for index, pending in enumerate(group):
-                self._queued_rows -= pending.rows
+                self._queue_rows(-pending.rows)
                 if pending.done.done():
                     continue
                 if index in failed:
@@ -250,7 +244,9 @@ class SpanWriter:
         self._maintained_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._database.maintain, self._connection)
+            connection = self._connection
+            assert connection is not None, "the writer is started before it commits"
+            await loop.run_in_executor(self._thread, self._database.maintain, connection)
         except Exception:  # upkeep can wait for the next round; ingest must go on
             log.exception("database upkeep failed")
 
@@ -258,13 +254,13 @@ class SpanWriter:
         loop = asyncio.get_running_loop()
         failed: dict[int, BaseException] = {}
         for index, pending in enumerate(group):
-            if pending.batch is None:
+            if pending.tables is None:
                 continue
             if self._failure is not None:
                 failed[index] = RuntimeError(self._failure)
                 continue
             try:
-                await loop.run_in_executor(self._thread, self._commit, [pending.batch])
+                await loop.run_in_executor(self._thread, self._commit, [pending.tables])
             except _CommitFailed as exc:
                 self._fail(exc)
                 failed[index] = exc
@@ -272,15 +268,22 @@ class SpanWriter:
                 failed[index] = exc
         return failed
 
-    def _commit(self, batches: Sequence[Batch]) -> None:
+    def _queue_rows(self, change: int) -> None:
+        self._queued_rows += change
+        self._metrics.queue_rows = self._queued_rows
+
+    def _commit(self, batches: Sequence[_Rows]) -> None:
         """Insert every table of every batch in one transaction. Runs on the writer thread."""
         connection = self._connection
         assert connection is not None
+        by_table: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
+        for batch in batches:
+            for table, arrow in batch:
+                if arrow.num_rows:
+                    by_table[table].append(arrow)
         connection.execute("BEGIN TRANSACTION")
         try:
-            for table, kind, attribute in _TABLES:
-                parts = [getattr(b, attribute) for b in batches if isinstance(b, kind)]
-                parts = [p for p in parts if p.num_rows]
+            for table, parts in by_table.items():
                 if not parts:
                     continue
                 arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)

@@ -125,8 +125,23 @@ def duplicate_events(
 
 
 def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
-    (event_id, group, deliveries, ok, errors, skipped, dead, after_failure, attempts, first,
-     last, event_type, destination, correlation, services) = row  # fmt: skip
+    (
+        event_id,
+        group,
+        deliveries,
+        ok,
+        errors,
+        skipped,
+        dead,
+        after_failure,
+        attempts,
+        first,
+        last,
+        event_type,
+        destination,
+        correlation,
+        services,
+    ) = row
     kinds = tuple(
         kind
         for kind, on in (
@@ -258,8 +273,22 @@ def orphan_deliveries(
 
 
 def _orphan(row: tuple[Any, ...]) -> OrphanDelivery:
-    (event_id, event_type, destination, group, service, handler, trace_id, span_id, start,
-     attempt, outcome, source, correlation, reason) = row  # fmt: skip
+    (
+        event_id,
+        event_type,
+        destination,
+        group,
+        service,
+        handler,
+        trace_id,
+        span_id,
+        start,
+        attempt,
+        outcome,
+        source,
+        correlation,
+        reason,
+    ) = row
     if reason == "no_event_id":
         detail = f"a delivery to {group} names no event id and no producer span links to it"
     else:

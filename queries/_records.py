@@ -60,7 +60,8 @@ class _Json:
 
     def to_json(self) -> dict[str, Any]:
         """This record as the JSON object the API returns."""
-        return to_json_value(self)
+        record: dict[str, Any] = to_json_value(self)
+        return record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -120,8 +120,12 @@ def topology(
     for key, count in lost_count.items():  # expected groups that never handled anything
         if key not in edges:
             edges[key] = _empty_edge(key, count)
-    ordered = sorted(edges.values(), key=lambda e: tuple(str(v or "") for v in (
-        e.producer, e.destination, e.event_type, e.consumer_group)))  # fmt: skip
+    ordered = sorted(
+        edges.values(),
+        key=lambda e: tuple(
+            str(v or "") for v in (e.producer, e.destination, e.event_type, e.consumer_group)
+        ),
+    )
     return Topology(
         services=tuple(
             sorted(
@@ -148,8 +152,20 @@ def _percentiles(values: list[float] | None) -> Percentiles:
 
 
 def _edge(row: tuple[Any, ...], lost: Counter[Any], duplicates: Counter[Any]) -> TopologyEdge:
-    (producer, destination, event_type, group, services, handlers, published, deliveries,
-     handled, errors, processing, wait) = row  # fmt: skip
+    (
+        producer,
+        destination,
+        event_type,
+        group,
+        services,
+        handlers,
+        published,
+        deliveries,
+        handled,
+        errors,
+        processing,
+        wait,
+    ) = row
     key = (producer, destination, event_type, group)
     return TopologyEdge(
         producer=producer,

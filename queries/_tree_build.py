@@ -125,8 +125,11 @@ def assemble(
                 if id(child) not in reached:
                     attach(child, node, "child")
             for other in index.linked.get(node.key, ()):
-                if (id(other) not in reached and id(other) in index.is_top
-                        and _link_allowed(node, other)):  # fmt: skip
+                if (
+                    id(other) not in reached
+                    and id(other) in index.is_top
+                    and _link_allowed(node, other)
+                ):
                     attach(other, node, "link")
             if node.event_id and node.is_publish:
                 for waiting in index.by_event.get(node.event_id, ()):

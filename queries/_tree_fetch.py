@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
 from ._errors import NotFound
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .schema import TREE_RECORD_SELECT, TREE_SPAN_SELECT
 
 __all__ = ["Item", "Pool", "collect", "find_root"]
 
@@ -35,11 +37,7 @@ MAX_TRACES = 200_000
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
 
-_SPAN_COLUMNS = """
-    trace_id, span_id, parent_span_id, service_name, name, kind, epoch_ns(start_time),
-    epoch_ns(end_time), status_code, destination, message_id, correlation_id, causation_id,
-    event_type, consumer_group, handler, outcome, attempt, epoch_ns(publish_time)
-"""
+_SPAN_COLUMNS = TREE_SPAN_SELECT
 _FIND = {
     "trace": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = $id",
     "span": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE span_id = $id",
@@ -85,19 +83,12 @@ SELECT trace_id, span_id, linked_trace_id, linked_span_id,
 FROM span_links
 WHERE trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids})
 """
-_RECORDS = """
-SELECT trace_id, span_id, NULL, service_name,
-       CASE record_kind WHEN 'publish' THEN 'send ' ELSE 'process ' END
-           || coalesce(destination, ''),
-       CASE record_kind WHEN 'publish' THEN 'producer' ELSE 'consumer' END,
-       epoch_ns(time), epoch_ns(greatest(coalesce(end_time, time), time)),
-       CASE WHEN outcome IN ('error', 'dead_lettered') THEN 'error' ELSE 'unset' END,
-       destination, message_id, correlation_id, causation_id, event_type, consumer_group,
-       handler, outcome, attempt, epoch_ns(publish_time)
+_RECORDS = f"""
+SELECT {TREE_RECORD_SELECT}
 FROM logs
 WHERE record_kind IN ('publish', 'deliver') AND time >= make_timestamp_ns($since)
   AND time < make_timestamp_ns($until)
-  AND (trace_id IN (SELECT id FROM {traces}) OR correlation_id IN (SELECT id FROM {ids}))
+  AND (trace_id IN (SELECT id FROM {{traces}}) OR correlation_id IN (SELECT id FROM {{ids}}))
 """
 
 
@@ -134,11 +125,49 @@ class Item:
         "trace_id",
     )
 
-    def __init__(self, row: tuple, source: str) -> None:  # type: ignore[type-arg]
-        (self.trace_id, self.span_id, self.parent_span_id, self.service, self.name, self.kind,
-         self.start, self.end, self.status, self.destination, self.event_id,
-         self.correlation_id, self.causation_id, self.event_type, self.consumer_group,
-         self.handler, self.outcome, self.attempt, self.publish_time) = row  # fmt: skip
+    # what a row holds (schema.TREE_COLUMNS, in that order); times are nanoseconds
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service: str
+    name: str
+    kind: str
+    start: int
+    end: int
+    status: str
+    destination: str | None
+    event_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    event_type: str | None
+    consumer_group: str | None
+    handler: str | None
+    outcome: str | None
+    attempt: int | None
+    publish_time: int | None
+
+    def __init__(self, row: tuple[Any, ...], source: str) -> None:
+        (
+            self.trace_id,
+            self.span_id,
+            self.parent_span_id,
+            self.service,
+            self.name,
+            self.kind,
+            self.start,
+            self.end,
+            self.status,
+            self.destination,
+            self.event_id,
+            self.correlation_id,
+            self.causation_id,
+            self.event_type,
+            self.consumer_group,
+            self.handler,
+            self.outcome,
+            self.attempt,
+            self.publish_time,
+        ) = row
         self.source = source
         #: (trace id, span id)
         self.key: tuple[str, str] = (self.trace_id, self.span_id)
@@ -178,7 +207,7 @@ class Pool:
     truncated: bool = False
 
 
-def _items(rows: Iterable[tuple], source: str = "span") -> list[Item]:  # type: ignore[type-arg]
+def _items(rows: Iterable[tuple[Any, ...]], source: str = "span") -> list[Item]:
     return [Item(row, source) for row in rows]
 
 
@@ -243,7 +272,8 @@ def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, 
         first = min(items, key=lambda i: i.start)
         trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id}).fetchall())
         return _top(trace, [first]), found_by, trace + items
-    if cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchone()[0]:
+    [(in_records,)] = cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchall()
+    if in_records:
         raise NotFound(
             f"root: {root!r} appears only in event records: its trace was sampled out, "
             "so there are no spans to build a tree from"
@@ -330,7 +360,7 @@ def collect(
 
 def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
     try:
-        low, high = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchone()
+        [(low, high)] = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchall()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
         # a catalog without row ids (DuckLake): one wide scan
         return _items(

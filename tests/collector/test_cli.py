@@ -39,12 +39,30 @@ def test_packages_install_under_the_eventscope_namespace_only(tmp_path: Path) ->
 
 
 def test_the_public_surface_of_the_collector_changes_only_on_purpose() -> None:
-    assert sorted(collector_package.__all__) == sorted([
-        "RUNNER_OPTIONS", "BadRequest", "ConfigError", "LogBatch", "Overloaded",
-        "PayloadTooLarge", "QueryTimeout", "Settings", "SpanWriter", "StorageError",
-        "TraceBatch", "Unauthorized", "UnsupportedMediaType", "__version__", "create_app",
-        "decode_logs", "decode_traces", "parse_logs", "parse_traces", "serve",
-    ])  # fmt: skip
+    assert sorted(collector_package.__all__) == sorted(
+        [
+            "RUNNER_OPTIONS",
+            "BadRequest",
+            "ConfigError",
+            "LogBatch",
+            "Overloaded",
+            "PayloadTooLarge",
+            "QueryTimeout",
+            "Settings",
+            "SpanWriter",
+            "StorageError",
+            "TraceBatch",
+            "Unauthorized",
+            "UnsupportedMediaType",
+            "__version__",
+            "create_app",
+            "decode_logs",
+            "decode_traces",
+            "parse_logs",
+            "parse_traces",
+            "serve",
+        ]
+    )
 
 
 @pytest.mark.parametrize(

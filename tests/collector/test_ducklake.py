@@ -64,8 +64,15 @@ def test_two_collectors_write_one_lake_that_every_reader_sees(postgres_dsn, lake
 
     # read the lake directly, without a collector
     result = eventscope(
-        "query", "sql", "SELECT count(*) AS n FROM spans", "--db", db, "--ducklake-schema", schema,
-        "--format", "json",
-    )  # fmt: skip
+        "query",
+        "sql",
+        "SELECT count(*) AS n FROM spans",
+        "--db",
+        db,
+        "--ducklake-schema",
+        schema,
+        "--format",
+        "json",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[", "{", '"n":', "500", "}", "]"]

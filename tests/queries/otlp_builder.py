@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import duckdb
-from eventscope.collector._decode import decode_body
+from eventscope.collector._signals import LOGS, TRACES
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -192,17 +192,12 @@ class Otlp:
 
 def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b"") -> None:
     """Decode OTLP bodies with the collector's decoder and insert them as its writer does."""
-    batches = [decode_body("traces", traces, PROTOBUF)]
+    batches = [(TRACES, TRACES.decode(traces, PROTOBUF))]
     if logs:
-        batches.append(decode_body("logs", logs, PROTOBUF))
-    for batch in batches:
+        batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
+    for signal, batch in batches:
         assert not batch.rejected, batch.error_message
-        tables = (
-            {"spans": batch.spans, "span_links": batch.links, "span_events": batch.events}
-            if hasattr(batch, "spans")
-            else {"logs": batch.logs}
-        )
-        for table, arrow in tables.items():
+        for table, arrow in zip(signal.tables, batch.tables, strict=True):
             if arrow.num_rows:
                 connection.register("incoming", arrow)
                 connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")

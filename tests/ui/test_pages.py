@@ -18,9 +18,14 @@ PAGES = (
     ("requests", "/requests"),
     ("request", "/requests/{root}"),
     ("topology", "/topology"),
-    ("sql", "/sql?q=" + urllib.parse.quote(
-        "SELECT service_name, name, kind, duration_ms FROM spans ORDER BY start_time LIMIT 20")),
-)  # fmt: skip
+    (
+        "sql",
+        "/sql?q="
+        + urllib.parse.quote(
+            "SELECT service_name, name, kind, duration_ms FROM spans ORDER BY start_time LIMIT 20"
+        ),
+    ),
+)
 
 
 @pytest.mark.parametrize(("name", "path"), PAGES, ids=[name for name, _ in PAGES])
@@ -82,8 +87,10 @@ def test_times_are_shown_in_the_browsers_time_zone(tab: Any, shop: Shop) -> None
 
 def test_untrusted_strings_render_as_text_and_run_no_script(tab: Any, shop: Shop) -> None:
     tab.base = shop.collector.url
-    statement = "SELECT name, attributes->>'$.\"xss.payload\"' AS payload FROM spans " \
-                "WHERE service_name = 'audit'"  # fmt: skip
+    statement = (
+        "SELECT name, attributes->>'$.\"xss.payload\"' AS payload FROM spans "
+        "WHERE service_name = 'audit'"
+    )
     tab.open("/sql?q=" + urllib.parse.quote(statement))
     cells = tab.page.locator("#sql-results tbody td").all_inner_texts()
     assert cells == [XSS_NAME, XSS_VALUE]
