@@ -22,9 +22,10 @@ from eventscope import ui
 from eventscope.queries import EventscopeError
 
 from . import _api
+from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, Unauthorized
+from ._errors import Overloaded, RequestTimeout, Unauthorized
 from ._grpc import GrpcReceiver
 from ._intake import Intake
 from ._reads import run_read
@@ -58,14 +59,28 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="eventscope"'
+        if isinstance(exc, RequestTimeout) or _stopping(state):
+            response.force_close()  # a half-read body, or intake has stopped
     except web.HTTPException as exc:
         state.metrics.requests[(path, exc.status)] += 1
         raise
+    except ConnectionError:  # the client went away mid-request: nobody to answer, no error
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        response = web.Response(status=_CLIENT_CLOSED, reason="Client Closed Request")
+        response.force_close()
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         response = _error_response(request, 500, "internal error; see the collector's log")
     state.metrics.requests[(path, response.status)] += 1
     return response
+
+
+#: Counted (as nginx does) for a request whose client closed the connection before the answer.
+_CLIENT_CLOSED = 499
+
+
+def _stopping(state: CollectorState) -> bool:
+    return state._admission is not None and state._admission.stopping
 
 
 def _error_response(request: web.Request, status: int, message: str) -> web.Response:
@@ -137,6 +152,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
     state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
+    # Bodies being received or decoded, at most: as many as the decoders' slots at the
+    # largest size (what could be held before bodies were read outside the slots).
+    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
     try:
         yield
     finally:
@@ -155,6 +173,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 #: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver
 #: inflates gzip itself, with a size limit, and per-request access logs cost ingest time.
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
+#: Seconds that requests in flight get to finish once the collector is told to stop (a
+#: body still arriving then is refused with 503); the writer then commits what was taken.
+_DRAIN_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -205,11 +226,15 @@ def _mount_ui(app: web.Application) -> None:
 async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncIterator[str]:
     """Run the collector inside the ``async with`` block; yield its base URL.
 
-    On exit: stop listening, let requests in flight finish, drain the write queue, close.
+    On exit: stop listening, refuse new requests, let those in flight finish (a few
+    seconds at most), drain the write queue, close.
     """
     _STOP.set(asyncio.Event())
     app = create_app(settings)
-    runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
+    runner = web.AppRunner(
+        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        keepalive_timeout=settings.idle_timeout,
+    )  # fmt: skip
     await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
     ui_runners: list[web.AppRunner] = []
     state = app[STATE]
@@ -241,11 +266,41 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         sys.setswitchinterval(0.001)
         yield base
     finally:
-        # gRPC calls in flight finish first: the writer is closed by runner.cleanup.
-        await grpc_receiver.stop(grace=30)
+        await _stop_intake(app, [runner, *ui_runners], grpc_receiver)
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()
+
+
+async def _stop_intake(
+    app: web.Application, runners: list[web.AppRunner], grpc_receiver: GrpcReceiver
+) -> None:
+    """Stop listening and taking requests; give those in flight a few seconds to finish.
+
+    aiohttp's own shutdown closes every connection first, and a connection being closed
+    drops what its client still sends: a request whose body was on its way would wait for
+    it until the shutdown timeout (30 s), and then fail. So the listeners are stopped here,
+    new requests on open connections are refused (503, connection closed), and the requests
+    in flight finish before aiohttp closes the connections.
+    """
+    for runner in runners:
+        for site in list(runner.sites):
+            await site.stop()
+    # gRPC: no new calls; those in flight finish (before the writer closes) or are cancelled.
+    stopped = asyncio.ensure_future(grpc_receiver.stop(grace=_DRAIN_SECONDS))
+    state = app[STATE]
+    if state._admission is not None:  # started
+        state.admission.stopping = True
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                await state.admission.wait_idle()
+        except TimeoutError:
+            log.info(
+                "stopping: %d requests were still receiving their body; their connections "
+                "are closed unanswered (clients retry)",
+                state.admission.requests,
+            )
+    await stopped
 
 
 async def _start_ui(

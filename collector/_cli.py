@@ -88,6 +88,12 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
     serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
     serve.add_argument("--query-timeout", type=float, help="seconds before a read is stopped")
+    serve.add_argument(
+        "--read-timeout", type=float, help="seconds a request body may take to arrive (10)"
+    )
+    serve.add_argument(
+        "--idle-timeout", type=float, help="seconds before an idle connection is closed (75)"
+    )
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
@@ -164,6 +170,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         max_body_bytes=_size(args.max_body_bytes, "--max-body-bytes"),
         max_queue_rows=args.max_queue_rows,
         query_timeout=args.query_timeout,
+        read_timeout=args.read_timeout,
+        idle_timeout=args.idle_timeout,
         db_threads=args.db_threads,
         db_write_threads=args.db_write_threads,
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),

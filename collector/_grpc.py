@@ -141,7 +141,9 @@ class GrpcReceiver:
             code = grpc.StatusCode.OK
             try:
                 self._authorize(context)
-                response = await state.intake.export(signal, PROTOBUF, body)
+                async with state.admission.request() as held:
+                    held.take(len(body))  # gRPC has read it whole: counted like HTTP bodies
+                    response = await state.intake.export(signal, PROTOBUF, body)
                 return response.SerializeToString()
             except _Refusal as exc:
                 code = exc.code

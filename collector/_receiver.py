@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import Any
@@ -20,7 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._admission import BodyBytes
+from ._errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from ._signals import LOGS, TRACES, Signal
 from ._state import STATE
 
@@ -41,7 +43,7 @@ _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 _CHUNK = 256 * 1024
 
 # gRPC status codes carried in the google.rpc.Status of an OTLP error response.
-_GRPC_CODES = {400: 3, 401: 16, 404: 5, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 408: 4, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
 
 
 def request_content_type(request: web.Request) -> str:
@@ -66,24 +68,24 @@ def request_content_type(request: web.Request) -> str:
     return content_type
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, held: BodyBytes | None = None) -> bytes:
     """Read the body, inflating gzip / deflate here (the server runs with aiohttp's own
     decompression off), and stop as soon as it passes ``limit`` bytes — on the wire or
-    inflated — so a gzip bomb never fills memory.
+    inflated — so a gzip bomb never fills memory. A gzip body of several members (RFC 1952
+    allows it; ``cat a.gz b.gz``) is inflated whole. Bytes read and inflated are counted
+    against ``held`` as they arrive.
 
     Raises:
         PayloadTooLarge: the body is over ``limit`` bytes, before or after decompression.
         BadRequest: the compressed body is not valid gzip / deflate.
+        Overloaded: ``held``'s budget is exhausted.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    inflater = None
-    if encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=31)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 47}.get(encoding)  # 47: zlib or gzip
+    inflater = None if wbits is None else zlib.decompressobj(wbits=wbits)
     chunks: list[bytes] = []
     received = size = 0
     try:
@@ -91,17 +93,26 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if held is not None:
+                held.take(len(chunk))
             while chunk:
                 if inflater is None:
                     data, chunk = chunk, b""
+                elif inflater.eof:  # the next gzip member (trailing zero padding ends it)
+                    if not chunk.strip(b"\0"):
+                        break
+                    inflater = zlib.decompressobj(wbits=wbits or 31)
+                    continue
                 else:
                     data = inflater.decompress(chunk, limit - size + 1)
-                    chunk = inflater.unconsumed_tail
+                    chunk = inflater.unconsumed_tail or inflater.unused_data
                 size += len(data)
                 if size > limit:
                     raise PayloadTooLarge(
                         f"request body is over the limit of {limit} bytes after decompression"
                     )
+                if held is not None and inflater is not None:
+                    held.take(len(data))
                 chunks.append(data)
         if inflater is not None and not inflater.eof:
             raise BadRequest(f"body does not match its Content-Encoding {encoding}: truncated")
@@ -130,8 +141,19 @@ def error_body(request: web.Request, status: int, message: str) -> web.Response:
 async def _receive(request: web.Request, signal: Signal[Any]) -> web.Response:
     state = request.app[STATE]
     content_type = request_content_type(request)
-    limit = state.settings.max_body_bytes
-    response = await state.intake.export(signal, content_type, lambda: read_body(request, limit))
+    state.writer.check_capacity()  # refuse before reading when the queue is already full
+    async with state.admission.request() as held:
+        # The body is read before a decoder slot is taken, with a deadline: a sender that
+        # is slow or silent holds only what it sent, never decoding capacity.
+        timeout = state.settings.read_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                body = await read_body(request, state.settings.max_body_bytes, held)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout:g} s (--read-timeout)"
+            ) from None
+        response = await state.intake.export(signal, content_type, body)
     return _respond(content_type, response)
 
 

@@ -129,6 +129,11 @@ class Settings:
     checkpoint_threshold: int = 32 * 1024 * 1024
     #: Seconds a read query may run before it is interrupted.
     query_timeout: float = 30.0
+    #: Seconds a request body may take to arrive (408 after that; the connection closes).
+    #: It is read before a decoder slot is taken, so a slow sender holds no decoding.
+    read_timeout: float = 10.0
+    #: Seconds a connection may stay idle, between requests or before its first one.
+    idle_timeout: float = 75.0
     #: Most rows one SQL console / API query returns.
     query_row_limit: int = 10_000
     #: Seconds a client is told to wait when the queue is full.
@@ -160,8 +165,9 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
-        if self.query_timeout <= 0:
-            raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
+        for name in ("query_timeout", "read_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.grace < 0:
             raise ConfigError(f"grace: must not be negative, got {self.grace}")
         if self.token is not None and not self.token.strip():
@@ -214,7 +220,7 @@ def _convert(name: str, text: str, variable: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if name in ("query_timeout", "ducklake_maintenance"):
+    if name in ("query_timeout", "read_timeout", "idle_timeout", "ducklake_maintenance"):
         try:
             return float(text)
         except ValueError:

@@ -23,7 +23,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ._batches import Batch, LogBatch, TraceBatch
-from ._decode import decode_logs, decode_traces, parse_logs, parse_traces
+from ._decode import (
+    decode_parsed_logs,
+    decode_parsed_traces,
+    parse_logs_leniently,
+    parse_traces_leniently,
+)
 
 __all__ = ["LOGS", "SIGNALS", "TRACES", "Signal", "Telemetry"]
 
@@ -92,8 +97,8 @@ TRACES: Signal[TraceBatch] = Signal(
     name="traces",
     items="spans",
     tables=("spans", "span_links", "span_events"),
-    parse=parse_traces,
-    decode_request=decode_traces,
+    parse=parse_traces_leniently,
+    decode_request=decode_parsed_traces,
     from_tables=TraceBatch.from_tables,
     respond=_trace_response,
 )
@@ -101,8 +106,8 @@ LOGS: Signal[LogBatch] = Signal(
     name="logs",
     items="log_records",
     tables=("logs",),
-    parse=parse_logs,
-    decode_request=decode_logs,
+    parse=parse_logs_leniently,
+    decode_request=decode_parsed_logs,
     from_tables=LogBatch.from_tables,
     respond=_logs_response,
 )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ._admission import Admission
 from ._database import Database
 from ._intake import Intake
 from ._metrics import Metrics
@@ -27,6 +28,7 @@ class CollectorState:
     grpc_port: int | None = None
     _writer: SpanWriter | None = None
     _intake: Intake | None = None
+    _admission: Admission | None = None
 
     def start(self, database: Database, writer: SpanWriter, intake: Intake) -> None:
         """The collector has started: these serve the requests from now on."""
@@ -35,6 +37,13 @@ class CollectorState:
     def stop(self) -> None:
         """The collector has stopped."""
         self.database = self._writer = self._intake = None
+        self._admission = None
+
+    @property
+    def admission(self) -> Admission:
+        """What request bodies may hold, and whether intake has stopped (while started)."""
+        assert self._admission is not None, "the collector is not started"
+        return self._admission
 
     @property
     def intake(self) -> Intake:

@@ -64,12 +64,14 @@ def postgres_dsn() -> str:
 
 @pytest.fixture
 def collectors(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
-    """Factory: ``collectors("name.duckdb", *serve_args)`` starts an `eventscope serve` on a
-    fresh file; every one still running is stopped (or killed) after the test."""
+    """Factory: ``collectors("name.duckdb", *serve_args, env={...})`` starts an `eventscope
+    serve` on a fresh file; every one still running is stopped (or killed) after the test."""
     started: list[Collector] = []
 
-    def start(name: str = "eventscope.duckdb", *args: str) -> Collector:
-        server = Collector(tmp_path / name, *args)
+    def start(
+        name: str = "eventscope.duckdb", *args: str, env: dict[str, str] | None = None
+    ) -> Collector:
+        server = Collector(tmp_path / name, *args, env=env)
         started.append(server)
         return server.start()
 
