@@ -13,6 +13,7 @@ import gc
 import hmac
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
@@ -25,9 +26,10 @@ from . import _api
 from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, RequestTimeout, Unauthorized
+from ._errors import ListenError, Overloaded, RequestTimeout, Unauthorized
 from ._grpc import GrpcReceiver
 from ._intake import Intake
+from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._settings import Settings
@@ -35,7 +37,15 @@ from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
 
-__all__ = ["RUNNER_OPTIONS", "create_app", "running", "serve", "until_signalled"]
+__all__ = [
+    "RUNNER_OPTIONS",
+    "ListenError",
+    "create_app",
+    "listen",
+    "running",
+    "serve",
+    "until_signalled",
+]
 
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,7 +140,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[STATE].metrics.render()
+    text = request.app[STATE].metrics.render() + request.app[LEDGER].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -189,7 +199,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[STATE] = CollectorState(settings=settings)
+    app[LEDGER] = LedgerSeries(settings)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(ledger_series)  # after _lifecycle: stopped before the database
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
     app.router.add_post("/v1/metrics", receive_metrics)
@@ -230,26 +242,40 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
     seconds at most), drain the write queue, close.
     """
     _STOP.set(asyncio.Event())
+    # The ports first: one in use is refused before the database is opened (or created).
+    sockets = listen(settings.host, settings.port)
     app = create_app(settings)
+    state = app[STATE]
+    grpc_receiver = GrpcReceiver(state)
+    try:
+        ui_sockets = [] if settings.ui_port is None else listen(settings.host, settings.ui_port)
+        if settings.grpc_port is not None:
+            state.grpc_port = grpc_receiver.bind(settings.host, settings.grpc_port)
+    except OSError:
+        _close(sockets)
+        raise
     runner = web.AppRunner(
         app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
     )  # fmt: skip
-    await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
-    ui_runners: list[web.AppRunner] = []
-    state = app[STATE]
-    grpc_receiver = GrpcReceiver(state)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
+    except BaseException:
+        _close(sockets + ui_sockets)
+        await grpc_receiver.stop(grace=None)
+        raise
+    ui_runners: list[web.AppRunner] = []
+    try:
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         host, port = runner.addresses[0][:2]
         base = ui_base = f"http://{host}:{port}"
         grpc_line = ""
-        if settings.grpc_port is not None:
-            state.grpc_port = await grpc_receiver.start(settings.host, settings.grpc_port)
+        if state.grpc_port is not None:
+            await grpc_receiver.start()
             grpc_line = f"  OTLP/gRPC  {host}:{state.grpc_port}\n"
         if _UI_APP in app:
-            ui_base = await _start_ui(app[_UI_APP], settings, base, ui_runners)
+            ui_base = await _start_ui(app[_UI_APP], ui_sockets, base, ui_runners)
         assert state.database is not None
         out.write(
             f"eventscope {__version__}\n"
@@ -270,6 +296,35 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names (as ``loop.create_server`` makes).
+
+    Raises:
+        ListenError: one cannot be bound (the port is in use, the address is not ours …).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError as exc:
+        _close(sockets)
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sockets
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 async def _stop_intake(
@@ -304,13 +359,17 @@ async def _stop_intake(
 
 
 async def _start_ui(
-    ui_app: web.Application, settings: Settings, otlp_base: str, runners: list[web.AppRunner]
+    ui_app: web.Application,
+    sockets: list[socket.socket],
+    otlp_base: str,
+    runners: list[web.AppRunner],
 ) -> str:
     """Serve the UI's own application on ``--ui-port``; return its base URL."""
     ui_runner = web.AppRunner(ui_app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await ui_runner.setup()
     runners.append(ui_runner)
-    await web.TCPSite(ui_runner, settings.host, settings.ui_port, reuse_address=True).start()
+    for sock in sockets:
+        await web.SockSite(ui_runner, sock).start()
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"

@@ -1,4 +1,4 @@
-"""The ``eventscope`` command: ``serve``, ``query …``, ``demo`` and ``--version``.
+"""The ``eventscope`` command: ``serve``, ``query …``, ``check``, ``demo`` and ``--version``.
 
 Bad input ends with exit code 2 and one line on stderr naming what is wrong; a collector
 that cannot be reached ends with exit code 1.
@@ -106,6 +106,19 @@ def _add_serve(commands: Any) -> None:
         "--grace",
         help="how long an event may be on its way before it counts as lost (default 5m)",
     )
+    serve.add_argument(
+        "--metrics-interval",
+        help="how often the lost/duplicated/latency series of /metrics are evaluated "
+        "(default 30s; 0: off)",
+    )
+    serve.add_argument(
+        "--metrics-lookback", help="how far back they learn which groups handle what (1h)"
+    )
+    serve.add_argument(
+        "--metrics-max-label-sets",
+        type=int,
+        help="most (event type, destination, group) label sets; more become 'other' (500)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
 
 
@@ -138,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     _add_query(commands)
+    from ._check import add_check_command
     from ._demo import add_demo_command
 
+    add_check_command(commands)
     add_demo_command(commands)
     return parser
 
@@ -155,8 +170,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, serve
-    from ._grpc import ListenError
+    from ._app import DatabaseFailed, ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -177,6 +191,13 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
         grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
+        metrics_interval=None
+        if args.metrics_interval is None
+        else parse_grace(args.metrics_interval, "--metrics-interval") / 1e9,
+        metrics_lookback=None
+        if args.metrics_lookback is None
+        else parse_grace(args.metrics_lookback, "--metrics-lookback"),
+        metrics_max_label_sets=args.metrics_max_label_sets,
     )
     if args.grpc_port is not None:  # a flag's None (0: off) must win over the environment
         grpc_port = parse_grpc_port(args.grpc_port, "--grpc-port")
@@ -186,9 +207,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     )
     try:
         asyncio.run(serve(settings))
-    except ListenError as exc:  # the gRPC port
+    except ListenError as exc:  # the port is taken, the address is not ours …
         _fail(str(exc), 1)
-    except OSError as exc:  # the port is taken, the address is not ours …
+    except OSError as exc:
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     except DatabaseFailed as exc:
         _fail(str(exc), 1)

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal as os_signal  # `signal` names the telemetry signal here
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,11 @@ def _decode_and_send(
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: leave when the collector is gone (even after a SIGKILL, which
-    gives the pool no chance to stop its workers)."""
+    """Worker initializer: ignore Ctrl-C — a terminal sends SIGINT to the whole process
+    group, and the collector stops its workers itself once it has drained — and leave
+    when the collector is gone (even after a SIGKILL, which gives the pool no chance to
+    stop its workers)."""
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

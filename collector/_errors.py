@@ -79,3 +79,8 @@ class ConfigError(EventscopeError):
     """A setting has a malformed value. The message names the option or variable."""
 
     status = 500
+
+
+class ListenError(OSError):
+    """A port could not be listened on; nothing was opened (not an EventscopeError: the
+    command fails with exit code 1, naming the address)."""

@@ -38,6 +38,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ._errors import (
     BadRequest,
+    ListenError,
     Overloaded,
     PayloadTooLarge,
     QueueFull,
@@ -48,7 +49,7 @@ from ._receiver import NO_METRICS, PROTOBUF
 from ._signals import LOGS, TRACES, Signal
 from ._state import CollectorState
 
-__all__ = ["GrpcReceiver", "ListenError"]
+__all__ = ["GrpcReceiver"]
 
 log = logging.getLogger("eventscope.collector")
 
@@ -67,10 +68,6 @@ _CODES: tuple[tuple[type[EventscopeError], grpc.StatusCode], ...] = (
 )
 
 Metadata = Sequence[tuple[str, str | bytes]]
-
-
-class ListenError(OSError):
-    """The gRPC port cannot be bound (taken, or not an address of this machine)."""
 
 
 class _Refusal(Exception):
@@ -92,11 +89,12 @@ class GrpcReceiver:
         token = state.settings.token
         self._token = None if token is None else token.encode()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (0: any free port) and return the port.
+    def bind(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port) and return the port; calls are served
+        from :meth:`start` on.
 
         Raises:
-            ListenError: the address cannot be bound.
+            ListenError: the address cannot be bound (the port is in use …).
         """
         limit = self._state.settings.max_body_bytes
         server = aio.server(
@@ -121,11 +119,15 @@ class GrpcReceiver:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio: "Failed to bind to address …"
             raise ListenError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from None
-        await server.start()
         self._server = server
         return bound
 
-    async def stop(self, grace: float) -> None:
+    async def start(self) -> None:
+        """Serve calls on the bound port (the collector's state is started)."""
+        assert self._server is not None, "bind first"
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
         """Refuse new calls; let calls in flight finish for up to ``grace`` seconds."""
         server, self._server = self._server, None
         if server is not None:

@@ -228,6 +228,14 @@ def lost_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: S
     )
 
 
+def orphans_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
+    """``/api/events/orphans``: deliveries whose event was never seen published."""
+    read = _Reader(params, (*_WINDOW, "grace"))
+    since_ns, until_ns = read.window()
+    grace = read.duration("grace", settings.grace) or 0
+    return _rows(orphan_deliveries(cursor, since_ns=since_ns, until_ns=until_ns, grace_ns=grace))
+
+
 def _ledger_endpoint(
     query: Callable[..., tuple[Any, ...]], texts: tuple[str, ...] = (), flags: tuple[str, ...] = ()
 ) -> Callable[..., Any]:
@@ -262,7 +270,7 @@ READ_ENDPOINTS: dict[str, Any] = {
     "latency": latency_endpoint,
     "events/lost": lost_endpoint,
     "events/duplicates": _ledger_endpoint(duplicate_events),
-    "events/orphans": _ledger_endpoint(orphan_deliveries),
+    "events/orphans": orphans_endpoint,
     "events/out-of-order": _ledger_endpoint(out_of_order, ("entity_id", "consumer_group")),
     "events/versions": _ledger_endpoint(version_mix, ("event_type",), ("mixed_only",)),
     "topology": topology_endpoint,

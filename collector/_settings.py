@@ -139,9 +139,19 @@ class Settings:
     #: Seconds a client is told to wait when the queue is full.
     retry_after: int = 1
     #: How long after its publish an event may still be on its way (nanoseconds): younger
-    #: ones are not reported lost. The default of every read that counts lost events (API,
+    #: ones are not reported lost, nor deliveries younger than it whose publish is not seen
+    #: yet orphans. The default of every read that counts lost events or orphans (API,
     #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
     grace: int = 5 * 60 * 10**9
+    #: Seconds between evaluations of the ledger series of ``/metrics`` (published,
+    #: deliveries, lost, duplicated, pending, latency); 0 switches them off.
+    metrics_interval: float = 30.0
+    #: How far back (nanoseconds) those evaluations learn which groups handle an event
+    #: type and look for the first delivery of a duplicate.
+    metrics_lookback: int = 3600 * 10**9
+    #: Most label sets (event type, destination, consumer group) of the ledger series;
+    #: more are folded into ``other``.
+    metrics_max_label_sets: int = 500
 
     def __post_init__(self) -> None:
         for name in ("port", "ui_port", "grpc_port"):
@@ -170,6 +180,16 @@ class Settings:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.grace < 0:
             raise ConfigError(f"grace: must not be negative, got {self.grace}")
+        if self.metrics_interval < 0:
+            raise ConfigError(
+                f"metrics_interval: must not be negative, got {self.metrics_interval}"
+            )
+        if self.metrics_lookback <= 0:
+            raise ConfigError(f"metrics_lookback: must be positive, got {self.metrics_lookback}")
+        if self.metrics_max_label_sets < 1:
+            raise ConfigError(
+                f"metrics_max_label_sets: must be at least 1, got {self.metrics_max_label_sets}"
+            )
         if self.token is not None and not self.token.strip():
             raise ConfigError("token: must not be empty when set")
 
@@ -205,16 +225,19 @@ _INTS = {
     "db_threads",
     "db_write_threads",
     "decode_workers",
+    "metrics_max_label_sets",
 }
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
     if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit"):
         return parse_size(text, variable)
-    if name == "grace":
+    if name in ("grace", "metrics_lookback"):
         return parse_grace(text, variable)
     if name == "grpc_port":
         return parse_grpc_port(text, variable)
+    if name == "metrics_interval":
+        return parse_grace(text, variable) / 1e9
     if name in _INTS:
         try:
             return int(text)

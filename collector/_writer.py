@@ -106,7 +106,7 @@ class SpanWriter:
     async def start(self) -> None:
         """Open the writer's connection on its thread and start the commit loop."""
         loop = asyncio.get_running_loop()
-        self._connection = await loop.run_in_executor(self._thread, self._database.cursor)
+        self._connection = await loop.run_in_executor(self._thread, self._database.writer_cursor)
         self._task = asyncio.create_task(self._run(), name="eventscope-writer")
 
     def check_capacity(self, rows: int = 1) -> None:
@@ -274,6 +274,10 @@ class SpanWriter:
 
     def _commit(self, batches: Sequence[_Rows]) -> None:
         """Insert every table of every batch in one transaction. Runs on the writer thread."""
+        with self._database.writing():
+            self._transaction(batches)
+
+    def _transaction(self, batches: Sequence[_Rows]) -> None:
         connection = self._connection
         assert connection is not None
         by_table: dict[str, list[pa.Table]] = {table: [] for table in TABLES}

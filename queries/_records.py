@@ -112,6 +112,7 @@ class DuplicateEvent(_Json):
     dead_lettered: int
     attempts: tuple[int, ...]
     first_ns: int
+    second_ns: int
     last_ns: int
     correlation_id: str | None
     services: tuple[str, ...]

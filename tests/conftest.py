@@ -16,6 +16,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # OTLP/gRPC on a free port, never on the shared default 4317.
 os.environ.setdefault("EVENTSCOPE_GRPC_PORT", "auto")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The `eventscope` fixture comes from the package's pytest11 entry point; an editable
+    # install made before the entry point existed still tests it.
+    if not config.pluginmanager.has_plugin("eventscope"):
+        config.pluginmanager.import_plugin("eventscope.instrumentation.pytest_plugin")
+
+
 BROKERS = {
     "rabbitmq": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_RABBITMQ_PORT", "5672"))),
     "nats": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_NATS_PORT", "4222"))),

@@ -41,6 +41,10 @@ _LAYOUT: dict[str, Any] = {
 }
 
 
+#: Figures with nothing to zoom or pan (maps, treemaps) show no toolbar over their labels.
+_NO_TOOLBAR = {"modebar": False}
+
+
 def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> dict[str, Any]:
     """An x axis of epoch milliseconds that the page turns into the browser's local time
     (Plotly itself has no time zones), spanning [since, until] when given."""
@@ -242,7 +246,14 @@ def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
         + [v[1] for v in services.values()]
         + [v[1] for v in counts.values()]
     )
-    fig = go.Figure(layout={**_LAYOUT, "height": 320, "margin": {"l": 4, "r": 4, "t": 4, "b": 4}})
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            "height": 320,
+            "margin": {"l": 4, "r": 4, "t": 4, "b": 4},
+            "meta": _NO_TOOLBAR,
+        }
+    )
     fig.add_trace(
         go.Icicle(
             ids=ids,
@@ -307,6 +318,7 @@ def topology_sankey(topology: Topology) -> str:
             **_LAYOUT,
             "height": max(320, 36 * len(labels)),
             "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+            "meta": _NO_TOOLBAR,
         }
     )
     fig.add_trace(

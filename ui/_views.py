@@ -120,7 +120,7 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     lost, duplicates, orphans, reordered = await asyncio.gather(
         wanted("lost", lost_events, grace_ns=config.grace_ns),
         wanted("duplicate", duplicate_events),
-        wanted("orphan", orphan_deliveries),
+        wanted("orphan", orphan_deliveries, grace_ns=config.grace_ns),
         wanted("out_of_order", out_of_order),
     )
     return {

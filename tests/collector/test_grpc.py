@@ -293,6 +293,7 @@ def test_grpc_port_flag(collectors, tmp_path) -> None:
         .splitlines()[-1]
         .startswith(f"eventscope: error: cannot listen for OTLP/gRPC on 127.0.0.1:{port}")
     )
+    assert not (tmp_path / "taken.duckdb").exists()  # ports are taken before the database
     bad = eventscope("serve", "--db", str(tmp_path / "bad.duckdb"), "--grpc-port", "grpc")
     assert bad.returncode == 2
     assert "--grpc-port: 'grpc' is not a port" in bad.stderr
