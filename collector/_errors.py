@@ -9,10 +9,17 @@ EventscopeError
 ├── Overloaded              cannot take it now; retry later (503 + Retry-After)
 │   └── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
 ├── StorageError            the database refused a batch (500)
+├── QueryTimeout            a read ran past its deadline (504)
 └── ConfigError             a setting is malformed; names the variable
+
+DatabaseFailed (apart: no request causes it) stops the collector after a failed commit;
+ListenError (an OSError) when a port cannot be listened on.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 from eventscope.queries import EventscopeError
 
@@ -84,3 +91,17 @@ class ConfigError(EventscopeError):
 class ListenError(OSError):
     """A port could not be listened on; nothing was opened (not an EventscopeError: the
     command fails with exit code 1, naming the address)."""
+
+
+class DatabaseFailed(Exception):
+    """The collector stopped because its database failed to commit (see the log).
+
+    Not an ``EventscopeError``: no request caused it, and no response carries it; the
+    command line ends with it (exit code 1)."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with one line on stderr (``eventscope: error: …``) and ``code``:
+    2 for bad input, 1 for what the user's input did not cause."""
+    sys.stderr.write(f"eventscope: error: {message}\n")
+    raise SystemExit(code)
