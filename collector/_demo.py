@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._settings import Settings, parse_grace
+from ._settings import DEMO_DB, Settings, parse_grace
 
 __all__ = ["DEFAULT_URLS", "DEMO_GRACE", "add_demo_command"]
 
@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         environ,
         host=args.host,
         port=args.port,
-        db=args.db or "eventscope-demo.duckdb",
+        db=args.db or DEMO_DB,
         grace=grace,
     )
     urls = {
