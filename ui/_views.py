@@ -8,6 +8,7 @@ from typing import Any
 
 from eventscope.queries import (
     BadParameter,
+    LatencyRow,
     Overview,
     duplicate_events,
     fanout_tree,
@@ -26,7 +27,7 @@ from eventscope.queries import (
 
 from . import _figures
 from ._config import UIConfig
-from ._tree_view import tree_view
+from ._tree_view import by_handler, tree_view
 
 __all__ = [
     "events_context",
@@ -64,7 +65,7 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
     since, until = time_range(params)
     window = {"since_ns": since, "until_ns": until}
     summary, lost, duplicates = await asyncio.gather(
-        config.read(overview, **window, buckets=_OVERVIEW_BUCKETS),
+        config.read(overview, **window, buckets=_OVERVIEW_BUCKETS, fit=True),
         config.read(lost_events, **window, grace_ns=config.grace_ns),
         config.read(duplicate_events, **window),
     )
@@ -90,8 +91,9 @@ _OVERVIEW_BUCKETS = 60
 def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
     """How many of ``times_ns`` fall in each of the overview's buckets."""
     counts = [0] * len(summary.activity)
+    start = summary.activity[0].start_ns if summary.activity else summary.since_ns
     for t in times_ns:
-        b = (t - summary.since_ns) // summary.bucket_ns
+        b = (t - start) // summary.bucket_ns
         if 0 <= b < len(counts):
             counts[b] += 1
     return counts
@@ -107,33 +109,62 @@ EVENT_KINDS = (
 
 
 async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
-    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered."""
+    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered.
+
+    Every kind is counted whichever is shown (the counters never read as none because
+    another kind was picked); the rows shown are a page of them: ``EVENTS_PER_KIND`` of
+    each when all are shown, ``EVENTS_PAGE_SIZE`` a ``page`` of one kind.
+    """
     since, until = time_range(params)
     kind = params.get("kind", "all") or "all"
     if kind not in dict(EVENT_KINDS):
         raise BadParameter("kind", f"must be one of {', '.join(dict(EVENT_KINDS))}, got {kind!r}")
+    page = _int(params, "page", 1, low=1) or 1
     window = {"since_ns": since, "until_ns": until}
-
-    async def wanted(name: str, fn: Any, **options: Any) -> tuple[Any, ...]:
-        return await config.read(fn, **window, **options) if kind in ("all", name) else ()
-
     lost, duplicates, orphans, reordered = await asyncio.gather(
-        wanted("lost", lost_events, grace_ns=config.grace_ns),
-        wanted("duplicate", duplicate_events),
-        wanted("orphan", orphan_deliveries, grace_ns=config.grace_ns),
-        wanted("out_of_order", out_of_order),
+        config.read(lost_events, **window, grace_ns=config.grace_ns),
+        config.read(duplicate_events, **window),
+        config.read(orphan_deliveries, **window, grace_ns=config.grace_ns),
+        config.read(out_of_order, **window),
     )
+    found = {"lost": lost, "duplicate": duplicates, "orphan": orphans, "out_of_order": reordered}
+    size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
+    pages = 1 if kind == "all" else max(1, -(-len(found[kind]) // size))
+    first = (min(page, pages) - 1) * size
+    shown = {name: rows[first : first + size] for name, rows in found.items()}
     return {
         "title": "Events",
         "since": since,
         "until": until,
         "kind": kind,
         "kinds": EVENT_KINDS,
-        "lost": lost,
-        "duplicates": duplicates,
-        "orphans": orphans,
-        "reordered": reordered,
+        "counts": {name: len(rows) for name, rows in found.items()},
+        "lost": shown["lost"],
+        "duplicates": shown["duplicate"],
+        "orphans": shown["orphan"],
+        "reordered": shown["out_of_order"],
+        "first_row": first,
+        "per_kind": EVENTS_PER_KIND,
+        "page_size": EVENTS_PAGE_SIZE,
+        "page_number": min(page, pages),  # ("page" names the page for the navigation)
+        "pages": pages,
+        "grace": duration_text(config.grace_ns),
+        "lost_from": until - config.grace_ns,
+        "orphans_from": now_ns() - config.grace_ns,
     }
+
+
+#: Rows of each kind the events page shows when all kinds are shown; a page of one kind.
+EVENTS_PER_KIND = 20
+EVENTS_PAGE_SIZE = 50
+
+
+def duration_text(ns: int) -> str:
+    """A configured duration as people say it: ``5 min``, ``30 s``, ``1 h``, ``250 ms``."""
+    for unit, size in (("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6)):
+        if ns >= size and ns % size == 0:
+            return f"{ns // size} {unit}"
+    return f"{ns / 10**9:g} s" if ns >= 10**9 else f"{ns / 10**6:g} ms"
 
 
 #: group_by values of the handlers page, with their labels.
@@ -145,6 +176,7 @@ LATENCY_GROUPS = (
     ("destination", "destination"),
 )
 _FIGURE_BUCKETS = 40
+_MILLISECOND_NS = 1_000_000
 
 
 async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
@@ -155,10 +187,7 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     if group_by not in dict(LATENCY_GROUPS):
         groups = ", ".join(dict(LATENCY_GROUPS))
         raise BadParameter("group_by", f"must be one of {groups}, got {group_by!r}")
-    bucket = max(1, -(-(until - since) // _FIGURE_BUCKETS))
-    latency = await config.read(
-        handler_latency, group_by=group_by, since_ns=since, until_ns=until, bucket_ns=bucket
-    )
+    latency = await config.read(handler_latency, group_by=group_by, since_ns=since, until_ns=until)
     keys = [row.key for row in latency.rows]
     selected_key = params.get("key")
     if selected_key is None or selected_key not in keys:
@@ -176,13 +205,32 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     }
     if keys:
         row = latency.rows[keys.index(selected_key)]
-        histogram = await config.read(
-            latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+        histogram, (timed, start, end) = await asyncio.gather(
+            config.read(
+                latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+            ),
+            _over_time(config, group_by, row),
         )
         context["selected"] = row
         context["histogram_figure"] = _figures.latency_histogram(histogram)
-        context["over_time_figure"] = _figures.percentiles_over_time(row, since, until)
+        context["over_time_figure"] = _figures.percentiles_over_time(timed, start, end)
     return context
+
+
+async def _over_time(
+    config: UIConfig, group_by: str, row: LatencyRow
+) -> tuple[LatencyRow, int, int]:
+    """``row`` per time bucket over the time its deliveries cover (not the whole window,
+    which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or more;
+    and the figure's time range, whole buckets."""
+    first = row.stats.first_ns if row.stats.first_ns is not None else 0
+    last = row.stats.last_ns if row.stats.last_ns is not None else first
+    bucket = max(_MILLISECOND_NS, -(-(last - first + 1) // _FIGURE_BUCKETS))
+    only = {} if row.key is None else {group_by: row.key}
+    window = {"since_ns": first, "until_ns": last + 1, "bucket_ns": bucket}
+    found = await config.read(handler_latency, group_by=group_by, **window, **only)
+    timed = next((r for r in found.rows if r.key == row.key), row)
+    return timed, first // bucket * bucket, (last // bucket + 1) * bucket
 
 
 PAGE_SIZE = 25
@@ -259,21 +307,21 @@ async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
         "until": until,
         "found": found,
         "sort": sort,
-        "page": page,
+        "page_number": page,  # ("page" names the page for the navigation)
         "pages": max(1, -(-found.total // size)),
         "columns": REQUEST_COLUMNS,
     }
 
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
-    """One request's fan-out tree: the waterfall's rows and the icicle figure."""
+    """One request's fan-out tree: the waterfall's rows, and its time per handler."""
     tree = await config.read(fanout_tree, root, grace_ns=config.grace_ns)
     view = tree_view(root, tree)
     return {
         "title": f"Request {root}",
         "tree": view,
         "fanout": tree,
-        "fanout_figure": _figures.fanout_icicle(view.nodes),
+        "by_handler": by_handler(view.nodes),
     }
 
 
