@@ -26,7 +26,7 @@ from . import _api
 from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, RequestTimeout, Unauthorized
+from ._errors import DatabaseFailed, Overloaded, RequestTimeout, Unauthorized
 from ._intake import Intake
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
@@ -358,10 +358,6 @@ async def _start_ui(
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"
-
-
-class DatabaseFailed(Exception):
-    """The collector stopped because its database failed to commit (see the log)."""
 
 
 # Set while `running` runs in this task: what `until_signalled` also waits for (the writer

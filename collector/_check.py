@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._query_client import SourceUnavailable
+from ._query_client import SourceUnavailable, query_source
 
 __all__ = ["GroupCheck", "add_check_command", "check_groups"]
 
@@ -141,8 +141,6 @@ def add_check_command(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._cli import query_source
-
     window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
     lost_params = dict(window)
     for name in ("grace", "subscriptions"):

@@ -16,9 +16,11 @@ from typing import Any, NoReturn
 
 from eventscope.queries import EventscopeError
 
-from ._errors import ConfigError
+from ._check import add_check_command
+from ._demo import add_demo_command
+from ._errors import ConfigError, DatabaseFailed, fail
 from ._output import FORMATS, render
-from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
+from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
 from ._settings import Settings, parse_grace, parse_size
@@ -36,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("statement", help="one SELECT over the public schema")
-    parser.add_argument("--limit", type=int, default=None, help="most rows (default 10000)")
+    parser.add_argument("--limit", default=None, help="most rows (default 10000)")
 
 
 def _sql_params(args: argparse.Namespace) -> dict[str, str]:
@@ -147,17 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     _add_query(commands)
-    from ._check import add_check_command
-    from ._demo import add_demo_command
-
     add_check_command(commands)
     add_demo_command(commands)
     return parser
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"eventscope: error: {message}\n")
-    raise SystemExit(code)
 
 
 def _size(text: str | None, flag: str) -> int | None:
@@ -166,7 +160,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, ListenError, serve
+    from ._app import ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -201,21 +195,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     try:
         asyncio.run(serve(settings))
     except ListenError as exc:  # the port is taken, the address is not ours …
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except OSError as exc:
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
-
-
-def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
-    """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
-    if args.url:
-        return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
-    settings = Settings.from_env(
-        environ, db=args.db, ducklake_schema=getattr(args, "ducklake_schema", None)
-    )
-    return LocalSource(settings)
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
 
 
 def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -238,10 +220,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             _query(args, environ)
         else:
             args.run(args, environ)
-    except SourceUnavailable as exc:
-        _fail(str(exc), 1)
+    except (SourceUnavailable, DatabaseFailed) as exc:
+        fail(str(exc), 1)
     except (EventscopeError, ConfigError) as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:  # `eventscope query … | head`

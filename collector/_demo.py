@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._errors import fail
 from ._settings import DEMO_DB, Settings, parse_grace
 
 __all__ = ["DEFAULT_URLS", "DEMO_GRACE", "add_demo_command"]
@@ -151,8 +152,6 @@ def _summary(shops: list[Any], truth: str | None) -> None:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed
-    from ._cli import _fail
     from ._demo_transports import BrokerUnreachable
 
     if args.grace is not None:
@@ -178,12 +177,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         asyncio.run(_demo(settings, args, urls))
-    except BrokerUnreachable as exc:
-        _fail(str(exc), 1)
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
-    except CannotListen as exc:
-        _fail(str(exc), 1)
+    except (BrokerUnreachable, CannotListen) as exc:  # and DatabaseFailed: see _cli.main
+        fail(str(exc), 1)
 
 
 def add_demo_command(commands: Any) -> None:

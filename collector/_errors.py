@@ -8,10 +8,16 @@ EventscopeError
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
 ├── Overloaded              the write queue is full; retry later (503 + Retry-After)
 ├── StorageError            the database refused a batch (500)
+├── QueryTimeout            a read ran past its deadline (504)
 └── ConfigError             a setting is malformed; names the variable
+
+DatabaseFailed (apart: no request causes it) stops the collector after a failed commit.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 from eventscope.queries import EventscopeError
 
@@ -72,3 +78,17 @@ class ConfigError(EventscopeError):
     """A setting has a malformed value. The message names the option or variable."""
 
     status = 500
+
+
+class DatabaseFailed(Exception):
+    """The collector stopped because its database failed to commit (see the log).
+
+    Not an ``EventscopeError``: no request caused it, and no response carries it; the
+    command line ends with it (exit code 1)."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with one line on stderr (``eventscope: error: …``) and ``code``:
+    2 for bad input, 1 for what the user's input did not cause."""
+    sys.stderr.write(f"eventscope: error: {message}\n")
+    raise SystemExit(code)

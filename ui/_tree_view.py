@@ -2,8 +2,8 @@
 parent, depth and last descendant (a subtree is an index range), offsets in milliseconds,
 marks and the async critical path.
 
-One pass over the nested :class:`FanoutTree`: at 10,000 nodes the page's budget is spent
-in the browser, not here.
+One pass over the tree's depth-first order (``FanoutTree.depth_first``, which the CLI's
+tree table walks too): at 10,000 nodes the page's budget is spent in the browser, not here.
 """
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
     """Lay ``tree`` out for the waterfall; ``root_label`` is what the user asked for."""
     start = tree.root.start_ns
     nodes: list[dict[str, Any]] = []
-    stack: list[tuple[TreeNode, int, int]] = [(tree.root, -1, 0)]
     errors = lost = duplicates = 0
-    while stack:
-        node, parent, depth = stack.pop()
+    for placed in tree.depth_first():
+        node = placed.node
         flags = (
             marks(node)
             if (
@@ -82,12 +81,11 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
             errors += css == "error"
             lost += css == "lost"
             duplicates += css == "duplicate"
-        index = len(nodes)
         nodes.append(
             {
-                "p": parent,
-                "d": depth,
-                "e": index,
+                "p": placed.parent,
+                "d": placed.depth,
+                "e": placed.last,
                 "n": node.name,
                 "s": node.service,
                 "k": node.kind,
@@ -107,13 +105,6 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
                 "a": node.attempt,
             }
         )
-        children = node.children
-        for i in range(len(children) - 1, -1, -1):
-            stack.append((children[i], index, depth + 1))
-    for i in range(len(nodes) - 1, 0, -1):  # a subtree ends where its last descendant does
-        parent = nodes[nodes[i]["p"]]
-        if nodes[i]["e"] > parent["e"]:
-            parent["e"] = nodes[i]["e"]
     return TreeView(
         root_label=root_label,
         start_ns=start,

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from eventscope.queries import (
+    GROUP_BY,
     BadParameter,
+    DuplicatesParams,
+    LatencyParams,
     LatencyRow,
+    LostParams,
+    OrphansParams,
+    OutOfOrderParams,
     Overview,
-    duplicate_events,
-    fanout_tree,
-    handler_latency,
+    RequestsParams,
+    TopologyParams,
+    TreeParams,
+    Window,
     latency_histogram,
-    lost_events,
     now_ns,
-    orphan_deliveries,
-    out_of_order,
     overview,
-    parse_time,
-    requests,
+    parse_choice,
+    parse_int,
+    parse_params,
     run_sql,
-    topology,
 )
 
 from . import _figures
@@ -45,29 +50,24 @@ _HOUR_NS = 3600 * 1_000_000_000
 
 
 def time_range(params: Params, default_ns: int = _HOUR_NS) -> tuple[int, int]:
-    """``since`` / ``until`` from the query string (default: the last hour), in ns.
+    """``since`` / ``until`` from the query string (default: the last hour), in ns, parsed
+    as the API parses them (``eventscope.queries.parse_params``).
 
     Raises:
-        BadParameter: either is not a time, or until is not after since.
+        BadParameter: either is not a time, or since is not before until.
     """
-    now = now_ns()
-    until = parse_time("until", params.get("until"), now=now) or now
-    since = parse_time("since", params.get("since"), now=now)
-    if since is None:
-        since = until - default_ns
-    if until <= since:
-        raise BadParameter("until", "must be later than since")
-    return since, until
+    window = parse_params(Window, params, strict=False, window_ns=default_ns)
+    assert window.since_ns is not None and window.until_ns is not None  # window_ns given
+    return window.since_ns, window.until_ns
 
 
 async def overview_context(config: UIConfig, params: Params, *, origin: str) -> dict[str, Any]:
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
-    window = {"since_ns": since, "until_ns": until}
     summary, lost, duplicates = await asyncio.gather(
-        config.read(overview, **window, buckets=_OVERVIEW_BUCKETS, fit=True),
-        config.read(lost_events, **window, grace_ns=config.grace_ns),
-        config.read(duplicate_events, **window),
+        config.read(overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True),
+        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
     )
     anomalies = {
         "lost": _bucketed([e.published_ns for e in lost], summary),
@@ -116,16 +116,13 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     each when all are shown, ``EVENTS_PAGE_SIZE`` a ``page`` of one kind.
     """
     since, until = time_range(params)
-    kind = params.get("kind", "all") or "all"
-    if kind not in dict(EVENT_KINDS):
-        raise BadParameter("kind", f"must be one of {', '.join(dict(EVENT_KINDS))}, got {kind!r}")
-    page = _int(params, "page", 1, low=1) or 1
-    window = {"since_ns": since, "until_ns": until}
+    kind = parse_choice("kind", params.get("kind"), tuple(dict(EVENT_KINDS)), "all")
+    page = parse_int("page", params.get("page"), 1, low=1)
     lost, duplicates, orphans, reordered = await asyncio.gather(
-        config.read(lost_events, **window, grace_ns=config.grace_ns),
-        config.read(duplicate_events, **window),
-        config.read(orphan_deliveries, **window, grace_ns=config.grace_ns),
-        config.read(out_of_order, **window),
+        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        config.read(OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(OutOfOrderParams(since_ns=since, until_ns=until).run),
     )
     found = {"lost": lost, "duplicate": duplicates, "orphan": orphans, "out_of_order": reordered}
     size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
@@ -183,11 +180,9 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """Latency per handler (or event type, group …); the selected row's distribution and
     percentiles over time."""
     since, until = time_range(params)
-    group_by = params.get("group_by") or "handler"
-    if group_by not in dict(LATENCY_GROUPS):
-        groups = ", ".join(dict(LATENCY_GROUPS))
-        raise BadParameter("group_by", f"must be one of {groups}, got {group_by!r}")
-    latency = await config.read(handler_latency, group_by=group_by, since_ns=since, until_ns=until)
+    group_by = parse_choice("group_by", params.get("group_by"), tuple(GROUP_BY), "handler")
+    wanted = LatencyParams(group_by=group_by, since_ns=since, until_ns=until)
+    latency = await config.read(wanted.run)
     keys = [row.key for row in latency.rows]
     selected_key = params.get("key")
     if selected_key is None or selected_key not in keys:
@@ -221,14 +216,17 @@ async def _over_time(
     config: UIConfig, group_by: str, row: LatencyRow
 ) -> tuple[LatencyRow, int, int]:
     """``row`` per time bucket over the time its deliveries cover (not the whole window,
-    which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or more;
-    and the figure's time range, whole buckets."""
+    which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or
+    more; and the figure's time range, whole buckets."""
     first = row.stats.first_ns if row.stats.first_ns is not None else 0
     last = row.stats.last_ns if row.stats.last_ns is not None else first
     bucket = max(_MILLISECOND_NS, -(-(last - first + 1) // _FIGURE_BUCKETS))
-    only = {} if row.key is None else {group_by: row.key}
-    window = {"since_ns": first, "until_ns": last + 1, "bucket_ns": bucket}
-    found = await config.read(handler_latency, group_by=group_by, **window, **only)
+    # only this row (a key of None cannot be asked for by value: then all rows)
+    only: dict[str, Any] = {} if row.key is None else {group_by: row.key}
+    wanted = LatencyParams(
+        group_by=group_by, since_ns=first, until_ns=last + 1, bucket_ns=bucket, **only
+    )
+    found = await config.read(wanted.run)
     timed = next((r for r in found.rows if r.key == row.key), row)
     return timed, first // bucket * bucket, (last // bucket + 1) * bucket
 
@@ -250,72 +248,34 @@ REQUEST_COLUMNS = (
 )
 
 
-def _int(
-    params: Params, name: str, default: int | None, low: int = 0, high: int = 1_000_000_000
-) -> int | None:
-    text = (params.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadParameter(name, f"{text!r} is not a whole number") from None
-    if value < low:
-        raise BadParameter(name, f"must be at least {low}, got {value}")
-    if value > high:  # page=10**20 would overflow the query's OFFSET
-        raise BadParameter(name, f"must be at most {high:,}, got {value}")
-    return value
-
-
-def _attribute(params: Params) -> tuple[str, str] | None:
-    text = (params.get("attribute") or "").strip()
-    if not text:
-        return None
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip():
-        raise BadParameter("attribute", f"use key=value, such as http.route=/orders; got {text!r}")
-    return key.strip(), value.strip()
-
-
 async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """Originating requests: filtered, sorted (by the server) and paged."""
-    since, until = time_range(params)
-    sort = params.get("sort") or "-start"
-    page = _int(params, "page", 1, low=1) or 1
-    size = min(_int(params, "limit", PAGE_SIZE, low=1) or PAGE_SIZE, 500)
-    filters = {
-        "service": params.get("service") or None,
-        "name": params.get("name") or None,
-        "status": params.get("status") or None,
-        "min_fanout": _int(params, "min_fanout", None, low=1),
-        "correlation_id": params.get("correlation_id") or None,
-        "attribute": _attribute(params),
-    }
-    found = await config.read(
-        requests,
-        since_ns=since,
-        until_ns=until,
-        sort=sort,
-        limit=size,
-        offset=(page - 1) * size,
+    wanted = parse_params(
+        RequestsParams,
+        params,
+        strict=False,
+        window_ns=_HOUR_NS,
+        limit=PAGE_SIZE,
         grace_ns=config.grace_ns,
-        **filters,
     )
+    page = parse_int("page", params.get("page"), 1, low=1)
+    wanted = replace(wanted, offset=(page - 1) * wanted.limit)
+    found = await config.read(wanted.run)
     return {
         "title": "Requests",
-        "since": since,
-        "until": until,
+        "since": wanted.since_ns,
+        "until": wanted.until_ns,
         "found": found,
-        "sort": sort,
+        "sort": wanted.sort,
         "page_number": page,  # ("page" names the page for the navigation)
-        "pages": max(1, -(-found.total // size)),
+        "pages": max(1, -(-found.total // wanted.limit)),
         "columns": REQUEST_COLUMNS,
     }
 
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
     """One request's fan-out tree: the waterfall's rows, and its time per handler."""
-    tree = await config.read(fanout_tree, root, grace_ns=config.grace_ns)
+    tree = await config.read(TreeParams(root=root, grace_ns=config.grace_ns).run)
     view = tree_view(root, tree)
     return {
         "title": f"Request {root}",
@@ -329,7 +289,8 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """The choreography map: services, event types and consumer groups, with counts,
     latency and loss on the edges."""
     since, until = time_range(params)
-    found = await config.read(topology, since_ns=since, until_ns=until, grace_ns=config.grace_ns)
+    wanted = TopologyParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns)
+    found = await config.read(wanted.run)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
     figure = _figures.topology_sankey(found) if found.edges else None
     return {
