@@ -155,10 +155,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
-    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    intake = Intake(decoders=decoders, writer=writer, metrics=state.metrics)
+    state.start(database, writer, intake, admission)
     try:
         yield
     finally:
@@ -245,9 +246,12 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         raise
     app = create_app(settings)
     runner = web.AppRunner(
-        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        app,
+        **RUNNER_OPTIONS,
+        handle_signals=False,
+        shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
-    )  # fmt: skip
+    )
     try:
         await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
     except BaseException:

@@ -123,9 +123,11 @@ def add_check_command(commands: Any) -> None:
     check.add_argument("--until", help="up to this time (default now)")
     check.add_argument("--max-lost", type=_count, default=0, help="lost events a group may have")
     check.add_argument(
-        "--max-processed-twice", type=_count, default=0,
+        "--max-processed-twice",
+        type=_count,
+        default=0,
         help="events a group may have processed twice",
-    )  # fmt: skip
+    )
     check.add_argument(
         "--group", action="append", help="check only this consumer group (repeatable)"
     )

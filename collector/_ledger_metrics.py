@@ -162,9 +162,14 @@ class LedgerSeries:
         state = LedgerState.from_json(self._state.to_json(), settings.metrics_max_label_sets)
         state.pending = dict(self._state.pending)
         text = await run_read(
-            database, settings.query_timeout, _evaluate_and_store, state, self._persisted,
-            grace_ns=settings.grace, lookback_ns=settings.metrics_lookback,
-        )  # fmt: skip
+            database,
+            settings.query_timeout,
+            _evaluate_and_store,
+            state,
+            self._persisted,
+            grace_ns=settings.grace,
+            lookback_ns=settings.metrics_lookback,
+        )
         self._state, self._persisted = state, text
         self._text = state.render()
         self._seconds = time.perf_counter() - started

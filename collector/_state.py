@@ -28,9 +28,12 @@ class CollectorState:
     _intake: Intake | None = None
     _admission: Admission | None = None
 
-    def start(self, database: Database, writer: SpanWriter, intake: Intake) -> None:
+    def start(
+        self, database: Database, writer: SpanWriter, intake: Intake, admission: Admission
+    ) -> None:
         """The collector has started: these serve the requests from now on."""
         self.database, self._writer, self._intake = database, writer, intake
+        self._admission = admission
 
     def stop(self) -> None:
         """The collector has stopped."""
