@@ -49,7 +49,7 @@ def _sql_params(args: argparse.Namespace) -> dict[str, str]:
     return params
 
 
-def _sql_table(value: Any) -> tuple[list[str], list[list[Any]]]:
+def _sql_table(value: Any, raw: bool) -> tuple[list[str], list[list[Any]]]:
     columns = [c["name"] for c in value["columns"]]
     return columns, [[row.get(c) for c in columns] for row in value["rows"]]
 
@@ -212,7 +212,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     params = command.params(args)
     with query_source(args, environ) as source:
         value = source.call(command.endpoint, params)
-    columns, rows = command.table(value)
+    columns, rows = command.table(value, args.format == "csv")
     print(render(columns, rows, args.format, json_value=command.json(value)))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import fail
-from ._settings import Settings, parse_grace
+from ._settings import DEMO_DB, Settings, parse_grace
 
 __all__ = ["DEFAULT_URLS", "DEMO_GRACE", "add_demo_command"]
 
@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         environ,
         host=args.host,
         port=args.port,
-        db=args.db or "eventscope-demo.duckdb",
+        db=args.db or DEMO_DB,
         grace=grace,
     )
     if not environ.get("EVENTSCOPE_GRPC_PORT"):  # the shops send OTLP/HTTP; 4317 stays free

@@ -15,7 +15,12 @@ from eventscope.queries import BadParameter, parse_duration
 
 from ._errors import ConfigError
 
-__all__ = ["Settings", "parse_grace", "parse_grpc_port", "parse_size"]
+__all__ = ["DEFAULT_DB", "DEMO_DB", "Settings", "parse_grace", "parse_grpc_port", "parse_size"]
+
+#: The database file of `eventscope serve` and `eventscope query` when none is named.
+DEFAULT_DB = "eventscope.duckdb"
+#: The one `eventscope demo` writes when none is named.
+DEMO_DB = "eventscope-demo.duckdb"
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -90,7 +95,7 @@ class Settings:
     #: ``auto`` a free port.
     grpc_port: int | None = 4317
     #: The database: a DuckDB file path, or ``ducklake:<catalog>`` for DuckLake.
-    db: str = "eventscope.duckdb"
+    db: str = DEFAULT_DB
     #: DuckLake only: where the Parquet data files go (a shared folder).
     data_path: str | None = None
     #: DuckLake only: the PostgreSQL schema holding the catalog tables (default: DuckLake's).
