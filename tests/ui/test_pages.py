@@ -175,6 +175,8 @@ def test_the_topology_map_shows_who_publishes_and_who_consumes(tab: Any, shop: S
     assert loyalty[8] == "1"  # lost
     assert any("ledger" in row and "billing" in row for row in edges)
     assert "OrderPlaced @ orders" in tab.page.inner_text("#topology-map")
+    tab.page.hover("#topology-map")  # no toolbar appears over the map's labels
+    assert tab.page.locator("#topology-map .modebar").count() == 0
     assert tab.errors == []
 
 
