@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from ._output import FORMATS, render
 from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
-from ._settings import Settings, parse_grace, parse_size
+from ._settings import Settings, parse_grace, parse_grpc_port, parse_size
 from ._version import __version__
 
 __all__ = ["QUERY_COMMANDS", "QueryCommand", "main"]
@@ -48,7 +49,7 @@ def _sql_params(args: argparse.Namespace) -> dict[str, str]:
     return params
 
 
-def _sql_table(value: Any) -> tuple[list[str], list[list[Any]]]:
+def _sql_table(value: Any, raw: bool) -> tuple[list[str], list[list[Any]]]:
     columns = [c["name"] for c in value["columns"]]
     return columns, [[row.get(c) for c in columns] for row in value["rows"]]
 
@@ -76,6 +77,9 @@ def _add_serve(commands: Any) -> None:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port for OTLP/HTTP, API and UI (default 4318)")
+    serve.add_argument(
+        "--grpc-port", help="port for OTLP/gRPC (default 4317; 0: off; auto: any free port)"
+    )
     serve.add_argument(
         "--db", help="DuckDB file (default ./eventscope.duckdb), or ducklake:postgres:<dsn>"
     )
@@ -199,6 +203,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         else parse_grace(args.metrics_lookback, "--metrics-lookback"),
         metrics_max_label_sets=args.metrics_max_label_sets,
     )
+    if args.grpc_port is not None:  # a flag's None (0: off) must win over the environment
+        grpc_port = parse_grpc_port(args.grpc_port, "--grpc-port")
+        settings = dataclasses.replace(settings, grpc_port=grpc_port)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -215,7 +222,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     params = command.params(args)
     with query_source(args, environ) as source:
         value = source.call(command.endpoint, params)
-    columns, rows = command.table(value)
+    columns, rows = command.table(value, args.format == "csv")
     print(render(columns, rows, args.format, json_value=command.json(value)))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import fail
-from ._settings import Settings, parse_grace
+from ._settings import DEMO_DB, Settings, parse_grace
 
 __all__ = ["DEFAULT_URLS", "DEMO_GRACE", "add_demo_command"]
 
@@ -164,9 +165,11 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         environ,
         host=args.host,
         port=args.port,
-        db=args.db or "eventscope-demo.duckdb",
+        db=args.db or DEMO_DB,
         grace=grace,
     )
+    if not environ.get("EVENTSCOPE_GRPC_PORT"):  # the shops send OTLP/HTTP; 4317 stays free
+        settings = dataclasses.replace(settings, grpc_port=None)
     urls = {
         name: getattr(args, f"{name}_url") or environ.get(f"EVENTSCOPE_{name.upper()}_URL") or url
         for name, url in DEFAULT_URLS.items()

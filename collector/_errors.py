@@ -8,12 +8,14 @@ EventscopeError
 ├── RequestTimeout          the body did not arrive within --read-timeout (408)
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
-├── Overloaded              the write queue is full; retry later (503 + Retry-After)
+├── Overloaded              cannot take it now; retry later (503 + Retry-After)
+│   └── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
 ├── StorageError            the database refused a batch (500)
 ├── QueryTimeout            a read ran past its deadline (504)
 └── ConfigError             a setting is malformed; names the variable
 
-DatabaseFailed (apart: no request causes it) stops the collector after a failed commit.
+DatabaseFailed (apart: no request causes it) stops the collector after a failed commit;
+ListenError (an OSError) when a port cannot be listened on.
 """
 
 from __future__ import annotations
@@ -77,6 +79,12 @@ class Overloaded(EventscopeError):
         self.retry_after = retry_after
 
 
+class QueueFull(Overloaded):
+    """The write queue is full: the client is sending faster than the database stores.
+    OTLP/gRPC calls this throttling (``RESOURCE_EXHAUSTED`` with ``RetryInfo``); the other
+    ``Overloaded`` cases (stopping, a decoder restarting) are ``UNAVAILABLE``."""
+
+
 class StorageError(EventscopeError):
     """The database could not store an accepted batch."""
 
@@ -93,6 +101,11 @@ class ConfigError(EventscopeError):
     """A setting has a malformed value. The message names the option or variable."""
 
     status = 500
+
+
+class ListenError(OSError):
+    """A port could not be listened on; nothing was opened (not an EventscopeError: the
+    command fails with exit code 1, naming the address)."""
 
 
 class DatabaseFailed(Exception):

@@ -19,7 +19,7 @@ from eventscope.queries import BadParameter, EventscopeError
 
 from ._api import ENDPOINTS, POST_ONLY
 from ._errors import ConfigError
-from ._settings import Settings
+from ._settings import DEFAULT_DB, DEMO_DB, Settings
 
 __all__ = ["LocalSource", "QuerySource", "RemoteSource", "SourceUnavailable", "query_source"]
 
@@ -59,9 +59,10 @@ class LocalSource:
             return
         path = Path(settings.db).expanduser()
         if not path.exists():
-            raise ConfigError(
-                f"db: no database at {str(path)!r}; pass --db PATH, or --url to ask a collector"
-            )
+            hint = "pass --db PATH, or --url to ask a collector"
+            if settings.db == DEFAULT_DB and Path(DEMO_DB).exists():
+                hint = f"the demo's is {DEMO_DB}: pass --db {DEMO_DB} (or --url to ask the demo)"
+            raise ConfigError(f"db: no database at {str(path)!r}; {hint}")
         try:
             self._connection = duckdb.connect(
                 str(path), read_only=True, config={"enable_external_access": False}

@@ -24,6 +24,8 @@ class CollectorState:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     database: Database | None = None
+    #: The OTLP/gRPC port listened on, once listening (None: gRPC is off).
+    grpc_port: int | None = None
     _writer: SpanWriter | None = None
     _intake: Intake | None = None
     _admission: Admission | None = None

@@ -102,6 +102,7 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
                 "ev": node.event_id,
                 "cg": node.consumer_group,
                 "h": node.handler,
+                "a": node.attempt,
             }
         )
     return TreeView(
@@ -114,3 +115,32 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
         duplicates=duplicates,
         nodes=nodes,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerShare:
+    """One (service, handler or span name) of a request: its nodes and processing time."""
+
+    service: str
+    name: str
+    nodes: int
+    processing_ms: float
+    #: of the processing time of the whole tree, 0-1
+    share: float
+
+
+def by_handler(nodes: list[dict[str, Any]]) -> list[HandlerShare]:
+    """The waterfall's nodes summed per service and handler (or, without one, consumer
+    group or span name), the most processing time first."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        key = (node["s"], node["h"] or node["cg"] or node["n"])
+        entry = sums.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += max(node["u"], 0.0)
+    total = sum(ms for _, ms in sums.values()) or 1.0
+    rows = [
+        HandlerShare(service=s, name=n, nodes=int(c), processing_ms=ms, share=ms / total)
+        for (s, n), (c, ms) in sums.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.processing_ms, r.service, r.name))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +12,7 @@ from eventscope.queries import (
     BadParameter,
     DuplicatesParams,
     LatencyParams,
+    LatencyRow,
     LostParams,
     OrphansParams,
     OutOfOrderParams,
@@ -21,6 +22,7 @@ from eventscope.queries import (
     TreeParams,
     Window,
     latency_histogram,
+    now_ns,
     overview,
     parse_choice,
     parse_int,
@@ -30,7 +32,7 @@ from eventscope.queries import (
 
 from . import _figures
 from ._config import UIConfig
-from ._tree_view import tree_view
+from ._tree_view import by_handler, tree_view
 
 __all__ = [
     "events_context",
@@ -63,7 +65,7 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
     summary, lost, duplicates = await asyncio.gather(
-        config.read(overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS),
+        config.read(overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True),
         config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
         config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
     )
@@ -89,8 +91,9 @@ _OVERVIEW_BUCKETS = 60
 def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
     """How many of ``times_ns`` fall in each of the overview's buckets."""
     counts = [0] * len(summary.activity)
+    start = summary.activity[0].start_ns if summary.activity else summary.since_ns
     for t in times_ns:
-        b = (t - summary.since_ns) // summary.bucket_ns
+        b = (t - start) // summary.bucket_ns
         if 0 <= b < len(counts):
             counts[b] += 1
     return counts
@@ -106,32 +109,59 @@ EVENT_KINDS = (
 
 
 async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
-    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered."""
+    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered.
+
+    Every kind is counted whichever is shown (the counters never read as none because
+    another kind was picked); the rows shown are a page of them: ``EVENTS_PER_KIND`` of
+    each when all are shown, ``EVENTS_PAGE_SIZE`` a ``page`` of one kind.
+    """
     since, until = time_range(params)
     kind = parse_choice("kind", params.get("kind"), tuple(dict(EVENT_KINDS)), "all")
-
-    async def wanted(name: str, read: Callable[[Any], tuple[Any, ...]]) -> tuple[Any, ...]:
-        return await config.read(read) if kind in ("all", name) else ()
-
+    page = parse_int("page", params.get("page"), 1, low=1)
     lost, duplicates, orphans, reordered = await asyncio.gather(
-        wanted("lost", LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
-        wanted("duplicate", DuplicatesParams(since_ns=since, until_ns=until).run),
-        wanted(
-            "orphan", OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
-        ),
-        wanted("out_of_order", OutOfOrderParams(since_ns=since, until_ns=until).run),
+        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        config.read(OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(OutOfOrderParams(since_ns=since, until_ns=until).run),
     )
+    found = {"lost": lost, "duplicate": duplicates, "orphan": orphans, "out_of_order": reordered}
+    size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
+    pages = 1 if kind == "all" else max(1, -(-len(found[kind]) // size))
+    first = (min(page, pages) - 1) * size
+    shown = {name: rows[first : first + size] for name, rows in found.items()}
     return {
         "title": "Events",
         "since": since,
         "until": until,
         "kind": kind,
         "kinds": EVENT_KINDS,
-        "lost": lost,
-        "duplicates": duplicates,
-        "orphans": orphans,
-        "reordered": reordered,
+        "counts": {name: len(rows) for name, rows in found.items()},
+        "lost": shown["lost"],
+        "duplicates": shown["duplicate"],
+        "orphans": shown["orphan"],
+        "reordered": shown["out_of_order"],
+        "first_row": first,
+        "per_kind": EVENTS_PER_KIND,
+        "page_size": EVENTS_PAGE_SIZE,
+        "page_number": min(page, pages),  # ("page" names the page for the navigation)
+        "pages": pages,
+        "grace": duration_text(config.grace_ns),
+        "lost_from": until - config.grace_ns,
+        "orphans_from": now_ns() - config.grace_ns,
     }
+
+
+#: Rows of each kind the events page shows when all kinds are shown; a page of one kind.
+EVENTS_PER_KIND = 20
+EVENTS_PAGE_SIZE = 50
+
+
+def duration_text(ns: int) -> str:
+    """A configured duration as people say it: ``5 min``, ``30 s``, ``1 h``, ``250 ms``."""
+    for unit, size in (("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6)):
+        if ns >= size and ns % size == 0:
+            return f"{ns // size} {unit}"
+    return f"{ns / 10**9:g} s" if ns >= 10**9 else f"{ns / 10**6:g} ms"
 
 
 #: group_by values of the handlers page, with their labels.
@@ -143,6 +173,7 @@ LATENCY_GROUPS = (
     ("destination", "destination"),
 )
 _FIGURE_BUCKETS = 40
+_MILLISECOND_NS = 1_000_000
 
 
 async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
@@ -150,8 +181,7 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     percentiles over time."""
     since, until = time_range(params)
     group_by = parse_choice("group_by", params.get("group_by"), tuple(GROUP_BY), "handler")
-    bucket = max(1, -(-(until - since) // _FIGURE_BUCKETS))
-    wanted = LatencyParams(group_by=group_by, since_ns=since, until_ns=until, bucket_ns=bucket)
+    wanted = LatencyParams(group_by=group_by, since_ns=since, until_ns=until)
     latency = await config.read(wanted.run)
     keys = [row.key for row in latency.rows]
     selected_key = params.get("key")
@@ -170,13 +200,35 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     }
     if keys:
         row = latency.rows[keys.index(selected_key)]
-        histogram = await config.read(
-            latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+        histogram, (timed, start, end) = await asyncio.gather(
+            config.read(
+                latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+            ),
+            _over_time(config, group_by, row),
         )
         context["selected"] = row
         context["histogram_figure"] = _figures.latency_histogram(histogram)
-        context["over_time_figure"] = _figures.percentiles_over_time(row, since, until)
+        context["over_time_figure"] = _figures.percentiles_over_time(timed, start, end)
     return context
+
+
+async def _over_time(
+    config: UIConfig, group_by: str, row: LatencyRow
+) -> tuple[LatencyRow, int, int]:
+    """``row`` per time bucket over the time its deliveries cover (not the whole window,
+    which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or
+    more; and the figure's time range, whole buckets."""
+    first = row.stats.first_ns if row.stats.first_ns is not None else 0
+    last = row.stats.last_ns if row.stats.last_ns is not None else first
+    bucket = max(_MILLISECOND_NS, -(-(last - first + 1) // _FIGURE_BUCKETS))
+    # only this row (a key of None cannot be asked for by value: then all rows)
+    only: dict[str, Any] = {} if row.key is None else {group_by: row.key}
+    wanted = LatencyParams(
+        group_by=group_by, since_ns=first, until_ns=last + 1, bucket_ns=bucket, **only
+    )
+    found = await config.read(wanted.run)
+    timed = next((r for r in found.rows if r.key == row.key), row)
+    return timed, first // bucket * bucket, (last // bucket + 1) * bucket
 
 
 PAGE_SIZE = 25
@@ -215,21 +267,21 @@ async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
         "until": wanted.until_ns,
         "found": found,
         "sort": wanted.sort,
-        "page": page,
+        "page_number": page,  # ("page" names the page for the navigation)
         "pages": max(1, -(-found.total // wanted.limit)),
         "columns": REQUEST_COLUMNS,
     }
 
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
-    """One request's fan-out tree: the waterfall's rows and the icicle figure."""
+    """One request's fan-out tree: the waterfall's rows, and its time per handler."""
     tree = await config.read(TreeParams(root=root, grace_ns=config.grace_ns).run)
     view = tree_view(root, tree)
     return {
         "title": f"Request {root}",
         "tree": view,
         "fanout": tree,
-        "fanout_figure": _figures.fanout_icicle(view.nodes),
+        "by_handler": by_handler(view.nodes),
     }
 
 
