@@ -46,8 +46,9 @@ TABLE_FUNCTIONS: frozenset[str] = frozenset(
 # write_log, current_query, version, txid_current), what parses or plans other SQL
 # (json_serialize_sql, json_serialize_plan), what sleeps (sleep_ms, pg_sleep), and what
 # makes a large value from a small one in one call, which DuckDB's memory limit does not
-# count (repeat, lpad, rpad, printf, format, bar, bitstring, to_base, list_resize, and
-# range / generate_series as list functions).
+# count (printf, format, bar, bitstring, to_base, list_resize, and range / generate_series
+# as list functions; repeat, lpad and rpad only with sizes given as constants, see
+# _SIZED).
 _SCALAR = """
     !__postfix !~~ !~~* % & && * ** + - ->> / // <-> << <=> <@ >> @ @> ^ ^@ | || ~ ~~ ~~* ~~~
     abs acos acosh add age aggregate apply array_aggr array_aggregate array_append
@@ -125,8 +126,12 @@ _AGGREGATE = """
     stddev_samp string_agg sum sum_no_overflow sumkahan var_pop var_samp variance wavg
     weighted_avg
 """
+#: Functions whose result is as long as a constant argument says; allowed only while that
+#: size is a constant of at most :data:`_MAX_BUILT` characters (``repeat('-', 40)``).
+_SIZED = frozenset({"repeat", "lpad", "rpad"})
+_MAX_BUILT = 10_000
 #: Scalar, aggregate and window functions (and operators, which parse as functions).
-FUNCTIONS: frozenset[str] = frozenset((_SCALAR + _AGGREGATE).split())
+FUNCTIONS: frozenset[str] = frozenset((_SCALAR + _AGGREGATE).split()) | _SIZED
 
 #: Longest statement accepted, in characters: a console query is a few lines.
 MAX_SQL_CHARS = 100_000
@@ -353,6 +358,8 @@ class _Check:
                     f"refused: the function {_qualified(node)}() is not allowed here "
                     "(only side-effect-free functions are)"
                 )
+            if name in _SIZED:
+                _check_size(name, node["children"])
         if kind == "COLUMN_REF":
             names = node["column_names"]
             if len(names) == 1 and str(names[0]).lower() in aliases:
@@ -396,6 +403,31 @@ _SELECT_PARTS = {
     "sample",
     "qualify",
 }
+
+
+def _check_size(name: str, arguments: list[Any]) -> None:
+    """``repeat(text, n)``: both constants; ``lpad`` / ``rpad(text, n, …)``: ``n`` constant.
+    The length they build must be at most :data:`_MAX_BUILT`."""
+    count = _constant(arguments[1]) if len(arguments) > 1 else None
+    built: int | None = None
+    if isinstance(count, int) and not isinstance(count, bool):
+        built = count
+        if name == "repeat":
+            text = _constant(arguments[0])
+            built = count * len(text) if isinstance(text, str) else None
+    if built is None or built > _MAX_BUILT:
+        raise NotReadOnly(
+            f"refused: {name}() builds a value as long as its arguments say; give them as "
+            f"constants, for at most {_MAX_BUILT:,} characters"
+        )
+
+
+def _constant(node: Any) -> Any:
+    """The value of a constant expression, or None."""
+    if isinstance(node, dict) and node.get("class") == "CONSTANT":
+        value = node.get("value") or {}
+        return None if value.get("is_null") else value.get("value")
+    return None
 
 
 def _stars(node: Any) -> int:
