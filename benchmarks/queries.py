@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import FILE_CONFIG, SCHEMA_SQL
+from eventscope.collector._database import SCHEMA_SQL
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -38,21 +38,23 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
-from queries_workload import generate
+from queries_workload import ingest
 
-WORKLOAD_VERSION = "4"
+WORKLOAD_VERSION = "5"  # 5: through the collector's writer, in time order
 
 
-def _database(requests_count: int, folder: Path, storage: str) -> Path:
+def _database(requests_count: int, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     schema = hashlib.sha1(SCHEMA_SQL.encode()).hexdigest()[:8]  # a new schema, a new file
-    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{storage}-{schema}.duckdb"
+    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{schema}.duckdb"
     if not path.exists():
         print(f"generating {path} …", flush=True)
         started = time.perf_counter()
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        generate(str(partial), requests_count, requests_count // 10, storage)
+        ingest(str(partial), requests_count, requests_count // 10, progress=True)
+        for leftover in (partial.with_name(partial.name + ".wal"),):
+            leftover.unlink(missing_ok=True)
         partial.rename(path)
         print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
     return path
@@ -117,15 +119,9 @@ def main() -> None:
     parser.add_argument(
         "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
     )
-    parser.add_argument(
-        "--storage",
-        default=FILE_CONFIG["storage_compatibility_version"],
-        help="DuckDB storage version of the generated file (default: the collector's, "
-        "%(default)s; v0.10.2 is DuckDB's own default for new files)",
-    )
     args = parser.parse_args()
     config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
-    path = _database(args.requests, Path(args.folder), args.storage)
+    path = _database(args.requests, Path(args.folder))
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
         "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_links), "
@@ -137,7 +133,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
           f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
-          f"limit {args.memory_limit or 'DuckDB default'}, storage {args.storage}")  # fmt: skip
+          f"limit {args.memory_limit or 'DuckDB default'}")  # fmt: skip
     print(f"{'query':<40} {'cold':>8} {'warm':>8} {'target':>7}  result")
     for index, name in enumerate(names):
         if args.only and args.only not in name:

@@ -27,6 +27,7 @@ from ._decode_pool import DecodePool
 from ._errors import Overloaded, Unauthorized
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
+from ._retention import Retention, retention_line
 from ._settings import Settings
 from ._state import STATE, CollectorState
 from ._version import __version__
@@ -127,6 +128,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         on_failure=None if stop is None else lambda reason: stop.set(),
     )
     await writer.start()
+    retention = Retention(
+        database,
+        writer.on_writer,
+        state.metrics,
+        retention_ns=settings.retention,
+        max_bytes=settings.max_db_size,
+        interval=settings.retention_interval,
+    )
+    retention.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
     state.database = database
@@ -136,6 +146,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await decoders.close()
+        await retention.close()
         await writer.close()  # drains: everything acknowledged or queued is committed
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
@@ -220,6 +231,7 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
             f"eventscope {__version__}\n"
             f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
             f"  UI         {ui_base}/\n"
+            f"  retention  {retention_line(settings)}\n"
             f"  data       {state.database.description}\n"
         )
         out.flush()

@@ -108,6 +108,15 @@ class Settings:
     #: ones are not reported lost. The default of every read that counts lost events (API,
     #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
     grace: int = 5 * 60 * 10**9
+    #: Keep what started less than this long ago (nanoseconds); older spans, their links
+    #: and span events, and older event records are removed in the background. None (the
+    #: default): keep everything. ``EVENTSCOPE_RETENTION=7d``.
+    retention: int | None = None
+    #: Remove the oldest data while the database file is larger than this (bytes; None:
+    #: no limit). DuckDB file only. ``EVENTSCOPE_MAX_DB_SIZE=50GiB``.
+    max_db_size: int | None = None
+    #: Seconds between retention rounds.
+    retention_interval: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("port", "ui_port"):
@@ -121,7 +130,7 @@ class Settings:
         if self.db_write_threads < 1:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
         for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
-                     "checkpoint_threshold", "db_memory_limit"):  # fmt: skip
+                     "checkpoint_threshold", "db_memory_limit", "max_db_size"):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
@@ -129,6 +138,14 @@ class Settings:
             raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
         if self.grace < 0:
             raise ConfigError(f"grace: must not be negative, got {self.grace}")
+        if self.retention is not None and self.retention <= 0:
+            raise ConfigError(f"retention: must be positive, got {self.retention}")
+        if self.retention_interval <= 0:
+            raise ConfigError(
+                f"retention_interval: must be positive, got {self.retention_interval}"
+            )
+        if self.max_db_size is not None and self.is_ducklake:
+            raise ConfigError("max_db_size: applies to a DuckDB file; on DuckLake use --retention")
         if self.token is not None and not self.token.strip():
             raise ConfigError("token: must not be empty when set")
 
@@ -159,16 +176,16 @@ _INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limi
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
-    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit"):
+    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit", "max_db_size"):
         return parse_size(text, variable)
-    if name == "grace":
+    if name in ("grace", "retention"):
         return parse_grace(text, variable)
     if name in _INTS:
         try:
             return int(text)
         except ValueError:
             raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if name in ("query_timeout", "ducklake_maintenance"):
+    if name in ("query_timeout", "ducklake_maintenance", "retention_interval"):
         try:
             return float(text)
         except ValueError:

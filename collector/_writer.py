@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -31,6 +32,7 @@ __all__ = ["SpanWriter"]
 log = logging.getLogger("eventscope.collector")
 
 Batch = TraceBatch | LogBatch
+T = TypeVar("T")
 
 # Table -> how to pull its Arrow table out of a batch. Fixed names: never user input.
 _TABLES: tuple[tuple[str, type, str], ...] = (
@@ -91,6 +93,7 @@ class SpanWriter:
         self._task: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self._thread_closed = False
         metrics.queue_rows = lambda: self._queued_rows
 
     @property
@@ -153,6 +156,24 @@ class SpanWriter:
         # shield: a client that hangs up does not cancel the commit of what it sent
         await asyncio.shield(pending.done)
 
+    async def on_writer(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn`` with the write connection on the writer's thread, between two commits
+        (a commit waits while it runs: keep it short). For writes other than ingest, such
+        as retention's deletes: the writer owns every write.
+
+        Raises:
+            Overloaded: the database failed, or the writer is closed.
+        """
+        if self._failure is not None or self._connection is None or self._thread_closed:
+            raise Overloaded("the writer is not running", self._retry_after)
+        connection = self._connection
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, fn, connection)
+        except duckdb.FatalException as exc:  # DuckDB has invalidated the database
+            self._fail(_CommitFailed(f"{type(exc).__name__}: {exc}"))
+            raise
+
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
         if self._task is None or self._task.done():
@@ -170,6 +191,7 @@ class SpanWriter:
         loop = asyncio.get_running_loop()
         if self._connection is not None:
             await loop.run_in_executor(self._thread, self._connection.close)
+        self._thread_closed = True
         self._thread.shutdown(wait=True)
 
     async def _run(self) -> None:
