@@ -26,7 +26,6 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import SCHEMA_SQL
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -38,6 +37,7 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
+from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
 WORKLOAD_VERSION = "5"  # 5: through the collector's writer, in time order

@@ -224,7 +224,7 @@ FROM b WHERE dest IS NOT NULL
 
 
 def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    from eventscope.collector._database import create_schema
+    from eventscope.queries.schema import create_schema
 
     create_schema(connection)
 

@@ -135,6 +135,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         retention_ns=settings.retention,
         max_bytes=settings.max_db_size,
         interval=settings.retention_interval,
+        snapshot_age=2 * settings.query_timeout,
     )
     retention.start()
     decoders = DecodePool(settings.decode_workers)

@@ -1,17 +1,22 @@
 """OTLP attribute values to JSON, and the promoted messaging / event columns.
 
-Both span and log decoding call :func:`attributes_dict` and :func:`promote`; the column
-names here are the public schema (``docs/queries.md``) and the attribute names are the
-contract of ``docs/conventions.md``.
+Both span and log decoding call :func:`attributes_dict`; ``_wire`` promotes attributes
+into the columns that ``eventscope.queries.schema.PROMOTED`` names (the public schema,
+``docs/queries.md``), from the attribute names there (the contract of
+``docs/conventions.md``), coerced here.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import pyarrow as pa
+from eventscope.queries.schema import PROMOTED, RECORD_DERIVED, Derived
 
 # One encoder for every JSON column: compact, UTF-8 kept as is. NaN/Infinity are not JSON,
 # so non-finite doubles are stored as strings before they reach it.
@@ -83,89 +88,50 @@ _OPERATIONS = {
     "settle": "settle",
 }
 
-#: Promoted columns shared by ``spans`` and ``logs``, in table order.
-PROMOTED_TEXT_COLUMNS = (
-    "messaging_system",
-    "messaging_operation",
-    "destination",
-    "message_id",
-    "correlation_id",
-    "causation_id",
-    "event_type",
-    "event_version",
-    "entity_id",
-    "consumer_group",
-    "handler",
-    "outcome",
-)
-PROMOTED_INT_COLUMNS = ("entity_sequence", "attempt", "publish_time")
-#: Columns of ``spans`` (and ``logs``) derived from attributes.
-PROMOTED_COLUMNS = PROMOTED_TEXT_COLUMNS + PROMOTED_INT_COLUMNS
-#: Two more that only event records carry; they are derived in the same pass, last.
-RECORD_COLUMNS = ("record_marker", "end_time")
-_DERIVED = PROMOTED_COLUMNS + RECORD_COLUMNS
-
-# Attribute names feeding each promoted column, best first: the current semantic
-# conventions, then the older names stock instrumentations still emit.
-_SOURCES: dict[str, tuple[str, ...]] = {
-    "messaging_system": ("messaging.system",),
-    "messaging_operation": ("messaging.operation.type", "messaging.operation"),
-    "destination": (
-        "messaging.destination.name",
-        "messaging.destination",
-        "messaging.rabbitmq.destination.routing_key",
-        "messaging.rabbitmq.routing_key",
-    ),
-    "message_id": ("messaging.message.id", "cloudevents.event_id", "messaging.message_id"),
-    "correlation_id": ("messaging.message.conversation_id", "messaging.conversation_id"),
-    "causation_id": ("eventscope.causation_id",),
-    "event_type": ("cloudevents.event_type",),
-    "event_version": ("eventscope.event.version",),
-    "entity_id": ("cloudevents.event_subject",),
-    "consumer_group": (
-        "messaging.consumer.group.name",
-        "messaging.kafka.consumer.group",
-        "messaging.kafka.consumer_group",
-        "messaging.destination.subscription.name",
-    ),
-    "handler": ("eventscope.handler",),
-    "outcome": ("eventscope.outcome",),
-    "entity_sequence": ("eventscope.entity.sequence",),
-    "attempt": ("eventscope.delivery.attempt",),
-    "publish_time": ("eventscope.publish_time",),
-    "record_marker": ("eventscope.record",),
-    "end_time": ("eventscope.end_time",),
-}
-assert tuple(_SOURCES) == _DERIVED
-
-#: attribute name -> (column index, rank); lower rank wins when several names are present.
+_DERIVED = PROMOTED + RECORD_DERIVED
+#: attribute name -> (derived column index, rank); lower rank wins when several are present.
 PROMOTED_SOURCES: dict[str, tuple[int, int]] = {
     name: (column, rank)
-    for column, names in enumerate(_SOURCES.values())
-    for rank, name in enumerate(names)
+    for column, derived in enumerate(_DERIVED)
+    for rank, name in enumerate(derived.attributes)
 }
-_OPERATION = PROMOTED_COLUMNS.index("messaging_operation")
-_FIRST_INT = len(PROMOTED_TEXT_COLUMNS)
-_LIMITS = (2**63 - 1, 2**31 - 1, 2**63 - 1)
-_MARKER = _DERIVED.index("record_marker")
+
+
+def _coercer(derived: Derived) -> Callable[[Any], Any]:
+    """How an attribute value becomes a value of ``derived``'s column."""
+    if derived.column == "messaging_operation":
+        return _operation
+    if derived.column == "record_marker":
+        return lambda value: value if value in ("publish", "deliver") else None
+    if derived.column == "end_time":
+        return _positive
+    if pa.types.is_string(derived.type):
+        return _text
+    limit = 2**31 - 1 if pa.types.is_int32(derived.type) else 2**63 - 1
+    return functools.partial(_integer, limit=limit)
+
+
+def _operation(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    lowered = text.lower()
+    return _OPERATIONS.get(lowered, lowered)
+
+
+def _positive(value: Any) -> int | None:
+    number = _integer(value)
+    return number if number is not None and number > 0 else None
+
+
+_COERCERS = tuple(_coercer(derived) for derived in _DERIVED)
 
 
 def coerce_promoted(column: int, value: Any) -> Any:
     """One attribute value coerced into the type of derived column ``column`` (in
-    ``_DERIVED`` order); ``None`` when it cannot be. A pure function of its arguments, so
-    the result is cached with the attribute."""
-    if column < _FIRST_INT:
-        text = _text(value)
-        if column == _OPERATION and text is not None:
-            lowered = text.lower()
-            return _OPERATIONS.get(lowered, lowered)
-        return text
-    if column < _MARKER:
-        return _integer(value, _LIMITS[column - _FIRST_INT])
-    if column == _MARKER:
-        return value if value in ("publish", "deliver") else None
-    end = _integer(value)
-    return end if end is not None and end > 0 else None
+    ``PROMOTED`` then ``RECORD_DERIVED`` order); ``None`` when it cannot be. A pure
+    function of its arguments, so the result is cached with the attribute."""
+    return _COERCERS[column](value)
 
 
 EMPTY_PROMOTED: tuple[Any, ...] = (None,) * len(_DERIVED)

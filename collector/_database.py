@@ -7,22 +7,18 @@ every reader gets a fresh cursor, so reads never share a connection with the wri
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import duckdb
-from eventscope.queries import VIEWS_SQL
+from eventscope.queries.schema import create_schema
 
 from ._errors import ConfigError
 from ._settings import Settings
 
-__all__ = ["FILE_CONFIG", "SCHEMA_SQL", "SCHEMA_VERSION", "Database"]
+__all__ = ["FILE_CONFIG", "Database"]
 
-SCHEMA_SQL = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-SCHEMA_VERSION = "1"
 #: How a new database file is created. DuckDB 1.5 still writes new files in its 0.10.2
 #: storage format unless told otherwise; the 1.5 format compresses strings with DICT_FSST
 #: (one method instead of trying dictionary and FSST apart), which cost a checkpoint
@@ -31,29 +27,6 @@ SCHEMA_VERSION = "1"
 #: docs/benchmarks.md). Only new files: an existing file keeps the format it was created
 #: with. Such a file needs DuckDB 1.5.0 or newer to read it.
 FILE_CONFIG = {"storage_compatibility_version": "v1.5.0"}
-
-# In schema.sql, after the `attributes` columns of spans and logs.
-_ATTRIBUTES_COMPRESSION = "/* attributes compression */"
-_STORAGE_VERSION = re.compile(r"v(\d+)\.(\d+)\.\d+\+?")
-
-
-def _attributes_compression(connection: duckdb.DuckDBPyConnection) -> str:
-    """ZSTD for the attributes of spans and event records, where the file's format has it.
-
-    Attribute sets are the biggest column (~300 bytes a span) and mostly the same keys and
-    values again: ZSTD made files 46 % smaller than DICT_FSST and a checkpoint 19 % cheaper
-    on the ingest workload (docs/benchmarks.md). It needs DuckDB's 1.2 storage format or
-    newer; in an older file (and in memory, or a DuckLake) DuckDB would store the column
-    uncompressed instead, so there the column keeps DuckDB's choice.
-    """
-    row = connection.execute(
-        "SELECT tags['storage_version'] FROM duckdb_databases() "
-        "WHERE database_name = current_database()"
-    ).fetchone()
-    match = _STORAGE_VERSION.fullmatch(row[0] if row and row[0] else "")
-    if match and (int(match[1]), int(match[2])) >= (1, 2):
-        return "USING COMPRESSION zstd"
-    return ""
 
 
 class Database:
@@ -181,15 +154,3 @@ def _tune(connection: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     connection.execute("SET max_vacuum_tasks = 0")
     if settings.db_memory_limit is not None:
         connection.execute(f"SET memory_limit = '{int(settings.db_memory_limit)}B'")
-
-
-def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    """Create the public tables and views if missing, and record the schema version."""
-    connection.execute(
-        SCHEMA_SQL.replace(_ATTRIBUTES_COMPRESSION, _attributes_compression(connection))
-    )
-    connection.execute(VIEWS_SQL)
-    connection.execute("BEGIN TRANSACTION")
-    connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")
-    connection.execute("INSERT INTO eventscope_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-    connection.execute("COMMIT")

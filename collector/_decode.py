@@ -21,27 +21,23 @@ from typing import Any
 
 import pyarrow as pa
 from eventscope.queries._gc import gc_paused
+from eventscope.queries.schema import (
+    LINKS_SCHEMA,
+    LOGS_SCHEMA,
+    PROMOTED_COLUMNS,
+    SPAN_EVENTS_SCHEMA,
+    SPANS_SCHEMA,
+)
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ._attributes import (
-    PROMOTED_COLUMNS,
-    PROMOTED_INT_COLUMNS,
-    PROMOTED_TEXT_COLUMNS,
-    any_value,
-    attributes_dict,
-    to_json,
-)
+from ._attributes import any_value, attributes_dict, to_json
 from ._errors import BadRequest
 from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
 
 __all__ = [
-    "LINKS_SCHEMA",
-    "LOGS_SCHEMA",
-    "SPANS_SCHEMA",
-    "SPAN_EVENTS_SCHEMA",
     "LogBatch",
     "TraceBatch",
     "decode_logs",
@@ -49,78 +45,6 @@ __all__ = [
     "parse_logs",
     "parse_traces",
 ]
-
-_NS = pa.timestamp("ns")
-# Arrow's JSON extension type: DuckDB stores it in JSON columns as is. We wrote the text
-# ourselves, so the writer need not parse every attribute set again to validate it.
-_JSON = pa.json_(pa.string())
-_PROMOTED_FIELDS = [pa.field(name, pa.string()) for name in PROMOTED_TEXT_COLUMNS] + [
-    pa.field("entity_sequence", pa.int64()),
-    pa.field("attempt", pa.int32()),
-    pa.field("publish_time", _NS),
-]
-assert tuple(f.name for f in _PROMOTED_FIELDS) == PROMOTED_COLUMNS
-assert PROMOTED_INT_COLUMNS == ("entity_sequence", "attempt", "publish_time")
-
-SPANS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("trace_state", pa.string()),
-        ("service_name", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.string()),
-        ("start_time", _NS),
-        ("end_time", _NS),
-        ("duration_ms", pa.float64()),
-        ("status_code", pa.string()),
-        ("status_message", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        ("scope_version", pa.string()),
-        *_PROMOTED_FIELDS,
-    ]
-)
-LINKS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("linked_trace_id", pa.string()),
-        ("linked_span_id", pa.string()),
-        ("linked_trace_state", pa.string()),
-        ("attributes", _JSON),
-    ]
-)
-SPAN_EVENTS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("time", _NS),
-        ("name", pa.string()),
-        ("attributes", _JSON),
-    ]
-)
-LOGS_SCHEMA = pa.schema(
-    [
-        ("time", _NS),
-        ("observed_time", _NS),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("severity_number", pa.int32()),
-        ("severity_text", pa.string()),
-        ("body", _JSON),
-        ("event_name", pa.string()),
-        ("record_kind", pa.string()),
-        ("service_name", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        *_PROMOTED_FIELDS,
-        ("end_time", _NS),
-    ]
-)
 
 _KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}

@@ -55,8 +55,7 @@ _SLICE_TARGET = 0.1
 #: The first slice covers this much time (ns); later ones are sized from the last one.
 _FIRST_SLICE_NS = 60 * 10**9
 _LONGEST_SLICE_NS = 7 * 86_400 * 10**9
-#: DuckLake snapshots older than this are expired after a round (longer than any read).
-_LAKE_SNAPSHOT_AGE = "10 minutes"
+_FEW_ROWS = 10_000
 #: With --max-db-size, the oldest data is removed until the database is this share of it.
 _SIZE_LOW_WATER = 0.9
 
@@ -135,6 +134,8 @@ class Retention:
         retention_ns: keep what started less than this long ago (None: no age limit).
         max_bytes: remove the oldest data while the file is larger (None: no size limit).
         interval: seconds between rounds.
+        snapshot_age: DuckLake: seconds after which an old snapshot is expired (and the
+            files only it used deleted); longer than any read runs.
         clock: the wall clock in ns (tests move it).
     """
 
@@ -147,6 +148,7 @@ class Retention:
         retention_ns: int | None,
         max_bytes: int | None,
         interval: float = 60.0,
+        snapshot_age: float = 600.0,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._database = database
@@ -154,6 +156,7 @@ class Retention:
         self._retention_ns = retention_ns
         self._max_bytes = max_bytes
         self._interval = interval
+        self._snapshot_age = snapshot_age
         self._clock = clock
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
@@ -195,10 +198,8 @@ class Retention:
         cutoff = await asyncio.to_thread(self._plan)
         if cutoff is None:
             return 0
-        oldest = await asyncio.to_thread(self._oldest, cutoff)
         removed = 0
-        low = cutoff if oldest is None else oldest
-        while low < cutoff:
+        while (low := await asyncio.to_thread(self._oldest, cutoff)) is not None:
             high = min(cutoff, low + self._slice_ns)
             started = time.perf_counter()
             counts = await self._on_writer(partial(_remove_slice, low=low, high=high))
@@ -207,15 +208,16 @@ class Retention:
             for table, count in counts.items():
                 self.figures.removed[table] += count
             removed += counts["spans"]
-            low = high
-            # Size the next slice so that it takes about _SLICE_TARGET.
+            # Size the next slice so that it takes about _SLICE_TARGET; a slow slice that
+            # removed few rows was the fixed cost of a commit (DuckLake), not too large.
             if took < _SLICE_TARGET / 2:
                 self._slice_ns = min(self._slice_ns * 2, _LONGEST_SLICE_NS)
-            elif took > _SLICE_TARGET * 2:
+            elif took > _SLICE_TARGET * 2 and sum(counts.values()) > _FEW_ROWS:
                 self._slice_ns = max(self._slice_ns // 2, 10**9)
         self.figures.cutoff_ns = max(self.figures.cutoff_ns, cutoff)
         self.figures.rounds += 1
-        await self._on_writer(_checkpoint if not self._database.lake else _expire_lake_files)
+        lake = partial(_expire_lake_files, age_s=self._snapshot_age)
+        await self._on_writer(lake if self._database.lake else _checkpoint)
         self.figures.database_bytes = await asyncio.to_thread(self._used_bytes)
         return removed
 
@@ -307,13 +309,18 @@ def _checkpoint(cursor: duckdb.DuckDBPyConnection) -> None:
     cursor.execute("CHECKPOINT")
 
 
-def _expire_lake_files(cursor: duckdb.DuckDBPyConnection) -> None:
-    """DuckLake: expire snapshots older than ``_LAKE_SNAPSHOT_AGE`` (reads still under way
-    use a newer one) and delete the data and delete files no remaining snapshot needs."""
+def _expire_lake_files(cursor: duckdb.DuckDBPyConnection, *, age_s: float) -> None:
+    """DuckLake: expire snapshots older than ``age_s`` (twice the longest a read may run,
+    so no read under way still uses one) and delete the data and delete files that no
+    remaining snapshot needs."""
     from ._ducklake import CATALOG
 
-    cursor.execute(
-        f"CALL ducklake_expire_snapshots('{CATALOG}', "
-        f"older_than => now() - INTERVAL '{_LAKE_SNAPSHOT_AGE}')"
-    )
-    cursor.execute(f"CALL ducklake_cleanup_old_files('{CATALOG}', cleanup_all => true)")
+    expired = cursor.execute(
+        f"SELECT count(*) FROM ducklake_expire_snapshots('{CATALOG}', "
+        "older_than => now() - to_microseconds($age::BIGINT))",
+        {"age": int(age_s * 1e6)},
+    ).fetchone()
+    deleted = cursor.execute(
+        f"SELECT count(*) FROM ducklake_cleanup_old_files('{CATALOG}', cleanup_all => true)"
+    ).fetchone()
+    log.debug("retention: %s snapshots expired, %s files deleted", expired, deleted)

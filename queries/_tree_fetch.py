@@ -24,6 +24,7 @@ import duckdb
 from ._errors import NotFound
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .schema import TREE_RECORD_SELECT, TREE_SPAN_SELECT
 
 __all__ = ["Item", "Pool", "collect", "find_root"]
 
@@ -35,11 +36,7 @@ MAX_TRACES = 200_000
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
 
-_SPAN_COLUMNS = """
-    trace_id, span_id, parent_span_id, service_name, name, kind, epoch_ns(start_time),
-    epoch_ns(end_time), status_code, destination, message_id, correlation_id, causation_id,
-    event_type, consumer_group, handler, outcome, attempt, epoch_ns(publish_time)
-"""
+_SPAN_COLUMNS = TREE_SPAN_SELECT
 _FIND = {
     "trace": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = $id",
     "span": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE span_id = $id",
@@ -85,19 +82,12 @@ SELECT trace_id, span_id, linked_trace_id, linked_span_id,
 FROM span_links
 WHERE trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids})
 """
-_RECORDS = """
-SELECT trace_id, span_id, NULL, service_name,
-       CASE record_kind WHEN 'publish' THEN 'send ' ELSE 'process ' END
-           || coalesce(destination, ''),
-       CASE record_kind WHEN 'publish' THEN 'producer' ELSE 'consumer' END,
-       epoch_ns(time), epoch_ns(greatest(coalesce(end_time, time), time)),
-       CASE WHEN outcome IN ('error', 'dead_lettered') THEN 'error' ELSE 'unset' END,
-       destination, message_id, correlation_id, causation_id, event_type, consumer_group,
-       handler, outcome, attempt, epoch_ns(publish_time)
+_RECORDS = f"""
+SELECT {TREE_RECORD_SELECT}
 FROM logs
 WHERE record_kind IN ('publish', 'deliver') AND time >= make_timestamp_ns($since)
   AND time < make_timestamp_ns($until)
-  AND (trace_id IN (SELECT id FROM {traces}) OR correlation_id IN (SELECT id FROM {ids}))
+  AND (trace_id IN (SELECT id FROM {{traces}}) OR correlation_id IN (SELECT id FROM {{ids}}))
 """
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 from collector_process import Collector
-from eventscope.collector._database import create_schema
+from eventscope.queries.schema import create_schema
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import PROTOBUF, span, traces
 

@@ -128,7 +128,7 @@ def test_max_db_size_removes_the_oldest_data(tmp_path: Path) -> None:
             assert server.post("/v1/traces", traces(*spans), PROTOBUF)[0] == 200
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            status, text = server.get("/metrics")
+            text = server.get("/metrics")[1]
             size = re.search(r"eventscope_database_bytes (\d+)", text)
             if size and int(size.group(1)) <= 4 * 1024**2 and _removed(server, "spans"):
                 break

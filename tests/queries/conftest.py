@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from eventscope.collector._database import create_schema
+from eventscope.queries.schema import create_schema
 
 sys.path.insert(0, str(Path(__file__).parent))  # the workload builders beside this file
 

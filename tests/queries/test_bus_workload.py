@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 from bus_workload import GROUPS, BusWorkload, run
-from eventscope.collector._database import create_schema
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -19,6 +18,7 @@ from eventscope.queries import (
     requests,
     version_mix,
 )
+from eventscope.queries.schema import create_schema
 from opentelemetry.trace import SpanKind
 from otlp_builder import load
 

@@ -1,5 +1,7 @@
 -- eventscope public schema: the tables the collector writes. Users query these (and the
--- views in queries/views.sql); keep them stable. Documented in docs/queries.md.
+-- views of queries/_views.py); keep them stable. Documented in docs/queries.md.
+-- Owned by queries/schema.py with the Arrow schemas the collector inserts, the promoted
+-- columns and SCHEMA_VERSION: change a column there too (tests/queries/test_schema.py).
 -- Ids are lower-case hex text; times are TIMESTAMP_NS (UTC); JSON columns hold the OTLP
 -- attributes with their types (string, number, bool, array, object).
 -- /* attributes compression */ becomes USING COMPRESSION zstd in files whose storage format
