@@ -40,7 +40,7 @@ from eventscope.queries import (
 from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
-WORKLOAD_VERSION = "5"  # 5: through the collector's writer, in time order
+WORKLOAD_VERSION = "6"  # 6: through the collector's writer, in time order, one rate
 
 
 def _database(requests_count: int, folder: Path) -> Path:

@@ -272,7 +272,8 @@ def _insert_requests(
     connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
     connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
     connection.execute(
-        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}', "
+        "make_timestamp_ns(t0 + off) "
         "FROM b WHERE link_tid IS NOT NULL"
     )
     connection.execute("DROP TABLE b")
@@ -320,7 +321,8 @@ def _insert_big_request(connection: duckdb.DuckDBPyConnection, t0: int) -> None:
     )
     connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
     connection.execute(
-        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}', "
+        "make_timestamp_ns(t0 + off) "
         "FROM b WHERE link_tid IS NOT NULL"
     )
     connection.execute("DROP TABLE b")
@@ -351,9 +353,11 @@ _CHUNK = 25_000
 #: the ingest benchmark's (the writer groups what is queued).
 _BATCH = 8192
 _IN_FLIGHT = 4
-#: The workload's day: 500,000 requests 170 ms apart (the 10 M-span file) — more requests
-#: are closer together, so every size covers the same ~23.6 hours.
-DAY_NS = 500_000 * REQUEST_INTERVAL_NS
+#: One rate for every size, so that sizes differ only in how much history is stored (a
+#: read whose cost grows from 10 M to 100 M spans grows with all stored data, not with
+#: its window): 5,000,000 requests a day, one every 17 ms — 100 M spans a day, 1,180
+#: spans/s. 10 M spans are the last ~2.4 hours of such a day, 100 M spans the whole day.
+INGEST_INTERVAL_NS = 500_000 * REQUEST_INTERVAL_NS // 5_000_000
 _NO_EVENTS = pa.table({})
 
 
@@ -374,8 +378,8 @@ def ingest(
     — so the file's row groups, checkpoints and whatever the writer maintains beside the
     tables are those of a collector that ran for a day. Only the OTLP decoding is skipped:
     the batches are built by DuckDB from the same SQL as :func:`generate`. ``requests``
-    spread over the same ~23.6 h ending at ``end_ns`` (default: now). Returns the start
-    time (ns).
+    arrive one every 17 ms (100 M spans a day) up to ``end_ns`` (default: now). Returns the
+    start time (ns).
     """
     import asyncio
 
@@ -393,9 +397,9 @@ async def _ingest(
     from eventscope.collector._settings import Settings
     from eventscope.collector._writer import SpanWriter
 
-    interval = DAY_NS // requests
+    interval = INGEST_INTERVAL_NS
     end_ns = (end_ns or time.time_ns()) // 10**9 * 10**9
-    base_ns = end_ns - DAY_NS
+    base_ns = end_ns - requests * interval
     settings = Settings(db=path, db_memory_limit=1024**3)  # as benchmarks/ingest.py runs it
     loop = asyncio.get_running_loop()
     database = await loop.run_in_executor(None, Database.open, settings)
@@ -412,10 +416,18 @@ async def _ingest(
     source.execute(_TIMING)
     big_at = requests // 2
     started = time.perf_counter()
+    template: _Template | None = None
     try:
         for first in range(0, requests, _CHUNK):
             last = min(first + _CHUNK, requests)
-            batches = _chunk_batches(source, base_ns, interval, first, last, requests, sampled_out)
+            if last - first < _CHUNK:
+                batches = _chunk_batches(
+                    source, base_ns, interval, first, last, requests, sampled_out
+                )
+            else:
+                if template is None:
+                    template = _Template(source, base_ns, interval, requests, sampled_out)
+                batches = template.batches(first // _CHUNK, first * interval)
             if first <= big_at < last:
                 batches += _big_batches(source, base_ns + big_at * interval + 85_000_000)
             for start in range(0, len(batches), _IN_FLIGHT):
@@ -430,6 +442,86 @@ async def _ingest(
         source.close()
         await loop.run_in_executor(None, database.close)
     return base_ns
+
+
+_TIMES = {
+    "spans": ("start_time", "end_time", "publish_time"),
+    "links": ("start_time",),
+    "logs": ("time", "observed_time", "publish_time", "end_time"),
+}
+_IDS = {
+    "spans": ("trace_id", "span_id", "parent_span_id", "message_id", "correlation_id",
+              "causation_id", "entity_id"),
+    "links": ("trace_id", "span_id", "linked_trace_id", "linked_span_id"),
+    "logs": ("trace_id", "span_id", "message_id", "correlation_id", "causation_id",
+             "entity_id"),
+}  # fmt: skip
+
+
+class _Template:
+    """The first chunk's rows, built once by DuckDB; every later chunk is the same
+    traffic moved later in time, its ids made its own (their first five hex digits
+    replaced by the chunk's number) — with Arrow's compute kernels, ~10× cheaper than
+    building each chunk again, so that 100 M spans take minutes, not hours."""
+
+    def __init__(
+        self,
+        source: duckdb.DuckDBPyConnection,
+        base_ns: int,
+        interval: int,
+        requests: int,
+        sampled_out: int,
+    ) -> None:
+        rows = _REQUEST_ROWS.format(
+            slots=_SLOTS, first=0, last=_CHUNK, origin=0, base_ns=base_ns, interval=interval
+        )
+        source.execute(
+            f"CREATE OR REPLACE TEMP TABLE b AS SELECT *, row_number() OVER "
+            f"(ORDER BY t0 + off + dur, i, s, v) - 1 AS arrival FROM ({rows})"
+        )
+        self.spans, self.links, self.arrival = _span_tables(source)
+        step = interval * requests // max(sampled_out, 1)
+        high = _CHUNK * sampled_out // requests
+        self.logs = _record_table(source, base_ns + 60_000_000, step, 0, high)
+        source.execute("DROP TABLE b")
+
+    def batches(self, chunk: int, delta_ns: int) -> list[object]:
+        from eventscope.collector._decode import LogBatch
+
+        spans = _moved(self.spans, "spans", chunk, delta_ns)
+        links = _moved(self.links, "links", chunk, delta_ns)
+        logs = _moved(self.logs, "logs", chunk, delta_ns)
+        out: list[object] = list(_cut(spans, links, self.arrival))
+        out += [
+            LogBatch(logs=logs.slice(start, _BATCH), rejected=0, error_message="")
+            for start in range(0, logs.num_rows, _BATCH)
+        ]
+        return out
+
+
+def _moved(table: pa.Table, kind: str, chunk: int, delta_ns: int) -> pa.Table:
+    import pyarrow.compute as pc
+
+    prefix = f"{chunk:05x}"
+    columns = {}
+    for name in _TIMES[kind]:
+        column = table.column(name)
+        columns[name] = pc.add(column, pa.scalar(delta_ns, pa.duration("ns")))
+    for name in _IDS[kind]:
+        column = table.column(name)
+        columns[name] = (
+            pc.binary_join_element_wise(prefix, column, "")
+            if name == "entity_id"
+            else pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(column, 5), "")
+        )
+    if kind != "links":  # the ids inside the attributes too
+        column = table.column("attributes")
+        columns["attributes"] = pc.replace_substring_regex(
+            column.cast(pa.string()), '":"[0-9a-f]{5}', f'":"{prefix}'
+        ).cast(column.type)
+    for name, column in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
 
 
 def _chunk_batches(
@@ -461,8 +553,11 @@ def _chunk_batches(
 
 
 def _span_batches(source: duckdb.DuckDBPyConnection) -> list[object]:
-    from eventscope.collector._decode import TraceBatch
+    return _cut(*_span_tables(source))
 
+
+def _span_tables(source: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table, object]:
+    """(spans in arrival order, their links, each link's arrival: its span's position)."""
     source.execute(
         f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b ORDER BY arrival"
     )
@@ -472,14 +567,21 @@ def _span_batches(source: duckdb.DuckDBPyConnection) -> list[object]:
         source,
         "SELECT tid AS trace_id, sid AS span_id, link_tid AS linked_trace_id, "
         "link_sid AS linked_span_id, NULL::VARCHAR AS linked_trace_state, "
-        "'{}' AS attributes, arrival FROM b WHERE link_tid IS NOT NULL ORDER BY arrival",
+        "'{}' AS attributes, make_timestamp_ns(t0 + off) AS start_time, arrival "
+        "FROM b WHERE link_tid IS NOT NULL ORDER BY arrival",
     )
     arrival = links.column("arrival").to_numpy()
-    links = links.drop_columns(["arrival"])
+    return spans, links.drop_columns(["arrival"]), arrival
+
+
+def _cut(spans: pa.Table, links: pa.Table, arrival: object) -> list[object]:
+    """Batches of ``_BATCH`` spans in arrival order, each with its spans' links."""
+    from eventscope.collector._decode import TraceBatch
+
     empty = links.slice(0, 0)
-    batches = []
+    batches: list[object] = []
     for start in range(0, spans.num_rows, _BATCH):
-        lo, hi = np.searchsorted(arrival, [start, start + _BATCH])
+        lo, hi = np.searchsorted(arrival, [start, start + _BATCH])  # type: ignore[call-overload]
         batches.append(
             TraceBatch(
                 spans=spans.slice(start, _BATCH),
@@ -499,6 +601,16 @@ def _record_batches(
     deliveries each), as the collector's log batches."""
     from eventscope.collector._decode import LogBatch
 
+    logs = _record_table(source, base_ns, step, low, high)
+    return [
+        LogBatch(logs=logs.slice(start, _BATCH), rejected=0, error_message="")
+        for start in range(0, logs.num_rows, _BATCH)
+    ]
+
+
+def _record_table(
+    source: duckdb.DuckDBPyConnection, base_ns: int, step: int, low: int, high: int
+) -> pa.Table:
     rows = _REQUEST_ROWS.format(
         slots=_SLOTS,
         first=10_000_000 + low,
@@ -507,14 +619,12 @@ def _record_batches(
         base_ns=base_ns,
         interval=step,
     )
-    source.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
-    source.execute(_RECORDS_INSERT)
+    source.execute(f"CREATE OR REPLACE TEMP TABLE r AS {rows}")
+    source.execute(_RECORDS_INSERT.replace("FROM b WHERE", "FROM r WHERE"))
+    source.execute("DROP TABLE r")
     logs = _arrow(source, "SELECT * FROM logs ORDER BY coalesce(end_time, time)")
     source.execute("DELETE FROM logs")
-    return [
-        LogBatch(logs=logs.slice(start, _BATCH), rejected=0, error_message="")
-        for start in range(0, logs.num_rows, _BATCH)
-    ]
+    return logs
 
 
 def _big_batches(source: duckdb.DuckDBPyConnection, t0: int) -> list[object]:

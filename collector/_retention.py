@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import duckdb
+from eventscope.queries._id_index import INDEX_TABLES
 
 from ._database import Database
 from ._metrics import Metrics
@@ -38,18 +39,19 @@ __all__ = ["RETENTION_TABLES", "Retention", "database_bytes", "retention_line"]
 
 log = logging.getLogger("eventscope.collector")
 
-#: (table, the time column rows are removed by). Span links have no time of their own:
-#: they go with the span that holds them. Fixed names: never user input.
+#: (table, the time column rows are removed by): a link goes with the span that holds it
+#: (its start time; filled in for links stored before it was, when the id index is
+#: built). Fixed names: never user input.
 RETENTION_TABLES: tuple[tuple[str, str], ...] = (
     ("spans", "start_time"),
+    ("span_links", "start_time"),
     ("span_events", "time"),
     ("logs", "time"),
 )
-_LINKS_OF_SLICE = """
-DELETE FROM span_links WHERE (trace_id, span_id) IN (
-    SELECT trace_id, span_id FROM spans
-    WHERE start_time >= make_timestamp_ns($low) AND start_time < make_timestamp_ns($high))
-"""
+#: The id index (queries/_id_index.py): its rows are sorted by id, not time, so each
+#: removal reads all of it; it is trimmed once a round, of the ids last seen before the
+#: cutoff.
+_INDEX_TABLES = INDEX_TABLES
 #: A slice aims to hold up the commits behind it no longer than this (seconds).
 _SLICE_TARGET = 0.1
 #: The first slice covers this much time (ns); later ones are sized from the last one.
@@ -161,7 +163,7 @@ class Retention:
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
-        self.figures.removed["span_links"] = 0
+        self.figures.removed.update((table, 0) for table in _INDEX_TABLES)
         metrics.retention = self.figures
 
     @property
@@ -214,6 +216,10 @@ class Retention:
                 self._slice_ns = min(self._slice_ns * 2, _LONGEST_SLICE_NS)
             elif took > _SLICE_TARGET * 2 and sum(counts.values()) > _FEW_ROWS:
                 self._slice_ns = max(self._slice_ns // 2, 10**9)
+        if removed:
+            counts = await self._on_writer(partial(_trim_index, cutoff=cutoff))
+            for table, count in counts.items():
+                self.figures.removed[table] += count
         self.figures.cutoff_ns = max(self.figures.cutoff_ns, cutoff)
         self.figures.rounds += 1
         lake = partial(_expire_lake_files, age_s=self._snapshot_age)
@@ -284,7 +290,6 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
     counts: dict[str, int] = {}
     cursor.execute("BEGIN TRANSACTION")
     try:
-        counts["span_links"] = _count(cursor.execute(_LINKS_OF_SLICE, {"low": low, "high": high}))
         for table, column in RETENTION_TABLES:
             counts[table] = _count(
                 cursor.execute(
@@ -297,6 +302,18 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
         cursor.execute("ROLLBACK")
         raise
     return counts
+
+
+def _trim_index(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
+    """Remove the id index's rows of ids last seen before ``cutoff``."""
+    return {
+        table: _count(
+            cursor.execute(
+                f"DELETE FROM {table} WHERE last < make_timestamp_ns($cutoff)", {"cutoff": cutoff}
+            )
+        )
+        for table in _INDEX_TABLES
+    }
 
 
 def _count(result: duckdb.DuckDBPyConnection) -> int:

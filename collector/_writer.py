@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from eventscope.queries._id_index import compact, index_rows_sql
 
 from ._database import Database
 from ._decode import LogBatch, TraceBatch
@@ -33,6 +34,8 @@ log = logging.getLogger("eventscope.collector")
 
 Batch = TraceBatch | LogBatch
 T = TypeVar("T")
+#: Seconds between checks whether the id index's recent rows make a run.
+_COMPACT_EVERY = 10.0
 
 # Table -> how to pull its Arrow table out of a batch. Fixed names: never user input.
 _TABLES: tuple[tuple[str, type, str], ...] = (
@@ -62,6 +65,8 @@ class SpanWriter:
         retry_after: seconds suggested to refused clients.
         maintenance_interval: seconds between the database's upkeep runs (DuckLake
             compaction), done on the writer's thread between commits.
+        index_run_rows: the id index's recent rows are sorted into a run once there are
+            this many (queries/_id_index.py): fewer, larger runs make lookups cheaper.
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -77,6 +82,7 @@ class SpanWriter:
         retry_after: int = 1,
         maintenance_interval: float = 300.0,
         on_failure: Callable[[str], None] | None = None,
+        index_run_rows: int = 1_000_000,
     ) -> None:
         self._database = database
         self._max_queue_rows = max_queue_rows
@@ -85,6 +91,8 @@ class SpanWriter:
         self._retry_after = retry_after
         self._maintenance_interval = maintenance_interval
         self._maintained_at = time.monotonic()
+        self._compacted_at = time.monotonic()
+        self._index_run_rows = index_run_rows
         self._on_failure = on_failure
         self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -236,6 +244,8 @@ class SpanWriter:
                     pending.done.set_result(None)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
+            if time.monotonic() - self._compacted_at > _COMPACT_EVERY:
+                await self._compact_index()
 
     def _fail(self, exc: _CommitFailed) -> None:
         if self._failure is not None:
@@ -268,6 +278,17 @@ class SpanWriter:
             )
         return StorageError(f"the database refused the batch: {_first_line(exc)}")
 
+    async def _compact_index(self) -> None:
+        """Move the id index's recent rows into a sorted run once there are enough."""
+        self._compacted_at = time.monotonic()
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._thread, compact, self._connection, self._index_run_rows
+            )
+        except Exception:  # the recent rows stay readable; try again later
+            log.exception("id index compaction failed")
+
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()
         try:
@@ -299,6 +320,7 @@ class SpanWriter:
         connection = self._connection
         assert connection is not None
         connection.execute("BEGIN TRANSACTION")
+        registered: dict[str, str] = {}
         try:
             for table, kind, attribute in _TABLES:
                 parts = [getattr(b, attribute) for b in batches if isinstance(b, kind)]
@@ -306,19 +328,25 @@ class SpanWriter:
                 if not parts:
                     continue
                 arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-                connection.register("eventscope_incoming", arrow)
-                try:
-                    connection.execute(
-                        f"INSERT INTO {table} BY NAME SELECT * FROM eventscope_incoming"
-                    )
-                finally:
-                    connection.unregister("eventscope_incoming")
+                name = registered[table] = f"eventscope_incoming_{table}"
+                connection.register(name, arrow)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+            # Where each id of the commit is in time (queries/_id_index.py).
+            index = index_rows_sql(
+                registered.get("spans"), registered.get("span_links"), registered.get("logs")
+            )
+            if index is not None:
+                connection.execute(index)
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:
             with contextlib.suppress(duckdb.TransactionException):
                 connection.execute("ROLLBACK")
             raise
+        finally:
+            for name in registered.values():
+                with contextlib.suppress(duckdb.Error):
+                    connection.unregister(name)
         try:
             connection.execute("COMMIT")
         except duckdb.Error as exc:  # the transaction is over; DuckDB's state is suspect

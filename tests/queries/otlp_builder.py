@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 from eventscope.collector._decode import decode_body
+from eventscope.queries._id_index import build as build_id_index
+from eventscope.queries._id_index import index_rows_sql
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -195,6 +197,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     batches = [decode_body("traces", traces, PROTOBUF)]
     if logs:
         batches.append(decode_body("logs", logs, PROTOBUF))
+    build_id_index(connection)  # marks the (empty) index complete, as the collector does
     for batch in batches:
         assert not batch.rejected, batch.error_message
         tables = (
@@ -202,8 +205,14 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
             if hasattr(batch, "spans")
             else {"logs": batch.logs}
         )
+        names = {}
         for table, arrow in tables.items():
             if arrow.num_rows:
-                connection.register("incoming", arrow)
-                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                connection.unregister("incoming")
+                names[table] = f"incoming_{table}"
+                connection.register(names[table], arrow)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {names[table]}")
+        index = index_rows_sql(names.get("spans"), names.get("span_links"), names.get("logs"))
+        if index is not None:
+            connection.execute(index)
+        for name in names.values():
+            connection.unregister(name)
