@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 from eventscope.collector._database import Database
-from eventscope.collector._decode import decode_body
 from eventscope.collector._settings import Settings
+from eventscope.collector._signals import TRACES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from otlp_workload import export_bodies
@@ -85,8 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="times every body is stored")
     args = parser.parse_args()
     batches = [
-        decode_body("traces", body, "application/x-protobuf")
-        for body in export_bodies(args.bodies, 8192)
+        TRACES.decode(body, "application/x-protobuf") for body in export_bodies(args.bodies, 8192)
     ]
     spans = sum(b.spans.num_rows for b in batches) * args.rounds
     print(f"{spans:,} spans per run, {args.group} requests per commit, DuckDB 1 thread")

@@ -9,6 +9,7 @@ the ceiling for OTLP decoding in Python; the ratio of the two is printed.
     python benchmarks/ingest.py                 # defaults: 10 senders, 20 s per phase
     python benchmarks/ingest.py --duration 40 --senders 8 --spans-per-request 2000
     python benchmarks/ingest.py --no-baseline   # only the collector (compare two builds)
+    python benchmarks/ingest.py --no-baseline --readers 2   # with reads through /api/sql
 
 Ten senders by default: an OpenTelemetry Collector in front of eventscope exports with
 ten concurrent consumers (`sending_queue.num_consumers`, default 10), each a batch of
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -196,6 +198,21 @@ def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[flo
     return in_window / duration, total, refused
 
 
+def _reader(port: int, stop: threading.Event, every: float, done: list[float]) -> None:
+    """Reads through /api/sql beside ingest, as a refreshing page would: each read makes
+    DuckDB take its read threads, and the end of the last one hands ingest back one."""
+    query = urllib.parse.quote("SELECT count(*), max(duration_ms) FROM spans")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    while not stop.wait(every):
+        started = time.perf_counter()
+        connection.request("GET", f"/api/sql?q={query}")
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"a read answered {response.status}")
+        done.append(time.perf_counter() - started)
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -304,6 +321,12 @@ def main() -> None:
     )
     parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
     parser.add_argument(
+        "--readers", type=int, default=0, help="threads reading through /api/sql meanwhile"
+    )
+    parser.add_argument(
+        "--read-every", type=float, default=0.25, help="seconds each reader waits between reads"
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the parse-only receiver (to compare two collector builds or settings)",
@@ -391,8 +414,21 @@ def main() -> None:
         )
         if args.retention:
             sampler.start()
-        rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
-        stop.set()
+        stop_reading = threading.Event()
+        reads: list[float] = []
+        readers = [
+            threading.Thread(target=_reader, args=(port, stop_reading, args.read_every, reads))
+            for _ in range(args.readers)
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
+        finally:
+            stop_reading.set()
+            for reader in readers:
+                reader.join()
+            stop.set()
         cpu_after = _tree_cpu_seconds(server.pid)
         rss, tree_rss = _tree_peak_rss_mib(server.pid)
         commits, committed_rows = _commit_figures(port)
@@ -424,6 +460,12 @@ def main() -> None:
         f"commits             : {commits:10,} ({committed_rows / max(commits, 1):,.0f} rows each "
         f"on average: spans, links and span events)"
     )
+    if readers:
+        reads.sort()
+        print(
+            f"reads               : {len(reads):10,} by {len(readers)} readers, median "
+            f"{reads[len(reads) // 2] * 1e3:.0f} ms, slowest {reads[-1] * 1e3:.0f} ms"
+        )
     print(f"acked {acked:,} spans, stored {stored:,}, removed by retention {removed:,}, "
           f"503 answers {refused:,}")  # fmt: skip
     if stored + removed < acked:

@@ -432,7 +432,7 @@ async def _ingest(
                 batches += _big_batches(source, base_ns + big_at * interval + 85_000_000)
             for start in range(0, len(batches), _IN_FLIGHT):
                 await asyncio.gather(
-                    *(writer.write(b) for b in batches[start : start + _IN_FLIGHT])
+                    *(writer.write(_signal(b), b) for b in batches[start : start + _IN_FLIGHT])
                 )
             if progress:
                 rate = last * 20 / (time.perf_counter() - started)
@@ -486,7 +486,7 @@ class _Template:
         source.execute("DROP TABLE b")
 
     def batches(self, chunk: int, delta_ns: int) -> list[object]:
-        from eventscope.collector._decode import LogBatch
+        from eventscope.collector._batches import LogBatch
 
         spans = _moved(self.spans, "spans", chunk, delta_ns)
         links = _moved(self.links, "links", chunk, delta_ns)
@@ -576,7 +576,7 @@ def _span_tables(source: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table,
 
 def _cut(spans: pa.Table, links: pa.Table, arrival: object) -> list[object]:
     """Batches of ``_BATCH`` spans in arrival order, each with its spans' links."""
-    from eventscope.collector._decode import TraceBatch
+    from eventscope.collector._batches import TraceBatch
 
     empty = links.slice(0, 0)
     batches: list[object] = []
@@ -599,7 +599,7 @@ def _record_batches(
 ) -> list[object]:
     """Event records of sampled-out requests ``low``…``high`` (2 publishes and 7
     deliveries each), as the collector's log batches."""
-    from eventscope.collector._decode import LogBatch
+    from eventscope.collector._batches import LogBatch
 
     logs = _record_table(source, base_ns, step, low, high)
     return [
@@ -629,7 +629,7 @@ def _record_table(
 
 def _big_batches(source: duckdb.DuckDBPyConnection, t0: int) -> list[object]:
     """The 10,000-span ``POST /imports``, in batches (it arrives over its 5 seconds)."""
-    from eventscope.collector._decode import TraceBatch
+    from eventscope.collector._batches import TraceBatch
 
     _insert_big_request(source, t0)
     spans = _arrow(source, "SELECT * FROM spans ORDER BY end_time")
@@ -655,3 +655,11 @@ def _arrow(source: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """The whole result now (DuckDB 1.5's ``arrow()`` is a lazy reader)."""
     result = source.execute(sql).arrow()
     return result if isinstance(result, pa.Table) else result.read_all()
+
+
+def _signal(batch: object) -> object:
+    """The collector's signal (traces or logs) a batch belongs to."""
+    from eventscope.collector._batches import TraceBatch
+    from eventscope.collector._signals import LOGS, TRACES
+
+    return TRACES if isinstance(batch, TraceBatch) else LOGS

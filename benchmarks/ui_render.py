@@ -71,36 +71,68 @@ def fanout_request(label: str, nodes: int, t0: int) -> tuple[str, dict[str, list
     def add(service: str, **fields: object) -> None:
         by_service.setdefault(service, []).append(trace_pb2.Span(**fields))
 
-    add("api", trace_id=trace, span_id=root_id, name="POST /imports", kind=_KIND.SPAN_KIND_SERVER,
-        start_time_unix_nano=t0, end_time_unix_nano=t0 + 5_000 * MS)  # fmt: skip
+    add(
+        "api",
+        trace_id=trace,
+        span_id=root_id,
+        name="POST /imports",
+        kind=_KIND.SPAN_KIND_SERVER,
+        start_time_unix_nano=t0,
+        end_time_unix_nano=t0 + 5_000 * MS,
+    )
     for c in range(extra):
         start = t0 + (c + 1) * MS
-        add("api", trace_id=trace, span_id=_id(f"{label}/c{c}", 8), parent_span_id=root_id,
-            name="READ upload", kind=_KIND.SPAN_KIND_CLIENT, start_time_unix_nano=start,
-            end_time_unix_nano=start + MS // 2)  # fmt: skip
+        add(
+            "api",
+            trace_id=trace,
+            span_id=_id(f"{label}/c{c}", 8),
+            parent_span_id=root_id,
+            name="READ upload",
+            kind=_KIND.SPAN_KIND_CLIENT,
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + MS // 2,
+        )
     for k in range(producers):
         published = t0 + 10 * MS + k * 2 * MS
         producer = _id(f"{label}/p{k}", 8)
-        event = {"messaging__system": "bus", "messaging__destination__name": "orders",
-                 "messaging__message__id": f"{label}-e{k}",
-                 "cloudevents__event_type": "OrderPlaced",
-                 "messaging__message__conversation_id": f"{label}-corr"}  # fmt: skip
-        add("importer", trace_id=trace, span_id=producer, parent_span_id=root_id,
-            name="send orders", kind=_KIND.SPAN_KIND_PRODUCER, start_time_unix_nano=published,
+        event = {
+            "messaging__system": "bus",
+            "messaging__destination__name": "orders",
+            "messaging__message__id": f"{label}-e{k}",
+            "cloudevents__event_type": "OrderPlaced",
+            "messaging__message__conversation_id": f"{label}-corr",
+        }
+        add(
+            "importer",
+            trace_id=trace,
+            span_id=producer,
+            parent_span_id=root_id,
+            name="send orders",
+            kind=_KIND.SPAN_KIND_PRODUCER,
+            start_time_unix_nano=published,
             end_time_unix_nano=published + MS // 3,
-            attributes=_attributes(**event, messaging__operation__type="send"))  # fmt: skip
+            attributes=_attributes(**event, messaging__operation__type="send"),
+        )
         for g, group in enumerate(GROUPS):
             start = published + (1 + g) * MS
             linked = g >= 3
             attributes = _attributes(
-                **event, messaging__operation__type="process",
-                messaging__consumer__group__name=group, eventscope__handler=f"on_{group}",
-                eventscope__delivery__attempt=1, eventscope__outcome="ok",
+                **event,
+                messaging__operation__type="process",
+                messaging__consumer__group__name=group,
+                eventscope__handler=f"on_{group}",
+                eventscope__delivery__attempt=1,
+                eventscope__outcome="ok",
                 eventscope__publish_time=published,
-            )  # fmt: skip
-            span = {"span_id": _id(f"{label}/p{k}/{group}", 8), "name": "process orders",
-                    "kind": _KIND.SPAN_KIND_CONSUMER, "start_time_unix_nano": start,
-                    "end_time_unix_nano": start + 2 * MS, "attributes": attributes}  # fmt: skip
+            )
+            span = {
+                "span_id": _id(f"{label}/p{k}/{group}", 8),
+                "name": "process orders",
+                "kind": _KIND.SPAN_KIND_CONSUMER,
+                "start_time_unix_nano": start,
+                "end_time_unix_nano": start + 2 * MS,
+                "attributes": attributes,
+            }
             if linked:
                 link = _KIND.Link(trace_id=trace, span_id=producer)
                 add(group, trace_id=_id(f"{label}/t{k}/{group}", 16), links=[link], **span)
@@ -116,8 +148,9 @@ def post(base: str, by_service: dict[str, list[trace_pb2.Span]], chunk: int = 25
         for first in range(0, len(spans), chunk):
             request = ExportTraceServiceRequest()
             resource = request.resource_spans.add()
-            resource.resource.attributes.add(key="service.name",
-                                             value=AnyValue(string_value=service))  # fmt: skip
+            resource.resource.attributes.add(
+                key="service.name", value=AnyValue(string_value=service)
+            )
             resource.scope_spans.add().spans.extend(spans[first : first + chunk])
             body = request.SerializeToString()
             headers = {"Content-Type": "application/x-protobuf"}
@@ -133,8 +166,16 @@ class Serve:
         self.db = db
 
     def __enter__(self) -> str:
-        command = [shutil.which("eventscope") or "eventscope", "serve", "--db", str(self.db),
-                   "--port", "0", "--log-level", "warning"]  # fmt: skip
+        command = [
+            shutil.which("eventscope") or "eventscope",
+            "serve",
+            "--db",
+            str(self.db),
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -198,8 +239,9 @@ def measure_render(base: str, trees: dict[str, str], rounds: int) -> dict[str, l
         for _ in range(rounds):
             for label, trace in trees.items():  # interleaved, so drift hits both alike
                 page.goto(f"{base}/requests/{trace}")
-                page.wait_for_selector("#waterfall[data-ready='1']", state="attached",
-                                       timeout=60_000)  # fmt: skip
+                page.wait_for_selector(
+                    "#waterfall[data-ready='1']", state="attached", timeout=60_000
+                )
                 render = float(page.get_attribute("#waterfall", "data-ready-at"))
                 rows = int(page.get_attribute(".wf-scroll", "data-rows"))
                 scroll = page.evaluate(_SCROLL)
@@ -279,8 +321,10 @@ def main() -> None:
             post(base, small_spans)
             results = measure_render(base, {"baseline": small, "big": big}, args.rounds)
     print(f"Request view in Chromium, {args.rounds} rounds, median (ms):")
-    print("| tree | rows | render | of which server (first byte) | scroll to bottom "
-          "| redraw mean | redraw worst | render + scroll |")  # fmt: skip
+    print(
+        "| tree | rows | render | of which server (first byte) | scroll to bottom "
+        "| redraw mean | redraw worst | render + scroll |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     medians = {}
     for label, rounds in results.items():
@@ -290,8 +334,10 @@ def main() -> None:
         mean = statistics.median(r[2] for r in rounds)
         worst = max(r[3] for r in rounds)
         medians[label] = render + scroll
-        print(f"| {label} | {rounds[0][4]} | {render:.0f} | {server:.0f} | {scroll:.0f} | "
-              f"{mean:.2f} | {worst:.2f} | {render + scroll:.0f} |")  # fmt: skip
+        print(
+            f"| {label} | {rounds[0][4]} | {render:.0f} | {server:.0f} | {scroll:.0f} | "
+            f"{mean:.2f} | {worst:.2f} | {render + scroll:.0f} |"
+        )
     print(f"10,000-node / baseline (render + scroll): {medians['big'] / medians['baseline']:.2f}x")
 
     api_db = args.api_db

@@ -5,7 +5,8 @@ and the ``eventscope`` command line.
 """
 
 from ._app import RUNNER_OPTIONS, create_app, serve
-from ._decode import LogBatch, TraceBatch, decode_logs, decode_traces, parse_logs, parse_traces
+from ._batches import LogBatch, TraceBatch
+from ._decode import decode_logs, decode_traces, parse_logs, parse_traces
 from ._errors import (
     BadRequest,
     ConfigError,

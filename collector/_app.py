@@ -13,6 +13,7 @@ import gc
 import hmac
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
@@ -22,9 +23,12 @@ from eventscope import ui
 from eventscope.queries import EventscopeError
 
 from . import _api
+from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, Unauthorized
+from ._errors import Overloaded, RequestTimeout, Unauthorized
+from ._intake import Intake
+from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._retention import Retention, retention_line
@@ -33,7 +37,15 @@ from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
 
-__all__ = ["RUNNER_OPTIONS", "create_app", "running", "serve", "until_signalled"]
+__all__ = [
+    "RUNNER_OPTIONS",
+    "ListenError",
+    "create_app",
+    "listen",
+    "running",
+    "serve",
+    "until_signalled",
+]
 
 log = logging.getLogger("eventscope.collector")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,14 +69,28 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="eventscope"'
+        if isinstance(exc, RequestTimeout) or _stopping(state):
+            response.force_close()  # a half-read body, or intake has stopped
     except web.HTTPException as exc:
         state.metrics.requests[(path, exc.status)] += 1
         raise
+    except ConnectionError:  # the client went away mid-request: nobody to answer, no error
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        response = web.Response(status=_CLIENT_CLOSED, reason="Client Closed Request")
+        response.force_close()
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         response = _error_response(request, 500, "internal error; see the collector's log")
     state.metrics.requests[(path, response.status)] += 1
     return response
+
+
+#: Counted (as nginx does) for a request whose client closed the connection before the answer.
+_CLIENT_CLOSED = 499
+
+
+def _stopping(state: CollectorState) -> bool:
+    return state._admission is not None and state._admission.stopping
 
 
 def _error_response(request: web.Request, status: int, message: str) -> web.Response:
@@ -109,7 +135,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = request.app[STATE].metrics.render()
+    text = request.app[STATE].metrics.render() + request.app[LEDGER].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -140,9 +166,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     retention.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.database = database
-    state._writer = writer
-    state._decoders = decoders
+    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
+    # Bodies being received or decoded, at most: as many as the decoders' slots at the
+    # largest size (what could be held before bodies were read outside the slots).
+    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
     try:
         yield
     finally:
@@ -151,7 +178,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await writer.close()  # drains: everything acknowledged or queued is committed
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
-        state.database = None
+        state.stop()
         if writer.failure is not None:
             raise DatabaseFailed(
                 f"stopped because the database failed to commit ({writer.failure}); start it "
@@ -162,6 +189,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 #: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver
 #: inflates gzip itself, with a size limit, and per-request access logs cost ingest time.
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
+#: Seconds that requests in flight get to finish once the collector is told to stop (a
+#: body still arriving then is refused with 503); the writer then commits what was taken.
+_DRAIN_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -175,7 +205,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[STATE] = CollectorState(settings=settings)
+    app[LEDGER] = LedgerSeries(settings)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(ledger_series)  # after _lifecycle: stopped before the database
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
     app.router.add_post("/v1/metrics", receive_metrics)
@@ -212,20 +244,35 @@ def _mount_ui(app: web.Application) -> None:
 async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncIterator[str]:
     """Run the collector inside the ``async with`` block; yield its base URL.
 
-    On exit: stop listening, let requests in flight finish, drain the write queue, close.
+    On exit: stop listening, refuse new requests, let those in flight finish (a few
+    seconds at most), drain the write queue, close.
     """
     _STOP.set(asyncio.Event())
+    # The ports first: one in use is refused before the database is opened (or created).
+    sockets = listen(settings.host, settings.port)
+    try:
+        ui_sockets = [] if settings.ui_port is None else listen(settings.host, settings.ui_port)
+    except OSError:
+        _close(sockets)
+        raise
     app = create_app(settings)
-    runner = web.AppRunner(app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=30)
-    await runner.setup()  # opens the database: fails here, before we listen, on a bad --db
+    runner = web.AppRunner(
+        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        keepalive_timeout=settings.idle_timeout,
+    )  # fmt: skip
+    try:
+        await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
+    except BaseException:
+        _close(sockets + ui_sockets)
+        raise
     ui_runners: list[web.AppRunner] = []
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         host, port = runner.addresses[0][:2]
         base = ui_base = f"http://{host}:{port}"
         if _UI_APP in app:
-            ui_base = await _start_ui(app[_UI_APP], settings, base, ui_runners)
+            ui_base = await _start_ui(app[_UI_APP], ui_sockets, base, ui_runners)
         state = app[STATE]
         assert state.database is not None
         out.write(
@@ -243,19 +290,84 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         sys.setswitchinterval(0.001)
         yield base
     finally:
+        await _stop_intake(app, [runner, *ui_runners])
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names (as ``loop.create_server`` makes).
+
+    Raises:
+        ListenError: one cannot be bound (the port is in use, the address is not ours …).
+    """
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError as exc:
+        _close(sockets)
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sockets
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+class ListenError(OSError):
+    """A port could not be listened on; nothing was opened."""
+
+
+async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> None:
+    """Stop listening and taking requests; give those in flight a few seconds to finish.
+
+    aiohttp's own shutdown closes every connection first, and a connection being closed
+    drops what its client still sends: a request whose body was on its way would wait for
+    it until the shutdown timeout (30 s), and then fail. So the listeners are stopped here,
+    new requests on open connections are refused (503, connection closed), and the requests
+    in flight finish before aiohttp closes the connections.
+    """
+    for runner in runners:
+        for site in list(runner.sites):
+            await site.stop()
+    state = app[STATE]
+    if state._admission is None:  # never started
+        return
+    state.admission.stopping = True
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            await state.admission.wait_idle()
+    except TimeoutError:
+        log.info(
+            "stopping: %d requests were still receiving their body; their connections are "
+            "closed unanswered (clients retry)",
+            state.admission.requests,
+        )
+
+
 async def _start_ui(
-    ui_app: web.Application, settings: Settings, otlp_base: str, runners: list[web.AppRunner]
+    ui_app: web.Application,
+    sockets: list[socket.socket],
+    otlp_base: str,
+    runners: list[web.AppRunner],
 ) -> str:
     """Serve the UI's own application on ``--ui-port``; return its base URL."""
     ui_runner = web.AppRunner(ui_app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await ui_runner.setup()
     runners.append(ui_runner)
-    await web.TCPSite(ui_runner, settings.host, settings.ui_port, reuse_address=True).start()
+    for sock in sockets:
+        await web.SockSite(ui_runner, sock).start()
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"

@@ -1,4 +1,4 @@
-"""The ``eventscope`` command: ``serve``, ``query …``, ``demo`` and ``--version``.
+"""The ``eventscope`` command: ``serve``, ``query …``, ``check``, ``demo`` and ``--version``.
 
 Bad input ends with exit code 2 and one line on stderr naming what is wrong; a collector
 that cannot be reached ends with exit code 1.
@@ -84,6 +84,12 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
     serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
     serve.add_argument("--query-timeout", type=float, help="seconds before a read is stopped")
+    serve.add_argument(
+        "--read-timeout", type=float, help="seconds a request body may take to arrive (10)"
+    )
+    serve.add_argument(
+        "--idle-timeout", type=float, help="seconds before an idle connection is closed (75)"
+    )
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
@@ -103,6 +109,19 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--max-db-size",
         help="remove the oldest data while the file is larger than this, e.g. 50GiB",
+    )
+    serve.add_argument(
+        "--metrics-interval",
+        help="how often the lost/duplicated/latency series of /metrics are evaluated "
+        "(default 30s; 0: off)",
+    )
+    serve.add_argument(
+        "--metrics-lookback", help="how far back they learn which groups handle what (1h)"
+    )
+    serve.add_argument(
+        "--metrics-max-label-sets",
+        type=int,
+        help="most (event type, destination, group) label sets; more become 'other' (500)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
 
@@ -131,12 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         "lost and duplicated events.",
     )
     parser.add_argument("--version", action="version", version=f"eventscope {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)  # fmt: skip
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _add_serve(commands)
     _add_query(commands)
+    from ._check import add_check_command
     from ._demo import add_demo_command
 
+    add_check_command(commands)
     add_demo_command(commands)
     return parser
 
@@ -152,7 +174,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, serve
+    from ._app import DatabaseFailed, ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -166,6 +188,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         max_body_bytes=_size(args.max_body_bytes, "--max-body-bytes"),
         max_queue_rows=args.max_queue_rows,
         query_timeout=args.query_timeout,
+        read_timeout=args.read_timeout,
+        idle_timeout=args.idle_timeout,
         db_threads=args.db_threads,
         db_write_threads=args.db_write_threads,
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
@@ -173,13 +197,22 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
         retention=None if args.retention is None else parse_grace(args.retention, "--retention"),
         max_db_size=_size(args.max_db_size, "--max-db-size"),
+        metrics_interval=None
+        if args.metrics_interval is None
+        else parse_grace(args.metrics_interval, "--metrics-interval") / 1e9,
+        metrics_lookback=None
+        if args.metrics_lookback is None
+        else parse_grace(args.metrics_lookback, "--metrics-lookback"),
+        metrics_max_label_sets=args.metrics_max_label_sets,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:  # the port is taken, the address is not ours …
+    except ListenError as exc:  # the port is taken, the address is not ours …
+        _fail(str(exc), 1)
+    except OSError as exc:
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
     except DatabaseFailed as exc:
         _fail(str(exc), 1)

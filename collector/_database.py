@@ -30,7 +30,9 @@ __all__ = ["FILE_CONFIG", "Database"]
 #: collector's commit is the serial stage of ingest: 125-133k -> 139-140k spans/s,
 #: docs/benchmarks.md). Only new files: an existing file keeps the format it was created
 #: with. Such a file needs DuckDB 1.5.0 or newer to read it.
-FILE_CONFIG = {"storage_compatibility_version": "v1.5.0"}
+FILE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "storage_compatibility_version": "v1.5.0"
+}
 
 
 class Database:
@@ -47,11 +49,14 @@ class Database:
     ) -> None:
         self._root = connection
         self._lock = threading.Lock()
-        self._readers = 0
+        self._running = 0  # reads and writer steps now inside DuckDB
+        self._reads = 0
         self._read_threads = read_threads
         self._write_threads = write_threads
+        row = connection.execute("SELECT current_setting('threads')").fetchone()
+        self._threads = int(row[0]) if row else 0
         if write_threads is not None:
-            connection.execute(f"SET threads = {int(write_threads)}")
+            self._set_threads(write_threads)
         #: Where the data lives, for the start-up banner and errors.
         self.description = description
         #: Whether this is a DuckLake (cursors must USE it; small files need compaction).
@@ -77,9 +82,8 @@ class Database:
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")
-        read_threads = settings.db_threads or int(connection.execute(
-            "SELECT current_setting('threads')"
-        ).fetchone()[0])  # fmt: skip
+        [(threads,)] = connection.execute("SELECT current_setting('threads')").fetchall()
+        read_threads = settings.db_threads or int(threads)
         return cls(
             connection,
             description,
@@ -89,42 +93,84 @@ class Database:
         )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to the same database, for one thread's use."""
+        """A new connection to the same database, for one thread's use. It runs nothing:
+        use it inside :meth:`reading` or :meth:`writing` (which point it at a lake)."""
         with self._lock:
-            cursor = self._root.cursor()
+            return self._root.cursor()
+
+    def writer_cursor(self) -> duckdb.DuckDBPyConnection:
+        """The writer's cursor, ready for :meth:`writing`. Blocking: call it from its thread."""
+        cursor = self.cursor()
+        with self.writing():
+            self._use_lake(cursor)
+        return cursor
+
+    @contextlib.contextmanager
+    def reading(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """Around a read on ``cursor``: DuckDB gets its read threads while any read runs,
+        and goes back to the write threads (one, by default) once nothing runs."""
+        with self._inside(read=True):
+            self._use_lake(cursor)
+            yield
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around each step of the writer on its cursor (a transaction, upkeep)."""
+        with self._inside(read=False):
+            yield
+
+    def _use_lake(self, cursor: duckdb.DuckDBPyConnection) -> None:
         if self.lake:
             from ._ducklake import CATALOG
 
             cursor.execute(f"USE {CATALOG}")
-        return cursor
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        """Around a read: DuckDB gets its read threads while any read runs, and goes back to
-        the write threads (one, by default) when the last read ends."""
-        self._set_readers(+1)
+    def _inside(self, *, read: bool) -> Iterator[None]:
+        """Count what runs inside DuckDB, and change its thread count only where that is safe.
+
+        ``SET threads`` takes effect when a query ends: DuckDB then relaunches its thread
+        pool, and lowering it joins every worker thread while holding the pool's lock. A
+        worker busy with another query's task makes that wait; one that ends a query of its
+        own meanwhile waits for the same lock, for ever — which DuckLake's commits do (their
+        catalog queries run on a worker), so lowering the count beside a lake's commit
+        deadlocked the whole collector (docs/collector.md, *Threads*). So the count is
+        raised at once (that joins nothing) but lowered only when nothing else runs.
+        """
+        with self._lock:
+            self._running += 1
+            self._reads += read
+            wanted = self._wanted_threads()
+            if wanted is not None and (wanted > self._threads or self._running == 1):
+                self._set_threads(wanted)
         try:
             yield
         finally:
-            self._set_readers(-1)
+            with self._lock:
+                self._running -= 1
+                self._reads -= read
+                wanted = self._wanted_threads()
+                if wanted is not None and self._running == 0:
+                    self._set_threads(wanted)
 
-    def _set_readers(self, change: int) -> None:
-        with self._lock:
-            before = self._readers
-            self._readers += change
-            if self._read_threads == self._write_threads or self._write_threads is None:
-                return
-            if before == 0 and self._readers == 1:
-                self._root.execute(f"SET threads = {int(self._read_threads or 1)}")
-            elif before == 1 and self._readers == 0:
-                self._root.execute(f"SET threads = {int(self._write_threads)}")
+    def _wanted_threads(self) -> int | None:
+        if self._write_threads is None or self._read_threads is None:
+            return None
+        return self._read_threads if self._reads else self._write_threads
+
+    def _set_threads(self, threads: int) -> None:
+        """``SET threads`` on the root connection (under ``_lock``, or before any use)."""
+        if threads != self._threads:
+            self._root.execute(f"SET threads = {int(threads)}")
+            self._threads = threads
 
     def maintain(self, cursor: duckdb.DuckDBPyConnection) -> None:
         """Periodic upkeep on the writer's cursor: compaction for DuckLake. Blocking."""
         if self.lake:
             from ._ducklake import maintain
 
-            maintain(cursor)
+            with self.writing():
+                maintain(cursor)
 
     def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint (unless told not to) and close. Blocking."""

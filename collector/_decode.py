@@ -16,11 +16,11 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-from eventscope.queries._gc import gc_paused
 from eventscope.queries.schema import (
     LINKS_SCHEMA,
     LOGS_SCHEMA,
@@ -32,14 +32,15 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ._attributes import any_value, attributes_dict, to_json
+from ._batches import LogBatch, TraceBatch
 from ._errors import BadRequest
 from ._wire import RawLogsRequest, RawTraceRequest, scan_raw_attributes
 
 __all__ = [
-    "LogBatch",
-    "TraceBatch",
     "decode_logs",
     "decode_traces",
     "parse_logs",
@@ -55,44 +56,16 @@ _MAX_TIME = 2**63 - 1  # nanosecond timestamps are signed 64-bit in Arrow and Du
 _SPAN_DERIVED = len(PROMOTED_COLUMNS)  # derived values past these are event-record only
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TraceBatch:
-    """The valid spans of one request as Arrow tables, and what was rejected and why."""
-
-    spans: pa.Table
-    links: pa.Table
-    events: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database (spans, links and span events)."""
-        return self.spans.num_rows + self.links.num_rows + self.events.num_rows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogBatch:
-    """The valid log records of one request as an Arrow table, and what was rejected."""
-
-    logs: pa.Table
-    rejected: int
-    error_message: str
-
-    @property
-    def rows(self) -> int:
-        """Rows this batch adds to the database."""
-        return self.logs.num_rows
-
-
 class _Rejections:
     """Counts rejected items and keeps the first few reasons for the partial-success message."""
 
     __slots__ = ("count", "messages")
 
-    def __init__(self) -> None:
+    def __init__(self, earlier: Sequence[str] = ()) -> None:
         self.count = 0
         self.messages: list[str] = []
+        for message in earlier:
+            self.add(message)
 
     def add(self, message: str) -> None:
         self.count += 1
@@ -112,28 +85,75 @@ class _Rejections:
 
 def _parse(
     body: bytes, content_type: str, message: type[Message], raw: Any, id_paths: _IdPaths
-) -> Any:
-    """Parse into ``raw`` (the same message with attributes kept as bytes, see ``_wire``)."""
+) -> tuple[Any, list[str]]:
+    """Parse into ``raw`` (the same message with attributes kept as bytes, see ``_wire``).
+
+    Returns the message and the reasons of items (spans, log records) left out because
+    they could not be read on their own: in OTLP JSON a span whose value is nested too
+    deeply, say, is rejected alone, as the protobuf path does (its attributes are read per
+    span there).
+    """
     if content_type == "application/x-protobuf":
         try:
-            return raw.FromString(body)
+            return raw.FromString(body), []
         except DecodeError as exc:
             raise BadRequest(
                 f"body is not a valid OTLP protobuf {message.__name__}: {exc}"
             ) from exc
-    request = message()
     try:
-        document = json.loads(body)
+        try:
+            document = json.loads(body)
+        except RecursionError:  # deeper than Python's json reads: no OTLP value is that deep
+            document = json.loads(_flatten_deep(body.decode("utf-8")))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise BadRequest(f"OTLP JSON body must be an object, got {type(document).__name__}")
+    request = message()
+    rejected: list[str] = []
     try:
         id_paths.to_base64(document)
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        try:
+            json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        except _JSON_ERRORS:
+            rejected = id_paths.drop_unreadable(document)
+            if not rejected:  # not an item's fault: the request itself is malformed
+                raise
+            request = message()
+            json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except _JSON_ERRORS as exc:
         raise BadRequest(f"body is not a valid OTLP JSON {message.__name__}: {exc}") from exc
-    return raw.FromString(request.SerializeToString())
+    return raw.FromString(request.SerializeToString()), rejected
+
+
+_JSON_ERRORS = (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError)
+#: JSON nesting kept by :func:`_flatten_deep`: protobuf reads at most 100 nested messages
+#: (an attribute's kvlist is three: AnyValue, KeyValueList, KeyValue), so nothing deeper
+#: than this can be a valid OTLP value.
+_MAX_JSON_DEPTH = 400
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _flatten_deep(text: str) -> str:
+    """``text`` with every array or object nested deeper than :data:`_MAX_JSON_DEPTH`
+    replaced by a string, so that Python's json can read the rest (it stops at ~1000)."""
+    out: list[str] = []
+    depth = 0
+    kept_to = 0
+    skip_from: int | None = None
+    for token in _JSON_TOKEN.finditer(text):
+        kind = token.group()
+        if kind in "[{":
+            depth += 1
+            if depth == _MAX_JSON_DEPTH and skip_from is None:
+                skip_from = token.start()
+        elif kind in "]}":
+            if depth == _MAX_JSON_DEPTH and skip_from is not None:
+                out += [text[kept_to:skip_from], '"(nested too deeply)"']
+                kept_to, skip_from = token.end(), None
+            depth -= 1
+    out.append(text[kept_to:])
+    return "".join(out)
 
 
 class _IdPaths:
@@ -144,9 +164,13 @@ class _IdPaths:
     per-item validation then rejects with a message naming the field.
     """
 
-    def __init__(self, outer: str, middle: str, inner: str, nested: tuple[str, ...]) -> None:
+    def __init__(
+        self, outer: str, middle: str, inner: str, nested: tuple[str, ...], item: type[Message]
+    ) -> None:
         self._path = (outer, middle, inner)
         self._nested = nested
+        self._item = item
+        self._noun = "span" if inner == "spans" else "log record"
 
     def to_base64(self, document: dict[str, Any]) -> None:
         outer, middle, inner = self._path
@@ -157,6 +181,38 @@ class _IdPaths:
                     for nested in self._nested:
                         for child in _list(item, nested):
                             _hex_ids(child)
+
+    def drop_unreadable(self, document: dict[str, Any]) -> list[str]:
+        """Remove the items that do not parse on their own; say why for each."""
+        outer, middle, inner = self._path
+        reasons = []
+        index = -1
+        for resource in _list(document, outer):
+            for scope in _list(resource, middle):
+                items = _list(scope, inner)
+                kept = []
+                for item in items:
+                    index += 1
+                    try:  # 97: the item sits three messages deep in the request
+                        json_format.ParseDict(
+                            item, self._item(), ignore_unknown_fields=True, max_recursion_depth=97
+                        )
+                    except _JSON_ERRORS as exc:
+                        name = item.get("name") if isinstance(item, dict) else None
+                        label = f" {name[:60]!r}" if isinstance(name, str) and name else ""
+                        reasons.append(
+                            f"{self._noun} #{index}{label}: not valid OTLP JSON: {_brief(exc)}"
+                        )
+                    else:
+                        kept.append(item)
+                items[:] = kept
+        return reasons
+
+
+def _brief(exc: BaseException) -> str:
+    """protobuf's JSON errors name every enclosing field; keep the start and the cause."""
+    text = str(exc)
+    return text if len(text) <= 200 else f"{text[:80]} … {text[-100:]}"
 
 
 def _list(obj: Any, camel: str) -> list[Any]:
@@ -189,8 +245,8 @@ def _hex_ids(item: Any) -> None:
             item[field] = base64.b64encode(raw).decode("ascii")
 
 
-_TRACE_IDS = _IdPaths("resourceSpans", "scopeSpans", "spans", ("links",))
-_LOG_IDS = _IdPaths("resourceLogs", "scopeLogs", "logRecords", ())
+_TRACE_IDS = _IdPaths("resourceSpans", "scopeSpans", "spans", ("links",), Span)
+_LOG_IDS = _IdPaths("resourceLogs", "scopeLogs", "logRecords", (), LogRecord)
 
 
 def parse_traces(body: bytes, content_type: str) -> Any:
@@ -199,7 +255,29 @@ def parse_traces(body: bytes, content_type: str) -> Any:
     Raises:
         BadRequest: the body cannot be decoded as that content type.
     """
+    return _parse(body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS)[0]
+
+
+def parse_traces_leniently(body: bytes, content_type: str) -> tuple[Any, list[str]]:
+    """:func:`parse_traces`, leaving out the spans of OTLP JSON that cannot be read on their
+    own (nested too deeply, say); returns the request and why each was left out."""
     return _parse(body, content_type, ExportTraceServiceRequest, RawTraceRequest, _TRACE_IDS)
+
+
+def decode_parsed_traces(parsed: tuple[Any, list[str]]) -> TraceBatch:
+    """:func:`decode_traces` of what :func:`parse_traces_leniently` returned."""
+    return decode_traces(*parsed)
+
+
+def parse_logs_leniently(body: bytes, content_type: str) -> tuple[Any, list[str]]:
+    """:func:`parse_logs`, leaving out the log records of OTLP JSON that cannot be read on
+    their own; returns the request and why each was left out."""
+    return _parse(body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS)
+
+
+def decode_parsed_logs(parsed: tuple[Any, list[str]]) -> LogBatch:
+    """:func:`decode_logs` of what :func:`parse_logs_leniently` returned."""
+    return decode_logs(*parsed)
 
 
 def parse_logs(body: bytes, content_type: str) -> Any:
@@ -208,7 +286,7 @@ def parse_logs(body: bytes, content_type: str) -> Any:
     Raises:
         BadRequest: the body cannot be decoded as that content type.
     """
-    return _parse(body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS)
+    return _parse(body, content_type, ExportLogsServiceRequest, RawLogsRequest, _LOG_IDS)[0]
 
 
 # --------------------------------------------------------------------------- validation
@@ -275,6 +353,7 @@ def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     """Build an Arrow table from row tuples, in C: one struct array from the tuples (no
     transposing in Python), its children then retyped to the schema without copying."""
     array = pa.array(rows, type=_storage_struct(schema))
+    assert isinstance(array, pa.StructArray)
     return pa.Table.from_arrays(
         [
             child if child.type == field.type else field.type.wrap_array(child)
@@ -317,16 +396,17 @@ def _links_and_events(
     return links, events
 
 
-def decode_traces(request: Any) -> TraceBatch:
+def decode_traces(request: Any, rejected_before: Sequence[str] = ()) -> TraceBatch:
     """Validate each span of a parsed request and return the valid ones as Arrow tables.
 
     A span that is invalid on its own (bad or all-zero ids, end before start, an unknown
     kind, a bad link) is rejected alone and counted; the others are kept.
+    ``rejected_before``: reasons of spans already left out while parsing (counted too).
     """
     spans: list[tuple[Any, ...]] = []
     links: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    rejected = _Rejections()
+    rejected = _Rejections(rejected_before)
     index = -1
     for resource_spans in request.resource_spans:
         resource_attrs = attributes_dict(resource_spans.resource.attributes)
@@ -420,7 +500,7 @@ def _record_problem(record: Any) -> str | None:
 _RECORD_KINDS = {"eventscope.publish": "publish", "eventscope.deliver": "deliver"}
 
 
-def decode_logs(request: Any) -> LogBatch:
+def decode_logs(request: Any, rejected_before: Sequence[str] = ()) -> LogBatch:
     """Validate each log record of a parsed request and return the valid ones as Arrow.
 
     Event records written by ``eventscope.instrumentation`` (``event_name``
@@ -428,7 +508,7 @@ def decode_logs(request: Any) -> LogBatch:
     messaging attributes promoted, exactly like spans.
     """
     rows: list[tuple[Any, ...]] = []
-    rejected = _Rejections()
+    rejected = _Rejections(rejected_before)
     index = -1
     for resource_logs in request.resource_logs:
         resource_attrs = attributes_dict(resource_logs.resource.attributes)
@@ -473,17 +553,3 @@ def decode_logs(request: Any) -> LogBatch:
         rejected=rejected.count,
         error_message=rejected.text("log records"),
     )
-
-
-@gc_paused()  # a row tuple per span: no cycles, but thousands of collections (see _gc)
-def decode_body(signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
-    """Parse and decode one request body of ``signal`` (``traces`` or ``logs``).
-
-    A pure function of its arguments, so it can run in a worker process.
-
-    Raises:
-        BadRequest: the body cannot be decoded as ``content_type``.
-    """
-    if signal == "traces":
-        return decode_traces(parse_traces(body, content_type))
-    return decode_logs(parse_logs(body, content_type))

@@ -14,16 +14,21 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal as os_signal  # `signal` names the telemetry signal here
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from . import _handoff
-from ._decode import LogBatch, TraceBatch, decode_body
 from ._errors import Overloaded
+from ._signals import Signal, Telemetry
 
-__all__ = ["DecodePool"]
+__all__ = ["Body", "DecodePool"]
+
+#: A request body: read already, or read when the pool has a slot for it.
+Body = bytes | Callable[[], Awaitable[bytes]]
 
 log = logging.getLogger("eventscope.collector")
 
@@ -32,14 +37,19 @@ def _warm() -> int:
     return 0
 
 
-def _decode_and_send(signal: str, body: bytes, content_type: str, folder: str) -> _handoff.Handoff:
-    """In a worker: :func:`decode_body`, the result handed back through ``folder``."""
-    return _handoff.send(decode_body(signal, body, content_type), folder)
+def _decode_and_send(
+    signal: Signal[Telemetry], body: bytes, content_type: str, folder: str
+) -> _handoff.Handoff[Telemetry]:
+    """In a worker: ``signal.decode``, the result handed back through ``folder``."""
+    return _handoff.send(signal, signal.decode(body, content_type), folder)
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: leave when the collector is gone (even after a SIGKILL, which
-    gives the pool no chance to stop its workers)."""
+    """Worker initializer: ignore Ctrl-C — a terminal sends SIGINT to the whole process
+    group, and the collector stops its workers itself once it has drained — and leave
+    when the collector is gone (even after a SIGKILL, which gives the pool no chance to
+    stop its workers)."""
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -52,8 +62,8 @@ def _exit_with_parent(parent: int) -> None:
 class DecodePool:
     """A pool of decoder processes, or inline decoding when ``workers`` is 0.
 
-    At most ``2 * workers`` bodies are read and decoding at once; further requests wait
-    before their body is read, so memory stays bounded under load.
+    At most ``2 * workers`` bodies are read and decoding at once (the pool's own slots);
+    further requests wait before their body is read, so memory stays bounded under load.
     """
 
     def __init__(self, workers: int) -> None:
@@ -79,31 +89,30 @@ class DecodePool:
             *(loop.run_in_executor(self._pool, _warm) for _ in range(self._workers))
         )
 
-    @property
-    def slots(self) -> asyncio.Semaphore:
-        """Held while a body is read and decoded."""
-        return self._slots
+    async def decode(self, signal: Signal[Telemetry], content_type: str, body: Body) -> Telemetry:
+        """Read (when ``body`` is a reader) and decode one body in a worker, or inline.
 
-    async def decode(self, signal: str, body: bytes, content_type: str) -> TraceBatch | LogBatch:
-        """Decode one body (see :func:`decode_body`) in a worker, or inline.
+        Waits for a slot first: at most ``2 * workers`` bodies are read and decoded at once.
 
         Raises:
-            BadRequest: the body cannot be decoded.
+            BadRequest: the body cannot be decoded (and whatever reading it raises).
             Overloaded: a worker died; the pool was restarted and the client should retry.
         """
-        if self._pool is None:
-            return decode_body(signal, body, content_type)
-        loop = asyncio.get_running_loop()
-        try:
-            handoff = await loop.run_in_executor(
-                self._pool, _decode_and_send, signal, body, content_type, self._folder
-            )
-        except BrokenProcessPool:
-            log.warning("a decoder process died; restarting the decoders (the client gets 503)")
-            await self.close()
-            await self.start()
-            raise Overloaded("a decoder process died and was restarted; retry") from None
-        return _handoff.receive(handoff)
+        async with self._slots:
+            data = body if isinstance(body, bytes) else await body()
+            if self._pool is None or self._folder is None:
+                return signal.decode(data, content_type)
+            loop = asyncio.get_running_loop()
+            try:
+                handoff = await loop.run_in_executor(
+                    self._pool, _decode_and_send, signal, data, content_type, self._folder
+                )
+            except BrokenProcessPool:
+                log.warning("a decoder process died; restarting the decoders (the client gets 503)")
+                await self.close()
+                await self.start()
+                raise Overloaded("a decoder process died and was restarted; retry") from None
+            return _handoff.receive(handoff)
 
     async def close(self) -> None:
         """Stop the workers (after the bodies they hold are decoded)."""

@@ -2,7 +2,7 @@
 on a shared path), for when one machine is not enough.
 
 ``--db ducklake:postgres:dbname=… host=…`` with ``--data-path /shared/lake/``. The DuckLake
-and PostgreSQL extensions come from PyPI wheels (``pip install 'eventscope[ducklake]'``)
+and PostgreSQL extensions come from PyPI wheels (the ``ducklake`` extra of the repository)
 and are installed from the wheel's file: nothing is downloaded at run time.
 """
 
@@ -28,7 +28,9 @@ def _extension_file(name: str) -> str:
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None or spec.origin is None:
         raise ConfigError(
-            f"db: DuckLake needs the {name} extension wheel; pip install 'eventscope[ducklake]'"
+            f"db: DuckLake needs the {name} extension wheel: pip install "
+            f"'duckdb-extension-{name}=={duckdb.__version__}' (or, in the repository, "
+            "pip install -e '.[ducklake]')"
         )
     version = duckdb.__version__
     found = sorted(Path(spec.origin).parent.glob(f"extensions/v{version}/{name}.duckdb_extension"))
@@ -64,6 +66,7 @@ def open_ducklake(
         connection.execute(f"INSTALL {_quote(_extension_file(name))}")
         connection.execute(f"LOAD {name}")
     options = []
+    data_path = ""
     if settings.data_path:
         data_path = str(Path(settings.data_path).expanduser().resolve()) + "/"
         Path(data_path).mkdir(parents=True, exist_ok=True)
@@ -81,7 +84,14 @@ def open_ducklake(
         connection.close()
         raise ConfigError(f"db: cannot attach {settings.db!r}: {str(exc).splitlines()[0]}") from exc
     connection.execute(f"USE {CATALOG}")
-    if settings.data_path:
+    if not settings.data_path:  # a reader: the files are where the catalog says
+        row = connection.execute(
+            f"SELECT data_path FROM ducklake_settings({_quote(CATALOG)})"
+        ).fetchone()
+        data_path = row[0] if row and row[0] else ""
+    if data_path:
+        # The only files this instance may read once external access is switched off (the
+        # collector and `eventscope query` do so before running anything a user typed).
         connection.execute("SET allowed_directories = [?]", [data_path])
     return connection, f"{settings.db} (data: {settings.data_path or 'from the catalog'})"
 

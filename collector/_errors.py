@@ -3,6 +3,7 @@
 EventscopeError
 ├── BadRequest              undecodable body, bad header (400)
 ├── Unauthorized            missing or wrong bearer token (401)
+├── RequestTimeout          the body did not arrive within --read-timeout (408)
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
 ├── Overloaded              the write queue is full; retry later (503 + Retry-After)
@@ -25,6 +26,12 @@ class Unauthorized(EventscopeError):
     """The bearer token is missing or wrong."""
 
     status = 401
+
+
+class RequestTimeout(EventscopeError):
+    """The request body did not arrive in time; the connection is closed."""
+
+    status = 408
 
 
 class PayloadTooLarge(EventscopeError):

@@ -18,24 +18,37 @@ is removed by the next one to start (:func:`remove_stale`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import pickle
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic
 
 import pyarrow as pa
+
+from ._signals import Signal, Telemetry
 
 __all__ = ["Handoff", "create_folder", "receive", "remove_stale", "send"]
 
 _PREFIX = "eventscope-decode-"
 _IN_BAND = 64 * 1024  # smaller batches (an SDK's few spans) are cheaper to pickle whole
 
-# (pickle of the batch, or of its type and its other fields when its tables are in a file;
-#  that file or None; (offset, length) of each table's IPC stream in the file)
-Handoff = tuple[bytes, str | None, tuple[tuple[int, int], ...]]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handoff(Generic[Telemetry]):
+    """A decoded batch on its way from a decoder process: what crosses the process pool."""
+
+    signal: Signal[Telemetry]
+    rejected: int
+    error_message: str
+    #: The file holding the batch's tables, or None when they are in :attr:`pickled`.
+    path: str | None
+    #: (offset, length) of each table's Arrow IPC stream in the file.
+    places: tuple[tuple[int, int], ...] = ()
+    #: The tables, pickled, when the batch is small or its file could not be written.
+    pickled: bytes = b""
 
 
 def _root() -> str | None:
@@ -69,24 +82,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def send(batch: Any, folder: str) -> Handoff:
-    """In the worker: ``batch`` (a dataclass holding Arrow tables) with its tables written to
-    a new file in ``folder``.
+def send(signal: Signal[Telemetry], batch: Telemetry, folder: str) -> Handoff[Telemetry]:
+    """In the worker: ``batch`` with its tables written to a new file in ``folder``.
 
     Small batches are pickled whole, and so is any batch whose file cannot be written (a
     full or missing folder): slower, never lost.
     """
-    fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
-    tables = {name: value for name, value in fields.items() if isinstance(value, pa.Table)}
-    if sum(table.nbytes for table in tables.values()) < _IN_BAND:
-        return pickle.dumps(batch, protocol=5), None, ()
+    tables = batch.tables
+    if sum(table.nbytes for table in tables) < _IN_BAND:
+        return _in_band(signal, batch)
     places = []
     path = None
     try:
         descriptor, path = tempfile.mkstemp(dir=folder)
         os.close(descriptor)
         with pa.OSFile(path, "wb") as file:
-            for table in tables.values():
+            for table in tables:
                 start = file.tell()
                 with pa.ipc.new_stream(file, table.schema) as stream:
                     stream.write_table(table)
@@ -95,24 +106,37 @@ def send(batch: Any, folder: str) -> Handoff:
         if path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        return pickle.dumps(batch, protocol=5), None, ()
-    rest = {name: value for name, value in fields.items() if name not in tables}
-    meta = pickle.dumps((type(batch), tuple(tables), rest), protocol=5)
-    return meta, path, tuple(places)
+        return _in_band(signal, batch)
+    return Handoff(
+        signal=signal,
+        rejected=batch.rejected,
+        error_message=batch.error_message,
+        path=path,
+        places=tuple(places),
+    )
 
 
-def receive(handoff: Handoff) -> Any:
+def _in_band(signal: Signal[Telemetry], batch: Telemetry) -> Handoff[Telemetry]:
+    return Handoff(
+        signal=signal,
+        rejected=batch.rejected,
+        error_message=batch.error_message,
+        path=None,
+        pickled=pickle.dumps(batch.tables, protocol=5),
+    )
+
+
+def receive(handoff: Handoff[Telemetry]) -> Telemetry:
     """In the collector: the batch, its Arrow tables read in place from the worker's file."""
-    meta, path, places = handoff
-    if path is None:
-        return pickle.loads(meta)
-    try:
-        mapped = pa.memory_map(path, "r").read_buffer()
-    finally:
-        os.unlink(path)
-    kind, names, rest = pickle.loads(meta)
-    tables = {
-        name: pa.ipc.open_stream(mapped.slice(start, size)).read_all()
-        for name, (start, size) in zip(names, places, strict=True)
-    }
-    return kind(**tables, **rest)
+    if handoff.path is None:
+        tables: tuple[pa.Table, ...] = pickle.loads(handoff.pickled)
+    else:
+        try:
+            mapped = pa.memory_map(handoff.path, "r").read_buffer()
+        finally:
+            os.unlink(handoff.path)
+        tables = tuple(
+            pa.ipc.open_stream(mapped.slice(start, size)).read_all()
+            for start, size in handoff.places
+        )
+    return handoff.signal.from_tables(tables, handoff.rejected, handoff.error_message)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +50,7 @@ class Metrics:
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (path, status)
     commit_seconds: Histogram = field(default_factory=lambda: Histogram(_COMMIT_BUCKETS))
     committed_rows: int = 0
-    queue_rows: Callable[[], int] = lambda: 0
+    queue_rows: int = 0  # a gauge the writer keeps
     #: Set by the retention loop (``_retention.RetentionFigures``) when it runs.
     retention: Any = None
 
@@ -84,7 +83,7 @@ class Metrics:
         lines += [
             "# HELP eventscope_queue_rows Rows decoded and waiting to be committed.",
             "# TYPE eventscope_queue_rows gauge",
-            f"eventscope_queue_rows {self.queue_rows()}",
+            f"eventscope_queue_rows {self.queue_rows}",
             "# HELP eventscope_committed_rows_total Rows committed to the database.",
             "# TYPE eventscope_committed_rows_total counter",
             f"eventscope_committed_rows_total {self.committed_rows}",

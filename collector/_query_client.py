@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import duckdb
 from eventscope.queries import BadParameter, EventscopeError
@@ -33,9 +33,15 @@ class QuerySource(Protocol):
 
     def call(self, endpoint: str, params: dict[str, str]) -> Any: ...
 
-    def __enter__(self) -> QuerySource: ...
+    def __enter__(self) -> Self: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
 
 
 class LocalSource:
@@ -127,7 +133,7 @@ class RemoteSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        """Nothing to close: every call is its own request."""
 
 
 class _RemoteError(EventscopeError):

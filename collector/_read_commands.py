@@ -223,6 +223,13 @@ def _duplicates_table(value: Any) -> Table:
     ]
 
 
+def _orphans_arguments(parser: argparse.ArgumentParser) -> None:
+    _window(parser)
+    parser.add_argument(
+        "--grace", help="only deliveries that started longer ago (default: the collector's, 5m)"
+    )
+
+
 def _orphans_table(value: Any) -> Table:
     columns = ["time", "event_id", "group", "reason"]
     return columns, [
@@ -370,8 +377,8 @@ READ_COMMANDS: dict[str, QueryCommand] = {
     "orphans": _command(
         "events/orphans",
         "deliveries whose event was never seen published",
-        _window,
-        (),
+        _orphans_arguments,
+        ("grace",),
         _orphans_table,
     ),
     "out-of-order": _command(

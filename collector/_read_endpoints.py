@@ -57,11 +57,11 @@ class _Reader:
     def time(self, name: str) -> int | None:
         return parse_time(name, self.text(name), now=self._now)
 
-    def window(self) -> dict[str, int | None]:
+    def window(self) -> tuple[int | None, int | None]:
         since, until = self.time("since"), self.time("until")
         if since is not None and until is not None and since >= until:
             raise BadParameter("since", "must be before until")
-        return {"since_ns": since, "until_ns": until}
+        return since, until
 
     def duration(self, name: str, default: int | None = None) -> int | None:
         return parse_duration(name, self.text(name), default)
@@ -118,9 +118,23 @@ def _rows(records: tuple[Any, ...]) -> dict[str, Any]:
 
 def requests_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
     """``/api/requests``: originating requests, with their trees' size and health."""
-    read = _Reader(params, (*_WINDOW, "service", "name", "status", "min_fanout",
-                            "correlation_id", "attribute", "sort", "limit", "offset", "grace",
-                            "lookback"))  # fmt: skip
+    read = _Reader(
+        params,
+        (
+            *_WINDOW,
+            "service",
+            "name",
+            "status",
+            "min_fanout",
+            "correlation_id",
+            "attribute",
+            "sort",
+            "limit",
+            "offset",
+            "grace",
+            "lookback",
+        ),
+    )
     attribute = read.text("attribute")
     pair = None
     if attribute is not None:
@@ -133,9 +147,11 @@ def requests_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, setting
     sort = read.text("sort") or "-start"
     if sort.lstrip("-+") not in SORTS:
         raise BadParameter("sort", f"must be one of {', '.join(SORTS)} (- for descending)")
+    since_ns, until_ns = read.window()
     page = requests(
         cursor,
-        **read.window(),
+        since_ns=since_ns,
+        until_ns=until_ns,
         service=read.text("service"),
         name=read.text("name"),
         status=read.text("status"),
@@ -179,12 +195,18 @@ def latency_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings
     """``/api/latency``: handler latency, overall and per time bucket."""
     filters = ("service", "consumer_group", "event_type", "destination", "handler")
     read = _Reader(params, (*_WINDOW, "group_by", "bucket", *filters))
+    since_ns, until_ns = read.window()
     return handler_latency(
         cursor,
         group_by=read.choice("group_by", tuple(GROUP_BY), "handler"),
         bucket_ns=read.duration("bucket"),
-        **read.window(),
-        **{name: read.text(name) for name in filters},
+        since_ns=since_ns,
+        until_ns=until_ns,
+        service=read.text("service"),
+        consumer_group=read.text("consumer_group"),
+        event_type=read.text("event_type"),
+        destination=read.text("destination"),
+        handler=read.text("handler"),
     ).to_json()
 
 
@@ -200,9 +222,18 @@ def lost_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: S
             grace_ns=read.duration("grace", settings.grace) or 0,
             lookback_ns=lookback,
             subscriptions=read.subscriptions(),
-            **read.window(),
+            since_ns=read.window()[0],
+            until_ns=read.window()[1],
         )
     )
+
+
+def orphans_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
+    """``/api/events/orphans``: deliveries whose event was never seen published."""
+    read = _Reader(params, (*_WINDOW, "grace"))
+    since_ns, until_ns = read.window()
+    grace = read.duration("grace", settings.grace) or 0
+    return _rows(orphan_deliveries(cursor, since_ns=since_ns, until_ns=until_ns, grace_ns=grace))
 
 
 def _ledger_endpoint(
@@ -212,9 +243,10 @@ def _ledger_endpoint(
 
     def endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
         read = _Reader(params, (*_WINDOW, *texts, *flags))
-        options = {name: read.text(name) for name in texts}
+        options: dict[str, str | bool | int | None] = {name: read.text(name) for name in texts}
         options.update({name: read.flag(name) for name in flags})
-        return _rows(query(cursor, **options, **read.window()))
+        options["since_ns"], options["until_ns"] = read.window()
+        return _rows(query(cursor, **options))
 
     endpoint.__doc__ = query.__doc__
     return endpoint
@@ -227,7 +259,8 @@ def topology_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, setting
         cursor,
         subscriptions=read.subscriptions(),
         grace_ns=read.duration("grace", settings.grace) or 0,
-        **read.window(),
+        since_ns=read.window()[0],
+        until_ns=read.window()[1],
     ).to_json()
 
 
@@ -237,7 +270,7 @@ READ_ENDPOINTS: dict[str, Any] = {
     "latency": latency_endpoint,
     "events/lost": lost_endpoint,
     "events/duplicates": _ledger_endpoint(duplicate_events),
-    "events/orphans": _ledger_endpoint(orphan_deliveries),
+    "events/orphans": orphans_endpoint,
     "events/out-of-order": _ledger_endpoint(out_of_order, ("entity_id", "consumer_group")),
     "events/versions": _ledger_endpoint(version_mix, ("event_type",), ("mixed_only",)),
     "topology": topology_endpoint,

@@ -37,7 +37,7 @@ async def run_read(
 
     def job() -> T:
         try:
-            with database.reading():
+            with database.reading(cursor):
                 return query(cursor, *args, **kwargs)
         finally:
             finished.set()

@@ -11,18 +11,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from ._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ._admission import BodyBytes
+from ._errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from ._signals import LOGS, TRACES, Signal
 from ._state import STATE
 
 __all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
@@ -34,7 +35,7 @@ _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 _CHUNK = 256 * 1024
 
 # gRPC status codes carried in the google.rpc.Status of an OTLP error response.
-_GRPC_CODES = {400: 3, 401: 16, 404: 5, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 408: 4, 413: 11, 415: 3, 429: 8, 500: 13, 503: 14}
 
 
 def request_content_type(request: web.Request) -> str:
@@ -59,24 +60,24 @@ def request_content_type(request: web.Request) -> str:
     return content_type
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, held: BodyBytes | None = None) -> bytes:
     """Read the body, inflating gzip / deflate here (the server runs with aiohttp's own
     decompression off), and stop as soon as it passes ``limit`` bytes — on the wire or
-    inflated — so a gzip bomb never fills memory.
+    inflated — so a gzip bomb never fills memory. A gzip body of several members (RFC 1952
+    allows it; ``cat a.gz b.gz``) is inflated whole. Bytes read and inflated are counted
+    against ``held`` as they arrive.
 
     Raises:
         PayloadTooLarge: the body is over ``limit`` bytes, before or after decompression.
         BadRequest: the compressed body is not valid gzip / deflate.
+        Overloaded: ``held``'s budget is exhausted.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} bytes")
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    inflater = None
-    if encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=31)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 47}.get(encoding)  # 47: zlib or gzip
+    inflater = None if wbits is None else zlib.decompressobj(wbits=wbits)
     chunks: list[bytes] = []
     received = size = 0
     try:
@@ -84,17 +85,26 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            if held is not None:
+                held.take(len(chunk))
             while chunk:
                 if inflater is None:
                     data, chunk = chunk, b""
+                elif inflater.eof:  # the next gzip member (trailing zero padding ends it)
+                    if not chunk.strip(b"\0"):
+                        break
+                    inflater = zlib.decompressobj(wbits=wbits or 31)
+                    continue
                 else:
                     data = inflater.decompress(chunk, limit - size + 1)
-                    chunk = inflater.unconsumed_tail
+                    chunk = inflater.unconsumed_tail or inflater.unused_data
                 size += len(data)
                 if size > limit:
                     raise PayloadTooLarge(
                         f"request body is over the limit of {limit} bytes after decompression"
                     )
+                if held is not None and inflater is not None:
+                    held.take(len(data))
                 chunks.append(data)
         if inflater is not None and not inflater.eof:
             raise BadRequest(f"body does not match its Content-Encoding {encoding}: truncated")
@@ -103,7 +113,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _respond(content_type: str, message: Any) -> web.Response:
+def _respond(content_type: str, message: Message) -> web.Response:
     if content_type == PROTOBUF:
         return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
     text = json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
@@ -120,46 +130,33 @@ def error_body(request: web.Request, status: int, message: str) -> web.Response:
     )
 
 
-async def _receive(
-    request: web.Request, signal: str, build: Callable[[int, str], Any]
-) -> web.Response:
+async def _receive(request: web.Request, signal: Signal[Any]) -> web.Response:
     state = request.app[STATE]
     content_type = request_content_type(request)
     state.writer.check_capacity()  # refuse before reading when the queue is already full
-    async with state.decoders.slots:
-        body = await read_body(request, state.settings.max_body_bytes)
-        batch = await state.decoders.decode(signal, body, content_type)
-    await state.writer.write(batch)
-    counter = "spans" if signal == "traces" else "log_records"
-    state.metrics.accepted[counter] += batch.rows if signal == "logs" else batch.spans.num_rows
-    state.metrics.rejected[counter] += batch.rejected
-    return _respond(content_type, build(batch.rejected, batch.error_message))
-
-
-def _trace_response(rejected: int, message: str) -> Any:
-    response = trace_service_pb2.ExportTraceServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_spans = rejected
-        response.partial_success.error_message = message
-    return response
-
-
-def _logs_response(rejected: int, message: str) -> Any:
-    response = logs_service_pb2.ExportLogsServiceResponse()
-    if rejected or message:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = message
-    return response
+    async with state.admission.request() as held:
+        # The body is read before a decoder slot is taken, with a deadline: a sender that
+        # is slow or silent holds only what it sent, never decoding capacity.
+        timeout = state.settings.read_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                body = await read_body(request, state.settings.max_body_bytes, held)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout:g} s (--read-timeout)"
+            ) from None
+        response = await state.intake.export(signal, content_type, body)
+    return _respond(content_type, response)
 
 
 async def receive_traces(request: web.Request) -> web.Response:
     """``POST /v1/traces``: store the valid spans; 200 once they are committed."""
-    return await _receive(request, "traces", _trace_response)
+    return await _receive(request, TRACES)
 
 
 async def receive_logs(request: web.Request) -> web.Response:
     """``POST /v1/logs``: store the valid log records; 200 once they are committed."""
-    return await _receive(request, "logs", _logs_response)
+    return await _receive(request, LOGS)
 
 
 _NO_METRICS = (

@@ -18,8 +18,16 @@ from ._errors import ConfigError
 __all__ = ["Settings", "parse_grace", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
-          "ki": 1024, "mi": 1024**2, "gi": 1024**3}  # fmt: skip
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
 
 
 def parse_size(text: str, name: str) -> int:
@@ -100,12 +108,18 @@ class Settings:
     checkpoint_threshold: int = 32 * 1024 * 1024
     #: Seconds a read query may run before it is interrupted.
     query_timeout: float = 30.0
+    #: Seconds a request body may take to arrive (408 after that; the connection closes).
+    #: It is read before a decoder slot is taken, so a slow sender holds no decoding.
+    read_timeout: float = 10.0
+    #: Seconds a connection may stay idle, between requests or before its first one.
+    idle_timeout: float = 75.0
     #: Most rows one SQL console / API query returns.
     query_row_limit: int = 10_000
     #: Seconds a client is told to wait when the queue is full.
     retry_after: int = 1
     #: How long after its publish an event may still be on its way (nanoseconds): younger
-    #: ones are not reported lost. The default of every read that counts lost events (API,
+    #: ones are not reported lost, nor deliveries younger than it whose publish is not seen
+    #: yet orphans. The default of every read that counts lost events or orphans (API,
     #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
     grace: int = 5 * 60 * 10**9
     #: Keep what started less than this long ago (nanoseconds); older spans, their links
@@ -117,6 +131,15 @@ class Settings:
     max_db_size: int | None = None
     #: Seconds between retention rounds.
     retention_interval: float = 60.0
+    #: Seconds between evaluations of the ledger series of ``/metrics`` (published,
+    #: deliveries, lost, duplicated, pending, latency); 0 switches them off.
+    metrics_interval: float = 30.0
+    #: How far back (nanoseconds) those evaluations learn which groups handle an event
+    #: type and look for the first delivery of a duplicate.
+    metrics_lookback: int = 3600 * 10**9
+    #: Most label sets (event type, destination, consumer group) of the ledger series;
+    #: more are folded into ``other``.
+    metrics_max_label_sets: int = 500
 
     def __post_init__(self) -> None:
         for name in ("port", "ui_port"):
@@ -129,13 +152,21 @@ class Settings:
             raise ConfigError(f"db_threads: must be at least 1, got {self.db_threads}")
         if self.db_write_threads < 1:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
-        for name in ("max_body_bytes", "max_queue_rows", "max_commit_rows", "query_row_limit",
-                     "checkpoint_threshold", "db_memory_limit", "max_db_size"):  # fmt: skip
+        for name in (
+            "max_body_bytes",
+            "max_queue_rows",
+            "max_commit_rows",
+            "query_row_limit",
+            "checkpoint_threshold",
+            "db_memory_limit",
+            "max_db_size",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {value}")
-        if self.query_timeout <= 0:
-            raise ConfigError(f"query_timeout: must be positive, got {self.query_timeout}")
+        for name in ("query_timeout", "read_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.grace < 0:
             raise ConfigError(f"grace: must not be negative, got {self.grace}")
         if self.retention is not None and self.retention <= 0:
@@ -146,6 +177,16 @@ class Settings:
             )
         if self.max_db_size is not None and self.is_ducklake:
             raise ConfigError("max_db_size: applies to a DuckDB file; on DuckLake use --retention")
+        if self.metrics_interval < 0:
+            raise ConfigError(
+                f"metrics_interval: must not be negative, got {self.metrics_interval}"
+            )
+        if self.metrics_lookback <= 0:
+            raise ConfigError(f"metrics_lookback: must be positive, got {self.metrics_lookback}")
+        if self.metrics_max_label_sets < 1:
+            raise ConfigError(
+                f"metrics_max_label_sets: must be at least 1, got {self.metrics_max_label_sets}"
+            )
         if self.token is not None and not self.token.strip():
             raise ConfigError("token: must not be empty when set")
 
@@ -171,21 +212,39 @@ class Settings:
         return self.db.startswith("ducklake:")
 
 
-_INTS = {"port", "ui_port", "max_queue_rows", "max_commit_rows", "query_row_limit", "retry_after",
-         "db_threads", "db_write_threads", "decode_workers"}  # fmt: skip
+_INTS = {
+    "port",
+    "ui_port",
+    "max_queue_rows",
+    "max_commit_rows",
+    "query_row_limit",
+    "retry_after",
+    "db_threads",
+    "db_write_threads",
+    "decode_workers",
+    "metrics_max_label_sets",
+}
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
     if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit", "max_db_size"):
         return parse_size(text, variable)
-    if name in ("grace", "retention"):
+    if name in ("grace", "metrics_lookback", "retention"):
         return parse_grace(text, variable)
+    if name == "metrics_interval":
+        return parse_grace(text, variable) / 1e9
     if name in _INTS:
         try:
             return int(text)
         except ValueError:
             raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if name in ("query_timeout", "ducklake_maintenance", "retention_interval"):
+    if name in (
+        "query_timeout",
+        "read_timeout",
+        "idle_timeout",
+        "ducklake_maintenance",
+        "retention_interval",
+    ):
         try:
             return float(text)
         except ValueError:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ._admission import Admission
 from ._database import Database
-from ._decode_pool import DecodePool
+from ._intake import Intake
 from ._metrics import Metrics
 from ._settings import Settings
 from ._writer import SpanWriter
@@ -17,19 +18,36 @@ __all__ = ["STATE", "CollectorState"]
 
 @dataclass(slots=True)
 class CollectorState:
-    """What the handlers need. ``database`` and ``writer`` are set while the app runs."""
+    """What the handlers need. ``database``, ``writer`` and ``intake`` are there while the
+    app runs (:meth:`start` … :meth:`stop`)."""
 
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     database: Database | None = None
     _writer: SpanWriter | None = None
-    _decoders: DecodePool | None = None
+    _intake: Intake | None = None
+    _admission: Admission | None = None
+
+    def start(self, database: Database, writer: SpanWriter, intake: Intake) -> None:
+        """The collector has started: these serve the requests from now on."""
+        self.database, self._writer, self._intake = database, writer, intake
+
+    def stop(self) -> None:
+        """The collector has stopped."""
+        self.database = self._writer = self._intake = None
+        self._admission = None
 
     @property
-    def decoders(self) -> DecodePool:
-        """The running decoder pool (only while the app is started)."""
-        assert self._decoders is not None, "the collector is not started"
-        return self._decoders
+    def admission(self) -> Admission:
+        """What request bodies may hold, and whether intake has stopped (while started)."""
+        assert self._admission is not None, "the collector is not started"
+        return self._admission
+
+    @property
+    def intake(self) -> Intake:
+        """The pipeline export requests go through (only while the app is started)."""
+        assert self._intake is not None, "the collector is not started"
+        return self._intake
 
     @property
     def writer(self) -> SpanWriter:

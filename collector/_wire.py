@@ -43,8 +43,14 @@ _RAW = {"Span", "Event", "Link", "LogRecord"}
 
 def _raw_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
-    for module in (common_pb2, resource_pb2, trace_pb2, logs_pb2, trace_service_pb2,
-                   logs_service_pb2):  # fmt: skip
+    for module in (
+        common_pb2,
+        resource_pb2,
+        trace_pb2,
+        logs_pb2,
+        trace_service_pb2,
+        logs_service_pb2,
+    ):
         file = descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
         stack = list(file.message_type)
         while stack:
@@ -79,6 +85,7 @@ def _convert(raw: bytes) -> tuple[str, tuple[int, int, Any] | None]:
     kv = _KeyValue.FromString(raw)
     value = kv.value
     kind = value.WhichOneof("value")
+    python: Any  # the attribute's value as JSON-compatible Python
     if kind == "string_value":
         python = value.string_value
         text = encode_str(python)
@@ -104,14 +111,14 @@ def _convert(raw: bytes) -> tuple[str, tuple[int, int, Any] | None]:
 def scan_raw_attributes(raw_attributes: Any) -> tuple[str, tuple[Any, ...]]:
     """JSON object text and derived column values of one ``attributes`` field kept as bytes.
 
-    The values are in ``PROMOTED_COLUMNS`` then ``RECORD_COLUMNS`` order.
+    The values are in ``PROMOTED`` then ``RECORD_DERIVED`` order (``eventscope.queries.schema``).
 
     Raises:
         google.protobuf.message.DecodeError: an attribute is not a valid ``KeyValue``.
     """
     if not raw_attributes:
         return "{}", EMPTY_PROMOTED
-    parts = []
+    parts: list[str] = []
     append = parts.append
     values: list[Any] | None = None
     ranks: list[int] = []

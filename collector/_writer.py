@@ -22,33 +22,27 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 from eventscope.queries._id_index import compact, index_rows_sql
+from eventscope.queries.schema import TABLES
 
 from ._database import Database
-from ._decode import LogBatch, TraceBatch
 from ._errors import Overloaded, StorageError
 from ._metrics import Metrics
+from ._signals import Signal, Telemetry
 
 __all__ = ["SpanWriter"]
 
 log = logging.getLogger("eventscope.collector")
 
-Batch = TraceBatch | LogBatch
+# (table, its rows) of one batch; the names are the schema's own, never user input.
+_Rows = tuple[tuple[str, pa.Table], ...]
 T = TypeVar("T")
 #: Seconds between checks whether the id index's recent rows make a run.
 _COMPACT_EVERY = 10.0
 
-# Table -> how to pull its Arrow table out of a batch. Fixed names: never user input.
-_TABLES: tuple[tuple[str, type, str], ...] = (
-    ("spans", TraceBatch, "spans"),
-    ("span_links", TraceBatch, "links"),
-    ("span_events", TraceBatch, "events"),
-    ("logs", LogBatch, "logs"),
-)
-
 
 @dataclass(slots=True)
 class _Pending:
-    batch: Batch | None  # None: a flush barrier
+    tables: _Rows | None  # None: a flush barrier
     done: asyncio.Future[None]
     rows: int = field(default=0)
 
@@ -65,8 +59,6 @@ class SpanWriter:
         retry_after: seconds suggested to refused clients.
         maintenance_interval: seconds between the database's upkeep runs (DuckLake
             compaction), done on the writer's thread between commits.
-        index_run_rows: the id index's recent rows are sorted into a run once there are
-            this many (queries/_id_index.py): fewer, larger runs make lookups cheaper.
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -81,8 +73,8 @@ class SpanWriter:
         metrics: Metrics,
         retry_after: int = 1,
         maintenance_interval: float = 300.0,
-        on_failure: Callable[[str], None] | None = None,
         index_run_rows: int = 1_000_000,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
         self._max_queue_rows = max_queue_rows
@@ -102,7 +94,6 @@ class SpanWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._thread_closed = False
-        metrics.queue_rows = lambda: self._queued_rows
 
     @property
     def failure(self) -> str | None:
@@ -124,7 +115,7 @@ class SpanWriter:
     async def start(self) -> None:
         """Open the writer's connection on its thread and start the commit loop."""
         loop = asyncio.get_running_loop()
-        self._connection = await loop.run_in_executor(self._thread, self._database.cursor)
+        self._connection = await loop.run_in_executor(self._thread, self._database.writer_cursor)
         self._task = asyncio.create_task(self._run(), name="eventscope-writer")
 
     def check_capacity(self, rows: int = 1) -> None:
@@ -147,8 +138,8 @@ class SpanWriter:
                 self._retry_after,
             )
 
-    async def write(self, batch: Batch) -> None:
-        """Queue a batch and return once it is committed.
+    async def write(self, signal: Signal[Telemetry], batch: Telemetry) -> None:
+        """Queue a batch of ``signal`` and return once it is committed.
 
         Raises:
             Overloaded: the queue is full or the writer is closing; nothing was stored.
@@ -158,8 +149,9 @@ class SpanWriter:
         if rows == 0:
             return
         self.check_capacity(rows)
-        pending = _Pending(batch, asyncio.get_running_loop().create_future(), rows)
-        self._queued_rows += rows
+        tables = tuple(zip(signal.tables, batch.tables, strict=True))
+        pending = _Pending(tables, asyncio.get_running_loop().create_future(), rows)
+        self._queue_rows(rows)
         self._queue.put_nowait(pending)
         # shield: a client that hangs up does not cancel the commit of what it sent
         await asyncio.shield(pending.done)
@@ -218,7 +210,7 @@ class SpanWriter:
                     break
                 group.append(following)
                 rows += following.rows
-            batches = [p.batch for p in group if p.batch is not None]
+            batches = [p.tables for p in group if p.tables is not None]
             started = time.perf_counter()
             failed: dict[int, BaseException] = {}
             try:
@@ -234,7 +226,7 @@ class SpanWriter:
                 failed = await self._commit_alone(group)
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
             for index, pending in enumerate(group):
-                self._queued_rows -= pending.rows
+                self._queue_rows(-pending.rows)
                 if pending.done.done():
                     continue
                 if index in failed:
@@ -293,7 +285,9 @@ class SpanWriter:
         self._maintained_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._database.maintain, self._connection)
+            connection = self._connection
+            assert connection is not None, "the writer is started before it commits"
+            await loop.run_in_executor(self._thread, self._database.maintain, connection)
         except Exception:  # upkeep can wait for the next round; ingest must go on
             log.exception("database upkeep failed")
 
@@ -301,13 +295,13 @@ class SpanWriter:
         loop = asyncio.get_running_loop()
         failed: dict[int, BaseException] = {}
         for index, pending in enumerate(group):
-            if pending.batch is None:
+            if pending.tables is None:
                 continue
             if self._failure is not None:
                 failed[index] = RuntimeError(self._failure)
                 continue
             try:
-                await loop.run_in_executor(self._thread, self._commit, [pending.batch])
+                await loop.run_in_executor(self._thread, self._commit, [pending.tables])
             except _CommitFailed as exc:
                 self._fail(exc)
                 failed[index] = exc
@@ -315,16 +309,27 @@ class SpanWriter:
                 failed[index] = exc
         return failed
 
-    def _commit(self, batches: Sequence[Batch]) -> None:
+    def _queue_rows(self, change: int) -> None:
+        self._queued_rows += change
+        self._metrics.queue_rows = self._queued_rows
+
+    def _commit(self, batches: Sequence[_Rows]) -> None:
         """Insert every table of every batch in one transaction. Runs on the writer thread."""
+        with self._database.writing():
+            self._transaction(batches)
+
+    def _transaction(self, batches: Sequence[_Rows]) -> None:
         connection = self._connection
         assert connection is not None
+        by_table: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
+        for batch in batches:
+            for table, arrow in batch:
+                if arrow.num_rows:
+                    by_table[table].append(arrow)
         connection.execute("BEGIN TRANSACTION")
         registered: dict[str, str] = {}
         try:
-            for table, kind, attribute in _TABLES:
-                parts = [getattr(b, attribute) for b in batches if isinstance(b, kind)]
-                parts = [p for p in parts if p.num_rows]
+            for table, parts in by_table.items():
                 if not parts:
                     continue
                 arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)

@@ -1,13 +1,12 @@
 """aiohttp: a server middleware that starts the originating request, and client propagation.
 
-aiohttp is imported only when :func:`client_trace_config` is called; the middleware needs
-nothing from it at import time.
+aiohttp is imported only when :func:`correlation_middleware` or :func:`client_trace_config`
+is called: importing the hooks never imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,20 +25,23 @@ from ._spans import HOOKS_KEY, fail
 
 DEFAULT_HEADER = "X-Correlation-ID"
 
-Handler = Callable[[Any], Awaitable[Any]]
+if TYPE_CHECKING:  # aiohttp is the user's, imported when the middleware is made
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.typedefs import Handler, Middleware
 
 
-def _route(request: Any) -> str:
+def _route(request: web.Request) -> str:
     info = getattr(request, "match_info", None)
     route = getattr(info, "route", None)
     resource = getattr(route, "resource", None)
     canonical = getattr(resource, "canonical", None)
-    return canonical or request.path
+    return canonical if isinstance(canonical, str) and canonical else request.path
 
 
 def correlation_middleware(
     *, hooks: Hooks | None = None, header: str = DEFAULT_HEADER
-) -> Callable[[Any, Handler], Awaitable[Any]]:
+) -> Middleware:
     """An aiohttp middleware that makes each request the root of its fan-out.
 
     It opens a SERVER span ``{method} {route}`` (child of an incoming ``traceparent``),
@@ -53,7 +55,9 @@ def correlation_middleware(
         header: the request / response header carrying the correlation id.
     """
 
-    async def middleware(request: Any, handler: Handler) -> Any:
+    from aiohttp import web
+
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         service = resolve_hooks(hooks)
         extracted = extract(request.headers)
         parent = extracted.context if extracted.valid else otel_context.get_current()
@@ -104,11 +108,10 @@ def correlation_middleware(
             if owned:
                 span.end()
 
-    middleware.__middleware_version__ = 1  # type: ignore[attr-defined]
-    return middleware
+    return web.middleware(middleware)
 
 
-def client_trace_config(*, header: str = DEFAULT_HEADER) -> Any:
+def client_trace_config(*, header: str = DEFAULT_HEADER) -> aiohttp.TraceConfig:
     """An ``aiohttp.TraceConfig`` that sends the trace context and correlation id along.
 
     ``ClientSession(trace_configs=[client_trace_config()])``: every outgoing request
@@ -117,7 +120,11 @@ def client_trace_config(*, header: str = DEFAULT_HEADER) -> Any:
     """
     import aiohttp
 
-    async def on_request_start(session: Any, context: Any, params: Any) -> None:
+    async def on_request_start(
+        session: aiohttp.ClientSession,
+        context: Any,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
         headers = params.headers
         correlation = current_correlation_id()
         ctx = otel_context.get_current()

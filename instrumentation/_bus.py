@@ -188,7 +188,8 @@ class EventBusInstrumentor(Instrumentor):
         ) -> str:
             call = bind(original, bus)
             if not patch.enabled or suppressed():
-                return await call(topic, payload, event_id=event_id, headers=headers)
+                published: str = await call(topic, payload, event_id=event_id, headers=headers)
+                return published
             fields = dict(headers or {})
             with resolve_hooks(None, self.hooks).publication(
                 system=_SYSTEM,
@@ -197,7 +198,8 @@ class EventBusInstrumentor(Instrumentor):
                 headers=fields,
                 message_id=event_id,
             ) as pub:
-                return await call(topic, payload, event_id=pub.event_id, headers=fields)
+                published = await call(topic, payload, event_id=pub.event_id, headers=fields)
+                return published
 
         return publish
 
@@ -205,7 +207,8 @@ class EventBusInstrumentor(Instrumentor):
         async def handle(bus: EventBus, state: _Group, event: Event) -> None:
             call = bind(original, bus)
             if not patch.enabled:
-                return await call(state, event)
+                await call(state, event)
+                return
             hooks = state.hooks or resolve_hooks(None, self.hooks)
             with hooks.delivery(
                 system=_SYSTEM,
@@ -219,7 +222,7 @@ class EventBusInstrumentor(Instrumentor):
                 message=event,
             ) as delivery:
                 try:
-                    return await call(state, event)
+                    await call(state, event)
                 except Exception:
                     if event.attempt >= bus.max_attempts:
                         delivery.mark(n.DEAD_LETTERED)

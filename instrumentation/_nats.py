@@ -121,10 +121,11 @@ class NatsInstrumentor(Instrumentor):
                 or otel_context.get_value(_IN_PUBLISH)
                 or suppressed()
             ):
-                return await call(subject, payload, reply, headers)
+                await call(subject, payload, reply, headers)
+                return
             headers = dict(headers or {})
             with self._publication(subject, headers, "publish"):
-                return await call(subject, payload, reply, headers)
+                await call(subject, payload, reply, headers)
 
         return publish
 

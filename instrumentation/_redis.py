@@ -12,7 +12,7 @@ import collections
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio.client import Pipeline, Redis
 
@@ -23,6 +23,10 @@ from ._deliver import Delivery
 from ._explicit import Described, register
 from ._patch import Instrumentor, Patch, bind
 from ._spans import suppressed
+
+# redis ships its own types, in which Redis is not generic; the obsolete types-redis stubs,
+# which some environments still have installed (and mypy prefers), make it generic.
+_Client: TypeAlias = "Redis[Any]"  # type: ignore[type-arg, unused-ignore]
 
 _SYSTEM = "redis"
 _PENDING_LIMIT = 100_000
@@ -159,7 +163,7 @@ def _open(
 
 
 async def _open_entries(
-    client: Redis,
+    client: _Client,
     hooks: Hooks,
     stream: str,
     group: str,
@@ -189,7 +193,7 @@ async def _open_entries(
         )
 
 
-async def _attempts(client: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+async def _attempts(client: _Client, stream: str, group: str, ids: list[str]) -> dict[str, int]:
     """Delivery counts from XPENDING (one round trip), for entries handed out again."""
     if not ids:
         return {}
@@ -217,7 +221,7 @@ class RedisInstrumentor(Instrumentor):
 
     def _xadd(self, original: Any, patch: Patch) -> Any:
         def xadd(
-            client: Redis, name: Any, fields: Mapping[Any, Any], *args: Any, **kwargs: Any
+            client: _Client, name: Any, fields: Mapping[Any, Any], *args: Any, **kwargs: Any
         ) -> Any:
             call = bind(original, client)
             if not patch.enabled or isinstance(client, Pipeline) or suppressed():
@@ -241,7 +245,7 @@ class RedisInstrumentor(Instrumentor):
 
     def _xreadgroup(self, original: Any, patch: Patch) -> Any:
         def xreadgroup(
-            client: Redis,
+            client: _Client,
             groupname: Any,
             consumername: Any,
             streams: Mapping[Any, Any],
@@ -260,7 +264,7 @@ class RedisInstrumentor(Instrumentor):
             )
 
         async def traced(
-            client: Redis, reply: Any, group: str, streams: Mapping[Any, Any], handler: str
+            client: _Client, reply: Any, group: str, streams: Mapping[Any, Any], handler: str
         ) -> Any:
             response = await reply
             if not response:
@@ -278,14 +282,14 @@ class RedisInstrumentor(Instrumentor):
 
     def _claim(self, verb: str) -> Any:
         def make(original: Any, patch: Patch) -> Any:
-            def claim(client: Redis, name: Any, groupname: Any, *args: Any, **kwargs: Any) -> Any:
+            def claim(client: _Client, name: Any, groupname: Any, *args: Any, **kwargs: Any) -> Any:
                 reply = bind(original, client)(name, groupname, *args, **kwargs)
                 if not patch.enabled or isinstance(client, Pipeline) or kwargs.get("justid"):
                     return reply
                 return traced(client, reply, name, groupname, _caller())
 
             async def traced(
-                client: Redis, reply: Any, name: Any, groupname: Any, handler: str
+                client: _Client, reply: Any, name: Any, groupname: Any, handler: str
             ) -> Any:
                 response = await reply
                 items = response if verb == "xclaim" else (response[1] if response else [])
@@ -308,7 +312,7 @@ class RedisInstrumentor(Instrumentor):
 
 
 def _xack(original: Any, patch: Patch) -> Any:
-    def xack(client: Redis, name: Any, groupname: Any, *ids: Any) -> Any:
+    def xack(client: _Client, name: Any, groupname: Any, *ids: Any) -> Any:
         reply = bind(original, client)(name, groupname, *ids)
         if not patch.enabled or isinstance(client, Pipeline):
             return reply

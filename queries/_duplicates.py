@@ -6,7 +6,9 @@
   an error), ``redelivered`` (none of those: e.g. delivered again after a success, and
   that delivery failed) — or more than one publish of one event id (``published_twice``).
 - *Orphan*: a delivery whose event was never seen published (``never_published``), or
-  one that names no event id and has no producer span (``no_event_id``).
+  one that names no event id and has no producer span (``no_event_id``) — judged only
+  ``grace`` after it started: services export on their own schedules, so a publish span
+  often arrives a moment after the spans of its deliveries.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ._ledger import group_chunks
+from ._errors import BadParameter
+from ._ledger import DEFAULT_GRACE_NS, group_chunks
 from ._records import DuplicateEvent, OrphanDelivery
 from ._sources import ALL_TIME, Sources, publishes_sql
+from ._times import now_ns
 
 __all__ = ["DUPLICATE_KINDS", "duplicate_events", "orphan_deliveries"]
 
@@ -60,7 +64,8 @@ SELECT message_id, consumer_group, count(*) AS deliveries,
        coalesce(min(start_time) FILTER (WHERE outcome IN ('error', 'dead_lettered'))
                 < max(start_time), false) AS after_failure,
        list(attempt ORDER BY start_time, attempt) AS attempts,
-       epoch_ns(min(start_time)), epoch_ns(max(start_time)),
+       epoch_ns(min(start_time)), epoch_ns(list(start_time ORDER BY start_time)[2]),
+       epoch_ns(max(start_time)),
        arg_min(event_type, start_time), arg_min(destination, start_time),
        arg_min(correlation_id, start_time),
        list(DISTINCT service_name ORDER BY service_name)
@@ -77,9 +82,9 @@ WITH twice AS (
     GROUP BY h HAVING count(*) > 1
 )
 SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
-       epoch_ns(min(publish_time)), epoch_ns(max(publish_time)),
-       arg_min(event_type, publish_time), arg_min(destination, publish_time),
-       arg_min(correlation_id, publish_time)
+       epoch_ns(min(publish_time)), epoch_ns(list(publish_time ORDER BY publish_time)[2]),
+       epoch_ns(max(publish_time)), arg_min(event_type, publish_time),
+       arg_min(destination, publish_time), arg_min(correlation_id, publish_time)
 FROM ({publishes})
 WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM twice)
 GROUP BY message_id
@@ -125,8 +130,24 @@ def duplicate_events(
 
 
 def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
-    (event_id, group, deliveries, ok, errors, skipped, dead, after_failure, attempts, first,
-     last, event_type, destination, correlation, services) = row  # fmt: skip
+    (
+        event_id,
+        group,
+        deliveries,
+        ok,
+        errors,
+        skipped,
+        dead,
+        after_failure,
+        attempts,
+        first,
+        second,
+        last,
+        event_type,
+        destination,
+        correlation,
+        services,
+    ) = row
     kinds = tuple(
         kind
         for kind, on in (
@@ -157,6 +178,7 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
         dead_lettered=dead,
         attempts=tuple(attempts),
         first_ns=first,
+        second_ns=second,
         last_ns=last,
         correlation_id=correlation,
         services=tuple(services),
@@ -167,7 +189,8 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
 
 
 def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
-    event_id, publishes, services, first, last, event_type, destination, correlation = row
+    (event_id, publishes, services, first, second, last, event_type, destination,
+     correlation) = row  # fmt: skip
     return DuplicateEvent(
         event_id=event_id,
         event_type=event_type,
@@ -182,6 +205,7 @@ def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
         dead_lettered=0,
         attempts=(),
         first_ns=first,
+        second_ns=second,
         last_ns=last,
         correlation_id=correlation,
         services=tuple(services),
@@ -196,9 +220,10 @@ SELECT d.message_id, d.event_type, d.destination, d.consumer_group, d.service_na
        d.source, d.correlation_id,
        CASE WHEN d.message_id IS NULL THEN 'no_event_id' ELSE 'never_published' END
 FROM ({deliveries}) d
-WHERE (d.message_id IS NULL AND d.publish_time IS NULL)
-   OR (d.message_id IS NOT NULL AND d.message_id NOT IN (
-           SELECT message_id FROM ({publishes}) WHERE message_id IS NOT NULL))
+WHERE d.start_time < make_timestamp_ns($judged)
+  AND ((d.message_id IS NULL AND d.publish_time IS NULL)
+       OR (d.message_id IS NOT NULL AND d.message_id NOT IN (
+               SELECT message_id FROM ({publishes}) WHERE message_id IS NOT NULL)))
 ORDER BY d.start_time, d.trace_id, d.span_id
 """
 
@@ -213,6 +238,7 @@ WITH d AS MATERIALIZED (
            trace_id, span_id, start_time, attempt, outcome, source, correlation_id,
            publish_time
     FROM ({deliveries})
+    WHERE start_time < make_timestamp_ns($judged)
 ), unmatched AS MATERIALIZED (
     SELECT DISTINCT message_id FROM d
     WHERE message_id IS NOT NULL AND message_id NOT IN (
@@ -241,25 +267,49 @@ def orphan_deliveries(
     *,
     since_ns: int | None = None,
     until_ns: int | None = None,
+    grace_ns: int = DEFAULT_GRACE_NS,
 ) -> tuple[OrphanDelivery, ...]:
     """Deliveries in the window whose event was never seen published (at any time).
 
     Args:
         cursor: a DuckDB connection or cursor on the eventscope database.
         since_ns, until_ns: deliveries that started in this window.
+        grace_ns: only deliveries that started at least this long ago are judged; the
+            publish of a younger one may still arrive. (Unlike ``lost_events``, from now,
+            not from ``until_ns``: the publish is looked for in everything stored.)
+
+    Raises:
+        BadParameter: a negative ``grace_ns``.
     """
+    if grace_ns < 0:
+        raise BadParameter("grace", "must not be negative")
+    judged = now_ns() - grace_ns
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         if since_ns is None and until_ns is None:  # everything: one anti-join is cheaper
             sql = _ORPHANS.format(deliveries=src.deliveries, publishes=publishes_sql(ALL_TIME))
         else:
             sql = _ORPHANS_IN_WINDOW.format(deliveries=src.deliveries, publishes=src.publishes)
-        rows = cursor.execute(sql, src.params).fetchall()
+        rows = cursor.execute(sql, {**src.params, "judged": max(judged, 0)}).fetchall()
     return tuple(_orphan(row) for row in rows)
 
 
 def _orphan(row: tuple[Any, ...]) -> OrphanDelivery:
-    (event_id, event_type, destination, group, service, handler, trace_id, span_id, start,
-     attempt, outcome, source, correlation, reason) = row  # fmt: skip
+    (
+        event_id,
+        event_type,
+        destination,
+        group,
+        service,
+        handler,
+        trace_id,
+        span_id,
+        start,
+        attempt,
+        outcome,
+        source,
+        correlation,
+        reason,
+    ) = row
     if reason == "no_event_id":
         detail = f"a delivery to {group} names no event id and no producer span links to it"
     else:

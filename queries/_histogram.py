@@ -92,13 +92,21 @@ def latency_histogram(
             where += f" AND {FILTERS[name]} = $f_{name}"
             params[f"f_{name}"] = value
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        sql = _HISTOGRAM.format(deliveries=src.deliveries, key=GROUP_BY[group_by],
-                                filters=where, per_decade=BINS_PER_DECADE)  # fmt: skip
+        sql = _HISTOGRAM.format(
+            deliveries=src.deliveries,
+            key=GROUP_BY[group_by],
+            filters=where,
+            per_decade=BINS_PER_DECADE,
+        )
         rows = cursor.execute(sql, {**src.params, **params}).fetchall()
     bins: dict[str, list[LatencyBin]] = {"processing": [], "queue_wait": []}
     for measure, b, count in rows:
         low = 10 ** (b / BINS_PER_DECADE)
         high = 10 ** ((b + 1) / BINS_PER_DECADE)
         bins[measure].append(LatencyBin(low_ns=low, high_ns=high, count=count))
-    return LatencyHistogram(group_by=group_by, key=key, processing=tuple(bins["processing"]),
-                            queue_wait=tuple(bins["queue_wait"]))  # fmt: skip
+    return LatencyHistogram(
+        group_by=group_by,
+        key=key,
+        processing=tuple(bins["processing"]),
+        queue_wait=tuple(bins["queue_wait"]),
+    )

@@ -91,10 +91,15 @@ def handler_latency(
         raise BadParameter("group_by", f"must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     if bucket_ns is not None and bucket_ns <= 0:
         raise BadParameter("bucket", "must be a positive duration")
-    filters, params = "", {}
-    for name, value in (("service", service), ("consumer_group", consumer_group),
-                        ("event_type", event_type), ("destination", destination),
-                        ("handler", handler)):  # fmt: skip
+    filters, params = "", dict[str, str | int]()
+    named = {
+        "service": service,
+        "consumer_group": consumer_group,
+        "event_type": event_type,
+        "destination": destination,
+        "handler": handler,
+    }
+    for name, value in named.items():
         if value is not None:
             filters += f" AND {FILTERS[name]} = ${name}"
             params[name] = value
@@ -173,9 +178,12 @@ def _percentiles(values: list[float] | None) -> Percentiles:
 
 
 def _stats(
-    count: int, errors: int, processing: list[float] | None, wait: list[float] | None,
+    count: int,
+    errors: int,
+    processing: list[float] | None,
+    wait: list[float] | None,
     seconds: float,
-) -> LatencyStats:  # fmt: skip
+) -> LatencyStats:
     return LatencyStats(
         count=count,
         errors=errors,

@@ -187,7 +187,7 @@ def lost_events(
         subscriptions_table = subscription_table(subscriptions)
         subscribed = _subscribed(cursor, src, subscriptions_table)
         groups = set(src.consumer_groups())
-        groups.update(subscriptions_table.column("consumer_group").to_pylist())
+        groups.update(str(g) for g in subscriptions_table.column("consumer_group").to_pylist())
         event_filter = ""
         if event_ids is not None:
             ids = src.register(id_table(event_ids))

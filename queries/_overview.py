@@ -171,10 +171,16 @@ def overview(
     )
     stored, first, last = cursor.execute(_EXTENT).fetchone() or (0, None, None)
     return Overview(
-        since_ns=since_ns, until_ns=until_ns, bucket_ns=width, services=services,
-        event_types=event_types, activity=activity, stored_rows=stored,
-        first_stored_ns=first, last_stored_ns=last,
-    )  # fmt: skip
+        since_ns=since_ns,
+        until_ns=until_ns,
+        bucket_ns=width,
+        services=services,
+        event_types=event_types,
+        activity=activity,
+        stored_rows=stored,
+        first_stored_ns=first,
+        last_stored_ns=last,
+    )
 
 
 _ZEROS = (0,) * 6

@@ -60,7 +60,8 @@ class _Json:
 
     def to_json(self) -> dict[str, Any]:
         """This record as the JSON object the API returns."""
-        return to_json_value(self)
+        record: dict[str, Any] = to_json_value(self)
+        return record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +112,7 @@ class DuplicateEvent(_Json):
     dead_lettered: int
     attempts: tuple[int, ...]
     first_ns: int
+    second_ns: int
     last_ns: int
     correlation_id: str | None
     services: tuple[str, ...]

@@ -170,7 +170,7 @@ def requests(
         if page:
             total = page[0][3]
         else:
-            total = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchone()[0]
+            [(total,)] = cursor.execute(f"SELECT count(*) FROM ({candidates})", params).fetchall()
         roots = _roots(cursor, [row[:3] for row in page])
         summaries = _summaries(cursor, roots, grace_ns, lookback_ns, subscriptions)
         return RequestPage(
@@ -189,9 +189,12 @@ def requests(
         summaries = [s for s in summaries if s.size >= min_fanout]
     summaries.sort(key=lambda s: (s.start_ns, s.span_id))
     summaries.sort(key=lambda s: _value(s, key), reverse=descending)
-    page = summaries[offset : offset + limit]
     return RequestPage(
-        rows=tuple(page), total=len(summaries), offset=offset, limit=limit, sort=sort
+        rows=tuple(summaries[offset : offset + limit]),
+        total=len(summaries),
+        offset=offset,
+        limit=limit,
+        sort=sort,
     )
 
 
@@ -230,8 +233,12 @@ def _filters(
     attribute: tuple[str, str] | None,
 ) -> tuple[str, dict[str, Any]]:
     filters, params = "", {}
-    for column, value in (("service_name", service), ("name", name), ("status_code", status),
-                          ("correlation_id", correlation_id)):  # fmt: skip
+    for column, value in (
+        ("service_name", service),
+        ("name", name),
+        ("status_code", status),
+        ("correlation_id", correlation_id),
+    ):
         if value is not None:
             filters += f" AND {column} = ${column}"
             params[column] = value

@@ -127,8 +127,18 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
         for d, t, s, a, svc, n, k in cursor.execute(_LINKS, key).fetchall()
     )
     return SpanDetail(
-        trace_id=row[0], span_id=row[1], parent_span_id=row[2], service=row[3], name=row[4],
-        kind=row[5], start_ns=row[6], end_ns=row[7], status_code=row[8], status_message=row[9],
-        attributes=json.loads(row[10]), resource_attributes=json.loads(row[11]),
-        events=events, links=links,
-    )  # fmt: skip
+        trace_id=row[0],
+        span_id=row[1],
+        parent_span_id=row[2],
+        service=row[3],
+        name=row[4],
+        kind=row[5],
+        start_ns=row[6],
+        end_ns=row[7],
+        status_code=row[8],
+        status_message=row[9],
+        attributes=json.loads(row[10]),
+        resource_attributes=json.loads(row[11]),
+        events=events,
+        links=links,
+    )

@@ -2,7 +2,9 @@
 
 An edge goes from a producing service through a (destination, event type) to a consumer
 group. A delivery belongs to the producer of its event id (the first publish); deliveries
-of events never seen published hang under producer None.
+of events never seen published hang under producer None — once they started longer than
+``grace`` ago (as ``orphan_deliveries`` judges them): before that, their publish may still
+arrive, and they are left out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records_stats import Percentiles, Topology, TopologyEdge
 from ._scratch import Scratch
 from ._sources import Sources
+from ._times import now_ns
 
 __all__ = ["topology"]
 
@@ -35,6 +38,8 @@ WITH p AS (
            epoch_ns(d.end_time) - epoch_ns(d.start_time) AS processing,
            epoch_ns(d.start_time) - epoch_ns(d.publish_time) AS queue_wait
     FROM ({{deliveries}}) d LEFT JOIN p ON p.message_id = d.message_id
+    -- a delivery whose publish is not seen yet is no orphan until the grace period is over
+    WHERE p.producer IS NOT NULL OR d.start_time < make_timestamp_ns($judged)
 ), edges AS (
     SELECT producer, destination, event_type, consumer_group,
            list(DISTINCT service_name ORDER BY service_name) AS services,
@@ -94,11 +99,15 @@ def topology(
     Args:
         cursor: a DuckDB connection or cursor on the eventscope database.
         since_ns, until_ns: publishes and deliveries in this window.
-        grace_ns, subscriptions: for the lost counts, as in ``lost_events``.
+        grace_ns, subscriptions: for the lost counts, as in ``lost_events``; deliveries of
+            events not seen published count (under producer None) only after ``grace_ns``,
+            as in ``orphan_deliveries``.
     """
+    judged = max(now_ns() - grace_ns, 0)
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         rows = cursor.execute(
-            _EDGES.format(publishes=src.publishes, deliveries=src.deliveries), src.params
+            _EDGES.format(publishes=src.publishes, deliveries=src.deliveries),
+            {**src.params, "judged": judged},
         ).fetchall()
     lost = lost_events(
         cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
@@ -120,8 +129,12 @@ def topology(
     for key, count in lost_count.items():  # expected groups that never handled anything
         if key not in edges:
             edges[key] = _empty_edge(key, count)
-    ordered = sorted(edges.values(), key=lambda e: tuple(str(v or "") for v in (
-        e.producer, e.destination, e.event_type, e.consumer_group)))  # fmt: skip
+    ordered = sorted(
+        edges.values(),
+        key=lambda e: tuple(
+            str(v or "") for v in (e.producer, e.destination, e.event_type, e.consumer_group)
+        ),
+    )
     return Topology(
         services=tuple(
             sorted(
@@ -148,8 +161,20 @@ def _percentiles(values: list[float] | None) -> Percentiles:
 
 
 def _edge(row: tuple[Any, ...], lost: Counter[Any], duplicates: Counter[Any]) -> TopologyEdge:
-    (producer, destination, event_type, group, services, handlers, published, deliveries,
-     handled, errors, processing, wait) = row  # fmt: skip
+    (
+        producer,
+        destination,
+        event_type,
+        group,
+        services,
+        handlers,
+        published,
+        deliveries,
+        handled,
+        errors,
+        processing,
+        wait,
+    ) = row
     key = (producer, destination, event_type, group)
     return TopologyEdge(
         producer=producer,

@@ -164,8 +164,7 @@ def learned_groups(
     since, until = first_ns - lookback_ns, last_ns + lookback_ns
     _seen_in(fetched, keys, since, until, learned)
     known = set.intersection(*(learned.get(key, set()) for key in keys))
-    window = {"since_ns": since, "until_ns": until}
-    with Sources(cursor, **window) as src:
+    with Sources(cursor, since_ns=since, until_ns=until) as src:
         ordered = sorted(keys)
         name = src.register(
             pa.table(
@@ -269,7 +268,7 @@ def _queue_wait(
             matching = [o for o in producers if o.event_id == item.event_id] or producers
             if matching:
                 published = min(o.start for o in matching)
-    if published is None and item.event_id in first_publish:
+    if published is None and item.event_id is not None and item.event_id in first_publish:
         published = first_publish[item.event_id]
     return None if published is None else item.start - published
 
@@ -397,14 +396,15 @@ def _lost_marks(
     marks: list[LostMark] = []
     by_node: dict[int, tuple[str, ...]] = {}
     done: set[str] = set()
-    for item in sorted((i for i in items if i.is_publish and i.event_id), key=lambda i: i.start):
-        if item.event_id in done or item.start >= lost_before_ns:
+    for item in sorted((i for i in items if i.is_publish), key=lambda i: i.start):
+        event_id = item.event_id
+        if not event_id or event_id in done or item.start >= lost_before_ns:
             continue
-        done.add(item.event_id)
+        done.add(event_id)
         key = (item.destination or "", item.event_type or "")
         missing = []
         for group in sorted(learned.get(key, set()) | configured.get(key, set())):
-            outcomes = [o for _, o in delivered.get((item.event_id, group), [])]
+            outcomes = [o for _, o in delivered.get((event_id, group), [])]
             if any(o in _HANDLED for o in outcomes):
                 continue
             reason = (
@@ -414,7 +414,7 @@ def _lost_marks(
             )
             marks.append(
                 LostMark(
-                    event_id=item.event_id,
+                    event_id=event_id,
                     consumer_group=group,
                     reason=reason,
                     span_id=item.span_id,
@@ -449,8 +449,7 @@ def _records(
             duplicate = kinds_of.get(pair)
             if duplicate is not None:
                 break
-        if (duplicate is None and item.is_publish and item.event_id
-                and publishes[item.event_id] > 1):  # fmt: skip
+        if duplicate is None and item.is_publish and item.event_id and publishes[item.event_id] > 1:
             duplicate = "published_twice"
         parent = item.parent
         children = item.children

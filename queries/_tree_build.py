@@ -10,7 +10,10 @@ Edges, in order of strength (``../shared/DESIGN.md``):
 3. ``correlation`` — only when neither exists: a fragment top (or event record) hangs under
    the publish of its event, else under the delivery whose event caused it (causation id),
    else — when it carries the tree's correlation id and the root is an originating
-   request — under the root.
+   request — under the root. Of the causing event's deliveries (every group, every
+   attempt) it takes the one that published it: in the publisher's service, whose start
+   and end hold the publish time (:func:`_fit`); another one only if that one is not in
+   the tree.
 
 Strong edges are followed to exhaustion before a weak one is taken, so a span is placed by
 the strongest edge that reaches it.
@@ -56,6 +59,12 @@ class Index:
                 self.by_cause[item.causation_id].append(item)
             if item.correlation_id:
                 self.by_correlation[item.correlation_id].append(item)
+        # every delivery of each event id, spans and records: who may have published what
+        # a top's causation id names (_fit picks the one)
+        self.deliveries: dict[str, list[Item]] = defaultdict(list)
+        for item in (*pool.spans.values(), *pool.records):
+            if item.is_delivery and item.event_id:
+                self.deliveries[item.event_id].append(item)
         # the event ids each span's links name (a batch span handles one per link)
         self.link_messages: dict[tuple[str, str], list[str]] = defaultdict(list)
         for link in pool.links:
@@ -63,6 +72,20 @@ class Index:
             named = link.message_id or (target.event_id if target and target.is_publish else None)
             if named:
                 self.link_messages[link.holder].append(named)
+
+
+def _fit(item: Item, delivery: Item) -> tuple[int, int, int, int, int, str]:
+    """How well ``delivery`` (of the event ``item``'s causation id names) explains ``item``;
+    smaller is better. The publisher's service first (a publish record is sent by the
+    service whose handler ran), then a delivery running at the publish time (so the attempt
+    that published it, not a failed one before it, nor another group's), then the same
+    trace, then the nearest in time."""
+    at = item.start if item.is_publish else (item.publish_time or item.start)
+    other_service = int(item.is_publish and item.service != delivery.service)
+    outside = int(not delivery.start <= at <= delivery.end)
+    distance = max(delivery.start - at, at - delivery.end, 0)
+    other_trace = int(item.trace_id != delivery.trace_id)
+    return (other_service, outside, other_trace, distance, delivery.start, delivery.span_id)
 
 
 def _link_allowed(near: Item, far: Item) -> bool:
@@ -90,8 +113,9 @@ def assemble(
     reached: dict[int, Item] = {id(root): root}
     order = [root]
     strong = [root]
-    weak: list[tuple[int, int, int, Item, Item]] = []
+    weak: list[tuple[int, int, tuple[int | str, ...], int, Item, Item]] = []
     counter = 0
+    best: dict[int, Item] = {}  # a caused item's best delivery to hang under (_fit)
 
     def attach(item: Item, parent: Item, edge: str) -> None:
         item.parent, item.edge, item.depth = parent, edge, parent.depth + 1
@@ -101,10 +125,18 @@ def assemble(
         order.append(item)
         strong.append(item)
 
-    def offer(item: Item, parent: Item, rank: int) -> None:
+    def offer(item: Item, parent: Item, rank: int, fit: tuple[int | str, ...] = ()) -> None:
         nonlocal counter
         counter += 1
-        heapq.heappush(weak, (rank, item.start, counter, item, parent))
+        heapq.heappush(weak, (rank, item.start, fit, counter, item, parent))
+
+    def offer_caused(item: Item, delivery: Item) -> None:
+        """Under the delivery that published it (rank 1); under another delivery of the
+        causing event only once nothing better is on offer (rank 2)."""
+        if id(item) not in best:
+            candidates = index.deliveries.get(item.causation_id or "", ())
+            best[id(item)] = min(candidates, key=lambda d: _fit(item, d), default=delivery)
+        offer(item, delivery, 1 if best[id(item)] is delivery else 2, _fit(item, delivery))
 
     root.parent, root.edge, root.depth, root.children = None, "root", 0, []
     leftovers = iter(
@@ -125,17 +157,20 @@ def assemble(
                 if id(child) not in reached:
                     attach(child, node, "child")
             for other in index.linked.get(node.key, ()):
-                if (id(other) not in reached and id(other) in index.is_top
-                        and _link_allowed(node, other)):  # fmt: skip
+                if (
+                    id(other) not in reached
+                    and id(other) in index.is_top
+                    and _link_allowed(node, other)
+                ):
                     attach(other, node, "link")
             if node.event_id and node.is_publish:
                 for waiting in index.by_event.get(node.event_id, ()):
                     offer(waiting, node, 0)
             if node.event_id and node.is_delivery:
                 for waiting in index.by_cause.get(node.event_id, ()):
-                    offer(waiting, node, 1)
+                    offer_caused(waiting, node)
         while weak:
-            _, _, _, item, parent = heapq.heappop(weak)
+            *_, item, parent = heapq.heappop(weak)
             if id(item) not in reached:
                 attach(item, parent, "correlation")
                 break

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
@@ -139,11 +140,49 @@ class Item:
         "trace_id",
     )
 
-    def __init__(self, row: tuple, source: str) -> None:  # type: ignore[type-arg]
-        (self.trace_id, self.span_id, self.parent_span_id, self.service, self.name, self.kind,
-         self.start, self.end, self.status, self.destination, self.event_id,
-         self.correlation_id, self.causation_id, self.event_type, self.consumer_group,
-         self.handler, self.outcome, self.attempt, self.publish_time) = row  # fmt: skip
+    # what a row holds (schema.TREE_COLUMNS, in that order); times are nanoseconds
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service: str
+    name: str
+    kind: str
+    start: int
+    end: int
+    status: str
+    destination: str | None
+    event_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    event_type: str | None
+    consumer_group: str | None
+    handler: str | None
+    outcome: str | None
+    attempt: int | None
+    publish_time: int | None
+
+    def __init__(self, row: tuple[Any, ...], source: str) -> None:
+        (
+            self.trace_id,
+            self.span_id,
+            self.parent_span_id,
+            self.service,
+            self.name,
+            self.kind,
+            self.start,
+            self.end,
+            self.status,
+            self.destination,
+            self.event_id,
+            self.correlation_id,
+            self.causation_id,
+            self.event_type,
+            self.consumer_group,
+            self.handler,
+            self.outcome,
+            self.attempt,
+            self.publish_time,
+        ) = row
         self.source = source
         #: (trace id, span id)
         self.key: tuple[str, str] = (self.trace_id, self.span_id)
@@ -183,7 +222,7 @@ class Pool:
     truncated: bool = False
 
 
-def _items(rows: Iterable[tuple], source: str = "span") -> list[Item]:  # type: ignore[type-arg]
+def _items(rows: Iterable[tuple[Any, ...]], source: str = "span") -> list[Item]:
     return [Item(row, source) for row in rows]
 
 
@@ -260,7 +299,8 @@ def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, 
         where = bound("trace", first.trace_id) or where
         trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id, **where}).fetchall())
         return _top(trace, [first]), found_by, trace + items
-    if cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchone()[0]:
+    [(in_records,)] = cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchall()
+    if in_records:
         raise NotFound(
             f"root: {root!r} appears only in event records: its trace was sampled out, "
             "so there are no spans to build a tree from"
@@ -364,7 +404,7 @@ def collect(
 
 def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
     try:
-        low, high = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchone()
+        [(low, high)] = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchall()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
         # a catalog without row ids (DuckLake): one wide scan
         return _items(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -127,67 +128,64 @@ RECORD_DERIVED: tuple[Derived, ...] = (
     Derived("end_time", _NS, ("eventscope.end_time",)),
 )
 
-_PROMOTED_FIELDS = [pa.field(d.column, d.type) for d in PROMOTED]
+_PROMOTED_FIELDS: list[pa.Field[Any]] = [pa.field(d.column, d.type) for d in PROMOTED]
 
-SPANS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("trace_state", pa.string()),
-        ("service_name", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.string()),
-        ("start_time", _NS),
-        ("end_time", _NS),
-        ("duration_ms", pa.float64()),
-        ("status_code", pa.string()),
-        ("status_message", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        ("scope_version", pa.string()),
-        *_PROMOTED_FIELDS,
-    ]
+
+def _schema(*columns: tuple[str, pa.DataType] | pa.Field[Any]) -> pa.Schema:
+    return pa.schema([c if isinstance(c, pa.Field) else pa.field(*c) for c in columns])
+
+
+SPANS_SCHEMA = _schema(
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("parent_span_id", pa.string()),
+    ("trace_state", pa.string()),
+    ("service_name", pa.string()),
+    ("name", pa.string()),
+    ("kind", pa.string()),
+    ("start_time", _NS),
+    ("end_time", _NS),
+    ("duration_ms", pa.float64()),
+    ("status_code", pa.string()),
+    ("status_message", pa.string()),
+    ("attributes", _JSON),
+    ("resource_attributes", _JSON),
+    ("scope_name", pa.string()),
+    ("scope_version", pa.string()),
+    *_PROMOTED_FIELDS,
 )
-LINKS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("linked_trace_id", pa.string()),
-        ("linked_span_id", pa.string()),
-        ("linked_trace_state", pa.string()),
-        ("attributes", _JSON),
-        ("start_time", _NS),
-    ]
+LINKS_SCHEMA = _schema(
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("linked_trace_id", pa.string()),
+    ("linked_span_id", pa.string()),
+    ("linked_trace_state", pa.string()),
+    ("attributes", _JSON),
+    ("start_time", _NS),
 )
-SPAN_EVENTS_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("time", _NS),
-        ("name", pa.string()),
-        ("attributes", _JSON),
-    ]
+SPAN_EVENTS_SCHEMA = _schema(
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("time", _NS),
+    ("name", pa.string()),
+    ("attributes", _JSON),
 )
-LOGS_SCHEMA = pa.schema(
-    [
-        ("time", _NS),
-        ("observed_time", _NS),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("severity_number", pa.int32()),
-        ("severity_text", pa.string()),
-        ("body", _JSON),
-        ("event_name", pa.string()),
-        ("record_kind", pa.string()),
-        ("service_name", pa.string()),
-        ("attributes", _JSON),
-        ("resource_attributes", _JSON),
-        ("scope_name", pa.string()),
-        *_PROMOTED_FIELDS,
-        ("end_time", _NS),
-    ]
+LOGS_SCHEMA = _schema(
+    ("time", _NS),
+    ("observed_time", _NS),
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("severity_number", pa.int32()),
+    ("severity_text", pa.string()),
+    ("body", _JSON),
+    ("event_name", pa.string()),
+    ("record_kind", pa.string()),
+    ("service_name", pa.string()),
+    ("attributes", _JSON),
+    ("resource_attributes", _JSON),
+    ("scope_name", pa.string()),
+    *_PROMOTED_FIELDS,
+    ("end_time", _NS),
 )
 #: Table name -> the Arrow schema of the rows the collector inserts into it.
 TABLES: dict[str, pa.Schema] = {

@@ -13,6 +13,14 @@ from collector_process import Collector
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The `eventscope` fixture comes from the package's pytest11 entry point; an editable
+    # install made before the entry point existed still tests it.
+    if not config.pluginmanager.has_plugin("eventscope"):
+        config.pluginmanager.import_plugin("eventscope.instrumentation.pytest_plugin")
+
+
 BROKERS = {
     "rabbitmq": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_RABBITMQ_PORT", "5672"))),
     "nats": ("127.0.0.1", int(os.environ.get("EVENTSCOPE_TEST_NATS_PORT", "4222"))),
@@ -61,12 +69,14 @@ def postgres_dsn() -> str:
 
 @pytest.fixture
 def collectors(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
-    """Factory: ``collectors("name.duckdb", *serve_args)`` starts an `eventscope serve` on a
-    fresh file; every one still running is stopped (or killed) after the test."""
+    """Factory: ``collectors("name.duckdb", *serve_args, env={...})`` starts an `eventscope
+    serve` on a fresh file; every one still running is stopped (or killed) after the test."""
     started: list[Collector] = []
 
-    def start(name: str = "eventscope.duckdb", *args: str) -> Collector:
-        server = Collector(tmp_path / name, *args)
+    def start(
+        name: str = "eventscope.duckdb", *args: str, env: dict[str, str] | None = None
+    ) -> Collector:
+        server = Collector(tmp_path / name, *args, env=env)
         started.append(server)
         return server.start()
 

@@ -7,11 +7,18 @@ the x axes are typed ``date``, so the browser shows them in its own time zone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
-from eventscope.queries import HandlerLatency, LatencyHistogram, LatencyRow, Overview, Topology
+from eventscope.queries import (
+    HandlerLatency,
+    LatencyHistogram,
+    LatencyRow,
+    LatencyStats,
+    Overview,
+    Topology,
+)
 
 __all__ = [
     "activity",
@@ -24,7 +31,7 @@ __all__ = [
     "wait_vs_processing",
 ]
 
-_LAYOUT = {
+_LAYOUT: dict[str, Any] = {
     "margin": {"l": 48, "r": 16, "t": 28, "b": 36},
     "paper_bgcolor": "rgba(0,0,0,0)",
     "plot_bgcolor": "rgba(0,0,0,0)",
@@ -32,6 +39,10 @@ _LAYOUT = {
     "legend": {"orientation": "h", "y": -0.18},
     "hovermode": "x unified",
 }
+
+
+#: Figures with nothing to zoom or pan (maps, treemaps) show no toolbar over their labels.
+_NO_TOOLBAR = {"modebar": False}
 
 
 def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> dict[str, Any]:
@@ -76,8 +87,9 @@ def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -
     """Spans, requests, errors, publishes and failed deliveries per time bucket, plus
     ``anomalies`` (name -> count per bucket: lost, duplicated) when given."""
     x = [_ms(b.start_ns) for b in summary.activity]
-    fig = go.Figure(layout={**_LAYOUT, **_local_time_x(summary.since_ns, summary.until_ns),
-                            "height": 300})  # fmt: skip
+    fig = go.Figure(
+        layout={**_LAYOUT, **_local_time_x(summary.since_ns, summary.until_ns), "height": 300}
+    )
     for name, values, colour in (
         ("spans", [b.spans for b in summary.activity], "#4e79a7"),
         ("requests", [b.requests for b in summary.activity], "#59a14f"),
@@ -86,12 +98,22 @@ def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -
         ("errors", [b.errors for b in summary.activity], "#e15759"),
         ("failed deliveries", [b.failed_deliveries for b in summary.activity], "#f28e2b"),
     ):
-        fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines", line_shape="hv",
-                                 line={"color": colour, "width": 2}))  # fmt: skip
-    for (name, values), colour in zip((anomalies or {}).items(), ("#b07aa1", "#edc948"),
-                                      strict=False):  # fmt: skip
-        fig.add_trace(go.Bar(x=x, y=values, name=f"{name} events", marker_color=colour,
-                             opacity=0.8))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values,
+                name=name,
+                mode="lines",
+                line_shape="hv",
+                line={"color": colour, "width": 2},
+            )
+        )
+    for (name, values), colour in zip(
+        (anomalies or {}).items(), ("#b07aa1", "#edc948"), strict=False
+    ):
+        fig.add_trace(
+            go.Bar(x=x, y=values, name=f"{name} events", marker_color=colour, opacity=0.8)
+        )
     return figure_json(fig)
 
 
@@ -104,50 +126,98 @@ def wait_vs_processing(latency: HandlerLatency) -> str:
     rows = list(reversed(latency.rows[:30]))
     labels = short_labels([r.key for r in latency.rows])
     keys = [_plain(labels[r.key]) for r in rows]
-    fig = go.Figure(layout={**_LAYOUT, "barmode": "stack", "hovermode": "y unified",
-                            "height": max(220, 26 * len(rows) + 90),
-                            "xaxis": {"title": {"text": "median, ms"}},
-                            "margin": {**_LAYOUT["margin"], "l": 160}})  # fmt: skip
-    fig.add_trace(go.Bar(y=keys, x=[_ns_to_ms(r.stats.queue_wait.p50) for r in rows],
-                         name="queue wait", orientation="h", marker_color="#b5c4dc"))  # fmt: skip
-    fig.add_trace(go.Bar(y=keys, x=[_ns_to_ms(r.stats.processing.p50) for r in rows],
-                         name="processing", orientation="h", marker_color="#4e79a7"))  # fmt: skip
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            "barmode": "stack",
+            "hovermode": "y unified",
+            "height": max(220, 26 * len(rows) + 90),
+            "xaxis": {"title": {"text": "median, ms"}},
+            "margin": {**_LAYOUT["margin"], "l": 160},
+        }
+    )
+    fig.add_trace(
+        go.Bar(
+            y=keys,
+            x=[_ns_to_ms(r.stats.queue_wait.p50) for r in rows],
+            name="queue wait",
+            orientation="h",
+            marker_color="#b5c4dc",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=keys,
+            x=[_ns_to_ms(r.stats.processing.p50) for r in rows],
+            name="processing",
+            orientation="h",
+            marker_color="#4e79a7",
+        )
+    )
     return figure_json(fig)
 
 
 def latency_histogram(histogram: LatencyHistogram) -> str:
     """Processing and queue wait of one key, in logarithmic bins."""
-    fig = go.Figure(layout={**_LAYOUT, "barmode": "overlay", "height": 300, "bargap": 0.02,
-                            "xaxis": {"type": "log", "title": {"text": "ms (log scale)"}},
-                            "yaxis": {"title": {"text": "deliveries"}}})  # fmt: skip
-    for name, bins, colour in (("queue wait", histogram.queue_wait, "#b5c4dc"),
-                               ("processing", histogram.processing, "#4e79a7")):  # fmt: skip
-        fig.add_trace(go.Bar(
-            x=[(b.low_ns * b.high_ns) ** 0.5 / 1e6 for b in bins],
-            width=[(b.high_ns - b.low_ns) / 1e6 for b in bins],
-            y=[b.count for b in bins], name=name, marker_color=colour, opacity=0.75,
-            customdata=[[b.low_ns / 1e6, b.high_ns / 1e6] for b in bins],
-            hovertemplate="%{customdata[0]:.3g}–%{customdata[1]:.3g} ms: %{y}<extra>" + name
-            + "</extra>",
-        ))  # fmt: skip
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            "barmode": "overlay",
+            "height": 300,
+            "bargap": 0.02,
+            "xaxis": {"type": "log", "title": {"text": "ms (log scale)"}},
+            "yaxis": {"title": {"text": "deliveries"}},
+        }
+    )
+    for name, bins, colour in (
+        ("queue wait", histogram.queue_wait, "#b5c4dc"),
+        ("processing", histogram.processing, "#4e79a7"),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=[(b.low_ns * b.high_ns) ** 0.5 / 1e6 for b in bins],
+                width=[(b.high_ns - b.low_ns) / 1e6 for b in bins],
+                y=[b.count for b in bins],
+                name=name,
+                marker_color=colour,
+                opacity=0.75,
+                customdata=[[b.low_ns / 1e6, b.high_ns / 1e6] for b in bins],
+                hovertemplate="%{customdata[0]:.3g}–%{customdata[1]:.3g} ms: %{y}<extra>"
+                + name
+                + "</extra>",
+            )
+        )
     return figure_json(fig)
 
 
 def percentiles_over_time(row: LatencyRow, since_ns: int, until_ns: int) -> str:
     """p50 / p95 / p99 of processing and p50 / p95 of queue wait per time bucket."""
     x = [_ms(b.start_ns) for b in row.buckets]
-    fig = go.Figure(layout={**_LAYOUT, **_local_time_x(since_ns, until_ns), "height": 300,
-                            "yaxis": {"title": {"text": "ms"}}})  # fmt: skip
-    for name, pick, colour, dash in (
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            **_local_time_x(since_ns, until_ns),
+            "height": 300,
+            "yaxis": {"title": {"text": "ms"}},
+        }
+    )
+    series: tuple[tuple[str, Callable[[LatencyStats], float | None], str, str], ...] = (
         ("processing p50", lambda s: s.processing.p50, "#4e79a7", "solid"),
         ("processing p95", lambda s: s.processing.p95, "#4e79a7", "dash"),
         ("processing p99", lambda s: s.processing.p99, "#4e79a7", "dot"),
         ("queue wait p50", lambda s: s.queue_wait.p50, "#9c755f", "solid"),
         ("queue wait p95", lambda s: s.queue_wait.p95, "#9c755f", "dash"),
-    ):
-        fig.add_trace(go.Scatter(x=x, y=[_ns_to_ms(pick(b.stats)) for b in row.buckets],
-                                 name=name, mode="lines+markers",
-                                 line={"color": colour, "dash": dash, "width": 2}))  # fmt: skip
+    )
+    for name, pick, colour, dash in series:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[_ns_to_ms(pick(b.stats)) for b in row.buckets],
+                name=name,
+                mode="lines+markers",
+                line={"color": colour, "dash": dash, "width": 2},
+            )
+        )
     return figure_json(fig)
 
 
@@ -176,13 +246,27 @@ def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
         + [v[1] for v in services.values()]
         + [v[1] for v in counts.values()]
     )
-    fig = go.Figure(layout={**_LAYOUT, "height": 320, "margin": {"l": 4, "r": 4, "t": 4, "b": 4}})
-    fig.add_trace(go.Icicle(
-        ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
-        customdata=[[round(t, 3)] for t in time_ms], root={"color": "#eef3fd"},
-        hovertemplate="%{label}<br>%{value} spans, %{customdata[0]} ms in total<extra></extra>",
-        tiling={"orientation": "v"},
-    ))  # fmt: skip
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            "height": 320,
+            "margin": {"l": 4, "r": 4, "t": 4, "b": 4},
+            "meta": _NO_TOOLBAR,
+        }
+    )
+    fig.add_trace(
+        go.Icicle(
+            ids=ids,
+            labels=labels,
+            parents=parents,
+            values=values,
+            branchvalues="total",
+            customdata=[[round(t, 3)] for t in time_ms],
+            root={"color": "#eef3fd"},
+            hovertemplate="%{label}<br>%{value} spans, %{customdata[0]} ms in total<extra></extra>",
+            tiling={"orientation": "v"},
+        )
+    )
     return figure_json(fig)
 
 
@@ -229,12 +313,26 @@ def topology_sankey(topology: Topology) -> str:
         value.insert(0, max(count, 1))
         colour.insert(0, "rgba(89,161,79,0.35)")
         text.insert(0, f"{count} events published")
-    fig = go.Figure(layout={**_LAYOUT, "height": max(320, 36 * len(labels)),
-                            "margin": {"l": 8, "r": 8, "t": 8, "b": 8}})  # fmt: skip
-    fig.add_trace(go.Sankey(
-        arrangement="snap",
-        node={"label": labels, "color": colours, "pad": 18, "thickness": 16},
-        link={"source": source, "target": target, "value": value, "color": colour,
-              "customdata": text, "hovertemplate": "%{customdata}<extra></extra>"},
-    ))  # fmt: skip
+    fig = go.Figure(
+        layout={
+            **_LAYOUT,
+            "height": max(320, 36 * len(labels)),
+            "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+            "meta": _NO_TOOLBAR,
+        }
+    )
+    fig.add_trace(
+        go.Sankey(
+            arrangement="snap",
+            node={"label": labels, "color": colours, "pad": 18, "thickness": 16},
+            link={
+                "source": source,
+                "target": target,
+                "value": value,
+                "color": colour,
+                "customdata": text,
+                "hovertemplate": "%{customdata}<extra></extra>",
+            },
+        )
+    )
     return figure_json(fig)

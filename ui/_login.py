@@ -52,9 +52,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     given = str(form.get("token", ""))
     if not hmac.compare_digest(given.encode(), token.encode()):
         return render(
-            "login.html", status=401, page="login", next=target, error="wrong token",
+            "login.html",
+            status=401,
+            page="login",
+            next=target,
+            error="wrong token",
             title="Sign in",
-        )  # fmt: skip
+        )
     response = web.HTTPSeeOther(target)
     response.set_cookie(
         COOKIE, given, httponly=True, samesite="Strict", path="/", secure=request.secure

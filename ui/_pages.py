@@ -26,9 +26,9 @@ __all__ = ["PAGES"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def page(key: str, template: str, *, live: bool = False, plots: bool = False) -> Callable[
-    [Callable[[web.Request], Awaitable[dict[str, Any]]]], Handler
-]:  # fmt: skip
+def page(
+    key: str, template: str, *, live: bool = False, plots: bool = False
+) -> Callable[[Callable[[web.Request], Awaitable[dict[str, Any]]]], Handler]:
     """Make a page handler from ``build(request) -> template context``.
 
     Args:
@@ -45,8 +45,13 @@ def page(key: str, template: str, *, live: bool = False, plots: bool = False) ->
             try:
                 context = await build(request)
             except EventscopeError as exc:
-                return render("error.html", status=exc.status, **{**common, "live": False},
-                              title="Error", message=str(exc))  # fmt: skip
+                return render(
+                    "error.html",
+                    status=exc.status,
+                    **{**common, "live": False},
+                    title="Error",
+                    message=str(exc),
+                )
             return render(template, **{**common, **context})
 
         return handle

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from aiohttp import web
@@ -20,8 +20,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 #: str.replace per character: much faster than str.translate on megabytes of JSON.
-_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-            ("\u2029", "\\u2029"))  # fmt: skip
+_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
 
 
 def json_block(value: Any) -> Markup:
@@ -59,7 +64,10 @@ def milliseconds(value: float | None) -> str:
     return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
 
 
-def secure(response: web.StreamResponse) -> web.StreamResponse:
+_Response = TypeVar("_Response", bound=web.StreamResponse)
+
+
+def secure(response: _Response) -> _Response:
     """Add the UI's security headers to ``response``."""
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"

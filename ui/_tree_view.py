@@ -38,8 +38,12 @@ class TreeView:
         extent = max((n["t"] + n["u"] for n in self.nodes), default=0.0)
         if self.settle_ms is not None:
             extent = max(extent, self.settle_ms)
-        return {"root": self.root_label, "settle_ms": self.settle_ms, "extent_ms": extent,
-                "nodes": self.nodes}  # fmt: skip
+        return {
+            "root": self.root_label,
+            "settle_ms": self.settle_ms,
+            "extent_ms": extent,
+            "nodes": self.nodes,
+        }
 
 
 def marks(node: TreeNode) -> list[list[str]]:
@@ -64,21 +68,44 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
     errors = lost = duplicates = 0
     while stack:
         node, parent, depth = stack.pop()
-        flags = marks(node) if (node.status == "error" or node.outcome not in (None, "ok")
-                                or node.lost_groups or node.duplicate) else []  # fmt: skip
+        flags = (
+            marks(node)
+            if (
+                node.status == "error"
+                or node.outcome not in (None, "ok")
+                or node.lost_groups
+                or node.duplicate
+            )
+            else []
+        )
         for css, _ in flags:
             errors += css == "error"
             lost += css == "lost"
             duplicates += css == "duplicate"
         index = len(nodes)
-        nodes.append({
-            "p": parent, "d": depth, "e": index, "n": node.name, "s": node.service,
-            "k": node.kind, "g": node.edge, "t": (node.start_ns - start) / _MS,
-            "w": (node.queue_wait_ns or 0) / _MS, "u": node.processing_ns / _MS,
-            "o": node.outcome, "f": flags, "c": int(node.critical), "tr": node.trace_id,
-            "sp": node.span_id, "et": node.event_type, "ev": node.event_id,
-            "cg": node.consumer_group, "h": node.handler,
-        })  # fmt: skip
+        nodes.append(
+            {
+                "p": parent,
+                "d": depth,
+                "e": index,
+                "n": node.name,
+                "s": node.service,
+                "k": node.kind,
+                "g": node.edge,
+                "t": (node.start_ns - start) / _MS,
+                "w": (node.queue_wait_ns or 0) / _MS,
+                "u": node.processing_ns / _MS,
+                "o": node.outcome,
+                "f": flags,
+                "c": int(node.critical),
+                "tr": node.trace_id,
+                "sp": node.span_id,
+                "et": node.event_type,
+                "ev": node.event_id,
+                "cg": node.consumer_group,
+                "h": node.handler,
+            }
+        )
         children = node.children
         for i in range(len(children) - 1, -1, -1):
             stack.append((children[i], index, depth + 1))

@@ -97,8 +97,13 @@ def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
     return counts
 
 
-EVENT_KINDS = (("all", "everything"), ("lost", "lost"), ("duplicate", "duplicated"),
-               ("orphan", "orphan deliveries"), ("out_of_order", "out of order"))  # fmt: skip
+EVENT_KINDS = (
+    ("all", "everything"),
+    ("lost", "lost"),
+    ("duplicate", "duplicated"),
+    ("orphan", "orphan deliveries"),
+    ("out_of_order", "out of order"),
+)
 
 
 async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
@@ -115,17 +120,30 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     lost, duplicates, orphans, reordered = await asyncio.gather(
         wanted("lost", lost_events, grace_ns=config.grace_ns),
         wanted("duplicate", duplicate_events),
-        wanted("orphan", orphan_deliveries), wanted("out_of_order", out_of_order),
-    )  # fmt: skip
-    return {"title": "Events", "since": since, "until": until, "kind": kind,
-            "kinds": EVENT_KINDS, "lost": lost, "duplicates": duplicates, "orphans": orphans,
-            "reordered": reordered}  # fmt: skip
+        wanted("orphan", orphan_deliveries, grace_ns=config.grace_ns),
+        wanted("out_of_order", out_of_order),
+    )
+    return {
+        "title": "Events",
+        "since": since,
+        "until": until,
+        "kind": kind,
+        "kinds": EVENT_KINDS,
+        "lost": lost,
+        "duplicates": duplicates,
+        "orphans": orphans,
+        "reordered": reordered,
+    }
 
 
 #: group_by values of the handlers page, with their labels.
-LATENCY_GROUPS = (("handler", "handler"), ("event_type", "event type"),
-                  ("consumer_group", "consumer group"), ("service", "service"),
-                  ("destination", "destination"))  # fmt: skip
+LATENCY_GROUPS = (
+    ("handler", "handler"),
+    ("event_type", "event type"),
+    ("consumer_group", "consumer group"),
+    ("service", "service"),
+    ("destination", "destination"),
+)
 _FIGURE_BUCKETS = 40
 
 
@@ -138,22 +156,29 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
         groups = ", ".join(dict(LATENCY_GROUPS))
         raise BadParameter("group_by", f"must be one of {groups}, got {group_by!r}")
     bucket = max(1, -(-(until - since) // _FIGURE_BUCKETS))
-    latency = await config.read(handler_latency, group_by=group_by, since_ns=since,
-                                until_ns=until, bucket_ns=bucket)  # fmt: skip
+    latency = await config.read(
+        handler_latency, group_by=group_by, since_ns=since, until_ns=until, bucket_ns=bucket
+    )
     keys = [row.key for row in latency.rows]
     selected_key = params.get("key")
     if selected_key is None or selected_key not in keys:
         selected_key = keys[0] if keys else None
     context: dict[str, Any] = {
-        "title": "Handlers", "since": since, "until": until, "group_by": group_by,
-        "groups": LATENCY_GROUPS, "latency": latency, "selected": None,
+        "title": "Handlers",
+        "since": since,
+        "until": until,
+        "group_by": group_by,
+        "groups": LATENCY_GROUPS,
+        "latency": latency,
+        "selected": None,
         "labels": _figures.short_labels(keys),
         "split_figure": _figures.wait_vs_processing(latency),
-    }  # fmt: skip
+    }
     if keys:
         row = latency.rows[keys.index(selected_key)]
-        histogram = await config.read(latency_histogram, group_by=group_by, key=row.key,
-                                      since_ns=since, until_ns=until)  # fmt: skip
+        histogram = await config.read(
+            latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+        )
         context["selected"] = row
         context["histogram_figure"] = _figures.latency_histogram(histogram)
         context["over_time_figure"] = _figures.percentiles_over_time(row, since, until)
@@ -162,10 +187,19 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
 
 PAGE_SIZE = 25
 #: (sort key of ``requests``, column heading) of the requests table, in order.
-REQUEST_COLUMNS = (("start", "started"), ("service", "service"), ("name", "request"),
-                   ("duration", "duration"), ("size", "spans"), ("depth", "depth"),
-                   ("handlers", "handlers"), ("settle", "settle time"), ("errors", "errors"),
-                   ("lost", "lost"), ("duplicates", "duplicated"))  # fmt: skip
+REQUEST_COLUMNS = (
+    ("start", "started"),
+    ("service", "service"),
+    ("name", "request"),
+    ("duration", "duration"),
+    ("size", "spans"),
+    ("depth", "depth"),
+    ("handlers", "handlers"),
+    ("settle", "settle time"),
+    ("errors", "errors"),
+    ("lost", "lost"),
+    ("duplicates", "duplicated"),
+)
 
 
 def _int(
@@ -209,12 +243,26 @@ async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
         "correlation_id": params.get("correlation_id") or None,
         "attribute": _attribute(params),
     }
-    found = await config.read(requests, since_ns=since, until_ns=until, sort=sort,
-                              limit=size, offset=(page - 1) * size, grace_ns=config.grace_ns,
-                              **filters)  # fmt: skip
-    return {"title": "Requests", "since": since, "until": until, "found": found, "sort": sort,
-            "page": page, "pages": max(1, -(-found.total // size)),
-            "columns": REQUEST_COLUMNS}  # fmt: skip
+    found = await config.read(
+        requests,
+        since_ns=since,
+        until_ns=until,
+        sort=sort,
+        limit=size,
+        offset=(page - 1) * size,
+        grace_ns=config.grace_ns,
+        **filters,
+    )
+    return {
+        "title": "Requests",
+        "since": since,
+        "until": until,
+        "found": found,
+        "sort": sort,
+        "page": page,
+        "pages": max(1, -(-found.total // size)),
+        "columns": REQUEST_COLUMNS,
+    }
 
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
@@ -236,15 +284,25 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     found = await config.read(topology, since_ns=since, until_ns=until, grace_ns=config.grace_ns)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
     figure = _figures.topology_sankey(found) if found.edges else None
-    return {"title": "Topology", "since": since, "until": until, "topology": found,
-            "topology_figure": figure}  # fmt: skip
+    return {
+        "title": "Topology",
+        "since": since,
+        "until": until,
+        "topology": found,
+        "topology_figure": figure,
+    }
 
 
 async def sql_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """The SQL console: the statement, and its result or the reason it was refused."""
     statement = params.get("q", "").strip()
-    context: dict[str, Any] = {"title": "SQL", "statement": statement, "result": None,
-                               "error": None, "limit": config.row_limit}  # fmt: skip
+    context: dict[str, Any] = {
+        "title": "SQL",
+        "statement": statement,
+        "result": None,
+        "error": None,
+        "limit": config.row_limit,
+    }
     if statement:
         try:
             context["result"] = await config.read(run_sql, statement, limit=config.row_limit)

@@ -142,8 +142,12 @@ def test_invalid_spans_are_rejected_alone_and_the_valid_ones_kept(collector: Col
     assert status == 200
     partial = ExportTraceServiceResponse.FromString(answer).partial_success
     assert partial.rejected_spans == 6
-    for words in ("trace_id must be 16 bytes", "trace_id is all zeros", "span_id is all zeros",
-                  "end_time_unix_nano is before start_time_unix_nano"):  # fmt: skip
+    for words in (
+        "trace_id must be 16 bytes",
+        "trace_id is all zeros",
+        "span_id is all zeros",
+        "end_time_unix_nano is before start_time_unix_nano",
+    ):
         assert words in partial.error_message
     assert "and 1 more" in partial.error_message  # the first five reasons, then a count
     _assert_still_healthy(collector, ["good one", "good two"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,30 @@ def test_packages_install_under_the_eventscope_namespace_only(tmp_path: Path) ->
 
 
 def test_the_public_surface_of_the_collector_changes_only_on_purpose() -> None:
-    assert sorted(collector_package.__all__) == sorted([
-        "RUNNER_OPTIONS", "BadRequest", "ConfigError", "LogBatch", "Overloaded",
-        "PayloadTooLarge", "QueryTimeout", "Settings", "SpanWriter", "StorageError",
-        "TraceBatch", "Unauthorized", "UnsupportedMediaType", "__version__", "create_app",
-        "decode_logs", "decode_traces", "parse_logs", "parse_traces", "serve",
-    ])  # fmt: skip
+    assert sorted(collector_package.__all__) == sorted(
+        [
+            "RUNNER_OPTIONS",
+            "BadRequest",
+            "ConfigError",
+            "LogBatch",
+            "Overloaded",
+            "PayloadTooLarge",
+            "QueryTimeout",
+            "Settings",
+            "SpanWriter",
+            "StorageError",
+            "TraceBatch",
+            "Unauthorized",
+            "UnsupportedMediaType",
+            "__version__",
+            "create_app",
+            "decode_logs",
+            "decode_traces",
+            "parse_logs",
+            "parse_traces",
+            "serve",
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,6 +87,23 @@ def test_a_missing_folder_for_the_database_is_a_clear_error(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["--port", "--ui-port"])
+def test_a_port_in_use_is_one_line_and_leaves_no_database_behind(flag, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = {"--port": "0", "--ui-port": "0", flag: port}
+        result = eventscope(
+            "serve", "--db", str(tmp_path / "x.duckdb"), "--decode-workers", "0",
+            *(word for item in ports.items() for word in item),
+        )  # fmt: skip
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"eventscope: error: cannot listen on 127.0.0.1:{port}: ")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture

@@ -36,9 +36,15 @@ def test_attribute_values_keep_their_types_in_json() -> None:
     batch = _decode(traces(span(attributes=attrs)))
     decoded = json.loads(batch.spans.column("attributes")[0].as_py())
     assert decoded == {
-        "s": 'text "quoted" ü', "i": -7, "b": False, "d": 1.5, "nan": "nan", "empty": "",
-        "bytes": "AAE=", "list": [1, "a"],
-    }  # fmt: skip
+        "s": 'text "quoted" ü',
+        "i": -7,
+        "b": False,
+        "d": 1.5,
+        "nan": "nan",
+        "empty": "",
+        "bytes": "AAE=",
+        "list": [1, "a"],
+    }
 
 
 def test_current_messaging_names_win_over_older_ones_and_operations_are_normalised() -> None:
@@ -80,9 +86,27 @@ def test_a_bad_link_rejects_only_its_span() -> None:
 
 
 def test_json_ids_that_are_not_hex_are_rejected_with_the_field_named() -> None:
-    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
-        {"traceId": "zz", "spanId": "eee19b7ec3c1b174", "name": "x",
-         "startTimeUnixNano": "1", "endTimeUnixNano": "2"}]}]}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": "zz",
+                                    "spanId": "eee19b7ec3c1b174",
+                                    "name": "x",
+                                    "startTimeUnixNano": "1",
+                                    "endTimeUnixNano": "2",
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ]
+        }
+    ).encode()
     batch = decode_traces(parse_traces(body, "application/json"))
     assert batch.rejected == 1
     assert "trace_id must be 16 bytes" in batch.error_message
@@ -95,12 +119,17 @@ def test_an_undecodable_body_raises_bad_request_naming_the_message_type() -> Non
 
 def test_event_records_are_recognised_by_event_name_or_marker_attribute() -> None:
     body = logs(
-        {"time_unix_nano": 10, "event_name": "eventscope.deliver",
-         "attributes": [_kv("messaging.message.id", string_value="e1"),
-                        _kv("eventscope.end_time", int_value=25)]},
+        {
+            "time_unix_nano": 10,
+            "event_name": "eventscope.deliver",
+            "attributes": [
+                _kv("messaging.message.id", string_value="e1"),
+                _kv("eventscope.end_time", int_value=25),
+            ],
+        },
         {"time_unix_nano": 10, "attributes": [_kv("eventscope.record", string_value="publish")]},
         {"time_unix_nano": 10, "body": AnyValue(string_value="plain log line")},
-    )  # fmt: skip
+    )
     table = decode_logs(parse_logs(body, "application/x-protobuf")).logs
     assert table.column("record_kind").to_pylist() == ["deliver", "publish", None]
     assert table.column("message_id").to_pylist() == ["e1", None, None]

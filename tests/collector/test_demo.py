@@ -17,16 +17,24 @@ def _rows(db: Path, statement: str) -> list[dict]:
 
 def test_the_demo_fills_the_database_with_a_living_shop(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
-    run = eventscope("demo", "--port", "0", "--db", str(db), "--orders", "60", "--rate", "60",
-                     "--seed", "4")  # fmt: skip
+    run = eventscope(
+        "demo", "--port", "0", "--db", str(db), "--orders", "60", "--rate", "60", "--seed", "4"
+    )
     assert run.returncode == 0, run.stderr
     assert "done       60 orders sent" in run.stdout
 
     services = _rows(db, "SELECT DISTINCT service_name FROM spans ORDER BY 1")
     assert [r["service_name"] for r in services] == [
-        "analytics", "api", "billing", "email", "fraud", "inventory", "ledger", "loyalty",
+        "analytics",
+        "api",
+        "billing",
+        "email",
+        "fraud",
+        "inventory",
+        "ledger",
+        "loyalty",
         "shipping",
-    ]  # fmt: skip
+    ]
     [requests] = _rows(db, "SELECT count(*) AS n FROM spans WHERE kind = 'server'")
     assert requests["n"] == 60
     # fraud samples 10% of traces: its other deliveries arrive as event records

@@ -3,7 +3,11 @@ path): each one's acknowledged spans are visible to every reader, and survive re
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,13 +66,72 @@ def test_two_collectors_write_one_lake_that_every_reader_sees(postgres_dsn, lake
             if server.process is not None and server.process.poll() is None:
                 server.stop()
 
-    # read the lake directly, without a collector
-    result = eventscope(
-        "query", "sql", "SELECT count(*) AS n FROM spans", "--db", db, "--ducklake-schema", schema,
-        "--format", "json",
-    )  # fmt: skip
+    # read the lake directly, without a collector: the rows are in Parquet files by now
+    # (not only the catalog's inlined rows), which a reader must be allowed to open
+    assert list(data.rglob("*.parquet"))
+    direct = ["--db", db, "--ducklake-schema", schema, "--format", "json"]
+    result = eventscope("query", "sql", query, *direct)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[", "{", '"n":', "500", "}", "]"]
+    assert json.loads(result.stdout) == expected
+    result = eventscope("query", "requests", *direct)
+    assert result.returncode == 0, result.stderr
+    result = eventscope("query", "sql", "SELECT * FROM read_csv('/etc/passwd')", *direct)
+    assert result.returncode == 2
+    assert "reads local files" in result.stderr
+
+
+def test_reads_beside_ingest_never_stall_a_lake_collector(lake, tmp_path) -> None:
+    """Reads on DuckDB's read threads next to the one-thread writer: lowering the thread
+    count again while a DuckLake commit ran on a worker deadlocked DuckDB's thread pool, and
+    with it the whole collector, within a few dozen reads."""
+    db, schema, data = lake
+    server = Collector(
+        db, "--decode-workers", "0", "--data-path", str(data), "--ducklake-schema", schema,
+        log=tmp_path / "c.log",
+    )  # fmt: skip
+    stop = threading.Event()
+    done = {"reads": 0, "posts": 0}
+    errors: list[str] = []
+
+    def ingest() -> None:
+        while not stop.is_set():
+            body = traces(*[span(f"s{i}") for i in range(100)], service="a")
+            try:
+                status = server.post("/v1/traces", body, PROTOBUF)[0]
+            except OSError as exc:
+                status = exc
+            if status != 200:
+                errors.append(f"ingest failed after {done['posts']} posts: {status}")
+                return
+            done["posts"] += 1
+
+    def read() -> None:
+        query = urllib.parse.quote("SELECT count(*) FROM spans")
+        while not stop.is_set() and done["reads"] < 300:
+            try:
+                with urllib.request.urlopen(f"{server.url}/api/sql?q={query}", timeout=20):
+                    done["reads"] += 1
+            except OSError as exc:  # a stalled collector: the read times out
+                errors.append(f"read failed after {done['reads']} reads: {exc}")
+                return
+
+    server.start()
+    workers = [threading.Thread(target=ingest)] + [threading.Thread(target=read) for _ in range(3)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers[1:]:
+            worker.join(timeout=100)
+        stop.set()
+        workers[0].join(timeout=30)
+        assert not errors
+        assert done["reads"] >= 300
+        assert done["posts"] > 0
+        assert server.sql("SELECT count(*) AS n FROM spans") == [{"n": 100 * done["posts"]}]
+        assert server.stop() == 0
+    finally:
+        stop.set()
+        server.kill()  # still running only when stalled
 
 
 def test_retention_on_a_lake_removes_old_rows(postgres_dsn, lake, tmp_path) -> None:

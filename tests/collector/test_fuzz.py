@@ -44,8 +44,26 @@ _LOGS = {
         "attributes": [{"key": "messaging.message.id", "value": {"stringValue": "m1"}}],
     }]}]}]
 }  # fmt: skip
-_WEIRD: list[Any] = [None, [], {}, "", "x", 0, -1, 1.5, 2**64, -(2**63) - 1, True, "NaN",
-                     "1e400", [1, 2], {"a": 1}, "\u0000", "💥", "9" * 40]  # fmt: skip
+_WEIRD: list[Any] = [
+    None,
+    [],
+    {},
+    "",
+    "x",
+    0,
+    -1,
+    1.5,
+    2**64,
+    -(2**63) - 1,
+    True,
+    "NaN",
+    "1e400",
+    [1, 2],
+    {"a": 1},
+    "\u0000",
+    "💥",
+    "9" * 40,
+]
 
 
 def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -114,9 +132,25 @@ def test_mutated_otlp_protobuf_is_never_a_server_error(collector: Collector) -> 
     _assert_healthy_and_storing(collector, "after-protobuf-fuzz")
 
 
-_VALUES = ["", "-1", "1e309", "99999999999999999999", "nan", "<script>", "'; DROP TABLE spans;--",
-           "\x00", "2026-13-45", "9999-12-31T23:59:59Z", "0001-01-01", "1000000000000000000000s",
-           "{", '{"orders":[1]}', "a=b=c", "x" * 2000, "ü😀"]  # fmt: skip
+_VALUES = [
+    "",
+    "-1",
+    "1e309",
+    "99999999999999999999",
+    "nan",
+    "<script>",
+    "'; DROP TABLE spans;--",
+    "\x00",
+    "2026-13-45",
+    "9999-12-31T23:59:59Z",
+    "0001-01-01",
+    "1000000000000000000000s",
+    "{",
+    '{"orders":[1]}',
+    "a=b=c",
+    "x" * 2000,
+    "ü😀",
+]
 _PARAMETERS = {
     "/api/requests": ["since", "until", "min_fanout", "attribute", "sort", "limit", "offset"],
     "/api/tree/c3": ["grace", "lookback", "subscriptions", "horizon"],

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from eventscope.collector import TraceBatch
-from eventscope.collector._decode import LogBatch, decode_body
+from eventscope.collector._batches import LogBatch
 from eventscope.collector._decode_pool import DecodePool
 from eventscope.collector._handoff import create_folder, receive, remove_stale, send
+from eventscope.collector._signals import LOGS, TRACES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import logs, span, traces
 
@@ -34,9 +35,9 @@ def _equal(a: TraceBatch, b: TraceBatch) -> None:
 
 
 def test_a_batch_arrives_whole_from_the_mapped_file_and_the_file_is_gone(tmp_path: Path) -> None:
-    batch = decode_body("traces", _body(), PROTOBUF)
-    handoff = send(batch, str(tmp_path))
-    assert handoff[1] is not None and Path(handoff[1]).parent == tmp_path
+    batch = TRACES.decode(_body(), PROTOBUF)
+    handoff = send(TRACES, batch, str(tmp_path))
+    assert handoff.path is not None and Path(handoff.path).parent == tmp_path
     received = receive(handoff)
     _equal(received, batch)
     assert received.spans.column("attempt").to_pylist() == [2] * 300
@@ -57,9 +58,9 @@ def test_log_records_arrive_whole_from_the_mapped_file(tmp_path: Path) -> None:
             for i in range(600)
         )
     )
-    batch = decode_body("logs", body, PROTOBUF)
-    handoff = send(batch, str(tmp_path))
-    assert handoff[1] is not None  # large enough for the file
+    batch = LOGS.decode(body, PROTOBUF)
+    handoff = send(LOGS, batch, str(tmp_path))
+    assert handoff.path is not None  # large enough for the file
     received = receive(handoff)
     assert isinstance(received, LogBatch)
     assert received.logs.equals(batch.logs) and received.logs.schema == batch.logs.schema
@@ -68,9 +69,9 @@ def test_log_records_arrive_whole_from_the_mapped_file(tmp_path: Path) -> None:
 
 
 def test_without_a_folder_to_write_to_the_batch_is_pickled_whole(tmp_path: Path) -> None:
-    batch = decode_body("traces", _body(), PROTOBUF)
-    handoff = send(batch, str(tmp_path / "missing"))
-    assert handoff[1] is None
+    batch = TRACES.decode(_body(), PROTOBUF)
+    handoff = send(TRACES, batch, str(tmp_path / "missing"))
+    assert handoff.path is None
     _equal(receive(handoff), batch)
 
 
@@ -78,7 +79,7 @@ async def _through_a_worker(body: bytes) -> tuple[TraceBatch, str, list[str]]:
     pool = DecodePool(workers=1)
     await pool.start()
     try:
-        decoded = await pool.decode("traces", body, PROTOBUF)
+        decoded = await pool.decode(TRACES, PROTOBUF, body)
         folder = pool._folder
         assert folder is not None
         return decoded, folder, os.listdir(folder)
@@ -89,7 +90,7 @@ async def _through_a_worker(body: bytes) -> tuple[TraceBatch, str, list[str]]:
 def test_the_pool_returns_what_inline_decoding_returns() -> None:
     body = _body()
     decoded, folder, left_while_running = asyncio.run(_through_a_worker(body))
-    _equal(decoded, decode_body("traces", body, PROTOBUF))
+    _equal(decoded, TRACES.decode(body, PROTOBUF))
     assert left_while_running == []
     assert not os.path.exists(folder)  # removed when the pool closed
 
@@ -120,7 +121,7 @@ def test_folders_of_collectors_that_died_are_removed_and_live_ones_kept() -> Non
     [b"\x0a\x02\x0a\x00", traces(span(name="one"))],  # an empty ResourceSpans; one span
 )
 def test_small_batches_go_through_in_band(body: bytes, tmp_path: Path) -> None:
-    batch = decode_body("traces", body, PROTOBUF)
-    handoff = send(batch, str(tmp_path))
-    assert handoff[1] is None
+    batch = TRACES.decode(body, PROTOBUF)
+    handoff = send(TRACES, batch, str(tmp_path))
+    assert handoff.path is None
     _equal(receive(handoff), batch)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import duckdb
-from eventscope.collector._decode import decode_body
+from eventscope.collector._signals import LOGS, TRACES
 from eventscope.queries._id_index import build as build_id_index
 from eventscope.queries._id_index import index_rows_sql
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -194,19 +194,14 @@ class Otlp:
 
 def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b"") -> None:
     """Decode OTLP bodies with the collector's decoder and insert them as its writer does."""
-    batches = [decode_body("traces", traces, PROTOBUF)]
+    batches = [(TRACES, TRACES.decode(traces, PROTOBUF))]
     if logs:
-        batches.append(decode_body("logs", logs, PROTOBUF))
+        batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
     build_id_index(connection)  # marks the (empty) index complete, as the collector does
-    for batch in batches:
+    for signal, batch in batches:
         assert not batch.rejected, batch.error_message
-        tables = (
-            {"spans": batch.spans, "span_links": batch.links, "span_events": batch.events}
-            if hasattr(batch, "spans")
-            else {"logs": batch.logs}
-        )
-        names = {}
-        for table, arrow in tables.items():
+        names: dict[str, str] = {}
+        for table, arrow in zip(signal.tables, batch.tables, strict=True):
             if arrow.num_rows:
                 names[table] = f"incoming_{table}"
                 connection.register(names[table], arrow)

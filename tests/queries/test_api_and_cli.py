@@ -146,8 +146,11 @@ async def test_bodies_that_are_not_utf8_are_a_400_not_a_crash(
 ) -> None:
     async def ask(client: TestClient) -> list[tuple[int, str]]:
         answers = []
-        for path, content_type in [("/api/sql", "application/json"), ("/api/sql", "text/plain"),
-                                   ("/login", "application/x-www-form-urlencoded")]:  # fmt: skip
+        for path, content_type in [
+            ("/api/sql", "application/json"),
+            ("/api/sql", "text/plain"),
+            ("/login", "application/x-www-form-urlencoded"),
+        ]:
             response = await client.post(
                 path, data=b"\xff\xfe", headers={"Content-Type": content_type}
             )

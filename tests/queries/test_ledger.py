@@ -139,8 +139,9 @@ def test_orphans_in_a_window_are_those_of_everything_that_started_in_it(
     """A window that starts between a publish and its delivery does not make an orphan of
     it (the publish is found before the window, whether a span or an event record)."""
     everything = orphan_deliveries(db)
-    starts = sorted({row[0] for row in db.execute(
-        "SELECT epoch_ns(start_time) FROM deliveries").fetchall()})  # fmt: skip
+    starts = sorted(
+        {row[0] for row in db.execute("SELECT epoch_ns(start_time) FROM deliveries").fetchall()}
+    )
     for since in starts:
         in_window = orphan_deliveries(db, since_ns=since, until_ns=starts[-1] + 1)
         assert in_window == tuple(r for r in everything if r.start_ns >= since), since

@@ -28,8 +28,12 @@ def test_each_request_carries_its_trees_figures(
         tree = fanout_tree(db, correlation)
         row = rows[correlation]
         assert (row.size, row.depth, row.handlers, row.settle_ns, row.errors) == (
-            tree.size, tree.depth, tree.handlers, tree.settle_ns, tree.errors,
-        )  # fmt: skip
+            tree.size,
+            tree.depth,
+            tree.handlers,
+            tree.settle_ns,
+            tree.errors,
+        )
         assert (row.lost, row.duplicates) == (len(tree.lost), len(tree.duplicates))
     assert (rows["c3"].errors, rows["c3"].lost, rows["c3"].duplicates) == (3, 1, 2)
     link_only = next(r for r in requests(db).rows if r.span_id == workload.span("s7"))

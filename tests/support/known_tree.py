@@ -73,17 +73,32 @@ CORRELATION = "corr-4711"
 
 
 def _event(event_id: str, event_type: str, destination: str) -> dict[str, object]:
-    return {"messaging__system": "bus", "messaging__destination__name": destination,
-            "messaging__message__id": event_id, "cloudevents__event_type": event_type,
-            "messaging__message__conversation_id": CORRELATION}  # fmt: skip
+    return {
+        "messaging__system": "bus",
+        "messaging__destination__name": destination,
+        "messaging__message__id": event_id,
+        "cloudevents__event_type": event_type,
+        "messaging__message__conversation_id": CORRELATION,
+    }
 
 
-def _delivery(event: dict[str, object], group: str, handler: str, attempt: int, outcome: str,
-              published_ms: float) -> dict[str, object]:  # fmt: skip
-    return {**event, "messaging__operation__type": "process",
-            "messaging__consumer__group__name": group, "eventscope__handler": handler,
-            "eventscope__delivery__attempt": attempt, "eventscope__outcome": outcome,
-            "eventscope__publish_time": published_ms}  # fmt: skip
+def _delivery(
+    event: dict[str, object],
+    group: str,
+    handler: str,
+    attempt: int,
+    outcome: str,
+    published_ms: float,
+) -> dict[str, object]:
+    return {
+        **event,
+        "messaging__operation__type": "process",
+        "messaging__consumer__group__name": group,
+        "eventscope__handler": handler,
+        "eventscope__delivery__attempt": attempt,
+        "eventscope__outcome": outcome,
+        "eventscope__publish_time": published_ms,
+    }
 
 
 _PLACED = {
@@ -159,18 +174,30 @@ def other_request_spans(start_ns: int) -> dict[str, list[trace_pb2.Span]]:
         start = start_ns + (60 + i) * 1_000_000_000
         spans = services.setdefault(service, [])
         code = trace_pb2.Status.STATUS_CODE_ERROR if error else 0
-        spans.append(trace_pb2.Span(
-            trace_id=trace, span_id=root, name=name, kind=_KINDS["server"],
-            start_time_unix_nano=start, end_time_unix_nano=start + 5_000_000,
-            status=trace_pb2.Status(code=code),
-            attributes=_attrs(http__request__method=name.split()[0]),
-        ))  # fmt: skip
+        spans.append(
+            trace_pb2.Span(
+                trace_id=trace,
+                span_id=root,
+                name=name,
+                kind=_KINDS["server"],
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + 5_000_000,
+                status=trace_pb2.Status(code=code),
+                attributes=_attrs(http__request__method=name.split()[0]),
+            )
+        )
         for c in range(children):
-            spans.append(trace_pb2.Span(
-                trace_id=trace, span_id=bytes.fromhex(_hex(0xF00D_0000 + i * 16 + c + 1, 16)),
-                parent_span_id=root, name="UPDATE payments", kind=_KINDS["client"],
-                start_time_unix_nano=start + 1_000_000, end_time_unix_nano=start + 2_000_000,
-            ))  # fmt: skip
+            spans.append(
+                trace_pb2.Span(
+                    trace_id=trace,
+                    span_id=bytes.fromhex(_hex(0xF00D_0000 + i * 16 + c + 1, 16)),
+                    parent_span_id=root,
+                    name="UPDATE payments",
+                    kind=_KINDS["client"],
+                    start_time_unix_nano=start + 1_000_000,
+                    end_time_unix_nano=start + 2_000_000,
+                )
+            )
     return services
 
 
@@ -230,9 +257,11 @@ def known_tree_spans(start_ns: int) -> tuple[dict[str, str], dict[str, list[trac
             status=status,
         )
         if node.error:
-            span.events.add(time_unix_nano=start + 1_000_000, name="exception",
-                            attributes=_attrs(exception__type="TimeoutError",
-                                              exception__message=XSS_NAME))  # fmt: skip
+            span.events.add(
+                time_unix_nano=start + 1_000_000,
+                name="exception",
+                attributes=_attrs(exception__type="TimeoutError", exception__message=XSS_NAME),
+            )
         services.setdefault(node.service, []).append(span)
     return span_ids, services
 

@@ -3,6 +3,11 @@
 ``browser`` skips when ``chromium`` is missing (and fails when CI=true). ``empty_collector``
 and ``shop`` are started once per session; ``shop`` holds the known tree of
 ``tests/support/known_tree.py``, posted as OTLP protobuf.
+
+Screenshots go to a temporary folder (printed at the end of the run), never into the
+repository. The documentation's are taken on purpose, at the docs' width::
+
+    EVENTSCOPE_SCREENSHOTS=docs/screenshots python -m pytest tests/ui -k "not 1000px"
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from collector_process import Collector
 from known_tree import Shop, post_known_tree
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: The width pages are checked and shot at; tests that take ``width`` also run at others.
+WIDTH = 1400
 _LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -59,6 +66,8 @@ class Tab:
 
     page: object
     base: str
+    folder: Path
+    width: int = WIDTH
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
 
@@ -69,21 +78,50 @@ class Tab:
             self.page.wait_for_selector("body[data-ready='1']", state="attached", timeout=15_000)
         return response
 
-    def screenshot(self, name: str) -> None:
-        """Save ``docs/screenshots/<name>.png`` (overwritten on every run)."""
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    def screenshot(self, name: str) -> Path:
+        """Save the whole page as ``<name>.png`` (``<name>-<width>.png`` at another width)
+        in the session's screenshot folder; return the path."""
+        suffix = "" if self.width == WIDTH else f"-{self.width}"
+        path = self.folder / f"{name}{suffix}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``$EVENTSCOPE_SCREENSHOTS`` if set, else a temporary folder."""
+    chosen = os.environ.get("EVENTSCOPE_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the screenshots of this run are, so that someone looks at them."""
+    folder = _taken.get("folder")
+    if folder is not None:
+        terminalreporter.write_line(f"screenshots of the UI tests: {folder}")
+
+
+_taken: dict[str, Path] = {}
 
 
 @pytest.fixture
-def tab(browser: object) -> Iterator[Tab]:
-    """A fresh browser context (1440x900, Berlin time) and page; closed after the test."""
+def width() -> int:
+    """The browser window's width (tests parametrize it to check narrower screens)."""
+    return WIDTH
+
+
+@pytest.fixture
+def tab(browser: object, width: int, screenshots: Path) -> Iterator[Tab]:
+    """A fresh browser context (``width`` x 900, Berlin time) and page; closed after the test."""
     context = browser.new_context(  # type: ignore[attr-defined]
-        viewport={"width": 1440, "height": 900}, timezone_id="Europe/Berlin", locale="en-GB"
+        viewport={"width": width, "height": 900}, timezone_id="Europe/Berlin", locale="en-GB"
     )
     context.set_default_timeout(15_000)
     page = context.new_page()
-    opened = Tab(page=page, base="")
+    _taken["folder"] = screenshots
+    opened = Tab(page=page, base="", folder=screenshots, width=width)
     page.on("console", lambda m: opened.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: opened.errors.append(f"page error: {e}"))
 

@@ -9,11 +9,22 @@ from known_tree import EVENT_PLACED, KNOWN_TREE, TRACES, XSS_NAME, XSS_VALUE, Sh
 
 #: How each node of the known tree hangs in the fan-out tree.
 EDGES = {
-    "request": "root", "insert": "child", "send_placed": "child", "send_confirmed": "child",
-    "billing_confirmed": "child", "billing": "child", "send_payment": "child",
-    "email": "link", "analytics_1": "link", "analytics_2": "link", "inventory_1": "link",
-    "inventory_2": "link", "loyalty": "link", "ledger": "link", "audit": "correlation",
-}  # fmt: skip
+    "request": "root",
+    "insert": "child",
+    "send_placed": "child",
+    "send_confirmed": "child",
+    "billing_confirmed": "child",
+    "billing": "child",
+    "send_payment": "child",
+    "email": "link",
+    "analytics_1": "link",
+    "analytics_2": "link",
+    "inventory_1": "link",
+    "inventory_2": "link",
+    "loyalty": "link",
+    "ledger": "link",
+    "audit": "correlation",
+}
 
 
 def _open(tab: Any, shop: Shop, root: str) -> None:
@@ -63,9 +74,19 @@ def test_collapsing_a_subtree_hides_its_rows_and_expanding_shows_them_again(
     everything = _shown_rows(tab)
     placed = _row(tab, shop, "send_placed")
     descendants = sum(
-        1 for key in ("billing", "send_payment", "ledger", "email", "analytics_1",
-                      "analytics_2", "inventory_1", "inventory_2", "loyalty")
-    )  # fmt: skip
+        1
+        for key in (
+            "billing",
+            "send_payment",
+            "ledger",
+            "email",
+            "analytics_1",
+            "analytics_2",
+            "inventory_1",
+            "inventory_2",
+            "loyalty",
+        )
+    )
     placed.locator(".wf-toggle").click()
     assert placed.get_attribute("aria-expanded") == "false"
     assert _shown_rows(tab) == everything - descendants

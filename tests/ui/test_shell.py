@@ -14,10 +14,17 @@ from eventscope.ui._render import json_block
 
 
 def test_the_public_surface_of_the_ui_changes_only_on_purpose() -> None:
-    assert sorted(ui_package.__all__) == sorted([
-        "CONTENT_SECURITY_POLICY", "UI", "Read", "UIConfig", "is_public", "login_location",
-        "setup",
-    ])  # fmt: skip
+    assert sorted(ui_package.__all__) == sorted(
+        [
+            "CONTENT_SECURITY_POLICY",
+            "UI",
+            "Read",
+            "UIConfig",
+            "is_public",
+            "login_location",
+            "setup",
+        ]
+    )
 
 
 def test_json_blocks_cannot_end_their_script_element() -> None:

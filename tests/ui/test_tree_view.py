@@ -12,28 +12,66 @@ MS = 1_000_000
 
 def _node(name: str, start_ms: int, *children: TreeNode, **fields: Any) -> TreeNode:
     values: dict[str, Any] = {
-        "span_id": name, "trace_id": "t" * 32, "parent_span_id": None, "source": "span",
-        "service": "svc", "name": name, "kind": "consumer", "handler": None,
-        "consumer_group": None, "destination": None, "event_type": None, "event_id": None,
-        "correlation_id": None, "start_ns": start_ms * MS, "end_ns": (start_ms + 5) * MS,
-        "offset_ns": start_ms * MS, "queue_wait_ns": None, "processing_ns": 5 * MS,
-        "status": "unset", "outcome": None, "attempt": None, "edge": "child", "depth": 0,
-        "duplicate": None, "lost_groups": (), "critical": False, "children": children,
-    }  # fmt: skip
+        "span_id": name,
+        "trace_id": "t" * 32,
+        "parent_span_id": None,
+        "source": "span",
+        "service": "svc",
+        "name": name,
+        "kind": "consumer",
+        "handler": None,
+        "consumer_group": None,
+        "destination": None,
+        "event_type": None,
+        "event_id": None,
+        "correlation_id": None,
+        "start_ns": start_ms * MS,
+        "end_ns": (start_ms + 5) * MS,
+        "offset_ns": start_ms * MS,
+        "queue_wait_ns": None,
+        "processing_ns": 5 * MS,
+        "status": "unset",
+        "outcome": None,
+        "attempt": None,
+        "edge": "child",
+        "depth": 0,
+        "duplicate": None,
+        "lost_groups": (),
+        "critical": False,
+        "children": children,
+    }
     values.update(fields)
     return TreeNode(**values)
 
 
 def _tree(root: TreeNode) -> FanoutTree:
-    return FanoutTree(root=root, found_by="trace", size=0, depth=0, handlers=0, events=0,
-                      errors=0, services=("svc",), traces=(), lost=(), duplicates=(),
-                      settle_ns=42 * MS, critical_path=())  # fmt: skip
+    return FanoutTree(
+        root=root,
+        found_by="trace",
+        size=0,
+        depth=0,
+        handlers=0,
+        events=0,
+        errors=0,
+        services=("svc",),
+        traces=(),
+        lost=(),
+        duplicates=(),
+        settle_ns=42 * MS,
+        critical_path=(),
+    )
 
 
 def test_nodes_come_depth_first_with_the_index_range_of_their_subtree() -> None:
-    tree = _tree(_node("root", 0,
-                       _node("a", 1, _node("a1", 2), _node("a2", 3, _node("a2x", 4))),
-                       _node("b", 5), edge="root"))  # fmt: skip
+    tree = _tree(
+        _node(
+            "root",
+            0,
+            _node("a", 1, _node("a1", 2), _node("a2", 3, _node("a2x", 4))),
+            _node("b", 5),
+            edge="root",
+        )
+    )
     view = tree_view("root", tree)
     assert [n["n"] for n in view.nodes] == ["root", "a", "a1", "a2", "a2x", "b"]
     assert [n["p"] for n in view.nodes] == [-1, 0, 1, 1, 3, 0]
@@ -43,12 +81,17 @@ def test_nodes_come_depth_first_with_the_index_range_of_their_subtree() -> None:
 
 
 def test_marks_and_offsets_come_from_the_tree() -> None:
-    tree = _tree(_node("root", 10,
-        _node("failed", 12, status="error", outcome="error", queue_wait_ns=2 * MS),
-        _node("dead", 13, outcome="dead_lettered"),
-        _node("send", 14, lost_groups=("loyalty", "email"), critical=True),
-        _node("twice", 15, duplicate="processed_twice"),
-        edge="root"))  # fmt: skip
+    tree = _tree(
+        _node(
+            "root",
+            10,
+            _node("failed", 12, status="error", outcome="error", queue_wait_ns=2 * MS),
+            _node("dead", 13, outcome="dead_lettered"),
+            _node("send", 14, lost_groups=("loyalty", "email"), critical=True),
+            _node("twice", 15, duplicate="processed_twice"),
+            edge="root",
+        )
+    )
     view = tree_view("root", tree)
     marks = {n["n"]: n["f"] for n in view.nodes}
     assert marks["failed"] == [["error", "error"]]

@@ -51,7 +51,8 @@ const eventscope = (() => {
     document.head.append(script);
   }
 
-  function drawFigures() {    for (const block of document.querySelectorAll("script.plotly-figure")) {
+  function drawFigures() {
+    for (const block of document.querySelectorAll("script.plotly-figure")) {
       const target = document.getElementById(block.dataset.target);
       if (!target) continue;
       const figure = JSON.parse(block.textContent);
@@ -60,7 +61,9 @@ const eventscope = (() => {
         for (const trace of figure.data || []) trace.x = (trace.x || []).map(wallTime);
         if (meta.local_time_range) figure.layout.xaxis.range = meta.local_time_range.map(wallTime);
       }
-      const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage"] };
+      // No toolbar where there is nothing to zoom (maps, treemaps): it would cover labels.
+      const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["toImage"],
+        displayModeBar: meta.modebar === false ? false : "hover" };
       Plotly.newPlot(target, figure.data || [], figure.layout || {}, config).then(() => {
         target.dataset.drawn = "1";
         if (figure.layout && figure.layout.meta && figure.layout.meta.links) {

@@ -1,0 +1,66 @@
+"""The install docs/instrumentation.md shows works: eventscope is not on PyPI, so a
+service gets the hooks and its broker client from a wheel built from the repository."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
+
+
+def _documented_installs() -> list[list[str]]:
+    """The pip commands of the first shell block of docs/instrumentation.md."""
+    text = (ROOT / "docs" / "instrumentation.md").read_text()
+    block = _BLOCK.search(text)
+    assert block is not None
+    return [shlex.split(line, comments=True) for line in block[1].splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_documented_wheel_install_gives_a_service_the_hooks_and_its_broker_client(
+    tmp_path: Path,
+) -> None:
+    commands = _documented_installs()
+    assert all(words[0] == "pip" for words in commands)
+    # every install names the repository or a wheel built from it, never a bare name
+    for words in commands:
+        targets = [w for w in words[1:] if not w.startswith("-") and w not in ("install", "wheel")]
+        assert targets and all(t.startswith(("/path/to/eventscope", "dist/")) for t in targets[-1:])
+    # a copy of the repository (building writes build/ and *.egg-info beside the sources)
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    clone = tmp_path / "eventscope"
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    # a service's own environment; its dependencies are already on this machine
+    venv.create(tmp_path / "service", system_site_packages=True)
+    service = tmp_path / "service" / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(service)]  # (ensurepip is slow)
+    for words in commands[1:]:  # the wheel, built once and installed (the clone's line
+        # builds the same wheel on the way)
+        args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
+        result = subprocess.run(
+            [*pip, *args, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+    check = subprocess.run(
+        [str(service), "-c",
+         "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
+         "print(i.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert check.stdout.startswith(str(tmp_path / "service")), check.stdout
