@@ -21,9 +21,10 @@ older than the cutoff are expired and the files no snapshot needs any more are d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -227,8 +228,15 @@ class Retention:
         self.figures.database_bytes = await asyncio.to_thread(self._used_bytes)
         return removed
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        return self._database.cursor()
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's cursor, inside ``Database.reading``, closed afterwards."""
+        cursor = self._database.cursor()
+        try:
+            with self._database.reading(cursor):
+                yield cursor
+        finally:
+            cursor.close()
 
     def _oldest(self, cutoff: int) -> int | None:
         """The oldest time before ``cutoff`` in any table (the bound prunes the scans to
@@ -237,23 +245,17 @@ class Retention:
             f"SELECT min({column}) AS t FROM {table} WHERE {column} < make_timestamp_ns($cutoff)"
             for table, column in RETENTION_TABLES
         )
-        cursor = self._cursor()
-        try:
+        with self._cursor() as cursor:
             row = cursor.execute(
                 f"SELECT epoch_ns(min(t)) FROM ({oldest})", {"cutoff": cutoff}
             ).fetchone()
-        finally:
-            cursor.close()
         return None if row is None or row[0] is None else int(row[0])
 
     def _used_bytes(self) -> int | None:
         if self._database.lake:
             return None
-        cursor = self._cursor()
-        try:
+        with self._cursor() as cursor:
             return database_bytes(cursor)
-        finally:
-            cursor.close()
 
     def _plan(self) -> int | None:
         """The cutoff for this round (ns), or None when nothing is due."""
@@ -271,13 +273,10 @@ class Retention:
         """The start time before which removing the spans brings the file down to
         ``_SIZE_LOW_WATER`` of the limit, assuming data takes space evenly over time."""
         assert self._max_bytes is not None
-        cursor = self._cursor()
-        try:
+        with self._cursor() as cursor:
             row = cursor.execute(
                 "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
             ).fetchone()
-        finally:
-            cursor.close()
         low, high = row if row is not None else (None, None)
         if low is None or high is None or high <= low:
             return None

@@ -168,8 +168,13 @@ class SpanWriter:
             raise Overloaded("the writer is not running", self._retry_after)
         connection = self._connection
         loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            with self._database.writing():
+                return fn(connection)
+
         try:
-            return await loop.run_in_executor(self._thread, fn, connection)
+            return await loop.run_in_executor(self._thread, run)
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             self._fail(_CommitFailed(f"{type(exc).__name__}: {exc}"))
             raise
@@ -273,13 +278,18 @@ class SpanWriter:
     async def _compact_index(self) -> None:
         """Move the id index's recent rows into a sorted run once there are enough."""
         self._compacted_at = time.monotonic()
+        connection = self._connection
+        if connection is None:
+            return
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._thread, compact, self._connection, self._index_run_rows
-            )
+            await loop.run_in_executor(self._thread, self._compact_on_thread, connection)
         except Exception:  # the recent rows stay readable; try again later
             log.exception("id index compaction failed")
+
+    def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> None:
+        with self._database.writing():
+            compact(connection, self._index_run_rows)
 
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()
