@@ -54,8 +54,9 @@ def _measure(connection: duckdb.DuckDBPyConnection, now: int, lookback: int, rou
 
     def steady() -> None:
         state = LedgerState.from_json(settled.to_json(), 500)
-        evaluate(connection, state, now_ns=now + 15 * 10**9, grace_ns=GRACE_NS,
-                 lookback_ns=lookback)  # fmt: skip
+        evaluate(
+            connection, state, now_ns=now + 15 * 10**9, grace_ns=GRACE_NS, lookback_ns=lookback
+        )
 
     def queries() -> None:
         lost_events(connection, grace_ns=GRACE_NS, lookback_ns=lookback, until_ns=now)
@@ -66,8 +67,10 @@ def _measure(connection: duckdb.DuckDBPyConnection, now: int, lookback: int, rou
     queries_s = _best(rounds, queries)
     render_s = _best(rounds, settled.render)
     lines = settled.render().count("\n")
-    print(f"{lookback // 60 // 10**9:>7}m {first_s:>8.3f} {steady_s:>9.3f} {queries_s:>10.3f} "
-          f"{steady_s / queries_s:>6.2f} {render_s * 1000:>10.2f} {lines:>7}")  # fmt: skip
+    print(
+        f"{lookback // 60 // 10**9:>7}m {first_s:>8.3f} {steady_s:>9.3f} {queries_s:>10.3f} "
+        f"{steady_s / queries_s:>6.2f} {render_s * 1000:>10.2f} {lines:>7}"
+    )
 
 
 def main() -> None:
@@ -82,8 +85,10 @@ def main() -> None:
     last = connection.execute("SELECT epoch_ns(max(start_time)) FROM spans").fetchone()[0]  # type: ignore[index]
     now = last + 60 * 10**9
     print(f"{path.name}: {spans:,} spans; one request every {REQUEST_INTERVAL_NS / 1e6:.0f} ms")
-    print(f"{'lookback':>8} {'first s':>8} {'steady s':>9} {'queries s':>10} {'ratio':>6} "
-          f"{'render ms':>10} {'series':>7}")  # fmt: skip
+    print(
+        f"{'lookback':>8} {'first s':>8} {'steady s':>9} {'queries s':>10} {'ratio':>6} "
+        f"{'render ms':>10} {'series':>7}"
+    )
     for lookback in (15 * 60 * 10**9, HOUR_NS, 4 * HOUR_NS):
         _measure(connection, now, lookback, args.rounds)
     connection.close()

@@ -9,50 +9,25 @@ the CLI's ``--format json`` is exactly what the API returns.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 from aiohttp import web
-from eventscope.queries import BadParameter
-from eventscope.queries._sql import run_sql
+from eventscope.queries import BadParameter, SqlParams, parse_params
 
-from ._read_endpoints import READ_ENDPOINTS
+from ._read_endpoints import READ_ENDPOINTS, Endpoint, Params
 from ._reads import run_read
 from ._settings import Settings
 from ._state import STATE
 
-__all__ = ["ENDPOINTS", "Endpoint", "int_param", "setup"]
-
-Params = Mapping[str, str]
-Endpoint = Callable[[duckdb.DuckDBPyConnection, Params, Settings], Any]
-
-
-def int_param(params: Params, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high].
-
-    Raises:
-        BadParameter: naming the parameter, when it is not such an integer.
-    """
-    text = params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadParameter(name, f"{text!r} is not an integer") from None
-    if not low <= value <= high:
-        raise BadParameter(name, f"must be between {low} and {high}, got {value}")
-    return value
+__all__ = ["ENDPOINTS", "Endpoint", "setup"]
 
 
 def sql_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
     """``/api/sql?q=SELECT…[&limit=N]``: one read-only SELECT; columns, rows, truncated."""
-    sql = params.get("q")
-    if sql is None:
-        raise BadParameter("q", "is missing; pass one SELECT statement as ?q=")
-    limit = int_param(params, "limit", settings.query_row_limit, 1, 1_000_000)
-    return run_sql(cursor, sql, limit=limit).to_json()
+    read = parse_params(SqlParams, params, strict=False, limit=settings.query_row_limit)
+    return read.run(cursor).to_json()
 
 
 #: path under /api -> endpoint function.

@@ -26,7 +26,8 @@ from . import _api
 from ._admission import Admission
 from ._database import Database
 from ._decode_pool import DecodePool
-from ._errors import Overloaded, RequestTimeout, Unauthorized
+from ._errors import DatabaseFailed, ListenError, Overloaded, RequestTimeout, Unauthorized
+from ._grpc import GrpcReceiver
 from ._intake import Intake
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
@@ -130,7 +131,12 @@ def _presented_token(request: web.Request) -> str | None:
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response(
-        {"status": "ok", "version": __version__, "queue_rows": state.writer.queued_rows}
+        {
+            "status": "ok",
+            "version": __version__,
+            "queue_rows": state.writer.queued_rows,
+            "grpc_port": state.grpc_port,
+        }
     )
 
 
@@ -166,10 +172,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     retention.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
-    state.start(database, writer, Intake(decoders=decoders, writer=writer, metrics=state.metrics))
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
-    state._admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
+    intake = Intake(decoders=decoders, writer=writer, metrics=state.metrics)
+    state.start(database, writer, intake, admission)
     try:
         yield
     finally:
@@ -250,20 +257,28 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
     _STOP.set(asyncio.Event())
     # The ports first: one in use is refused before the database is opened (or created).
     sockets = listen(settings.host, settings.port)
+    app = create_app(settings)
+    state = app[STATE]
+    grpc_receiver = GrpcReceiver(state)
     try:
         ui_sockets = [] if settings.ui_port is None else listen(settings.host, settings.ui_port)
+        if settings.grpc_port is not None:
+            state.grpc_port = grpc_receiver.bind(settings.host, settings.grpc_port)
     except OSError:
         _close(sockets)
         raise
-    app = create_app(settings)
     runner = web.AppRunner(
-        app, **RUNNER_OPTIONS, handle_signals=False, shutdown_timeout=1,
+        app,
+        **RUNNER_OPTIONS,
+        handle_signals=False,
+        shutdown_timeout=1,
         keepalive_timeout=settings.idle_timeout,
-    )  # fmt: skip
+    )
     try:
         await runner.setup()  # opens the database: fails here, before we serve, on a bad --db
     except BaseException:
         _close(sockets + ui_sockets)
+        await grpc_receiver.stop(grace=None)
         raise
     ui_runners: list[web.AppRunner] = []
     try:
@@ -271,13 +286,17 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
             await web.SockSite(runner, sock).start()
         host, port = runner.addresses[0][:2]
         base = ui_base = f"http://{host}:{port}"
+        grpc_line = ""
+        if state.grpc_port is not None:
+            await grpc_receiver.start()
+            grpc_line = f"  OTLP/gRPC  {host}:{state.grpc_port}\n"
         if _UI_APP in app:
             ui_base = await _start_ui(app[_UI_APP], ui_sockets, base, ui_runners)
-        state = app[STATE]
         assert state.database is not None
         out.write(
             f"eventscope {__version__}\n"
             f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
+            f"{grpc_line}"
             f"  UI         {ui_base}/\n"
             f"  retention  {retention_line(settings)}\n"
             f"  data       {state.database.description}\n"
@@ -290,7 +309,7 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
         sys.setswitchinterval(0.001)
         yield base
     finally:
-        await _stop_intake(app, [runner, *ui_runners])
+        await _stop_intake(app, [runner, *ui_runners], grpc_receiver)
         for ui_runner in ui_runners:
             await ui_runner.cleanup()
         await runner.cleanup()
@@ -325,11 +344,9 @@ def _close(sockets: list[socket.socket]) -> None:
         sock.close()
 
 
-class ListenError(OSError):
-    """A port could not be listened on; nothing was opened."""
-
-
-async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> None:
+async def _stop_intake(
+    app: web.Application, runners: list[web.AppRunner], grpc_receiver: GrpcReceiver
+) -> None:
     """Stop listening and taking requests; give those in flight a few seconds to finish.
 
     aiohttp's own shutdown closes every connection first, and a connection being closed
@@ -341,19 +358,21 @@ async def _stop_intake(app: web.Application, runners: list[web.AppRunner]) -> No
     for runner in runners:
         for site in list(runner.sites):
             await site.stop()
+    # gRPC: no new calls; those in flight finish (before the writer closes) or are cancelled.
+    stopped = asyncio.ensure_future(grpc_receiver.stop(grace=_DRAIN_SECONDS))
     state = app[STATE]
-    if state._admission is None:  # never started
-        return
-    state.admission.stopping = True
-    try:
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            await state.admission.wait_idle()
-    except TimeoutError:
-        log.info(
-            "stopping: %d requests were still receiving their body; their connections are "
-            "closed unanswered (clients retry)",
-            state.admission.requests,
-        )
+    if state._admission is not None:  # started
+        state.admission.stopping = True
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                await state.admission.wait_idle()
+        except TimeoutError:
+            log.info(
+                "stopping: %d requests were still receiving their body; their connections "
+                "are closed unanswered (clients retry)",
+                state.admission.requests,
+            )
+    await stopped
 
 
 async def _start_ui(
@@ -371,10 +390,6 @@ async def _start_ui(
     ui_app[ui.UI].otlp_endpoint = otlp_base
     host, port = ui_runner.addresses[0][:2]
     return f"http://{host}:{port}"
-
-
-class DatabaseFailed(Exception):
-    """The collector stopped because its database failed to commit (see the log)."""
 
 
 # Set while `running` runs in this task: what `until_signalled` also waits for (the writer

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._query_client import SourceUnavailable
+from ._query_client import SourceUnavailable, query_source
 
 __all__ = ["GroupCheck", "add_check_command", "check_groups"]
 
@@ -123,9 +123,11 @@ def add_check_command(commands: Any) -> None:
     check.add_argument("--until", help="up to this time (default now)")
     check.add_argument("--max-lost", type=_count, default=0, help="lost events a group may have")
     check.add_argument(
-        "--max-processed-twice", type=_count, default=0,
+        "--max-processed-twice",
+        type=_count,
+        default=0,
         help="events a group may have processed twice",
-    )  # fmt: skip
+    )
     check.add_argument(
         "--group", action="append", help="check only this consumer group (repeatable)"
     )
@@ -141,8 +143,6 @@ def add_check_command(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._cli import query_source
-
     window = {k: v for k, v in (("since", args.since), ("until", args.until)) if v}
     lost_params = dict(window)
     for name in ("grace", "subscriptions"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -16,12 +17,14 @@ from typing import Any, NoReturn
 
 from eventscope.queries import EventscopeError
 
-from ._errors import ConfigError
+from ._check import add_check_command
+from ._demo import add_demo_command
+from ._errors import ConfigError, DatabaseFailed, fail
 from ._output import FORMATS, render
-from ._query_client import LocalSource, QuerySource, RemoteSource, SourceUnavailable
+from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
 from ._read_commands import READ_COMMANDS
-from ._settings import Settings, parse_grace, parse_size
+from ._settings import Settings, parse_grace, parse_grpc_port, parse_size
 from ._version import __version__
 
 __all__ = ["QUERY_COMMANDS", "QueryCommand", "main"]
@@ -36,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("statement", help="one SELECT over the public schema")
-    parser.add_argument("--limit", type=int, default=None, help="most rows (default 10000)")
+    parser.add_argument("--limit", default=None, help="most rows (default 10000)")
 
 
 def _sql_params(args: argparse.Namespace) -> dict[str, str]:
@@ -46,7 +49,7 @@ def _sql_params(args: argparse.Namespace) -> dict[str, str]:
     return params
 
 
-def _sql_table(value: Any) -> tuple[list[str], list[list[Any]]]:
+def _sql_table(value: Any, raw: bool) -> tuple[list[str], list[list[Any]]]:
     columns = [c["name"] for c in value["columns"]]
     return columns, [[row.get(c) for c in columns] for row in value["rows"]]
 
@@ -74,6 +77,9 @@ def _add_serve(commands: Any) -> None:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port for OTLP/HTTP, API and UI (default 4318)")
+    serve.add_argument(
+        "--grpc-port", help="port for OTLP/gRPC (default 4317; 0: off; auto: any free port)"
+    )
     serve.add_argument(
         "--db", help="DuckDB file (default ./eventscope.duckdb), or ducklake:postgres:<dsn>"
     )
@@ -155,17 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     _add_query(commands)
-    from ._check import add_check_command
-    from ._demo import add_demo_command
-
     add_check_command(commands)
     add_demo_command(commands)
     return parser
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"eventscope: error: {message}\n")
-    raise SystemExit(code)
 
 
 def _size(text: str | None, flag: str) -> int | None:
@@ -174,7 +172,7 @@ def _size(text: str | None, flag: str) -> int | None:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed, ListenError, serve
+    from ._app import ListenError, serve
 
     settings = Settings.from_env(
         environ,
@@ -205,27 +203,18 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         else parse_grace(args.metrics_lookback, "--metrics-lookback"),
         metrics_max_label_sets=args.metrics_max_label_sets,
     )
+    if args.grpc_port is not None:  # a flag's None (0: off) must win over the environment
+        grpc_port = parse_grpc_port(args.grpc_port, "--grpc-port")
+        settings = dataclasses.replace(settings, grpc_port=grpc_port)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         asyncio.run(serve(settings))
     except ListenError as exc:  # the port is taken, the address is not ours …
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except OSError as exc:
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
-
-
-def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
-    """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
-    if args.url:
-        return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
-    settings = Settings.from_env(
-        environ, db=args.db, ducklake_schema=getattr(args, "ducklake_schema", None)
-    )
-    return LocalSource(settings)
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", 1)
 
 
 def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -233,7 +222,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     params = command.params(args)
     with query_source(args, environ) as source:
         value = source.call(command.endpoint, params)
-    columns, rows = command.table(value)
+    columns, rows = command.table(value, args.format == "csv")
     print(render(columns, rows, args.format, json_value=command.json(value)))
 
 
@@ -248,10 +237,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             _query(args, environ)
         else:
             args.run(args, environ)
-    except SourceUnavailable as exc:
-        _fail(str(exc), 1)
+    except (SourceUnavailable, DatabaseFailed) as exc:
+        fail(str(exc), 1)
     except (EventscopeError, ConfigError) as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:  # `eventscope query … | head`

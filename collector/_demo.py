@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -20,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._settings import Settings, parse_grace
+from ._errors import fail
+from ._settings import DEMO_DB, Settings, parse_grace
 
 __all__ = ["DEFAULT_URLS", "DEMO_GRACE", "add_demo_command"]
 
@@ -151,8 +153,6 @@ def _summary(shops: list[Any], truth: str | None) -> None:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from ._app import DatabaseFailed
-    from ._cli import _fail
     from ._demo_transports import BrokerUnreachable
 
     if args.grace is not None:
@@ -165,9 +165,11 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         environ,
         host=args.host,
         port=args.port,
-        db=args.db or "eventscope-demo.duckdb",
+        db=args.db or DEMO_DB,
         grace=grace,
     )
+    if not environ.get("EVENTSCOPE_GRPC_PORT"):  # the shops send OTLP/HTTP; 4317 stays free
+        settings = dataclasses.replace(settings, grpc_port=None)
     urls = {
         name: getattr(args, f"{name}_url") or environ.get(f"EVENTSCOPE_{name.upper()}_URL") or url
         for name, url in DEFAULT_URLS.items()
@@ -178,12 +180,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         asyncio.run(_demo(settings, args, urls))
-    except BrokerUnreachable as exc:
-        _fail(str(exc), 1)
-    except DatabaseFailed as exc:
-        _fail(str(exc), 1)
-    except CannotListen as exc:
-        _fail(str(exc), 1)
+    except (BrokerUnreachable, CannotListen) as exc:  # and DatabaseFailed: see _cli.main
+        fail(str(exc), 1)
 
 
 def add_demo_command(commands: Any) -> None:

@@ -6,12 +6,20 @@ EventscopeError
 ├── RequestTimeout          the body did not arrive within --read-timeout (408)
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
-├── Overloaded              the write queue is full; retry later (503 + Retry-After)
+├── Overloaded              cannot take it now; retry later (503 + Retry-After)
+│   └── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
 ├── StorageError            the database refused a batch (500)
+├── QueryTimeout            a read ran past its deadline (504)
 └── ConfigError             a setting is malformed; names the variable
+
+DatabaseFailed (apart: no request causes it) stops the collector after a failed commit;
+ListenError (an OSError) when a port cannot be listened on.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 from eventscope.queries import EventscopeError
 
@@ -56,6 +64,12 @@ class Overloaded(EventscopeError):
         self.retry_after = retry_after
 
 
+class QueueFull(Overloaded):
+    """The write queue is full: the client is sending faster than the database stores.
+    OTLP/gRPC calls this throttling (``RESOURCE_EXHAUSTED`` with ``RetryInfo``); the other
+    ``Overloaded`` cases (stopping, a decoder restarting) are ``UNAVAILABLE``."""
+
+
 class StorageError(EventscopeError):
     """The database could not store an accepted batch."""
 
@@ -72,3 +86,22 @@ class ConfigError(EventscopeError):
     """A setting has a malformed value. The message names the option or variable."""
 
     status = 500
+
+
+class ListenError(OSError):
+    """A port could not be listened on; nothing was opened (not an EventscopeError: the
+    command fails with exit code 1, naming the address)."""
+
+
+class DatabaseFailed(Exception):
+    """The collector stopped because its database failed to commit (see the log).
+
+    Not an ``EventscopeError``: no request caused it, and no response carries it; the
+    command line ends with it (exit code 1)."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with one line on stderr (``eventscope: error: …``) and ``code``:
+    2 for bad input, 1 for what the user's input did not cause."""
+    sys.stderr.write(f"eventscope: error: {message}\n")
+    raise SystemExit(code)

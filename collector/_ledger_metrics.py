@@ -7,7 +7,7 @@ nothing. Each evaluation:
 1. moves the *watermark* to ``now - grace`` — what was published (or started) before it is
    settled, and added once to the persisted totals;
 2. counts publishes, deliveries and handler latency from the previous watermark on
-   (:func:`~eventscope.queries._ledger_totals.ledger_totals`): the part before the new
+   (:func:`~eventscope.queries.ledger_totals`): the part before the new
    watermark settles, the rest is shown live and counted again next time;
 3. runs the very definitions behind ``eventscope query lost`` and ``query duplicates``
    (:func:`~eventscope.queries.lost_events`, :func:`~eventscope.queries.duplicate_events`)
@@ -36,9 +36,7 @@ from collections.abc import AsyncIterator
 
 import duckdb
 from aiohttp import web
-from eventscope.queries import duplicate_events, lost_events
-from eventscope.queries._ledger import SKEW_NS
-from eventscope.queries._ledger_totals import ledger_totals
+from eventscope.queries import LEDGER_SKEW_NS, duplicate_events, ledger_totals, lost_events
 
 from ._database import Database
 from ._ledger_state import OTHER, OUTCOMES, LedgerState, Observation, Triple
@@ -95,7 +93,7 @@ def evaluate(
         ):
             labels = (duplicate.event_type or "", duplicate.destination or "", group)
             seen.append(Observation("duplicated", labels, duplicate.kind, 1, True))
-    state.forget_before(earliest - SKEW_NS)
+    state.forget_before(earliest - LEDGER_SKEW_NS)
     state.advance(watermark, seen, pending.items())
 
 
@@ -164,9 +162,14 @@ class LedgerSeries:
         state = LedgerState.from_json(self._state.to_json(), settings.metrics_max_label_sets)
         state.pending = dict(self._state.pending)
         text = await run_read(
-            database, settings.query_timeout, _evaluate_and_store, state, self._persisted,
-            grace_ns=settings.grace, lookback_ns=settings.metrics_lookback,
-        )  # fmt: skip
+            database,
+            settings.query_timeout,
+            _evaluate_and_store,
+            state,
+            self._persisted,
+            grace_ns=settings.grace,
+            lookback_ns=settings.metrics_lookback,
+        )
         self._state, self._persisted = state, text
         self._text = state.render()
         self._seconds = time.perf_counter() - started

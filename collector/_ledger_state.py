@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from eventscope.queries._ledger_totals import LATENCY_BUCKETS
+from eventscope.queries import LATENCY_BUCKETS
 
 __all__ = ["FAMILIES", "OTHER", "LedgerState", "Observation", "escape_label"]
 

@@ -48,6 +48,7 @@ class Metrics:
     accepted: Counter[str] = field(default_factory=Counter)  # by signal: spans, log_records
     rejected: Counter[str] = field(default_factory=Counter)
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (path, status)
+    grpc_requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, code)
     commit_seconds: Histogram = field(default_factory=lambda: Histogram(_COMMIT_BUCKETS))
     committed_rows: int = 0
     queue_rows: int = 0  # a gauge the writer keeps
@@ -79,6 +80,14 @@ class Metrics:
         for (path, status), count in sorted(self.requests.items()):
             lines.append(
                 f'eventscope_http_requests_total{{path="{path}",status="{status}"}} {count}'
+            )
+        lines += [
+            "# HELP eventscope_grpc_requests_total OTLP/gRPC calls answered, by method and code.",
+            "# TYPE eventscope_grpc_requests_total counter",
+        ]
+        for (method, code), count in sorted(self.grpc_requests.items()):
+            lines.append(
+                f'eventscope_grpc_requests_total{{method="{method}",code="{code}"}} {count}'
             )
         lines += [
             "# HELP eventscope_queue_rows Rows decoded and waiting to be committed.",

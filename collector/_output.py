@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
-from collections.abc import Sequence
+import sys
+from collections.abc import Collection, Sequence
 from typing import Any
 
-__all__ = ["FORMATS", "render"]
+__all__ = ["FORMATS", "render", "terminal_width"]
 
 FORMATS = ("table", "json", "csv")
 _MIN_WIDTH = 6
@@ -27,14 +29,43 @@ def _cell(value: Any) -> str:
     return str(value).replace("\n", " ").replace("\t", " ")
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int) -> str:
+def _raw(value: Any) -> str:
+    """A CSV cell: the whole value (floats with all their digits)."""
+    if isinstance(value, float):
+        return repr(value) if value == value else "NaN"
+    return _cell(value)
+
+
+def terminal_width() -> int | None:
+    """The width tables must fit: ``$COLUMNS``, else the terminal's; None when the output
+    goes to a pipe or a file (nothing is cut there)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((80, 24)).columns
+    return None
+
+
+def _table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None, whole: Collection[str]
+) -> str:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    # Shrink the widest columns until the table fits the terminal.
-    budget = width - 2 * (len(columns) - 1)
-    while sum(widths) > budget and max(widths) > _MIN_WIDTH:
-        widest = widths.index(max(widths))
-        widths[widest] -= 1
+    if width is not None:
+        # Cut only what cannot fit: the widest column loses a character at a time, those
+        # in ``whole`` (ids) only once nothing else can give any more.
+        budget = width - 2 * (len(columns) - 1)
+        for spare in (
+            set(range(len(columns))) - {columns.index(c) for c in whole if c in columns},
+            set(range(len(columns))),
+        ):
+            while sum(widths) > budget:
+                candidates = [i for i in spare if widths[i] > _MIN_WIDTH]
+                if not candidates:
+                    break
+                widest = max(candidates, key=lambda i: widths[i])
+                widths[widest] -= 1
 
     def line(values: Sequence[str]) -> str:
         out = []
@@ -54,11 +85,14 @@ def render(
     *,
     json_value: Any = None,
     width: int | None = None,
+    whole: Collection[str] | None = None,
 ) -> str:
     """Render rows as ``table``, ``json`` or ``csv``.
 
     For ``json`` the ``json_value`` is printed when given (what the API returns), otherwise
-    an array of objects keyed by column name.
+    an array of objects keyed by column name. A table fits ``width`` (default:
+    :func:`terminal_width`), cutting the widest values first and those of the ``whole``
+    columns (default: names ending in ``id``) last; CSV is never cut.
     """
     if fmt == "json":
         value = json_value
@@ -70,7 +104,8 @@ def render(
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if v is None else _cell(v) for v in row])
+            writer.writerow([_raw(v) for v in row])
         return buffer.getvalue().rstrip("\n")
-    width = width or shutil.get_terminal_size((80, 24)).columns
-    return _table(columns, rows, width)
+    if whole is None:
+        whole = [c for c in columns if c.endswith("id")]
+    return _table(columns, rows, width if width is not None else terminal_width(), whole)

@@ -3,11 +3,13 @@ running collector's JSON API. Both return the same JSON, from the same endpoint 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -17,9 +19,9 @@ from eventscope.queries import BadParameter, EventscopeError
 
 from ._api import ENDPOINTS
 from ._errors import ConfigError
-from ._settings import Settings
+from ._settings import DEFAULT_DB, DEMO_DB, Settings
 
-__all__ = ["LocalSource", "QuerySource", "RemoteSource", "SourceUnavailable"]
+__all__ = ["LocalSource", "QuerySource", "RemoteSource", "SourceUnavailable", "query_source"]
 
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 
@@ -57,9 +59,10 @@ class LocalSource:
             return
         path = Path(settings.db).expanduser()
         if not path.exists():
-            raise ConfigError(
-                f"db: no database at {str(path)!r}; pass --db PATH, or --url to ask a collector"
-            )
+            hint = "pass --db PATH, or --url to ask a collector"
+            if settings.db == DEFAULT_DB and Path(DEMO_DB).exists():
+                hint = f"the demo's is {DEMO_DB}: pass --db {DEMO_DB} (or --url to ask the demo)"
+            raise ConfigError(f"db: no database at {str(path)!r}; {hint}")
         try:
             self._connection = duckdb.connect(
                 str(path), read_only=True, config={"enable_external_access": False}
@@ -148,3 +151,13 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return str(body.get("error") or body.get("message") or body)
     except (ValueError, AttributeError):
         return exc.reason if isinstance(exc.reason, str) else str(exc)
+
+
+def query_source(args: argparse.Namespace, environ: Mapping[str, str]) -> QuerySource:
+    """Where ``eventscope query`` reads from: ``--url``, else ``--db``, else the default file."""
+    if args.url:
+        return RemoteSource(args.url, args.token or environ.get("EVENTSCOPE_TOKEN") or None)
+    settings = Settings.from_env(
+        environ, db=args.db, ducklake_schema=getattr(args, "ducklake_schema", None)
+    )
+    return LocalSource(settings)

@@ -19,7 +19,8 @@ class QueryCommand:
         help: one line for ``--help``.
         arguments: adds the subcommand's own arguments to its parser.
         params: turns parsed arguments into the endpoint's query parameters.
-        table: turns the endpoint's JSON into (columns, rows) for table and CSV output.
+        table: turns the endpoint's JSON into (columns, rows): short forms for a table
+            (which the printer fits to the terminal), whole values for CSV (``raw``).
         json: what ``--format json`` prints, from the endpoint's JSON (default: all of it,
             exactly what the API returns).
     """
@@ -28,5 +29,5 @@ class QueryCommand:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     params: Callable[[argparse.Namespace], dict[str, str]]
-    table: Callable[[Any], tuple[Sequence[str], Sequence[Sequence[Any]]]]
+    table: Callable[[Any, bool], tuple[Sequence[str], Sequence[Sequence[Any]]]]
     json: Callable[[Any], Any] = lambda value: value

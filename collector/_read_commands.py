@@ -1,8 +1,12 @@
 """``eventscope query <name>`` subcommands of the read side, one per JSON API endpoint.
 
-Each turns its flags into the endpoint's parameters, and the endpoint's JSON into a table
-that reads well in 80 columns (times as ``HH:MM:SS.mmm`` UTC, durations in ms). With
-``--format json`` the CLI prints exactly what the API returns.
+Each turns its flags into the endpoint's parameters (parsed there, by
+``eventscope.queries.parse_params``), and the endpoint's JSON — typed again into the
+records it came from, so a renamed field fails the type check — into rows: for a table,
+short forms (times as ``HH:MM:SS`` UTC, durations in ms to 0.1, brief labels for kinds and
+reasons) that the printer fits to the terminal, cutting only what does not fit; for CSV
+(``raw``), whole values (ISO 8601 times to the nanosecond, full names, milliseconds with
+every digit). With ``--format json`` the CLI prints exactly what the API returns.
 """
 
 from __future__ import annotations
@@ -10,35 +14,55 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from eventscope.queries import GROUP_BY, SORTS
+from eventscope.queries import (
+    GROUP_BY,
+    SORTS,
+    DuplicateEvent,
+    FanoutTree,
+    HandlerLatency,
+    LostEvent,
+    OrphanDelivery,
+    OutOfOrderDelivery,
+    RequestPage,
+    Topology,
+    VersionCount,
+    VersionMix,
+)
 
 from ._query_command import QueryCommand
 
 __all__ = ["READ_COMMANDS"]
 
 Table = tuple[list[str], list[list[Any]]]
+Record = TypeVar(
+    "Record", LostEvent, DuplicateEvent, OrphanDelivery, OutOfOrderDelivery, VersionMix
+)
 
 
-def _clock(ns: int | None) -> str:
+def _clock(ns: int | None, raw: bool) -> str | None:
+    """``HH:MM:SS`` (UTC) in a table; ISO 8601 to the nanosecond in CSV."""
     if ns is None:
-        return ""
+        return None
     moment = datetime.fromtimestamp(ns // 10**9, UTC)
-    return moment.strftime("%H:%M:%S") + f".{ns % 10**9 // 10**6:03d}"
+    if raw:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
+    return moment.strftime("%H:%M:%S")
 
 
-def _ms(ns: float | None) -> str:
-    return "" if ns is None else f"{ns / 1e6:.1f}"
+def _ms(ns: float | None, raw: bool) -> str | float | None:
+    if ns is None:
+        return None
+    return ns / 1e6 if raw else f"{ns / 1e6:.1f}"
 
 
-def _fit(value: Any, width: int) -> str:
-    """Text cut to ``width`` (ids are never passed here: they stay whole)."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _label(name: str, raw: bool) -> str:
+    """A kind or reason: its short table label, or (CSV) its full name."""
+    return name if raw else _SHORT.get(name, name)
 
 
-# Short labels keep the tables within 80 columns; JSON has the full names.
+# Short labels keep the tables narrow; JSON and CSV have the full names.
 _SHORT = {
     "processed_twice": "twice",
     "suppressed": "skipped",
@@ -75,34 +99,37 @@ def _requests_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", help="only requests of this service")
     parser.add_argument("--name", help="only requests with this span name, e.g. 'POST /orders'")
     parser.add_argument("--status", choices=("unset", "ok", "error"))
-    parser.add_argument("--min-fanout", dest="min_fanout", type=int, help="at least N nodes")
+    parser.add_argument("--min-fanout", dest="min_fanout", help="at least N nodes")
     parser.add_argument("--correlation-id", dest="correlation_id")
     parser.add_argument("--attribute", help="KEY=VALUE of the request span")
     parser.add_argument(
         "--sort", default=None, help=f"{', '.join(SORTS)}; prefix - for descending (default -start)"
     )
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--offset", type=int)
+    parser.add_argument("--limit", help="rows per page, 1 to 10000 (default 50)")
+    parser.add_argument("--offset", help="rows to skip (default 0)")
 
 
-def _requests_table(value: Any) -> Table:
+def _records(kind: type[Record], value: Any) -> list[Record]:
+    """The records of a ``{count, rows}`` answer, typed again."""
+    return [kind.from_json(row) for row in value["rows"]]
+
+
+def _requests_table(value: Any, raw: bool) -> Table:
     columns = ["time", "service", "name", "nodes", "settle", "issues", "span_id"]
     rows = []
-    for r in value["rows"]:
+    for r in RequestPage.from_json(value).rows:
         issues = " ".join(
-            f"{n}{tag}"
-            for n, tag in ((r["errors"], "e"), (r["lost"], "l"), (r["duplicates"], "d"))
-            if n
+            f"{n}{tag}" for n, tag in ((r.errors, "e"), (r.lost, "l"), (r.duplicates, "d")) if n
         )
         rows.append(
             [
-                _clock(r["start_ns"])[:8],
-                _fit(r["service"], 10),
-                _fit(r["name"], 14),
-                r["size"],
-                _ms(r["settle_ns"]),
+                _clock(r.start_ns, raw),
+                r.service,
+                r.name,
+                r.size,
+                _ms(r.settle_ns, raw),
                 issues,
-                r["span_id"],
+                r.span_id,
             ]
         )
     return columns, rows
@@ -119,36 +146,36 @@ def _tree_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", help="only spans that started this soon after the root")
 
 
-def _tree_table(value: Any) -> Table:
+def _tree_table(value: Any, raw: bool) -> Table:
     columns = ["node", "edge", "at_ms", "wait_ms", "run_ms", "result"]
     rows: list[list[Any]] = []
-    stack = [(value["root"], "")]
-    while stack:
-        node, indent = stack.pop()
-        outcome = node["outcome"] or ("error" if node["status"] == "error" else "")
+    tree = FanoutTree.from_json(value)
+    for placed in tree.depth_first():
+        node = placed.node
+        outcome = node.outcome or ("error" if node.status == "error" else "")
         marks = [{"duplicate_skipped": "skip", "dead_lettered": "dead"}.get(outcome, outcome)]
-        if node["duplicate"]:
-            marks.append(_SHORT[node["duplicate"]])
-        if node["lost_groups"]:
-            marks.append("lost:" + ",".join(node["lost_groups"]))
-        label = node["consumer_group"] or node["service"]
-        text = f"{indent}{'*' if node['critical'] else ''}{label} {node['name']}"
+        if node.duplicate:
+            marks.append(_label(node.duplicate, raw))
+        if node.lost_groups:
+            marks.append("lost:" + ",".join(node.lost_groups))
+        label = node.consumer_group or node.service
+        text = f"{'  ' * placed.depth}{'*' if node.critical else ''}{label} {node.name}"
         rows.append(
             [
-                _fit(text, 34),
-                node["edge"][:5],
-                _ms(node["offset_ns"]),
-                _ms(node["queue_wait_ns"]),
-                _ms(node["processing_ns"]),
-                _fit(" ".join(m for m in marks if m), 12),
+                text,
+                node.edge if raw else node.edge[:5],
+                _ms(node.offset_ns, raw),
+                _ms(node.queue_wait_ns, raw),
+                _ms(node.processing_ns, raw),
+                " ".join(m for m in marks if m),
             ]
         )
-        stack.extend((child, indent + "  ") for child in reversed(node["children"]))
-    rows.append([f"{value['size']} nodes, depth {value['depth']}", "", "", "", "", ""])
-    rows.append([f"settled in {_ms(value['settle_ns']) or '-'} ms", "", "", "", "", ""])
-    rows.append(
-        [f"{len(value['lost'])} lost, {len(value['duplicates'])} duplicated", "", "", "", "", ""]
-    )
+    if not raw:  # a summary under the table (CSV holds the nodes only)
+        rows.append([f"{tree.size} nodes, depth {tree.depth}", "", "", "", "", ""])
+        rows.append([f"settled in {_ms(tree.settle_ns, raw) or '-'} ms", "", "", "", "", ""])
+        rows.append(
+            [f"{len(tree.lost)} lost, {len(tree.duplicates)} duplicated", "", "", "", "", ""]
+        )
     return columns, rows
 
 
@@ -163,21 +190,22 @@ def _latency_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", dest=name.replace("-", "_"))
 
 
-def _latency_table(value: Any) -> Table:
+def _latency_table(value: Any, raw: bool) -> Table:
     columns = ["key", "count", "err%", "p50ms", "p95ms", "p99ms", "q50ms", "q95ms"]
     rows = []
-    for key, stats in [*((r["key"], r["stats"]) for r in value["rows"]), ("(all)", value["total"])]:
-        run, wait = stats["processing"], stats["queue_wait"]
+    latency = HandlerLatency.from_json(value)
+    for key, stats in [*((r.key, r.stats) for r in latency.rows), ("(all)", latency.total)]:
+        run, wait = stats.processing, stats.queue_wait
         rows.append(
             [
-                _fit(key, 22),
-                stats["count"],
-                f"{100 * stats['error_rate']:.1f}",
-                _ms(run["p50"]),
-                _ms(run["p95"]),
-                _ms(run["p99"]),
-                _ms(wait["p50"]),
-                _ms(wait["p95"]),
+                key,
+                stats.count,
+                100 * stats.error_rate if raw else f"{100 * stats.error_rate:.1f}",
+                _ms(run.p50, raw),
+                _ms(run.p95, raw),
+                _ms(run.p99, raw),
+                _ms(wait.p50, raw),
+                _ms(wait.p95, raw),
             ]
         )
     return columns, rows
@@ -195,31 +223,31 @@ def _lost_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subscriptions", help="SUBJECT:GROUP[,GROUP];… that must handle")
 
 
-def _lost_table(value: Any) -> Table:
+def _lost_table(value: Any, raw: bool) -> Table:
     columns = ["time", "event_type", "event_id", "group", "reason"]
     return columns, [
         [
-            _clock(r["published_ns"])[:8],
-            _fit(r["event_type"], 12),
-            r["event_id"],
-            _fit(r["consumer_group"], 10),
-            _SHORT[r["reason"]],
+            _clock(r.published_ns, raw),
+            r.event_type,
+            r.event_id,
+            r.consumer_group,
+            _label(r.reason, raw),
         ]
-        for r in value["rows"]
+        for r in _records(LostEvent, value)
     ]
 
 
-def _duplicates_table(value: Any) -> Table:
+def _duplicates_table(value: Any, raw: bool) -> Table:
     columns = ["first", "event_id", "group", "kind", "n"]
     return columns, [
         [
-            _clock(r["first_ns"])[:8],
-            r["event_id"],
-            _fit(r["consumer_group"] or "(producer)", 12),
-            _SHORT[r["kind"]],
-            r["deliveries"],
+            _clock(r.first_ns, raw),
+            r.event_id,
+            r.consumer_group if raw else r.consumer_group or "(producer)",
+            _label(r.kind, raw),
+            r.deliveries,
         ]
-        for r in value["rows"]
+        for r in _records(DuplicateEvent, value)
     ]
 
 
@@ -230,16 +258,16 @@ def _orphans_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _orphans_table(value: Any) -> Table:
+def _orphans_table(value: Any, raw: bool) -> Table:
     columns = ["time", "event_id", "group", "reason"]
     return columns, [
         [
-            _clock(r["start_ns"])[:8],
-            r["event_id"],
-            _fit(r["consumer_group"], 12),
-            _SHORT[r["reason"]],
+            _clock(r.start_ns, raw),
+            r.event_id,
+            r.consumer_group,
+            _label(r.reason, raw),
         ]
-        for r in value["rows"]
+        for r in _records(OrphanDelivery, value)
     ]
 
 
@@ -249,17 +277,17 @@ def _order_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consumer-group", dest="consumer_group")
 
 
-def _order_table(value: Any) -> Table:
+def _order_table(value: Any, raw: bool) -> Table:
     columns = ["entity", "group", "seq", "after", "event_id"]
     return columns, [
         [
-            _fit(r["entity_id"], 14),
-            _fit(r["consumer_group"], 12),
-            r["sequence"],
-            r["after_sequence"],
-            r["event_id"],
+            r.entity_id,
+            r.consumer_group,
+            r.sequence,
+            r.after_sequence,
+            r.event_id,
         ]
-        for r in value["rows"]
+        for r in _records(OutOfOrderDelivery, value)
     ]
 
 
@@ -269,21 +297,22 @@ def _versions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-only", dest="mixed_only", action="store_true")
 
 
-def _versions_table(value: Any) -> Table:
+def _versions_table(value: Any, raw: bool) -> Table:
     columns = ["event_type", "group", "versions", "published", "mixed"]
     return columns, [
         [
-            _fit(r["event_type"], 18),
-            _fit(r["consumer_group"], 14),
-            _fit(" ".join(f"v{v['version'] or '?'}×{v['count']}" for v in r["versions"]), 16),
-            _fit(
-                " ".join(f"v{v['version'] or '?'}×{v['count']}" for v in r["published_versions"]),
-                16,
-            ),
-            "yes" if r["mixed"] else "",
+            r.event_type,
+            r.consumer_group,
+            _versions(r.versions),
+            _versions(r.published_versions),
+            "yes" if r.mixed else "",
         ]
-        for r in value["rows"]
+        for r in _records(VersionMix, value)
     ]
+
+
+def _versions(counts: Sequence[VersionCount]) -> str:
+    return " ".join(f"v{v.version or '?'}×{v.count}" for v in counts)
 
 
 # --------------------------------------------------------------------------- topology
@@ -295,20 +324,20 @@ def _topology_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subscriptions", help="SUBJECT:GROUP[,GROUP];… that must handle")
 
 
-def _topology_table(value: Any) -> Table:
+def _topology_table(value: Any, raw: bool) -> Table:
     columns = ["producer", "event", "group", "sent", "handled", "lost", "dup", "p95ms"]
     return columns, [
         [
-            _fit(e["producer"] or "(unknown)", 12),
-            _fit(e["event_type"] or e["destination"], 16),
-            _fit(e["consumer_group"] or "-", 12),
-            e["published"],
-            e["handled"],
-            e["lost"],
-            e["duplicates"],
-            _ms(e["processing"]["p95"]),
+            e.producer if raw else e.producer or "(unknown)",
+            e.event_type or e.destination,
+            e.consumer_group if raw else e.consumer_group or "-",
+            e.published,
+            e.handled,
+            e.lost,
+            e.duplicates,
+            _ms(e.processing.p95, raw),
         ]
-        for e in value["edges"]
+        for e in Topology.from_json(value).edges
     ]
 
 
@@ -317,7 +346,7 @@ def _command(
     help: str,
     arguments: Callable[[argparse.ArgumentParser], None],
     names: Sequence[str],
-    table: Callable[[Any], Table],
+    table: Callable[[Any, bool], Table],
 ) -> QueryCommand:
     return QueryCommand(
         endpoint=endpoint,

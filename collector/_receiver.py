@@ -26,7 +26,15 @@ from ._errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMed
 from ._signals import LOGS, TRACES, Signal
 from ._state import STATE
 
-__all__ = ["OTLP_CONTENT_TYPES", "error_body", "receive_logs", "receive_metrics", "receive_traces"]
+__all__ = [
+    "NO_METRICS",
+    "OTLP_CONTENT_TYPES",
+    "PROTOBUF",
+    "error_body",
+    "receive_logs",
+    "receive_metrics",
+    "receive_traces",
+]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -159,7 +167,7 @@ async def receive_logs(request: web.Request) -> web.Response:
     return await _receive(request, LOGS)
 
 
-_NO_METRICS = (
+NO_METRICS = (
     "eventscope stores traces and logs, not metrics: set OTEL_METRICS_EXPORTER=none, "
     "or send metrics to another backend (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)"
 )
@@ -170,6 +178,6 @@ async def receive_metrics(request: web.Request) -> web.Response:
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` exports metrics too; say plainly what to do about it
     instead of a bare 404: in the body's Status, and in the reason phrase, which is what
     the Python SDK's exporter logs."""
-    response = error_body(request, 404, _NO_METRICS)
-    response.set_status(404, f"Not Found: {_NO_METRICS}")
+    response = error_body(request, 404, NO_METRICS)
+    response.set_status(404, f"Not Found: {NO_METRICS}")
     return response

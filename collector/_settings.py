@@ -15,7 +15,12 @@ from eventscope.queries import BadParameter, parse_duration
 
 from ._errors import ConfigError
 
-__all__ = ["Settings", "parse_grace", "parse_size"]
+__all__ = ["DEFAULT_DB", "DEMO_DB", "Settings", "parse_grace", "parse_grpc_port", "parse_size"]
+
+#: The database file of `eventscope serve` and `eventscope query` when none is named.
+DEFAULT_DB = "eventscope.duckdb"
+#: The one `eventscope demo` writes when none is named.
+DEMO_DB = "eventscope-demo.duckdb"
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -58,6 +63,23 @@ def parse_grace(text: str, name: str) -> int:
     return value
 
 
+def parse_grpc_port(text: str, name: str) -> int | None:
+    """Parse the OTLP/gRPC port: a port number, ``0`` to switch gRPC off (None), or ``auto``
+    for any free port (0, as the socket API says it).
+
+    Raises:
+        ConfigError: naming ``name`` when the text is none of these.
+    """
+    value = text.strip().lower()
+    if value == "auto":
+        return 0
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise ConfigError(
+            f"{name}: {text!r} is not a port (1-65535), 0 (gRPC off) or auto (any free port)"
+        )
+    return int(value) or None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the collector process can be told, with its defaults.
@@ -68,8 +90,12 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 4318
+    #: OTLP/gRPC port, on the same host. None: no gRPC listener; 0: any free port (the
+    #: banner says which). On the command line and in the environment ``0`` means off and
+    #: ``auto`` a free port.
+    grpc_port: int | None = 4317
     #: The database: a DuckDB file path, or ``ducklake:<catalog>`` for DuckLake.
-    db: str = "eventscope.duckdb"
+    db: str = DEFAULT_DB
     #: DuckLake only: where the Parquet data files go (a shared folder).
     data_path: str | None = None
     #: DuckLake only: the PostgreSQL schema holding the catalog tables (default: DuckLake's).
@@ -142,7 +168,7 @@ class Settings:
     metrics_max_label_sets: int = 500
 
     def __post_init__(self) -> None:
-        for name in ("port", "ui_port"):
+        for name in ("port", "ui_port", "grpc_port"):
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:
                 raise ConfigError(f"{name}: {port} is not a TCP port (0-65535)")
@@ -231,6 +257,8 @@ def _convert(name: str, text: str, variable: str) -> Any:
         return parse_size(text, variable)
     if name in ("grace", "metrics_lookback", "retention"):
         return parse_grace(text, variable)
+    if name == "grpc_port":
+        return parse_grpc_port(text, variable)
     if name == "metrics_interval":
         return parse_grace(text, variable) / 1e9
     if name in _INTS:

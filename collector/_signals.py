@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
-from eventscope.queries._gc import gc_paused
+from eventscope.queries import gc_paused
 from eventscope.queries.schema import TABLES
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse

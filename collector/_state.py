@@ -24,13 +24,18 @@ class CollectorState:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     database: Database | None = None
+    #: The OTLP/gRPC port listened on, once listening (None: gRPC is off).
+    grpc_port: int | None = None
     _writer: SpanWriter | None = None
     _intake: Intake | None = None
     _admission: Admission | None = None
 
-    def start(self, database: Database, writer: SpanWriter, intake: Intake) -> None:
+    def start(
+        self, database: Database, writer: SpanWriter, intake: Intake, admission: Admission
+    ) -> None:
         """The collector has started: these serve the requests from now on."""
         self.database, self._writer, self._intake = database, writer, intake
+        self._admission = admission
 
     def stop(self) -> None:
         """The collector has stopped."""

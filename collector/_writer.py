@@ -25,7 +25,7 @@ from eventscope.queries._id_index import compact, index_rows_sql
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
-from ._errors import Overloaded, StorageError
+from ._errors import Overloaded, QueueFull, StorageError
 from ._metrics import Metrics
 from ._signals import Signal, Telemetry
 
@@ -132,7 +132,7 @@ class SpanWriter:
         if self._closing:
             raise Overloaded("the collector is shutting down", self._retry_after)
         if self._queued_rows and self._queued_rows + rows > self._max_queue_rows:
-            raise Overloaded(
+            raise QueueFull(
                 f"write queue is full ({self._queued_rows} rows waiting, limit "
                 f"{self._max_queue_rows}); retry later",
                 self._retry_after,

@@ -124,8 +124,9 @@ class InProcessCollector:
 
     # ------------------------------------------------------------------ hooks
 
-    def configure(self, service_name: str = "tests", *, default: bool = True,
-                  **options: Any) -> Hooks:  # fmt: skip
+    def configure(
+        self, service_name: str = "tests", *, default: bool = True, **options: Any
+    ) -> Hooks:
         """Hooks for ``service_name`` that export to this collector (``options``: those of
         :func:`eventscope.instrumentation.configure`, e.g. ``sampler``, ``records``).
 
@@ -230,9 +231,10 @@ class InProcessCollector:
         event was processed at all (a test that saw nothing proves nothing)."""
         self.flush()
         twice = [
-            d for d in self._read(duplicate_events)
+            d
+            for d in self._read(duplicate_events)
             if d.kind == "processed_twice" and _matches(d, event_type, consumer_group)
-        ]  # fmt: skip
+        ]
         if twice:
             lines = "\n".join(f"  - {d.detail}" for d in twice)
             raise AssertionError(f"{len(twice)} event(s) processed more than once:\n{lines}")

@@ -17,7 +17,7 @@ from . import _names as n
 from ._core import Hooks, resolve_hooks
 from ._deliver import Delivery
 from ._explicit import Described, register
-from ._patch import Instrumentor, Patch, bind, is_stock_wrapper, qualified_name
+from ._patch import Instrumentor, Patch, bind, caller_name, handler_name, is_stock_wrapper
 
 _STOCK = "opentelemetry.instrumentation.aio_pika"
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
@@ -80,7 +80,7 @@ def _start(
 
 def traced_callback(callback: Any, queue: str, hooks: Hooks) -> Any:
     """Wrap a ``Queue.consume`` callback in a delivery scope."""
-    handler = qualified_name(callback)
+    handler = handler_name(callback)
 
     async def traced(message: AbstractIncomingMessage) -> Any:
         delivery = _start(hooks, message, queue, handler, iterating=False)
@@ -182,8 +182,7 @@ class AioPikaInstrumentor(Instrumentor):
             hooks = iterator.__dict__.get("_eventscope_hooks")
             if hooks is None:
                 hooks = iterator.__dict__["_eventscope_hooks"] = resolve_hooks(None, self.hooks)
-            caller = sys._getframe(1)
-            handler = f"{caller.f_globals.get('__name__', '')}.{caller.f_code.co_qualname}"
+            handler = caller_name(sys._getframe(1))
             delivery = _start(hooks, message, iterator._amqp_queue.name, handler, iterating=True)
             delivery.attach()
             iterator.__dict__["_eventscope_delivery"] = delivery

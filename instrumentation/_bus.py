@@ -21,7 +21,7 @@ from . import _names as n
 from ._context import header, new_id
 from ._core import Hooks, resolve_hooks
 from ._explicit import Described, register
-from ._patch import Instrumentor, Patch, bind, qualified_name
+from ._patch import Instrumentor, Patch, bind, handler_name
 from ._spans import HOOKS_KEY, suppressed
 
 _log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class EventBusInstrumentor(Instrumentor):
                 operation="consume",
                 headers=event.headers,
                 group=state.name,
-                handler=qualified_name(state.handler),
+                handler=handler_name(state.handler),
                 message_id=event.event_id,
                 attempt=event.attempt,
                 message=event,

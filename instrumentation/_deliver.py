@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     from ._core import Hooks
 
 
+def handler_attributes(handler: str | None) -> dict[str, str]:
+    """``eventscope.handler`` and, when known, ``code.function.name`` of a handler."""
+    if not handler:
+        return {}
+    attributes = {n.HANDLER: str(handler)}
+    qualified = getattr(handler, "qualified", None)
+    if qualified:
+        attributes[n.CODE_FUNCTION] = qualified
+    return attributes
+
+
 def _consumer_attributes(
     system: str,
     destination: str,
@@ -46,8 +57,7 @@ def _consumer_attributes(
         attrs[n.CE_EVENT_ID] = event_id
     if group:
         attrs[n.CONSUMER_GROUP] = group
-    if handler:
-        attrs[n.HANDLER] = handler
+    attrs.update(handler_attributes(handler))
     causation = header(headers, n.CAUSATION_ID)
     if causation:
         attrs[n.CAUSATION] = causation
@@ -196,8 +206,9 @@ class Delivery:
             self.span.set_attribute(n.CONSUMER_GROUP, group)
         if handler:
             self.handler = handler
-            self.attributes[n.HANDLER] = handler
-            self.span.set_attribute(n.HANDLER, handler)
+            named = handler_attributes(handler)
+            self.attributes.update(named)
+            self.span.set_attributes(named)
 
     def attach(self) -> None:
         """Make this delivery current: spans and publishes in the handler descend from it."""
@@ -331,8 +342,7 @@ class Batch:
         }
         if group:
             attrs[n.CONSUMER_GROUP] = group
-        if handler:
-            attrs[n.HANDLER] = handler
+        attrs.update(handler_attributes(handler))
         self.span: Span = hooks._tracer.start_span(
             name, Context(), SpanKind.CONSUMER, attrs, links, start_time=self._start
         )

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ._core import Hooks, resolve_hooks
 from ._deliver import Batch, BatchItem, Delivery
-from ._patch import qualified_name
+from ._patch import handler_name
 
 T = TypeVar("T")
 
@@ -134,16 +134,16 @@ def handler(
     """
 
     def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        handler_name = name or qualified_name(fn)
+        named = handler_name(fn, name)
 
         @functools.wraps(fn)
         async def traced(message: Any, *args: Any, **kwargs: Any) -> T:
             if isinstance(message, list | tuple):
                 if not message:
                     return await fn(message, *args, **kwargs)
-                with consume_batch(list(message), group=group, handler=handler_name, hooks=hooks):
+                with consume_batch(list(message), group=group, handler=named, hooks=hooks):
                     return await fn(message, *args, **kwargs)
-            with consume(message, group=group, handler=handler_name, hooks=hooks):
+            with consume(message, group=group, handler=named, hooks=hooks):
                 return await fn(message, *args, **kwargs)
 
         traced._eventscope_traced = True  # type: ignore[attr-defined]

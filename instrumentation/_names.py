@@ -40,6 +40,8 @@ ENTITY_SEQUENCE_ATTR: Final = "eventscope.entity.sequence"
 PUBLISH_TIME: Final = "eventscope.publish_time"
 CONSUMER_GROUP: Final = "messaging.consumer.group.name"
 HANDLER: Final = "eventscope.handler"
+#: The handler's qualified name (OpenTelemetry's code attribute), beside its readable one.
+CODE_FUNCTION: Final = "code.function.name"
 ATTEMPT: Final = "eventscope.delivery.attempt"
 OUTCOME: Final = "eventscope.outcome"
 CONTEXT_INVALID: Final = "eventscope.context.invalid"

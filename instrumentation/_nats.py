@@ -17,7 +17,7 @@ from . import _names as n
 from ._core import Hooks, resolve_hooks
 from ._deliver import Delivery
 from ._explicit import Described, register
-from ._patch import Instrumentor, Patch, bind, qualified_name
+from ._patch import Instrumentor, Patch, bind, caller_name, handler_name
 from ._spans import suppressed
 
 _SYSTEM = "nats"
@@ -166,7 +166,7 @@ class NatsInstrumentor(Instrumentor):
 
     @staticmethod
     def _traced_callback(cb: Any, queue: str | None, hooks: Hooks) -> Any:
-        handler = qualified_name(_user_callback(cb))
+        handler = handler_name(_user_callback(cb))
 
         async def traced(msg: Msg) -> Any:
             if msg.headers and _STATUS in msg.headers and not msg.data:
@@ -183,8 +183,7 @@ class NatsInstrumentor(Instrumentor):
             if not patch.enabled:
                 return messages
             hooks = resolve_hooks(None, self.hooks)
-            caller = sys._getframe(1)
-            handler = f"{caller.f_globals.get('__name__', '')}.{caller.f_code.co_qualname}"
+            handler = caller_name(sys._getframe(1))
             for msg in messages:
                 # Handling ends when the message is settled: ack, nak or term.
                 _delivery(hooks, msg, psub._consumer, handler, "fetch").start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -13,6 +14,44 @@ from ._names import RecordMode
 def bind(function: Any, instance: object) -> Any:
     """``function`` bound to ``instance`` — works for plain functions and wrapt wrappers."""
     return function.__get__(instance, type(instance))
+
+
+class HandlerName(str):
+    """A handler's readable name — the function's own (``charge``), or the one given to the
+    hook — carrying its qualified name (``shop.billing.Billing.charge``), which the span
+    records as ``code.function.name``."""
+
+    qualified: str | None
+
+    def __new__(cls, name: str, qualified: str | None = None) -> HandlerName:
+        self = super().__new__(cls, name)
+        self.qualified = qualified
+        return self
+
+
+def handler_name(function: Any, name: str | None = None) -> HandlerName:
+    """``name`` (else the function's own name), with the function's qualified name."""
+    inner = _unwrap(function)
+    own = getattr(inner, "__name__", None) or type(inner).__name__
+    return HandlerName(name or own, qualified_name(inner))
+
+
+def caller_name(frame: Any) -> HandlerName:
+    """The handler name of the function running in ``frame`` (a loop that handles messages)."""
+    module = frame.f_globals.get("__name__", "")
+    qualified = f"{module}.{frame.f_code.co_qualname}" if module else frame.f_code.co_qualname
+    return HandlerName(frame.f_code.co_name, qualified)
+
+
+def _unwrap(function: Any) -> Any:
+    while True:
+        function = getattr(function, "__func__", function)
+        if isinstance(function, functools.partial):
+            function = function.func
+        elif hasattr(function, "__wrapped__"):
+            function = function.__wrapped__
+        else:
+            return function
 
 
 def qualified_name(function: Any) -> str:

@@ -21,7 +21,7 @@ from ._context import text
 from ._core import Hooks, resolve_hooks
 from ._deliver import Delivery
 from ._explicit import Described, register
-from ._patch import Instrumentor, Patch, bind
+from ._patch import Instrumentor, Patch, bind, caller_name
 from ._spans import suppressed
 
 # redis ships its own types, in which Redis is not generic; the obsolete types-redis stubs,
@@ -127,8 +127,7 @@ register(__name__, describe_message)
 
 def _caller() -> str:
     """The function that called the stream command: the loop that handles the entries."""
-    frame = sys._getframe(2)
-    return f"{frame.f_globals.get('__name__', '')}.{frame.f_code.co_qualname}"
+    return caller_name(sys._getframe(2))
 
 
 def _open(

@@ -11,18 +11,47 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
 - :func:`topology` — the choreography map;
 - :func:`overview`, :func:`latency_histogram`, :func:`span_detail` — what the UI's overview,
   handler and span panels show;
-- :func:`run_sql` — one read-only SELECT.
+- :func:`run_sql` — one read-only SELECT;
+- :func:`parse_params` — query-string text into the typed parameters of one of those reads
+  (``RequestsParams``, ``TreeParams`` …, each with a ``run``): what the API, the pages and
+  the CLI all parse with;
+- :data:`schema` (``eventscope.queries.schema``) — the public schema's one owner: tables,
+  the collector's Arrow schemas, promoted columns, ``SCHEMA_VERSION``;
+- :func:`ledger_totals` — the ledger's counts per (event type, destination, group), for
+  the collector's ``/metrics`` series;
+- :func:`gc_paused` — the cyclic garbage collector paused while many small objects are
+  built (a tree here; decoded rows in the collector).
 
 Imports only go collector → ui → queries: nothing here imports those packages.
 """
 
 from ._duplicates import DUPLICATE_KINDS, duplicate_events, orphan_deliveries
 from ._errors import BadParameter, EventscopeError, NotFound, NotReadOnly, QueryError
+from ._gc import gc_paused
 from ._histogram import LatencyBin, LatencyHistogram, latency_histogram
 from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
+from ._ledger import SKEW_NS as LEDGER_SKEW_NS
+from ._ledger_totals import LATENCY_BUCKETS, TotalRow, ledger_totals
 from ._order import out_of_order, version_mix
 from ._overview import ActivityBucket, EventTypeSummary, Overview, ServiceSummary, overview
+from ._params import (
+    MAX_WHOLE,
+    DuplicatesParams,
+    LatencyParams,
+    LostParams,
+    OrphansParams,
+    OutOfOrderParams,
+    RequestsParams,
+    SqlParams,
+    TopologyParams,
+    TreeParams,
+    VersionsParams,
+    Window,
+    parse_choice,
+    parse_int,
+    parse_params,
+)
 from ._records import (
     DuplicateEvent,
     LostEvent,
@@ -45,6 +74,7 @@ from ._records_tree import (
     DuplicateMark,
     FanoutTree,
     LostMark,
+    PlacedNode,
     RequestPage,
     RequestSummary,
     TreeNode,
@@ -61,6 +91,9 @@ __all__ = [
     "DEFAULT_GRACE_NS",
     "DUPLICATE_KINDS",
     "GROUP_BY",
+    "LATENCY_BUCKETS",
+    "LEDGER_SKEW_NS",
+    "MAX_WHOLE",
     "SORTS",
     "VIEWS_SQL",
     "ActivityBucket",
@@ -68,6 +101,7 @@ __all__ = [
     "CriticalHop",
     "DuplicateEvent",
     "DuplicateMark",
+    "DuplicatesParams",
     "EventTypeSummary",
     "EventscopeError",
     "FanoutTree",
@@ -75,41 +109,58 @@ __all__ = [
     "LatencyBin",
     "LatencyBucket",
     "LatencyHistogram",
+    "LatencyParams",
     "LatencyRow",
     "LatencyStats",
     "LinkedSpan",
     "LostEvent",
     "LostMark",
+    "LostParams",
     "NotFound",
     "NotReadOnly",
     "OrphanDelivery",
+    "OrphansParams",
     "OutOfOrderDelivery",
+    "OutOfOrderParams",
     "Overview",
     "Percentiles",
+    "PlacedNode",
     "QueryError",
     "RequestPage",
     "RequestSummary",
+    "RequestsParams",
     "ServiceSummary",
     "SpanDetail",
     "SpanEvent",
+    "SqlParams",
     "SqlResult",
     "Topology",
     "TopologyEdge",
+    "TopologyParams",
+    "TotalRow",
     "TreeNode",
+    "TreeParams",
     "VersionCount",
     "VersionMix",
+    "VersionsParams",
+    "Window",
     "check_read_only",
     "duplicate_events",
     "fanout_tree",
     "format_time",
+    "gc_paused",
     "handler_latency",
     "latency_histogram",
+    "ledger_totals",
     "lost_events",
     "now_ns",
     "orphan_deliveries",
     "out_of_order",
     "overview",
+    "parse_choice",
     "parse_duration",
+    "parse_int",
+    "parse_params",
     "parse_time",
     "requests",
     "run_sql",

@@ -189,8 +189,7 @@ def _delivered_twice(row: tuple[Any, ...]) -> DuplicateEvent:
 
 
 def _published_twice(row: tuple[Any, ...]) -> DuplicateEvent:
-    (event_id, publishes, services, first, second, last, event_type, destination,
-     correlation) = row  # fmt: skip
+    (event_id, publishes, services, first, second, last, event_type, destination, correlation) = row
     return DuplicateEvent(
         event_id=event_id,
         event_type=event_type,

@@ -135,18 +135,21 @@ def _assemble(
 ) -> HandlerLatency:
     overall: dict[Any, LatencyStats] = {}
     per_bucket: dict[Any, list[LatencyBucket]] = defaultdict(list)
-    total_span = next(((r[8], r[9]) for r in rows if r[0] and r[1]), (None, None))
-    window = _window(since_ns, until_ns, *total_span)
-    for all_keys, all_buckets, key, bucket, count, errors, processing, wait, _, _ in rows:
+    first, last = next(((r[8], r[9]) for r in rows if r[0] and r[1]), (None, None))
+    # The time the data covers, not the window asked for (mostly empty on a fresh database).
+    seconds = 0.0 if first is None or last is None else max((last - first) / 1e9, 1.0)
+    for all_keys, all_buckets, key, bucket, count, errors, processing, wait, lo, hi in rows:
         target = "*" if all_keys else key
         if all_buckets:
-            overall[target] = _stats(count, errors, processing, wait, window)
+            overall[target] = _stats(count, errors, processing, wait, seconds, lo, hi)
         else:
-            stats = _stats(count, errors, processing, wait, bucket_ns / 1e9 if bucket_ns else 0)
+            stats = _stats(
+                count, errors, processing, wait, bucket_ns / 1e9 if bucket_ns else 0, lo, hi
+            )
             per_bucket[target].append(LatencyBucket(start_ns=bucket, stats=stats))
     for buckets in per_bucket.values():
         buckets.sort(key=lambda b: b.start_ns)
-    total = overall.pop("*", None) or _stats(0, 0, None, None, window)
+    total = overall.pop("*", None) or _stats(0, 0, None, None, seconds, None, None)
     ordered = sorted(overall.items(), key=lambda item: (-item[1].count, str(item[0])))
     return HandlerLatency(
         group_by=group_by,
@@ -162,16 +165,6 @@ def _assemble(
     )
 
 
-def _window(
-    since_ns: int | None, until_ns: int | None, first: int | None, last: int | None
-) -> float:
-    start = since_ns if since_ns is not None else first
-    end = until_ns if until_ns is not None else last
-    if start is None or end is None:
-        return 0.0
-    return max(end - start, 0) / 1e9
-
-
 def _percentiles(values: list[float] | None) -> Percentiles:
     p50, p90, p95, p99 = values if values else (None, None, None, None)
     return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99)
@@ -183,6 +176,8 @@ def _stats(
     processing: list[float] | None,
     wait: list[float] | None,
     seconds: float,
+    first_ns: int | None,
+    last_ns: int | None,
 ) -> LatencyStats:
     return LatencyStats(
         count=count,
@@ -191,4 +186,6 @@ def _stats(
         throughput_per_s=count / seconds if seconds > 0 else float(count),
         processing=_percentiles(processing),
         queue_wait=_percentiles(wait),
+        first_ns=first_ns,
+        last_ns=last_ns,
     )

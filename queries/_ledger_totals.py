@@ -91,25 +91,51 @@ def ledger_totals(
             _PUBLISHES.format(publishes=src.publishes), params
         ).fetchall():
             rows.append(
-                TotalRow(family="published", event_type=event_type, destination=destination,
-                         consumer_group="", label=None, settled=settled, count=count)
-            )  # fmt: skip
+                TotalRow(
+                    family="published",
+                    event_type=event_type,
+                    destination=destination,
+                    consumer_group="",
+                    label=None,
+                    settled=settled,
+                    count=count,
+                )
+            )
         result = cursor.execute(_DELIVERIES.format(deliveries=src.deliveries), params)
         for row in result.fetchall():
-            (by_outcome, by_processing, event_type, destination, group, settled, outcome, p, w,
-             count, processing, queue_wait, waits) = row  # fmt: skip
-            key = {"event_type": event_type, "destination": destination,
-                   "consumer_group": group, "settled": settled}  # fmt: skip
+            (
+                by_outcome,
+                by_processing,
+                event_type,
+                destination,
+                group,
+                settled,
+                outcome,
+                p,
+                w,
+                count,
+                processing,
+                queue_wait,
+                waits,
+            ) = row
+            key = {
+                "event_type": event_type,
+                "destination": destination,
+                "consumer_group": group,
+                "settled": settled,
+            }
             if by_outcome:
                 rows.append(TotalRow(family="deliveries", label=outcome, count=count, **key))
             elif by_processing:
                 rows.append(
-                    TotalRow(family="processing", label=str(p), count=count,
-                             seconds=processing, **key)
-                )  # fmt: skip
+                    TotalRow(
+                        family="processing", label=str(p), count=count, seconds=processing, **key
+                    )
+                )
             elif w is not None and waits:
                 rows.append(
-                    TotalRow(family="queue_wait", label=str(w), count=waits,
-                             seconds=queue_wait, **key)
-                )  # fmt: skip
+                    TotalRow(
+                        family="queue_wait", label=str(w), count=waits, seconds=queue_wait, **key
+                    )
+                )
     return tuple(rows)

@@ -18,6 +18,7 @@ from ._sources import Sources
 __all__ = ["ActivityBucket", "EventTypeSummary", "Overview", "ServiceSummary", "overview"]
 
 T = TypeVar("T")
+_SECOND_NS = 1_000_000_000
 
 _SERVICES = """
 WITH seen AS (
@@ -70,7 +71,7 @@ WITH marks AS (
     SELECT epoch_ns(start_time), 0, 0, 0, 0, 1, (outcome IN ('error', 'dead_lettered'))::INTEGER
     FROM ({deliveries})
 )
-SELECT (t - $since) // $width AS bucket, sum(span)::BIGINT, sum(request)::BIGINT,
+SELECT (t - $start) // $width AS bucket, sum(span)::BIGINT, sum(request)::BIGINT,
        sum(error)::BIGINT, sum(publish)::BIGINT, sum(delivery)::BIGINT, sum(failed)::BIGINT
 FROM marks GROUP BY bucket ORDER BY bucket
 """
@@ -142,10 +143,17 @@ class Overview:
 
 
 def overview(
-    cursor: duckdb.DuckDBPyConnection, *, since_ns: int, until_ns: int, buckets: int = 60
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int,
+    until_ns: int,
+    buckets: int = 60,
+    fit: bool = False,
 ) -> Overview:
     """Summarise ``[since_ns, until_ns)`` in ``buckets`` equal time buckets (every bucket is
-    present, empty ones with zeros). Blocking.
+    present, empty ones with zeros). With ``fit``, the buckets cover only the part of the
+    window that holds data (a fresh database's few minutes, not the hour asked for), each at
+    least a second long. Blocking.
 
     Raises:
         BadParameter: ``until`` is not after ``since``, or ``buckets`` is not 1-1000.
@@ -154,9 +162,16 @@ def overview(
         raise BadParameter("until", "must be later than since")
     if not 1 <= buckets <= 1000:
         raise BadParameter("buckets", f"must be between 1 and 1000, got {buckets}")
-    width = max(1, -(-(until_ns - since_ns) // buckets))
     window = {"since": since_ns, "until": until_ns}
     services = _records(ServiceSummary, cursor.execute(_SERVICES, window).fetchall())
+    start, end = since_ns, until_ns
+    if fit and services:
+        start = max(since_ns, min(s.first_seen_ns for s in services))
+        end = min(until_ns, max(s.last_seen_ns for s in services) + 1)
+        width = max(_SECOND_NS, -(-(end - start) // buckets))
+        buckets = max(1, -(-(end - start) // width))
+    else:
+        width = max(1, -(-(end - start) // buckets))
     # Deliveries and publishes as the other read functions count them (Sources: spans and
     # event records once each, fast on large files), in the same window.
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
@@ -164,10 +179,10 @@ def overview(
         types_sql = _EVENT_TYPES.format(**sources)
         event_types = _records(EventTypeSummary, cursor.execute(types_sql, src.params).fetchall())
         activity_sql = _ACTIVITY.format(**sources)
-        activity_params = {**src.params, **window, "width": width}
+        activity_params = {**src.params, **window, "start": start, "width": width}
         counted = {r[0]: r[1:] for r in cursor.execute(activity_sql, activity_params).fetchall()}
     activity = _records(
-        ActivityBucket, [(since_ns + b * width, *counted.get(b, _ZEROS)) for b in range(buckets)]
+        ActivityBucket, [(start + b * width, *counted.get(b, _ZEROS)) for b in range(buckets)]
     )
     stored, first, last = cursor.execute(_EXTENT).fetchone() or (0, None, None)
     return Overview(

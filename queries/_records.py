@@ -7,8 +7,10 @@ integer nanoseconds since the epoch (``*_ns``), durations integer nanoseconds;
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from types import UnionType
+from typing import Any, Self, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
     "DuplicateEvent",
@@ -55,12 +57,60 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+def _decoder(annotation: Any) -> Callable[[Any], Any]:
+    """How a JSON value becomes a value of the type ``annotation`` (the inverse of
+    :func:`to_json_value`: objects → records, lists → tuples)."""
+    origin = get_origin(annotation)
+    arguments = get_args(annotation)
+    if origin in (Union, UnionType):
+        options = [a for a in arguments if a is not type(None)]
+        if len(options) == 1:
+            inner = _decoder(options[0])
+            return lambda value: None if value is None else inner(value)
+    if origin is tuple:
+        items = [_decoder(a) for a in arguments if a is not Ellipsis]
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return lambda value: tuple(items[0](v) for v in value)
+        return lambda value: tuple(item(v) for item, v in zip(items, value, strict=True))
+    if isinstance(annotation, type) and hasattr(annotation, "__dataclass_fields__"):
+        return _record_decoder(annotation)
+    return lambda value: value  # str, int, float, bool, dict[str, Any], Any
+
+
+_RECORD_DECODERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _record_decoder(kind: type) -> Callable[[Any], Any]:
+    decoder = _RECORD_DECODERS.get(kind)
+    if decoder is None:
+        decoders: list[tuple[str, Callable[[Any], Any]]] = []
+
+        def decoder(value: Any) -> Any:
+            return kind(**{name: decode(value[name]) for name, decode in decoders})
+
+        _RECORD_DECODERS[kind] = decoder  # first: a record may hold its own kind (TreeNode)
+        hints = get_type_hints(kind)
+        decoders.extend((f.name, _decoder(hints[f.name])) for f in fields(kind))
+    return decoder
+
+
 class _Json:
     __slots__ = ()
 
     def to_json(self) -> dict[str, Any]:
         """This record as the JSON object the API returns."""
         record: dict[str, Any] = to_json_value(self)
+        return record
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Self:
+        """The record whose :meth:`to_json` is ``value``: what the API returned, typed again
+        (``eventscope query --url`` reads it so).
+
+        Raises:
+            KeyError, TypeError: ``value`` is not such a record's JSON.
+        """
+        record: Self = _record_decoder(cls)(value)
         return record
 
 

@@ -35,7 +35,12 @@ class Percentiles(_Json):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LatencyStats(_Json):
     """Deliveries counted, failed (``error`` or ``dead_lettered``), per second, and the
-    percentiles of processing (handler start → end) and queue wait (publish → start)."""
+    percentiles of processing (handler start → end) and queue wait (publish → start).
+
+    ``throughput_per_s`` is over the time the data covers — from the first to the last
+    delivery of the whole answer (at least a second) — not over the window asked for, which
+    may be mostly empty; a bucket's is over the bucket. ``first_ns`` and ``last_ns`` are the
+    starts of this row's first and last delivery."""
 
     count: int
     errors: int
@@ -43,6 +48,8 @@ class LatencyStats(_Json):
     throughput_per_s: float
     processing: Percentiles
     queue_wait: Percentiles
+    first_ns: int | None = None
+    last_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,6 @@ from ._records_tree import (
     FanoutTree,
     LostMark,
     TreeNode,
-    new_tree_node,
 )
 from ._sources import Sources
 from ._times import now_ns
@@ -434,8 +433,7 @@ def _records(
 ) -> dict[int, TreeNode]:
     """TreeNode records, children before parents (deepest first).
 
-    The hot loop of a large tree (one record per node): lookups are hoisted out of it and
-    records are built by :data:`new_tree_node`."""
+    The hot loop of a large tree (one record per node): lookups are hoisted out of it."""
     built: dict[int, TreeNode] = {}
     kinds_of = marks.duplicate_kinds
     pairs_of = marks.node_pairs
@@ -453,7 +451,7 @@ def _records(
             duplicate = "published_twice"
         parent = item.parent
         children = item.children
-        built[key] = new_tree_node(
+        built[key] = TreeNode(
             span_id=item.span_id,
             trace_id=item.trace_id,
             parent_span_id=None if parent is None else parent.span_id,

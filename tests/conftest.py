@@ -12,6 +12,9 @@ import pytest
 from collector_process import Collector
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Every `eventscope serve` a test starts (directly or through a script) listens for
+# OTLP/gRPC on a free port, never on the shared default 4317.
+os.environ.setdefault("EVENTSCOPE_GRPC_PORT", "auto")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,6 +7,7 @@ the x axes are typed ``date``, so the browser shows them in its own time zone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,6 @@ from eventscope.queries import (
 
 __all__ = [
     "activity",
-    "fanout_icicle",
     "figure_json",
     "latency_histogram",
     "percentiles_over_time",
@@ -87,9 +87,11 @@ def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -
     """Spans, requests, errors, publishes and failed deliveries per time bucket, plus
     ``anomalies`` (name -> count per bucket: lost, duplicated) when given."""
     x = [_ms(b.start_ns) for b in summary.activity]
-    fig = go.Figure(
-        layout={**_LAYOUT, **_local_time_x(summary.since_ns, summary.until_ns), "height": 300}
-    )
+    since, until = summary.since_ns, summary.until_ns
+    if summary.activity:  # the buckets' span: the data's, when the query fitted them to it
+        since = summary.activity[0].start_ns
+        until = summary.activity[-1].start_ns + summary.bucket_ns
+    fig = go.Figure(layout={**_LAYOUT, **_local_time_x(since, until), "height": 300})
     for name, values, colour in (
         ("spans", [b.spans for b in summary.activity], "#4e79a7"),
         ("requests", [b.requests for b in summary.activity], "#59a14f"),
@@ -157,15 +159,47 @@ def wait_vs_processing(latency: HandlerLatency) -> str:
     return figure_json(fig)
 
 
+def _decade_ticks(low_ms: float, high_ms: float) -> dict[str, Any]:
+    """A log axis over [low, high] labelled with units at 1, 2 and 5 of each power of ten
+    (``2 ms``, ``5 ms``, ``10 ms``; only the powers of ten when it spans many): Plotly's
+    own labels (``2 5 10 2 5``) do not say which power of ten they are in."""
+    low, high = max(low_ms, 1e-6), max(high_ms, low_ms, 1e-6)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1, 2, 5) if last - first <= 3 else (1,)
+    values = [
+        step * 10.0**k
+        for k in range(first, last + 1)
+        for step in steps
+        if low / 1.5 <= step * 10.0**k <= high * 1.5
+    ]
+    return {
+        "tickvals": values,
+        "ticktext": [_duration_label(v) for v in values],
+        "range": [math.log10(low / 1.5), math.log10(high * 1.5)],
+    }
+
+
+def _duration_label(ms: float) -> str:
+    for unit, size in (("s", 1000.0), ("ms", 1.0), ("µs", 1e-3), ("ns", 1e-6)):
+        if ms >= size * 0.999:
+            return f"{ms / size:.3g} {unit}"
+    return f"{ms * 1e6:g} ns"
+
+
 def latency_histogram(histogram: LatencyHistogram) -> str:
     """Processing and queue wait of one key, in logarithmic bins."""
+    filled = [b for b in (*histogram.queue_wait, *histogram.processing) if b.count]
+    ticks = _decade_ticks(
+        min((b.low_ns for b in filled), default=10**6) / 1e6,
+        max((b.high_ns for b in filled), default=10**6) / 1e6,
+    )
     fig = go.Figure(
         layout={
             **_LAYOUT,
             "barmode": "overlay",
             "height": 300,
             "bargap": 0.02,
-            "xaxis": {"type": "log", "title": {"text": "ms (log scale)"}},
+            "xaxis": {"type": "log", "title": {"text": "duration (log scale)"}, **ticks},
             "yaxis": {"title": {"text": "deliveries"}},
         }
     )
@@ -218,55 +252,6 @@ def percentiles_over_time(row: LatencyRow, since_ns: int, until_ns: int) -> str:
                 line={"color": colour, "dash": dash, "width": 2},
             )
         )
-    return figure_json(fig)
-
-
-def fanout_icicle(nodes: Sequence[dict[str, Any]]) -> str:
-    """The fan-out by service, then handler (or span name): how many nodes, how much time.
-
-    ``nodes`` are the waterfall's (``TreeView.nodes``)."""
-    counts: dict[tuple[str, str], list[float]] = {}
-    handlers = short_labels(sorted({n["h"] for n in nodes if n["h"]}))
-    for node in nodes:
-        leaf = handlers[node["h"]] if node["h"] else node["cg"] or node["n"]
-        entry = counts.setdefault((node["s"], leaf), [0, 0.0])
-        entry[0] += 1
-        entry[1] += node["u"]
-    services: dict[str, list[float]] = {}
-    for (service, _), (n, ms) in counts.items():
-        total = services.setdefault(service, [0, 0.0])
-        total[0] += n
-        total[1] += ms
-    ids = ["all"] + [f"s:{s}" for s in services] + [f"h:{s}\u241f{h}" for s, h in counts]
-    labels = ["request"] + [_plain(s) for s in services] + [_plain(h) for _, h in counts]
-    parents = [""] + ["all"] * len(services) + [f"s:{s}" for s, _ in counts]
-    values = [len(nodes)] + [v[0] for v in services.values()] + [v[0] for v in counts.values()]
-    time_ms = (
-        [sum(v[1] for v in services.values())]
-        + [v[1] for v in services.values()]
-        + [v[1] for v in counts.values()]
-    )
-    fig = go.Figure(
-        layout={
-            **_LAYOUT,
-            "height": 320,
-            "margin": {"l": 4, "r": 4, "t": 4, "b": 4},
-            "meta": _NO_TOOLBAR,
-        }
-    )
-    fig.add_trace(
-        go.Icicle(
-            ids=ids,
-            labels=labels,
-            parents=parents,
-            values=values,
-            branchvalues="total",
-            customdata=[[round(t, 3)] for t in time_ms],
-            root={"color": "#eef3fd"},
-            hovertemplate="%{label}<br>%{value} spans, %{customdata[0]} ms in total<extra></extra>",
-            tiling={"orientation": "v"},
-        )
-    )
     return figure_json(fig)
 
 

@@ -2,8 +2,8 @@
 parent, depth and last descendant (a subtree is an index range), offsets in milliseconds,
 marks and the async critical path.
 
-One pass over the nested :class:`FanoutTree`: at 10,000 nodes the page's budget is spent
-in the browser, not here.
+One pass over the tree's depth-first order (``FanoutTree.depth_first``, which the CLI's
+tree table walks too): at 10,000 nodes the page's budget is spent in the browser, not here.
 """
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
     """Lay ``tree`` out for the waterfall; ``root_label`` is what the user asked for."""
     start = tree.root.start_ns
     nodes: list[dict[str, Any]] = []
-    stack: list[tuple[TreeNode, int, int]] = [(tree.root, -1, 0)]
     errors = lost = duplicates = 0
-    while stack:
-        node, parent, depth = stack.pop()
+    for placed in tree.depth_first():
+        node = placed.node
         flags = (
             marks(node)
             if (
@@ -82,12 +81,11 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
             errors += css == "error"
             lost += css == "lost"
             duplicates += css == "duplicate"
-        index = len(nodes)
         nodes.append(
             {
-                "p": parent,
-                "d": depth,
-                "e": index,
+                "p": placed.parent,
+                "d": placed.depth,
+                "e": placed.last,
                 "n": node.name,
                 "s": node.service,
                 "k": node.kind,
@@ -104,15 +102,9 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
                 "ev": node.event_id,
                 "cg": node.consumer_group,
                 "h": node.handler,
+                "a": node.attempt,
             }
         )
-        children = node.children
-        for i in range(len(children) - 1, -1, -1):
-            stack.append((children[i], index, depth + 1))
-    for i in range(len(nodes) - 1, 0, -1):  # a subtree ends where its last descendant does
-        parent = nodes[nodes[i]["p"]]
-        if nodes[i]["e"] > parent["e"]:
-            parent["e"] = nodes[i]["e"]
     return TreeView(
         root_label=root_label,
         start_ns=start,
@@ -123,3 +115,32 @@ def tree_view(root_label: str, tree: FanoutTree) -> TreeView:
         duplicates=duplicates,
         nodes=nodes,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerShare:
+    """One (service, handler or span name) of a request: its nodes and processing time."""
+
+    service: str
+    name: str
+    nodes: int
+    processing_ms: float
+    #: of the processing time of the whole tree, 0-1
+    share: float
+
+
+def by_handler(nodes: list[dict[str, Any]]) -> list[HandlerShare]:
+    """The waterfall's nodes summed per service and handler (or, without one, consumer
+    group or span name), the most processing time first."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        key = (node["s"], node["h"] or node["cg"] or node["n"])
+        entry = sums.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += max(node["u"], 0.0)
+    total = sum(ms for _, ms in sums.values()) or 1.0
+    rows = [
+        HandlerShare(service=s, name=n, nodes=int(c), processing_ms=ms, share=ms / total)
+        for (s, n), (c, ms) in sums.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.processing_ms, r.service, r.name))

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from eventscope.queries import (
+    GROUP_BY,
     BadParameter,
+    DuplicatesParams,
+    LatencyParams,
+    LatencyRow,
+    LostParams,
+    OrphansParams,
+    OutOfOrderParams,
     Overview,
-    duplicate_events,
-    fanout_tree,
-    handler_latency,
+    RequestsParams,
+    TopologyParams,
+    TreeParams,
+    Window,
     latency_histogram,
-    lost_events,
     now_ns,
-    orphan_deliveries,
-    out_of_order,
     overview,
-    parse_time,
-    requests,
+    parse_choice,
+    parse_int,
+    parse_params,
     run_sql,
-    topology,
 )
 
 from . import _figures
 from ._config import UIConfig
-from ._tree_view import tree_view
+from ._tree_view import by_handler, tree_view
 
 __all__ = [
     "events_context",
@@ -44,29 +50,24 @@ _HOUR_NS = 3600 * 1_000_000_000
 
 
 def time_range(params: Params, default_ns: int = _HOUR_NS) -> tuple[int, int]:
-    """``since`` / ``until`` from the query string (default: the last hour), in ns.
+    """``since`` / ``until`` from the query string (default: the last hour), in ns, parsed
+    as the API parses them (``eventscope.queries.parse_params``).
 
     Raises:
-        BadParameter: either is not a time, or until is not after since.
+        BadParameter: either is not a time, or since is not before until.
     """
-    now = now_ns()
-    until = parse_time("until", params.get("until"), now=now) or now
-    since = parse_time("since", params.get("since"), now=now)
-    if since is None:
-        since = until - default_ns
-    if until <= since:
-        raise BadParameter("until", "must be later than since")
-    return since, until
+    window = parse_params(Window, params, strict=False, window_ns=default_ns)
+    assert window.since_ns is not None and window.until_ns is not None  # window_ns given
+    return window.since_ns, window.until_ns
 
 
 async def overview_context(config: UIConfig, params: Params, *, origin: str) -> dict[str, Any]:
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
-    window = {"since_ns": since, "until_ns": until}
     summary, lost, duplicates = await asyncio.gather(
-        config.read(overview, **window, buckets=_OVERVIEW_BUCKETS),
-        config.read(lost_events, **window, grace_ns=config.grace_ns),
-        config.read(duplicate_events, **window),
+        config.read(overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True),
+        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
     )
     anomalies = {
         "lost": _bucketed([e.published_ns for e in lost], summary),
@@ -90,8 +91,9 @@ _OVERVIEW_BUCKETS = 60
 def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
     """How many of ``times_ns`` fall in each of the overview's buckets."""
     counts = [0] * len(summary.activity)
+    start = summary.activity[0].start_ns if summary.activity else summary.since_ns
     for t in times_ns:
-        b = (t - summary.since_ns) // summary.bucket_ns
+        b = (t - start) // summary.bucket_ns
         if 0 <= b < len(counts):
             counts[b] += 1
     return counts
@@ -107,33 +109,59 @@ EVENT_KINDS = (
 
 
 async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
-    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered."""
+    """The event ledger's problems in the range: lost, duplicated, orphaned, reordered.
+
+    Every kind is counted whichever is shown (the counters never read as none because
+    another kind was picked); the rows shown are a page of them: ``EVENTS_PER_KIND`` of
+    each when all are shown, ``EVENTS_PAGE_SIZE`` a ``page`` of one kind.
+    """
     since, until = time_range(params)
-    kind = params.get("kind", "all") or "all"
-    if kind not in dict(EVENT_KINDS):
-        raise BadParameter("kind", f"must be one of {', '.join(dict(EVENT_KINDS))}, got {kind!r}")
-    window = {"since_ns": since, "until_ns": until}
-
-    async def wanted(name: str, fn: Any, **options: Any) -> tuple[Any, ...]:
-        return await config.read(fn, **window, **options) if kind in ("all", name) else ()
-
+    kind = parse_choice("kind", params.get("kind"), tuple(dict(EVENT_KINDS)), "all")
+    page = parse_int("page", params.get("page"), 1, low=1)
     lost, duplicates, orphans, reordered = await asyncio.gather(
-        wanted("lost", lost_events, grace_ns=config.grace_ns),
-        wanted("duplicate", duplicate_events),
-        wanted("orphan", orphan_deliveries, grace_ns=config.grace_ns),
-        wanted("out_of_order", out_of_order),
+        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        config.read(OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        config.read(OutOfOrderParams(since_ns=since, until_ns=until).run),
     )
+    found = {"lost": lost, "duplicate": duplicates, "orphan": orphans, "out_of_order": reordered}
+    size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
+    pages = 1 if kind == "all" else max(1, -(-len(found[kind]) // size))
+    first = (min(page, pages) - 1) * size
+    shown = {name: rows[first : first + size] for name, rows in found.items()}
     return {
         "title": "Events",
         "since": since,
         "until": until,
         "kind": kind,
         "kinds": EVENT_KINDS,
-        "lost": lost,
-        "duplicates": duplicates,
-        "orphans": orphans,
-        "reordered": reordered,
+        "counts": {name: len(rows) for name, rows in found.items()},
+        "lost": shown["lost"],
+        "duplicates": shown["duplicate"],
+        "orphans": shown["orphan"],
+        "reordered": shown["out_of_order"],
+        "first_row": first,
+        "per_kind": EVENTS_PER_KIND,
+        "page_size": EVENTS_PAGE_SIZE,
+        "page_number": min(page, pages),  # ("page" names the page for the navigation)
+        "pages": pages,
+        "grace": duration_text(config.grace_ns),
+        "lost_from": until - config.grace_ns,
+        "orphans_from": now_ns() - config.grace_ns,
     }
+
+
+#: Rows of each kind the events page shows when all kinds are shown; a page of one kind.
+EVENTS_PER_KIND = 20
+EVENTS_PAGE_SIZE = 50
+
+
+def duration_text(ns: int) -> str:
+    """A configured duration as people say it: ``5 min``, ``30 s``, ``1 h``, ``250 ms``."""
+    for unit, size in (("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6)):
+        if ns >= size and ns % size == 0:
+            return f"{ns // size} {unit}"
+    return f"{ns / 10**9:g} s" if ns >= 10**9 else f"{ns / 10**6:g} ms"
 
 
 #: group_by values of the handlers page, with their labels.
@@ -145,20 +173,16 @@ LATENCY_GROUPS = (
     ("destination", "destination"),
 )
 _FIGURE_BUCKETS = 40
+_MILLISECOND_NS = 1_000_000
 
 
 async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """Latency per handler (or event type, group …); the selected row's distribution and
     percentiles over time."""
     since, until = time_range(params)
-    group_by = params.get("group_by") or "handler"
-    if group_by not in dict(LATENCY_GROUPS):
-        groups = ", ".join(dict(LATENCY_GROUPS))
-        raise BadParameter("group_by", f"must be one of {groups}, got {group_by!r}")
-    bucket = max(1, -(-(until - since) // _FIGURE_BUCKETS))
-    latency = await config.read(
-        handler_latency, group_by=group_by, since_ns=since, until_ns=until, bucket_ns=bucket
-    )
+    group_by = parse_choice("group_by", params.get("group_by"), tuple(GROUP_BY), "handler")
+    wanted = LatencyParams(group_by=group_by, since_ns=since, until_ns=until)
+    latency = await config.read(wanted.run)
     keys = [row.key for row in latency.rows]
     selected_key = params.get("key")
     if selected_key is None or selected_key not in keys:
@@ -176,13 +200,35 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     }
     if keys:
         row = latency.rows[keys.index(selected_key)]
-        histogram = await config.read(
-            latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+        histogram, (timed, start, end) = await asyncio.gather(
+            config.read(
+                latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
+            ),
+            _over_time(config, group_by, row),
         )
         context["selected"] = row
         context["histogram_figure"] = _figures.latency_histogram(histogram)
-        context["over_time_figure"] = _figures.percentiles_over_time(row, since, until)
+        context["over_time_figure"] = _figures.percentiles_over_time(timed, start, end)
     return context
+
+
+async def _over_time(
+    config: UIConfig, group_by: str, row: LatencyRow
+) -> tuple[LatencyRow, int, int]:
+    """``row`` per time bucket over the time its deliveries cover (not the whole window,
+    which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or
+    more; and the figure's time range, whole buckets."""
+    first = row.stats.first_ns if row.stats.first_ns is not None else 0
+    last = row.stats.last_ns if row.stats.last_ns is not None else first
+    bucket = max(_MILLISECOND_NS, -(-(last - first + 1) // _FIGURE_BUCKETS))
+    # only this row (a key of None cannot be asked for by value: then all rows)
+    only: dict[str, Any] = {} if row.key is None else {group_by: row.key}
+    wanted = LatencyParams(
+        group_by=group_by, since_ns=first, until_ns=last + 1, bucket_ns=bucket, **only
+    )
+    found = await config.read(wanted.run)
+    timed = next((r for r in found.rows if r.key == row.key), row)
+    return timed, first // bucket * bucket, (last // bucket + 1) * bucket
 
 
 PAGE_SIZE = 25
@@ -202,78 +248,40 @@ REQUEST_COLUMNS = (
 )
 
 
-def _int(
-    params: Params, name: str, default: int | None, low: int = 0, high: int = 1_000_000_000
-) -> int | None:
-    text = (params.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadParameter(name, f"{text!r} is not a whole number") from None
-    if value < low:
-        raise BadParameter(name, f"must be at least {low}, got {value}")
-    if value > high:  # page=10**20 would overflow the query's OFFSET
-        raise BadParameter(name, f"must be at most {high:,}, got {value}")
-    return value
-
-
-def _attribute(params: Params) -> tuple[str, str] | None:
-    text = (params.get("attribute") or "").strip()
-    if not text:
-        return None
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip():
-        raise BadParameter("attribute", f"use key=value, such as http.route=/orders; got {text!r}")
-    return key.strip(), value.strip()
-
-
 async def requests_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """Originating requests: filtered, sorted (by the server) and paged."""
-    since, until = time_range(params)
-    sort = params.get("sort") or "-start"
-    page = _int(params, "page", 1, low=1) or 1
-    size = min(_int(params, "limit", PAGE_SIZE, low=1) or PAGE_SIZE, 500)
-    filters = {
-        "service": params.get("service") or None,
-        "name": params.get("name") or None,
-        "status": params.get("status") or None,
-        "min_fanout": _int(params, "min_fanout", None, low=1),
-        "correlation_id": params.get("correlation_id") or None,
-        "attribute": _attribute(params),
-    }
-    found = await config.read(
-        requests,
-        since_ns=since,
-        until_ns=until,
-        sort=sort,
-        limit=size,
-        offset=(page - 1) * size,
+    wanted = parse_params(
+        RequestsParams,
+        params,
+        strict=False,
+        window_ns=_HOUR_NS,
+        limit=PAGE_SIZE,
         grace_ns=config.grace_ns,
-        **filters,
     )
+    page = parse_int("page", params.get("page"), 1, low=1)
+    wanted = replace(wanted, offset=(page - 1) * wanted.limit)
+    found = await config.read(wanted.run)
     return {
         "title": "Requests",
-        "since": since,
-        "until": until,
+        "since": wanted.since_ns,
+        "until": wanted.until_ns,
         "found": found,
-        "sort": sort,
-        "page": page,
-        "pages": max(1, -(-found.total // size)),
+        "sort": wanted.sort,
+        "page_number": page,  # ("page" names the page for the navigation)
+        "pages": max(1, -(-found.total // wanted.limit)),
         "columns": REQUEST_COLUMNS,
     }
 
 
 async def request_context(config: UIConfig, root: str) -> dict[str, Any]:
-    """One request's fan-out tree: the waterfall's rows and the icicle figure."""
-    tree = await config.read(fanout_tree, root, grace_ns=config.grace_ns)
+    """One request's fan-out tree: the waterfall's rows, and its time per handler."""
+    tree = await config.read(TreeParams(root=root, grace_ns=config.grace_ns).run)
     view = tree_view(root, tree)
     return {
         "title": f"Request {root}",
         "tree": view,
         "fanout": tree,
-        "fanout_figure": _figures.fanout_icicle(view.nodes),
+        "by_handler": by_handler(view.nodes),
     }
 
 
@@ -281,7 +289,8 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     """The choreography map: services, event types and consumer groups, with counts,
     latency and loss on the edges."""
     since, until = time_range(params)
-    found = await config.read(topology, since_ns=since, until_ns=until, grace_ns=config.grace_ns)
+    wanted = TopologyParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns)
+    found = await config.read(wanted.run)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
     figure = _figures.topology_sankey(found) if found.edges else None
     return {

@@ -42,15 +42,37 @@ def _clean_bodies() -> tuple[bytes, bytes]:
     otlp = Otlp(time.time_ns() - 10 * MINUTE_NS)
     for n in range(3):
         event, trace = f"ok-{n}", f"trace-{n}"
-        otlp.span("api", "send orders", PRODUCER, trace=trace, span=f"p{n}", start=n * 10, ms=1,
-                  attrs=messaging("send", "orders", event, event_type="OrderPlaced"))  # fmt: skip
+        otlp.span(
+            "api",
+            "send orders",
+            PRODUCER,
+            trace=trace,
+            span=f"p{n}",
+            start=n * 10,
+            ms=1,
+            attrs=messaging("send", "orders", event, event_type="OrderPlaced"),
+        )
         for group in ("billing", "shipping"):
             otlp.span(
-                group, "process orders", CONSUMER, trace=trace, span=f"{group}{n}", parent=f"p{n}",
-                start=n * 10 + 2, ms=3,
-                attrs=messaging("process", "orders", event, event_type="OrderPlaced", group=group,
-                                attempt=1, outcome="ok", published_ns=otlp.at(n * 10)),
-            )  # fmt: skip
+                group,
+                "process orders",
+                CONSUMER,
+                trace=trace,
+                span=f"{group}{n}",
+                parent=f"p{n}",
+                start=n * 10 + 2,
+                ms=3,
+                attrs=messaging(
+                    "process",
+                    "orders",
+                    event,
+                    event_type="OrderPlaced",
+                    group=group,
+                    attempt=1,
+                    outcome="ok",
+                    published_ns=otlp.at(n * 10),
+                ),
+            )
     return otlp.bodies()
 
 

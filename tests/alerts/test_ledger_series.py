@@ -187,8 +187,12 @@ def test_a_collector_serves_the_counts_and_keeps_them_across_restart_and_retenti
     labels = ("event_type", "consumer_group", "reason")
     assert samples(first, "eventscope_events_lost", *labels) == lost
     after = _wait_evaluations(collector, 3)
-    for family in ("eventscope_events_lost", "eventscope_events_duplicated",
-                   "eventscope_events_published", "eventscope_deliveries"):  # fmt: skip
+    for family in (
+        "eventscope_events_lost",
+        "eventscope_events_duplicated",
+        "eventscope_events_published",
+        "eventscope_deliveries",
+    ):
         assert samples(after, family, "event_type", "destination", "consumer_group") == samples(
             settled, family, "event_type", "destination", "consumer_group"
         ), family

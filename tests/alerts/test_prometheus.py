@@ -61,11 +61,21 @@ def test_promtool_passes_the_unit_tests_of_the_rules_as_written(tmp_path: Path) 
     promtool = _tool("promtool")
     (tmp_path / "rules.yml").write_text(documented_rules())
     shutil.copy(Path(__file__).with_name("rules_test.yml"), tmp_path)
-    check = subprocess.run([promtool, "check", "rules", "rules.yml"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    check = subprocess.run(
+        [promtool, "check", "rules", "rules.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, check.stdout
-    test = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    test = subprocess.run(
+        [promtool, "test", "rules", "rules_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert test.returncode == 0, test.stdout + test.stderr
 
 
@@ -94,24 +104,55 @@ class Workloads:
 
     def publish(self, event: str, event_type: str, destination: str, at: float) -> None:
         attrs = messaging("send", destination, event, event_type=event_type)
-        self.otlp.span("shop", f"send {destination}", PRODUCER, trace=event, span=f"p-{event}",
-                       start=at, ms=0.5, attrs=attrs)  # fmt: skip
+        self.otlp.span(
+            "shop",
+            f"send {destination}",
+            PRODUCER,
+            trace=event,
+            span=f"p-{event}",
+            start=at,
+            ms=0.5,
+            attrs=attrs,
+        )
 
     def deliver(
-        self, event: str, event_type: str, destination: str, group: str, at: float, *,
-        published: float, outcome: str = "ok", attempt: int = 1,
-    ) -> None:  # fmt: skip
+        self,
+        event: str,
+        event_type: str,
+        destination: str,
+        group: str,
+        at: float,
+        *,
+        published: float,
+        outcome: str = "ok",
+        attempt: int = 1,
+    ) -> None:
         self._n += 1
         self.otlp.span(
-            group, f"process {destination}", CONSUMER, trace=event, span=f"d-{self._n}",
-            parent=f"p-{event}", start=at, ms=3, error=outcome in ("error", "dead_lettered"),
-            attrs=messaging("process", destination, event, event_type=event_type, group=group,
-                            attempt=attempt, outcome=outcome,
-                            published_ns=self.otlp.at(published)),
-        )  # fmt: skip
+            group,
+            f"process {destination}",
+            CONSUMER,
+            trace=event,
+            span=f"d-{self._n}",
+            parent=f"p-{event}",
+            start=at,
+            ms=3,
+            error=outcome in ("error", "dead_lettered"),
+            attrs=messaging(
+                "process",
+                destination,
+                event,
+                event_type=event_type,
+                group=group,
+                attempt=attempt,
+                outcome=outcome,
+                published_ns=self.otlp.at(published),
+            ),
+        )
 
-    def flow(self, event: str, event_type: str, destination: str, at: float,
-             groups: tuple[str, ...]) -> None:  # fmt: skip
+    def flow(
+        self, event: str, event_type: str, destination: str, at: float, groups: tuple[str, ...]
+    ) -> None:
         self.publish(event, event_type, destination, at)
         for group in groups:
             self.deliver(event, event_type, destination, group, at + 2, published=at)
@@ -126,16 +167,33 @@ def initial_workloads() -> Workloads:
         w.flow(f"p{n}", "PaymentTaken", "payments", -18_000 + n * 50, ("ledger-g",))
     for n in (0, 1):
         w.deliver(f"p{n}", "PaymentTaken", "payments", "audit-g", -17_900, published=-18_000)
-    w.deliver("p3", "PaymentTaken", "payments", "audit-g", -17_800, published=-17_850,
-              outcome="error")  # fmt: skip
-    w.deliver("p3", "PaymentTaken", "payments", "audit-g", -17_700, published=-17_850,
-              outcome="dead_lettered", attempt=2)  # fmt: skip
+    w.deliver(
+        "p3", "PaymentTaken", "payments", "audit-g", -17_800, published=-17_850, outcome="error"
+    )
+    w.deliver(
+        "p3",
+        "PaymentTaken",
+        "payments",
+        "audit-g",
+        -17_700,
+        published=-17_850,
+        outcome="dead_lettered",
+        attempt=2,
+    )
     # processed twice: mailer-g runs i0 twice; archive-g skips i0's redelivery (suppressed)
     w.flow("i0", "InvoiceSent", "invoices", -18_000, ("mailer-g", "archive-g"))
     w.flow("i1", "InvoiceSent", "invoices", -17_900, ("mailer-g", "archive-g"))
     w.deliver("i0", "InvoiceSent", "invoices", "mailer-g", -17_500, published=-18_000, attempt=2)
-    w.deliver("i0", "InvoiceSent", "invoices", "archive-g", -17_500, published=-18_000,
-              outcome="duplicate_skipped", attempt=2)  # fmt: skip
+    w.deliver(
+        "i0",
+        "InvoiceSent",
+        "invoices",
+        "archive-g",
+        -17_500,
+        published=-18_000,
+        outcome="duplicate_skipped",
+        attempt=2,
+    )
     # queue wait: carrier-g starts on s0 40 s after its publish
     w.publish("s0", "ShipmentBooked", "shipments", -40_000)
     w.deliver("s0", "ShipmentBooked", "shipments", "carrier-g", -100, published=-40_000)
@@ -184,11 +242,15 @@ class Prometheus:
         self.log = folder / "prometheus.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [_tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={folder / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    _tool("prometheus"),
+                    f"--config.file={folder / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={folder / 'data'}",
+                    f"--web.listen-address={self.url.removeprefix('http://')}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -249,8 +311,15 @@ def test_each_rule_fires_on_its_own_workload_then_resolves(
     collectors: Callable[..., Collector], prometheus_factory: Callable[[str, str], Prometheus]
 ) -> None:
     _tool("prometheus")
-    collector = collectors("alerts.duckdb", "--grace", f"{GRACE_S}s", "--metrics-interval",
-                           "1s", "--decode-workers", "0")  # fmt: skip
+    collector = collectors(
+        "alerts.duckdb",
+        "--grace",
+        f"{GRACE_S}s",
+        "--metrics-interval",
+        "1s",
+        "--decode-workers",
+        "0",
+    )
     target = collector.url.removeprefix("http://")
     prometheus = prometheus_factory(target, scaled(documented_rules(), SCALE))
     prometheus.until("the collector scraped", lambda: prometheus.vector("up == 1"))
@@ -291,14 +360,18 @@ def test_each_rule_fires_on_its_own_workload_then_resolves(
         deadline=GRACE_S + 30,
     )
     labels = ("event_type", "destination", "consumer_group")
-    scraped_lost = Counter({
-        tuple(r["metric"].get(k, "") for k in (*labels, "reason")): float(r["value"][1])
-        for r in prometheus.vector("eventscope_events_lost_total > 0")
-    })  # fmt: skip
-    scraped_duplicated = Counter({
-        tuple(r["metric"].get(k, "") for k in (*labels, "kind")): float(r["value"][1])
-        for r in prometheus.vector("eventscope_events_duplicated_total > 0")
-    })  # fmt: skip
+    scraped_lost = Counter(
+        {
+            tuple(r["metric"].get(k, "") for k in (*labels, "reason")): float(r["value"][1])
+            for r in prometheus.vector("eventscope_events_lost_total > 0")
+        }
+    )
+    scraped_duplicated = Counter(
+        {
+            tuple(r["metric"].get(k, "") for k in (*labels, "kind")): float(r["value"][1])
+            for r in prometheus.vector("eventscope_events_duplicated_total > 0")
+        }
+    )
     lost = _query(collector, "lost")
     duplicates = _query(collector, "duplicates")
     assert scraped_lost == Counter(

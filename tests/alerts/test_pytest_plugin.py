@@ -121,9 +121,12 @@ def _run_pytest(folder: Path, *args: str, env: dict[str, str] | None = None) -> 
         plugin_args = ["-p", "eventscope.instrumentation.pytest_plugin"]  # an older install
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin_args, *args],
-        cwd=folder, capture_output=True, text=True, timeout=180,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**os.environ, "PYTHONPATH": str(folder), **(env or {})},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.broker

@@ -97,9 +97,13 @@ def test_a_port_in_use_is_one_line_and_leaves_no_database_behind(flag, tmp_path)
         port = str(taken.getsockname()[1])
         ports = {"--port": "0", "--ui-port": "0", flag: port}
         result = eventscope(
-            "serve", "--db", str(tmp_path / "x.duckdb"), "--decode-workers", "0",
+            "serve",
+            "--db",
+            str(tmp_path / "x.duckdb"),
+            "--decode-workers",
+            "0",
             *(word for item in ports.items() for word in item),
-        )  # fmt: skip
+        )
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"eventscope: error: cannot listen on 127.0.0.1:{port}: ")

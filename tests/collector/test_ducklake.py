@@ -86,9 +86,15 @@ def test_reads_beside_ingest_never_stall_a_lake_collector(lake, tmp_path) -> Non
     with it the whole collector, within a few dozen reads."""
     db, schema, data = lake
     server = Collector(
-        db, "--decode-workers", "0", "--data-path", str(data), "--ducklake-schema", schema,
+        db,
+        "--decode-workers",
+        "0",
+        "--data-path",
+        str(data),
+        "--ducklake-schema",
+        schema,
         log=tmp_path / "c.log",
-    )  # fmt: skip
+    )
     stop = threading.Event()
     done = {"reads": 0, "posts": 0}
     errors: list[str] = []

@@ -93,6 +93,38 @@ async def _run_bus(
     return bus
 
 
+async def test_a_handler_is_named_by_its_function_and_keeps_its_qualified_name(
+    make_service: Any, instrumented: None
+) -> None:
+    """``eventscope.handler`` reads as the function's name (or the name given to the hook);
+    the qualified name (``module.outer.<locals>.charge``) is ``code.function.name``."""
+    service = make_service("billing")
+
+    async def charge(event: Event) -> None:
+        pass
+
+    @handler("audit", name="audit.record")
+    async def record(event: Event) -> None:
+        pass
+
+    def subscribe_both(bus: EventBus) -> None:
+        bus.subscribe("orders", "billing", charge)
+        bus.subscribe("orders", "audit", record)
+
+    await _run_bus(service, subscribe_both)
+    named = {
+        span.attributes["messaging.consumer.group.name"]: span.attributes
+        for span in service.spans()
+        if span.kind is SpanKind.CONSUMER
+    }
+    assert named["billing"]["eventscope.handler"] == "charge"
+    this_test = test_a_handler_is_named_by_its_function_and_keeps_its_qualified_name
+    qualified = f"{__name__}.{this_test.__qualname__}"
+    assert named["billing"]["code.function.name"] == f"{qualified}.<locals>.charge"
+    assert named["audit"]["eventscope.handler"] == "audit.record"
+    assert named["audit"]["code.function.name"] == f"{qualified}.<locals>.record"
+
+
 async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_exception_recorded(
     make_service: Any, instrumented: None
 ) -> None:

@@ -113,7 +113,7 @@ async def test_a_request_fan_out_arrives_whole_at_the_collector(
     assert server_span["parent_span_id"] is None
     assert placed["parent_span_id"] == server_span["span_id"]
     assert placed["event_type"] == "OrderPlaced"
-    handlers = {"billing": ".bill", "shipping": ".ship", "email": ".notify"}
+    handlers = {"billing": "bill", "shipping": "ship", "email": "notify"}  # function names
     for group, handler in handlers.items():
         consumer = by_kind[group, "consumer"]
         assert consumer["parent_span_id"] == placed["span_id"]
@@ -123,7 +123,7 @@ async def test_a_request_fan_out_arrives_whole_at_the_collector(
             placed["message_id"],
             "OrderPlaced",
         )
-        assert consumer["handler"].endswith(handler)
+        assert consumer["handler"] == handler
         assert (consumer["attempt"], consumer["outcome"]) == (1, "ok")
     assert follow_up["parent_span_id"] == by_kind["shipping", "consumer"]["span_id"]
     assert follow_up["causation_id"] == placed["message_id"]

@@ -58,9 +58,14 @@ def test_the_documented_wheel_install_gives_a_service_the_hooks_and_its_broker_c
         )
         assert result.returncode == 0, result.stderr
     check = subprocess.run(
-        [str(service), "-c",
-         "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
-         "print(i.__file__)"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            str(service),
+            "-c",
+            "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
+            "print(i.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert check.stdout.startswith(str(tmp_path / "service")), check.stdout

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
 import time
@@ -213,8 +214,12 @@ async def test_the_cli_prints_the_api_json_from_a_collector_and_from_the_file(
 
 
 def test_cli_tables_fit_80_columns_and_name_the_lost_events(
-    tmp_path: Path, workload: Workload, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    workload: Workload,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # an 80-column terminal
     path = tmp_path / "tables.duckdb"
     asyncio.run(_serve(path, workload, _store_only))
     for argv in CLI.values():
@@ -263,3 +268,59 @@ async def test_the_collectors_grace_setting_is_the_default_of_the_api_and_the_pa
             # a request's own grace still wins
             found = await (await client.get("/api/events/lost?grace=10m")).json()
             assert found["count"] == 0
+
+
+def test_cli_tables_cut_only_what_does_not_fit_and_csv_holds_whole_values(
+    tmp_path: Path,
+    workload: Workload,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "whole.duckdb"
+    asyncio.run(_serve(path, workload, _store_only))
+    handler = "billing.handlers.on_orderplaced"  # 31 characters
+    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: nothing needs cutting
+    latency = _cli(capsys, "latency", "--db", str(path))
+    assert handler in latency.split()
+    statement = "SELECT repeat('x', 40) AS wide, 'e' || 17 AS short"
+    assert ("x" * 40) in _cli(capsys, "sql", statement, "--db", str(path)).split()
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow one: the widest column gives way, ids not
+    narrow = _cli(capsys, "lost", "--db", str(path)).splitlines()
+    assert max(map(len, narrow)) <= 60
+    assert [line.split()[2] for line in narrow[2:]] == ["e3", "e6", "e16"]
+    # CSV: ISO 8601 times to the nanosecond, full names, never cut, whatever the terminal
+    monkeypatch.setenv("COLUMNS", "40")
+    rows = list(csv.reader(_cli(capsys, "lost", "--db", str(path), "--format", "csv").splitlines()))
+    assert rows[0] == ["time", "event_type", "event_id", "group", "reason"]
+    lost = lost_events(duckdb.connect(str(path), read_only=True))
+    assert rows[1] == [
+        _iso(lost[0].published_ns),
+        lost[0].event_type,
+        "e3",
+        "email",
+        "never_delivered",
+    ]
+    rows = list(
+        csv.reader(_cli(capsys, "latency", "--db", str(path), "--format", "csv").splitlines())
+    )
+    assert handler in [row[0] for row in rows]
+
+
+def _iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
+
+
+def test_without_a_database_the_cli_names_the_demos_file_when_there_is_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for demo, words in ((False, "pass --db PATH"), (True, "pass --db eventscope-demo.duckdb")):
+        if demo:
+            duckdb.connect("eventscope-demo.duckdb").close()
+        with pytest.raises(SystemExit) as exited:
+            main(["query", "lost"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no database at 'eventscope.duckdb'" in err, err
+        assert words in err, err

@@ -76,7 +76,18 @@ def test_latency_per_bucket_adds_up_to_the_total(
     assert (
         sum(b.stats.count for b in order.buckets) == order.stats.count == 32
     )  # shipping 13, billing 11, email 8
-    assert latency.total.throughput_per_s == pytest.approx(latency.total.count / 2.0)
+    # per second of the time the data covers (first to last delivery), not of the window
+    first, last = latency.total.first_ns, latency.total.last_ns
+    assert first is not None and last is not None and since <= first < last < until
+    assert latency.total.throughput_per_s == pytest.approx(
+        latency.total.count / ((last - first) / 1e9)
+    )
+    assert sum(r.stats.throughput_per_s for r in latency.rows) == pytest.approx(
+        latency.total.throughput_per_s
+    )
+    # a window ten times as long around the same data: the same rate
+    wide = handler_latency(db, group_by="event_type", since_ns=since - 9 * (until - since))
+    assert wide.total.throughput_per_s == pytest.approx(latency.total.throughput_per_s)
 
 
 def test_latency_refuses_an_unknown_grouping(db: duckdb.DuckDBPyConnection) -> None:

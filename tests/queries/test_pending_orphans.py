@@ -19,16 +19,35 @@ def _bodies() -> tuple[bytes, bytes]:
     """(the delivery's spans, the publish's spans) of one event, a second ago."""
     delivered, published = Otlp(time.time_ns() - 10**9), Otlp(time.time_ns() - 10**9)
     delivered.span(
-        "shipping", "process orders", CONSUMER, trace="t", span="h", parent="p", start=2, ms=1,
+        "shipping",
+        "process orders",
+        CONSUMER,
+        trace="t",
+        span="h",
+        parent="p",
+        start=2,
+        ms=1,
         attrs=messaging(
-            "process", "orders", "e-late", group="shipping", attempt=1, outcome="ok",
-            published_ns=delivered.at(0), **ORDER,
+            "process",
+            "orders",
+            "e-late",
+            group="shipping",
+            attempt=1,
+            outcome="ok",
+            published_ns=delivered.at(0),
+            **ORDER,
         ),
-    )  # fmt: skip
+    )
     published.span(
-        "api", "send orders", PRODUCER, trace="t", span="p", start=0, ms=0.3,
+        "api",
+        "send orders",
+        PRODUCER,
+        trace="t",
+        span="p",
+        start=0,
+        ms=0.3,
         attrs=messaging("send", "orders", "e-late", **ORDER),
-    )  # fmt: skip
+    )
     return delivered.bodies()[0], published.bodies()[0]
 
 

@@ -22,45 +22,98 @@ def _request(o: Otlp, n: int, *, shipping: bool) -> None:
     shipping (sampled) handles e{n} as well, before billing's retry."""
     corr, t0 = f"c{n}", n * 100
     o.span(
-        "api", "POST /orders", SERVER, trace=f"t{n}", span=f"s{n}", start=t0, ms=2,
+        "api",
+        "POST /orders",
+        SERVER,
+        trace=f"t{n}",
+        span=f"s{n}",
+        start=t0,
+        ms=2,
         attrs={"messaging.message.conversation_id": corr},
-    )  # fmt: skip
+    )
     o.span(
-        "api", "send orders", PRODUCER, trace=f"t{n}", span=f"pe{n}", parent=f"s{n}",
-        start=t0 + 1, ms=0.3,
+        "api",
+        "send orders",
+        PRODUCER,
+        trace=f"t{n}",
+        span=f"pe{n}",
+        parent=f"s{n}",
+        start=t0 + 1,
+        ms=0.3,
         attrs=messaging("send", "orders", f"e{n}", correlation=corr, **ORDER),
-    )  # fmt: skip
+    )
     if shipping:
         o.span(
-            "shipping", "process orders", CONSUMER, trace=f"t{n}", span=f"h{n}",
-            parent=f"pe{n}", start=t0 + 2, ms=1,
+            "shipping",
+            "process orders",
+            CONSUMER,
+            trace=f"t{n}",
+            span=f"h{n}",
+            parent=f"pe{n}",
+            start=t0 + 2,
+            ms=1,
             attrs=messaging(
-                "process", "orders", f"e{n}", correlation=corr, group="shipping", attempt=1,
-                outcome="ok", published_ns=o.at(t0 + 1), **ORDER,
+                "process",
+                "orders",
+                f"e{n}",
+                correlation=corr,
+                group="shipping",
+                attempt=1,
+                outcome="ok",
+                published_ns=o.at(t0 + 1),
+                **ORDER,
             ),
-        )  # fmt: skip
+        )
     for attempt, start, ms, outcome in ((1, 3, 2, "error"), (2, 10, 3, "ok")):
         o.record(
-            "billing", "deliver", trace=f"t{n}", span=f"b{n}-{attempt}", start=t0 + start,
+            "billing",
+            "deliver",
+            trace=f"t{n}",
+            span=f"b{n}-{attempt}",
+            start=t0 + start,
             ms=ms,
             attrs=messaging(
-                "process", "orders", f"e{n}", correlation=corr, group="billing",
-                attempt=attempt, outcome=outcome, published_ns=o.at(t0 + 1), **ORDER,
+                "process",
+                "orders",
+                f"e{n}",
+                correlation=corr,
+                group="billing",
+                attempt=attempt,
+                outcome=outcome,
+                published_ns=o.at(t0 + 1),
+                **ORDER,
             ),
-        )  # fmt: skip
+        )
     o.record(
-        "billing", "publish", trace=f"t{n}", span=f"pp{n}", start=t0 + 11,
+        "billing",
+        "publish",
+        trace=f"t{n}",
+        span=f"pp{n}",
+        start=t0 + 11,
         attrs=messaging(
             "send", "payments", f"p{n}", correlation=corr, causation=f"e{n}", **PAYMENT
         ),
-    )  # fmt: skip
+    )
     o.record(
-        "ledger", "deliver", trace=f"t{n}", span=f"l{n}", start=t0 + 14, ms=1,
+        "ledger",
+        "deliver",
+        trace=f"t{n}",
+        span=f"l{n}",
+        start=t0 + 14,
+        ms=1,
         attrs=messaging(
-            "process", "payments", f"p{n}", correlation=corr, group="ledger", attempt=1,
-            outcome="ok", published_ns=o.at(t0 + 11), causation=f"e{n}", **PAYMENT,
+            "process",
+            "payments",
+            f"p{n}",
+            correlation=corr,
+            group="ledger",
+            attempt=1,
+            outcome="ok",
+            published_ns=o.at(t0 + 11),
+            causation=f"e{n}",
+            **PAYMENT,
         ),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")

@@ -34,15 +34,18 @@ class Collector:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        #: ``host:port`` of OTLP/gRPC (a free port unless ``--grpc-port`` is given), or "".
+        self.grpc_target = ""
         self.banner: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def start(self, deadline: float = 60) -> Collector:
         """Start and wait for the banner line that says where OTLP is received."""
         self._lines = queue.Queue()
+        command = [EVENTSCOPE, "serve", "--db", str(self.db), "--port", "0", *self._grpc()]
         with open(self.log, "a") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                [EVENTSCOPE, "serve", "--db", str(self.db), "--port", "0", *self.extra],
+                [*command, *self.extra],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -62,8 +65,14 @@ class Collector:
             self.banner.append(line)
             if line.strip().startswith("OTLP/HTTP"):
                 self.url = line.split()[1].removesuffix("/v1/traces")
+            if line.strip().startswith("OTLP/gRPC"):
+                self.grpc_target = line.split()[1]
             if line.strip().startswith("data"):
                 return self
+
+    def _grpc(self) -> list[str]:
+        given = any(arg.startswith("--grpc-port") for arg in self.extra)
+        return [] if given else ["--grpc-port", "auto"]
 
     def stop(self, deadline: float = 60) -> int:
         """SIGTERM and wait: the collector drains and exits."""

@@ -157,7 +157,7 @@ class RedisTransport:
         while not self.stopping:  # stop between reads: cancelling one mid-command can hang
             reply = await self.client.xreadgroup(group, "c1", {stream: ">"}, count=10, block=50)
             for message in stream_messages(reply, group=group):
-                with consume(message, handler=f"{handler.__module__}.{handler.__qualname__}"):
+                with consume(message, handler=handler.__name__):
                     await handler(json.loads(message.fields["body"]))
                 await self.client.xack(stream, group, message.id)
 

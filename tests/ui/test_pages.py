@@ -3,12 +3,16 @@ untrusted strings render as text."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from typing import Any
 
 import pytest
 from collector_process import Collector
 from known_tree import EVENT_PLACED, XSS_NAME, XSS_VALUE, Shop
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+from otlp_requests import PROTOBUF, span, traces
 
 #: (screenshot name, path) of every page; ``{root}`` is the known request's trace id.
 PAGES = (
@@ -28,6 +32,9 @@ PAGES = (
 )
 
 
+#: The navigation entry each page highlights.
+_NAV = {name: name.title() for name in ("overview", "handlers", "events", "requests", "topology")}
+_NAV |= {"request": "Requests", "sql": "SQL"}
 WIDTHS = pytest.mark.parametrize("width", [1400, 1000], ids=["1400px", "1000px"])
 
 
@@ -68,6 +75,7 @@ def test_each_page_loads_without_console_errors_on_a_populated_database(
     for figure in tab.page.query_selector_all(".figure"):
         tab.page.wait_for_selector(f"#{figure.get_attribute('id')}[data-drawn='1']")
     assert tab.errors == []
+    assert tab.page.inner_text("header nav a[aria-current='page']") == _NAV[name]
     tab.screenshot(name)
     _fits(tab)
 
@@ -167,6 +175,8 @@ def test_the_topology_map_shows_who_publishes_and_who_consumes(tab: Any, shop: S
     assert loyalty[8] == "1"  # lost
     assert any("ledger" in row and "billing" in row for row in edges)
     assert "OrderPlaced @ orders" in tab.page.inner_text("#topology-map")
+    tab.page.hover("#topology-map")  # no toolbar appears over the map's labels
+    assert tab.page.locator("#topology-map .modebar").count() == 0
     assert tab.errors == []
 
 
@@ -199,3 +209,94 @@ def test_with_a_token_the_browser_signs_in_once_and_the_cookie_is_not_readable_b
     assert tab.page.evaluate("document.cookie") == ""  # HttpOnly
     # A wrong token on the login page answers 401, which Chromium logs; nothing else.
     assert [e for e in tab.errors if "401" not in e] == []
+
+
+_RANGE_MS = """id => { const range = document.getElementById(id).layout.xaxis.range;
+                       return new Date(range[1]) - new Date(range[0]); }"""
+
+
+def test_the_handlers_page_rates_and_draws_over_the_time_the_data_covers(
+    tab: Any, shop: Shop
+) -> None:
+    """The known tree's ten deliveries happened within a quarter of a second, twenty
+    minutes ago: the throughput is per second of that (a second at least), not of the
+    hour on screen, and the chart over time spans that, not the hour."""
+    tab.base = shop.collector.url
+    tab.open("/handlers?key=charge")
+    assert tab.page.inner_text("#throughput") == "10/s"
+    for figure in ("histogram", "over-time"):
+        tab.page.wait_for_selector(f"#{figure}[data-drawn='1']")
+    assert tab.page.evaluate(_RANGE_MS, "over-time") <= 5_000
+    # the log axis says which power of ten each tick is
+    ticks = tab.page.evaluate("() => document.getElementById('histogram').layout.xaxis.ticktext")
+    assert "10 ms" in ticks and all(t.endswith((" µs", " ms", " s")) for t in ticks)
+    labels = tab.page.locator("#histogram .xtick text").all_text_contents()
+    assert "10 ms" in labels
+    assert tab.errors == []
+
+
+def test_the_overview_chart_spans_the_data_not_the_whole_hour(tab: Any, shop: Shop) -> None:
+    tab.base = shop.collector.url
+    tab.open("/")
+    tab.page.wait_for_selector("#activity[data-drawn='1']")
+    assert tab.page.evaluate(_RANGE_MS, "activity") <= 5 * 60_000
+    assert tab.errors == []
+
+
+def test_the_events_page_counts_every_kind_when_showing_one_and_states_its_grace(
+    tab: Any, shop: Shop
+) -> None:
+    tab.base = shop.collector.url
+    tab.open("/events?kind=lost")
+    counts = {
+        kind: tab.page.inner_text(f"#count-{kind} b")
+        for kind in ("lost", "duplicate", "orphan", "out_of_order")
+    }
+    assert counts == {"lost": "1", "duplicate": "2", "orphan": "1", "out_of_order": "1"}
+    assert tab.page.locator("#duplicates").count() == 0  # only the kind asked for
+    grace = tab.page.inner_text("#grace")
+    assert "5 min" in grace and "still on its way" in grace
+    tab.page.click("#count-duplicate")
+    tab.page.wait_for_selector("#duplicates")
+    assert tab.page.locator("#duplicates tbody tr").count() == 2
+    assert tab.errors == []
+
+
+def test_the_events_page_pages_through_many_events(tab: Any, collectors: Any) -> None:
+    """Sixty orphan deliveries: twenty of them under every kind, fifty a page of one."""
+    server = collectors("many.duckdb", "--decode-workers", "0")
+    start = time.time_ns() - 20 * 60 * 10**9
+    spans = [
+        span(
+            "process orders",
+            kind=trace_pb2.Span.SPAN_KIND_CONSUMER,
+            start_time_unix_nano=start + i * 10**6,
+            end_time_unix_nano=start + i * 10**6 + 500_000,
+            attributes=[
+                KeyValue(key=k, value=AnyValue(string_value=v))
+                for k, v in (
+                    ("messaging.system", "bus"),
+                    ("messaging.destination.name", "orders"),
+                    ("messaging.operation.type", "process"),
+                    ("messaging.message.id", f"never-published-{i:02d}"),
+                    ("messaging.consumer.group.name", "billing"),
+                )
+            ],
+        )
+        for i in range(60)
+    ]
+    assert server.post("/v1/traces", traces(*spans, service="billing"), PROTOBUF)[0] == 200
+    tab.base = server.url
+    tab.open("/events")
+    assert tab.page.locator("#orphans tbody tr").count() == 20
+    tab.page.click("text=all 60 orphan deliveries →")
+    tab.page.wait_for_selector("#orphans")
+    assert tab.page.locator("#orphans tbody tr").count() == 50
+    assert "rows 1–50 of 60" in tab.page.inner_text(".pager")
+    tab.page.click("#next-page")
+    tab.page.wait_for_selector("#previous-page")
+    assert tab.page.locator("#orphans tbody tr").count() == 10
+    assert "rows 51–60 of 60" in tab.page.inner_text(".pager")
+    assert tab.page.inner_text("#count-orphan b") == "60"
+    tab.screenshot("events-paged")
+    assert tab.errors == []

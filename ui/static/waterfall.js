@@ -19,6 +19,21 @@
     return node;
   }
 
+  /** The service, and the consumer group when it is not named like the service: two
+   * groups of one service handling one event must not read the same. */
+  function serviceLabel(node) {
+    return node.cg && node.cg !== node.s ? `${node.s} (${node.cg})` : node.s;
+  }
+
+  /** What tells apart rows of the same service and span name: the event type of a publish
+   * or delivery (one destination carries several), and a redelivery's attempt. */
+  function detailLabel(node) {
+    const parts = [];
+    if (node.et && (node.k === "producer" || node.k === "consumer")) parts.push(node.et);
+    if (node.a > 1) parts.push(`attempt ${node.a}`);
+    return parts.join(" · ");
+  }
+
   class Waterfall {
     constructor(container, tree, detail) {
       this.tree = tree;
@@ -31,15 +46,53 @@
       this.extent = Math.max(tree.extent_ms, 1e-6);
       this.scroller = container.querySelector(".wf-scroll");
       this.spacer = container.querySelector(".wf-spacer");
+      this.container = container;
       this.pool = [];
       this.frame = 0;
+      this.needed = this.labelWidth();
+      this.fitLabels();
       this.axis(container.querySelector(".wf-head .axis"));
       this.settleLine();
       this.scroller.addEventListener("scroll", () => this.schedule(), { passive: true });
       this.spacer.addEventListener("click", (event) => this.click(event));
       this.scroller.addEventListener("keydown", (event) => this.key(event));
-      window.addEventListener("resize", () => this.schedule());
+      window.addEventListener("resize", () => { this.fitLabels(); this.schedule(); });
       this.layout();
+    }
+
+    /** The width the widest row's label needs (indent, toggle, badges, names), measured
+     * with a canvas: no DOM per node, so 10,000 nodes cost milliseconds. */
+    labelWidth() {
+      const style = getComputedStyle(this.container);
+      const family = style.fontFamily || "sans-serif";
+      const context = document.createElement("canvas").getContext("2d");
+      if (!context) return 0;
+      const cache = new Map();
+      const text = (value, font) => {
+        const key = font + "\u241f" + value;
+        if (!cache.has(key)) { context.font = font; cache.set(key, context.measureText(value).width); }
+        return cache.get(key);
+      };
+      const normal = `12.5px ${family}`;
+      const badge = (label) => text(label, `11px ${family}`) + 14 + 5;  // padding, border, gap
+      let widest = 0;
+      for (const node of this.nodes) {
+        let width = node.d * 14 + 16 + 5 + badge(EDGE_LABEL[node.g] || node.g);
+        width += text(serviceLabel(node), normal) + 5 + text(node.n, normal) + 5;
+        const extra = detailLabel(node);
+        if (extra) width += text(extra, `12px ${family}`) + 5;
+        for (const [, label] of node.f) width += badge(label);
+        widest = Math.max(widest, width);
+      }
+      return Math.ceil(widest + 6);
+    }
+
+    /** Give the labels the room they need, between 30 % and 62 % of the waterfall (past
+     * that a name is cut with …; the row's tooltip and the detail panel have it whole). */
+    fitLabels() {
+      const total = this.container.clientWidth || 900;
+      this.label = Math.round(Math.min(Math.max(this.needed, total * 0.3), total * 0.62));
+      this.container.style.setProperty("--wf-label", this.label + "px");
     }
 
     axis(head) {
@@ -97,8 +150,8 @@
         }
       }
       if (this.settle) {
-        const track = this.spacer.clientWidth * 0.58 - 16;
-        this.settle.style.left = `calc(42% + 8px + ${(track * this.tree.settle_ms) / this.extent}px)`;
+        const track = this.spacer.clientWidth - this.label - 16;
+        this.settle.style.left = `${this.label + 8 + (track * this.tree.settle_ms) / this.extent}px`;
         this.settle.style.height = this.count * ROW + "px";
       }
       this.scroller.dataset.drawnFirst = String(first);
@@ -115,14 +168,15 @@
       const edge = el("span", "badge edge");
       const service = el("span", "svc");
       const name = el("span", "name");
+      const extra = el("span", "extra");
       const marks = el("span", "marks");
-      label.append(toggle, edge, service, name, marks);
+      label.append(toggle, edge, service, name, extra, marks);
       const track = el("div", "wf-track");
       const wait = el("div", "wf-bar wait");
       const proc = el("div", "wf-bar proc");
       track.append(wait, proc);
       root.append(label, track);
-      return { root, label, toggle, edge, service, name, marks, wait, proc, index: -1 };
+      return { root, label, toggle, edge, service, name, extra, marks, wait, proc, index: -1 };
     }
 
     fill(row, i, position) {
@@ -153,8 +207,9 @@
       row.label.style.paddingLeft = node.d * 14 + "px";
       row.edge.className = "badge edge " + node.g;
       row.edge.textContent = EDGE_LABEL[node.g] || node.g;
-      row.service.textContent = node.s;
+      row.service.textContent = serviceLabel(node);
       row.name.textContent = node.n;
+      row.extra.textContent = detailLabel(node);
       row.marks.replaceChildren(...node.f.map(([css, label]) => el("span", "badge " + css, label)));
       const scale = 100 / this.extent;
       const waitStart = node.t - (node.w || 0);
@@ -163,7 +218,9 @@
       row.wait.style.width = (node.w || 0) * scale + "%";
       row.proc.style.left = node.t * scale + "%";
       row.proc.style.width = Math.max(node.u, 0) * scale + "%";
-      r.title = `${node.s} · ${node.n}\nqueue wait ${eventscope.duration(node.w)} · processing ${eventscope.duration(node.u)}`;
+      const marked = node.f.map(([, text]) => text).join(", ");
+      r.title = `${serviceLabel(node)} · ${node.n}${detailLabel(node) ? " · " + detailLabel(node) : ""}`
+        + `${marked ? " (" + marked + ")" : ""}\nqueue wait ${eventscope.duration(node.w)} · processing ${eventscope.duration(node.u)}`;
     }
 
     click(event) {
