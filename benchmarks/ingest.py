@@ -171,8 +171,11 @@ def _sample(port: int, pid: int, db: Path, every: float, stop: object) -> None:
                     removed = f"{int(line.split()[-1]):,}"
         except OSError:
             pass
-        print(f"  {time.monotonic() - started:7.0f}  {size / 2**20:12.0f}  {rss:14.0f}  "
-              f"{tree:20.0f}  {removed:>13}", flush=True)  # fmt: skip
+        print(
+            f"  {time.monotonic() - started:7.0f}  {size / 2**20:12.0f}  {rss:14.0f}  "
+            f"{tree:20.0f}  {removed:>13}",
+            flush=True,
+        )
 
 
 def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[float, int, int]:
@@ -467,8 +470,10 @@ def main() -> None:
             f"reads               : {len(reads):10,} by {len(readers)} readers, median "
             f"{reads[len(reads) // 2] * 1e3:.0f} ms, slowest {reads[-1] * 1e3:.0f} ms"
         )
-    print(f"acked {acked:,} spans, stored {stored:,}, removed by retention {removed:,}, "
-          f"503 answers {refused:,}")  # fmt: skip
+    print(
+        f"acked {acked:,} spans, stored {stored:,}, removed by retention {removed:,}, "
+        f"503 answers {refused:,}"
+    )
     if stored + removed < acked:
         raise SystemExit(f"LOST DATA: {acked - stored - removed} acknowledged spans are gone")
 

@@ -94,9 +94,11 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("fanout_tree, 10,000-node request", lambda: fanout_tree(connection, big_trace), 0.15),
         ("handler_latency by handler, 24 h", lambda: handler_latency(connection, **day), 0.3),
         ("handler_latency by handler, 1 h", lambda: handler_latency(connection, **hour), None),
-        ("handler_latency by group, 24 h, 1h buckets",
-         lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=HOUR, **day),
-         None),
+        (
+            "handler_latency by group, 24 h, 1h buckets",
+            lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=HOUR, **day),
+            None,
+        ),
         ("lost_events, 1 h", lambda: lost_events(connection, **hour), 0.3),
         ("lost_events, 24 h", lambda: lost_events(connection, **day), 2.0),
         ("duplicate_events, 1 h", lambda: duplicate_events(connection, **hour), 0.3),
@@ -105,12 +107,16 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("requests, newest 50 of 1 h", lambda: requests(connection, **hour), None),
-        ("requests, 30 min by settle time",
-         lambda: requests(connection, since_ns=end - HOUR // 2, until_ns=end + 1, sort="-settle"),
-         None),
+        (
+            "requests, 30 min by settle time",
+            lambda: requests(
+                connection, since_ns=end - HOUR // 2, until_ns=end + 1, sort="-settle"
+            ),
+            None,
+        ),
         ("topology, 1 h", lambda: topology(connection, **hour), None),
         ("topology, 24 h", lambda: topology(connection, **day), None),
-    ]  # fmt: skip
+    ]
 
 
 def _size(result: Any) -> str:
@@ -142,8 +148,11 @@ def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, flo
     ids = _ids(probe)
     names = [name for name, _, _ in _cases(probe, ids)]
     probe.close()
-    print(f"{path.name}: {spans:,} spans, {links:,} links, {records:,} event records; load "
-          f"average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"{path.name}: {spans:,} spans, {links:,} links, {records:,} event records; load "
+        f"average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     out = {}
     for index, name in enumerate(names):
         if args.only and args.only not in name:
@@ -156,8 +165,10 @@ def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, flo
         warm = min(_timed(run) for _ in range(args.rounds))
         connection.close()
         out[name] = (cold, warm, _size(result))
-        print(f"  {name:<44} {cold * 1000:7.0f} ms cold {warm * 1000:7.0f} ms warm  "
-              f"{out[name][2]}", flush=True)  # fmt: skip
+        print(
+            f"  {name:<44} {cold * 1000:7.0f} ms cold {warm * 1000:7.0f} ms warm  {out[name][2]}",
+            flush=True,
+        )
     return out
 
 
@@ -178,8 +189,10 @@ def main() -> None:
         paths = [Path(db) for db in args.db]
     else:
         paths = [_database(_spans(size), Path(args.folder)) for size in args.sizes.split(",")]
-    print(f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, memory limit "
-          f"{args.memory_limit or 'DuckDB default'}")  # fmt: skip
+    print(
+        f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, memory limit "
+        f"{args.memory_limit or 'DuckDB default'}"
+    )
     figures = [_measure(path, args) for path in paths]
     names = [name for name, _, _ in _cases_names() if name in figures[0]]
     head = "".join(f" | {p.stem.split('-')[1]} req. warm" for p in paths)

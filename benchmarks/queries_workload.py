@@ -450,12 +450,18 @@ _TIMES = {
     "logs": ("time", "observed_time", "publish_time", "end_time"),
 }
 _IDS = {
-    "spans": ("trace_id", "span_id", "parent_span_id", "message_id", "correlation_id",
-              "causation_id", "entity_id"),
+    "spans": (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "message_id",
+        "correlation_id",
+        "causation_id",
+        "entity_id",
+    ),
     "links": ("trace_id", "span_id", "linked_trace_id", "linked_span_id"),
-    "logs": ("trace_id", "span_id", "message_id", "correlation_id", "causation_id",
-             "entity_id"),
-}  # fmt: skip
+    "logs": ("trace_id", "span_id", "message_id", "correlation_id", "causation_id", "entity_id"),
+}
 
 
 class _Template:
@@ -646,8 +652,11 @@ def _big_batches(source: duckdb.DuckDBPyConnection, t0: int) -> list[object]:
         )
         for start in range(0, spans.num_rows, _BATCH)
     ]
-    out.append(TraceBatch(spans=spans.slice(0, 0), links=links, events=_NO_EVENTS,
-                          rejected=0, error_message=""))  # fmt: skip
+    out.append(
+        TraceBatch(
+            spans=spans.slice(0, 0), links=links, events=_NO_EVENTS, rejected=0, error_message=""
+        )
+    )
     return out
 
 

@@ -354,10 +354,15 @@ def main() -> None:
     with Serve(api_db) as base:
         spans = _sql(base, "SELECT count(*) AS n FROM spans")[0]["n"]
         big_trace = hashlib.md5(b"bigt").hexdigest()  # the workload's POST /imports
-        big_span = _sql(base, f"SELECT span_id FROM spans WHERE trace_id = '{big_trace}' "
-                              "AND parent_span_id IS NULL")[0]["span_id"]  # fmt: skip
-        small_trace = _sql(base, "SELECT trace_id FROM spans WHERE name = 'POST /orders' "
-                                 "ORDER BY start_time DESC LIMIT 1")[0]["trace_id"]  # fmt: skip
+        big_span = _sql(
+            base,
+            f"SELECT span_id FROM spans WHERE trace_id = '{big_trace}' AND parent_span_id IS NULL",
+        )[0]["span_id"]
+        small_trace = _sql(
+            base,
+            "SELECT trace_id FROM spans WHERE name = 'POST /orders' "
+            "ORDER BY start_time DESC LIMIT 1",
+        )[0]["trace_id"]
         end = _sql(base, "SELECT epoch_ns(max(start_time)) AS t FROM spans")[0]["t"] + 1
         hour = 3600 * 1_000_000_000
         window = f"since={end - hour}&until={end}"

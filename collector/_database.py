@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-from eventscope.queries._id_index import build as build_id_index
+from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.schema import create_schema
 
 from ._errors import ConfigError
@@ -78,7 +78,7 @@ class Database:
         _tune(connection, settings)
         create_schema(connection)
         if build_id_index(connection):  # a file from before the index: once
-            log.warning("indexed the ids of the data already stored (queries/_id_index.py)")
+            log.warning("indexed the ids of the data already stored (queries/id_index.py)")
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")

@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any
 
 import duckdb
-from eventscope.queries._id_index import INDEX_TABLES
+from eventscope.queries.id_index import INDEX_TABLES
 
 from ._database import Database
 from ._metrics import Metrics
@@ -49,7 +49,7 @@ RETENTION_TABLES: tuple[tuple[str, str], ...] = (
     ("span_events", "time"),
     ("logs", "time"),
 )
-#: The id index (queries/_id_index.py): its rows are sorted by id, not time, so each
+#: The id index (queries/id_index.py): its rows are sorted by id, not time, so each
 #: removal reads all of it; it is trimmed once a round, of the ids last seen before the
 #: cutoff.
 _INDEX_TABLES = INDEX_TABLES
@@ -107,8 +107,17 @@ def _size_text(text: str | None) -> int:
     if not text:
         return 0
     number, _, unit = text.strip().partition(" ")
-    scale = {"bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
-             "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}  # fmt: skip
+    scale = {
+        "bytes": 1,
+        "KiB": 1024,
+        "MiB": 1024**2,
+        "GiB": 1024**3,
+        "TiB": 1024**4,
+        "kB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "TB": 1000**4,
+    }
     try:
         return int(float(number) * scale.get(unit, 1))
     except ValueError:

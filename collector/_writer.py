@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
-from eventscope.queries._id_index import compact, index_rows_sql
+from eventscope.queries.id_index import compact, index_rows_sql
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -346,7 +346,7 @@ class SpanWriter:
                 name = registered[table] = f"eventscope_incoming_{table}"
                 connection.register(name, arrow)
                 connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
-            # Where each id of the commit is in time (queries/_id_index.py).
+            # Where each id of the commit is in time (queries/id_index.py).
             index = index_rows_sql(
                 registered.get("spans"), registered.get("span_links"), registered.get("logs")
             )

@@ -23,9 +23,9 @@ from typing import Any
 import duckdb
 
 from ._errors import NotFound
-from ._id_index import has_index, id_range
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .id_index import has_index, id_range
 from .schema import TREE_RECORD_SELECT, TREE_SPAN_SELECT
 
 __all__ = ["Item", "Pool", "collect", "find_root"]

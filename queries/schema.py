@@ -263,7 +263,7 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
         SCHEMA_SQL.replace(_ATTRIBUTES_COMPRESSION, _attributes_compression(connection))
     )
     # Files written before span links had the holder's start time (filled by the id
-    # index's build, queries/_id_index.py).
+    # index's build, queries/id_index.py).
     connection.execute("ALTER TABLE span_links ADD COLUMN IF NOT EXISTS start_time TIMESTAMP_NS")
     connection.execute(VIEWS_SQL)
     connection.execute("BEGIN TRANSACTION")

@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS eventscope_meta (
     value               VARCHAR
 );
 
--- Not public: where each id is stored in time (see queries/_id_index.py). Each row says
+-- Not public: where each id is stored in time (see queries/id_index.py). Each row says
 -- that rows with the id of `kind` (1 trace, 2 correlation, 3 event, 4 span-link target)
 -- whose 64-bit hash is `key` started between `first` and `last`. New rows go to
 -- eventscope_ids_recent with each commit; the writer moves them into eventscope_ids in

@@ -151,10 +151,18 @@ def test_retention_on_a_lake_removes_old_rows(postgres_dsn, lake, tmp_path) -> N
     db, schema, data = lake
     hour = 3600 * 10**9
     server = Collector(
-        db, "--decode-workers", "0", "--data-path", str(data), "--ducklake-schema", schema,
-        "--retention", "1h", log=tmp_path / "r.log",
+        db,
+        "--decode-workers",
+        "0",
+        "--data-path",
+        str(data),
+        "--ducklake-schema",
+        schema,
+        "--retention",
+        "1h",
+        log=tmp_path / "r.log",
         env={"EVENTSCOPE_RETENTION_INTERVAL": "0.3", "EVENTSCOPE_QUERY_TIMEOUT": "1"},
-    )  # fmt: skip
+    )
     now = time.time_ns()
 
     def timed(name: str, start: int) -> trace_pb2.Span:

@@ -121,10 +121,13 @@ def test_max_db_size_removes_the_oldest_data(tmp_path: Path) -> None:
         start = time.time_ns() - 100 * HOUR
         for batch in range(60):  # ~20 MB of spans, an hour apart, oldest first
             spans = [
-                span(os.urandom(24).hex(), start_time_unix_nano=start + batch * HOUR + i,
-                     end_time_unix_nano=start + batch * HOUR + i + 1000)
+                span(
+                    os.urandom(24).hex(),
+                    start_time_unix_nano=start + batch * HOUR + i,
+                    end_time_unix_nano=start + batch * HOUR + i + 1000,
+                )
                 for i in range(2000)
-            ]  # fmt: skip
+            ]
             assert server.post("/v1/traces", traces(*spans), PROTOBUF)[0] == 200
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -16,8 +16,8 @@ from typing import Any
 
 import duckdb
 from eventscope.collector._signals import LOGS, TRACES
-from eventscope.queries._id_index import build as build_id_index
-from eventscope.queries._id_index import index_rows_sql
+from eventscope.queries.id_index import build as build_id_index
+from eventscope.queries.id_index import index_rows_sql
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue

@@ -8,8 +8,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 from eventscope.queries import schema
-from eventscope.queries._id_index import INDEX_TABLES
 from eventscope.queries._tree_fetch import Item
+from eventscope.queries.id_index import INDEX_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
 

@@ -50,8 +50,11 @@ def index_rows_sql(spans: str | None, links: str | None, logs: str | None) -> st
     registered under (None: that table has no rows in the commit)."""
     parts = []
     if spans:
-        for kind, column in (("trace", "trace_id"), ("correlation", "correlation_id"),
-                             ("event", "message_id")):  # fmt: skip
+        for kind, column in (
+            ("trace", "trace_id"),
+            ("correlation", "correlation_id"),
+            ("event", "message_id"),
+        ):
             parts.append(
                 f"SELECT hash({column}), {KINDS[kind]}, min(start_time), max(start_time) "
                 f"FROM {spans} WHERE {column} IS NOT NULL GROUP BY {column}"
@@ -62,8 +65,11 @@ def index_rows_sql(spans: str | None, links: str | None, logs: str | None) -> st
             f"max(start_time) FROM {links} GROUP BY linked_trace_id"
         )
     if logs:
-        for kind, column in (("trace", "trace_id"), ("correlation", "correlation_id"),
-                             ("event", "message_id")):  # fmt: skip
+        for kind, column in (
+            ("trace", "trace_id"),
+            ("correlation", "correlation_id"),
+            ("event", "message_id"),
+        ):
             parts.append(
                 f"SELECT hash({column}), {KINDS[kind]}, min(time), max(time) "
                 f"FROM {logs} WHERE {column} IS NOT NULL GROUP BY {column}"
