@@ -38,6 +38,8 @@ from otlp_workload import export_bodies
 
 BODIES: list[bytes] = []
 SPANS_PER_BODY: list[int] = []
+#: With --retention: where each body's timestamps are (byte offsets), and its first start.
+STAMPS: list[tuple[object, int]] = []
 
 
 def _free_port() -> int:
@@ -83,6 +85,8 @@ def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list,
         time.sleep(0.001)
     while time.monotonic() < stop_at:
         body = BODIES[position % len(BODIES)]
+        if STAMPS:
+            body = _restamped(body, *STAMPS[position % len(BODIES)])
         spans = SPANS_PER_BODY[position % len(BODIES)]
         position += 1
         connection.request("POST", "/v1/traces", body=body, headers=headers)
@@ -96,6 +100,81 @@ def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list,
         else:
             raise RuntimeError(f"unexpected status {response.status}: {answer[:300]!r}")
     return acked, refused
+
+
+def _timestamp_offsets(body: bytes) -> tuple[object, int]:
+    """Byte offsets of every span's start and end time and every span event's time in a
+    serialized request (fixed64 fields: tag 0x39, 0x41, 0x09), and the earliest start."""
+    import re
+    import struct
+
+    import numpy as np
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest.FromString(body)
+    wanted: set[tuple[int, int]] = set()
+    first = None
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                wanted.add((0x39, span.start_time_unix_nano))
+                wanted.add((0x41, span.end_time_unix_nano))
+                wanted.update((0x09, event.time_unix_nano) for event in span.events)
+                start = span.start_time_unix_nano
+                first = start if first is None else min(first, start)
+    offsets = []
+    for match in re.finditer(rb"[\x09\x39\x41]", body):  # one pass: each tag byte
+        at = match.start()
+        if at + 9 <= len(body):
+            value = struct.unpack_from("<Q", body, at + 1)[0]
+            if (body[at], value) in wanted:
+                offsets.append(at + 1)
+    return np.array(sorted(offsets), dtype=np.int64), int(first or 0)
+
+
+def _restamped(body: bytes, offsets: object, first: int) -> bytes:
+    """``body`` with every timestamp moved so that its first span starts now."""
+    import numpy as np
+
+    buffer = np.frombuffer(body, dtype=np.uint8).copy()
+    where = offsets[:, None] + np.arange(8)  # type: ignore[index]
+    values = buffer[where].copy().view("<u8").ravel() + np.uint64(time.time_ns() - first)
+    buffer[where] = values.view(np.uint8).reshape(-1, 8)
+    return buffer.tobytes()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _sample(port: int, pid: int, db: Path, every: float, stop: object) -> None:
+    """Print elapsed time, file size (+ WAL), RSS and what retention removed, every ``every``
+    seconds until ``stop`` (a threading.Event) is set."""
+    started = time.monotonic()
+    print("  elapsed  file+WAL MiB  RSS server MiB  RSS with workers MiB  spans removed")
+    while not stop.wait(every):  # type: ignore[attr-defined]
+        size = sum(p.stat().st_size for p in (db, db.with_name(db.name + ".wal")) if p.exists())
+        rss = _rss_mib(pid)
+        tree = rss + sum(_rss_mib(child) for child in _children(pid))
+        removed = "?"
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/metrics")
+            for line in connection.getresponse().read().decode().splitlines():
+                if line.startswith('eventscope_retention_removed_rows_total{table="spans"}'):
+                    removed = f"{int(line.split()[-1]):,}"
+        except OSError:
+            pass
+        print(
+            f"  {time.monotonic() - started:7.0f}  {size / 2**20:12.0f}  {rss:14.0f}  "
+            f"{tree:20.0f}  {removed:>13}",
+            flush=True,
+        )
 
 
 def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[float, int, int]:
@@ -181,6 +260,16 @@ def _commit_figures(port: int) -> tuple[int, int]:
     )
 
 
+def _removed_spans(port: int) -> int:
+    """Spans retention removed, from the collector's /metrics (0 without retention)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    for line in connection.getresponse().read().decode().splitlines():
+        if line.startswith('eventscope_retention_removed_rows_total{table="spans"}'):
+            return int(line.split()[-1])
+    return 0
+
+
 def _parse_only_server(port: int) -> None:
     """The baseline: aiohttp receiving OTLP protobuf and only parsing it."""
     from aiohttp import web
@@ -245,6 +334,12 @@ def main() -> None:
         action="store_true",
         help="skip the parse-only receiver (to compare two collector builds or settings)",
     )
+    parser.add_argument(
+        "--retention",
+        help="run the collector with this --retention (e.g. 2m); each body's timestamps are "
+        "moved to the time it is sent, and file size and RSS are printed as it runs",
+    )
+    parser.add_argument("--sample-every", type=float, default=60.0, help="seconds (--retention)")
     parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only_server:
@@ -261,6 +356,8 @@ def main() -> None:
         SPANS_PER_BODY.append(
             sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         )
+    if args.retention:
+        STAMPS.extend(_timestamp_offsets(body) for body in BODIES)
     mean_bytes = sum(map(len, BODIES)) / len(BODIES)
     print(
         f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
@@ -292,6 +389,7 @@ def main() -> None:
             "--log-level",
             "warning",
             *(["--db-threads", str(args.db_threads)] if args.db_threads else []),
+            *(["--retention", args.retention] if args.retention else []),
             *(
                 ["--db-memory-limit", args.db_memory_limit]
                 if args.db_memory_limit != "none"
@@ -311,6 +409,14 @@ def main() -> None:
     try:
         _wait_healthy(port, server, "/healthz", 60)
         cpu_before = _tree_cpu_seconds(server.pid)
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=_sample,
+            args=(port, server.pid, folder / "bench.duckdb", args.sample_every, stop),
+            daemon=True,
+        )
+        if args.retention:
+            sampler.start()
         stop_reading = threading.Event()
         reads: list[float] = []
         readers = [
@@ -325,9 +431,11 @@ def main() -> None:
             stop_reading.set()
             for reader in readers:
                 reader.join()
+            stop.set()
         cpu_after = _tree_cpu_seconds(server.pid)
         rss, tree_rss = _tree_peak_rss_mib(server.pid)
         commits, committed_rows = _commit_figures(port)
+        removed = _removed_spans(port)
     finally:
         server.terminate()
         server.wait()
@@ -361,9 +469,12 @@ def main() -> None:
             f"reads               : {len(reads):10,} by {len(readers)} readers, median "
             f"{reads[len(reads) // 2] * 1e3:.0f} ms, slowest {reads[-1] * 1e3:.0f} ms"
         )
-    print(f"acked {acked:,} spans, stored {stored:,}, 503 answers {refused:,}")
-    if stored < acked:
-        raise SystemExit(f"LOST DATA: {acked - stored} acknowledged spans are not stored")
+    print(
+        f"acked {acked:,} spans, stored {stored:,}, removed by retention {removed:,}, "
+        f"503 answers {refused:,}"
+    )
+    if stored + removed < acked:
+        raise SystemExit(f"LOST DATA: {acked - stored - removed} acknowledged spans are gone")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Read-side benchmark: every query of ``eventscope.queries`` on 10 million spans.
+"""Read-side benchmark: every query of ``eventscope.queries`` at two sizes, 10 M and 100 M spans.
 
-Generates (once, cached in the temp folder) a DuckDB file of 500,000 traced requests —
-10 million spans, 1 million events, 5 consumer groups, links across traces, known
-anomalies — plus 50,000 sampled-out requests as event records and one 10,000-span
-request (``benchmarks/queries_workload.py``). Then times each query cold (a fresh
-read-only connection: empty DuckDB buffers; the OS page cache is not dropped) and warm
-(the best of ``--rounds`` more runs on that connection), against the targets.
+Generates (once each, cached in the temp folder) the workload of
+``benchmarks/queries_workload.py`` through the collector's own writer — traced requests of
+20 spans arriving one every 17 ms in time order (100 M spans a day), 5 consumer groups,
+links across traces, known anomalies, a tenth as many sampled-out requests as event
+records, one 10,000-span request — 10 M spans (the last ~2.4 h of such a day) and 100 M
+(the whole day): the same rate, ten times the history. Then times each query cold (a
+fresh read-only connection) and warm (the best of ``--rounds`` more), with the windows the
+pages use ending at the newest data, and prints each query's warm time at both sizes and
+their ratio.
 
-    python benchmarks/queries.py                  # 10M spans; ~2 min to generate once
-    python benchmarks/queries.py --requests 50000 # a quicker 1M-span run
+    python benchmarks/queries.py                       # 10M and 100M (generating takes long)
+    python benchmarks/queries.py --sizes 2M            # a quicker run
+    python benchmarks/queries.py --db a.duckdb --db b.duckdb
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eventscope.collector._database import FILE_CONFIG
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -39,71 +42,80 @@ from eventscope.queries import (
     version_mix,
 )
 from eventscope.queries.schema import SCHEMA_SQL
-from queries_workload import generate
+from queries_workload import ingest
 
-WORKLOAD_VERSION = "4"
+WORKLOAD_VERSION = "6"  # 6: through the collector's writer, in time order, one rate
 
 
-def _database(requests_count: int, folder: Path, storage: str) -> Path:
+def _database(requests_count: int, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     schema = hashlib.sha1(SCHEMA_SQL.encode()).hexdigest()[:8]  # a new schema, a new file
-    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{storage}-{schema}.duckdb"
+    path = folder / f"queries-{requests_count}-v{WORKLOAD_VERSION}-{schema}.duckdb"
     if not path.exists():
         print(f"generating {path} …", flush=True)
         started = time.perf_counter()
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        generate(str(partial), requests_count, requests_count // 10, storage)
+        ingest(str(partial), requests_count, requests_count // 10, progress=True)
+        for leftover in (partial.with_name(partial.name + ".wal"),):
+            leftover.unlink(missing_ok=True)
         partial.rename(path)
         print(f"generated in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
 
 def _ids(connection: duckdb.DuckDBPyConnection) -> tuple[str, str, int]:
-    """(the 10,000-span request's trace, a request in the middle of the day, the last time)."""
-    big_trace, end = connection.execute(
-        "SELECT trace_id, (SELECT epoch_ns(max(start_time)) FROM spans) FROM spans "
-        "WHERE name = 'POST /imports'"
-    ).fetchone()
+    """(the 10,000-span request's trace, a 20-span request an hour before the end, the
+    last start time): the same ids relative to the end at every size."""
+    end = connection.execute("SELECT epoch_ns(max(start_time)) FROM spans").fetchone()[0]
+    big_trace = connection.execute(
+        "SELECT trace_id FROM spans WHERE name = 'POST /imports'"
+    ).fetchone()[0]
     small_trace = connection.execute(
-        "SELECT trace_id FROM spans WHERE name = 'POST /orders' ORDER BY start_time LIMIT 1 "
-        "OFFSET (SELECT count(*) // 2 FROM spans WHERE name = 'POST /orders')"
+        "SELECT trace_id FROM spans WHERE name = 'POST /orders' "
+        "AND start_time >= make_timestamp_ns($t) ORDER BY start_time LIMIT 1",
+        {"t": end - HOUR},
     ).fetchone()[0]
     return big_trace, small_trace, end
 
 
+HOUR = 3600 * 10**9
 Case = tuple[str, Callable[[], Any], float | None]
 
 
 def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> list[Case]:
+    """Each query as the API and pages ask it: windows end at the newest data (what the
+    pages' default window, the last hour, is on a collector receiving it now)."""
     big_trace, small_trace, end = ids
-    hour = 3600 * 10**9
+    hour = {"since_ns": end - HOUR, "until_ns": end + 1}
+    day = {"since_ns": end - 24 * HOUR, "until_ns": end + 1}
     return [
-        ("fanout_tree, 10,000-node request", lambda: fanout_tree(connection, big_trace), 0.3),
-        ("fanout_tree, 20-span request", lambda: fanout_tree(connection, small_trace), None),
+        ("fanout_tree, 20-span request", lambda: fanout_tree(connection, small_trace), 0.05),
+        ("fanout_tree, 10,000-node request", lambda: fanout_tree(connection, big_trace), 0.15),
+        ("handler_latency by handler, 24 h", lambda: handler_latency(connection, **day), 0.3),
+        ("handler_latency by handler, 1 h", lambda: handler_latency(connection, **hour), None),
         (
-            "fanout_tree, 10,000 nodes, horizon 1h",
-            lambda: fanout_tree(connection, big_trace, horizon_ns=hour),
+            "handler_latency by group, 24 h, 1h buckets",
+            lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=HOUR, **day),
             None,
         ),
-        ("handler_latency by handler", lambda: handler_latency(connection), 1.0),
+        ("lost_events, 1 h", lambda: lost_events(connection, **hour), 0.3),
+        ("lost_events, 24 h", lambda: lost_events(connection, **day), 2.0),
+        ("duplicate_events, 1 h", lambda: duplicate_events(connection, **hour), 0.3),
+        ("duplicate_events, 24 h", lambda: duplicate_events(connection, **day), 2.0),
+        ("orphan_deliveries, 1 h", lambda: orphan_deliveries(connection, **hour), None),
+        ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
+        ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
+        ("requests, newest 50 of 1 h", lambda: requests(connection, **hour), None),
         (
-            "handler_latency by group, 1h buckets",
-            lambda: handler_latency(connection, group_by="consumer_group", bucket_ns=hour),
+            "requests, 30 min by settle time",
+            lambda: requests(
+                connection, since_ns=end - HOUR // 2, until_ns=end + 1, sort="-settle"
+            ),
             None,
         ),
-        ("lost_events (grace 5m)", lambda: lost_events(connection), 2.0),
-        ("duplicate_events", lambda: duplicate_events(connection), 2.0),
-        ("orphan_deliveries", lambda: orphan_deliveries(connection), None),
-        ("out_of_order", lambda: out_of_order(connection), None),
-        ("version_mix", lambda: version_mix(connection), None),
-        ("requests, newest 50", lambda: requests(connection), None),
-        (
-            "requests, last 30 min by settle time",
-            lambda: requests(connection, since_ns=end - hour // 2, sort="-settle"),
-            None,
-        ),
-        ("topology", lambda: topology(connection), None),
+        ("topology, 1 h", lambda: topology(connection, **hour), None),
+        ("topology, 24 h", lambda: topology(connection, **day), None),
     ]
 
 
@@ -118,24 +130,16 @@ def _size(result: Any) -> str:
     return ""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500_000, help="traced requests (×20 spans)")
-    parser.add_argument("--rounds", type=int, default=3, help="warm runs per query (best kept)")
-    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "eventscope-bench"))
-    parser.add_argument("--only", help="run the queries whose name contains this")
-    parser.add_argument(
-        "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
-    )
-    parser.add_argument(
-        "--storage",
-        default=FILE_CONFIG["storage_compatibility_version"],
-        help="DuckDB storage version of the generated file (default: the collector's, "
-        "%(default)s; v0.10.2 is DuckDB's own default for new files)",
-    )
-    args = parser.parse_args()
+def _spans(text: str) -> int:
+    """``10M`` / ``100M`` / ``2000000`` spans -> traced requests (20 spans each)."""
+    scale = {"k": 10**3, "m": 10**6}.get(text[-1:].lower(), 1)
+    number = float(text[:-1]) if scale > 1 else float(text)
+    return int(number * scale) // 20
+
+
+def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, float, str]]:
+    """name -> (cold s, warm s, result size) for every case on one database."""
     config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
-    path = _database(args.requests, Path(args.folder), args.storage)
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
         "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_links), "
@@ -144,30 +148,71 @@ def main() -> None:
     ids = _ids(probe)
     names = [name for name, _, _ in _cases(probe, ids)]
     probe.close()
-    load = os.getloadavg()[0]
     print(
-        f"{spans:,} spans, {links:,} links, {records:,} event records; duckdb "
-        f"{duckdb.__version__}, {os.cpu_count()} cores, load average {load:.1f}, memory "
-        f"limit {args.memory_limit or 'DuckDB default'}, storage {args.storage}"
+        f"{path.name}: {spans:,} spans, {links:,} links, {records:,} event records; load "
+        f"average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
-    print(f"{'query':<40} {'cold':>8} {'warm':>8} {'target':>7}  result")
+    out = {}
     for index, name in enumerate(names):
         if args.only and args.only not in name:
             continue
         connection = duckdb.connect(str(path), read_only=True, config=config)  # cold: new
-        _, run, target = _cases(connection, ids)[index]
+        _, run, _ = _cases(connection, ids)[index]
         started = time.perf_counter()
         result = run()
         cold = time.perf_counter() - started
         warm = min(_timed(run) for _ in range(args.rounds))
         connection.close()
-        verdict = "" if target is None else (" ok" if warm <= target else " MISSED")
-        target_text = "" if target is None else f"{target:.1f} s"
+        out[name] = (cold, warm, _size(result))
         print(
-            f"{name:<40} {cold * 1000:6.0f}ms {warm * 1000:6.0f}ms {target_text:>7}"
-            f"{verdict}  {_size(result)}",
+            f"  {name:<44} {cold * 1000:7.0f} ms cold {warm * 1000:7.0f} ms warm  {out[name][2]}",
             flush=True,
         )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="10M,100M", help="spans in each database, e.g. 10M,100M or 2M"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="warm runs per query (best kept)")
+    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "eventscope-bench"))
+    parser.add_argument("--db", action="append", help="measure this file (instead of --sizes)")
+    parser.add_argument("--only", help="run the queries whose name contains this")
+    parser.add_argument(
+        "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
+    )
+    args = parser.parse_args()
+    if args.db:
+        paths = [Path(db) for db in args.db]
+    else:
+        paths = [_database(_spans(size), Path(args.folder)) for size in args.sizes.split(",")]
+    print(
+        f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, memory limit "
+        f"{args.memory_limit or 'DuckDB default'}"
+    )
+    figures = [_measure(path, args) for path in paths]
+    names = [name for name, _, _ in _cases_names() if name in figures[0]]
+    head = "".join(f" | {p.stem.split('-')[1]} req. warm" for p in paths)
+    print(f"\n| query{head} | ratio last/first | target |")
+    print("|---" * (len(paths) + 3) + "|")
+    for name in names:
+        warm = [f[name][1] for f in figures if name in f]
+        ratio = f"{warm[-1] / warm[0]:.2f}" if len(warm) > 1 and warm[0] else ""
+        target = dict((n, t) for n, _, t in _cases_names())[name]
+        verdict = (
+            ""
+            if target is None
+            else f"{target * 1000:.0f} ms " + ("ok" if warm[-1] <= target else "MISSED")
+        )
+        cells = "".join(f" | {w * 1000:.0f} ms" for w in warm)
+        print(f"| {name}{cells} | {ratio} | {verdict} |")
+
+
+def _cases_names() -> list[Case]:
+    return _cases(None, ("", "", 0))  # type: ignore[arg-type]
 
 
 def _timed(run: Callable[[], Any]) -> float:

@@ -26,6 +26,8 @@ by the five groups.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 REQUEST_INTERVAL_NS = 170_000_000
 BIG_EVENTS = 1428
@@ -198,6 +200,29 @@ UNION ALL SELECT 'db', k, 'billing', false, 1000000 + k * 2000000 + 3100000 FROM
 """
 
 
+# Event records (``logs``) of the sampled-out requests in the temporary table ``b``.
+_RECORDS_INSERT = """
+INSERT INTO logs (time, observed_time, trace_id, span_id, body, event_name,
+    record_kind, service_name, attributes, resource_attributes, scope_name,
+    messaging_system, messaging_operation, destination, message_id, correlation_id,
+    causation_id, event_type, event_version, entity_id, consumer_group, handler,
+    outcome, entity_sequence, attempt, publish_time, end_time)
+SELECT make_timestamp_ns(t0 + off), make_timestamp_ns(t0 + off), tid, sid,
+    '"eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END || '"',
+    'eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END,
+    CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END, service,
+    '{"messaging.message.id":"' || eid || '"}', '{"service.name":"' || service || '"}',
+    'eventscope.instrumentation', 'rabbitmq',
+    CASE WHEN grp IS NULL THEN 'send' ELSE 'process' END, dest, eid, cid, cause,
+    etype, ver, entity, grp,
+    CASE WHEN grp IS NOT NULL THEN grp || '.handlers.on_' || lower(etype) END,
+    outcome, seq, attempt,
+    CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + pub) END,
+    CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + off + dur) END
+FROM b WHERE dest IS NOT NULL
+"""
+
+
 def _create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     from eventscope.queries.schema import create_schema
 
@@ -247,7 +272,8 @@ def _insert_requests(
     connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
     connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
     connection.execute(
-        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}', "
+        "make_timestamp_ns(t0 + off) "
         "FROM b WHERE link_tid IS NOT NULL"
     )
     connection.execute("DROP TABLE b")
@@ -295,7 +321,8 @@ def _insert_big_request(connection: duckdb.DuckDBPyConnection, t0: int) -> None:
     )
     connection.execute(f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b")
     connection.execute(
-        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}' "
+        "INSERT INTO span_links SELECT tid, sid, link_tid, link_sid, NULL, '{}', "
+        "make_timestamp_ns(t0 + off) "
         "FROM b WHERE link_tid IS NOT NULL"
     )
     connection.execute("DROP TABLE b")
@@ -312,26 +339,336 @@ def _insert_records(connection: duckdb.DuckDBPyConnection, base_ns: int, count: 
         interval=REQUEST_INTERVAL_NS * 10,
     )
     connection.execute(f"CREATE OR REPLACE TEMP TABLE b AS {rows}")
-    connection.execute(
-        """
-        INSERT INTO logs (time, observed_time, trace_id, span_id, body, event_name,
-            record_kind, service_name, attributes, resource_attributes, scope_name,
-            messaging_system, messaging_operation, destination, message_id, correlation_id,
-            causation_id, event_type, event_version, entity_id, consumer_group, handler,
-            outcome, entity_sequence, attempt, publish_time, end_time)
-        SELECT make_timestamp_ns(t0 + off), make_timestamp_ns(t0 + off), tid, sid,
-            '"eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END || '"',
-            'eventscope.' || CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END,
-            CASE WHEN grp IS NULL THEN 'publish' ELSE 'deliver' END, service,
-            '{"messaging.message.id":"' || eid || '"}', '{"service.name":"' || service || '"}',
-            'eventscope.instrumentation', 'rabbitmq',
-            CASE WHEN grp IS NULL THEN 'send' ELSE 'process' END, dest, eid, cid, cause,
-            etype, ver, entity, grp,
-            CASE WHEN grp IS NOT NULL THEN grp || '.handlers.on_' || lower(etype) END,
-            outcome, seq, attempt,
-            CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + pub) END,
-            CASE WHEN grp IS NOT NULL THEN make_timestamp_ns(t0 + off + dur) END
-        FROM b WHERE dest IS NOT NULL
-        """
-    )
+    connection.execute(_RECORDS_INSERT)
     connection.execute("DROP TABLE b")
+
+
+# --- The same workload through the collector's writer, a day of traffic in time order ---
+
+#: Requests per generated chunk (20 spans each); each chunk is cut into batches in the
+#: order its spans would arrive (by end time: an SDK exports a span once it ends).
+_CHUNK = 25_000
+#: Spans per batch: the OpenTelemetry Collector batch processor's default, as in
+#: benchmarks/ingest.py; four batches are in flight, so commits hold ~33,000 spans like
+#: the ingest benchmark's (the writer groups what is queued).
+_BATCH = 8192
+_IN_FLIGHT = 4
+#: One rate for every size, so that sizes differ only in how much history is stored (a
+#: read whose cost grows from 10 M to 100 M spans grows with all stored data, not with
+#: its window): 5,000,000 requests a day, one every 17 ms — 100 M spans a day, 1,180
+#: spans/s. 10 M spans are the last ~2.4 hours of such a day, 100 M spans the whole day.
+INGEST_INTERVAL_NS = 500_000 * REQUEST_INTERVAL_NS // 5_000_000
+_NO_EVENTS = pa.table({})
+
+
+def ingest(
+    path: str,
+    requests: int = 500_000,
+    sampled_out: int = 50_000,
+    *,
+    end_ns: int | None = None,
+    progress: bool = False,
+) -> int:
+    """Write the workload into a new database at ``path`` the way the collector does.
+
+    Unlike :func:`generate` (one ``INSERT … SELECT`` per 100,000 requests), the rows go
+    through the collector itself: ``Database.open`` (its settings: file format, checkpoint
+    threshold, no vacuum, ZSTD attributes) and ``SpanWriter`` (Arrow batches of 8,192
+    spans, four in flight, grouped into commits), a day of traffic arriving in time order
+    — so the file's row groups, checkpoints and whatever the writer maintains beside the
+    tables are those of a collector that ran for a day. Only the OTLP decoding is skipped:
+    the batches are built by DuckDB from the same SQL as :func:`generate`. ``requests``
+    arrive one every 17 ms (100 M spans a day) up to ``end_ns`` (default: now). Returns the
+    start time (ns).
+    """
+    import asyncio
+
+    return asyncio.run(_ingest(path, requests, sampled_out, end_ns, progress))
+
+
+async def _ingest(
+    path: str, requests: int, sampled_out: int, end_ns: int | None, progress: bool
+) -> int:
+    import asyncio
+    import time
+
+    from eventscope.collector._database import Database
+    from eventscope.collector._metrics import Metrics
+    from eventscope.collector._settings import Settings
+    from eventscope.collector._writer import SpanWriter
+
+    interval = INGEST_INTERVAL_NS
+    end_ns = (end_ns or time.time_ns()) // 10**9 * 10**9
+    base_ns = end_ns - requests * interval
+    settings = Settings(db=path, db_memory_limit=1024**3)  # as benchmarks/ingest.py runs it
+    loop = asyncio.get_running_loop()
+    database = await loop.run_in_executor(None, Database.open, settings)
+    writer = SpanWriter(
+        database,
+        max_queue_rows=settings.max_queue_rows,
+        max_commit_rows=settings.max_commit_rows,
+        metrics=Metrics(),
+    )
+    await writer.start()
+    source = duckdb.connect()  # builds each chunk's rows in memory
+    source.execute("SET enable_progress_bar = false")
+    _create_schema(source)
+    source.execute(_TIMING)
+    big_at = requests // 2
+    started = time.perf_counter()
+    template: _Template | None = None
+    try:
+        for first in range(0, requests, _CHUNK):
+            last = min(first + _CHUNK, requests)
+            if last - first < _CHUNK:
+                batches = _chunk_batches(
+                    source, base_ns, interval, first, last, requests, sampled_out
+                )
+            else:
+                if template is None:
+                    template = _Template(source, base_ns, interval, requests, sampled_out)
+                batches = template.batches(first // _CHUNK, first * interval)
+            if first <= big_at < last:
+                batches += _big_batches(source, base_ns + big_at * interval + 85_000_000)
+            for start in range(0, len(batches), _IN_FLIGHT):
+                await asyncio.gather(
+                    *(writer.write(_signal(b), b) for b in batches[start : start + _IN_FLIGHT])
+                )
+            if progress:
+                rate = last * 20 / (time.perf_counter() - started)
+                print(f"  {last:,} of {requests:,} requests ({rate:,.0f} spans/s)", flush=True)
+    finally:
+        await writer.close()
+        source.close()
+        await loop.run_in_executor(None, database.close)
+    return base_ns
+
+
+_TIMES = {
+    "spans": ("start_time", "end_time", "publish_time"),
+    "links": ("start_time",),
+    "logs": ("time", "observed_time", "publish_time", "end_time"),
+}
+_IDS = {
+    "spans": (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "message_id",
+        "correlation_id",
+        "causation_id",
+        "entity_id",
+    ),
+    "links": ("trace_id", "span_id", "linked_trace_id", "linked_span_id"),
+    "logs": ("trace_id", "span_id", "message_id", "correlation_id", "causation_id", "entity_id"),
+}
+
+
+class _Template:
+    """The first chunk's rows, built once by DuckDB; every later chunk is the same
+    traffic moved later in time, its ids made its own (their first five hex digits
+    replaced by the chunk's number) — with Arrow's compute kernels, ~10× cheaper than
+    building each chunk again, so that 100 M spans take minutes, not hours."""
+
+    def __init__(
+        self,
+        source: duckdb.DuckDBPyConnection,
+        base_ns: int,
+        interval: int,
+        requests: int,
+        sampled_out: int,
+    ) -> None:
+        rows = _REQUEST_ROWS.format(
+            slots=_SLOTS, first=0, last=_CHUNK, origin=0, base_ns=base_ns, interval=interval
+        )
+        source.execute(
+            f"CREATE OR REPLACE TEMP TABLE b AS SELECT *, row_number() OVER "
+            f"(ORDER BY t0 + off + dur, i, s, v) - 1 AS arrival FROM ({rows})"
+        )
+        self.spans, self.links, self.arrival = _span_tables(source)
+        step = interval * requests // max(sampled_out, 1)
+        high = _CHUNK * sampled_out // requests
+        self.logs = _record_table(source, base_ns + 60_000_000, step, 0, high)
+        source.execute("DROP TABLE b")
+
+    def batches(self, chunk: int, delta_ns: int) -> list[object]:
+        from eventscope.collector._batches import LogBatch
+
+        spans = _moved(self.spans, "spans", chunk, delta_ns)
+        links = _moved(self.links, "links", chunk, delta_ns)
+        logs = _moved(self.logs, "logs", chunk, delta_ns)
+        out: list[object] = list(_cut(spans, links, self.arrival))
+        out += [
+            LogBatch(logs=logs.slice(start, _BATCH), rejected=0, error_message="")
+            for start in range(0, logs.num_rows, _BATCH)
+        ]
+        return out
+
+
+def _moved(table: pa.Table, kind: str, chunk: int, delta_ns: int) -> pa.Table:
+    import pyarrow.compute as pc
+
+    prefix = f"{chunk:05x}"
+    columns = {}
+    for name in _TIMES[kind]:
+        column = table.column(name)
+        columns[name] = pc.add(column, pa.scalar(delta_ns, pa.duration("ns")))
+    for name in _IDS[kind]:
+        column = table.column(name)
+        columns[name] = (
+            pc.binary_join_element_wise(prefix, column, "")
+            if name == "entity_id"
+            else pc.binary_join_element_wise(prefix, pc.utf8_slice_codeunits(column, 5), "")
+        )
+    if kind != "links":  # the ids inside the attributes too
+        column = table.column("attributes")
+        columns["attributes"] = pc.replace_substring_regex(
+            column.cast(pa.string()), '":"[0-9a-f]{5}', f'":"{prefix}'
+        ).cast(column.type)
+    for name, column in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def _chunk_batches(
+    source: duckdb.DuckDBPyConnection,
+    base_ns: int,
+    interval: int,
+    first: int,
+    last: int,
+    requests: int,
+    sampled_out: int,
+) -> list[object]:
+    """The chunk's spans and links cut into batches in arrival order, then the event
+    records of the sampled-out requests that fall in the same time span."""
+    rows = _REQUEST_ROWS.format(
+        slots=_SLOTS, first=first, last=last, origin=0, base_ns=base_ns, interval=interval
+    )
+    source.execute(
+        f"CREATE OR REPLACE TEMP TABLE b AS SELECT *, row_number() OVER "
+        f"(ORDER BY t0 + off + dur, i, s, v) - 1 AS arrival FROM ({rows})"
+    )
+    out: list[object] = list(_span_batches(source))
+    # Sampled-out requests, ten times further apart, over the same day.
+    step = interval * requests // max(sampled_out, 1)
+    low, high = first * sampled_out // requests, last * sampled_out // requests
+    if high > low:
+        out += _record_batches(source, base_ns + 60_000_000, step, low, high)
+    source.execute("DROP TABLE b")
+    return out
+
+
+def _span_batches(source: duckdb.DuckDBPyConnection) -> list[object]:
+    return _cut(*_span_tables(source))
+
+
+def _span_tables(source: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table, object]:
+    """(spans in arrival order, their links, each link's arrival: its span's position)."""
+    source.execute(
+        f"INSERT INTO spans ({_SPAN_COLUMNS}) SELECT {_SPAN_ROW} FROM b ORDER BY arrival"
+    )
+    spans = _arrow(source, "SELECT * FROM spans")
+    source.execute("DELETE FROM spans")
+    links = _arrow(
+        source,
+        "SELECT tid AS trace_id, sid AS span_id, link_tid AS linked_trace_id, "
+        "link_sid AS linked_span_id, NULL::VARCHAR AS linked_trace_state, "
+        "'{}' AS attributes, make_timestamp_ns(t0 + off) AS start_time, arrival "
+        "FROM b WHERE link_tid IS NOT NULL ORDER BY arrival",
+    )
+    arrival = links.column("arrival").to_numpy()
+    return spans, links.drop_columns(["arrival"]), arrival
+
+
+def _cut(spans: pa.Table, links: pa.Table, arrival: object) -> list[object]:
+    """Batches of ``_BATCH`` spans in arrival order, each with its spans' links."""
+    from eventscope.collector._batches import TraceBatch
+
+    empty = links.slice(0, 0)
+    batches: list[object] = []
+    for start in range(0, spans.num_rows, _BATCH):
+        lo, hi = np.searchsorted(arrival, [start, start + _BATCH])  # type: ignore[call-overload]
+        batches.append(
+            TraceBatch(
+                spans=spans.slice(start, _BATCH),
+                links=links.slice(lo, hi - lo) if hi > lo else empty,
+                events=_NO_EVENTS,
+                rejected=0,
+                error_message="",
+            )
+        )
+    return batches
+
+
+def _record_batches(
+    source: duckdb.DuckDBPyConnection, base_ns: int, step: int, low: int, high: int
+) -> list[object]:
+    """Event records of sampled-out requests ``low``…``high`` (2 publishes and 7
+    deliveries each), as the collector's log batches."""
+    from eventscope.collector._batches import LogBatch
+
+    logs = _record_table(source, base_ns, step, low, high)
+    return [
+        LogBatch(logs=logs.slice(start, _BATCH), rejected=0, error_message="")
+        for start in range(0, logs.num_rows, _BATCH)
+    ]
+
+
+def _record_table(
+    source: duckdb.DuckDBPyConnection, base_ns: int, step: int, low: int, high: int
+) -> pa.Table:
+    rows = _REQUEST_ROWS.format(
+        slots=_SLOTS,
+        first=10_000_000 + low,
+        last=10_000_000 + high,
+        origin=10_000_000,
+        base_ns=base_ns,
+        interval=step,
+    )
+    source.execute(f"CREATE OR REPLACE TEMP TABLE r AS {rows}")
+    source.execute(_RECORDS_INSERT.replace("FROM b WHERE", "FROM r WHERE"))
+    source.execute("DROP TABLE r")
+    logs = _arrow(source, "SELECT * FROM logs ORDER BY coalesce(end_time, time)")
+    source.execute("DELETE FROM logs")
+    return logs
+
+
+def _big_batches(source: duckdb.DuckDBPyConnection, t0: int) -> list[object]:
+    """The 10,000-span ``POST /imports``, in batches (it arrives over its 5 seconds)."""
+    from eventscope.collector._batches import TraceBatch
+
+    _insert_big_request(source, t0)
+    spans = _arrow(source, "SELECT * FROM spans ORDER BY end_time")
+    links = _arrow(source, "SELECT * FROM span_links")
+    source.execute("DELETE FROM spans")
+    source.execute("DELETE FROM span_links")
+    out = [
+        TraceBatch(
+            spans=spans.slice(start, _BATCH),
+            links=links.slice(0, 0),
+            events=_NO_EVENTS,
+            rejected=0,
+            error_message="",
+        )
+        for start in range(0, spans.num_rows, _BATCH)
+    ]
+    out.append(
+        TraceBatch(
+            spans=spans.slice(0, 0), links=links, events=_NO_EVENTS, rejected=0, error_message=""
+        )
+    )
+    return out
+
+
+def _arrow(source: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """The whole result now (DuckDB 1.5's ``arrow()`` is a lazy reader)."""
+    result = source.execute(sql).arrow()
+    return result if isinstance(result, pa.Table) else result.read_all()
+
+
+def _signal(batch: object) -> object:
+    """The collector's signal (traces or logs) a batch belongs to."""
+    from eventscope.collector._batches import TraceBatch
+    from eventscope.collector._signals import LOGS, TRACES
+
+    return TRACES if isinstance(batch, TraceBatch) else LOGS

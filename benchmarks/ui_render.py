@@ -254,8 +254,11 @@ def measure_render(base: str, trees: dict[str, str], rounds: int) -> dict[str, l
     return results
 
 
-#: (page, path); ``{window}`` is one busy hour of the workload (21,000 requests).
+#: (page, path); ``{window}`` is the last hour of the data: what a page's default window
+#: (the last hour) covers on a collector receiving this traffic now.
 PAGES = (
+    ("API: tree of a 20-span request", "/api/tree/{small}"),
+    ("API: tree of the 10,000-node request", "/api/tree/{big}"),
     ("overview", "/?{window}"),
     ("requests", "/requests?{window}"),
     ("requests by settle time", "/requests?sort=-settle&{window}"),
@@ -362,10 +365,9 @@ def main() -> None:
             "SELECT trace_id FROM spans WHERE name = 'POST /orders' "
             "ORDER BY start_time DESC LIMIT 1",
         )[0]["trace_id"]
-        root = f"trace_id = '{big_trace}' AND parent_span_id IS NULL"
-        middle = _sql(base, f"SELECT epoch_ns(start_time) AS t FROM spans WHERE {root}")[0]["t"]
+        end = _sql(base, "SELECT epoch_ns(max(start_time)) AS t FROM spans")[0]["t"] + 1
         hour = 3600 * 1_000_000_000
-        window = f"since={middle - hour // 2}&until={middle + hour // 2}"
+        window = f"since={end - hour}&until={end}"
         ids = {"big": big_trace, "big_span": big_span, "small": small_trace, "window": window}
         rows = measure_pages(base, ids, args.repeat)
     print(f"\nPage responses on {api_db.name} ({spans:,} spans), median of {args.repeat} (ms):")

@@ -40,6 +40,7 @@ from ._intake import Intake
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
 from ._reads import run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
+from ._retention import Retention, retention_line
 from ._settings import Settings
 from ._state import STATE, CollectorState
 from ._version import __version__
@@ -178,6 +179,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         on_failure=None if stop is None else lambda reason: stop.set(),
     )
     await writer.start()
+    retention = Retention(
+        database,
+        writer.on_writer,
+        state.metrics,
+        retention_ns=settings.retention,
+        max_bytes=settings.max_db_size,
+        interval=settings.retention_interval,
+        snapshot_age=2 * settings.query_timeout,
+    )
+    retention.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
     state.metrics.db_memory_limit_bytes = database.memory_limit_bytes
@@ -190,6 +201,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await decoders.close()
+        await retention.close()
         await writer.close()  # drains: everything acknowledged or queued is committed
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
@@ -313,6 +325,7 @@ async def running(settings: Settings, *, out: TextIO = sys.stdout) -> AsyncItera
             f"  OTLP/HTTP  {base}/v1/traces  {base}/v1/logs\n"
             f"{grpc_line}"
             f"  UI         {ui_base}/\n"
+            f"  retention  {retention_line(settings)}\n"
             f"  data       {state.database.description}\n"
         )
         out.flush()

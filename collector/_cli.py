@@ -117,6 +117,14 @@ def _add_serve(commands: Any) -> None:
         help="how long an event may be on its way before it counts as lost (default 5m)",
     )
     serve.add_argument(
+        "--retention",
+        help="remove spans that started longer ago than this, e.g. 7d (default: keep everything)",
+    )
+    serve.add_argument(
+        "--max-db-size",
+        help="remove the oldest data while the file is larger than this, e.g. 50GiB",
+    )
+    serve.add_argument(
         "--metrics-interval",
         help="how often the lost/duplicated/latency series of /metrics are evaluated "
         "(default 30s; 0: off)",
@@ -195,6 +203,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         db_memory_limit=_size(args.db_memory_limit, "--db-memory-limit"),
         decode_workers=args.decode_workers,
         grace=None if args.grace is None else parse_grace(args.grace, "--grace"),
+        retention=None if args.retention is None else parse_grace(args.retention, "--retention"),
+        max_db_size=_size(args.max_db_size, "--max-db-size"),
         metrics_interval=None
         if args.metrics_interval is None
         else parse_grace(args.metrics_interval, "--metrics-interval") / 1e9,

@@ -7,15 +7,19 @@ every reader gets a fresh cursor, so reads never share a connection with the wri
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.schema import create_schema
 
 from ._errors import ConfigError
 from ._settings import Settings
+
+log = logging.getLogger("eventscope.collector")
 
 __all__ = ["FILE_CONFIG", "Database"]
 
@@ -73,6 +77,8 @@ class Database:
             connection, description = _open_file(settings.db)
         _tune(connection, settings)
         create_schema(connection)
+        if build_id_index(connection):  # a file from before the index: once
+            log.warning("indexed the ids of the data already stored (queries/id_index.py)")
         # Reads go through SQL the user typed: from here on this database instance cannot
         # touch files other than its own (read_csv, COPY, ATTACH are refused).
         connection.execute("SET enable_external_access = false")

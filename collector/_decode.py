@@ -379,6 +379,7 @@ def _links_and_events(
             link.span_id.hex(),
             link.trace_state or None,
             scan_raw_attributes(link.attributes)[0],
+            span.start_time_unix_nano,
         )
         for link in span.links
     ]

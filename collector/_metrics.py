@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Histogram", "Metrics"]
 
@@ -52,6 +53,8 @@ class Metrics:
     committed_rows: int = 0
     queue_rows: int = 0  # a gauge the writer keeps
     db_memory_limit_bytes: int = 0  # DuckDB's memory limit, set at start
+    #: Set by the retention loop (``_retention.RetentionFigures``) when it runs.
+    retention: Any = None
 
     def render(self) -> str:
         """The Prometheus text format (version 0.0.4)."""
@@ -101,4 +104,35 @@ class Metrics:
             "# TYPE eventscope_commit_seconds histogram",
             *self.commit_seconds.lines("eventscope_commit_seconds"),
         ]
+        if self.retention is not None:
+            lines += _retention_lines(self.retention)
         return "\n".join(lines) + "\n"
+
+
+def _retention_lines(figures: Any) -> list[str]:
+    lines = [
+        "# HELP eventscope_retention_removed_rows_total Rows removed by retention, by table.",
+        "# TYPE eventscope_retention_removed_rows_total counter",
+    ]
+    for table, count in sorted(figures.removed.items()):
+        lines.append(f'eventscope_retention_removed_rows_total{{table="{table}"}} {count}')
+    lines += [
+        "# HELP eventscope_retention_rounds_total Retention rounds completed.",
+        "# TYPE eventscope_retention_rounds_total counter",
+        f"eventscope_retention_rounds_total {figures.rounds}",
+        "# HELP eventscope_retention_seconds_total Time the writer spent removing old rows.",
+        "# TYPE eventscope_retention_seconds_total counter",
+        f"eventscope_retention_seconds_total {figures.seconds!r}",
+        "# HELP eventscope_retention_cutoff_seconds Everything that started before this "
+        "time (Unix seconds) has been removed.",
+        "# TYPE eventscope_retention_cutoff_seconds gauge",
+        f"eventscope_retention_cutoff_seconds {figures.cutoff_ns / 1e9!r}",
+    ]
+    if figures.database_bytes is not None:
+        lines += [
+            "# HELP eventscope_database_bytes Bytes the database file uses (blocks in use and "
+            "WAL), after the last retention round.",
+            "# TYPE eventscope_database_bytes gauge",
+            f"eventscope_database_bytes {figures.database_bytes}",
+        ]
+    return lines

@@ -155,6 +155,15 @@ class Settings:
     #: yet orphans. The default of every read that counts lost events or orphans (API,
     #: pages); a request's own ``grace=`` still wins. ``EVENTSCOPE_GRACE=30s``.
     grace: int = 5 * 60 * 10**9
+    #: Keep what started less than this long ago (nanoseconds); older spans, their links
+    #: and span events, and older event records are removed in the background. None (the
+    #: default): keep everything. ``EVENTSCOPE_RETENTION=7d``.
+    retention: int | None = None
+    #: Remove the oldest data while the database file is larger than this (bytes; None:
+    #: no limit). DuckDB file only. ``EVENTSCOPE_MAX_DB_SIZE=50GiB``.
+    max_db_size: int | None = None
+    #: Seconds between retention rounds.
+    retention_interval: float = 60.0
     #: Seconds between evaluations of the ledger series of ``/metrics`` (published,
     #: deliveries, lost, duplicated, pending, latency); 0 switches them off.
     metrics_interval: float = 30.0
@@ -183,6 +192,7 @@ class Settings:
             "query_row_limit",
             "checkpoint_threshold",
             "db_memory_limit",
+            "max_db_size",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -192,6 +202,14 @@ class Settings:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.grace < 0:
             raise ConfigError(f"grace: must not be negative, got {self.grace}")
+        if self.retention is not None and self.retention <= 0:
+            raise ConfigError(f"retention: must be positive, got {self.retention}")
+        if self.retention_interval <= 0:
+            raise ConfigError(
+                f"retention_interval: must be positive, got {self.retention_interval}"
+            )
+        if self.max_db_size is not None and self.is_ducklake:
+            raise ConfigError("max_db_size: applies to a DuckDB file; on DuckLake use --retention")
         if self.metrics_interval < 0:
             raise ConfigError(
                 f"metrics_interval: must not be negative, got {self.metrics_interval}"
@@ -242,9 +260,16 @@ _INTS = {
 
 
 def _convert(name: str, text: str, variable: str) -> Any:
-    if name in ("max_body_bytes", "checkpoint_threshold", "db_memory_limit", "max_result_bytes"):
+    sizes = (
+        "max_body_bytes",
+        "checkpoint_threshold",
+        "db_memory_limit",
+        "max_db_size",
+        "max_result_bytes",
+    )
+    if name in sizes:
         return parse_size(text, variable)
-    if name in ("grace", "metrics_lookback"):
+    if name in ("grace", "metrics_lookback", "retention"):
         return parse_grace(text, variable)
     if name == "grpc_port":
         return parse_grpc_port(text, variable)
@@ -255,7 +280,13 @@ def _convert(name: str, text: str, variable: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if name in ("query_timeout", "read_timeout", "idle_timeout", "ducklake_maintenance"):
+    if name in (
+        "query_timeout",
+        "read_timeout",
+        "idle_timeout",
+        "ducklake_maintenance",
+        "retention_interval",
+    ):
         try:
             return float(text)
         except ValueError:

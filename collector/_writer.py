@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from eventscope.queries.id_index import compact, index_rows_sql
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -33,6 +35,9 @@ log = logging.getLogger("eventscope.collector")
 
 # (table, its rows) of one batch; the names are the schema's own, never user input.
 _Rows = tuple[tuple[str, pa.Table], ...]
+T = TypeVar("T")
+#: Seconds between checks whether the id index's recent rows make a run.
+_COMPACT_EVERY = 10.0
 
 
 @dataclass(slots=True)
@@ -68,6 +73,7 @@ class SpanWriter:
         metrics: Metrics,
         retry_after: int = 1,
         maintenance_interval: float = 300.0,
+        index_run_rows: int = 1_000_000,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
@@ -77,6 +83,8 @@ class SpanWriter:
         self._retry_after = retry_after
         self._maintenance_interval = maintenance_interval
         self._maintained_at = time.monotonic()
+        self._compacted_at = time.monotonic()
+        self._index_run_rows = index_run_rows
         self._on_failure = on_failure
         self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -85,6 +93,7 @@ class SpanWriter:
         self._task: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self._thread_closed = False
 
     @property
     def failure(self) -> str | None:
@@ -147,6 +156,29 @@ class SpanWriter:
         # shield: a client that hangs up does not cancel the commit of what it sent
         await asyncio.shield(pending.done)
 
+    async def on_writer(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn`` with the write connection on the writer's thread, between two commits
+        (a commit waits while it runs: keep it short). For writes other than ingest, such
+        as retention's deletes: the writer owns every write.
+
+        Raises:
+            Overloaded: the database failed, or the writer is closed.
+        """
+        if self._failure is not None or self._connection is None or self._thread_closed:
+            raise Overloaded("the writer is not running", self._retry_after)
+        connection = self._connection
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            with self._database.writing():
+                return fn(connection)
+
+        try:
+            return await loop.run_in_executor(self._thread, run)
+        except duckdb.FatalException as exc:  # DuckDB has invalidated the database
+            self._fail(_CommitFailed(f"{type(exc).__name__}: {exc}"))
+            raise
+
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
         if self._task is None or self._task.done():
@@ -164,6 +196,7 @@ class SpanWriter:
         loop = asyncio.get_running_loop()
         if self._connection is not None:
             await loop.run_in_executor(self._thread, self._connection.close)
+        self._thread_closed = True
         self._thread.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -208,6 +241,8 @@ class SpanWriter:
                     pending.done.set_result(None)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
+            if time.monotonic() - self._compacted_at > _COMPACT_EVERY:
+                await self._compact_index()
 
     def _fail(self, exc: _CommitFailed) -> None:
         if self._failure is not None:
@@ -239,6 +274,22 @@ class SpanWriter:
                 self._retry_after,
             )
         return StorageError(f"the database refused the batch: {_first_line(exc)}")
+
+    async def _compact_index(self) -> None:
+        """Move the id index's recent rows into a sorted run once there are enough."""
+        self._compacted_at = time.monotonic()
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._compact_on_thread, connection)
+        except Exception:  # the recent rows stay readable; try again later
+            log.exception("id index compaction failed")
+
+    def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> None:
+        with self._database.writing():
+            compact(connection, self._index_run_rows)
 
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()
@@ -286,24 +337,31 @@ class SpanWriter:
                 if arrow.num_rows:
                     by_table[table].append(arrow)
         connection.execute("BEGIN TRANSACTION")
+        registered: dict[str, str] = {}
         try:
             for table, parts in by_table.items():
                 if not parts:
                     continue
                 arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-                connection.register("eventscope_incoming", arrow)
-                try:
-                    connection.execute(
-                        f"INSERT INTO {table} BY NAME SELECT * FROM eventscope_incoming"
-                    )
-                finally:
-                    connection.unregister("eventscope_incoming")
+                name = registered[table] = f"eventscope_incoming_{table}"
+                connection.register(name, arrow)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+            # Where each id of the commit is in time (queries/id_index.py).
+            index = index_rows_sql(
+                registered.get("spans"), registered.get("span_links"), registered.get("logs")
+            )
+            if index is not None:
+                connection.execute(index)
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:
             with contextlib.suppress(duckdb.TransactionException):
                 connection.execute("ROLLBACK")
             raise
+        finally:
+            for name in registered.values():
+                with contextlib.suppress(duckdb.Error):
+                    connection.unregister(name)
         try:
             connection.execute("COMMIT")
         except duckdb.Error as exc:  # the transaction is over; DuckDB's state is suspect

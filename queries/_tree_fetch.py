@@ -25,6 +25,7 @@ import duckdb
 from ._errors import NotFound
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .id_index import has_index, id_range
 from .schema import TREE_RECORD_SELECT, TREE_SPAN_SELECT
 
 __all__ = ["Item", "Pool", "collect", "find_root"]
@@ -38,17 +39,25 @@ _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
 
 _SPAN_COLUMNS = TREE_SPAN_SELECT
+# Each lookup is bounded by the id's time range (the id index) when there is one:
+# ``$first``/``$last`` then prune every row group outside it.
+_IN_RANGE = "start_time BETWEEN make_timestamp_ns($first) AND make_timestamp_ns($last)"
 _FIND = {
-    "trace": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = $id",
-    "span": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE span_id = $id",
-    "correlation": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE correlation_id = $id",
-    "event": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE message_id = $id",
+    "trace": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = $id AND {_IN_RANGE}",
+    "span": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE span_id = $id AND {_IN_RANGE}",
+    "correlation": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE correlation_id = $id AND {_IN_RANGE}",
+    "event": f"SELECT {_SPAN_COLUMNS} FROM spans WHERE message_id = $id AND {_IN_RANGE}",
 }
+#: No bound: the whole table's time (no index, or a span id).
+_ALL_TIME = (0, FAR_FUTURE_NS)
 # A trace id's root: a narrow scan first (which spans, where), then the few rows needed.
-_TRACE_SHAPE = """
-SELECT rowid, span_id, parent_span_id, epoch_ns(start_time) FROM spans WHERE trace_id = $id
+_TRACE_SHAPE = f"""
+SELECT rowid, span_id, parent_span_id, epoch_ns(start_time) FROM spans
+WHERE trace_id = $id AND {_IN_RANGE}
 """
-_ROWS = f"SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN (SELECT unnest($rowids))"
+_ROWS = f"""
+SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN (SELECT unnest($rowids)) AND {_IN_RANGE}
+"""
 _IN_RECORDS = """
 SELECT count(*) FROM logs
 WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $id
@@ -81,8 +90,14 @@ SELECT trace_id, span_id, linked_trace_id, linked_span_id,
        attributes->>'$."messaging.message.id"',
        TRY_CAST(attributes->>'$."eventscope.delivery.attempt"' AS INTEGER)
 FROM span_links
-WHERE trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids})
+WHERE (trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids}))
+  {bound}
 """
+# With the id index every link has its holder's start time (files from before have it
+# filled in when the index is built), and the window covers every holder of interest.
+_LINKS_IN_WINDOW = (
+    "AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+)
 _RECORDS = f"""
 SELECT {TREE_RECORD_SELECT}
 FROM logs
@@ -223,14 +238,14 @@ def _lookups(root: str) -> list[tuple[str, str]]:
 
 
 def _trace_root(
-    cursor: duckdb.DuckDBPyConnection, trace_id: str
+    cursor: duckdb.DuckDBPyConnection, trace_id: str, bound: dict[str, int]
 ) -> tuple[Item, list[Item]] | tuple[()] | None:
     """(the root span of a trace, the spans of it that start more than ``SKEW_NS`` before
     that root — what ``collect`` will not fetch), ``()`` when no span has that trace id,
     None on a catalog without row ids. Reads the narrow columns of the trace, then the full
     rows of those few spans only: ``collect`` fetches the whole trace anyway."""
     try:
-        shape = cursor.execute(_TRACE_SHAPE, {"id": trace_id}).fetchall()
+        shape = cursor.execute(_TRACE_SHAPE, {"id": trace_id, **bound}).fetchall()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
         return None  # a catalog without row ids (DuckLake): the wide lookup
     if not shape:
@@ -238,7 +253,7 @@ def _trace_root(
     spans = {span_id for _, span_id, _, _ in shape}
     top = min((row for row in shape if row[2] not in spans), key=lambda row: row[3])
     early = [row[0] for row in shape if row[3] < top[3] - SKEW_NS]
-    rows = cursor.execute(_ROWS, {"rowids": [top[0], *early]}).fetchall()
+    rows = cursor.execute(_ROWS, {"rowids": [top[0], *early], **bound}).fetchall()
     items = _items(rows)
     top_item = next(i for i in items if i.span_id == top[1] and i.start == top[3])
     return top_item, items
@@ -254,12 +269,23 @@ def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, 
     Raises:
         NotFound: no stored span matches (the message says when only event records do).
     """
+    indexed = has_index(cursor)
+
+    def bound(kind: str, value: str) -> dict[str, int] | None:
+        """The time range to read for that id; None: no row has it (the index says)."""
+        if not indexed or kind == "span":
+            return dict(zip(("first", "last"), _ALL_TIME, strict=True))
+        found = id_range(cursor, (kind,), (value,))
+        return None if found is None else {"first": found[0], "last": found[1]}
+
     for found_by, value in _lookups(root):
-        if found_by == "trace" and (found := _trace_root(cursor, value)) is not None:
+        if (where := bound(found_by, value)) is None:
+            continue
+        if found_by == "trace" and (found := _trace_root(cursor, value, where)) is not None:
             if not found:
                 continue
             return found[0], found_by, found[1]
-        items = _items(cursor.execute(_FIND[found_by], {"id": value}).fetchall())
+        items = _items(cursor.execute(_FIND[found_by], {"id": value, **where}).fetchall())
         if not items:
             continue
         if found_by == "trace":
@@ -270,7 +296,8 @@ def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, 
             publishes = [i for i in items if i.is_publish] or items
             return min(publishes, key=lambda i: i.start), found_by, items
         first = min(items, key=lambda i: i.start)
-        trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id}).fetchall())
+        where = bound("trace", first.trace_id) or where
+        trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id, **where}).fetchall())
         return _top(trace, [first]), found_by, trace + items
     [(in_records,)] = cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchall()
     if in_records:
@@ -318,13 +345,28 @@ def collect(
     params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
     correlation = sorted(set(correlation_ids))
     scratch = Scratch(cursor)
+    # With the id index and no horizon, the window ends at the last start of any id the
+    # tree reaches (its correlation ids, traces, and links into those traces), learned
+    # before each round reads them, so every scan is a time range.
+    indexed = has_index(cursor)
+    grow = indexed and until_ns is None
+    if grow:
+        params["until"] = since_ns
+    links_sql = _LINKS.replace("{bound}", _LINKS_IN_WINDOW if indexed else "")
 
     def register(ids: Iterable[str]) -> str:
         return scratch.ids(ids, "id")
 
+    def extend(kinds: tuple[str, ...], ids: Iterable[str], table: str) -> None:
+        found = id_range(cursor, kinds, ids, table)
+        if found is not None:
+            params["until"] = max(params["until"], found[1] + 1)
+
     try:
         corr_ids = register(correlation)
         pending = set(traces)
+        if grow:
+            extend(("correlation",), correlation, corr_ids)
         if correlation:
             sql = _CORRELATED_TRACES.format(ids=corr_ids)
             pending.update(row[0] for row in cursor.execute(sql, params).fetchall())
@@ -333,12 +375,14 @@ def collect(
                 pool.truncated = True
                 pending = set(sorted(pending)[: MAX_TRACES - len(pool.traces)])
             ids = register(pending)
+            if grow:
+                extend(("trace", "linked"), pending, ids)
             for item in _fetch_spans(cursor, ids, params):
                 pool.spans[item.key] = item
             pool.traces.update(pending)
             new: set[str] = set()
             for holder_t, holder_s, target_t, target_s, message_id, attempt in cursor.execute(
-                _LINKS.format(ids=ids)
+                links_sql.format(ids=ids), params if indexed else {}
             ).fetchall():
                 pool.links.append(
                     Link((holder_t, holder_s), (target_t, target_s), message_id, attempt)

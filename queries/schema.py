@@ -161,6 +161,7 @@ LINKS_SCHEMA = _schema(
     ("linked_span_id", pa.string()),
     ("linked_trace_state", pa.string()),
     ("attributes", _JSON),
+    ("start_time", _NS),
 )
 SPAN_EVENTS_SCHEMA = _schema(
     ("trace_id", pa.string()),
@@ -261,6 +262,9 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(
         SCHEMA_SQL.replace(_ATTRIBUTES_COMPRESSION, _attributes_compression(connection))
     )
+    # Files written before span links had the holder's start time (filled by the id
+    # index's build, queries/id_index.py).
+    connection.execute("ALTER TABLE span_links ADD COLUMN IF NOT EXISTS start_time TIMESTAMP_NS")
     connection.execute(VIEWS_SQL)
     connection.execute("BEGIN TRANSACTION")
     connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")

@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS span_links (
     linked_trace_id     VARCHAR NOT NULL,   -- the span it points to
     linked_span_id      VARCHAR NOT NULL,
     linked_trace_state  VARCHAR,
-    attributes          JSON NOT NULL
+    attributes          JSON NOT NULL,
+    start_time          TIMESTAMP_NS        -- when the span that holds the link started (NULL in
+                                            -- files written before eventscope stored it)
 );
 
 CREATE TABLE IF NOT EXISTS span_events (
@@ -94,4 +96,23 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS eventscope_meta (
     key                 VARCHAR NOT NULL,
     value               VARCHAR
+);
+
+-- Not public: where each id is stored in time (see queries/id_index.py). Each row says
+-- that rows with the id of `kind` (1 trace, 2 correlation, 3 event, 4 span-link target)
+-- whose 64-bit hash is `key` started between `first` and `last`. New rows go to
+-- eventscope_ids_recent with each commit; the writer moves them into eventscope_ids in
+-- runs sorted by key, so that a lookup by key reads one row group of each run.
+CREATE TABLE IF NOT EXISTS eventscope_ids (
+    key                 UBIGINT NOT NULL,
+    kind                UTINYINT NOT NULL,
+    first               TIMESTAMP_NS NOT NULL,
+    last                TIMESTAMP_NS NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_ids_recent (
+    key                 UBIGINT NOT NULL,
+    kind                UTINYINT NOT NULL,
+    first               TIMESTAMP_NS NOT NULL,
+    last                TIMESTAMP_NS NOT NULL
 );

@@ -51,6 +51,9 @@ def test_sdk_exporter_spans_read_back_exactly_through_query_sql(collector) -> No
             "linked_span_id": producer["span_id"],
             "linked_trace_state": None,
             "attributes": {"messaging.operation.type": "send"},
+            "start_time": collector.sql(
+                f"SELECT start_time FROM spans WHERE span_id = '{consumer['span_id']}'"
+            )[0]["start_time"],  # the holding span's
         }
     ]
     events = collector.sql(

@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 from eventscope.collector._signals import LOGS, TRACES
+from eventscope.queries.id_index import build as build_id_index
+from eventscope.queries.id_index import index_rows_sql
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -195,10 +197,17 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     batches = [(TRACES, TRACES.decode(traces, PROTOBUF))]
     if logs:
         batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
+    build_id_index(connection)  # marks the (empty) index complete, as the collector does
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
+        names: dict[str, str] = {}
         for table, arrow in zip(signal.tables, batch.tables, strict=True):
             if arrow.num_rows:
-                connection.register("incoming", arrow)
-                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                connection.unregister("incoming")
+                names[table] = f"incoming_{table}"
+                connection.register(names[table], arrow)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {names[table]}")
+        index = index_rows_sql(names.get("spans"), names.get("span_links"), names.get("logs"))
+        if index is not None:
+            connection.execute(index)
+        for name in names.values():
+            connection.unregister(name)

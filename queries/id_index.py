@@ -1,0 +1,200 @@
+"""Where each id is stored in time: trace, correlation and event ids, and span-link targets.
+
+Ids are random, so DuckDB's zone maps (per row group min/max) prune nothing on them: a
+lookup by id in ``spans`` reads the whole column. Rows arrive in time order, though, so
+zone maps prune *time* well. This index turns an id into the time range its rows started
+in; the read then scans only that range. Like the OpenTelemetry ClickHouse exporter's
+``trace_id → (start, end)`` table, and Tempo's per-block trace-id lookups:
+
+- With each commit the writer adds, per id in the commit, one row ``(hash(id), kind,
+  first start, last start)`` to ``eventscope_ids_recent`` (a few rows per request).
+- In the background the writer moves those rows into ``eventscope_ids``, grouped by key
+  and sorted by it (:func:`compact`): each move is a *run* of row groups with narrow key
+  ranges, so a point lookup reads one row group per run plus the recent rows.
+- A lookup returns the hull of the ranges found. A hash collision only widens it; the scan
+  that follows still compares the real id, so results stay exact.
+
+Files written before the index existed get it built once at start-up (:func:`build`);
+``eventscope_meta`` key ``id_index`` says the index is complete. Readers check that and
+otherwise read the old way (a full scan), so any file answers the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import duckdb
+
+__all__ = [
+    "INDEX_TABLES",
+    "INDEX_VERSION",
+    "KINDS",
+    "build",
+    "compact",
+    "has_index",
+    "id_range",
+    "index_rows_sql",
+]
+
+#: The index's tables (not public: for the read side's lookups).
+INDEX_TABLES = ("eventscope_ids", "eventscope_ids_recent")
+#: ``eventscope_meta`` value of key ``id_index`` once every stored row is indexed.
+INDEX_VERSION = "1"
+KINDS = {"trace": 1, "correlation": 2, "event": 3, "linked": 4}
+#: Above this many ids, one join replaces a point lookup per id.
+_POINT_LOOKUPS = 32
+
+
+def index_rows_sql(spans: str | None, links: str | None, logs: str | None) -> str | None:
+    """``INSERT`` of the index rows of one commit, from the names its Arrow tables are
+    registered under (None: that table has no rows in the commit)."""
+    parts = []
+    if spans:
+        for kind, column in (
+            ("trace", "trace_id"),
+            ("correlation", "correlation_id"),
+            ("event", "message_id"),
+        ):
+            parts.append(
+                f"SELECT hash({column}), {KINDS[kind]}, min(start_time), max(start_time) "
+                f"FROM {spans} WHERE {column} IS NOT NULL GROUP BY {column}"
+            )
+    if links:
+        parts.append(
+            f"SELECT hash(linked_trace_id), {KINDS['linked']}, min(start_time), "
+            f"max(start_time) FROM {links} GROUP BY linked_trace_id"
+        )
+    if logs:
+        for kind, column in (
+            ("trace", "trace_id"),
+            ("correlation", "correlation_id"),
+            ("event", "message_id"),
+        ):
+            parts.append(
+                f"SELECT hash({column}), {KINDS[kind]}, min(time), max(time) "
+                f"FROM {logs} WHERE {column} IS NOT NULL GROUP BY {column}"
+            )
+    if not parts:
+        return None
+    return "INSERT INTO eventscope_ids_recent " + " UNION ALL ".join(parts)
+
+
+_COMPACT = """
+INSERT INTO eventscope_ids
+SELECT key, kind, min(first), max(last) FROM eventscope_ids_recent GROUP BY key, kind
+ORDER BY key
+"""
+
+
+def compact(cursor: duckdb.DuckDBPyConnection, min_rows: int) -> int:
+    """Move the recent rows into a sorted run once there are ``min_rows`` of them (one
+    transaction; on the writer's connection). Returns the rows moved (0: not yet)."""
+    row = cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()
+    recent = int(row[0]) if row else 0
+    if recent < min_rows or recent == 0:
+        return 0
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute(_COMPACT)
+        cursor.execute("DELETE FROM eventscope_ids_recent")
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return recent
+
+
+_BUILD = """
+INSERT INTO eventscope_ids
+SELECT key, kind, min(first), max(last) FROM (
+    SELECT hash(trace_id) AS key, 1 AS kind, start_time AS first, start_time AS last
+    FROM spans
+    UNION ALL SELECT hash(correlation_id), 2, start_time, start_time FROM spans
+    WHERE correlation_id IS NOT NULL
+    UNION ALL SELECT hash(message_id), 3, start_time, start_time FROM spans
+    WHERE message_id IS NOT NULL
+    UNION ALL SELECT hash(trace_id), 1, time, time FROM logs WHERE trace_id IS NOT NULL
+    UNION ALL SELECT hash(correlation_id), 2, time, time FROM logs
+    WHERE correlation_id IS NOT NULL
+    UNION ALL SELECT hash(message_id), 3, time, time FROM logs WHERE message_id IS NOT NULL
+    UNION ALL SELECT hash(linked_trace_id), 4, start_time, start_time FROM span_links
+) GROUP BY key, kind ORDER BY key
+"""
+_LINK_TIMES = """
+UPDATE span_links SET start_time = s.start_time
+FROM spans s
+WHERE span_links.start_time IS NULL AND s.trace_id = span_links.trace_id
+  AND s.span_id = span_links.span_id
+"""
+
+
+def build(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Index a file written before the index existed (once; on the writer's connection
+    before ingest starts), or mark a new one's index complete. Returns whether stored
+    rows had to be indexed."""
+    if has_index(cursor):
+        return False
+    stored = cursor.execute("SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM logs)")
+    row = stored.fetchone()
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute(_LINK_TIMES)  # links stored before they had the holder's start
+        cursor.execute("DELETE FROM eventscope_ids")
+        cursor.execute("DELETE FROM eventscope_ids_recent")
+        cursor.execute(_BUILD)
+        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'id_index'")
+        cursor.execute("INSERT INTO eventscope_meta VALUES ('id_index', ?)", [INDEX_VERSION])
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return bool(row and row[0])
+
+
+def has_index(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the database has a complete id index (collector version with the index)."""
+    try:
+        row = cursor.execute("SELECT value FROM eventscope_meta WHERE key = 'id_index'").fetchone()
+    except duckdb.CatalogException:
+        return False
+    return row is not None and row[0] == INDEX_VERSION
+
+
+_POINT = """
+SELECT first, last FROM eventscope_ids WHERE key = hash(${n}::VARCHAR) AND kind = {kind}
+UNION ALL SELECT first, last FROM eventscope_ids_recent
+WHERE key = hash(${n}::VARCHAR) AND kind = {kind}
+"""
+_JOINED = """
+SELECT first, last FROM eventscope_ids
+WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
+UNION ALL
+SELECT first, last FROM eventscope_ids_recent
+WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
+"""
+
+
+def id_range(
+    cursor: duckdb.DuckDBPyConnection,
+    kinds: Iterable[str],
+    ids: Iterable[str],
+    table: str | None = None,
+) -> tuple[int, int] | None:
+    """The earliest and latest start (ns) of any row with one of ``ids`` as one of
+    ``kinds``, or None when there is none. ``table``: a temporary table (column ``id``)
+    holding the same ids, used instead of one lookup per id when there are many."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return None
+    parts, params = [], {}
+    if table is not None and len(wanted) > _POINT_LOOKUPS:
+        parts = [_JOINED.format(ids=table, kind=KINDS[kind]) for kind in kinds]
+    else:
+        for n, value in enumerate(wanted):
+            params[f"i{n}"] = value
+            parts += [_POINT.format(n=f"i{n}", kind=KINDS[kind]) for kind in kinds]
+    sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"
+    row = cursor.execute(sql, params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])

@@ -1,0 +1,162 @@
+"""Retention: `--retention` removes what started before the window while ingest goes on,
+and nothing inside the window; `--max-db-size` removes the oldest data."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from collector_process import Collector, eventscope
+from opentelemetry.proto.trace.v1 import trace_pb2
+from otlp_requests import PROTOBUF, logs, span, traces
+
+HOUR = 3600 * 10**9
+PROTOBUF_LOGS = PROTOBUF
+
+
+def _removed(server: Collector, table: str) -> int:
+    status, text = server.get("/metrics")
+    assert status == 200
+    match = re.search(rf'eventscope_retention_removed_rows_total{{table="{table}"}} (\d+)', text)
+    return int(match.group(1)) if match else 0
+
+
+def _linked(start_ns: int, name: str) -> list[trace_pb2.Span]:
+    """A producer span and a consumer span in another trace that links to it (with an
+    event on the consumer), both starting at ``start_ns``."""
+    producer = span(
+        f"{name}-send", start_time_unix_nano=start_ns, end_time_unix_nano=start_ns + 1000
+    )
+    consumer = span(
+        f"{name}-process",
+        start_time_unix_nano=start_ns + 10,
+        end_time_unix_nano=start_ns + 2000,
+        links=[trace_pb2.Span.Link(trace_id=producer.trace_id, span_id=producer.span_id)],
+        events=[trace_pb2.Span.Event(time_unix_nano=start_ns + 20, name="retry")],
+    )
+    return [producer, consumer]
+
+
+@pytest.fixture
+def retained(tmp_path: Path) -> Iterator[Collector]:
+    server = Collector(
+        tmp_path / "retained.duckdb",
+        "--retention",
+        "1h",
+        "--decode-workers",
+        "0",
+        env={"EVENTSCOPE_RETENTION_INTERVAL": "0.2"},
+    )
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
+def test_the_startup_line_states_retention(retained: Collector, collectors) -> None:
+    assert any("retention" in line and "1h" in line for line in retained.banner)
+    keep = collectors("keep.duckdb", "--decode-workers", "0")
+    assert any("retention" in line and "keep everything" in line for line in keep.banner)
+
+
+def test_data_past_the_window_is_removed_while_ingest_goes_on(retained: Collector) -> None:
+    """Old and fresh spans (with links, span events and event records) arrive together for
+    a while; every old row goes, every fresh one — also one just inside the window — stays,
+    and removal ran while the senders were still sending."""
+    now = time.time_ns()
+    kept: set[str] = set()
+    old: set[str] = set()
+    removed_while_sending = threading.Event()
+    for batch in range(40):
+        fresh = _linked(now - HOUR // 2 + batch, f"fresh{batch}")
+        edge = _linked(now - HOUR + 5 * 60 * 10**9 + batch, f"edge{batch}")  # 5 min inside
+        stale = _linked(now - 2 * HOUR - batch * 10**9, f"old{batch}")
+        status, _, _ = retained.post("/v1/traces", traces(*fresh, *edge, *stale), PROTOBUF)
+        assert status == 200
+        records = logs(
+            {"time_unix_nano": now - 3 * HOUR, "event_name": "eventscope.publish"},
+            {"time_unix_nano": now - 10 * 60 * 10**9, "event_name": "eventscope.publish"},
+        )
+        status, _, _ = retained.post("/v1/logs", records, PROTOBUF_LOGS)
+        assert status == 200
+        kept.update(s.span_id.hex() for s in (*fresh, *edge))
+        old.update(s.span_id.hex() for s in stale)
+        if batch > 5 and _removed(retained, "spans") > 0:
+            removed_while_sending.set()
+    deadline = time.monotonic() + 60
+    while _removed(retained, "spans") < len(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    stored = {r["span_id"] for r in retained.sql("SELECT span_id FROM spans", limit=100_000)}
+    assert removed_while_sending.is_set(), "nothing was removed while ingest went on"
+    assert stored == kept
+    links = retained.sql("SELECT span_id FROM span_links")
+    assert {r["span_id"] for r in links} <= kept
+    assert len(links) == 80  # one per fresh and edge consumer: the old ones' went with them
+    events = retained.sql("SELECT span_id FROM span_events")
+    assert {r["span_id"] for r in events} <= kept and len(events) == 80
+    records = retained.sql("SELECT epoch_ns(time) AS t FROM logs")
+    assert len(records) == 40 and all(r["t"] > now - HOUR for r in records)
+    assert _removed(retained, "span_links") == 40
+    assert _removed(retained, "span_events") == 40
+    assert _removed(retained, "logs") == 40
+
+
+def test_max_db_size_removes_the_oldest_data(tmp_path: Path) -> None:
+    server = Collector(
+        tmp_path / "sized.duckdb",
+        "--max-db-size",
+        "4MiB",
+        "--decode-workers",
+        "0",
+        env={"EVENTSCOPE_RETENTION_INTERVAL": "0.2", "EVENTSCOPE_CHECKPOINT_THRESHOLD": "1MiB"},
+    )
+    server.start()
+    try:
+        start = time.time_ns() - 100 * HOUR
+        for batch in range(60):  # ~20 MB of spans, an hour apart, oldest first
+            spans = [
+                span(
+                    os.urandom(24).hex(),
+                    start_time_unix_nano=start + batch * HOUR + i,
+                    end_time_unix_nano=start + batch * HOUR + i + 1000,
+                )
+                for i in range(2000)
+            ]
+            assert server.post("/v1/traces", traces(*spans), PROTOBUF)[0] == 200
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = server.get("/metrics")[1]
+            size = re.search(r"eventscope_database_bytes (\d+)", text)
+            if size and int(size.group(1)) <= 4 * 1024**2 and _removed(server, "spans"):
+                break
+            time.sleep(0.1)
+        rows = server.sql("SELECT count(*) AS n, epoch_ns(min(start_time)) AS first FROM spans")
+    finally:
+        server.stop()
+    assert size is not None and int(size.group(1)) <= 4 * 1024**2
+    assert 0 < rows[0]["n"] < 60 * 2000
+    newest = start + 59 * HOUR
+    assert rows[0]["first"] > start and rows[0]["first"] <= newest  # the oldest went first
+    assert Path(tmp_path / "sized.duckdb").stat().st_size < 30 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--retention", "0", "retention: must be positive"),
+        ("--retention", "a week", "--retention"),
+        ("--max-db-size", "lots", "--max-db-size"),
+    ],
+)
+def test_bad_limits_are_refused_with_one_line(
+    tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    result = eventscope("serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0", flag, value)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
