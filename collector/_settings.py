@@ -193,6 +193,7 @@ class Settings:
             "checkpoint_threshold",
             "db_memory_limit",
             "max_db_size",
+            "max_result_bytes",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
