@@ -22,6 +22,7 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 from eventscope.queries.id_index import compact, index_rows_sql
+from eventscope.queries.learned_rollup import rollup_commit
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -352,6 +353,8 @@ class SpanWriter:
             )
             if index is not None:
                 connection.execute(index)
+            # Who handled what, by minute (queries/learned_rollup.py).
+            rollup_commit(connection, registered.get("spans"), registered.get("logs"))
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:

@@ -18,6 +18,8 @@ import duckdb
 from eventscope.collector._signals import LOGS, TRACES
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.id_index import index_rows_sql
+from eventscope.queries.learned_rollup import build as build_learned
+from eventscope.queries.learned_rollup import rollup_commit
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -198,6 +200,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     if logs:
         batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
     build_id_index(connection)  # marks the (empty) index complete, as the collector does
+    build_learned(connection)  # and the rollup of who handled what
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
@@ -209,5 +212,6 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
         index = index_rows_sql(names.get("spans"), names.get("span_links"), names.get("logs"))
         if index is not None:
             connection.execute(index)
+        rollup_commit(connection, names.get("spans"), names.get("logs"))
         for name in names.values():
             connection.unregister(name)
