@@ -28,8 +28,7 @@ from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
 from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
-from .id_index import has_index, id_range
-from .learned_rollup import learned_rows, pending_ids
+from .learned_rollup import learned_rows
 
 __all__ = [
     "DEFAULT_TREE_LOOKBACK_NS",
@@ -167,12 +166,6 @@ def learned_groups(
     if rolled is not None:  # the writer's rollup (queries/learned_rollup.py)
         for destination, event_type, group in rolled:
             learned[destination, event_type].add(group)
-        pending = pending_ids(cursor, since, until)
-        if pending:  # deliveries not paired with their publish: asked raw, by event id
-            found = id_range(cursor, ["event"], pending) if has_index(cursor) else (since, until)
-            if found is not None:
-                low, high = max(since, found[0]), min(until, found[1] + 1)
-                _raw(cursor, keys, low, high, set(), learned, pending)
         return learned
     _seen_in(fetched, keys, since, until, learned)
     known = set.intersection(*(learned.get(key, set()) for key in keys))
@@ -187,13 +180,10 @@ def _raw(
     until: int,
     known: set[str],
     learned: dict[Key, set[str]],
-    event_ids: Iterable[str] | None = None,
 ) -> None:
     """Add to ``learned`` what raw deliveries and publishes in [since, until) say (only
-    groups not in ``known``; only ``event_ids`` when given)."""
-    if since >= until:
-        return
-    with Sources(cursor, since_ns=since, until_ns=until, event_ids=event_ids) as src:
+    groups not in ``known``)."""
+    with Sources(cursor, since_ns=since, until_ns=until) as src:
         ordered = sorted(keys)
         name = src.register(
             pa.table(

@@ -12,8 +12,10 @@ keeps this rollup instead, in the same transaction as the rows it summarises:
   window). A delivery is paired with the publish it names: same event id, and the
   producer's start equal to the delivery's ``publish_time`` (the hooks copy it from the
   ``published_at`` header, the producer span's start by construction).
-- ``eventscope_learned_pending``: deliveries whose publish is not stored yet; each commit
-  pairs its publishes with them. Those never paired are orphans; a read checks them raw.
+- ``eventscope_learned_pending``: deliveries whose named publish is not stored (orphans so
+  far, or a publish time that names none). When they arrive they are paired with every
+  stored publish of their event id (found through the id index), and each later commit
+  pairs its publishes with them by event id, as the raw join does.
 - ``eventscope_learned_gaps``: per minute, deliveries the rollup cannot pair by time
   (consumer spans without a publish time, resolved through links by the raw query; event
   records without one). A window holding any is read raw.
@@ -32,12 +34,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .id_index import id_range
 
 __all__ = [
     "LEARNED_TABLES",
     "build",
     "learned_rows",
-    "pending_ids",
     "rollup_commit",
     "trim",
 ]
@@ -77,11 +82,11 @@ SELECT time_bucket(INTERVAL 1 MINUTE, p.publish_time), time_bucket(INTERVAL 1 MI
        p.destination, p.event_type, d.grp, count(*), min(p.publish_time), max(p.publish_time),
        min(d.start_time), max(d.start_time)
 FROM ({deliveries}) d
-JOIN ({publishes}) p ON p.message_id = d.message_id AND p.publish_time = d.publish_time
+JOIN ({publishes}) p ON p.message_id = d.message_id {same_time}
 GROUP BY ALL
 """
+_SAME_TIME = "AND p.publish_time = d.publish_time"
 _UNPAIRED = """
-INSERT INTO eventscope_learned_pending
 SELECT d.message_id, d.publish_time, d.start_time, d.grp
 FROM ({deliveries}) d
 ANTI JOIN ({publishes}) p ON p.message_id = d.message_id AND p.publish_time = d.publish_time
@@ -90,10 +95,6 @@ _PENDING = (
     "SELECT message_id, publish_time, start_time, consumer_group AS grp "
     "FROM eventscope_learned_pending"
 )
-_CLAIMED = """
-DELETE FROM eventscope_learned_pending q USING ({publishes}) p
-WHERE p.message_id = q.message_id AND p.publish_time = q.publish_time
-"""
 _GAPS = """
 INSERT INTO eventscope_learned_gaps
 SELECT time_bucket(INTERVAL 1 MINUTE, t), count(*) FROM (
@@ -131,10 +132,9 @@ def rollup_commit(
         new_publishes.append(_SPAN_PUBLISHES.format(spans=spans, window=""))
     if logs:
         new_publishes.append(_RECORD_PUBLISHES.format(logs=logs, window=""))
-    if new_publishes:  # publishes of deliveries stored before them
+    if new_publishes:  # publishes of deliveries stored before them: by event id alone
         publishes = _union(*new_publishes)
-        connection.execute(_PAIRS.format(deliveries=_PENDING, publishes=publishes))
-        connection.execute(_CLAIMED.format(publishes=publishes))
+        connection.execute(_PAIRS.format(deliveries=_PENDING, publishes=publishes, same_time=""))
     if deliveries:
         delivered = _union(*deliveries)
         row = connection.execute(
@@ -146,8 +146,14 @@ def rollup_commit(
                 _RECORD_PUBLISHES.format(logs="logs", window=_STORED_WINDOW["logs"]),
             )
             params = {"low": int(row[0]), "high": int(row[1])}
-            connection.execute(_PAIRS.format(deliveries=delivered, publishes=stored), params)
-            connection.execute(_UNPAIRED.format(deliveries=delivered, publishes=stored), params)
+            connection.execute(
+                _PAIRS.format(deliveries=delivered, publishes=stored, same_time=_SAME_TIME), params
+            )
+            unpaired = connection.execute(
+                _UNPAIRED.format(deliveries=delivered, publishes=stored), params
+            ).to_arrow_table()
+            if unpaired.num_rows:
+                _pair_by_id(connection, unpaired, stored)
     gaps = []
     if spans:
         gaps.append(_SPAN_GAPS.format(spans=spans))
@@ -155,6 +161,32 @@ def rollup_commit(
         gaps.append(_RECORD_GAPS.format(logs=logs))
     if gaps:
         connection.execute(_GAPS.format(parts=_union(*gaps)))
+
+
+def _pair_by_id(connection: duckdb.DuckDBPyConnection, unpaired: pa.Table, stored: str) -> None:
+    """Deliveries whose named publish is not stored (an orphan so far, or a publish time
+    naming no publish): paired with every stored publish of their event id, found through
+    the id index's time range of those ids, and kept as pending, so that publishes of
+    their ids that arrive later are paired with them too."""
+    names = {"unpaired": "eventscope_incoming_unpaired", "ids": "eventscope_incoming_ids"}
+    ids = pc.unique(unpaired.column("message_id"))
+    connection.register(names["unpaired"], unpaired)
+    connection.register(names["ids"], pa.table({"id": ids}))
+    try:
+        found = id_range(connection, ["event"], ids.to_pylist(), names["ids"])
+        if found is not None:
+            connection.execute(
+                _PAIRS.format(
+                    deliveries=f"SELECT * FROM {names['unpaired']}", publishes=stored, same_time=""
+                ),
+                {"low": found[0], "high": found[1]},
+            )
+        connection.execute(
+            f"INSERT INTO eventscope_learned_pending SELECT * FROM {names['unpaired']}"
+        )
+    finally:
+        for name in names.values():
+            connection.unregister(name)
 
 
 def build(connection: duckdb.DuckDBPyConnection) -> bool:
@@ -249,8 +281,7 @@ def learned_rows(
     destination and type, both in [since, until), for ``keys`` — or None when the rollup
     cannot say exactly (no rollup, a gap, the window reaching before ``learned_from``, or
     a group seen only in rows that straddle the window's edges): then read raw.
-
-    Deliveries still waiting for their publish are not included: see :func:`pending_ids`."""
+    """
     start = learned_from(cursor)
     if start is None or since_ns < start:
         return None
@@ -264,14 +295,3 @@ def learned_rows(
     if not all(inside for *_, inside in rows):
         return None
     return [(d, t, g) for d, t, g, _ in rows]
-
-
-def pending_ids(cursor: duckdb.DuckDBPyConnection, since_ns: int, until_ns: int) -> list[str]:
-    """Event ids of deliveries in [since, until) not paired with their publish (orphans,
-    or a publish time that names no stored publish): the raw query checks these."""
-    rows = cursor.execute(
-        "SELECT DISTINCT message_id FROM eventscope_learned_pending "
-        "WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)",
-        {"since": since_ns, "until": until_ns},
-    ).fetchall()
-    return sorted(row[0] for row in rows)
