@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
+from wheel_install import ROOT, copy_of_repository, environment
 
-ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
 
 
@@ -35,21 +32,9 @@ def test_the_documented_wheel_install_gives_a_service_the_hooks_and_its_broker_c
     for words in commands:
         targets = [w for w in words[1:] if not w.startswith("-") and w not in ("install", "wheel")]
         assert targets and all(t.startswith(("/path/to/eventscope", "dist/")) for t in targets[-1:])
-    # a copy of the repository (building writes build/ and *.egg-info beside the sources)
-    files = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
-    clone = tmp_path / "eventscope"
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
+    clone = copy_of_repository(tmp_path)
     # a service's own environment; its dependencies are already on this machine
-    venv.create(tmp_path / "service", system_site_packages=True)
-    service = tmp_path / "service" / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(service)]  # (ensurepip is slow)
+    service, pip = environment(tmp_path / "service")
     for words in commands[1:]:  # the wheel, built once and installed (the clone's line
         # builds the same wheel on the way)
         args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
