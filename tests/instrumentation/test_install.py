@@ -33,24 +33,25 @@ def test_the_documented_wheel_install_gives_a_service_the_hooks_and_its_broker_c
         targets = [w for w in words[1:] if not w.startswith("-") and w not in ("install", "wheel")]
         assert targets and all(t.startswith(("/path/to/eventscope", "dist/")) for t in targets[-1:])
     clone = copy_of_repository(tmp_path)
-    # a service's own environment; its dependencies are already on this machine
-    service, pip = environment(tmp_path / "service")
-    for words in commands[1:]:  # the wheel, built once and installed (the clone's line
-        # builds the same wheel on the way)
-        args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
-        result = subprocess.run(
-            [*pip, *args, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    # the clone's line, and the wheel's two (built once, installed): each in a service's own
+    # environment, whose dependencies are already on this machine
+    for name, lines in (("from-clone", commands[:1]), ("from-wheel", commands[1:])):
+        service, pip = environment(tmp_path / name)
+        for words in lines:
+            args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
+            result = subprocess.run(
+                [*pip, *args, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+            )
+            assert result.returncode == 0, f"{shlex.join(words)}: {result.stderr}"
+        check = subprocess.run(
+            [
+                str(service),
+                "-c",
+                "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
+                "print(i.__file__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        assert result.returncode == 0, result.stderr
-    check = subprocess.run(
-        [
-            str(service),
-            "-c",
-            "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
-            "print(i.__file__)",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert check.stdout.startswith(str(tmp_path / "service")), check.stdout
+        assert check.stdout.startswith(str(tmp_path / name)), check.stdout
