@@ -51,7 +51,10 @@ def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> d
     meta: dict[str, Any] = {"local_time_x": True}
     if since_ns is not None and until_ns is not None:
         meta["local_time_range"] = [_ms(since_ns), _ms(until_ns)]
-    return {"xaxis": {"type": "date"}, "meta": meta}
+    # below a second between ticks, every tick with its milliseconds (Plotly's own format
+    # drops trailing zeros: 14.518, 14.52, 14.522)
+    stops = [{"dtickrange": [None, 1000], "value": "%H:%M:%S.%L"}]
+    return {"xaxis": {"type": "date", "tickformatstops": stops}, "meta": meta}
 
 
 def _plain(text: object) -> str:
