@@ -400,7 +400,9 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
     """Run one fresh `eventscope serve` under the phase's senders and fill in its figures."""
     folder = Path(tempfile.mkdtemp(prefix="eventscope-bench-"))
     port, grpc_port = _free_port(), _free_port()
-    executable = shutil.which("eventscope") or "eventscope"
+    # the collector installed beside this Python (a venv's), else the one on PATH
+    beside = Path(sys.executable).with_name("eventscope")
+    executable = str(beside) if beside.exists() else shutil.which("eventscope") or "eventscope"
     server = subprocess.Popen(
         [
             executable,
