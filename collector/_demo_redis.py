@@ -21,6 +21,7 @@ from eventscope.instrumentation import (
     instrument_redis,
     stream_messages,
 )
+from redis.typing import EncodableT, FieldT
 
 from ._demo_transports import BrokerUnreachable, Delivered, Subscription, record_failure
 
@@ -35,7 +36,7 @@ class RedisTransport:
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis[Any], prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
         self._stopping = False
@@ -95,12 +96,14 @@ class RedisTransport:
             if verdict.outcome == "dead_lettered":
                 # A pipeline is not traced: the copy is not a second publish of the event.
                 async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.xadd(self._stream("dead-letters"), {**fields, "group": subscription.group})
+                    dead: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+                    dead["group"] = subscription.group
+                    pipe.xadd(self._stream("dead-letters"), dead)
                     await pipe.execute()
-        await self._client.xack(stream, subscription.group, message.id)  # type: ignore[no-untyped-call]
+        await self._client.xack(stream, subscription.group, message.id)
 
     async def publish(self, topic: str, payload: dict[str, Any], event_id: str | None) -> bool:
-        fields = {"body": json.dumps(payload)}
+        fields: dict[FieldT, EncodableT] = {"body": json.dumps(payload)}
         if event_id:
             fields["event_id"] = event_id
         await self._client.xadd(self._stream(topic), fields)
@@ -117,7 +120,7 @@ class RedisTransport:
             if keys:
                 await self._client.delete(*keys)
         finally:
-            await self._client.aclose()  # type: ignore[attr-defined]  # (types-redis lags)
+            await self._client.aclose()
             self._instrumentor.uninstrument()
 
 
@@ -135,7 +138,7 @@ async def open_transport(url: str, *, run: str, max_attempts: int) -> RedisTrans
     try:
         await client.ping()
     except (OSError, redis.RedisError) as exc:
-        await client.aclose()  # type: ignore[attr-defined]
+        await client.aclose()
         raise BrokerUnreachable(
             f"cannot reach Redis at {url} ({exc}); start it, or give its address with "
             "--redis-url or EVENTSCOPE_REDIS_URL"

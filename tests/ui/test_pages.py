@@ -49,6 +49,18 @@ def _fits(tab: Any) -> None:
             .map(box => box.id || box.querySelector('[id]')?.id || box.className)"""
     )
     assert overflowing == []
+    # an input's example (e.g. since's '1h, 2026-11-27T14:00Z') is not cut by its box
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('main input[placeholder]')].filter(input => {
+            const style = getComputedStyle(input, '::placeholder');
+            const pen = document.createElement('canvas').getContext('2d');
+            pen.font = style.font;
+            const room = input.clientWidth - parseFloat(style.paddingLeft)
+                - parseFloat(style.paddingRight);
+            return pen.measureText(input.placeholder).width > room;
+        }).map(input => input.name)"""
+    )
+    assert cut == []
 
 
 @pytest.mark.parametrize(("name", "path"), PAGES, ids=[name for name, _ in PAGES])
@@ -100,6 +112,20 @@ def test_the_empty_overview_says_how_to_point_an_sdk_here(
     tab.open("/")
     text = tab.page.inner_text("#no-data")
     assert f"OTEL_EXPORTER_OTLP_ENDPOINT={empty_collector.url}" in text
+
+
+def test_an_empty_database_draws_no_blank_charts(tab: Any, empty_collector: Collector) -> None:
+    """Nothing to draw: a line saying so, not a chart-sized gap (and no failure rate of
+    nothing)."""
+    tab.base = empty_collector.url
+    tab.open("/")
+    assert tab.page.locator(".figure").count() == 0
+    assert tab.page.inner_text("#no-activity") == "no activity in this range"
+    tab.open("/handlers")
+    assert tab.page.locator(".figure").count() == 0
+    assert tab.page.locator("text=Queue wait vs processing").count() == 0
+    failed = tab.page.locator(".stats div", has_text="failed").locator("b").inner_text()
+    assert failed == "–"
 
 
 def test_the_overview_lists_the_services_and_event_types_it_received(tab: Any, shop: Shop) -> None:
