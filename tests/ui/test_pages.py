@@ -285,6 +285,16 @@ def test_the_overview_chart_spans_the_data_not_the_whole_hour(tab: Any, shop: Sh
     tab.open("/")
     tab.page.wait_for_selector("#activity[data-drawn='1']")
     assert tab.page.evaluate(_RANGE_MS, "activity") <= 5 * 60_000
+    # the lost and duplicated events' bars stand inside the plot, none cut at its edge
+    plot, bars = tab.page.evaluate(
+        """() => [document.querySelector('#activity .nsewdrag').getBoundingClientRect(),
+                  [...document.querySelectorAll('#activity .bars path')]
+                    .map(bar => bar.getBoundingClientRect())]"""
+    )
+    assert bars
+    assert all(
+        plot["left"] - 0.5 <= bar["left"] <= bar["right"] <= plot["right"] + 0.5 for bar in bars
+    )
     assert tab.errors == []
 
 
