@@ -168,7 +168,7 @@ def _pair_by_id(connection: duckdb.DuckDBPyConnection, unpaired: pa.Table, store
     naming no publish): paired with every stored publish of their event id, found through
     the id index's time range of those ids, and kept as pending, so that publishes of
     their ids that arrive later are paired with them too."""
-    names = {"unpaired": "eventscope_incoming_unpaired", "ids": "eventscope_incoming_ids"}
+    names = {"unpaired": "eventscope_incoming_unpaired", "ids": "eventscope_incoming_unpaired_ids"}
     ids = pc.unique(unpaired.column("message_id"))
     connection.register(names["unpaired"], unpaired)
     connection.register(names["ids"], pa.table({"id": ids}))
