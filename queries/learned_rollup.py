@@ -173,7 +173,7 @@ def _pair_by_id(connection: duckdb.DuckDBPyConnection, unpaired: pa.Table, store
     connection.register(names["unpaired"], unpaired)
     connection.register(names["ids"], pa.table({"id": ids}))
     try:
-        found = id_range(connection, ["event"], ids.to_pylist(), names["ids"])
+        found = id_range(connection, ["event"], [str(i) for i in ids.to_pylist()], names["ids"])
         if found is not None:
             connection.execute(
                 _PAIRS.format(
