@@ -3,6 +3,7 @@ untrusted strings render as text."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -268,6 +269,9 @@ def test_the_handlers_page_rates_and_draws_over_the_time_the_data_covers(
     for figure in ("histogram", "over-time"):
         tab.page.wait_for_selector(f"#{figure}[data-drawn='1']")
     assert tab.page.evaluate(_RANGE_MS, "over-time") <= 5_000
+    # milliseconds apart: each time tick says its milliseconds in three digits
+    times = tab.page.locator("#over-time .xtick text").all_text_contents()
+    assert times and all(re.match(r"\d\d:\d\d:\d\d\.\d{3}($|\D)", t) for t in times), times
     # the log axis says which power of ten each tick is
     ticks = tab.page.evaluate("() => document.getElementById('histogram').layout.xaxis.ticktext")
     assert "10 ms" in ticks and all(t.endswith((" µs", " ms", " s")) for t in ticks)
@@ -281,6 +285,16 @@ def test_the_overview_chart_spans_the_data_not_the_whole_hour(tab: Any, shop: Sh
     tab.open("/")
     tab.page.wait_for_selector("#activity[data-drawn='1']")
     assert tab.page.evaluate(_RANGE_MS, "activity") <= 5 * 60_000
+    # the lost and duplicated events' bars stand inside the plot, none cut at its edge
+    plot, bars = tab.page.evaluate(
+        """() => [document.querySelector('#activity .nsewdrag').getBoundingClientRect(),
+                  [...document.querySelectorAll('#activity .bars path')]
+                    .map(bar => bar.getBoundingClientRect())]"""
+    )
+    assert bars
+    assert all(
+        plot["left"] - 0.5 <= bar["left"] <= bar["right"] <= plot["right"] + 0.5 for bar in bars
+    )
     assert tab.errors == []
 
 

@@ -175,6 +175,25 @@ def test_screenshot_of_the_request_view_with_a_span_selected(tab: Any, shop: Sho
 
 
 @pytest.mark.parametrize("width", [1400, 1000], ids=["1400px", "1000px"])
+def test_the_detail_of_a_clicked_row_is_in_view_beside_or_under_the_waterfall(
+    tab: Any, shop: Shop, width: int
+) -> None:
+    """Beside the waterfall when there is room; under it, before the table by service and
+    handler, when there is not (after the table it was off screen)."""
+    _open(tab, shop, shop.root)
+    _row(tab, shop, "billing").locator(".name").first.click()
+    tab.page.wait_for_selector(f"#detail[data-span='{shop.span_ids['billing']}']")
+    box = {name: tab.page.locator(name).bounding_box() for name in ("#waterfall", "#detail")}
+    table = tab.page.locator("#by-handler").bounding_box()
+    if width >= 1400:
+        assert box["#detail"]["x"] > box["#waterfall"]["x"] + box["#waterfall"]["width"]
+    else:
+        assert box["#waterfall"]["y"] < box["#detail"]["y"] < table["y"]
+        assert box["#detail"]["y"] < 900  # in view without scrolling
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize("width", [1400, 1000], ids=["1400px", "1000px"])
 def test_no_name_or_badge_of_a_row_is_cut(tab: Any, shop: Shop) -> None:
     """Every label fits its column: names, the edge badge, and marks such as
     'redelivered after failure' (the label column takes the room its widest row needs)."""
