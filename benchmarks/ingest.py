@@ -10,6 +10,8 @@ the ceiling for OTLP decoding in Python; the ratio of the two is printed.
     python benchmarks/ingest.py --duration 40 --senders 8 --spans-per-request 2000
     python benchmarks/ingest.py --no-baseline   # only the collector (compare two builds)
     python benchmarks/ingest.py --no-baseline --readers 2   # with reads through /api/sql
+    python benchmarks/ingest.py --protocol grpc # OTLP/HTTP, then OTLP/gRPC; their ratio
+    python benchmarks/ingest.py --sdk-sizes     # 8,192 x 10, 512 x 10, 1,000 x 3 senders
 
 Ten senders by default: an OpenTelemetry Collector in front of eventscope exports with
 ten concurrent consumers (`sending_queue.num_consumers`, default 10), each a batch of
