@@ -10,6 +10,8 @@ the ceiling for OTLP decoding in Python; the ratio of the two is printed.
     python benchmarks/ingest.py --duration 40 --senders 8 --spans-per-request 2000
     python benchmarks/ingest.py --no-baseline   # only the collector (compare two builds)
     python benchmarks/ingest.py --no-baseline --readers 2   # with reads through /api/sql
+    python benchmarks/ingest.py --protocol grpc # OTLP/HTTP, then OTLP/gRPC; their ratio
+    python benchmarks/ingest.py --sdk-sizes     # 8,192 x 10, 512 x 10, 1,000 x 3 senders
 
 Ten senders by default: an OpenTelemetry Collector in front of eventscope exports with
 ten concurrent consumers (`sending_queue.num_consumers`, default 10), each a batch of
@@ -384,7 +386,7 @@ def _load_bodies(args: argparse.Namespace, spans_per_request: int) -> None:
     BODIES.clear()
     SPANS_PER_BODY.clear()
     STAMPS.clear()
-    # as many distinct bodies as spans in --bodies 8,192-span ones, at least --bodies
+    # a quarter of the spans of --bodies 8,192-span bodies, at least --bodies
     count = max(args.bodies, args.bodies * 8192 // spans_per_request // 4)
     BODIES.extend(export_bodies(count, spans_per_request))
     for body in BODIES:
@@ -535,7 +537,13 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=10, help="sender processes")
     # 8192: the OpenTelemetry Collector batch processor's default send_batch_size
     parser.add_argument("--spans-per-request", type=int, default=8192)
-    parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
+    parser.add_argument(
+        "--bodies",
+        type=int,
+        default=30,
+        help="distinct request bodies (smaller requests get more: a quarter of the spans of "
+        "this many 8,192-span bodies, at least this many)",
+    )
     parser.add_argument("--max-queue-rows", type=int, default=200_000)
     parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
     parser.add_argument(
