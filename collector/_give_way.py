@@ -30,7 +30,7 @@ log = logging.getLogger("eventscope.collector")
 #: whose): under full ingest the writer's uncommitted rows and its Arrow batches alone took
 #: ~40 % of the default 512 MiB (COLUMN_DATA, IN_MEMORY_TABLE), so a lower share made
 #: every read give way.
-GIVE_WAY_SHARE = 0.7
+GIVE_WAY_SHARE = 0.85
 
 #: What ``duckdb_memory()`` reports that is not held by a query: evictable blocks.
 _EVICTABLE = "('BASE_TABLE', 'METADATA', 'EXTERNAL_FILE_CACHE')"
