@@ -10,6 +10,8 @@ the ceiling for OTLP decoding in Python; the ratio of the two is printed.
     python benchmarks/ingest.py --duration 40 --senders 8 --spans-per-request 2000
     python benchmarks/ingest.py --no-baseline   # only the collector (compare two builds)
     python benchmarks/ingest.py --no-baseline --readers 2   # with reads through /api/sql
+    python benchmarks/ingest.py --protocol grpc # OTLP/HTTP, then OTLP/gRPC; their ratio
+    python benchmarks/ingest.py --sdk-sizes     # 8,192 x 10, 512 x 10, 1,000 x 3 senders
 
 Ten senders by default: an OpenTelemetry Collector in front of eventscope exports with
 ten concurrent consumers (`sending_queue.num_consumers`, default 10), each a batch of
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,14 +68,27 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], path: str, deadli
 
 
 def _sender(
-    index: int, port: int, start_at: float, stop_at: float, results: multiprocessing.Queue
+    index: int,
+    port: int,
+    start_at: float,
+    stop_at: float,
+    results: multiprocessing.Queue,
+    protocol: str = "http",
 ) -> None:
     """One sender process; puts (acks, refusals) or, when it fails, the reason as text
     (the parent waits for one result from each sender)."""
     try:
-        results.put(_send(index, port, start_at, stop_at))
+        send = _send_grpc if protocol == "grpc" else _send
+        results.put(send(index, port, start_at, stop_at))
     except Exception as exc:
         results.put(f"{type(exc).__name__}: {exc}")
+
+
+def _next_body(position: int) -> tuple[bytes, int]:
+    body = BODIES[position % len(BODIES)]
+    if STAMPS:
+        body = _restamped(body, *STAMPS[position % len(BODIES)])
+    return body, SPANS_PER_BODY[position % len(BODIES)]
 
 
 def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
@@ -84,10 +100,7 @@ def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list,
     while time.monotonic() < start_at:
         time.sleep(0.001)
     while time.monotonic() < stop_at:
-        body = BODIES[position % len(BODIES)]
-        if STAMPS:
-            body = _restamped(body, *STAMPS[position % len(BODIES)])
-        spans = SPANS_PER_BODY[position % len(BODIES)]
+        body, spans = _next_body(position)
         position += 1
         connection.request("POST", "/v1/traces", body=body, headers=headers)
         response = connection.getresponse()
@@ -99,6 +112,35 @@ def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list,
             time.sleep(float(response.getheader("Retry-After", "1")) / 10)
         else:
             raise RuntimeError(f"unexpected status {response.status}: {answer[:300]!r}")
+    return acked, refused
+
+
+def _send_grpc(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
+    """As :func:`_send`, over OTLP/gRPC: TraceService/Export with the same bodies as the
+    message's bytes (one channel, one call in flight, as an SDK exporter sends)."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+    retryable = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+    acked: list[tuple[float, int]] = []
+    refused = 0
+    position = index * 7
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    while time.monotonic() < stop_at:
+        body, spans = _next_body(position)
+        position += 1
+        try:
+            export(body, timeout=60)
+        except grpc.RpcError as exc:
+            if exc.code() not in retryable:
+                raise RuntimeError(f"unexpected status {exc.code()}: {exc.details()}") from None
+            refused += 1
+            time.sleep(0.1)
+            continue
+        acked.append((time.monotonic(), spans))
+    channel.close()
     return acked, refused
 
 
@@ -177,13 +219,17 @@ def _sample(port: int, pid: int, db: Path, every: float, stop: object) -> None:
         )
 
 
-def _drive(port: int, senders: int, duration: float, warmup: float) -> tuple[float, int, int]:
+def _drive(
+    port: int, senders: int, duration: float, warmup: float, protocol: str = "http"
+) -> tuple[float, int, int]:
     """Run the senders against a server; return (spans/s in the window, spans acked, refused)."""
     results: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.monotonic() + 0.5
     stop_at = start_at + warmup + duration
     workers = [
-        multiprocessing.Process(target=_sender, args=(i, port, start_at, stop_at, results))
+        multiprocessing.Process(
+            target=_sender, args=(i, port, start_at, stop_at, results, protocol)
+        )
         for i in range(senders)
     ]
     for worker in workers:
@@ -293,64 +339,56 @@ def _parse_only_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _parse_only_rate(args: argparse.Namespace) -> float:
+def _drive_parse_only(args: argparse.Namespace, senders: int) -> float:
     port = _free_port()
     baseline = subprocess.Popen(
         [sys.executable, __file__, "--parse-only-server", str(port)], stdout=subprocess.DEVNULL
     )
     try:
         _wait_healthy(port, baseline, "/healthz", 30)
-        return _drive(port, args.senders, args.duration, args.warmup)[0]
+        return _drive(port, senders, args.duration, args.warmup)[0]
     finally:
         baseline.terminate()
         baseline.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
-    parser.add_argument("--senders", type=int, default=10, help="sender processes")
-    # 8192: the OpenTelemetry Collector batch processor's default send_batch_size
-    parser.add_argument("--spans-per-request", type=int, default=8192)
-    parser.add_argument("--bodies", type=int, default=30, help="distinct request bodies")
-    parser.add_argument("--max-queue-rows", type=int, default=200_000)
-    parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
-    parser.add_argument(
-        "--db-memory-limit",
-        default="1GiB",
-        help="passed to eventscope serve (default 1GiB, so that peak RSS shows memory levelling "
-        "off; 'none': the collector's default, DuckDB's 80%% of RAM)",
-    )
-    parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
-    parser.add_argument(
-        "--readers", type=int, default=0, help="threads reading through /api/sql meanwhile"
-    )
-    parser.add_argument(
-        "--read-every", type=float, default=0.25, help="seconds each reader waits between reads"
-    )
-    parser.add_argument(
-        "--no-baseline",
-        action="store_true",
-        help="skip the parse-only receiver (to compare two collector builds or settings)",
-    )
-    parser.add_argument(
-        "--retention",
-        help="run the collector with this --retention (e.g. 2m); each body's timestamps are "
-        "moved to the time it is sent, and file size and RSS are printed as it runs",
-    )
-    parser.add_argument("--sample-every", type=float, default=60.0, help="seconds (--retention)")
-    parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.parse_only_server:
-        _parse_only_server(args.parse_only_server)
-        return
+@dataclass
+class Phase:
+    """One measured run of a fresh collector: what was sent and what it did."""
 
+    protocol: str
+    spans_per_request: int
+    senders: int
+    rate: float = 0.0
+    acked: int = 0
+    refused: int = 0
+    stored: int = 0
+    removed: int = 0
+    rss: float = 0.0
+    tree_rss: float = 0.0
+    main_cpu: float = 0.0
+    workers_cpu: float = 0.0
+    commits: int = 0
+    committed_rows: int = 0
+    reads: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol}, {self.spans_per_request:,}-span requests x {self.senders}"
+
+
+def _load_bodies(args: argparse.Namespace, spans_per_request: int) -> None:
+    """Fill BODIES (and SPANS_PER_BODY, STAMPS) for the next phase; forked senders see them."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
-    BODIES.extend(export_bodies(args.bodies, args.spans_per_request))
+    BODIES.clear()
+    SPANS_PER_BODY.clear()
+    STAMPS.clear()
+    # a quarter of the spans of --bodies 8,192-span bodies, at least --bodies
+    count = max(args.bodies, args.bodies * 8192 // spans_per_request // 4)
+    BODIES.extend(export_bodies(count, spans_per_request))
     for body in BODIES:
         request = ExportTraceServiceRequest.FromString(body)
         SPANS_PER_BODY.append(
@@ -358,24 +396,15 @@ def main() -> None:
         )
     if args.retention:
         STAMPS.extend(_timestamp_offsets(body) for body in BODIES)
-    mean_bytes = sum(map(len, BODIES)) / len(BODIES)
-    print(
-        f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
-        f"({mean_bytes / 1024:.0f} KiB each), {args.senders} sender processes, "
-        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up, "
-        f"--db-memory-limit {args.db_memory_limit}"
-    )
 
-    # 1. Baseline: parse only.
-    parse_rate = float("nan")
-    if not args.no_baseline:
-        parse_rate = _parse_only_rate(args)
-        print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s")
 
-    # 2. eventscope serve: decode, validate, queue, insert, commit, then 200.
+def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
+    """Run one fresh `eventscope serve` under the phase's senders and fill in its figures."""
     folder = Path(tempfile.mkdtemp(prefix="eventscope-bench-"))
-    port = _free_port()
-    executable = shutil.which("eventscope") or "eventscope"
+    port, grpc_port = _free_port(), _free_port()
+    # the collector installed beside this Python (a venv's), else the one on PATH
+    beside = Path(sys.executable).with_name("eventscope")
+    executable = str(beside) if beside.exists() else shutil.which("eventscope") or "eventscope"
     server = subprocess.Popen(
         [
             executable,
@@ -384,6 +413,8 @@ def main() -> None:
             str(folder / "bench.duckdb"),
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),  # not 4317: another collector may have it
             "--max-queue-rows",
             str(args.max_queue_rows),
             "--log-level",
@@ -418,63 +449,185 @@ def main() -> None:
         if args.retention:
             sampler.start()
         stop_reading = threading.Event()
-        reads: list[float] = []
         readers = [
-            threading.Thread(target=_reader, args=(port, stop_reading, args.read_every, reads))
+            threading.Thread(
+                target=_reader, args=(port, stop_reading, args.read_every, phase.reads)
+            )
             for _ in range(args.readers)
         ]
         for reader in readers:
             reader.start()
         try:
-            rate, acked, refused = _drive(port, args.senders, args.duration, args.warmup)
+            phase.rate, phase.acked, phase.refused = _drive(
+                grpc_port if phase.protocol == "grpc" else port,
+                phase.senders,
+                args.duration,
+                args.warmup,
+                phase.protocol,
+            )
         finally:
             stop_reading.set()
             for reader in readers:
                 reader.join()
             stop.set()
         cpu_after = _tree_cpu_seconds(server.pid)
-        rss, tree_rss = _tree_peak_rss_mib(server.pid)
-        commits, committed_rows = _commit_figures(port)
-        removed = _removed_spans(port)
+        phase.rss, phase.tree_rss = _tree_peak_rss_mib(server.pid)
+        phase.commits, phase.committed_rows = _commit_figures(port)
+        phase.removed = _removed_spans(port)
     finally:
         server.terminate()
         server.wait()
     import duckdb
 
-    stored = (
+    phase.stored = (
         duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
         .execute("SELECT count(*) FROM spans")
         .fetchone()[0]
     )
     shutil.rmtree(folder, ignore_errors=True)
-    print(f"eventscope serve    : {rate:>10,.0f} spans/s acknowledged (= committed)")
-    if not args.no_baseline:
-        print(f"ratio               : {rate / parse_rate:10.3f} of the parse-only receiver")
+    phase.main_cpu, phase.workers_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
+    return phase
+
+
+def _report(phase: Phase, args: argparse.Namespace, parse_rate: float | None) -> None:
+    print(f"-- {phase.label}")
+    print(f"eventscope serve    : {phase.rate:>10,.0f} spans/s acknowledged (= committed)")
+    if parse_rate is not None:
+        print(f"ratio               : {phase.rate / parse_rate:10.3f} of the parse-only receiver")
     print(
-        f"peak RSS            : {rss:10.0f} MiB server, {tree_rss:.0f} MiB with its decode "
-        f"workers (queue limit {args.max_queue_rows:,} rows)"
+        f"peak RSS            : {phase.rss:10.0f} MiB server, {phase.tree_rss:.0f} MiB with its "
+        f"decode workers (queue limit {args.max_queue_rows:,} rows)"
     )
-    main_cpu, workers_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
+    acked = max(phase.acked, 1)
     print(
-        f"CPU per acked span  : {main_cpu / acked * 1e6:10.1f} µs server process, "
-        f"{workers_cpu / acked * 1e6:.1f} µs decode workers"
+        f"CPU per acked span  : {phase.main_cpu / acked * 1e6:10.1f} µs server process, "
+        f"{phase.workers_cpu / acked * 1e6:.1f} µs decode workers"
     )
     print(
-        f"commits             : {commits:10,} ({committed_rows / max(commits, 1):,.0f} rows each "
-        f"on average: spans, links and span events)"
+        f"commits             : {phase.commits:10,} "
+        f"({phase.committed_rows / max(phase.commits, 1):,.0f} rows each on average: spans, "
+        "links and span events)"
     )
-    if readers:
-        reads.sort()
+    if phase.reads:
+        reads = sorted(phase.reads)
         print(
-            f"reads               : {len(reads):10,} by {len(readers)} readers, median "
+            f"reads               : {len(reads):10,} by {args.readers} readers, median "
             f"{reads[len(reads) // 2] * 1e3:.0f} ms, slowest {reads[-1] * 1e3:.0f} ms"
         )
     print(
-        f"acked {acked:,} spans, stored {stored:,}, removed by retention {removed:,}, "
-        f"503 answers {refused:,}"
+        f"acked {phase.acked:,} spans, stored {phase.stored:,}, removed by retention "
+        f"{phase.removed:,}, refusals (503 / RESOURCE_EXHAUSTED) {phase.refused:,}",
+        flush=True,
     )
-    if stored + removed < acked:
-        raise SystemExit(f"LOST DATA: {acked - stored - removed} acknowledged spans are gone")
+    if phase.stored + phase.removed < phase.acked:
+        raise SystemExit(
+            f"LOST DATA: {phase.acked - phase.stored - phase.removed} acknowledged spans are gone"
+        )
+
+
+#: --sdk-sizes: requests as services exporting straight from an SDK send them, against the
+#: OpenTelemetry Collector's batches (the first, the reference).
+SDK_SIZES = ((8192, 10), (512, 10), (1000, 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument("--senders", type=int, default=10, help="sender processes")
+    # 8192: the OpenTelemetry Collector batch processor's default send_batch_size
+    parser.add_argument("--spans-per-request", type=int, default=8192)
+    parser.add_argument(
+        "--bodies",
+        type=int,
+        default=30,
+        help="distinct request bodies (smaller requests get more: a quarter of the spans of "
+        "this many 8,192-span bodies, at least this many)",
+    )
+    parser.add_argument("--max-queue-rows", type=int, default=200_000)
+    parser.add_argument("--db-threads", type=int, help="passed to eventscope serve")
+    parser.add_argument(
+        "--db-memory-limit",
+        default="1GiB",
+        help="passed to eventscope serve (default 1GiB, so that peak RSS shows memory levelling "
+        "off; 'none': the collector's default, DuckDB's 80%% of RAM)",
+    )
+    parser.add_argument("--max-commit-rows", type=int, help="rows per commit at most")
+    parser.add_argument(
+        "--readers", type=int, default=0, help="threads reading through /api/sql meanwhile"
+    )
+    parser.add_argument(
+        "--read-every", type=float, default=0.25, help="seconds each reader waits between reads"
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the parse-only receiver (to compare two collector builds or settings)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("http", "grpc"),
+        default="http",
+        help="grpc: measure OTLP/HTTP and then OTLP/gRPC (a fresh collector each, the same "
+        "bodies) and print the ratio of the two",
+    )
+    parser.add_argument(
+        "--sdk-sizes",
+        action="store_true",
+        help="measure 8,192-span requests from 10 senders, 512-span ones from 10 and "
+        "1,000-span ones from 3 (a fresh collector each) and print each rate's ratio to the "
+        "first (--spans-per-request and --senders are ignored)",
+    )
+    parser.add_argument(
+        "--retention",
+        help="run the collector with this --retention (e.g. 2m); each body's timestamps are "
+        "moved to the time it is sent, and file size and RSS are printed as it runs",
+    )
+    parser.add_argument("--sample-every", type=float, default=60.0, help="seconds (--retention)")
+    parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.parse_only_server:
+        _parse_only_server(args.parse_only_server)
+        return
+
+    sizes = SDK_SIZES if args.sdk_sizes else ((args.spans_per_request, args.senders),)
+    protocols = ("http", "grpc") if args.protocol == "grpc" else ("http",)
+    phases = [Phase(protocol, spans, senders) for spans, senders in sizes for protocol in protocols]
+    print(
+        f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up per phase, "
+        f"--db-memory-limit {args.db_memory_limit}"
+    )
+    parse_rate: float | None = None
+    loaded = None
+    for phase in phases:
+        if loaded != phase.spans_per_request:
+            _load_bodies(args, phase.spans_per_request)
+            loaded = phase.spans_per_request
+            mean_bytes = sum(map(len, BODIES)) / len(BODIES)
+            print(
+                f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
+                f"({mean_bytes / 1024:.0f} KiB each), {phase.senders} sender processes",
+                flush=True,
+            )
+        if parse_rate is None and not args.no_baseline:
+            parse_rate = _drive_parse_only(args, phase.senders)
+            print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s", flush=True)
+        _report(_measure(args, phase), args, parse_rate)
+
+    if len(phases) > 1:
+        reference = phases[0]
+        print(f"== against {reference.label}: {reference.rate:,.0f} spans/s")
+        for phase in phases[1:]:
+            print(
+                f"   {phase.label:42}: {phase.rate:>10,.0f} spans/s, "
+                f"{phase.rate / reference.rate:.3f}"
+            )
+        if args.protocol == "grpc":
+            for http, grpc in zip(phases[::2], phases[1::2], strict=True):
+                print(
+                    f"   gRPC / HTTP at {http.spans_per_request:,}-span requests x {http.senders}: "
+                    f"{grpc.rate / http.rate:.3f}"
+                )
 
 
 if __name__ == "__main__":

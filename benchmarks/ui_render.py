@@ -166,8 +166,10 @@ class Serve:
         self.db = db
 
     def __enter__(self) -> str:
-        command = [
-            shutil.which("eventscope") or "eventscope",
+        command = [  # this Python's eventscope (a venv's), not the first on PATH
+            sys.executable,
+            "-m",
+            "eventscope.collector",
             "serve",
             "--db",
             str(self.db),

@@ -31,6 +31,8 @@ from typing import Any
 
 import duckdb
 from eventscope.queries.id_index import INDEX_TABLES
+from eventscope.queries.learned_rollup import LEARNED_TABLES
+from eventscope.queries.learned_rollup import trim as trim_learned
 
 from ._database import Database
 from ._metrics import Metrics
@@ -173,7 +175,7 @@ class Retention:
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
-        self.figures.removed.update((table, 0) for table in _INDEX_TABLES)
+        self.figures.removed.update((table, 0) for table in (*_INDEX_TABLES, *LEARNED_TABLES))
         metrics.retention = self.figures
 
     @property
@@ -305,6 +307,8 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
                     {"high": high},
                 )
             )
+        for table, count in trim_learned(cursor, cutoff=high).items():
+            counts[table] = count
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")

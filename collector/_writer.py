@@ -21,7 +21,8 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
-from eventscope.queries.id_index import compact, index_rows_sql
+from eventscope.queries.id_index import compact, index_rows, index_rows_sql
+from eventscope.queries.learned_rollup import rollup_commit
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -349,22 +350,27 @@ class SpanWriter:
             for table, arrow in batch:
                 if arrow.num_rows:
                     by_table[table].append(arrow)
+        tables = {
+            table: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+            for table, parts in by_table.items()
+            if parts
+        }
         connection.execute("BEGIN TRANSACTION")
         registered: dict[str, str] = {}
         try:
-            for table, parts in by_table.items():
-                if not parts:
-                    continue
-                arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+            for table, arrow in tables.items():
                 name = registered[table] = f"eventscope_incoming_{table}"
                 connection.register(name, arrow)
                 connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
-            # Where each id of the commit is in time (queries/id_index.py).
-            index = index_rows_sql(
-                registered.get("spans"), registered.get("span_links"), registered.get("logs")
-            )
+            # Where each id of the commit is in time (queries/id_index.py): grouped in
+            # Arrow, one small insert (grouping in DuckDB scanned each table once per kind).
+            index = index_rows(tables)
             if index is not None:
-                connection.execute(index)
+                name = registered["eventscope_ids_recent"] = "eventscope_incoming_ids"
+                connection.register(name, index)
+                connection.execute(index_rows_sql(name))
+            # Who handled what, by minute (queries/learned_rollup.py).
+            rollup_commit(connection, registered.get("spans"), registered.get("logs"))
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:

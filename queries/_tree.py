@@ -28,6 +28,7 @@ from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
 from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
+from .learned_rollup import learned_rows
 
 __all__ = [
     "DEFAULT_TREE_LOOKBACK_NS",
@@ -161,8 +162,27 @@ def learned_groups(
     if not keys:
         return learned
     since, until = first_ns - lookback_ns, last_ns + lookback_ns
+    rolled = learned_rows(cursor, keys, since, until)
+    if rolled is not None:  # the writer's rollup (queries/learned_rollup.py)
+        for destination, event_type, group in rolled:
+            learned[destination, event_type].add(group)
+        return learned
     _seen_in(fetched, keys, since, until, learned)
     known = set.intersection(*(learned.get(key, set()) for key in keys))
+    _raw(cursor, keys, since, until, known, learned)
+    return learned
+
+
+def _raw(
+    cursor: duckdb.DuckDBPyConnection,
+    keys: set[Key],
+    since: int,
+    until: int,
+    known: set[str],
+    learned: dict[Key, set[str]],
+) -> None:
+    """Add to ``learned`` what raw deliveries and publishes in [since, until) say (only
+    groups not in ``known``)."""
     with Sources(cursor, since_ns=since, until_ns=until) as src:
         ordered = sorted(keys)
         name = src.register(
@@ -182,7 +202,6 @@ def learned_groups(
         params = {**src.params, "known": sorted(known)} if known else src.params
         for destination, event_type, group in cursor.execute(sql, params).fetchall():
             learned[destination, event_type].add(group)
-    return learned
 
 
 def _seen_in(

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import duckdb
+import pyarrow as pa
 
 __all__ = [
     "INDEX_TABLES",
@@ -33,6 +34,7 @@ __all__ = [
     "compact",
     "has_index",
     "id_range",
+    "index_rows",
     "index_rows_sql",
 ]
 
@@ -45,38 +47,50 @@ KINDS = {"trace": 1, "correlation": 2, "event": 3, "linked": 4}
 _POINT_LOOKUPS = 32
 
 
-def index_rows_sql(spans: str | None, links: str | None, logs: str | None) -> str | None:
-    """``INSERT`` of the index rows of one commit, from the names its Arrow tables are
-    registered under (None: that table has no rows in the commit)."""
+#: (kind, the id column, the time column) of each table's index rows.
+_INDEXED = {
+    "spans": (("trace", "trace_id"), ("correlation", "correlation_id"), ("event", "message_id")),
+    "span_links": (("linked", "linked_trace_id"),),
+    "logs": (("trace", "trace_id"), ("correlation", "correlation_id"), ("event", "message_id")),
+}
+_TIME = {"spans": "start_time", "span_links": "start_time", "logs": "time"}
+
+
+def index_rows(tables: dict[str, pa.Table]) -> pa.Table | None:
+    """The index rows of one commit's Arrow tables (by table name), grouped by id in Arrow,
+    as ``(id, kind, first, last)``: insert them with :func:`index_rows_sql`, which hashes
+    the ids. None when the commit has no indexed rows."""
     parts = []
-    if spans:
-        for kind, column in (
-            ("trace", "trace_id"),
-            ("correlation", "correlation_id"),
-            ("event", "message_id"),
-        ):
-            parts.append(
-                f"SELECT hash({column}), {KINDS[kind]}, min(start_time), max(start_time) "
-                f"FROM {spans} WHERE {column} IS NOT NULL GROUP BY {column}"
+    for table, indexed in _INDEXED.items():
+        arrow = tables.get(table)
+        if arrow is None or not arrow.num_rows:
+            continue
+        time = _TIME[table]
+        for kind, column in indexed:
+            ids = arrow.select([column, time]).drop_null()  # times are never null
+            if not ids.num_rows:
+                continue
+            grouped = ids.group_by(column, use_threads=False).aggregate(
+                [(time, "min"), (time, "max")]
             )
-    if links:
-        parts.append(
-            f"SELECT hash(linked_trace_id), {KINDS['linked']}, min(start_time), "
-            f"max(start_time) FROM {links} GROUP BY linked_trace_id"
-        )
-    if logs:
-        for kind, column in (
-            ("trace", "trace_id"),
-            ("correlation", "correlation_id"),
-            ("event", "message_id"),
-        ):
             parts.append(
-                f"SELECT hash({column}), {KINDS[kind]}, min(time), max(time) "
-                f"FROM {logs} WHERE {column} IS NOT NULL GROUP BY {column}"
+                pa.table(
+                    {
+                        "id": grouped[column],
+                        "kind": pa.repeat(pa.scalar(KINDS[kind], pa.uint8()), grouped.num_rows),
+                        "first": grouped[f"{time}_min"],
+                        "last": grouped[f"{time}_max"],
+                    }
+                )
             )
     if not parts:
         return None
-    return "INSERT INTO eventscope_ids_recent " + " UNION ALL ".join(parts)
+    return pa.concat_tables(parts)
+
+
+def index_rows_sql(rows: str) -> str:
+    """``INSERT`` of the index rows registered as ``rows`` (:func:`index_rows`)."""
+    return f"INSERT INTO eventscope_ids_recent SELECT hash(id), kind, first, last FROM {rows}"
 
 
 _COMPACT = """

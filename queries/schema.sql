@@ -116,3 +116,30 @@ CREATE TABLE IF NOT EXISTS eventscope_ids_recent (
     first               TIMESTAMP_NS NOT NULL,
     last                TIMESTAMP_NS NOT NULL
 );
+
+-- Not public: which consumer groups handled which destination and event type, by minute
+-- (see queries/learned_rollup.py), kept by the writer in the same commit as the rows.
+CREATE TABLE IF NOT EXISTS eventscope_learned (
+    publish_minute      TIMESTAMP_NS NOT NULL,
+    delivery_minute     TIMESTAMP_NS NOT NULL,
+    destination         VARCHAR NOT NULL,   -- the publish's ('' when none)
+    event_type          VARCHAR NOT NULL,   -- the publish's ('' when none)
+    consumer_group      VARCHAR NOT NULL,   -- the delivery's (its service when none)
+    deliveries          BIGINT NOT NULL,
+    first_publish       TIMESTAMP_NS NOT NULL,
+    last_publish        TIMESTAMP_NS NOT NULL,
+    first_delivery      TIMESTAMP_NS NOT NULL,
+    last_delivery       TIMESTAMP_NS NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_learned_pending (
+    message_id          VARCHAR NOT NULL,
+    publish_time        TIMESTAMP_NS NOT NULL,
+    start_time          TIMESTAMP_NS NOT NULL,
+    consumer_group      VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_learned_gaps (
+    minute              TIMESTAMP_NS NOT NULL,
+    deliveries          BIGINT NOT NULL
+);

@@ -51,7 +51,10 @@ def _local_time_x(since_ns: int | None = None, until_ns: int | None = None) -> d
     meta: dict[str, Any] = {"local_time_x": True}
     if since_ns is not None and until_ns is not None:
         meta["local_time_range"] = [_ms(since_ns), _ms(until_ns)]
-    return {"xaxis": {"type": "date"}, "meta": meta}
+    # below a second between ticks, every tick with its milliseconds (Plotly's own format
+    # drops trailing zeros: 14.518, 14.52, 14.522)
+    stops = [{"dtickrange": [None, 1000], "value": "%H:%M:%S.%L"}]
+    return {"xaxis": {"type": "date", "tickformatstops": stops}, "meta": meta}
 
 
 def _plain(text: object) -> str:
@@ -91,6 +94,7 @@ def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -
     if summary.activity:  # the buckets' span: the data's, when the query fitted them to it
         since = summary.activity[0].start_ns
         until = summary.activity[-1].start_ns + summary.bucket_ns
+    bucket_ms = _ms(summary.bucket_ns)
     fig = go.Figure(layout={**_LAYOUT, **_local_time_x(since, until), "height": 300})
     for name, values, colour in (
         ("spans", [b.spans for b in summary.activity], "#4e79a7"),
@@ -110,11 +114,21 @@ def activity(summary: Overview, anomalies: dict[str, list[int]] | None = None) -
                 line={"color": colour, "width": 2},
             )
         )
-    for (name, values), colour in zip(
-        (anomalies or {}).items(), ("#b07aa1", "#edc948"), strict=False
+    for i, ((name, values), colour) in enumerate(
+        zip((anomalies or {}).items(), ("#b07aa1", "#edc948"), strict=False)
     ):
+        # side by side inside their bucket, as the lines' steps are (bars centred on the
+        # bucket's start hung half outside the axis, which begins there)
         fig.add_trace(
-            go.Bar(x=x, y=values, name=f"{name} events", marker_color=colour, opacity=0.8)
+            go.Bar(
+                x=x,
+                y=values,
+                width=bucket_ms * 0.4,
+                offset=bucket_ms * (0.1 + 0.4 * i),
+                name=f"{name} events",
+                marker_color=colour,
+                opacity=0.8,
+            )
         )
     return figure_json(fig)
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
+import pytest
 from collector_process import Collector
 from eventscope.queries.schema import create_schema
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -53,7 +54,15 @@ def test_a_full_queue_answers_503_with_retry_after_and_keeps_what_it_acknowledge
     assert _stored_span_ids(server) == accepted
 
 
-def test_sigkill_loses_no_acknowledged_span(collectors) -> None:
+@pytest.mark.parametrize(
+    ("spans_per_request", "senders"),
+    [
+        (200, 4),
+        (512, 10),  # the SDK's BatchSpanProcessor's largest export, ten services at once
+        (1000, 3),
+    ],
+)
+def test_sigkill_loses_no_acknowledged_span(collectors, spans_per_request, senders) -> None:
     server = collectors("kill.duckdb", "--decode-workers", "1")
     acknowledged: set[str] = set()
     enough = threading.Event()
@@ -61,7 +70,7 @@ def test_sigkill_loses_no_acknowledged_span(collectors) -> None:
 
     def sender(worker: int) -> None:
         for n in range(10_000):
-            body, ids = _batch(f"k{worker}-{n}", 200)
+            body, ids = _batch(f"k{worker}-{n}", spans_per_request)
             try:
                 status, _, _ = server.post("/v1/traces", body, PROTOBUF)
             except OSError:
@@ -72,7 +81,7 @@ def test_sigkill_loses_no_acknowledged_span(collectors) -> None:
                     if len(acknowledged) >= 20_000:
                         enough.set()
 
-    threads = [threading.Thread(target=sender, args=(w,), daemon=True) for w in range(4)]
+    threads = [threading.Thread(target=sender, args=(w,), daemon=True) for w in range(senders)]
     for thread in threads:
         thread.start()
     assert enough.wait(timeout=120), "senders did not get 20,000 spans acknowledged"

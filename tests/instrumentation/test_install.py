@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
+from wheel_install import ROOT, copy_of_repository, environment
 
-ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
 
 
@@ -35,37 +32,26 @@ def test_the_documented_wheel_install_gives_a_service_the_hooks_and_its_broker_c
     for words in commands:
         targets = [w for w in words[1:] if not w.startswith("-") and w not in ("install", "wheel")]
         assert targets and all(t.startswith(("/path/to/eventscope", "dist/")) for t in targets[-1:])
-    # a copy of the repository (building writes build/ and *.egg-info beside the sources)
-    files = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
-    clone = tmp_path / "eventscope"
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
-    # a service's own environment; its dependencies are already on this machine
-    venv.create(tmp_path / "service", system_site_packages=True)
-    service = tmp_path / "service" / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(service)]  # (ensurepip is slow)
-    for words in commands[1:]:  # the wheel, built once and installed (the clone's line
-        # builds the same wheel on the way)
-        args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
-        result = subprocess.run(
-            [*pip, *args, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    clone = copy_of_repository(tmp_path)
+    # the clone's line, and the wheel's two (built once, installed): each in a service's own
+    # environment, whose dependencies are already on this machine
+    for name, lines in (("from-clone", commands[:1]), ("from-wheel", commands[1:])):
+        service, pip = environment(tmp_path / name)
+        for words in lines:
+            args = [w.replace("/path/to/eventscope", str(clone)) for w in words[1:]]
+            result = subprocess.run(
+                [*pip, *args, "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+            )
+            assert result.returncode == 0, f"{shlex.join(words)}: {result.stderr}"
+        check = subprocess.run(
+            [
+                str(service),
+                "-c",
+                "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
+                "print(i.__file__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        assert result.returncode == 0, result.stderr
-    check = subprocess.run(
-        [
-            str(service),
-            "-c",
-            "import aio_pika, eventscope.instrumentation as i; i.instrument_aio_pika; "
-            "print(i.__file__)",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert check.stdout.startswith(str(tmp_path / "service")), check.stdout
+        assert check.stdout.startswith(str(tmp_path / name)), check.stdout

@@ -17,7 +17,9 @@ from typing import Any
 import duckdb
 from eventscope.collector._signals import LOGS, TRACES
 from eventscope.queries.id_index import build as build_id_index
-from eventscope.queries.id_index import index_rows_sql
+from eventscope.queries.id_index import index_rows, index_rows_sql
+from eventscope.queries.learned_rollup import build as build_learned
+from eventscope.queries.learned_rollup import rollup_commit
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -198,16 +200,21 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     if logs:
         batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
     build_id_index(connection)  # marks the (empty) index complete, as the collector does
+    build_learned(connection)  # and the rollup of who handled what
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
-        for table, arrow in zip(signal.tables, batch.tables, strict=True):
+        tables = dict(zip(signal.tables, batch.tables, strict=True))
+        for table, arrow in tables.items():
             if arrow.num_rows:
                 names[table] = f"incoming_{table}"
                 connection.register(names[table], arrow)
                 connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {names[table]}")
-        index = index_rows_sql(names.get("spans"), names.get("span_links"), names.get("logs"))
+        index = index_rows(tables)
         if index is not None:
-            connection.execute(index)
+            names["ids"] = "incoming_ids"
+            connection.register(names["ids"], index)
+            connection.execute(index_rows_sql(names["ids"]))
+        rollup_commit(connection, names.get("spans"), names.get("logs"))
         for name in names.values():
             connection.unregister(name)

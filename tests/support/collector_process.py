@@ -8,13 +8,22 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-EVENTSCOPE = shutil.which("eventscope") or "eventscope"
+
+def _command() -> str:
+    """The `eventscope` of the Python running the tests (installed beside it), not the first
+    one on PATH: that may be another checkout's, and the tests would run its code."""
+    beside = Path(sys.executable).with_name("eventscope")
+    return str(beside) if beside.is_file() else shutil.which("eventscope") or "eventscope"
+
+
+EVENTSCOPE = _command()
 
 
 class Collector:

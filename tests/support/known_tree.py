@@ -220,12 +220,15 @@ class Shop:
         return TRACES[node.trace]
 
 
-def known_tree_spans(start_ns: int) -> tuple[dict[str, str], dict[str, list[trace_pb2.Span]]]:
-    """The known tree as OTLP spans grouped by service; and each node's span id."""
-    span_ids = {n.key: _hex(0xB0B0_0000 + i, 16) for i, n in enumerate(KNOWN_TREE, start=1)}
-    by_key = {n.key: n for n in KNOWN_TREE}
+def known_tree_spans(
+    start_ns: int, nodes: tuple[Node, ...] = KNOWN_TREE
+) -> tuple[dict[str, str], dict[str, list[trace_pb2.Span]]]:
+    """The known tree (or other ``nodes``) as OTLP spans grouped by service; and each
+    node's span id."""
+    span_ids = {n.key: _hex(0xB0B0_0000 + i, 16) for i, n in enumerate(nodes, start=1)}
+    by_key = {n.key: n for n in nodes}
     services: dict[str, list[trace_pb2.Span]] = {}
-    for node in KNOWN_TREE:
+    for node in nodes:
         start = start_ns + int(node.start_ms * 1e6)
         attributes = dict(node.attributes)
         if "eventscope__publish_time" in attributes:

@@ -3,6 +3,7 @@ untrusted strings render as text."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -49,6 +50,18 @@ def _fits(tab: Any) -> None:
             .map(box => box.id || box.querySelector('[id]')?.id || box.className)"""
     )
     assert overflowing == []
+    # an input's example (e.g. since's '1h, 2026-11-27T14:00Z') is not cut by its box
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('main input[placeholder]')].filter(input => {
+            const style = getComputedStyle(input, '::placeholder');
+            const pen = document.createElement('canvas').getContext('2d');
+            pen.font = style.font;
+            const room = input.clientWidth - parseFloat(style.paddingLeft)
+                - parseFloat(style.paddingRight);
+            return pen.measureText(input.placeholder).width > room;
+        }).map(input => input.name)"""
+    )
+    assert cut == []
 
 
 @pytest.mark.parametrize(("name", "path"), PAGES, ids=[name for name, _ in PAGES])
@@ -100,6 +113,20 @@ def test_the_empty_overview_says_how_to_point_an_sdk_here(
     tab.open("/")
     text = tab.page.inner_text("#no-data")
     assert f"OTEL_EXPORTER_OTLP_ENDPOINT={empty_collector.url}" in text
+
+
+def test_an_empty_database_draws_no_blank_charts(tab: Any, empty_collector: Collector) -> None:
+    """Nothing to draw: a line saying so, not a chart-sized gap (and no failure rate of
+    nothing)."""
+    tab.base = empty_collector.url
+    tab.open("/")
+    assert tab.page.locator(".figure").count() == 0
+    assert tab.page.inner_text("#no-activity") == "no activity in this range"
+    tab.open("/handlers")
+    assert tab.page.locator(".figure").count() == 0
+    assert tab.page.locator("text=Queue wait vs processing").count() == 0
+    failed = tab.page.locator(".stats div", has_text="failed").locator("b").inner_text()
+    assert failed == "–"
 
 
 def test_the_overview_lists_the_services_and_event_types_it_received(tab: Any, shop: Shop) -> None:
@@ -242,6 +269,9 @@ def test_the_handlers_page_rates_and_draws_over_the_time_the_data_covers(
     for figure in ("histogram", "over-time"):
         tab.page.wait_for_selector(f"#{figure}[data-drawn='1']")
     assert tab.page.evaluate(_RANGE_MS, "over-time") <= 5_000
+    # milliseconds apart: each time tick says its milliseconds in three digits
+    times = tab.page.locator("#over-time .xtick text").all_text_contents()
+    assert times and all(re.match(r"\d\d:\d\d:\d\d\.\d{3}($|\D)", t) for t in times), times
     # the log axis says which power of ten each tick is
     ticks = tab.page.evaluate("() => document.getElementById('histogram').layout.xaxis.ticktext")
     assert "10 ms" in ticks and all(t.endswith((" µs", " ms", " s")) for t in ticks)
@@ -255,6 +285,16 @@ def test_the_overview_chart_spans_the_data_not_the_whole_hour(tab: Any, shop: Sh
     tab.open("/")
     tab.page.wait_for_selector("#activity[data-drawn='1']")
     assert tab.page.evaluate(_RANGE_MS, "activity") <= 5 * 60_000
+    # the lost and duplicated events' bars stand inside the plot, none cut at its edge
+    plot, bars = tab.page.evaluate(
+        """() => [document.querySelector('#activity .nsewdrag').getBoundingClientRect(),
+                  [...document.querySelectorAll('#activity .bars path')]
+                    .map(bar => bar.getBoundingClientRect())]"""
+    )
+    assert bars
+    assert all(
+        plot["left"] - 0.5 <= bar["left"] <= bar["right"] <= plot["right"] + 0.5 for bar in bars
+    )
     assert tab.errors == []
 
 

@@ -3,10 +3,21 @@ the detail panel, following links across traces, and untrusted strings as text."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from known_tree import EVENT_PLACED, KNOWN_TREE, TRACES, XSS_NAME, XSS_VALUE, Shop
+from known_tree import (
+    EVENT_PLACED,
+    KNOWN_TREE,
+    TRACES,
+    XSS_NAME,
+    XSS_VALUE,
+    Node,
+    Shop,
+    known_tree_spans,
+)
+from otlp_requests import PROTOBUF, traces
 
 #: How each node of the known tree hangs in the fan-out tree.
 EDGES = {
@@ -164,6 +175,25 @@ def test_screenshot_of_the_request_view_with_a_span_selected(tab: Any, shop: Sho
 
 
 @pytest.mark.parametrize("width", [1400, 1000], ids=["1400px", "1000px"])
+def test_the_detail_of_a_clicked_row_is_in_view_beside_or_under_the_waterfall(
+    tab: Any, shop: Shop, width: int
+) -> None:
+    """Beside the waterfall when there is room; under it, before the table by service and
+    handler, when there is not (after the table it was off screen)."""
+    _open(tab, shop, shop.root)
+    _row(tab, shop, "billing").locator(".name").first.click()
+    tab.page.wait_for_selector(f"#detail[data-span='{shop.span_ids['billing']}']")
+    box = {name: tab.page.locator(name).bounding_box() for name in ("#waterfall", "#detail")}
+    table = tab.page.locator("#by-handler").bounding_box()
+    if width >= 1400:
+        assert box["#detail"]["x"] > box["#waterfall"]["x"] + box["#waterfall"]["width"]
+    else:
+        assert box["#waterfall"]["y"] < box["#detail"]["y"] < table["y"]
+        assert box["#detail"]["y"] < 900  # in view without scrolling
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize("width", [1400, 1000], ids=["1400px", "1000px"])
 def test_no_name_or_badge_of_a_row_is_cut(tab: Any, shop: Shop) -> None:
     """Every label fits its column: names, the edge badge, and marks such as
     'redelivered after failure' (the label column takes the room its widest row needs)."""
@@ -189,4 +219,74 @@ def test_rows_that_differ_by_event_type_or_attempt_read_differently(tab: Any, sh
     assert "OrderPlaced" in placed and "OrderConfirmed" in confirmed
     assert "attempt 2" in _row(tab, shop, "inventory_2").locator(".wf-label").inner_text()
     assert "attempt 2" not in _row(tab, shop, "inventory_1").locator(".wf-label").inner_text()
+    assert tab.errors == []
+
+
+def test_two_consumer_groups_of_one_service_read_differently(tab: Any, collectors: Any) -> None:
+    """One service consumes an event in two consumer groups: each row names its group, as
+    the service and span name alone would read the same twice."""
+    event = {
+        "messaging__system": "bus",
+        "messaging__destination__name": "orders",
+        "messaging__message__id": "evt-two-groups",
+        "cloudevents__event_type": "OrderPlaced",
+    }
+
+    def delivery(group: str, handler: str) -> dict[str, object]:
+        return {
+            **event,
+            "messaging__operation__type": "process",
+            "messaging__consumer__group__name": group,
+            "eventscope__handler": handler,
+            "eventscope__delivery__attempt": 1,
+            "eventscope__outcome": "ok",
+        }
+
+    nodes = (
+        Node("request", "api", "POST /orders", "server", "A", 0, 5),
+        Node(
+            "send",
+            "api",
+            "send orders",
+            "producer",
+            "A",
+            1,
+            1,
+            parent="request",
+            attributes={**event, "messaging__operation__type": "send"},
+        ),
+        Node(
+            "email",
+            "notify",
+            "process orders",
+            "consumer",
+            "B",
+            3,
+            2,
+            link_to="send",
+            attributes=delivery("notify-email", "send_email"),
+        ),
+        Node(
+            "sms",
+            "notify",
+            "process orders",
+            "consumer",
+            "C",
+            4,
+            2,
+            link_to="send",
+            attributes=delivery("notify-sms", "send_sms"),
+        ),
+    )
+    server = collectors("groups.duckdb", "--decode-workers", "0")
+    span_ids, services = known_tree_spans(time.time_ns() - 20 * 60 * 10**9, nodes)
+    for service, spans in services.items():
+        assert server.post("/v1/traces", traces(*spans, service=service), PROTOBUF)[0] == 200
+    tab.base = server.url
+    tab.open(f"/requests/{TRACES['A']}")
+    tab.page.wait_for_selector("#waterfall[data-ready='1']", state="attached")
+    label = "[data-span='{}'] .wf-label"
+    email = tab.page.locator(label.format(span_ids["email"])).inner_text()
+    sms = tab.page.locator(label.format(span_ids["sms"])).inner_text()
+    assert "notify (notify-email)" in email and "notify (notify-sms)" in sms
     assert tab.errors == []

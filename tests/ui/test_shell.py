@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from http.cookiejar import CookieJar
+from pathlib import Path
 
 import eventscope.ui as ui_package
 from collector_process import Collector
@@ -25,6 +27,16 @@ def test_the_public_surface_of_the_ui_changes_only_on_purpose() -> None:
             "setup",
         ]
     )
+
+
+def test_screenshots_go_outside_the_repository_unless_a_folder_is_named(screenshots: Path) -> None:
+    """Running the tests rewrites no tracked file: the docs' screenshots are taken only on
+    purpose, into the folder EVENTSCOPE_SCREENSHOTS names (tests/ui/conftest.py)."""
+    named = os.environ.get("EVENTSCOPE_SCREENSHOTS")
+    if named:
+        assert screenshots == Path(named)
+    else:
+        assert Path(__file__).resolve().parents[2] not in screenshots.resolve().parents
 
 
 def test_json_blocks_cannot_end_their_script_element() -> None:
