@@ -63,6 +63,7 @@ class Database:
         self.description = description
         #: Whether this is a DuckLake (cursors must USE it; small files need compaction).
         self.lake = lake
+        self._memory_limit: int | None = None  # set once at start (_tune); read once
         self._give_way = ReadsGiveWay(self._query_memory, lambda: self.memory_limit_bytes)
 
     @classmethod
@@ -107,8 +108,14 @@ class Database:
     def memory_limit_bytes(self) -> int:
         """DuckDB's ``memory_limit``, in bytes."""
         with self._lock:
+            return self.memory_limit_bytes_unlocked()
+
+    def memory_limit_bytes_unlocked(self) -> int:
+        """:attr:`memory_limit_bytes` for a caller that holds the lock (asked once)."""
+        if self._memory_limit is None:
             row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
-        return _duckdb_size(str(row[0]) if row else "0")
+            self._memory_limit = _duckdb_size(str(row[0]) if row else "0")
+        return self._memory_limit
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use. It runs nothing:
@@ -140,7 +147,11 @@ class Database:
 
     def _query_memory(self) -> dict[str, int]:
         with self._lock:
-            return {str(tag): int(size) for tag, size in self._root.execute(USED_SQL).fetchall()}
+            try:
+                rows = self._root.execute(USED_SQL).fetchall()
+            except duckdb.OutOfMemoryException:  # too short of memory to say: all of it
+                return {"all (out of memory)": self.memory_limit_bytes_unlocked()}
+        return {str(tag): int(size) for tag, size in rows}
 
     def _use_lake(self, cursor: duckdb.DuckDBPyConnection) -> None:
         if self.lake:
