@@ -28,7 +28,7 @@ log = logging.getLogger("eventscope.collector")
 #: Reads give way when the memory DuckDB holds outside its cache passes this share of its
 #: limit. That memory is the reads' and the writer's alike (duckdb_memory() does not say
 #: whose): under full ingest the writer's uncommitted rows and its Arrow batches alone took
-#: ~40 % of the default 512 MiB (COLUMN_DATA, IN_MEMORY_TABLE), so a lower share made
+#: ~40 % of a 512 MiB limit (COLUMN_DATA, IN_MEMORY_TABLE), so a lower share made
 #: every read give way.
 GIVE_WAY_SHARE = 0.85
 

@@ -17,10 +17,6 @@ from ._errors import ConfigError
 
 __all__ = ["DEFAULT_DB", "DEMO_DB", "Settings", "parse_grace", "parse_grpc_port", "parse_size"]
 
-#: DuckDB's memory limit unless told otherwise: the collector's memory stays bounded
-#: whatever the size of its data (docs/collector.md, *Memory*).
-DEFAULT_DB_MEMORY_LIMIT = 512 * 1024 * 1024
-
 #: The database file of `eventscope serve` and `eventscope query` when none is named.
 DEFAULT_DB = "eventscope.duckdb"
 #: The one `eventscope demo` writes when none is named.
@@ -128,8 +124,9 @@ class Settings:
     #: spans, so without a limit the collector's memory grows with its data until that
     #: share of RAM. Under the limit the cache is evicted (the blocks are on disk) and large
     #: queries spill to a temporary folder beside the database file. Reads share it with the
-    #: writer: when they hold too much of it they give way (collector/_give_way.py).
-    db_memory_limit: int | None = DEFAULT_DB_MEMORY_LIMIT
+    #: writer: when they hold too much of it they give way (collector/_give_way.py). Not set
+    #: by default: a 1 GB result still stopped the collector under 512 MiB (docs/collector.md).
+    db_memory_limit: int | None = None
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses
     #: (~0.2 s at 32 MiB); larger ones stall longer than the decoders can keep busy on
     #: what clients have in flight (64 MiB: ~7 % slower ingest, 256 MiB: ~20 %), and make
