@@ -165,6 +165,14 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
         {"t": learned_from},
     ).fetchone()[0]
     assert before == 0
+    for table in ("eventscope_ids", "eventscope_ids_recent"):  # the id index is bounded too
+        stale = cursor.execute(
+            f"SELECT count(*) FROM {table} WHERE last < make_timestamp_ns($t)", {"t": cutoff}
+        ).fetchone()[0]
+        assert stale == 0, table
+    kept = cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()[0]
+    kept += cursor.execute("SELECT count(*) FROM eventscope_ids").fetchone()[0]
+    assert kept > 0
     items = _publishes(cursor)
     keys = {(i.destination or "", i.event_type or "") for i in items}
     assert learned_rows(cursor, keys, cutoff, high + 1) is None  # reaches before: raw
