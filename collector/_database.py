@@ -17,7 +17,8 @@ from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.schema import create_schema
 
-from ._errors import ConfigError
+from ._errors import ConfigError, DatabaseFailed
+from ._give_way import USED_SQL, ReadsGiveWay
 from ._settings import Settings
 
 log = logging.getLogger("eventscope.collector")
@@ -62,6 +63,8 @@ class Database:
         self.description = description
         #: Whether this is a DuckLake (cursors must USE it; small files need compaction).
         self.lake = lake
+        self._memory_limit: int | None = None  # set once at start (_tune); read once
+        self._give_way = ReadsGiveWay(self._query_memory, lambda: self.memory_limit_bytes)
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
@@ -76,15 +79,21 @@ class Database:
             connection, description = open_ducklake(settings)
         else:
             connection, description = _open_file(settings.db)
-        _tune(connection, settings)
-        create_schema(connection)
-        if build_id_index(connection):  # a file from before the index: once
-            log.warning("indexed the ids of the data already stored (queries/id_index.py)")
-        if build_learned(connection):  # a file from before the rollup: once
-            log.warning("summarised the deliveries already stored (queries/learned_rollup.py)")
-        # Reads go through SQL the user typed: from here on this database instance cannot
-        # touch files other than its own (read_csv, COPY, ATTACH are refused).
-        connection.execute("SET enable_external_access = false")
+        try:
+            _tune(connection, settings)
+            create_schema(connection)
+            if build_id_index(connection):  # a file from before the index: once
+                log.warning("indexed the ids of the data already stored (queries/id_index.py)")
+            if build_learned(connection):  # a file from before the rollup: once
+                log.warning("summarised the deliveries already stored (queries/learned_rollup.py)")
+            # Reads go through SQL the user typed: from here on this database instance
+            # cannot touch files other than its own (read_csv, COPY, ATTACH are refused).
+            connection.execute("SET enable_external_access = false")
+        except duckdb.Error as exc:  # a full disk, a file it may not write: one line
+            with contextlib.suppress(duckdb.Error):
+                connection.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise DatabaseFailed(f"cannot prepare the database {description}: {first}") from exc
         [(threads,)] = connection.execute("SELECT current_setting('threads')").fetchall()
         read_threads = settings.db_threads or int(threads)
         return cls(
@@ -99,8 +108,14 @@ class Database:
     def memory_limit_bytes(self) -> int:
         """DuckDB's ``memory_limit``, in bytes."""
         with self._lock:
+            return self.memory_limit_bytes_unlocked()
+
+    def memory_limit_bytes_unlocked(self) -> int:
+        """:attr:`memory_limit_bytes` for a caller that holds the lock (asked once)."""
+        if self._memory_limit is None:
             row = self._root.execute("SELECT current_setting('memory_limit')").fetchone()
-        return _duckdb_size(str(row[0]) if row else "0")
+            self._memory_limit = _duckdb_size(str(row[0]) if row else "0")
+        return self._memory_limit
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use. It runs nothing:
@@ -119,15 +134,24 @@ class Database:
     def reading(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
         """Around a read on ``cursor``: DuckDB gets its read threads while any read runs,
         and goes back to the write threads (one, by default) once nothing runs."""
-        with self._inside(read=True):
+        with self._give_way.read(cursor), self._inside(read=True):
             self._use_lake(cursor)
             yield
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Around each step of the writer on its cursor (a transaction, upkeep)."""
-        with self._inside(read=False):
+    def writing(self, *, make_room: bool = False) -> Iterator[None]:
+        """Around each step of the writer on its cursor (a transaction, upkeep). Reads give
+        way first when memory is short, or always with ``make_room`` (collector/_give_way.py)."""
+        with self._give_way.write(always=make_room), self._inside(read=False):
             yield
+
+    def _query_memory(self) -> dict[str, int]:
+        with self._lock:
+            try:
+                rows = self._root.execute(USED_SQL).fetchall()
+            except duckdb.OutOfMemoryException:  # too short of memory to say: all of it
+                return {"all (out of memory)": self.memory_limit_bytes_unlocked()}
+        return {str(tag): int(size) for tag, size in rows}
 
     def _use_lake(self, cursor: duckdb.DuckDBPyConnection) -> None:
         if self.lake:

@@ -9,7 +9,8 @@ EventscopeError
 ├── PayloadTooLarge         body over the limit, compressed or not (413)
 ├── UnsupportedMediaType    content type or encoding we do not speak (415)
 ├── Overloaded              cannot take it now; retry later (503 + Retry-After)
-│   └── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
+│   ├── QueueFull           … because the write queue is full (gRPC: RESOURCE_EXHAUSTED)
+│   └── ReadGaveWay         … a read stopped for the writer's memory (retry it)
 ├── StorageError            the database refused a batch (500)
 ├── QueryTimeout            a read ran past its deadline (504)
 └── ConfigError             a setting is malformed; names the variable
@@ -83,6 +84,11 @@ class QueueFull(Overloaded):
     """The write queue is full: the client is sending faster than the database stores.
     OTLP/gRPC calls this throttling (``RESOURCE_EXHAUSTED`` with ``RetryInfo``); the other
     ``Overloaded`` cases (stopping, a decoder restarting) are ``UNAVAILABLE``."""
+
+
+class ReadGaveWay(Overloaded):
+    """A read was interrupted so that the writer's commit had DuckDB's memory
+    (collector/_give_way.py); the query can be tried again."""
 
 
 class StorageError(EventscopeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,10 +50,10 @@ async def run_read(
     except TimeoutError:
         if not finished.is_set():
             cursor.interrupt()
-        try:
+        # Interrupted, DuckDB raises an InterruptException, or pyarrow an OSError while it
+        # fetches the result in chunks: either way the answer is the timeout.
+        with contextlib.suppress(duckdb.Error, OSError):
             await future
-        except (duckdb.InterruptException, duckdb.Error):
-            pass
         raise QueryTimeout(
             f"the query ran longer than {deadline:g} s and was stopped; narrow it down "
             "(a time range, a LIMIT) or raise --query-timeout"

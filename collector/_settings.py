@@ -122,10 +122,10 @@ class Settings:
     #: Most memory DuckDB may use (bytes; None: DuckDB's own default, 80 % of RAM). Besides
     #: query memory, DuckDB keeps the blocks it has written cached, ~150 MiB a million
     #: spans, so without a limit the collector's memory grows with its data until that
-    #: share of RAM. Under a limit the cache is evicted (the blocks are on disk) and large
-    #: queries spill to a temporary folder beside the database file. Not set by default:
-    #: reads share the limit with the writer, and when a read leaves a commit without
-    #: memory, DuckDB 1.5.5 can be left with a corrupt in-memory table (docs/collector.md).
+    #: share of RAM. Under the limit the cache is evicted (the blocks are on disk) and large
+    #: queries spill to a temporary folder beside the database file. Reads share it with the
+    #: writer: when they hold too much of it they give way (collector/_give_way.py). Not set
+    #: by default: a 1 GB result still stopped the collector under 512 MiB (docs/collector.md).
     db_memory_limit: int | None = None
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses
     #: (~0.2 s at 32 MiB); larger ones stall longer than the decoders can keep busy on

@@ -325,8 +325,21 @@ class SpanWriter:
         self._metrics.queue_rows = self._queued_rows
 
     def _commit(self, batches: Sequence[_Rows]) -> None:
-        """Insert every table of every batch in one transaction. Runs on the writer thread."""
+        """Insert every table of every batch in one transaction. Runs on the writer thread.
+
+        Inserting that runs out of memory (rolled back: nothing is broken) is tried once
+        more after every read has given way (collector/_give_way.py)."""
         with self._database.writing():
+            try:
+                self._transaction(batches)
+                return
+            except _CommitFailed:
+                raise
+            except duckdb.Error as exc:
+                if not _out_of_memory(exc):
+                    raise
+                log.warning("inserting ran out of memory; retrying once reads give way")
+        with self._database.writing(make_room=True):
             self._transaction(batches)
 
     def _transaction(self, batches: Sequence[_Rows]) -> None:

@@ -12,6 +12,7 @@ import gzip
 import http.client
 import json
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from collector_process import Collector, eventscope
+from collector_process import EVENTSCOPE, Collector, eventscope
 from ingest_probe import IngestProbe
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import PROTOBUF, span, traces
@@ -377,3 +378,81 @@ def test_sign_in_is_rate_limited(collectors) -> None:
     # while it waits, even the right token is not tried
     assert server.post("/login", b"token=s3cret", form)[0] == 429
     assert server.get("/healthz")[0] == 200
+
+
+def test_a_heavy_read_under_the_memory_limit_gives_way_to_ingest(collectors) -> None:
+    # Reads share DuckDB's memory limit with the writer. Before, a looping heavy read left
+    # the writer's COMMIT without memory and the collector stopped (exit 1); now the read
+    # gives way: it is interrupted and answered 503 to retry, and ingest goes on.
+    server = collectors("heavy.duckdb", "--decode-workers", "1", "--db-memory-limit", "256MiB")
+    stored: set[str] = set()
+    for body, ids in _large_bodies(0, count=3):
+        assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
+        stored |= ids
+    # nine million groups: a hash table larger than the limit, which DuckDB spills
+    statement = (
+        "SELECT x, count(*) AS n FROM (SELECT s.span_id || r.range AS x "
+        "FROM spans s, range(300) r) GROUP BY 1 ORDER BY n DESC LIMIT 1"
+    )
+    heavy = json.dumps({"q": statement}).encode()
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            answers.append(server.post("/api/sql", heavy, JSON)[0])
+
+    thread = threading.Thread(target=reader, daemon=True)
+    with IngestProbe(server, spans=2_000, interval=0.01) as probe:
+        thread.start()
+        _wait_for(lambda: len(probe.answers) >= 40 and len(answers) >= 5, 120, "reads and ingest")
+        stop.set()
+        thread.join(timeout=60)
+    assert server.process is not None and server.process.poll() is None, "the collector stopped"
+    probe.assert_unharmed()
+    assert set(answers) <= {200, 503}, answers
+    assert _stored(server, probe.acknowledged | stored) == probe.acknowledged | stored
+    assert server.get("/healthz")[0] == 200
+
+
+def test_a_restart_on_a_full_disk_is_a_one_line_error(collector: Collector) -> None:
+    assert collector.post("/v1/traces", traces(span("before")), PROTOBUF)[0] == 200
+    assert collector.stop() == 0
+
+    def full_disk() -> None:  # no file of the child may grow: what a full disk answers
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    result = subprocess.run(
+        [EVENTSCOPE, "serve", "--db", str(collector.db), "--port", "0", "--grpc-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=full_disk,
+    )
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("eventscope: error: cannot prepare the database "), line
+    assert "File too large" in line
+
+
+def test_a_query_past_its_timeout_is_stopped_within_a_second(collectors) -> None:
+    # 1 GB of result allowed in bytes: only the timeout stops it (before: 19.6 s for 5 s)
+    server = collectors(
+        "slowq.duckdb",
+        "--decode-workers",
+        "0",
+        "--query-timeout",
+        "2",
+        env={"EVENTSCOPE_MAX_RESULT_BYTES": "4GiB", "EVENTSCOPE_QUERY_ROW_LIMIT": "1000000"},
+    )
+    statement = "SELECT repeat('x', 10000) AS x FROM range(100000)"
+    with IngestProbe(server) as probe:
+        started = time.monotonic()
+        params = {"q": statement, "limit": 1_000_000}
+        status, _, body = server.post("/api/sql", json.dumps(params).encode(), JSON)
+        took = time.monotonic() - started
+    assert status == 504 and b"longer than 2 s" in body, (status, body[:300])
+    assert took < 3, f"answered after {took:.1f} s"
+    probe.assert_unharmed()
