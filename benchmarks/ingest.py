@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +92,12 @@ def _next_body(position: int) -> tuple[bytes, int]:
     return body, SPANS_PER_BODY[position % len(BODIES)]
 
 
-def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/x-protobuf"}
+def _sending(
+    index: int, start_at: float, stop_at: float, post: Callable[[bytes], float | None]
+) -> tuple[list, int]:
+    """One sender's loop: from ``start_at`` to ``stop_at``, the next body each time, one
+    request in flight. ``post`` answers None when acknowledged, or the seconds to back off
+    when refused (and raises on anything else)."""
     acked: list[tuple[float, int]] = []
     refused = 0
     position = index * 7
@@ -102,17 +106,30 @@ def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list,
     while time.monotonic() < stop_at:
         body, spans = _next_body(position)
         position += 1
+        back_off = post(body)
+        if back_off is None:
+            acked.append((time.monotonic(), spans))
+        else:
+            refused += 1
+            time.sleep(back_off)
+    return acked, refused
+
+
+def _send(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/x-protobuf"}
+
+    def post(body: bytes) -> float | None:
         connection.request("POST", "/v1/traces", body=body, headers=headers)
         response = connection.getresponse()
         answer = response.read()
         if response.status == 200:
-            acked.append((time.monotonic(), spans))
-        elif response.status in (429, 503):
-            refused += 1
-            time.sleep(float(response.getheader("Retry-After", "1")) / 10)
-        else:
-            raise RuntimeError(f"unexpected status {response.status}: {answer[:300]!r}")
-    return acked, refused
+            return None
+        if response.status in (429, 503):
+            return float(response.getheader("Retry-After", "1")) / 10
+        raise RuntimeError(f"unexpected status {response.status}: {answer[:300]!r}")
+
+    return _sending(index, start_at, stop_at, post)
 
 
 def _send_grpc(index: int, port: int, start_at: float, stop_at: float) -> tuple[list, int]:
@@ -123,25 +140,20 @@ def _send_grpc(index: int, port: int, start_at: float, stop_at: float) -> tuple[
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
     retryable = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
-    acked: list[tuple[float, int]] = []
-    refused = 0
-    position = index * 7
-    while time.monotonic() < start_at:
-        time.sleep(0.001)
-    while time.monotonic() < stop_at:
-        body, spans = _next_body(position)
-        position += 1
+
+    def post(body: bytes) -> float | None:
         try:
             export(body, timeout=60)
         except grpc.RpcError as exc:
             if exc.code() not in retryable:
                 raise RuntimeError(f"unexpected status {exc.code()}: {exc.details()}") from None
-            refused += 1
-            time.sleep(0.1)
-            continue
-        acked.append((time.monotonic(), spans))
-    channel.close()
-    return acked, refused
+            return 0.1
+        return None
+
+    try:
+        return _sending(index, start_at, stop_at, post)
+    finally:
+        channel.close()
 
 
 def _timestamp_offsets(body: bytes) -> tuple[object, int]:
