@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,12 +233,20 @@ def _sample(port: int, pid: int, db: Path, every: float, stop: object) -> None:
 
 
 def _drive(
-    port: int, senders: int, duration: float, warmup: float, protocol: str = "http"
+    port: int,
+    senders: int,
+    duration: float,
+    warmup: float,
+    protocol: str = "http",
+    on_window: Callable[[float, float], None] | None = None,
 ) -> tuple[float, int, int]:
-    """Run the senders against a server; return (spans/s in the window, spans acked, refused)."""
+    """Run the senders against a server; return (spans/s in the window, spans acked, refused).
+    ``on_window``, if given, is called with the measured window's start and end (monotonic)."""
     results: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.monotonic() + 0.5
     stop_at = start_at + warmup + duration
+    if on_window is not None:
+        on_window(start_at + warmup, stop_at)
     workers = [
         multiprocessing.Process(
             target=_sender, args=(i, port, start_at, stop_at, results, protocol)
@@ -318,6 +327,18 @@ def _commit_figures(port: int) -> tuple[int, int]:
     )
 
 
+def _sample_commits(port: int, times: tuple[float, ...], into: list[tuple[float, int]]) -> None:
+    """In a thread: at each of ``times``, record (when /metrics answered, rows committed)."""
+
+    def run() -> None:
+        for at in times:
+            time.sleep(max(0.0, at - time.monotonic()))
+            rows = _commit_figures(port)[1]
+            into.append((time.monotonic(), rows))
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def _removed_spans(port: int) -> int:
     """Spans retention removed, from the collector's /metrics (0 without retention)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -382,6 +403,10 @@ class Phase:
     workers_cpu: float = 0.0
     commits: int = 0
     committed_rows: int = 0
+    #: (monotonic time, rows committed so far) at the measured window's start and end
+    window_commits: list[tuple[float, int]] = field(default_factory=list)
+    #: spans a second committed in the window (acknowledged may run ahead: the journal)
+    committed_rate: float = 0.0
     reads: list[float] = field(default_factory=list)
 
     @property
@@ -476,6 +501,7 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
                 args.duration,
                 args.warmup,
                 phase.protocol,
+                lambda start, end: _sample_commits(port, (start, end), phase.window_commits),
             )
         finally:
             stop_reading.set()
@@ -491,11 +517,15 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
         server.wait()
     import duckdb
 
-    phase.stored = (
-        duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
-        .execute("SELECT count(*) FROM spans")
-        .fetchone()[0]
-    )
+    stored = duckdb.connect(str(folder / "bench.duckdb"), read_only=True)
+    phase.stored, rows = stored.execute(
+        "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM spans) + "
+        "(SELECT count(*) FROM span_links) + (SELECT count(*) FROM span_events)"
+    ).fetchone()
+    stored.close()
+    if len(phase.window_commits) == 2 and rows:
+        (t0, rows0), (t1, rows1) = phase.window_commits
+        phase.committed_rate = (rows1 - rows0) * phase.stored / rows / (t1 - t0)
     shutil.rmtree(folder, ignore_errors=True)
     phase.main_cpu, phase.workers_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
     return phase
@@ -503,7 +533,8 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
 
 def _report(phase: Phase, args: argparse.Namespace, parse_rate: float | None) -> None:
     print(f"-- {phase.label}")
-    print(f"eventscope serve    : {phase.rate:>10,.0f} spans/s acknowledged (= committed)")
+    print(f"eventscope serve    : {phase.rate:>10,.0f} spans/s acknowledged")
+    print(f"committed meanwhile : {phase.committed_rate:>10,.0f} spans/s (from /metrics)")
     if parse_rate is not None:
         print(f"ratio               : {phase.rate / parse_rate:10.3f} of the parse-only receiver")
     print(
@@ -535,6 +566,28 @@ def _report(phase: Phase, args: argparse.Namespace, parse_rate: float | None) ->
         raise SystemExit(
             f"LOST DATA: {phase.acked - phase.stored - phase.removed} acknowledged spans are gone"
         )
+
+
+def _medians(runs: list[Phase]) -> list[Phase]:
+    """One phase per label (in first-run order), its rates the median of its runs'."""
+    by_label: dict[str, list[Phase]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, []).append(run)
+    medians = []
+    for same in by_label.values():
+        rates = sorted(run.rate for run in same)
+        committed = sorted(run.committed_rate for run in same)
+        print(
+            f"   {same[0].label:42}: acknowledged "
+            + ", ".join(f"{rate:,.0f}" for rate in rates)
+            + "; committed "
+            + ", ".join(f"{rate:,.0f}" for rate in committed)
+        )
+        median = Phase(same[0].protocol, same[0].spans_per_request, same[0].senders)
+        median.rate = statistics.median(rates)
+        median.committed_rate = statistics.median(committed)
+        medians.append(median)
+    return medians
 
 
 #: --sdk-sizes: requests as services exporting straight from an SDK send them, against the
@@ -596,6 +649,13 @@ def main() -> None:
         "moved to the time it is sent, and file size and RSS are printed as it runs",
     )
     parser.add_argument("--sample-every", type=float, default=60.0, help="seconds (--retention)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the phases this many times, alternating, and compare their medians (this "
+        "machine's noise moves one phase's rate by tens of percent)",
+    )
     parser.add_argument("--parse-only-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only_server:
@@ -604,17 +664,32 @@ def main() -> None:
 
     sizes = SDK_SIZES if args.sdk_sizes else ((args.spans_per_request, args.senders),)
     protocols = ("http", "grpc") if args.protocol == "grpc" else ("http",)
-    phases = [Phase(protocol, spans, senders) for spans, senders in sizes for protocol in protocols]
+    phases = [
+        Phase(protocol, spans, senders)
+        for _ in range(args.repeat)
+        for spans, senders in sizes
+        for protocol in protocols
+    ]
     print(
         f"{args.duration:.0f} s measured after {args.warmup:.0f} s warm-up per phase, "
         f"--db-memory-limit {args.db_memory_limit}"
     )
     parse_rate: float | None = None
     loaded = None
+    made: dict[int, tuple[list, list, list]] = {}
     for phase in phases:
         if loaded != phase.spans_per_request:
-            _load_bodies(args, phase.spans_per_request)
-            loaded = phase.spans_per_request
+            if phase.spans_per_request in made:  # --repeat: the same bodies again
+                for into, made_list in zip(
+                    (BODIES, SPANS_PER_BODY, STAMPS),
+                    made[loaded := phase.spans_per_request],
+                    strict=True,
+                ):
+                    into[:] = made_list
+            else:
+                _load_bodies(args, phase.spans_per_request)
+                loaded = phase.spans_per_request
+                made[loaded] = (list(BODIES), list(SPANS_PER_BODY), list(STAMPS))
             mean_bytes = sum(map(len, BODIES)) / len(BODIES)
             print(
                 f"workload: {len(BODIES)} bodies x ~{SPANS_PER_BODY[0]} spans "
@@ -626,13 +701,20 @@ def main() -> None:
             print(f"parse-only receiver : {parse_rate:>10,.0f} spans/s", flush=True)
         _report(_measure(args, phase), args, parse_rate)
 
+    if args.repeat > 1:
+        phases = _medians(phases)
+        print(f"== medians of {args.repeat} alternating runs each")
     if len(phases) > 1:
         reference = phases[0]
-        print(f"== against {reference.label}: {reference.rate:,.0f} spans/s")
+        print(
+            f"== against {reference.label}: {reference.rate:,.0f} spans/s acknowledged, "
+            f"{reference.committed_rate:,.0f} committed"
+        )
         for phase in phases[1:]:
             print(
                 f"   {phase.label:42}: {phase.rate:>10,.0f} spans/s, "
-                f"{phase.rate / reference.rate:.3f}"
+                f"{phase.rate / reference.rate:.3f}; committed {phase.committed_rate:,.0f}, "
+                f"{phase.committed_rate / max(reference.committed_rate, 1):.3f}"
             )
         if args.protocol == "grpc":
             for http, grpc in zip(phases[::2], phases[1::2], strict=True):
