@@ -37,11 +37,13 @@ from ._errors import (
 )
 from ._grpc import GrpcReceiver
 from ._intake import Intake
+from ._journal import Journal, JournalEntry, journal_folder, open_journal
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
-from ._reads import run_read
+from ._reads import caught_up, run_read
 from ._receiver import error_body, receive_logs, receive_metrics, receive_traces
 from ._retention import Retention, retention_line
 from ._settings import Settings
+from ._signals import SIGNALS
 from ._state import STATE, CollectorState
 from ._version import __version__
 from ._writer import SpanWriter
@@ -147,8 +149,13 @@ def _presented_token(request: web.Request) -> str | None:
     return request.cookies.get("eventscope_token")
 
 
+#: Longest /healthz and /metrics wait for acknowledged rows to be committed first.
+_REPORT_CATCH_UP = 1.0
+
+
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    await caught_up(state.database, _REPORT_CATCH_UP)  # figures include what was answered
     return web.json_response(
         {
             "status": "ok",
@@ -160,6 +167,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    await caught_up(request.app[STATE].database, _REPORT_CATCH_UP)
     text = request.app[STATE].metrics.render() + request.app[LEDGER].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
@@ -179,6 +187,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         on_failure=None if stop is None else lambda reason: stop.set(),
     )
     await writer.start()
+    journal = await _open_journal(settings, database, writer)
     retention = Retention(
         database,
         writer.on_writer,
@@ -191,11 +200,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     retention.start()
     decoders = DecodePool(settings.decode_workers)
     await decoders.start()
+    if journal is not None:
+        await _replay(journal[1], decoders, writer)
     state.metrics.db_memory_limit_bytes = database.memory_limit_bytes
     # Bodies being received or decoded, at most: as many as the decoders' slots at the
     # largest size (what could be held before bodies were read outside the slots).
     admission = Admission(4 * settings.max_body_bytes, settings.retry_after)
-    intake = Intake(decoders=decoders, writer=writer, metrics=state.metrics)
+    intake = Intake(
+        decoders=decoders,
+        writer=writer,
+        metrics=state.metrics,
+        journal=None if journal is None else journal[0],
+        journal_max_rows=settings.journal_max_rows,
+    )
     state.start(database, writer, intake, admission)
     try:
         yield
@@ -203,6 +220,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await decoders.close()
         await retention.close()
         await writer.close()  # drains: everything acknowledged or queued is committed
+        if journal is not None:  # after a failed commit, kept for the next start to replay
+            await journal[0].close(everything_committed=writer.failure is None)
         # After a failed commit, no checkpoint: it would write what DuckDB holds in memory.
         await asyncio.to_thread(database.close, checkpoint=writer.failure is None)
         state.stop()
@@ -211,6 +230,49 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 f"stopped because the database failed to commit ({writer.failure}); start it "
                 "again: what was acknowledged is in the WAL"
             )
+
+
+async def _open_journal(
+    settings: Settings, database: Database, writer: SpanWriter
+) -> tuple[Journal, list[JournalEntry]] | None:
+    """The journal of a database file (collector/_journal.py), with the entries to apply
+    again; None on DuckLake (several collectors commit there), in memory, or when off."""
+    if database.lake or settings.db == ":memory:" or not settings.journal_max_rows:
+        return None
+    folder = journal_folder(settings.db)
+    journal, entries = await writer.on_writer(lambda cursor: open_journal(folder, cursor))
+    writer.on_committed = journal.committed
+    database.before_read = writer.caught_up
+    return journal, entries
+
+
+async def _replay(entries: list[JournalEntry], decoders: DecodePool, writer: SpanWriter) -> None:
+    """Commit again what the journal acknowledged and the database had not committed when
+    the collector stopped (a crash), before anything new is taken."""
+    if not entries:
+        return
+
+    async def decode(entry: JournalEntry) -> Any:
+        try:
+            return await decoders.decode(SIGNALS[entry.signal], entry.content_type, entry.body)
+        except (EventscopeError, KeyError) as exc:  # it decoded when it was acknowledged
+            log.error("journal entry %d cannot be decoded again: %s", entry.number, exc)
+            return None
+
+    batches = await asyncio.gather(*(decode(entry) for entry in entries))
+    committed = [
+        writer.enqueue(SIGNALS[entry.signal], batch, entry.number)
+        for entry, batch in zip(entries, batches, strict=True)
+        if batch is not None and batch.rows
+    ]
+    await asyncio.gather(*committed, return_exceptions=True)
+    rows = sum(batch.rows for batch in batches if batch is not None)
+    log.warning(
+        "committed %d requests (%d rows) that were acknowledged from the journal before the "
+        "collector stopped",
+        len(committed),
+        rows,
+    )
 
 
 #: How the application must be run (``web.AppRunner(app, **RUNNER_OPTIONS)``): the receiver
@@ -424,9 +486,12 @@ async def _start_ui(
 _STOP: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("eventscope_stop")
 
 
-async def until_signalled() -> None:
-    """Return when the process gets SIGTERM or SIGINT, or the database has failed."""
+async def until_signalled(signalled: asyncio.Event | None = None) -> None:
+    """Return when the process gets SIGTERM or SIGINT, or the database has failed.
+    ``signalled``: set by handlers installed while starting (then return at once)."""
     stop = _STOP.get(None) or asyncio.Event()
+    if signalled is not None and signalled.is_set():
+        stop.set()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -436,5 +501,11 @@ async def until_signalled() -> None:
 
 async def serve(settings: Settings, *, out: TextIO = sys.stdout) -> None:
     """Run the collector until SIGTERM or SIGINT, then drain and close."""
+    # From the start: a signal while starting (replaying the journal, say) is not fatal;
+    # the collector finishes starting, then stops as it would later.
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signalled.set)
     async with running(settings, out=out):
-        await until_signalled()
+        await until_signalled(signalled)

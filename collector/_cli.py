@@ -90,6 +90,12 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", help="largest request body, e.g. 32MiB")
     serve.add_argument("--max-queue-rows", type=int, help="rows waiting for commit before 503")
     serve.add_argument(
+        "--journal-max-rows",
+        type=int,
+        help="requests of at most this many rows are answered once journaled (fsynced), "
+        "before their DuckDB commit (default 8192; 0: every request after its commit)",
+    )
+    serve.add_argument(
         "--max-result-bytes", help="largest SQL result, e.g. 32MiB (larger ones are refused)"
     )
     serve.add_argument(
@@ -193,6 +199,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         token=args.token,
         max_body_bytes=_size(args.max_body_bytes, "--max-body-bytes"),
         max_queue_rows=args.max_queue_rows,
+        journal_max_rows=args.journal_max_rows,
         max_result_bytes=_size(args.max_result_bytes, "--max-result-bytes"),
         allowed_hosts=args.allowed_hosts,
         query_timeout=args.query_timeout,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -65,6 +65,9 @@ class Database:
         self.lake = lake
         self._memory_limit: int | None = None  # set once at start (_tune); read once
         self._give_way = ReadsGiveWay(self._query_memory, lambda: self.memory_limit_bytes)
+        #: Awaited (under a deadline) before each read: set by the collector so that reads
+        #: wait for what was acknowledged before its commit (collector/_journal.py).
+        self.before_read: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Database:

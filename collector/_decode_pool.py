@@ -17,7 +17,6 @@ import shutil
 import signal as os_signal  # `signal` names the telemetry signal here
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -25,10 +24,7 @@ from . import _handoff
 from ._errors import Overloaded
 from ._signals import Signal, Telemetry
 
-__all__ = ["Body", "DecodePool"]
-
-#: A request body: read already, or read when the pool has a slot for it.
-Body = bytes | Callable[[], Awaitable[bytes]]
+__all__ = ["DecodePool"]
 
 log = logging.getLogger("eventscope.collector")
 
@@ -62,8 +58,8 @@ def _exit_with_parent(parent: int) -> None:
 class DecodePool:
     """A pool of decoder processes, or inline decoding when ``workers`` is 0.
 
-    At most ``2 * workers`` bodies are read and decoding at once (the pool's own slots);
-    further requests wait before their body is read, so memory stays bounded under load.
+    At most ``2 * workers`` bodies are decoding at once (the pool's own slots); further
+    requests wait with their body read (the receivers bound the bytes held: _admission).
     """
 
     def __init__(self, workers: int) -> None:
@@ -89,23 +85,23 @@ class DecodePool:
             *(loop.run_in_executor(self._pool, _warm) for _ in range(self._workers))
         )
 
-    async def decode(self, signal: Signal[Telemetry], content_type: str, body: Body) -> Telemetry:
-        """Read (when ``body`` is a reader) and decode one body in a worker, or inline.
+    async def decode(self, signal: Signal[Telemetry], content_type: str, body: bytes) -> Telemetry:
+        """Decode one body in a worker, or inline.
 
-        Waits for a slot first: at most ``2 * workers`` bodies are read and decoded at once.
+        Waits for a slot first: at most ``2 * workers`` bodies are decoded at once (bodies
+        are read before, so a slow sender holds no slot).
 
         Raises:
             BadRequest: the body cannot be decoded (and whatever reading it raises).
             Overloaded: a worker died; the pool was restarted and the client should retry.
         """
         async with self._slots:
-            data = body if isinstance(body, bytes) else await body()
             if self._pool is None or self._folder is None:
-                return signal.decode(data, content_type)
+                return signal.decode(body, content_type)
             loop = asyncio.get_running_loop()
             try:
                 handoff = await loop.run_in_executor(
-                    self._pool, _decode_and_send, signal, data, content_type, self._folder
+                    self._pool, _decode_and_send, signal, body, content_type, self._folder
                 )
             except BrokenProcessPool:
                 log.warning("a decoder process died; restarting the decoders (the client gets 503)")

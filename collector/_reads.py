@@ -13,9 +13,22 @@ import duckdb
 from ._database import Database
 from ._errors import QueryTimeout
 
-__all__ = ["run_read"]
+__all__ = ["caught_up", "run_read"]
 
 T = TypeVar("T")
+
+
+#: Longest a read waits for acknowledged batches to be committed; past it, it reads what is.
+_CATCH_UP_SECONDS = 5.0
+
+
+async def caught_up(database: Database | None, seconds: float) -> None:
+    """Wait (at most ``seconds``) until what was answered 200 so far is committed, so that
+    what the collector reports next includes it (collector/_journal.py)."""
+    if database is not None and database.before_read is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await database.before_read()
 
 
 async def run_read(
@@ -28,11 +41,14 @@ async def run_read(
     """Run ``query(cursor, *args, **kwargs)`` on a fresh cursor in a worker thread.
 
     Reads never share the writer's connection, so they see committed data and do not hold
-    up ingest. A query still running after ``deadline`` seconds is interrupted.
+    up ingest. They see everything answered 200 before they were asked for: requests
+    answered from the journal are waited for until committed (a commit or two, bounded
+    by ``deadline``). A query still running after ``deadline`` seconds is interrupted.
 
     Raises:
         QueryTimeout: the query ran past ``deadline``.
     """
+    await caught_up(database, min(deadline, _CATCH_UP_SECONDS))
     cursor = database.cursor()
     finished = threading.Event()
 

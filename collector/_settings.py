@@ -112,6 +112,10 @@ class Settings:
     max_queue_rows: int = 200_000
     #: Most rows committed in one transaction (several requests are grouped).
     max_commit_rows: int = 100_000
+    #: Requests of at most this many rows are answered once their body is in the journal
+    #: (fsynced; collector/_journal.py) and committed to DuckDB in larger groups; larger
+    #: ones, and every request on DuckLake, are answered after their commit. 0: none.
+    journal_max_rows: int = 8_192
     #: Processes that decode request bodies (0: decode on the event loop). Default: cores.
     decode_workers: int = dataclasses.field(default_factory=lambda: min(os.cpu_count() or 1, 8))
     #: DuckDB worker threads while a read runs (default: DuckDB's choice, one per core).
@@ -183,6 +187,8 @@ class Settings:
             raise ConfigError(f"decode_workers: must be 0-64, got {self.decode_workers}")
         if self.db_threads is not None and self.db_threads < 1:
             raise ConfigError(f"db_threads: must be at least 1, got {self.db_threads}")
+        if self.journal_max_rows < 0:
+            raise ConfigError(f"journal_max_rows: must be 0 or more, got {self.journal_max_rows}")
         if self.db_write_threads < 1:
             raise ConfigError(f"db_write_threads: must be at least 1, got {self.db_write_threads}")
         for name in (
@@ -251,6 +257,7 @@ _INTS = {
     "ui_port",
     "max_queue_rows",
     "max_commit_rows",
+    "journal_max_rows",
     "query_row_limit",
     "retry_after",
     "db_threads",

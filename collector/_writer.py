@@ -46,6 +46,8 @@ class _Pending:
     tables: _Rows | None  # None: a flush barrier
     done: asyncio.Future[None]
     rows: int = field(default=0)
+    #: The journal entry that acknowledged this batch (collector/_journal.py), if any.
+    journaled: int | None = None
 
 
 class SpanWriter:
@@ -95,6 +97,14 @@ class SpanWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventscope-writer")
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._thread_closed = False
+        # Journaled batches: acknowledged before their commit (see :meth:`enqueue`).
+        self._retry: list[_Pending] = []  # ran out of memory: committed again first
+        self._enqueued_entry = 0  # the last journal entry queued
+        self._done_entry = 0  # every journal entry up to this one is committed
+        self._visible: list[tuple[int, asyncio.Future[None]]] = []
+        self._hurry = asyncio.Event()  # a read waits: stop lingering (see _linger)
+        #: Called on the event loop with the last journal entry of each commit.
+        self.on_committed: Callable[[int], None] | None = None
 
     @property
     def failure(self) -> str | None:
@@ -157,6 +167,37 @@ class SpanWriter:
         # shield: a client that hangs up does not cancel the commit of what it sent
         await asyncio.shield(pending.done)
 
+    def enqueue(
+        self, signal: Signal[Telemetry], batch: Telemetry, entry: int
+    ) -> asyncio.Future[None]:
+        """Queue a batch already acknowledged from journal entry ``entry`` (entries are
+        queued in their order). It is committed with the entry's number, so a restart
+        applies again exactly the entries past the last commit; one that runs out of memory
+        is committed again rather than refused (its client has its answer already). The
+        caller checks :meth:`check_capacity` first. Returns a future done once it is
+        committed (or failed with why it was refused)."""
+        rows = batch.rows
+        tables = tuple(zip(signal.tables, batch.tables, strict=True))
+        pending = _Pending(tables, asyncio.get_running_loop().create_future(), rows, entry)
+        # Nobody awaits it: a refusal is logged by the writer.
+        pending.done.add_done_callback(_retrieve)
+        self._enqueued_entry = entry
+        self._queue_rows(rows)
+        self._queue.put_nowait(pending)
+        return pending.done
+
+    async def caught_up(self) -> None:
+        """Wait until every batch acknowledged from the journal before this call is
+        committed, so that a read sees what was answered 200 before it was asked for (or
+        the database has failed: then nothing more is)."""
+        target = self._enqueued_entry
+        if self._done_entry >= target or self._failure is not None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._visible.append((target, waiter))
+        self._hurry.set()  # a group lingering for more is committed now
+        await asyncio.shield(waiter)
+
     async def on_writer(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``fn`` with the write connection on the writer's thread, between two commits
         (a commit waits while it runs: keep it short). For writes other than ingest, such
@@ -204,12 +245,21 @@ class SpanWriter:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            group = [first]
-            rows = first.rows
-            while rows < self._max_commit_rows and not self._queue.empty():
+            if self._retry:  # journaled batches that ran out of memory go first, in order
+                group, self._retry = self._retry, []
+                await asyncio.sleep(self._retry_after)  # let the reads that hold memory end
+            else:
+                first = await self._queue.get()
+                if first is None:
+                    break
+                group = [first]
+            rows = sum(p.rows for p in group)
+            if all(p.journaled is not None for p in group):
+                rows, stopping = await self._linger(group, rows)
+            last = max((p.journaled or 0 for p in group), default=0)
+            if all(target <= last for target, _ in self._visible):
+                self._hurry.clear()  # every read waiting waits for this group at most
+            while not stopping and rows < self._max_commit_rows and not self._queue.empty():
                 following = self._queue.get_nowait()
                 if following is None:
                     stopping = True
@@ -217,11 +267,12 @@ class SpanWriter:
                 group.append(following)
                 rows += following.rows
             batches = [p.tables for p in group if p.tables is not None]
+            entry = max((p.journaled for p in group if p.journaled is not None), default=None)
             started = time.perf_counter()
             failed: dict[int, BaseException] = {}
             try:
                 if batches and self._failure is None:
-                    await loop.run_in_executor(self._thread, self._commit, batches)
+                    await loop.run_in_executor(self._thread, self._commit, batches, entry)
                 elif batches:  # nothing more is written: each is refused there
                     failed = await self._commit_alone(group)
             except _CommitFailed as exc:
@@ -232,6 +283,9 @@ class SpanWriter:
                 failed = await self._commit_alone(group)
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
             for index, pending in enumerate(group):
+                if self._again(pending, failed.get(index)):
+                    self._retry.append(pending)
+                    continue
                 self._queue_rows(-pending.rows)
                 if pending.done.done():
                     continue
@@ -240,10 +294,92 @@ class SpanWriter:
                 else:
                     self._metrics.committed_rows += pending.rows
                     pending.done.set_result(None)
+            self._journal_done(group, failed)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
             if time.monotonic() - self._compacted_at > _COMPACT_EVERY:
                 await self._compact_index()
+
+    async def _linger(self, group: list[_Pending], rows: int) -> tuple[int, bool]:
+        """Add to a group of journaled batches (whose clients are answered already) what
+        arrives within a short time, up to a commit's worth: SDK-sized requests then share
+        commits as large as big requests make, and each commit's fixed cost is paid less
+        often. Stops at the first batch someone waits for (a large request, a flush), when a
+        read waits (:meth:`caught_up`), or at close. Returns the group's rows, and whether
+        the writer is to stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LINGER_SECONDS
+        target = min(_LINGER_ROWS, self._max_commit_rows)
+        while rows < target and not self._hurry.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if self._queue.empty():
+                getting = asyncio.ensure_future(self._queue.get())
+                hurried = asyncio.ensure_future(self._hurry.wait())
+                await asyncio.wait(
+                    (getting, hurried), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                hurried.cancel()
+                if not getting.done():
+                    getting.cancel()  # a cancelled get leaves its item in the queue
+                    break
+                following = getting.result()
+            else:
+                following = self._queue.get_nowait()
+            if following is None:
+                return rows, True
+            group.append(following)
+            rows += following.rows
+            if following.journaled is None:
+                break
+        return rows, False
+
+    def _again(self, pending: _Pending, failure: BaseException | None) -> bool:
+        """Whether a batch is to be committed again: acknowledged from the journal, and
+        refused for want of memory (reads give way meanwhile), while the database works."""
+        return (
+            pending.journaled is not None
+            and failure is not None
+            and self._failure is None
+            and _out_of_memory(failure)
+        )
+
+    def _journal_done(self, group: list[_Pending], failed: dict[int, BaseException]) -> None:
+        """After a group: tell the journal and waiting reads how far entries are committed.
+
+        An acknowledged batch the database refused for another reason than memory (a
+        defect: decoding makes every batch insertable) cannot be answered any more: it is
+        logged, and counts as done so that neither reads nor the journal wait for it."""
+        committed = None
+        retrying = {id(p) for p in self._retry}
+        for index, pending in enumerate(group):
+            if pending.journaled is None:
+                continue
+            if self._failure is not None:
+                return  # entries from here on are applied again at the next start
+            if id(pending) in retrying:
+                break  # later entries wait for the ones committed again
+            if index in failed:
+                log.error(
+                    "the database refused %d acknowledged rows (journal entry %d): %s",
+                    pending.rows,
+                    pending.journaled,
+                    _first_line(failed[index]),
+                )
+            else:
+                committed = pending.journaled
+            self._done_entry = max(self._done_entry, pending.journaled)
+        if committed is not None and self.on_committed is not None:
+            self.on_committed(committed)
+        still = []
+        for target, waiter in self._visible:
+            if target <= self._done_entry:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((target, waiter))
+        self._visible = still
 
     def _fail(self, exc: _CommitFailed) -> None:
         if self._failure is not None:
@@ -305,33 +441,41 @@ class SpanWriter:
     async def _commit_alone(self, group: list[_Pending]) -> dict[int, BaseException]:
         loop = asyncio.get_running_loop()
         failed: dict[int, BaseException] = {}
+        again: BaseException | None = None  # a journaled batch is to be committed again
         for index, pending in enumerate(group):
             if pending.tables is None:
                 continue
             if self._failure is not None:
                 failed[index] = RuntimeError(self._failure)
                 continue
+            if again is not None:  # not past it: the journal's position must not skip it
+                failed[index] = again
+                continue
             try:
-                await loop.run_in_executor(self._thread, self._commit, [pending.tables])
+                await loop.run_in_executor(
+                    self._thread, self._commit, [pending.tables], pending.journaled
+                )
             except _CommitFailed as exc:
                 self._fail(exc)
                 failed[index] = exc
             except Exception as exc:
                 failed[index] = exc
+                if self._again(pending, exc):
+                    again = exc
         return failed
 
     def _queue_rows(self, change: int) -> None:
         self._queued_rows += change
         self._metrics.queue_rows = self._queued_rows
 
-    def _commit(self, batches: Sequence[_Rows]) -> None:
+    def _commit(self, batches: Sequence[_Rows], entry: int | None = None) -> None:
         """Insert every table of every batch in one transaction. Runs on the writer thread.
 
         Inserting that runs out of memory (rolled back: nothing is broken) is tried once
         more after every read has given way (collector/_give_way.py)."""
         with self._database.writing():
             try:
-                self._transaction(batches)
+                self._transaction(batches, entry)
                 return
             except _CommitFailed:
                 raise
@@ -340,9 +484,9 @@ class SpanWriter:
                     raise
                 log.warning("inserting ran out of memory; retrying once reads give way")
         with self._database.writing(make_room=True):
-            self._transaction(batches)
+            self._transaction(batches, entry)
 
-    def _transaction(self, batches: Sequence[_Rows]) -> None:
+    def _transaction(self, batches: Sequence[_Rows], entry: int | None) -> None:
         connection = self._connection
         assert connection is not None
         by_table: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
@@ -350,11 +494,7 @@ class SpanWriter:
             for table, arrow in batch:
                 if arrow.num_rows:
                     by_table[table].append(arrow)
-        tables = {
-            table: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-            for table, parts in by_table.items()
-            if parts
-        }
+        tables = {table: _together(parts) for table, parts in by_table.items() if parts}
         connection.execute("BEGIN TRANSACTION")
         registered: dict[str, str] = {}
         try:
@@ -371,6 +511,8 @@ class SpanWriter:
                 connection.execute(index_rows_sql(name))
             # Who handled what, by minute (queries/learned_rollup.py).
             rollup_commit(connection, registered.get("spans"), registered.get("logs"))
+            if entry is not None:  # the journal's entries up to here are in the database
+                connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:
@@ -391,6 +533,37 @@ class SpanWriter:
 
 class _CommitFailed(Exception):
     """The COMMIT itself failed (its cause is DuckDB's error): see ``SpanWriter.failure``."""
+
+
+#: A group of journaled batches waits this long at most for more, up to _LINGER_ROWS rows
+#: (what 8,192-span requests make a commit): reads wait for it too (SpanWriter.caught_up).
+_LINGER_SECONDS = 0.2
+_LINGER_ROWS = 32_768
+
+#: Records, in each commit of journaled batches, the last journal entry committed.
+JOURNAL_POSITION_SQL = "UPDATE eventscope_meta SET value = ? WHERE key = 'journal_position'"
+
+
+#: Rows below which a group's pieces are copied into one (see :func:`_together`).
+_SMALL_PIECES = 4096
+
+
+def _together(parts: list[pa.Table]) -> pa.Table:
+    """One table of a group's pieces. Many small pieces (SDK-sized requests) are copied into
+    one: DuckDB scans each Arrow chunk into vectors of its own, so 500-row chunks made
+    inserting and committing them cost more than the copy (7 % of the collector's CPU a
+    span with 512-span requests)."""
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables(parts)
+    if table.num_rows < _SMALL_PIECES * len(parts):
+        return table.combine_chunks()
+    return table
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _out_of_memory(exc: BaseException) -> bool:

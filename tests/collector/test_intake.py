@@ -58,11 +58,7 @@ async def test_either_signal_is_stored_and_answered_without_any_transport(
     bad = span("bad", trace_id=bytes(16))
     traced = await running.intake.export(TRACES, PROTOBUF, traces(span("ok"), bad))
     record = {"time_unix_nano": 1_700_000_000_000_000_000, "body": AnyValue(string_value="x")}
-
-    async def read() -> bytes:  # a reader is called once the pool has a slot
-        return logs(record, record)
-
-    logged = await running.intake.export(LOGS, PROTOBUF, read)
+    logged = await running.intake.export(LOGS, PROTOBUF, logs(record, record))
     assert traced.partial_success.rejected_spans == 1
     assert "trace_id is all zeros" in traced.partial_success.error_message
     assert logged.ByteSize() == 0  # nothing rejected: an empty response
