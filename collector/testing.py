@@ -5,7 +5,8 @@ what it stored: the ``eventscope`` fixture of the pytest plugin
 The collector runs the real application (receiver, writer, DuckDB file) on a thread and
 event loop of its own, on a free port of 127.0.0.1, so it works the same under sync tests
 and pytest-asyncio's loops. The hooks are configured to export to it; an assertion first
-flushes what they hold (a ``200`` from the collector means committed), then asks the read
+flushes what they hold (a ``200`` from the collector means on disk; reads wait for its
+commit), then asks the read
 side — the same functions as ``eventscope query lost|duplicates|tree``.
 """
 
@@ -31,6 +32,7 @@ from eventscope.queries import (
 )
 
 from ._app import RUNNER_OPTIONS, create_app
+from ._reads import caught_up
 from ._settings import Settings
 from ._state import STATE
 
@@ -162,6 +164,8 @@ class InProcessCollector:
         assert self._runner is not None, "the collector is not started"
         database = self._runner.app[STATE].database
         assert database is not None
+        # What the collector answered 200 may still be in its journal only: wait for it.
+        asyncio.run_coroutine_threadsafe(caught_up(database, 5.0), self._loop).result(10)
         cursor = database.cursor()
         try:
             with database.reading(cursor):
