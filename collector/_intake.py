@@ -83,6 +83,6 @@ class Intake:
         try:
             # shield: a client that hangs up does not undo what it sent
             await asyncio.shield(durable)
-        except OSError as exc:
+        except Exception as exc:  # a full disk, say: the commit still makes it durable
             log.warning("cannot write the journal (%s): answering after the commit", exc)
             await asyncio.shield(committed)

@@ -185,7 +185,7 @@ class Journal:
         self, signal: str, content_type: str, body: bytes
     ) -> tuple[int, asyncio.Future[None]]:
         """Append a request body; return its entry number and a future done once it is on
-        disk (fsynced), or failed with the ``OSError`` that kept it off the disk."""
+        disk (fsynced), or failed with what kept it off the disk (an ``OSError``)."""
         number = self._next
         self._next += 1
         self._waiting.append(_encode(number, signal, content_type, body))
@@ -219,7 +219,7 @@ class Journal:
             durable, self._durable = self._durable, []
             try:
                 await loop.run_in_executor(self._thread, self._write, entries, self._committed)
-            except OSError as exc:
+            except Exception as exc:  # an OSError (a full disk), or a defect: not durable
                 for future in durable:
                     if not future.done():
                         future.set_exception(exc)
