@@ -73,6 +73,11 @@ class ReadsGiveWay:
                     "the query was stopped: the database needed its memory for ingest; "
                     "retry it, or narrow it down (a time range, fewer groups)"
                 ) from exc
+            if isinstance(exc, duckdb.OutOfMemoryException):  # not the query's fault
+                raise ReadGaveWay(
+                    "the query ran out of the database's memory (--db-memory-limit) beside "
+                    "what else runs; retry it, or narrow it down (a time range, fewer groups)"
+                ) from exc
             raise
         finally:
             with self._condition:

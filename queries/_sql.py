@@ -98,8 +98,8 @@ def run_sql(
             f"refused: the statement reads local files ({_first_line(exc)}); "
             "only the eventscope tables can be queried"
         ) from exc
-    except (duckdb.InterruptException, ResultTooLarge):
-        raise
+    except (duckdb.InterruptException, duckdb.OutOfMemoryException, ResultTooLarge):
+        raise  # stopped, or short of memory beside other work: not the statement's fault
     except duckdb.Error as exc:
         raise BadParameter("sql", _first_line(exc)) from exc
     except UnicodeDecodeError as exc:  # DuckDB's message held bytes that are not UTF-8
