@@ -37,6 +37,7 @@ publish times' range.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -133,7 +134,11 @@ def _rollup(
     connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table], *, pending: bool
 ) -> None:
     deliveries, publishes, gaps = _extract(tables)
-    pairs: list[pa.Table] = []
+    keys = ["message_id", "publish_time"]
+    pairs = [deliveries.join(publishes, keys=keys, join_type="inner", use_threads=False)]
+    rest = deliveries.join(
+        publishes.select(keys), keys=keys, join_type="left anti", use_threads=False
+    )
     registered: list[str] = []
 
     def register(name: str, table: pa.Table) -> str:
@@ -142,20 +147,25 @@ def _rollup(
         return name
 
     try:
-        if pending and publishes.num_rows:  # publishes of deliveries stored before them
+        # One statement for what Arrow cannot pair: the pending deliveries with this
+        # commit's publishes (by event id), the deliveries whose publish is not in this
+        # commit with the stored publishes of their publish times' range.
+        found, params = [], {}
+        if pending and publishes.num_rows:
             name = register("eventscope_incoming_publishes", publishes)
-            sql = _BY_ID.format(deliveries=_PENDING, publishes=f"SELECT * FROM {name}")
-            pairs.append(connection.execute(sql).to_arrow_table())
-        if deliveries.num_rows:
-            keys = ["message_id", "publish_time"]
-            pairs.append(
-                deliveries.join(publishes, keys=keys, join_type="inner", use_threads=False)
-            )
-            rest = deliveries.join(
-                publishes.select(keys), keys=keys, join_type="left anti", use_threads=False
-            )
-            if rest.num_rows:  # their publish is not in this commit
-                pairs += _pair_stored(connection, rest, register)
+            found.append(_BY_ID.format(deliveries=_PENDING, publishes=f"SELECT * FROM {name}"))
+        if rest.num_rows:
+            bounds = pc.min_max(rest["publish_time"])
+            params = {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
+            name = register("eventscope_incoming_deliveries", rest)
+            found.append(_NAMED.format(deliveries=name, stored=_STORED))
+        if found:
+            rows = connection.execute(" UNION ALL ".join(found), params).to_arrow_table()
+            paired = pc.is_valid(rows["destination"])  # NULL: no stored publish of that time
+            pairs.append(rows.filter(paired))
+            unpaired = rows.filter(pc.invert(paired)).select(_DELIVERY.names).cast(_DELIVERY)
+            if unpaired.num_rows:
+                pairs.append(_pair_by_id(connection, unpaired, register))
         grouped = _grouped([p for p in pairs if p.num_rows])
         if grouped is not None:
             name = register("eventscope_incoming_learned", grouped)
@@ -174,51 +184,35 @@ def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Tab
     (consumer spans without a publish time, resolved through links by the raw query;
     event records without one) in ``tables``."""
     deliveries, publishes, gaps = [], [], []
-    has_id, has_time = pc.field("message_id").is_valid(), pc.field("publish_time").is_valid()
+    compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
     for table, (time, kind, deliver, publish) in _SOURCES.items():
         rows = tables.get(table)
         if rows is None or not rows.num_rows:
             continue
         rows = rows.select([time, kind, *_READ])  # filtering copies every column it holds
-        delivered = pc.field(kind) == deliver
-        chosen = rows.filter(delivered & has_id & has_time)
+        has_id = compute.is_valid(rows["message_id"])
+        has_time = compute.is_valid(rows["publish_time"])
+        delivered = compute.fill_null(compute.equal(rows[kind], deliver), False)
+        chosen = rows.filter(compute.and_(compute.and_(delivered, has_id), has_time))
         group = pc.coalesce(chosen["consumer_group"], chosen["service_name"])
         columns = [chosen["message_id"], chosen["publish_time"], chosen[time], group]
         deliveries.append(pa.table(columns, names=_DELIVERY.names).cast(_DELIVERY))
-        chosen = rows.filter((pc.field(kind) == publish) & has_id)
+        published = compute.fill_null(compute.equal(rows[kind], publish), False)
+        chosen = rows.filter(compute.and_(published, has_id))
         columns = [chosen["message_id"], chosen[time]]
         blank = pa.scalar("", _TEXT)
         columns += [chosen[c].fill_null(blank) for c in ("destination", "event_type")]
         publishes.append(pa.table(columns, names=_PUBLISH.names).cast(_PUBLISH))
         # a consumer span without a publish time is a gap with or without an event id
-        unnamed = delivered & ~has_time
+        unnamed = compute.and_(delivered, compute.invert(has_time))
         if table == "logs":
-            unnamed &= has_id
+            unnamed = compute.and_(unnamed, has_id)
         gaps.append(rows.filter(unnamed).select([time]).rename_columns(["time"]).cast(_GAP))
     return (
         pa.concat_tables(deliveries) if deliveries else _DELIVERY.empty_table(),
         pa.concat_tables(publishes) if publishes else _PUBLISH.empty_table(),
         pa.concat_tables(gaps) if gaps else _GAP.empty_table(),
     )
-
-
-def _pair_stored(
-    connection: duckdb.DuckDBPyConnection, deliveries: pa.Table, register: Register
-) -> list[pa.Table]:
-    """Pairs of ``deliveries`` with the stored publishes they name, in one statement over
-    the stored publishes of their publish times' range; those naming none are paired by
-    event id (:func:`_pair_by_id`)."""
-    bounds = pc.min_max(deliveries["publish_time"])
-    params = {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
-    name = register("eventscope_incoming_deliveries", deliveries)
-    found = connection.execute(_NAMED.format(deliveries=name, stored=_STORED), params)
-    rows = found.to_arrow_table()
-    paired = pc.is_valid(rows["destination"])
-    unpaired = rows.filter(pc.invert(paired)).select(_DELIVERY.names).cast(_DELIVERY)
-    pairs = [rows.filter(paired)]
-    if unpaired.num_rows:
-        pairs.append(_pair_by_id(connection, unpaired, register))
-    return pairs
 
 
 def _ns(time: pa.Scalar) -> int:  # type: ignore[type-arg]
