@@ -82,17 +82,20 @@ _PUBLISH = pa.schema([_PAIR.field(n) for n in _PAIR.names[:2] + _PAIR.names[4:]]
 #: A backfill reads the stored rows in batches of this many.
 _BUILD_BATCH = 1_000_000
 
-# Stored publishes (producer spans and publish records) within $low..$high.
+# Stored publishes (producer spans and publish records) started {when}: a range, or a
+# list of times (which prunes row groups better than the range around them).
 _STORED = """
 SELECT message_id, start_time AS publish_time, coalesce(destination, '') AS destination,
        coalesce(event_type, '') AS event_type
-FROM spans WHERE kind = 'producer' AND message_id IS NOT NULL
-  AND start_time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
+FROM spans WHERE kind = 'producer' AND message_id IS NOT NULL AND start_time {when}
 UNION ALL
 SELECT message_id, time, coalesce(destination, ''), coalesce(event_type, '')
-FROM logs WHERE record_kind = 'publish' AND message_id IS NOT NULL
-  AND time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
+FROM logs WHERE record_kind = 'publish' AND message_id IS NOT NULL AND time {when}
 """
+_BETWEEN = "BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)"
+#: Up to this many distinct publish times are looked up as a list.
+_LISTED = 64
+
 # Deliveries ({deliveries}) with the stored publish their (event id, publish time) names:
 # ``destination`` NULL where none is stored.
 _NAMED = """
@@ -135,10 +138,10 @@ def _rollup(
 ) -> None:
     deliveries, publishes, gaps = _extract(tables)
     keys = ["message_id", "publish_time"]
-    pairs = [deliveries.join(publishes, keys=keys, join_type="inner", use_threads=False)]
-    rest = deliveries.join(
-        publishes.select(keys), keys=keys, join_type="left anti", use_threads=False
-    )
+    joined = deliveries.join(publishes, keys=keys, join_type="left outer", use_threads=False)
+    in_commit = pc.is_valid(joined["destination"])  # NULL: its publish is not in the commit
+    pairs = [joined.filter(in_commit)]
+    rest = joined.filter(pc.invert(in_commit)).select(_DELIVERY.names)
     registered: list[str] = []
 
     def register(name: str, table: pa.Table) -> str:
@@ -150,15 +153,15 @@ def _rollup(
         # One statement for what Arrow cannot pair: the pending deliveries with this
         # commit's publishes (by event id), the deliveries whose publish is not in this
         # commit with the stored publishes of their publish times' range.
-        found, params = [], {}
+        found: list[str] = []
+        params: dict[str, int] = {}
         if pending and publishes.num_rows:
             name = register("eventscope_incoming_publishes", publishes)
             found.append(_BY_ID.format(deliveries=_PENDING, publishes=f"SELECT * FROM {name}"))
         if rest.num_rows:
-            bounds = pc.min_max(rest["publish_time"])
-            params = {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
             name = register("eventscope_incoming_deliveries", rest)
-            found.append(_NAMED.format(deliveries=name, stored=_STORED))
+            stored, params = _stored_at(rest["publish_time"])
+            found.append(_NAMED.format(deliveries=name, stored=stored))
         if found:
             rows = connection.execute(" UNION ALL ".join(found), params).to_arrow_table()
             paired = pc.is_valid(rows["destination"])  # NULL: no stored publish of that time
@@ -215,6 +218,17 @@ def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Tab
     )
 
 
+def _stored_at(times: pa.ChunkedArray) -> tuple[str, dict[str, int]]:  # type: ignore[type-arg]
+    """:data:`_STORED` for publishes started at one of ``times``, and its parameters."""
+    listed = pc.unique(times).cast(pa.int64()).to_pylist()
+    if len(listed) <= _LISTED:
+        params = {f"t{n}": t for n, t in enumerate(listed) if t is not None}
+        when = ", ".join(f"make_timestamp_ns(${name})" for name in params)
+        return _STORED.format(when=f"IN ({when})"), params
+    bounds = pc.min_max(times)
+    return _STORED.format(when=_BETWEEN), {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
+
+
 def _ns(time: pa.Scalar) -> int:  # type: ignore[type-arg]
     return int(time.cast(pa.int64()).as_py())
 
@@ -232,7 +246,8 @@ def _pair_by_id(
     found = id_range(connection, ["event"], [str(i) for i in ids.to_pylist()], table)
     pairs = _PAIR.empty_table()
     if found is not None:
-        sql = _BY_ID.format(deliveries=f"SELECT * FROM {name}", publishes=_STORED)
+        stored = _STORED.format(when=_BETWEEN)
+        sql = _BY_ID.format(deliveries=f"SELECT * FROM {name}", publishes=stored)
         pairs = connection.execute(sql, {"low": found[0], "high": found[1]}).to_arrow_table()
     connection.execute(f"INSERT INTO eventscope_learned_pending SELECT * FROM {name}")
     return pairs
