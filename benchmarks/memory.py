@@ -167,7 +167,8 @@ def _measure(
             if "{" in path and not root:
                 continue
             url = path.format(**ids)
-            url += ("&" if "?" in url else "?") + window
+            if not path.startswith("/api/tree/"):  # a tree is of one id, at any time
+                url += ("&" if "?" in url else "?") + window
             t = time.monotonic()
             status, _ = _get(port, url)
             print(

@@ -73,6 +73,11 @@ class ReadsGiveWay:
                     "the query was stopped: the database needed its memory for ingest; "
                     "retry it, or narrow it down (a time range, fewer groups)"
                 ) from exc
+            if isinstance(exc, duckdb.OutOfMemoryException):  # not the query's fault
+                raise ReadGaveWay(
+                    "the query ran out of the database's memory (--db-memory-limit) beside "
+                    "what else runs; retry it, or narrow it down (a time range, fewer groups)"
+                ) from exc
             raise
         finally:
             with self._condition:
@@ -86,12 +91,12 @@ class ReadsGiveWay:
         reads are interrupted and waited for, and new ones wait until the step ends. While
         the step runs, a watchdog interrupts reads that grow past the share."""
         self._start_watchdog()
-        if self._short(always=always):
-            self._interrupt(wait=True)
-        with self._condition:
-            self._writing = True
-            self._condition.notify_all()
         try:
+            if self._short(always=always):
+                self._interrupt(wait=True, step=False)
+            with self._condition:
+                self._writing = True
+                self._condition.notify_all()
             yield
         finally:
             with self._condition:
@@ -111,8 +116,15 @@ class ReadsGiveWay:
         self._why = ", ".join(f"{tag} {size / 2**20:.0f} MiB" for tag, size in used.items())
         return True
 
-    def _interrupt(self, *, wait: bool) -> None:
+    def _interrupt(self, *, wait: bool, step: bool) -> None:
+        """Interrupt the running reads; new ones wait until the writer's step ends. With
+        ``step``, only if a step still runs: the watchdog looks at the memory outside the
+        lock, and a flag raised after its step had ended was lowered by nothing: reads then
+        waited for a writer step that, with ingest over, never came (every read, and the
+        shutdown, hung)."""
         with self._condition:
+            if step and not self._writing:
+                return
             self._writer_first = True
             for key, cursor in self._reads.items():
                 if key not in self._interrupted:
@@ -143,7 +155,7 @@ class ReadsGiveWay:
                 )
             try:
                 if self._short():
-                    self._interrupt(wait=False)
+                    self._interrupt(wait=False, step=True)
             except duckdb.Error:  # closing: the next step starts another look
                 log.debug("memory watchdog could not read DuckDB's memory", exc_info=True)
             time.sleep(0.01)

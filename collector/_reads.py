@@ -8,14 +8,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import duckdb
-
 from ._database import Database
 from ._errors import QueryTimeout
 
 __all__ = ["run_read"]
 
 T = TypeVar("T")
+
+#: Seconds a stopped read is given to end before its timeout is answered anyway.
+_FINISHING = 0.5
 
 
 async def run_read(
@@ -51,10 +52,20 @@ async def run_read(
         if not finished.is_set():
             cursor.interrupt()
         # Interrupted, DuckDB raises an InterruptException, or pyarrow an OSError while it
-        # fetches the result in chunks: either way the answer is the timeout.
-        with contextlib.suppress(duckdb.Error, OSError):
-            await future
+        # fetches the result in chunks: whatever it raises, the answer is the timeout.
+        # Rendering rows DuckDB has already produced (bounded by --max-result-bytes)
+        # cannot be interrupted: the answer does not wait for it beyond _FINISHING
+        # seconds, and the thread ends on its own, its cursor closed.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(future), _FINISHING)
+        future.add_done_callback(_retrieve)  # its end, whatever it is, is not news
         raise QueryTimeout(
             f"the query ran longer than {deadline:g} s and was stopped; narrow it down "
             "(a time range, a LIMIT) or raise --query-timeout"
         ) from None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's outcome, so that asyncio logs no error about it."""
+    if not future.cancelled():
+        future.exception()

@@ -15,12 +15,22 @@ from eventscope.queries import BadParameter, parse_duration
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_DB", "DEMO_DB", "Settings", "parse_grace", "parse_grpc_port", "parse_size"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_DB_MEMORY_LIMIT",
+    "DEMO_DB",
+    "Settings",
+    "parse_grace",
+    "parse_grpc_port",
+    "parse_size",
+]
 
 #: The database file of `eventscope serve` and `eventscope query` when none is named.
 DEFAULT_DB = "eventscope.duckdb"
 #: The one `eventscope demo` writes when none is named.
 DEMO_DB = "eventscope-demo.duckdb"
+#: DuckDB's memory limit unless told otherwise (``--db-memory-limit``).
+DEFAULT_DB_MEMORY_LIMIT = 512 * 2**20
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -120,13 +130,13 @@ class Settings:
     #: cores (a parallel insert costs ~40% more CPU a row than a serial one).
     db_write_threads: int = 1
     #: Most memory DuckDB may use (bytes; None: DuckDB's own default, 80 % of RAM). Besides
-    #: query memory, DuckDB keeps the blocks it has written cached, ~150 MiB a million
+    #: query memory, DuckDB keeps the blocks it has written cached, ~70 MiB a million
     #: spans, so without a limit the collector's memory grows with its data until that
     #: share of RAM. Under the limit the cache is evicted (the blocks are on disk) and large
     #: queries spill to a temporary folder beside the database file. Reads share it with the
-    #: writer: when they hold too much of it they give way (collector/_give_way.py). Not set
-    #: by default: a 1 GB result still stopped the collector under 512 MiB (docs/collector.md).
-    db_memory_limit: int | None = None
+    #: writer: when they hold too much of it they give way (collector/_give_way.py). 512 MiB
+    #: by default: the whole collector then stays under ~1.5 GiB (docs/collector.md, *Memory*).
+    db_memory_limit: int | None = DEFAULT_DB_MEMORY_LIMIT
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses
     #: (~0.2 s at 32 MiB); larger ones stall longer than the decoders can keep busy on
     #: what clients have in flight (64 MiB: ~7 % slower ingest, 256 MiB: ~20 %), and make

@@ -85,14 +85,21 @@ def run_sql(
         types = tuple(str(t) for t in relation.types)
         # DuckDB renders every type as JSON itself (nanosecond times, HUGEINT, nested).
         rendered = relation.set_alias("q").limit(limit + 1).project("to_json(q)")
-        texts = _fetch_bounded(rendered.to_arrow_reader(_CHUNK_ROWS), max_bytes)
+        reader = rendered.to_arrow_reader(_CHUNK_ROWS)
+        try:
+            texts = _fetch_bounded(reader, max_bytes)
+        finally:
+            # Now, not when the exception is collected: a refused or interrupted result
+            # holds what DuckDB produced ahead of the fetch (~180 MiB for a 1 GB result),
+            # and an exception's traceback can live on in a reference cycle for a while.
+            reader.close()
     except duckdb.PermissionException as exc:  # external access is off as well
         raise NotReadOnly(
             f"refused: the statement reads local files ({_first_line(exc)}); "
             "only the eventscope tables can be queried"
         ) from exc
-    except (duckdb.InterruptException, ResultTooLarge):
-        raise
+    except (duckdb.InterruptException, duckdb.OutOfMemoryException, ResultTooLarge):
+        raise  # stopped, or short of memory beside other work: not the statement's fault
     except duckdb.Error as exc:
         raise BadParameter("sql", _first_line(exc)) from exc
     except UnicodeDecodeError as exc:  # DuckDB's message held bytes that are not UTF-8
@@ -109,6 +116,9 @@ def _fetch_bounded(reader: Any, max_bytes: int) -> list[str]:
         column = batch.column(0)
         size += column.nbytes
         if size > max_bytes:
+            # nothing of it stays referenced from this frame by the exception's traceback
+            texts.clear()
+            del batch, column
             raise ResultTooLarge(
                 f"the result holds more than {max_bytes:,} bytes (--max-result-bytes); "
                 "select fewer columns or rows (a LIMIT, a narrower WHERE), or aggregate"

@@ -415,6 +415,64 @@ def test_a_heavy_read_under_the_memory_limit_gives_way_to_ingest(collectors) -> 
     assert server.get("/healthz")[0] == 200
 
 
+def test_huge_results_and_a_heavy_read_beside_ingest_keep_memory_bounded_by_default(
+    collectors,
+) -> None:
+    # With default flags. Before, DuckDB had no memory limit of its own (80 % of RAM):
+    # the heavy read alone took the collector past a GiB. Under a limit, a refused 1 GB
+    # result kept ~180 MiB of DuckDB's memory alive with its exception until the next
+    # garbage collection, and a few of them left the writer's COMMIT without memory: the
+    # collector stopped (exit 1); a read short of memory was answered 400, as if its SQL
+    # were wrong.
+    server = collectors("bounded.duckdb", "--decode-workers", "1")
+    stored: set[str] = set()
+    for body, ids in _large_bodies(0, count=3):
+        assert server.post("/v1/traces", body, PROTOBUF)[0] == 200
+        stored |= ids
+    huge = "SELECT repeat('x', 10000) AS x FROM range(100000)"  # 1 GB of text
+    heavy = (  # nine million groups: a hash table larger than the limit
+        "SELECT x, count(*) AS n FROM (SELECT s.span_id || r.range AS x "
+        "FROM spans s, range(300) r) GROUP BY 1 ORDER BY n DESC LIMIT 1"
+    )
+    answers: dict[str, list[int]] = {huge: [], heavy: []}
+    stop = threading.Event()
+
+    def reader(statement: str) -> None:
+        body = json.dumps({"q": statement}).encode()
+        while not stop.is_set():
+            answers[statement].append(server.post("/api/sql", body, JSON)[0])
+
+    threads = [threading.Thread(target=reader, args=(q,), daemon=True) for q in answers]
+    with IngestProbe(server, spans=2_000, interval=0.01) as probe:
+        for thread in threads:
+            thread.start()
+        _wait_for(
+            lambda: (
+                len(probe.answers) >= 40 and len(answers[huge]) >= 20 and len(answers[heavy]) >= 3
+            ),
+            180,
+            "reads and ingest",
+        )
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert server.process is not None and server.process.poll() is None, "the collector stopped"
+    probe.assert_unharmed()
+    assert set(answers[huge]) <= {422, 503}, answers[huge]
+    assert set(answers[heavy]) <= {200, 503}, answers[heavy]
+    assert _stored(server, probe.acknowledged | stored) == probe.acknowledged | stored
+    assert server.get("/healthz")[0] == 200
+    peak = _peak_rss_mib(server.process.pid)
+    assert peak < 1536, f"the collector's memory peaked at {peak:.0f} MiB"
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of a process so far (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
 def test_a_restart_on_a_full_disk_is_a_one_line_error(collector: Collector) -> None:
     assert collector.post("/v1/traces", traces(span("before")), PROTOBUF)[0] == 200
     assert collector.stop() == 0
