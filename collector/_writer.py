@@ -510,7 +510,7 @@ class SpanWriter:
                 connection.register(name, index)
                 connection.execute(index_rows_sql(name))
             # Who handled what, by minute (queries/learned_rollup.py).
-            rollup_commit(connection, registered.get("spans"), registered.get("logs"))
+            rollup_commit(connection, tables)
             if entry is not None:  # the journal's entries up to here are in the database
                 connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
