@@ -370,7 +370,7 @@ class SpanWriter:
                 connection.register(name, index)
                 connection.execute(index_rows_sql(name))
             # Who handled what, by minute (queries/learned_rollup.py).
-            rollup_commit(connection, registered.get("spans"), registered.get("logs"))
+            rollup_commit(connection, tables)
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database
             raise _CommitFailed("DuckDB failed") from exc
         except BaseException:

@@ -353,36 +353,44 @@ def collect(
     if grow:
         params["until"] = since_ns
     links_sql = _LINKS.replace("{bound}", _LINKS_IN_WINDOW if indexed else "")
+    firsts: list[int] = []  # where the rows of each set of ids read begin (the index)
 
     def register(ids: Iterable[str]) -> str:
         return scratch.ids(ids, "id")
 
-    def extend(kinds: tuple[str, ...], ids: Iterable[str], table: str) -> None:
+    def bounded(kinds: tuple[str, ...], ids: Iterable[str], table: str) -> dict[str, int]:
+        """The window for reading rows of ``ids`` (as ``kinds``): with the index, from the
+        first of them (not the tree's lower bound, ``SKEW_NS`` before its root), and,
+        growing, up to the last."""
+        if not indexed:
+            return params
         found = id_range(cursor, kinds, ids, table)
-        if found is not None:
+        if found is None:
+            return params
+        if grow:
             params["until"] = max(params["until"], found[1] + 1)
+        firsts.append(found[0])
+        return {**params, "since": max(params["since"], found[0])}
 
     try:
         corr_ids = register(correlation)
         pending = set(traces)
-        if grow:
-            extend(("correlation",), correlation, corr_ids)
         if correlation:
+            window = bounded(("correlation",), correlation, corr_ids)
             sql = _CORRELATED_TRACES.format(ids=corr_ids)
-            pending.update(row[0] for row in cursor.execute(sql, params).fetchall())
+            pending.update(row[0] for row in cursor.execute(sql, window).fetchall())
         while pending and not pool.truncated:
             if len(pool.traces) + len(pending) > MAX_TRACES:
                 pool.truncated = True
                 pending = set(sorted(pending)[: MAX_TRACES - len(pool.traces)])
             ids = register(pending)
-            if grow:
-                extend(("trace", "linked"), pending, ids)
-            for item in _fetch_spans(cursor, ids, params):
+            window = bounded(("trace", "linked"), pending, ids)
+            for item in _fetch_spans(cursor, ids, window):
                 pool.spans[item.key] = item
             pool.traces.update(pending)
             new: set[str] = set()
             for holder_t, holder_s, target_t, target_s, message_id, attempt in cursor.execute(
-                links_sql.format(ids=ids), params if indexed else {}
+                links_sql.format(ids=ids), window if indexed else {}
             ).fetchall():
                 pool.links.append(
                     Link((holder_t, holder_s), (target_t, target_s), message_id, attempt)
@@ -393,7 +401,10 @@ def collect(
             if until_ns is None or item.start < until_ns:
                 pool.spans.setdefault(item.key, item)
         sql = _RECORDS.format(traces=register(pool.traces), ids=corr_ids)
-        for item in _items(cursor.execute(sql, params).fetchall(), "record"):
+        window = params
+        if indexed and firsts and not pool.truncated:  # every trace and id read: indexed
+            window = {**params, "since": max(params["since"], min(firsts))}
+        for item in _items(cursor.execute(sql, window).fetchall(), "record"):
             if item.key not in pool.spans:
                 pool.records.append(item)
     finally:

@@ -26,12 +26,18 @@ key ``learned_from``: the time from which it holds everything; retention moves i
 in the window, and every group either proven by a row wholly inside the window or absent
 from every row touching it. It differs from the raw join in one case only: one event id
 published twice under different destinations or event types, where the raw join pairs a
-delivery with both publishes and the rollup with the one the delivery names.
+delivery with both publishes and the rollup with the one the delivery names (and, for two
+publishes at the very same time, with the one in the delivery's commit when there is one).
+
+A commit is paired in Arrow (as the id index groups it): only deliveries whose publish is
+not in their own commit cost a statement, one join over the stored publishes of their
+publish times' range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -50,166 +56,271 @@ __all__ = [
 #: The rollup's tables (not public).
 LEARNED_TABLES = ("eventscope_learned", "eventscope_learned_pending", "eventscope_learned_gaps")
 _MINUTE_NS = 60 * 10**9
+_NS = pa.timestamp("ns")
+#: Per table the rollup reads: its time column, the column saying what a row is, and the
+#: values of that column for a delivery and for a publish.
+_SOURCES = {
+    "spans": ("start_time", "kind", "consumer", "producer"),
+    "logs": ("time", "record_kind", "deliver", "publish"),
+}
+_READ: tuple[str, ...] = ("message_id", "publish_time", "consumer_group", "service_name")
+_READ += ("destination", "event_type")
+#: A delivery paired with a publish (the columns of a delivery, then of its publish).
+_TEXT = pa.string()
+_PAIR_TYPES: dict[str, pa.DataType] = {
+    "message_id": _TEXT,
+    "publish_time": _NS,
+    "start_time": _NS,
+    "grp": _TEXT,
+    "destination": _TEXT,
+    "event_type": _TEXT,
+}
+_PAIR = pa.schema(_PAIR_TYPES)
+_GAP = pa.schema({"time": _NS})
+_DELIVERY = pa.schema([_PAIR.field(n) for n in _PAIR.names[:4]])
+_PUBLISH = pa.schema([_PAIR.field(n) for n in _PAIR.names[:2] + _PAIR.names[4:]])
+#: A backfill reads the stored rows in batches of this many.
+_BUILD_BATCH = 1_000_000
 
-# Deliveries a commit adds that the rollup pairs by time: (event id, publish time, start,
-# group), from the commit's spans ({spans}) and event records ({logs}).
-_SPAN_DELIVERIES = """
-SELECT message_id, publish_time, start_time, coalesce(consumer_group, service_name) AS grp
-FROM {spans}
-WHERE kind = 'consumer' AND message_id IS NOT NULL AND publish_time IS NOT NULL
-"""
-_RECORD_DELIVERIES = """
-SELECT message_id, publish_time, time AS start_time,
-       coalesce(consumer_group, service_name) AS grp
-FROM {logs}
-WHERE record_kind = 'deliver' AND message_id IS NOT NULL AND publish_time IS NOT NULL
-"""
-# Publishes: producer spans and publish records ({spans} / {logs}: a commit's or the
-# stored tables), within {window}.
-_SPAN_PUBLISHES = """
+# Stored publishes (producer spans and publish records) started {when}: a range, or a
+# list of times (which prunes row groups better than the range around them).
+_STORED = """
 SELECT message_id, start_time AS publish_time, coalesce(destination, '') AS destination,
        coalesce(event_type, '') AS event_type
-FROM {spans} WHERE kind = 'producer' AND message_id IS NOT NULL {window}
+FROM spans WHERE kind = 'producer' AND message_id IS NOT NULL AND start_time {when}
+UNION ALL
+SELECT message_id, time, coalesce(destination, ''), coalesce(event_type, '')
+FROM logs WHERE record_kind = 'publish' AND message_id IS NOT NULL AND time {when}
 """
-_RECORD_PUBLISHES = """
-SELECT message_id, time AS publish_time, coalesce(destination, '') AS destination,
-       coalesce(event_type, '') AS event_type
-FROM {logs} WHERE record_kind = 'publish' AND message_id IS NOT NULL {window}
+_BETWEEN = "BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)"
+#: Up to this many distinct publish times are looked up as a list.
+_LISTED = 64
+
+# Deliveries ({deliveries}) with the stored publish their (event id, publish time) names:
+# ``destination`` NULL where none is stored.
+_NAMED = """
+SELECT d.message_id, d.publish_time, d.start_time, d.grp, p.destination, p.event_type
+FROM {deliveries} d
+LEFT JOIN ({stored}) p ON p.message_id = d.message_id AND p.publish_time = d.publish_time
 """
-_PAIRS = """
-INSERT INTO eventscope_learned
-SELECT time_bucket(INTERVAL 1 MINUTE, p.publish_time), time_bucket(INTERVAL 1 MINUTE, d.start_time),
-       p.destination, p.event_type, d.grp, count(*), min(p.publish_time), max(p.publish_time),
-       min(d.start_time), max(d.start_time)
-FROM ({deliveries}) d
-JOIN ({publishes}) p ON p.message_id = d.message_id {same_time}
-GROUP BY ALL
-"""
-_SAME_TIME = "AND p.publish_time = d.publish_time"
-_UNPAIRED = """
-SELECT d.message_id, d.publish_time, d.start_time, d.grp
-FROM ({deliveries}) d
-ANTI JOIN ({publishes}) p ON p.message_id = d.message_id AND p.publish_time = d.publish_time
+# Deliveries ({deliveries}) with every publish ({publishes}) of their event id.
+_BY_ID = """
+SELECT d.message_id, d.publish_time, d.start_time, d.grp, p.destination, p.event_type
+FROM ({deliveries}) d JOIN ({publishes}) p ON p.message_id = d.message_id
 """
 _PENDING = (
     "SELECT message_id, publish_time, start_time, consumer_group AS grp "
     "FROM eventscope_learned_pending"
 )
-_GAPS = """
-INSERT INTO eventscope_learned_gaps
-SELECT time_bucket(INTERVAL 1 MINUTE, t), count(*) FROM (
-    {parts}
-) GROUP BY ALL
+_INSERT_PAIRS = """
+INSERT INTO eventscope_learned
+SELECT publish_minute, delivery_minute, destination, event_type, grp, deliveries,
+       first_publish, last_publish, first_delivery, last_delivery
+FROM {pairs}
 """
-_SPAN_GAPS = "SELECT start_time AS t FROM {spans} WHERE kind = 'consumer' AND publish_time IS NULL"
-_RECORD_GAPS = (
-    "SELECT time AS t FROM {logs} WHERE record_kind = 'deliver' AND message_id IS NOT NULL "
-    "AND publish_time IS NULL"
-)
-_STORED_WINDOW = {
-    "spans": "AND start_time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)",
-    "logs": "AND time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)",
-}
+
+Register = Callable[[str, pa.Table], str]
 
 
-def _union(*parts: str) -> str:
-    return " UNION ALL ".join(parts)
-
-
-def rollup_commit(
-    connection: duckdb.DuckDBPyConnection, spans: str | None, logs: str | None
-) -> None:
+def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table]) -> None:
     """Add one commit's rows to the rollup, inside the commit's transaction, after its rows
-    are inserted. ``spans`` / ``logs``: the names the commit's Arrow tables are registered
-    under (None: no rows of that table)."""
-    deliveries = []
-    if spans:
-        deliveries.append(_SPAN_DELIVERIES.format(spans=spans))
-    if logs:
-        deliveries.append(_RECORD_DELIVERIES.format(logs=logs))
-    new_publishes = []
-    if spans:
-        new_publishes.append(_SPAN_PUBLISHES.format(spans=spans, window=""))
-    if logs:
-        new_publishes.append(_RECORD_PUBLISHES.format(logs=logs, window=""))
-    if new_publishes:  # publishes of deliveries stored before them: by event id alone
-        publishes = _union(*new_publishes)
-        connection.execute(_PAIRS.format(deliveries=_PENDING, publishes=publishes, same_time=""))
-    if deliveries:
-        delivered = _union(*deliveries)
-        row = connection.execute(
-            f"SELECT epoch_ns(min(publish_time)), epoch_ns(max(publish_time)) FROM ({delivered})"
-        ).fetchone()
-        if row is not None and row[0] is not None:
-            stored = _union(
-                _SPAN_PUBLISHES.format(spans="spans", window=_STORED_WINDOW["spans"]),
-                _RECORD_PUBLISHES.format(logs="logs", window=_STORED_WINDOW["logs"]),
-            )
-            params = {"low": int(row[0]), "high": int(row[1])}
-            connection.execute(
-                _PAIRS.format(deliveries=delivered, publishes=stored, same_time=_SAME_TIME), params
-            )
-            unpaired = connection.execute(
-                _UNPAIRED.format(deliveries=delivered, publishes=stored), params
-            ).to_arrow_table()
+    are inserted. ``tables``: the commit's Arrow tables by table name.
+
+    Paired in Arrow: a delivery whose publish is in the same commit (the usual case) needs
+    no statement; only the others are looked up among the stored publishes of their
+    publish times. At most two small inserts, and one join with the pending deliveries
+    when the commit publishes."""
+    _rollup(connection, tables, pending=True)
+
+
+def _rollup(
+    connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table], *, pending: bool
+) -> None:
+    deliveries, publishes, gaps = _extract(tables)
+    keys = ["message_id", "publish_time"]
+    joined = deliveries.join(publishes, keys=keys, join_type="left outer", use_threads=False)
+    in_commit = pc.is_valid(joined["destination"])  # NULL: its publish is not in the commit
+    pairs = [joined.filter(in_commit)]
+    rest = joined.filter(pc.invert(in_commit)).select(_DELIVERY.names)
+    registered: list[str] = []
+
+    def register(name: str, table: pa.Table) -> str:
+        connection.register(name, table)
+        registered.append(name)
+        return name
+
+    try:
+        # One statement for what Arrow cannot pair: the pending deliveries with this
+        # commit's publishes (by event id), the deliveries whose publish is not in this
+        # commit with the stored publishes of their publish times' range.
+        found: list[str] = []
+        params: dict[str, int] = {}
+        if pending and publishes.num_rows:
+            name = register("eventscope_incoming_publishes", publishes)
+            found.append(_BY_ID.format(deliveries=_PENDING, publishes=f"SELECT * FROM {name}"))
+        if rest.num_rows:
+            name = register("eventscope_incoming_deliveries", rest)
+            stored, params = _stored_at(rest["publish_time"])
+            found.append(_NAMED.format(deliveries=name, stored=stored))
+        if found:
+            rows = connection.execute(" UNION ALL ".join(found), params).to_arrow_table()
+            paired = pc.is_valid(rows["destination"])  # NULL: no stored publish of that time
+            pairs.append(rows.filter(paired))
+            unpaired = rows.filter(pc.invert(paired)).select(_DELIVERY.names).cast(_DELIVERY)
             if unpaired.num_rows:
-                _pair_by_id(connection, unpaired, stored)
-    gaps = []
-    if spans:
-        gaps.append(_SPAN_GAPS.format(spans=spans))
-    if logs:
-        gaps.append(_RECORD_GAPS.format(logs=logs))
-    if gaps:
-        connection.execute(_GAPS.format(parts=_union(*gaps)))
+                pairs.append(_pair_by_id(connection, unpaired, register))
+        grouped = _grouped([p for p in pairs if p.num_rows])
+        if grouped is not None:
+            name = register("eventscope_incoming_learned", grouped)
+            connection.execute(_INSERT_PAIRS.format(pairs=name))
+        if gaps.num_rows:
+            name = register("eventscope_incoming_gaps", _per_minute(gaps))
+            connection.execute(f"INSERT INTO eventscope_learned_gaps SELECT * FROM {name}")
+    finally:
+        for name in registered:
+            connection.unregister(name)
 
 
-def _pair_by_id(connection: duckdb.DuckDBPyConnection, unpaired: pa.Table, stored: str) -> None:
+def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The deliveries the rollup pairs by time (an event id and a publish time), the
+    publishes, and the start times (``time``) of deliveries it cannot pair by time
+    (consumer spans without a publish time, resolved through links by the raw query;
+    event records without one) in ``tables``."""
+    deliveries, publishes, gaps = [], [], []
+    compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
+    for table, (time, kind, deliver, publish) in _SOURCES.items():
+        rows = tables.get(table)
+        if rows is None or not rows.num_rows:
+            continue
+        rows = rows.select([time, kind, *_READ])  # filtering copies every column it holds
+        has_id = compute.is_valid(rows["message_id"])
+        has_time = compute.is_valid(rows["publish_time"])
+        delivered = compute.fill_null(compute.equal(rows[kind], deliver), False)
+        chosen = rows.filter(compute.and_(compute.and_(delivered, has_id), has_time))
+        group = pc.coalesce(chosen["consumer_group"], chosen["service_name"])
+        columns = [chosen["message_id"], chosen["publish_time"], chosen[time], group]
+        deliveries.append(pa.table(columns, names=_DELIVERY.names).cast(_DELIVERY))
+        published = compute.fill_null(compute.equal(rows[kind], publish), False)
+        chosen = rows.filter(compute.and_(published, has_id))
+        columns = [chosen["message_id"], chosen[time]]
+        blank = pa.scalar("", _TEXT)
+        columns += [chosen[c].fill_null(blank) for c in ("destination", "event_type")]
+        publishes.append(pa.table(columns, names=_PUBLISH.names).cast(_PUBLISH))
+        # a consumer span without a publish time is a gap with or without an event id
+        unnamed = compute.and_(delivered, compute.invert(has_time))
+        if table == "logs":
+            unnamed = compute.and_(unnamed, has_id)
+        gaps.append(rows.filter(unnamed).select([time]).rename_columns(["time"]).cast(_GAP))
+    return (
+        pa.concat_tables(deliveries) if deliveries else _DELIVERY.empty_table(),
+        pa.concat_tables(publishes) if publishes else _PUBLISH.empty_table(),
+        pa.concat_tables(gaps) if gaps else _GAP.empty_table(),
+    )
+
+
+def _stored_at(times: pa.ChunkedArray) -> tuple[str, dict[str, int]]:  # type: ignore[type-arg]
+    """:data:`_STORED` for publishes started at one of ``times``, and its parameters."""
+    listed = pc.unique(times).cast(pa.int64()).to_pylist()
+    if len(listed) <= _LISTED:
+        params = {f"t{n}": t for n, t in enumerate(listed) if t is not None}
+        when = ", ".join(f"make_timestamp_ns(${name})" for name in params)
+        return _STORED.format(when=f"IN ({when})"), params
+    bounds = pc.min_max(times)
+    return _STORED.format(when=_BETWEEN), {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
+
+
+def _ns(time: pa.Scalar) -> int:  # type: ignore[type-arg]
+    return int(time.cast(pa.int64()).as_py())
+
+
+def _pair_by_id(
+    connection: duckdb.DuckDBPyConnection, unpaired: pa.Table, register: Register
+) -> pa.Table:
     """Deliveries whose named publish is not stored (an orphan so far, or a publish time
     naming no publish): paired with every stored publish of their event id, found through
     the id index's time range of those ids, and kept as pending, so that publishes of
     their ids that arrive later are paired with them too."""
-    names = {"unpaired": "eventscope_incoming_unpaired", "ids": "eventscope_incoming_unpaired_ids"}
-    ids = pc.unique(unpaired.column("message_id"))
-    connection.register(names["unpaired"], unpaired)
-    connection.register(names["ids"], pa.table({"id": ids}))
-    try:
-        found = id_range(connection, ["event"], [str(i) for i in ids.to_pylist()], names["ids"])
-        if found is not None:
-            connection.execute(
-                _PAIRS.format(
-                    deliveries=f"SELECT * FROM {names['unpaired']}", publishes=stored, same_time=""
-                ),
-                {"low": found[0], "high": found[1]},
-            )
-        connection.execute(
-            f"INSERT INTO eventscope_learned_pending SELECT * FROM {names['unpaired']}"
-        )
-    finally:
-        for name in names.values():
-            connection.unregister(name)
+    ids = pc.unique(unpaired["message_id"])
+    name = register("eventscope_incoming_unpaired", unpaired)
+    table = register("eventscope_incoming_unpaired_ids", pa.table({"id": ids}))
+    found = id_range(connection, ["event"], [str(i) for i in ids.to_pylist()], table)
+    pairs = _PAIR.empty_table()
+    if found is not None:
+        stored = _STORED.format(when=_BETWEEN)
+        sql = _BY_ID.format(deliveries=f"SELECT * FROM {name}", publishes=stored)
+        pairs = connection.execute(sql, {"low": found[0], "high": found[1]}).to_arrow_table()
+    connection.execute(f"INSERT INTO eventscope_learned_pending SELECT * FROM {name}")
+    return pairs
+
+
+def _grouped(pairs: list[pa.Table]) -> pa.Table | None:
+    """Pairs summed per (publish minute, delivery minute, destination, event type, group)
+    as ``eventscope_learned`` rows (:data:`_INSERT_PAIRS`)."""
+    if not pairs:
+        return None
+    rows = pa.concat_tables([p.select(_PAIR.names).cast(_PAIR) for p in pairs])
+    keys = ["publish_minute", "delivery_minute", "destination", "event_type", "grp"]
+    rows = rows.append_column(keys[0], pc.floor_temporal(rows["publish_time"], unit="minute"))
+    rows = rows.append_column(keys[1], pc.floor_temporal(rows["start_time"], unit="minute"))
+    got = rows.group_by(keys, use_threads=False).aggregate(
+        [
+            ("publish_time", "count"),
+            ("publish_time", "min"),
+            ("publish_time", "max"),
+            ("start_time", "min"),
+            ("start_time", "max"),
+        ]
+    )
+    names = {
+        "deliveries": "publish_time_count",
+        "first_publish": "publish_time_min",
+        "last_publish": "publish_time_max",
+        "first_delivery": "start_time_min",
+        "last_delivery": "start_time_max",
+    }
+    return pa.table({**{k: got[k] for k in keys}, **{k: got[v] for k, v in names.items()}})
+
+
+def _per_minute(times: pa.Table) -> pa.Table:
+    """``eventscope_learned_gaps`` rows: how many of ``times`` fall in each minute."""
+    minutes = pa.table({"minute": pc.floor_temporal(times["time"], unit="minute")})
+    counted = minutes.group_by("minute", use_threads=False).aggregate([([], "count_all")])
+    return pa.table({"minute": counted["minute"], "deliveries": counted["count_all"]})
 
 
 def build(connection: duckdb.DuckDBPyConnection) -> bool:
     """Build the rollup of a file written before it existed (once, on the writer's
     connection before ingest starts), or mark a new file's complete. Returns whether
-    stored rows had to be summarised."""
+    stored rows had to be summarised.
+
+    The stored rows are read in batches, each summarised as a commit is, except that
+    its publishes are not paired with the pending deliveries: a delivery goes pending
+    only after it was paired with every stored publish of its event id."""
     if learned_from(connection) is not None:
         return False
     row = connection.execute(
         "SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM logs)"
     ).fetchone()
+    stored = bool(row and row[0])
     connection.execute("BEGIN TRANSACTION")
+    reader = connection.cursor()  # its own connection: reads the stored rows meanwhile
     try:
         for table in LEARNED_TABLES:
             connection.execute(f"DELETE FROM {table}")
-        rollup_commit(connection, "spans", "logs")
+        for table, (time, kind, *_) in _SOURCES.items() if stored else ():
+            columns = ", ".join((time, kind, *_READ))
+            batches = reader.execute(f"SELECT {columns} FROM {table}")
+            for batch in batches.to_arrow_reader(_BUILD_BATCH):
+                _rollup(connection, {table: pa.Table.from_batches([batch])}, pending=False)
         connection.execute("DELETE FROM eventscope_meta WHERE key = 'learned_from'")
         connection.execute("INSERT INTO eventscope_meta VALUES ('learned_from', '0')")
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-    return bool(row and row[0])
+    finally:
+        reader.close()
+    return stored
 
 
 def learned_from(cursor: duckdb.DuckDBPyConnection) -> int | None:

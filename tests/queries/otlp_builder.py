@@ -215,6 +215,6 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
             names["ids"] = "incoming_ids"
             connection.register(names["ids"], index)
             connection.execute(index_rows_sql(names["ids"]))
-        rollup_commit(connection, names.get("spans"), names.get("logs"))
+        rollup_commit(connection, tables)
         for name in names.values():
             connection.unregister(name)

@@ -15,10 +15,12 @@ from eventscope.collector._database import Database
 from eventscope.collector._metrics import Metrics
 from eventscope.collector._retention import Retention
 from eventscope.collector._settings import Settings
-from eventscope.queries import fanout_tree
+from eventscope.queries import fanout_tree, learned_rollup
 from eventscope.queries._tree import learned_groups
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.learned_rollup import learned_rows
+from eventscope.queries.schema import create_schema
+from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 
@@ -185,4 +187,98 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
     assert answers[0]  # the half kept still teaches the groups
     cursor.close()
     writer.close()
+    database.close()
+
+
+def test_deliveries_committed_apart_from_their_publish_teach_their_group() -> None:
+    """Each delivery in its own commit, apart from the publish it names: after it (found
+    among the stored publishes), before it (pending until the publish arrives), naming a
+    publish time that no publish has (paired by event id), and as an event record."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+
+    def commit(build) -> None:
+        otlp = Otlp(base)
+        build(otlp)
+        load(cursor, *otlp.bodies())
+
+    def publish(event: str, at: float):
+        def add(otlp: Otlp) -> None:
+            attrs = messaging("send", "orders", event, event_type="OrderPlaced")
+            otlp.span(
+                "api", "send", PRODUCER, trace=event, span=f"p-{event}", start=at, ms=1, attrs=attrs
+            )
+
+        return add
+
+    def deliver(event: str, at: float, published: float, group: str, record: bool = False):
+        def add(otlp: Otlp) -> None:
+            attrs = messaging(
+                "process", "orders", event, group=group, published_ns=otlp.at(published)
+            )
+            if record:
+                otlp.record(
+                    group, "deliver", trace=event, span=f"d-{group}", start=at, attrs=attrs, ms=1
+                )
+            else:
+                otlp.span(
+                    group,
+                    "process",
+                    CONSUMER,
+                    trace=event,
+                    span=f"d-{group}",
+                    start=at,
+                    ms=1,
+                    attrs=attrs,
+                )
+
+        return add
+
+    commit(publish("e1", 0))
+    commit(publish("e3", 10))
+    commit(deliver("e1", 5, 0, "billing"))  # its publish was stored before
+    commit(deliver("e2", 25, 20, "shipping"))  # before its publish
+    commit(publish("e2", 20))
+    commit(deliver("e3", 30, 11, "audit"))  # names a publish time no publish has
+    commit(deliver("e1", 40, 0, "ledger", record=True))  # an event record
+    items = _publishes(cursor)
+    since, until = base - 3600 * 10**9, base + 3600 * 10**9
+    rolled = learned_rows(cursor, {("orders", "OrderPlaced")}, since, until)
+    assert rolled is not None
+    expected = {("orders", "OrderPlaced"): {"billing", "shipping", "audit", "ledger"}}
+    assert _raw(cursor, items, since, until) == expected
+    assert {("orders", "OrderPlaced", g) for g in expected["orders", "OrderPlaced"]} == set(rolled)
+
+
+@pytest.mark.parametrize("batch", [None, 7_000])
+def test_a_file_from_before_the_rollup_gets_the_same_rollup_on_open(
+    traffic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int | None
+) -> None:
+    """Opening a file written without the rollup summarises what it stores (in batches)
+    into what the writer kept, commit by commit. Its pending deliveries are those whose
+    publish is stored nowhere (the writer's also those it saw before their publish)."""
+    if batch is not None:  # many batches: pairs across them
+        monkeypatch.setattr(learned_rollup, "_BUILD_BATCH", batch)
+    summary = (
+        "SELECT publish_minute, delivery_minute, destination, event_type, consumer_group, "
+        "min(first_publish), max(last_publish), min(first_delivery), max(last_delivery) "
+        "FROM eventscope_learned GROUP BY ALL ORDER BY ALL"
+    )
+    pending = "SELECT * FROM eventscope_learned_pending ORDER BY ALL"
+    path = tmp_path / "before.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    cursor = duckdb.connect(str(path))
+    kept = cursor.execute(summary).fetchall(), cursor.execute(pending).fetchall()
+    assert kept[0] and kept[1]
+    cursor.execute("DELETE FROM eventscope_meta WHERE key = 'learned_from'")
+    for table in ("eventscope_learned", "eventscope_learned_pending", "eventscope_learned_gaps"):
+        cursor.execute(f"DELETE FROM {table}")
+    cursor.close()
+    database = Database.open(Settings(db=str(path)))
+    cursor = database.cursor()
+    assert cursor.execute(summary).fetchall() == kept[0]
+    assert set(cursor.execute(pending).fetchall()) <= set(kept[1])
+    assert cursor.execute(pending).fetchall()  # orphans
+    cursor.close()
     database.close()
