@@ -113,7 +113,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
-        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 512MiB)"
+        "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 448MiB)"
     )
     serve.add_argument(
         "--decode-workers", type=int, help="decoder processes (default: cores, up to 8; 0: inline)"

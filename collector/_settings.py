@@ -30,7 +30,7 @@ DEFAULT_DB = "eventscope.duckdb"
 #: The one `eventscope demo` writes when none is named.
 DEMO_DB = "eventscope-demo.duckdb"
 #: DuckDB's memory limit unless told otherwise (``--db-memory-limit``).
-DEFAULT_DB_MEMORY_LIMIT = 512 * 2**20
+DEFAULT_DB_MEMORY_LIMIT = 448 * 2**20
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -138,7 +138,7 @@ class Settings:
     #: spans, so without a limit the collector's memory grows with its data until that
     #: share of RAM. Under the limit the cache is evicted (the blocks are on disk) and large
     #: queries spill to a temporary folder beside the database file. Reads share it with the
-    #: writer: when they hold too much of it they give way (collector/_give_way.py). 512 MiB
+    #: writer: when they hold too much of it they give way (collector/_give_way.py). 448 MiB
     #: by default: the whole collector then stays under ~1.5 GiB (docs/collector.md, *Memory*).
     db_memory_limit: int | None = DEFAULT_DB_MEMORY_LIMIT
     #: WAL size that triggers a checkpoint. Each one stalls commits while it compresses

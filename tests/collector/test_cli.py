@@ -195,7 +195,7 @@ def test_query_sql_errors_name_the_problem(stored: Collector) -> None:
     [
         (("--db-memory-limit", "300MiB"), {}, 300 * 2**20),
         ((), {"EVENTSCOPE_DB_MEMORY_LIMIT": "300MiB"}, 300 * 2**20),
-        ((), {}, 512 * 2**20),  # bounded by default, whatever the size of the data
+        ((), {}, 448 * 2**20),  # bounded by default, whatever the size of the data
     ],
 )
 def test_the_database_memory_limit_is_set_by_flag_or_environment(
