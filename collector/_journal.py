@@ -130,7 +130,6 @@ class Journal:
         self._flushing: asyncio.Task[None] | None = None
         self._committed = position
         self._dropped_through = position
-        self.bytes_written = 0
 
     @classmethod
     def open(
@@ -175,11 +174,6 @@ class Journal:
     def id(self) -> str:
         """The id the database records, so that this journal replays only into it."""
         return self._id
-
-    @property
-    def folder(self) -> Path:
-        """The journal's folder."""
-        return self._folder
 
     def append(
         self, signal: str, content_type: str, body: bytes
@@ -251,7 +245,6 @@ class Journal:
             self._close_file()
             raise
         self._file_bytes += size
-        self.bytes_written += size
 
     def _close_file(self) -> None:
         if self._file is not None:
