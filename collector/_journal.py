@@ -129,7 +129,6 @@ class Journal:
         self._durable: list[asyncio.Future[None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._committed = position
-        self._dropped_through = position
 
     @classmethod
     def open(
@@ -203,7 +202,7 @@ class Journal:
         if everything_committed:
             self._committed = self._next - 1
         await loop.run_in_executor(self._thread, self._close_file)
-        await loop.run_in_executor(self._thread, self._drop_committed, everything_committed)
+        await loop.run_in_executor(self._thread, self._drop_committed_up_to, self._committed)
         self._thread.shutdown(wait=True)
 
     async def _flush(self) -> None:
@@ -252,14 +251,8 @@ class Journal:
                 os.close(self._file)
             self._file = None
 
-    def _drop_committed(self, everything: bool) -> None:
-        self._drop_committed_up_to(self._next - 1 if everything else self._committed)
-
     def _drop_committed_up_to(self, committed: int) -> None:
         """Delete each closed segment whose entries are all at most ``committed``."""
-        if committed <= self._dropped_through:
-            return
-        self._dropped_through = committed
         keep = []
         for index, first in enumerate(self._segments):
             if index + 1 < len(self._segments):
