@@ -155,7 +155,7 @@ def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, flo
     )
     out = {}
     for index, name in enumerate(names):
-        if args.only and args.only not in name:
+        if args.only and not any(part in name for part in args.only):
             continue
         connection = duckdb.connect(str(path), read_only=True, config=config)  # cold: new
         _, run, _ = _cases(connection, ids)[index]
@@ -180,7 +180,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="warm runs per query (best kept)")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "eventscope-bench"))
     parser.add_argument("--db", action="append", help="measure this file (instead of --sizes)")
-    parser.add_argument("--only", help="run the queries whose name contains this")
+    parser.add_argument(
+        "--only", action="append", help="run the queries whose name contains this (repeatable)"
+    )
     parser.add_argument(
         "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
     )

@@ -16,54 +16,14 @@ from typing import Any
 import duckdb
 
 from ._duplicates import duplicate_events
-from ._latency import QUANTILES
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records_stats import Percentiles, Topology, TopologyEdge
 from ._scratch import Scratch
 from ._sources import Sources
 from ._times import now_ns
+from ._topology_edges import edge_rows
 
 __all__ = ["topology"]
-
-_EDGES = f"""
-WITH p AS (
-    SELECT message_id, arg_min(service_name, publish_time) AS producer,
-           arg_min(coalesce(destination, ''), publish_time) AS destination,
-           arg_min(coalesce(event_type, ''), publish_time) AS event_type
-    FROM ({{publishes}}) WHERE message_id IS NOT NULL GROUP BY message_id
-), d AS (
-    SELECT p.producer, coalesce(p.destination, d.destination, '') AS destination,
-           coalesce(p.event_type, d.event_type, '') AS event_type, d.consumer_group,
-           d.service_name, d.handler, d.outcome, d.message_id,
-           epoch_ns(d.end_time) - epoch_ns(d.start_time) AS processing,
-           epoch_ns(d.start_time) - epoch_ns(d.publish_time) AS queue_wait
-    FROM ({{deliveries}}) d LEFT JOIN p ON p.message_id = d.message_id
-    -- a delivery whose publish is not seen yet is no orphan until the grace period is over
-    WHERE p.producer IS NOT NULL OR d.start_time < make_timestamp_ns($judged)
-), edges AS (
-    SELECT producer, destination, event_type, consumer_group,
-           list(DISTINCT service_name ORDER BY service_name) AS services,
-           list(DISTINCT handler ORDER BY handler) FILTER (WHERE handler IS NOT NULL)
-               AS handlers,
-           count(*) AS deliveries,
-           count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')) AS errors,
-           count(DISTINCT message_id) FILTER (WHERE outcome IN ('ok', 'duplicate_skipped'))
-               AS handled,
-           quantile_cont(processing, {QUANTILES}) AS processing,
-           quantile_cont(queue_wait, {QUANTILES}) AS queue_wait
-    FROM d GROUP BY ALL
-), published AS (
-    SELECT producer, destination, event_type, count(*) AS published FROM p GROUP BY ALL
-)
-SELECT coalesce(e.producer, u.producer), coalesce(e.destination, u.destination),
-       coalesce(e.event_type, u.event_type), e.consumer_group, e.services, e.handlers,
-       coalesce(u.published, 0), coalesce(e.deliveries, 0), coalesce(e.handled, 0),
-       coalesce(e.errors, 0), e.processing, e.queue_wait
-FROM edges e
-FULL OUTER JOIN published u
-  ON u.producer = e.producer AND u.destination = e.destination
- AND u.event_type = e.event_type
-"""
 
 # The first publisher of each of a few event ids, over all time: ``publishes`` restricted
 # to those ids before anything else (its record half's anti-join then looks only at the
@@ -104,19 +64,17 @@ def topology(
             as in ``orphan_deliveries``.
     """
     judged = max(now_ns() - grace_ns, 0)
-    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        rows = cursor.execute(
-            _EDGES.format(publishes=src.publishes, deliveries=src.deliveries),
-            {**src.params, "judged": judged},
-        ).fetchall()
-    lost = lost_events(
-        cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
-    )
     duplicates = [
         d
         for d in duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
         if d.consumer_group is not None
     ]
+    twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group]
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        rows = edge_rows(cursor, src, judged, twice)
+    lost = lost_events(
+        cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
+    )
     producers = _producers(cursor, {d.event_id for d in duplicates})
     lost_count = Counter(
         (r.producer, r.destination or "", r.event_type or "", r.consumer_group) for r in lost

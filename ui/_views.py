@@ -64,11 +64,17 @@ def time_range(params: Params, default_ns: int = _HOUR_NS) -> tuple[int, int]:
 async def overview_context(config: UIConfig, params: Params, *, origin: str) -> dict[str, Any]:
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
-    summary, lost, duplicates = await asyncio.gather(
-        config.read(overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True),
-        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
-        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+    # One read after the other, not together: each holds up to ≈150 MiB of DuckDB's memory
+    # for an hour at 100 M spans a day, and together they passed the share that reads may
+    # take beside ingest (collector/_give_way.py): the page gave way (503). On two cores
+    # running them together saved little time.
+    summary = await config.read(
+        overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True
     )
+    lost = await config.read(
+        LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+    )
+    duplicates = await config.read(DuplicatesParams(since_ns=since, until_ns=until).run)
     anomalies = {
         "lost": _bucketed([e.published_ns for e in lost], summary),
         "duplicated": _bucketed([e.first_ns for e in duplicates], summary),
@@ -118,12 +124,15 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     since, until = time_range(params)
     kind = parse_choice("kind", params.get("kind"), tuple(dict(EVENT_KINDS)), "all")
     page = parse_int("page", params.get("page"), 1, low=1)
-    lost, duplicates, orphans, reordered = await asyncio.gather(
-        config.read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
-        config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
-        config.read(OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
-        config.read(OutOfOrderParams(since_ns=since, until_ns=until).run),
+    # One read after the other (as on the overview): together they gave way to ingest.
+    lost = await config.read(
+        LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
     )
+    duplicates = await config.read(DuplicatesParams(since_ns=since, until_ns=until).run)
+    orphans = await config.read(
+        OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+    )
+    reordered = await config.read(OutOfOrderParams(since_ns=since, until_ns=until).run)
     found = {"lost": lost, "duplicate": duplicates, "orphan": orphans, "out_of_order": reordered}
     size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
     pages = 1 if kind == "all" else max(1, -(-len(found[kind]) // size))
