@@ -346,11 +346,11 @@ def _stored_live(port: int) -> int | None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.request("POST", "/api/sql", b"SELECT count(*) FROM spans")
+        connection.request("POST", "/api/sql", b"SELECT count(*) AS n FROM spans")
         response = connection.getresponse()
         body = response.read()
         if response.status == 200:
-            return int(json.loads(body)["rows"][0][0])
+            return int(json.loads(body)["rows"][0]["n"])
         time.sleep(1)  # 503: the read gave way to the writer; ask again
     return None
 
