@@ -3,7 +3,8 @@
 ``--before`` is a folder holding an older ``eventscope`` package (``mkdir -p B/eventscope &&
 git archive REV | tar -x -C B/eventscope``); the other side is the installed one. Each read
 runs over the file's last hour, ``--rounds`` times per side, before first, under DuckDB's
-``--memory-limit`` and ``--threads`` (the collector's defaults: 448 MiB, 2 on this machine).
+``--memory-limit`` and ``--threads`` (the collector's defaults: 448 MiB, 2 on this machine),
+and says whether both answered the same.
 
     python benchmarks/reads_ab.py --before /tmp/before FILE lost_events,topology
 """
@@ -46,12 +47,16 @@ def main() -> None:
     [(end,)] = connection.execute("SELECT epoch_ns(max(start_time)) FROM spans").fetchall()
     window = {"since_ns": end - 3600 * 10**9, "until_ns": end + 1}
     for name in args.reads.split(","):
+        answers: dict[str, str] = {}
         for round_ in range(args.rounds):
             for side, queries in sides:
                 started = time.perf_counter()
-                getattr(queries, name)(connection, **window)
+                found = getattr(queries, name)(connection, **window)
                 took = time.perf_counter() - started
                 print(f"{name:20} round {round_ + 1} {side:6} {took:6.2f} s", flush=True)
+                # records of the two versions are different classes: compare their text
+                answers[side] = repr(found)
+        print(f"{name:20} same answer: {answers['before'] == answers['after']}", flush=True)
 
 
 if __name__ == "__main__":
