@@ -69,7 +69,7 @@ def topology(
         for d in duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
         if d.consumer_group is not None
     ]
-    twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group]
+    twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group is not None]
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         rows = edge_rows(cursor, src, judged, twice)
     lost = lost_events(
