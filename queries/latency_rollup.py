@@ -139,18 +139,9 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
     its gaps when it has any, and a lookup of the stored rows of the other kind at its
     times: consumer spans of its records' traces, and records with a publish time (a
     scan of the commit's time range in ``logs``, usually empty)."""
-    consumers = _chosen(tables.get("spans"), "kind", "consumer", _SPAN_COLUMNS)
-    records = _chosen(tables.get("logs"), "record_kind", "deliver", _RECORD_COLUMNS)
-    # deliveries without a publish time: the raw query finds it (or not) by reading more
-    gaps = [
-        _times(rows.filter(pc.is_null(rows["publish_time"])), column)
-        for rows, column in ((consumers, "start_time"), (records, "time"))
-        if rows is not None
-    ]
-    if consumers is not None:
-        consumers = consumers.filter(pc.is_valid(consumers["publish_time"]))
-    if records is not None:
-        records = records.filter(pc.is_valid(records["publish_time"]))
+    consumers, spans_gaps = _chosen(tables.get("spans"), "kind", "consumer", _SPAN_COLUMNS)
+    records, records_gaps = _chosen(tables.get("logs"), "record_kind", "deliver", _RECORD_COLUMNS)
+    gaps = [g for g in (spans_gaps, records_gaps) if g is not None]
     registered: list[str] = []
 
     def register(name: str, table: pa.Table) -> str:
@@ -173,9 +164,11 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
         if parts:
             connection.execute(_SUMMARISE.format(deliveries=" UNION ALL ".join(parts)))
         times = pa.concat_tables(gaps) if gaps else _GAP.empty_table()
-        if times.num_rows:
-            name = register("eventscope_latency_gaps_incoming", times)
-            connection.execute(_GAPS.format(times=f"SELECT time FROM {name}"))
+        if times.num_rows:  # counted per minute in Arrow: one small insert
+            minutes = pa.table({"m": pc.floor_temporal(times["time"], unit="minute")})
+            counted = minutes.group_by("m", use_threads=False).aggregate([([], "count_all")])
+            name = register("eventscope_latency_gaps_incoming", counted)
+            connection.execute(f"INSERT INTO eventscope_latency_gaps SELECT * FROM {name}")
     finally:
         for name in registered:
             connection.unregister(name)
@@ -183,10 +176,6 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
 
 _GAP = pa.schema([pa.field("time", pa.timestamp("ns"))])
 _KEYS = ["trace_id", "span_id"]
-
-
-def _times(rows: pa.Table, column: str) -> pa.Table:
-    return pa.table({"time": rows[column]}).cast(_GAP)
 
 
 def _not_stored_as_spans(
@@ -220,20 +209,30 @@ def _counted_as_records(
     if not stored.num_rows:
         return _GAP.empty_table()
     both = consumers.join(stored, keys=_KEYS, join_type="left semi", use_threads=False)
-    return _times(both, "start_time")
+    return pa.table({"time": both["start_time"]}).cast(_GAP)
 
 
 def _chosen(
     rows: pa.Table | None, kind: str, value: str, columns: tuple[str, ...]
-) -> pa.Table | None:
-    """The rows of ``rows`` whose ``kind`` is ``value`` (only ``columns``), or None."""
+) -> tuple[pa.Table | None, pa.Table | None]:
+    """The rows of ``rows`` whose ``kind`` is ``value`` and that carry a publish time
+    (only ``columns``), and the times (:data:`_GAP`) of those that do not; None for none."""
     if rows is None or not rows.num_rows:
-        return None
-    compute: Any = pc  # a boolean mask: filtering by it is cheaper than by an expression
+        return None, None
+    compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
     mask = compute.fill_null(compute.equal(rows[kind], value), False)
     if not compute.any(mask).as_py():
-        return None
-    return rows.select(list(columns)).filter(mask)
+        return None, None
+    known = compute.is_valid(rows["publish_time"])
+    unknown = compute.and_(mask, compute.invert(known))
+    time = columns[2]  # the start time: filtering one column copies only it
+    gaps = None
+    if compute.any(unknown).as_py():
+        gaps = pa.table({"time": rows[time].filter(unknown)}).cast(_GAP)
+    mask = compute.and_(mask, known)
+    if not compute.any(mask).as_py():
+        return None, gaps
+    return rows.select(list(columns)).filter(mask), gaps
 
 
 def _range(times: pa.ChunkedArray, low: str, high: str) -> dict[str, int]:  # type: ignore[type-arg]
