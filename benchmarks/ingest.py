@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import multiprocessing
 import os
 import shutil
@@ -339,6 +340,21 @@ def _sample_commits(port: int, times: tuple[float, ...], into: list[tuple[float,
     threading.Thread(target=run, daemon=True).start()
 
 
+def _stored_live(port: int) -> int | None:
+    """Spans stored now, counted through the collector (``/api/sql``), retried while the
+    read gives way to ingest; None if it never answers."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/api/sql", b"SELECT count(*) AS n FROM spans")
+        response = connection.getresponse()
+        body = response.read()
+        if response.status == 200:
+            return int(json.loads(body)["rows"][0]["n"])
+        time.sleep(1)  # 503: the read gave way to the writer; ask again
+    return None
+
+
 def _removed_spans(port: int) -> int:
     """Spans retention removed, from the collector's /metrics (0 without retention)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -511,6 +527,11 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
         cpu_after = _tree_cpu_seconds(server.pid)
         phase.rss, phase.tree_rss = _tree_peak_rss_mib(server.pid)
         phase.commits, phase.committed_rows = _commit_figures(port)
+        # With retention, removal goes on until the collector stops: count what is
+        # stored while it runs, and only then read what it removed, so that a slice removed
+        # in between is in the second figure rather than in neither (stored + removed is
+        # then at least what was acknowledged, unless something was lost).
+        live = _stored_live(port) if args.retention else None
         phase.removed = _removed_spans(port)
     finally:
         server.terminate()
@@ -523,6 +544,8 @@ def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
         "(SELECT count(*) FROM span_links) + (SELECT count(*) FROM span_events)"
     ).fetchone()
     stored.close()
+    if live is not None:
+        phase.stored = live
     if len(phase.window_commits) == 2 and rows:
         (t0, rows0), (t1, rows1) = phase.window_commits
         phase.committed_rate = (rows1 - rows0) * phase.stored / rows / (t1 - t0)

@@ -37,6 +37,7 @@ from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.learned_rollup import trim as trim_learned
 
 from ._database import Database
+from ._errors import ReadGaveWay
 from ._metrics import Metrics
 from ._settings import Settings
 
@@ -207,6 +208,8 @@ class Retention:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
+            except ReadGaveWay:  # the writer needed the memory: the next round goes on
+                log.info("retention round deferred: its read gave way to ingest")
             except Exception:  # a failed round is tried again next time; ingest goes on
                 log.exception("retention round failed")
             await asyncio.sleep(self._interval)
@@ -340,8 +343,14 @@ def _count(result: duckdb.DuckDBPyConnection) -> int:
 
 
 def _checkpoint(cursor: duckdb.DuckDBPyConnection) -> None:
-    """Write the deletes: DuckDB drops the emptied row groups and frees their blocks."""
-    cursor.execute("CHECKPOINT")
+    """Write the deletes: DuckDB drops the emptied row groups and frees their blocks.
+
+    DuckDB refuses while another transaction has written (a read's scratch tables do):
+    the deletes are then written by the next round's checkpoint, or DuckDB's own."""
+    try:
+        cursor.execute("CHECKPOINT")
+    except duckdb.TransactionException as exc:
+        log.debug("retention: checkpoint deferred (%s)", exc)
 
 
 def _expire_lake_files(cursor: duckdb.DuckDBPyConnection, *, age_s: float) -> None:

@@ -372,7 +372,7 @@ def summarise(
     marks = Marks(index, items, learned, configured, lost_before_ns)
     path = marks.critical_path()
     critical = {id(i) for i in path}
-    waits = {id(i): _queue_wait(i, pool, index, first_publish) for i in items}
+    waits = {id(i): _queue_wait(i, pool, index, first_publish) for i in items if i.is_delivery}
     nodes = _records(items, root, waits, critical, marks)
     return FanoutTree(
         root=nodes[id(root)],
@@ -396,7 +396,7 @@ def summarise(
                 kind=i.kind,
                 edge=i.edge,
                 offset_ns=i.start - root.start,
-                queue_wait_ns=waits[id(i)],
+                queue_wait_ns=waits.get(id(i)),
                 processing_ns=i.end - i.start,
             )
             for i in path
@@ -414,15 +414,19 @@ def _lost_marks(
     marks: list[LostMark] = []
     by_node: dict[int, tuple[str, ...]] = {}
     done: set[str] = set()
+    expected: dict[Key, list[str]] = {}  # per key, computed once: many publishes share one
     for item in sorted((i for i in items if i.is_publish), key=lambda i: i.start):
         event_id = item.event_id
         if not event_id or event_id in done or item.start >= lost_before_ns:
             continue
         done.add(event_id)
         key = (item.destination or "", item.event_type or "")
+        groups = expected.get(key)
+        if groups is None:
+            groups = expected[key] = sorted(learned.get(key, set()) | configured.get(key, set()))
         missing = []
-        for group in sorted(learned.get(key, set()) | configured.get(key, set())):
-            outcomes = [o for _, o in delivered.get((event_id, group), [])]
+        for group in groups:
+            outcomes = [o for _, o in delivered.get((event_id, group), ())]
             if any(o in _HANDLED for o in outcomes):
                 continue
             reason = (
@@ -450,27 +454,35 @@ def _records(
     critical: set[int],
     marks: Marks,
 ) -> dict[int, TreeNode]:
-    """TreeNode records, children before parents (deepest first).
+    """TreeNode records, children before parents.
 
-    The hot loop of a large tree (one record per node): lookups are hoisted out of it."""
+    The hot loop of a large tree (one record per node): lookups are hoisted out of it, and
+    ``items`` is in the order :func:`assemble` reached them — every parent before its
+    children — so walking it backwards builds each node's children first, without a sort."""
     built: dict[int, TreeNode] = {}
     kinds_of = marks.duplicate_kinds
     pairs_of = marks.node_pairs
-    publishes = marks.publishes
+    twice = {event_id for event_id, count in marks.publishes.items() if count > 1}
     lost_by_node = marks.lost_by_node
     root_start = root.start
-    for item in sorted(items, key=lambda i: -i.depth):
+    node = TreeNode
+    for item in reversed(items):
         key = id(item)
         duplicate = None
-        for pair in pairs_of.get(key, ()):
-            duplicate = kinds_of.get(pair)
-            if duplicate is not None:
-                break
-        if duplicate is None and item.is_publish and item.event_id and publishes[item.event_id] > 1:
+        pairs = pairs_of.get(key)
+        if pairs:
+            for pair in pairs:
+                duplicate = kinds_of.get(pair)
+                if duplicate is not None:
+                    break
+        is_delivery = item.is_delivery
+        if duplicate is None and twice and item.is_publish and item.event_id in twice:
             duplicate = "published_twice"
         parent = item.parent
         children = item.children
-        built[key] = TreeNode(
+        start = item.start
+        end = item.end
+        built[key] = node(
             span_id=item.span_id,
             trace_id=item.trace_id,
             parent_span_id=None if parent is None else parent.span_id,
@@ -479,16 +491,16 @@ def _records(
             name=item.name,
             kind=item.kind,
             handler=item.handler,
-            consumer_group=item.group if item.is_delivery else item.consumer_group,
+            consumer_group=item.group if is_delivery else item.consumer_group,
             destination=item.destination,
             event_type=item.event_type,
             event_id=item.event_id,
             correlation_id=item.correlation_id,
-            start_ns=item.start,
-            end_ns=item.end,
-            offset_ns=item.start - root_start,
+            start_ns=start,
+            end_ns=end,
+            offset_ns=start - root_start,
             queue_wait_ns=waits.get(key),
-            processing_ns=item.end - item.start,
+            processing_ns=end - start,
             status=item.status,
             outcome=item.outcome,
             attempt=item.attempt,
