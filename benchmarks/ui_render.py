@@ -283,10 +283,10 @@ def measure_pages(
     base: str, ids: dict[str, str], repeat: int, only: str | None = None
 ) -> list[tuple[str, int, float]]:
     """(page, status, median ms) of GET each page (POST a form's) ``repeat`` times after
-    one warm-up (only the pages whose label contains ``only``, when given)."""
+    one warm-up (only the pages whose label contains a word of ``only``, when given)."""
     out = []
     for label, path in PAGES:
-        if only and only not in label:
+        if only and not any(word in label for word in only.split(",")):
             continue
         url = base + path.format(**ids)
         times = []
@@ -321,7 +321,9 @@ def main() -> None:
     parser.add_argument("--generate-api-db", type=Path, help="write it first (a few minutes)")
     parser.add_argument("--repeat", type=int, default=5, help="GETs per page in part 2")
     parser.add_argument("--pages-only", action="store_true", help="part 2 only")
-    parser.add_argument("--only", help="part 2: the pages whose label contains this")
+    parser.add_argument(
+        "--only", help="part 2: the pages whose label contains one of these (comma-separated)"
+    )
     args = parser.parse_args()
     if not args.pages_only:
         _part_one(args)
