@@ -36,9 +36,9 @@ def _equal(a: TraceBatch, b: TraceBatch) -> None:
 
 def test_a_batch_arrives_whole_from_the_mapped_file_and_the_file_is_gone(tmp_path: Path) -> None:
     batch = TRACES.decode(_body(), PROTOBUF)
-    handoff = send(TRACES, batch, str(tmp_path))
+    handoff = send(TRACES, [batch], str(tmp_path))
     assert handoff.path is not None and Path(handoff.path).parent == tmp_path
-    received = receive(handoff)
+    [received] = receive(handoff)
     _equal(received, batch)
     assert received.spans.column("attempt").to_pylist() == [2] * 300
     assert list(tmp_path.iterdir()) == []  # deleted once mapped; the mapping lives on
@@ -59,9 +59,9 @@ def test_log_records_arrive_whole_from_the_mapped_file(tmp_path: Path) -> None:
         )
     )
     batch = LOGS.decode(body, PROTOBUF)
-    handoff = send(LOGS, batch, str(tmp_path))
+    handoff = send(LOGS, [batch], str(tmp_path))
     assert handoff.path is not None  # large enough for the file
-    received = receive(handoff)
+    [received] = receive(handoff)
     assert isinstance(received, LogBatch)
     assert received.logs.equals(batch.logs) and received.logs.schema == batch.logs.schema
     assert received.logs.column("message_id").to_pylist()[-1] == "evt-599"
@@ -70,9 +70,37 @@ def test_log_records_arrive_whole_from_the_mapped_file(tmp_path: Path) -> None:
 
 def test_without_a_folder_to_write_to_the_batch_is_pickled_whole(tmp_path: Path) -> None:
     batch = TRACES.decode(_body(), PROTOBUF)
-    handoff = send(TRACES, batch, str(tmp_path / "missing"))
+    handoff = send(TRACES, [batch], str(tmp_path / "missing"))
     assert handoff.path is None
-    _equal(receive(handoff), batch)
+    _equal(receive(handoff)[0], batch)
+
+
+def test_several_batches_share_one_file_and_each_comes_back_as_it_was(tmp_path: Path) -> None:
+    bodies = [
+        _body(),
+        traces(span(name="alone", trace_id=bytes(16))),  # its one span rejected: no rows
+        traces(*(span(name=f"other {i}") for i in range(700))),
+    ]
+    batches = [TRACES.decode(body, PROTOBUF) for body in bodies]
+    handoff = send(TRACES, batches, str(tmp_path))
+    assert handoff.path is not None and len(list(tmp_path.iterdir())) == 1
+    received = receive(handoff)
+    assert len(received) == 3
+    for got, batch in zip(received, batches, strict=True):
+        _equal(got, batch)
+    assert received[1].rejected == 1 and received[1].spans.num_rows == 0
+    assert received[2].spans.column("name").to_pylist()[-1] == "other 699"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_small_batches_go_through_in_band_each_as_it_was(tmp_path: Path) -> None:
+    batches = [TRACES.decode(traces(span(name=f"one {i}")), PROTOBUF) for i in range(3)]
+    handoff = send(TRACES, batches, str(tmp_path))
+    assert handoff.path is None
+    received = receive(handoff)
+    assert [b.spans.column("name").to_pylist() for b in received] == [
+        [f"one {i}"] for i in range(3)
+    ]
 
 
 async def _through_a_worker(body: bytes) -> tuple[TraceBatch, str, list[str]]:
@@ -122,6 +150,6 @@ def test_folders_of_collectors_that_died_are_removed_and_live_ones_kept() -> Non
 )
 def test_small_batches_go_through_in_band(body: bytes, tmp_path: Path) -> None:
     batch = TRACES.decode(body, PROTOBUF)
-    handoff = send(TRACES, batch, str(tmp_path))
+    handoff = send(TRACES, [batch], str(tmp_path))
     assert handoff.path is None
-    _equal(receive(handoff), batch)
+    _equal(receive(handoff)[0], batch)

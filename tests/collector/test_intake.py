@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import pytest
 from eventscope.collector import Settings
 from eventscope.collector._database import Database
 from eventscope.collector._decode_pool import DecodePool
+from eventscope.collector._errors import BadRequest
 from eventscope.collector._intake import Intake
 from eventscope.collector._metrics import Metrics
 from eventscope.collector._signals import LOGS, SIGNALS, TRACES
@@ -27,6 +29,12 @@ class Running:
     intake: Intake
     metrics: Metrics
     database: Database
+    decoders: DecodePool
+    workers: int
+
+    @property
+    def calls(self) -> int:
+        return self.decoders.calls
 
     def count(self, table: str) -> int:
         cursor = self.database.cursor()
@@ -45,7 +53,8 @@ async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await writer.start()
     await decoders.start()
     try:
-        yield Running(Intake(decoders=decoders, writer=writer, metrics=metrics), metrics, database)
+        intake = Intake(decoders=decoders, writer=writer, metrics=metrics)
+        yield Running(intake, metrics, database, decoders, request.param)
     finally:
         await decoders.close()
         await writer.close()
@@ -66,6 +75,32 @@ async def test_either_signal_is_stored_and_answered_without_any_transport(
     assert dict(running.metrics.accepted) == {"spans": 1, "log_records": 2}
     assert dict(running.metrics.rejected) == {"spans": 1, "log_records": 0}
     assert running.metrics.queue_rows == 0
+
+
+async def test_requests_decoded_together_are_answered_each_on_its_own(running: Running) -> None:
+    """Bodies that wait for a decoder go to it together; one that does not decode fails
+    alone (its client's 400), and every other request is stored and answered."""
+    bodies = [traces(*(span(f"request {i} span {j}") for j in range(50))) for i in range(8)]
+    bodies[5] = b"\x0a\xff not protobuf"
+    bodies[6] = traces(span("kept"), span("rejected", trace_id=bytes(16)))
+    answers = await asyncio.gather(
+        *(running.intake.export(TRACES, PROTOBUF, body) for body in bodies), return_exceptions=True
+    )
+    assert isinstance(answers[5], BadRequest) and "not a valid OTLP protobuf" in str(answers[5])
+    assert answers[5].status == 400
+    assert [a.partial_success.rejected_spans for a in answers if not isinstance(a, Exception)] == [
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+    ]
+    assert running.count("spans") == 6 * 50 + 1
+    assert dict(running.metrics.accepted) == {"spans": 6 * 50 + 1}
+    if running.workers:  # two calls with a slot each, then the six waiting in one
+        assert running.calls < len(bodies)
 
 
 def test_each_signal_fills_tables_of_the_schema_in_its_batches_order() -> None:
