@@ -269,6 +269,8 @@ PAGES = (
     ("span detail", "/spans/{big}/{big_span}"),
     ("handlers", "/handlers?{window}"),
     ("handlers by event type", "/handlers?group_by=event_type&{window}"),
+    ("API: latency by handler", "/api/latency?{window}"),
+    ("API: latency by group, 24 h, 1 h buckets", "/api/latency?group_by=consumer_group&{day}"),
     ("events", "/events?{window}"),
     ("topology", "/topology?{window}"),
     ("sql", "/sql"),  # the console's form: POST q (see _FORMS)
@@ -277,11 +279,15 @@ PAGES = (
 _FORMS = {"sql": b"q=SELECT%20count(*)%20FROM%20spans"}
 
 
-def measure_pages(base: str, ids: dict[str, str], repeat: int) -> list[tuple[str, int, float]]:
+def measure_pages(
+    base: str, ids: dict[str, str], repeat: int, only: str | None = None
+) -> list[tuple[str, int, float]]:
     """(page, status, median ms) of GET each page (POST a form's) ``repeat`` times after
-    one warm-up."""
+    one warm-up (only the pages whose label contains a word of ``only``, when given)."""
     out = []
     for label, path in PAGES:
+        if only and not any(word in label for word in only.split(",")):
+            continue
         url = base + path.format(**ids)
         times = []
         status = 0
@@ -314,8 +320,17 @@ def main() -> None:
     parser.add_argument("--api-db", type=Path, help="the 10M-span benchmark database")
     parser.add_argument("--generate-api-db", type=Path, help="write it first (a few minutes)")
     parser.add_argument("--repeat", type=int, default=5, help="GETs per page in part 2")
+    parser.add_argument("--pages-only", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--only", help="part 2: the pages whose label contains one of these (comma-separated)"
+    )
     args = parser.parse_args()
+    if not args.pages_only:
+        _part_one(args)
+    _part_two(args)
 
+
+def _part_one(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.time_ns() - 10 * 60 * 1_000_000_000
         big, big_spans = fanout_request("big", args.nodes, t0)
@@ -344,6 +359,8 @@ def main() -> None:
         )
     print(f"10,000-node / baseline (render + scroll): {medians['big'] / medians['baseline']:.2f}x")
 
+
+def _part_two(args: argparse.Namespace) -> None:
     api_db = args.api_db
     if args.generate_api_db is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -370,8 +387,10 @@ def main() -> None:
         end = _sql(base, "SELECT epoch_ns(max(start_time)) AS t FROM spans")[0]["t"] + 1
         hour = 3600 * 1_000_000_000
         window = f"since={end - hour}&until={end}"
+        day = f"since={end - 24 * hour}&until={end}&bucket=1h"
         ids = {"big": big_trace, "big_span": big_span, "small": small_trace, "window": window}
-        rows = measure_pages(base, ids, args.repeat)
+        ids["day"] = day
+        rows = measure_pages(base, ids, args.repeat, args.only)
     print(f"\nPage responses on {api_db.name} ({spans:,} spans), median of {args.repeat} (ms):")
     print("| page | status | ms |")
     print("|---|---:|---:|")

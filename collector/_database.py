@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 from eventscope.queries.id_index import build as build_id_index
+from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.schema import create_schema
 
@@ -89,6 +90,8 @@ class Database:
                 log.warning("indexed the ids of the data already stored (queries/id_index.py)")
             if build_learned(connection):  # a file from before the rollup: once
                 log.warning("summarised the deliveries already stored (queries/learned_rollup.py)")
+            if build_latency(connection):  # a file from before the latency rollup: once
+                log.warning("summarised handler latency already stored (queries/latency_rollup.py)")
             # Reads go through SQL the user typed: from here on this database instance
             # cannot touch files other than its own (read_csv, COPY, ATTACH are refused).
             connection.execute("SET enable_external_access = false")

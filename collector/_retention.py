@@ -31,6 +31,8 @@ from typing import Any
 
 import duckdb
 from eventscope.queries.id_index import INDEX_TABLES
+from eventscope.queries.latency_rollup import LATENCY_TABLES
+from eventscope.queries.latency_rollup import trim as trim_latency
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.learned_rollup import trim as trim_learned
 
@@ -176,7 +178,9 @@ class Retention:
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
-        self.figures.removed.update((table, 0) for table in (*_INDEX_TABLES, *LEARNED_TABLES))
+        self.figures.removed.update(
+            (table, 0) for table in (*_INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES)
+        )
         metrics.retention = self.figures
 
     @property
@@ -311,6 +315,8 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
                 )
             )
         for table, count in trim_learned(cursor, cutoff=high).items():
+            counts[table] = count
+        for table, count in trim_latency(cursor, cutoff=high).items():
             counts[table] = count
         cursor.execute("COMMIT")
     except BaseException:

@@ -22,6 +22,7 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 from eventscope.queries.id_index import compact, index_rows, index_rows_sql
+from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import rollup_commit
 from eventscope.queries.schema import TABLES
 
@@ -511,6 +512,8 @@ class SpanWriter:
                 connection.execute(index_rows_sql(name))
             # Who handled what, by minute (queries/learned_rollup.py).
             rollup_commit(connection, tables)
+            # Handler latency by minute (queries/latency_rollup.py).
+            rollup_latency(connection, tables)
             if entry is not None:  # the journal's entries up to here are in the database
                 connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database

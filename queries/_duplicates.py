@@ -110,9 +110,8 @@ def duplicate_events(
         since_ns, until_ns: deliveries (and publishes) that started in this window.
         event_ids: only these events.
     """
-    window = {"since_ns": since_ns, "until_ns": until_ns}
     rows: list[DuplicateEvent] = []
-    with Sources(cursor, **window, event_ids=event_ids) as src:
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns, event_ids=event_ids) as src:
         hashes: set[int] = set()
         for chunk in group_chunks(src.consumer_groups()):
             sql = _CANDIDATE_HASHES.format(deliveries=src.deliveries)

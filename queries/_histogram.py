@@ -2,7 +2,10 @@
 how long, for a histogram. Deliveries, keys and filters are those of :func:`handler_latency`.
 
 Bins are logarithmic — ten per decade of nanoseconds — because handler latencies spread
-over orders of magnitude; the counts are exact (no sampling).
+over orders of magnitude; the counts are exact (no sampling). A large window is read from
+the latency rollup (queries/latency_rollup.py) as :func:`handler_latency` reads it: its
+100 bins a decade fall ten to a bin here (a value within a rounding error of a bin's
+bound may be counted in the bin beside).
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from ._errors import BadParameter
 from ._latency import FILTERS, GROUP_BY
+from ._latency_rollup_read import entries, raw_parts, rollup_parts, rollup_span
+from ._log_bins import BINS_PER_DECADE as FINE_BINS_PER_DECADE
 from ._sources import Sources
 
 __all__ = ["BINS_PER_DECADE", "LatencyBin", "LatencyHistogram", "latency_histogram"]
 
 BINS_PER_DECADE = 10
+_FINE = FINE_BINS_PER_DECADE
 
 _HISTOGRAM = """
 WITH d AS (
@@ -91,6 +98,9 @@ def latency_histogram(
         if value is not None:
             where += f" AND {FILTERS[name]} = $f_{name}"
             params[f"f_{name}"] = value
+    span = rollup_span(cursor, since_ns, until_ns, None)
+    if span is not None:
+        return _from_rollup(cursor, span, group_by, key, filters)
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         sql = _HISTOGRAM.format(
             deliveries=src.deliveries,
@@ -109,4 +119,43 @@ def latency_histogram(
         key=key,
         processing=tuple(bins["processing"]),
         queue_wait=tuple(bins["queue_wait"]),
+    )
+
+
+def _from_rollup(
+    cursor: duckdb.DuckDBPyConnection,
+    span: tuple[int, int, list[tuple[int, int, bool]]],
+    group_by: str,
+    key: str | None,
+    filters: dict[str, str | None],
+) -> LatencyHistogram:
+    """The histogram of the rollup's minutes ``span`` and of its edges read raw."""
+    low, high, edges = span
+    wanted = {**filters, "_key": key}
+    parts = [rollup_parts(cursor, (low, high), group_by, None, wanted)]
+    parts += raw_parts(cursor, edges, GROUP_BY[group_by], None, wanted, FILTERS)
+    bins: dict[str, tuple[LatencyBin, ...]] = {}
+    for measure in ("processing", "queue_wait"):
+        found = [
+            entries(part[part.column_names[6 if measure == "processing" else 7]])
+            for part in parts
+            if part.num_rows
+        ]
+        fine = np.concatenate([f[1] for f in found]) if found else np.zeros(0, np.int64)
+        counts = np.concatenate([f[2] for f in found]) if found else np.zeros(0, np.int64)
+        # the rollup's bin b >= 1 holds 10^((b-1)/100) and up: here bin (b-1) // 10; values
+        # up to 1 ns (0 and negative waits) are in bin 0, as greatest(v, 1) puts them
+        coarse = np.where(fine >= 1, (fine - 1) // (_FINE // BINS_PER_DECADE), 0)
+        summed = np.bincount(coarse, weights=counts) if len(coarse) else np.zeros(0)
+        bins[measure] = tuple(
+            LatencyBin(
+                low_ns=10 ** (b / BINS_PER_DECADE),
+                high_ns=10 ** ((b + 1) / BINS_PER_DECADE),
+                count=int(n),
+            )
+            for b, n in enumerate(summed)
+            if n
+        )
+    return LatencyHistogram(
+        group_by=group_by, key=key, processing=bins["processing"], queue_wait=bins["queue_wait"]
     )

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from ._errors import BadParameter
+from ._latency_rollup_read import merge, raw_parts, rollup_parts, rollup_span
 from ._records_stats import HandlerLatency, LatencyBucket, LatencyRow, LatencyStats, Percentiles
 from ._sources import Sources
 
@@ -38,6 +39,7 @@ FILTERS = {
 }
 _MAX_BUCKETS = 10_000
 QUANTILES = "[0.5, 0.9, 0.95, 0.99]"
+_QUANTILES = [0.5, 0.9, 0.95, 0.99]
 
 _LATENCY = f"""
 SELECT GROUPING(key) AS all_keys, {{all_buckets}} AS all_buckets, key, {{bucket_out}},
@@ -112,6 +114,13 @@ def handler_latency(
         sets += ", (key, bucket), (bucket)"
         bucket = "epoch_ns(start_time) // $bucket * $bucket"
         params["bucket"] = bucket_ns
+    span = rollup_span(cursor, since_ns, until_ns, bucket_ns)
+    if span is not None:  # whole minutes from the rollup, the edges raw
+        low, high, edges = span
+        parts = [rollup_parts(cursor, (low, high), group_by, bucket_ns, named)]
+        parts += raw_parts(cursor, edges, GROUP_BY[group_by], bucket_ns, named, FILTERS)
+        rows = merge(parts, bucket_ns, _QUANTILES)
+        return _assemble(rows, group_by, since_ns, until_ns, bucket_ns)
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         sql = _LATENCY.format(
             all_buckets="1" if bucket_ns is None else "GROUPING(bucket)",

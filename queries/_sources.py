@@ -65,7 +65,9 @@ class Sources:
             cursor.execute(f"SELECT … FROM ({src.deliveries}) d", src.params)
 
     ``event_ids`` restricts both to those event ids (the tree's marks). ``params`` holds the
-    window parameters the SQL texts need.
+    window parameters the SQL texts need. ``published``: the caller knows that every
+    delivery of the window carries its publish time (the latency rollup has no gap
+    there), so the window is not searched for those that do not.
     """
 
     def __init__(
@@ -75,10 +77,12 @@ class Sources:
         since_ns: int | None = None,
         until_ns: int | None = None,
         event_ids: Iterable[str] | None = None,
+        published: bool = False,
     ) -> None:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
         self._event_ids = None if event_ids is None else sorted(set(event_ids))
+        self._published = published
         self._scratch = Scratch(cursor)
         self._resolved: str | None = None
         self.deliveries = ""
@@ -108,10 +112,15 @@ class Sources:
         ]
         missing = []
         without = records_without_publish_time()
-        if self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone():
+        if (
+            not self._published
+            and self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone()
+        ):
             missing.append(without)
-        needy = self._cursor.execute(needy_spans(), self.params).to_arrow_table()
-        if needy.num_rows:
+        needy = None
+        if not self._published:
+            needy = self._cursor.execute(needy_spans(), self.params).to_arrow_table()
+        if needy is not None and needy.num_rows:
             resolved = self._cursor.execute(
                 RESOLVE.format(needy=self.register(needy))
             ).to_arrow_table()

@@ -43,6 +43,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._rollup_meta import complete_from, mark_complete, move_complete_from
 from .id_index import id_range
 
 __all__ = [
@@ -312,8 +313,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
             batches = reader.execute(f"SELECT {columns} FROM {table}")
             for batch in batches.to_arrow_reader(_BUILD_BATCH):
                 _rollup(connection, {table: pa.Table.from_batches([batch])}, pending=False)
-        connection.execute("DELETE FROM eventscope_meta WHERE key = 'learned_from'")
-        connection.execute("INSERT INTO eventscope_meta VALUES ('learned_from', '0')")
+        mark_complete(connection, "learned_from")
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
@@ -325,13 +325,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
 
 def learned_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
     """From when (ns) the rollup holds every delivery, or None: no rollup in this file."""
-    try:
-        row = cursor.execute(
-            "SELECT value FROM eventscope_meta WHERE key = 'learned_from'"
-        ).fetchone()
-    except duckdb.CatalogException:
-        return None
-    return None if row is None else int(row[0])
+    return complete_from(cursor, "learned_from")
 
 
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
@@ -350,11 +344,7 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
         ).fetchone()
         counts[table] = int(result[0]) if result else 0
     start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
-    cursor.execute(
-        "UPDATE eventscope_meta SET value = greatest(value::BIGINT, $start)::VARCHAR "
-        "WHERE key = 'learned_from'",
-        {"start": start},
-    )
+    move_complete_from(cursor, "learned_from", start)
     return counts
 
 

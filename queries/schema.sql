@@ -143,3 +143,25 @@ CREATE TABLE IF NOT EXISTS eventscope_learned_gaps (
     minute              TIMESTAMP_NS NOT NULL,
     deliveries          BIGINT NOT NULL
 );
+
+-- Not public: handler latency by minute (see queries/latency_rollup.py), kept by the
+-- writer in the same commit as the rows. Histograms: bin (queries/_log_bins.py) -> count.
+CREATE TABLE IF NOT EXISTS eventscope_latency (
+    minute              TIMESTAMP_NS NOT NULL,  -- of the handler's start
+    service_name        VARCHAR,
+    consumer_group      VARCHAR,                -- its service when none
+    handler             VARCHAR,                -- "{group}: {span name}" when none
+    event_type          VARCHAR,
+    destination         VARCHAR,
+    deliveries          BIGINT NOT NULL,
+    errors              BIGINT NOT NULL,        -- outcome error or dead_lettered
+    first_start         TIMESTAMP_NS NOT NULL,
+    last_start          TIMESTAMP_NS NOT NULL,
+    processing          MAP(SMALLINT, UBIGINT),
+    queue_wait          MAP(SMALLINT, UBIGINT)
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_latency_gaps (
+    minute              TIMESTAMP_NS NOT NULL,
+    deliveries          BIGINT NOT NULL
+);

@@ -183,6 +183,7 @@ LATENCY_GROUPS = (
 )
 _FIGURE_BUCKETS = 40
 _MILLISECOND_NS = 1_000_000
+_MINUTE_NS = 60 * 10**9
 
 
 async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
@@ -230,6 +231,8 @@ async def _over_time(
     first = row.stats.first_ns if row.stats.first_ns is not None else 0
     last = row.stats.last_ns if row.stats.last_ns is not None else first
     bucket = max(_MILLISECOND_NS, -(-(last - first + 1) // _FIGURE_BUCKETS))
+    if bucket > _MINUTE_NS:  # whole minutes: answered from the latency rollup
+        bucket = -(-bucket // _MINUTE_NS) * _MINUTE_NS
     # only this row (a key of None cannot be asked for by value: then all rows)
     only: dict[str, Any] = {} if row.key is None else {group_by: row.key}
     wanted = LatencyParams(

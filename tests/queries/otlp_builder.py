@@ -18,6 +18,8 @@ import duckdb
 from eventscope.collector._signals import LOGS, TRACES
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.id_index import index_rows, index_rows_sql
+from eventscope.queries.latency_rollup import build as build_latency
+from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.learned_rollup import rollup_commit
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -201,6 +203,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
         batches.append((LOGS, LOGS.decode(logs, PROTOBUF)))
     build_id_index(connection)  # marks the (empty) index complete, as the collector does
     build_learned(connection)  # and the rollup of who handled what
+    build_latency(connection)  # and of handler latency
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
@@ -216,5 +219,6 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
             connection.register(names["ids"], index)
             connection.execute(index_rows_sql(names["ids"]))
         rollup_commit(connection, tables)
+        rollup_latency(connection, tables)
         for name in names.values():
             connection.unregister(name)

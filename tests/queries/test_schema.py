@@ -10,6 +10,7 @@ import pytest
 from eventscope.queries import schema
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.id_index import INDEX_TABLES
+from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
@@ -47,8 +48,9 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
             "SELECT view_name FROM duckdb_views() WHERE NOT internal"
         ).fetchall()
     }
-    # and the id index and the rollup (derived from the tables by the writer, not public)
-    assert tables - views == {*schema.TABLES, "eventscope_meta", *INDEX_TABLES, *LEARNED_TABLES}
+    # and the id index and the rollups (derived from the tables by the writer, not public)
+    derived = {*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES}
+    assert tables - views == {*schema.TABLES, "eventscope_meta", *derived}
 
 
 @pytest.mark.parametrize("table", ["spans", "logs"])

@@ -1,0 +1,298 @@
+"""Handler latency by minute: a rollup the writer keeps, so that latency over a day does not
+scan a day of deliveries.
+
+Answered from raw rows, ``handler_latency`` over 24 h reads every delivery of the day
+(≈35 M consumer spans on a collector storing 100 M spans a day) and sorts them for exact
+percentiles: seconds. The writer keeps this rollup instead, in the same transaction as the
+rows it summarises:
+
+- ``eventscope_latency``: per (minute of the handler's start, service, consumer group,
+  handler key, event type, destination): deliveries, errors, the first and last start,
+  and log-bucket histograms (:mod:`._log_bins`, 100 bins a decade) of processing
+  (start → end) and of queue wait (publish → start). Rows of the same key add up: a
+  later commit of the same minute is another row.
+- ``eventscope_latency_gaps``: per minute, deliveries whose queue wait the writer cannot
+  know: consumer spans without a publish time (stock instrumentations and batch spans,
+  resolved through their producer spans by the raw query), event records without one
+  (the raw query takes the earliest publish of their event id), and consumer spans whose
+  event record an earlier commit stored and counted (the raw query counts the span
+  only). A window holding any is read raw.
+
+What the rollup summarises is exactly what the raw query reads from those rows: consumer
+spans that carry ``eventscope.publish_time``, and ``deliver`` event records that carry it
+and are not stored as a consumer span (checked when the record is committed, against the
+spans stored so far; a span that comes later is a gap, above).
+
+Reads (:mod:`._latency_rollup_read`) use the rollup only for whole minutes from
+``latency_from`` (``eventscope_meta``: from when it holds everything; retention moves it)
+and read the window's partial edge minutes raw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._log_bins import BIN_SQL
+from ._rollup_meta import complete_from, mark_complete, move_complete_from
+from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
+
+__all__ = ["LATENCY_TABLES", "build", "latency_from", "rollup_commit", "trim"]
+
+#: The rollup's tables (not public).
+LATENCY_TABLES = ("eventscope_latency", "eventscope_latency_gaps")
+MINUTE_NS = 60 * 10**9
+_MINUTE = f"make_timestamp_ns(epoch_ns({{t}}) // {MINUTE_NS} * {MINUTE_NS})"
+
+# The rollup's rows of deliveries ({deliveries}: the columns of span_deliveries, raw).
+_SUMMARISE = f"""
+INSERT INTO eventscope_latency
+SELECT make_timestamp_ns(start_ns // {MINUTE_NS} * {MINUTE_NS}) AS minute, service_name,
+       grp, coalesce(handler, grp || ': ' || name), event_type, destination,
+       count(*), count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')),
+       make_timestamp_ns(min(start_ns)), make_timestamp_ns(max(start_ns)),
+       histogram(processing) FILTER (WHERE processing IS NOT NULL),
+       histogram(queue_wait) FILTER (WHERE queue_wait IS NOT NULL)
+FROM (
+    SELECT epoch_ns(start_time) AS start_ns, service_name,
+           coalesce(consumer_group, service_name) AS grp, handler, name, event_type,
+           destination,
+           coalesce(outcome, CASE WHEN status_code = 'error' THEN 'error' ELSE 'ok' END)
+               AS outcome,
+           {BIN_SQL.format(v="(epoch_ns(end_time) - epoch_ns(start_time))")} AS processing,
+           {BIN_SQL.format(v="(epoch_ns(start_time) - epoch_ns(publish_time))")} AS queue_wait
+    FROM ({{deliveries}})
+)
+GROUP BY ALL
+"""
+_GAPS = f"""
+INSERT INTO eventscope_latency_gaps
+SELECT {_MINUTE.format(t="time")} AS minute, count(*) FROM ({{times}}) GROUP BY ALL
+"""
+
+# One commit's deliveries that carry their publish time: {consumers} (consumer spans),
+# {records} (deliver records not stored as a consumer span: the raw query's anti-join).
+_COMMIT_SPANS = """
+SELECT start_time, end_time, publish_time, service_name, consumer_group, handler, name,
+       event_type, destination, outcome, status_code
+FROM {consumers}
+"""
+_COMMIT_RECORDS = """
+SELECT time AS start_time, greatest(coalesce(end_time, time), time) AS end_time,
+       publish_time, service_name, consumer_group, handler,
+       'process ' || coalesce(destination, '') AS name, event_type, destination, outcome,
+       NULL::VARCHAR AS status_code
+FROM {records}
+"""
+# Stored (trace, span) of the other kind at the commit's times ($low … $high): consumer
+# spans of traces that the commit's records are in, and records with a publish time (few:
+# the span of a delivery starts when its record is timed).
+_STORED_SPANS = """
+SELECT trace_id, span_id FROM spans
+WHERE kind = 'consumer' AND start_time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
+  AND trace_id IN (SELECT trace_id FROM {traces})
+"""
+_STORED_RECORDS = """
+SELECT trace_id, span_id FROM logs
+WHERE record_kind = 'deliver' AND publish_time IS NOT NULL
+  AND time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
+"""
+_SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "start_time",
+    "end_time",
+    "publish_time",
+    "service_name",
+    "consumer_group",
+    "handler",
+    "name",
+    "event_type",
+    "destination",
+    "outcome",
+    "status_code",
+)
+_RECORD_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "time",
+    "end_time",
+    "publish_time",
+    "service_name",
+    "consumer_group",
+    "handler",
+    "event_type",
+    "destination",
+    "outcome",
+)
+
+
+def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table]) -> None:
+    """Add one commit's deliveries to the rollup, inside the commit's transaction, after
+    its rows are inserted. ``tables``: the commit's Arrow tables by table name.
+
+    Nothing for a commit without deliveries. Otherwise one insert of its summaries, one of
+    its gaps when it has any, and a lookup of the stored rows of the other kind at its
+    times: consumer spans of its records' traces, and records with a publish time (a
+    scan of the commit's time range in ``logs``, usually empty)."""
+    consumers, spans_gaps = _chosen(tables.get("spans"), "kind", "consumer", _SPAN_COLUMNS)
+    records, records_gaps = _chosen(tables.get("logs"), "record_kind", "deliver", _RECORD_COLUMNS)
+    gaps = [g for g in (spans_gaps, records_gaps) if g is not None]
+    registered: list[str] = []
+
+    def register(name: str, table: pa.Table) -> str:
+        connection.register(name, table)
+        registered.append(name)
+        return name
+
+    try:
+        if records is not None and records.num_rows:
+            records = _not_stored_as_spans(connection, records, register)
+        if consumers is not None and consumers.num_rows:
+            gaps.append(_counted_as_records(connection, consumers, tables.get("logs")))
+        parts = []
+        if consumers is not None and consumers.num_rows:
+            name = register("eventscope_latency_consumers", consumers)
+            parts.append(_COMMIT_SPANS.format(consumers=name))
+        if records is not None and records.num_rows:
+            name = register("eventscope_latency_records", records)
+            parts.append(_COMMIT_RECORDS.format(records=name))
+        if parts:
+            connection.execute(_SUMMARISE.format(deliveries=" UNION ALL ".join(parts)))
+        times = pa.concat_tables(gaps) if gaps else _GAP.empty_table()
+        if times.num_rows:  # counted per minute in Arrow: one small insert
+            minutes = pa.table({"m": pc.floor_temporal(times["time"], unit="minute")})
+            counted = minutes.group_by("m", use_threads=False).aggregate([([], "count_all")])
+            name = register("eventscope_latency_gaps_incoming", counted)
+            connection.execute(f"INSERT INTO eventscope_latency_gaps SELECT * FROM {name}")
+    finally:
+        for name in registered:
+            connection.unregister(name)
+
+
+_GAP = pa.schema([pa.field("time", pa.timestamp("ns"))])
+_KEYS = ["trace_id", "span_id"]
+
+
+def _not_stored_as_spans(
+    connection: duckdb.DuckDBPyConnection, records: pa.Table, register: Any
+) -> pa.Table:
+    """``records`` but those whose (trace, span) is a stored consumer span (this commit's
+    spans are stored already)."""
+    traces = register(
+        "eventscope_latency_traces", pa.table({"trace_id": pc.unique(records["trace_id"])})
+    )
+    stored = connection.execute(
+        _STORED_SPANS.format(traces=traces), _range(records["time"], "low", "high")
+    ).to_arrow_table()
+    if not stored.num_rows:
+        return records
+    return records.join(stored, keys=_KEYS, join_type="left anti", use_threads=False)
+
+
+def _counted_as_records(
+    connection: duckdb.DuckDBPyConnection, consumers: pa.Table, logs: pa.Table | None
+) -> pa.Table:
+    """The start times of ``consumers`` whose record an earlier commit stored (and the
+    rollup counted): the raw query counts the span only, so their minutes are gaps."""
+    stored = connection.execute(
+        _STORED_RECORDS, _range(consumers["start_time"], "low", "high")
+    ).to_arrow_table()
+    if stored.num_rows and logs is not None and logs.num_rows:  # not this commit's own
+        stored = stored.join(
+            logs.select(_KEYS), keys=_KEYS, join_type="left anti", use_threads=False
+        )
+    if not stored.num_rows:
+        return _GAP.empty_table()
+    both = consumers.join(stored, keys=_KEYS, join_type="left semi", use_threads=False)
+    return pa.table({"time": both["start_time"]}).cast(_GAP)
+
+
+def _chosen(
+    rows: pa.Table | None, kind: str, value: str, columns: tuple[str, ...]
+) -> tuple[pa.Table | None, pa.Table | None]:
+    """The rows of ``rows`` whose ``kind`` is ``value`` and that carry a publish time
+    (only ``columns``), and the times (:data:`_GAP`) of those that do not; None for none."""
+    if rows is None or not rows.num_rows:
+        return None, None
+    compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
+    mask = compute.fill_null(compute.equal(rows[kind], value), False)
+    if not compute.any(mask).as_py():
+        return None, None
+    known = compute.is_valid(rows["publish_time"])
+    unknown = compute.and_(mask, compute.invert(known))
+    time = columns[2]  # the start time: filtering one column copies only it
+    gaps = None
+    if compute.any(unknown).as_py():
+        gaps = pa.table({"time": rows[time].filter(unknown)}).cast(_GAP)
+    mask = compute.and_(mask, known)
+    if not compute.any(mask).as_py():
+        return None, gaps
+    return rows.select(list(columns)).filter(mask), gaps
+
+
+def _range(times: pa.ChunkedArray, low: str, high: str) -> dict[str, int]:  # type: ignore[type-arg]
+    bounds = pc.min_max(times)
+    return {
+        low: int(bounds["min"].cast(pa.int64()).as_py()),
+        high: int(bounds["max"].cast(pa.int64()).as_py()),
+    }
+
+
+def build(connection: duckdb.DuckDBPyConnection) -> bool:
+    """Build the rollup of a file written before it existed (once, on the writer's
+    connection before ingest starts), or mark a new file's complete. Returns whether
+    stored rows had to be summarised (two scans of the stored deliveries)."""
+    if latency_from(connection) is not None:
+        return False
+    row = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM logs)"
+    ).fetchone()
+    stored = bool(row and row[0])
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for table in LATENCY_TABLES:
+            connection.execute(f"DELETE FROM {table}")
+        if stored:
+            spans = span_deliveries(ALL_TIME)
+            records = (
+                f"SELECT * FROM ({record_deliveries(ALL_TIME)}) WHERE publish_time IS NOT NULL"
+            )
+            connection.execute(_SUMMARISE.format(deliveries=f"{spans} UNION ALL {records}"))
+            times = (
+                "SELECT start_time AS time FROM spans "
+                "WHERE kind = 'consumer' AND publish_time IS NULL "
+                "UNION ALL SELECT time FROM logs "
+                "WHERE record_kind = 'deliver' AND publish_time IS NULL"
+            )
+            connection.execute(_GAPS.format(times=times))
+        mark_complete(connection, "latency_from")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return stored
+
+
+def latency_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
+    """From when (ns) the latency rollup summarises every delivery (None: none here)."""
+    return complete_from(cursor, "latency_from")
+
+
+def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
+    """After retention removed what started before ``cutoff``: drop the minutes up to the
+    one holding ``cutoff`` (its rows summarised deliveries on both sides of it), and move
+    ``latency_from`` to the next minute."""
+    start = cutoff - cutoff % MINUTE_NS + MINUTE_NS
+    counts = {}
+    for table in LATENCY_TABLES:
+        result = cursor.execute(
+            f"DELETE FROM {table} WHERE minute < make_timestamp_ns($start)", {"start": start}
+        ).fetchone()
+        counts[table] = int(result[0]) if result else 0
+    move_complete_from(cursor, "latency_from", start)
+    return counts
