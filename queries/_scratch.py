@@ -9,13 +9,14 @@ generated here, never taken from users.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import duckdb
 import pyarrow as pa
 
-__all__ = ["Scratch", "id_table"]
+__all__ = ["Scratch", "id_table", "registered"]
 
 _names = itertools.count()
 
@@ -60,3 +61,23 @@ class Scratch:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@contextmanager
+def registered(
+    connection: duckdb.DuckDBPyConnection,
+) -> Iterator[Callable[[str, pa.Table], str]]:
+    """``register(name, table)`` for the ``with`` block: Arrow tables scanned in place
+    (no copy: the writer's rollups read a commit's rows so), unregistered at its end."""
+    names: list[str] = []
+
+    def register(name: str, table: pa.Table) -> str:
+        connection.register(name, table)
+        names.append(name)
+        return name
+
+    try:
+        yield register
+    finally:
+        for name in names:
+            connection.unregister(name)

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from ._log_bins import BIN_SQL
 from ._rollup_meta import complete_from, mark_complete, move_complete_from
+from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
 
 __all__ = ["LATENCY_TABLES", "build", "latency_from", "rollup_commit", "trim"]
@@ -142,14 +143,7 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
     consumers, spans_gaps = _chosen(tables.get("spans"), "kind", "consumer", _SPAN_COLUMNS)
     records, records_gaps = _chosen(tables.get("logs"), "record_kind", "deliver", _RECORD_COLUMNS)
     gaps = [g for g in (spans_gaps, records_gaps) if g is not None]
-    registered: list[str] = []
-
-    def register(name: str, table: pa.Table) -> str:
-        connection.register(name, table)
-        registered.append(name)
-        return name
-
-    try:
+    with registered(connection) as register:
         if records is not None and records.num_rows:
             records = _not_stored_as_spans(connection, records, register)
         if consumers is not None and consumers.num_rows:
@@ -169,9 +163,6 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
             counted = minutes.group_by("m", use_threads=False).aggregate([([], "count_all")])
             name = register("eventscope_latency_gaps_incoming", counted)
             connection.execute(f"INSERT INTO eventscope_latency_gaps SELECT * FROM {name}")
-    finally:
-        for name in registered:
-            connection.unregister(name)
 
 
 _GAP = pa.schema([pa.field("time", pa.timestamp("ns"))])

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._rollup_meta import complete_from, mark_complete, move_complete_from
+from ._scratch import registered
 from .id_index import id_range
 
 __all__ = [
@@ -143,14 +144,7 @@ def _rollup(
     in_commit = pc.is_valid(joined["destination"])  # NULL: its publish is not in the commit
     pairs = [joined.filter(in_commit)]
     rest = joined.filter(pc.invert(in_commit)).select(_DELIVERY.names)
-    registered: list[str] = []
-
-    def register(name: str, table: pa.Table) -> str:
-        connection.register(name, table)
-        registered.append(name)
-        return name
-
-    try:
+    with registered(connection) as register:
         # One statement for what Arrow cannot pair: the pending deliveries with this
         # commit's publishes (by event id), the deliveries whose publish is not in this
         # commit with the stored publishes of their publish times' range.
@@ -177,9 +171,6 @@ def _rollup(
         if gaps.num_rows:
             name = register("eventscope_incoming_gaps", _per_minute(gaps))
             connection.execute(f"INSERT INTO eventscope_learned_gaps SELECT * FROM {name}")
-    finally:
-        for name in registered:
-            connection.unregister(name)
 
 
 def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Table]:
