@@ -27,6 +27,7 @@ otherwise read the old way (a full scan), so any file answers the same.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 
@@ -38,6 +39,7 @@ __all__ = [
     "INDEX_TABLES",
     "INDEX_VERSION",
     "KINDS",
+    "MERGE_SLICE_ROWS",
     "RunNumbers",
     "build",
     "compact",
@@ -184,24 +186,42 @@ def plan_merge(stored: list[tuple[int, int]], run_rows: int, fanout: int = FANOU
     return []
 
 
-def merge(cursor: duckdb.DuckDBPyConnection, merged: list[int], run: RunNumbers) -> int:
+#: A merge sorts at most this many rows at a time (≈30 MB): the memory it takes beside
+#: ingest stays small whatever the size of the runs it merges.
+MERGE_SLICE_ROWS = 1_000_000
+
+
+def merge(
+    cursor: duckdb.DuckDBPyConnection,
+    merged: list[int],
+    run: RunNumbers,
+    slice_rows: int = MERGE_SLICE_ROWS,
+) -> int:
     """Merge the runs ``merged`` into one new run, sorted by key (one transaction; on any
     cursor but the writer's, serialised with other deletes from ``eventscope_ids``: the
-    writer only appends to it). Returns the rows of the new run."""
+    writer only appends to it). Returns the rows of the new run.
+
+    Keys are hashes, spread evenly over 64 bits, and each run is sorted by key: the merge
+    writes the new run one key range at a time, each a small sort of the rows whose zone
+    maps fall in the range, in the order of the ranges."""
     wanted = ", ".join(str(int(number)) for number in merged)  # ints, not user input
+    source = f"FROM eventscope_ids WHERE run IN ({wanted})"
+    counted = cursor.execute(f"SELECT count(*) {source}").fetchone()
+    rows = int(counted[0]) if counted else 0
+    slices = max(1, -(-rows // max(1, slice_rows)))
+    bounds = [n * 2**64 // slices for n in range(slices)] + [2**64]
     number = run.take()
-    _transaction(
-        cursor,
-        (
-            "INSERT INTO eventscope_ids SELECT key, kind, first, last, $run "
-            f"FROM eventscope_ids WHERE run IN ({wanted}) ORDER BY key",
-            {"run": number},
-        ),
-        (f"DELETE FROM eventscope_ids WHERE run IN ({wanted})", {}),
+    insert = (
+        f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {source} "
+        "AND key >= $low::UBIGINT AND key <= $high::UBIGINT ORDER BY key"
     )
-    row = cursor.execute("SELECT count(*) FROM eventscope_ids WHERE run = $run", {"run": number})
-    counted = row.fetchone()
-    return int(counted[0]) if counted else 0
+    steps: list[tuple[str, dict[str, object]]] = [
+        (insert, {"run": number, "low": low, "high": high - 1})
+        for low, high in itertools.pairwise(bounds)
+    ]
+    steps.append((f"DELETE {source}", {}))
+    _transaction(cursor, *steps)
+    return rows
 
 
 _BUILD = """
