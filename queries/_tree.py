@@ -28,6 +28,7 @@ from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
 from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
+from .id_index import has_index
 from .learned_rollup import learned_rows
 
 __all__ = [
@@ -93,11 +94,12 @@ def fanout_tree(
     if horizon_ns is not None and horizon_ns < 0:
         raise BadParameter("horizon", f"must not be negative, got {horizon_ns}")
     with gc_paused():
-        top, found_by, known = find_root(cursor, root)
+        indexed = has_index(cursor)  # once: find_root and collect need to know
+        top, found_by, known = find_root(cursor, root, indexed)
         until = None if horizon_ns is None else top.start + horizon_ns
-        correlation = _correlation_ids(cursor, top, known, until)
+        correlation = _correlation_ids(cursor, top, known, until, indexed)
         since = top.start - SKEW_NS
-        pool = collect(cursor, {top.trace_id}, correlation, since, known, until)
+        pool = collect(cursor, {top.trace_id}, correlation, since, known, until, indexed)
         top = pool.spans.get(top.key, top)
         index = Index(pool)
         items = assemble(pool, top, correlation, index)
@@ -115,12 +117,16 @@ def fanout_tree(
 
 
 def _correlation_ids(
-    cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item], until_ns: int | None
+    cursor: duckdb.DuckDBPyConnection,
+    top: Item,
+    known: list[Item],
+    until_ns: int | None,
+    indexed: bool,
 ) -> set[str]:
     """The root's correlation id; without one, those of its descendants in its own trace."""
     if top.correlation_id:
         return {top.correlation_id}
-    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known, until_ns)
+    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known, until_ns, indexed)
     return descendant_correlation(pool, pool.spans.get(top.key, top))
 
 

@@ -252,3 +252,37 @@ def test_the_id_index_changes_no_tree(db: duckdb.DuckDBPyConnection, workload: W
         db.execute("UPDATE eventscope_meta SET value = '1' WHERE key = 'id_index'")
     assert len(indexed) > 50
     assert indexed == unindexed
+
+
+def test_id_sets_as_parameters_or_temporary_tables_give_the_same_trees(
+    db: duckdb.DuckDBPyConnection, workload: Workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree's sets of ids (its traces, correlation ids) are statement parameters when
+    small and temporary tables when large: every tree of the workload is the same either
+    way, with the id index and without it (the one-statement and the two-step fetch)."""
+    from eventscope.queries import _tree_fetch
+
+    roots = sorted({workload.trace(n) for n in _span_names(workload)})
+    roots += sorted({workload.span(n) for n in _span_names(workload)})
+    now = 2**62
+
+    def trees() -> list[str]:
+        out = []
+        for root in roots:
+            try:
+                out.append(str(fanout_tree(db, root, grace_ns=-now).to_json()))
+            except NotFound as exc:  # sampled out
+                out.append(f"not found: {exc}")
+        return out
+
+    listed = trees()
+    monkeypatch.setattr(_tree_fetch, "_LISTED", 0)
+    assert trees() == listed
+    db.execute("UPDATE eventscope_meta SET value = 'off' WHERE key = 'id_index'")
+    try:
+        assert trees() == listed
+        monkeypatch.setattr(_tree_fetch, "_LISTED", 32)
+        assert trees() == listed
+    finally:
+        db.execute("UPDATE eventscope_meta SET value = '1' WHERE key = 'id_index'")
+    assert sum(not tree.startswith("not found") for tree in listed) > 20
