@@ -1,7 +1,8 @@
 """Opening a request, two versions of eventscope on one file, alternating, in one process.
 
 ``--before`` is a folder holding an older ``eventscope`` package (``mkdir -p B/eventscope &&
-git archive REV | tar -x -C B/eventscope``); the other side is the installed one. On the
+git archive REV | tar -x -C B/eventscope``); the other side is the installed one, or
+``--after`` (a folder made the same way). On the
 file of ``benchmarks/queries.py`` (its 20-span request an hour before the end, and its
 10,000-node request) each side times, best of ``--rounds`` warm runs, alternating:
 
@@ -106,11 +107,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("db")
     parser.add_argument("--before", required=True)
+    parser.add_argument("--after", help="a folder as --before (default: the installed one)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample", type=int, default=40, help="more roots compared")
     args = parser.parse_args()
     cursor = duckdb.connect(args.db, read_only=True)
-    sides = {"before": _load(args.before), "after": _load(None)}
+    sides = {"before": _load(args.before), "after": _load(args.after)}
     steps = {name: _steps(side, cursor) for name, side in sides.items()}
     small, big, more = _roots(cursor, args.sample)
     cases = {"20-span request": small, "10,000-node request": big}
