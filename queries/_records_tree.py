@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._records import _Json, positional
+from ._records import _Json
 
 __all__ = [
     "CriticalHop",
@@ -143,9 +143,8 @@ class FanoutTree(_Json):
             parent = order[i][1]
             if lasts[i] > lasts[parent]:
                 lasts[parent] = lasts[i]
-        place = _NEW_PLACED  # (node, index, parent, depth, last): PlacedNode's field order
         return tuple(
-            place(node, index, parent, depth, lasts[index])
+            PlacedNode(node=node, index=index, parent=parent, depth=depth, last=lasts[index])
             for index, (node, parent, depth) in enumerate(order)
         )
 
@@ -197,7 +196,3 @@ class RequestPage(_Json):
     offset: int
     limit: int
     sort: str
-
-
-#: PlacedNode(**fields) from the values in field order (10,000 of them for a large tree).
-_NEW_PLACED = positional(PlacedNode)

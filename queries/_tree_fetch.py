@@ -479,15 +479,8 @@ def _fetch_spans(
         return _items(cursor.execute(wide, params).fetchall())
     if low is None:
         return []
-    found = cursor.execute(_TRACE_SPANS.format(ids=ids.sql), {**params, "low": low, "high": high})
-    return _items(_through_arrow(found))
-
-
-def _through_arrow(result: duckdb.DuckDBPyConnection) -> Iterable[tuple[Any, ...]]:
-    """A result's rows as ``fetchall`` gives them (text, integers, None), converted a
-    column at a time through Arrow: for the 10,000 rows of a large tree ≈20 % less CPU."""
-    columns = [column.to_pylist() for column in result.to_arrow_table().columns]
-    return zip(*columns, strict=True)
+    rows = cursor.execute(_TRACE_SPANS.format(ids=ids.sql), {**params, "low": low, "high": high})
+    return _items(rows.fetchall())
 
 
 def _unique_links(links: list[Link]) -> list[Link]:
