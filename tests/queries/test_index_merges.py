@@ -159,7 +159,7 @@ def _ingest_more(path: Path) -> tuple[Database, None]:
 def test_a_merge_written_in_key_ranges_is_one_sorted_run_of_the_same_rows(
     tmp_path: Path,
 ) -> None:
-    """Large merges sort one key range at a time (bounded memory beside ingest): the run
+    """Large merges move one key range at a time (bounded memory beside ingest): the run
     they write is the same rows, sorted by key, whatever the number of ranges."""
     database, _ = _ingest(tmp_path / "sliced.duckdb")
     cursor = database.cursor()
