@@ -12,6 +12,7 @@ and says whether both answered the same.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from types import ModuleType
@@ -19,17 +20,22 @@ from types import ModuleType
 import duckdb
 
 
-def _load(before: str | None) -> ModuleType:
+def load(before: str | None, *names: str) -> list[ModuleType]:
+    """The modules ``names`` (eventscope.queries by default) imported afresh: from the
+    folder ``before`` when given, else the installed package."""
     for name in [m for m in sys.modules if m == "eventscope" or m.startswith("eventscope.")]:
         del sys.modules[name]
     if before:
         sys.path.insert(0, before)
     try:
-        import eventscope.queries as queries
+        return [importlib.import_module(name) for name in names or ("eventscope.queries",)]
     finally:
         if before:
             sys.path.remove(before)
-    return queries
+
+
+def _load(before: str | None) -> ModuleType:
+    return load(before)[0]
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from eventscope.queries.schema import TABLES
 
 from ._database import Database
 from ._errors import Overloaded, QueueFull, StorageError
+from ._index_merges import IndexMerges
 from ._metrics import Metrics
 from ._signals import Signal, Telemetry
 
@@ -63,6 +64,9 @@ class SpanWriter:
         retry_after: seconds suggested to refused clients.
         maintenance_interval: seconds between the database's upkeep runs (DuckLake
             compaction), done on the writer's thread between commits.
+        index_run_rows: the id index's recent rows become a sorted run once there are
+            this many (queries/id_index.py); runs are merged by size off this thread.
+        index_compact_every: seconds between looks at the recent rows' count.
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -77,7 +81,8 @@ class SpanWriter:
         metrics: Metrics,
         retry_after: int = 1,
         maintenance_interval: float = 300.0,
-        index_run_rows: int = 1_000_000,
+        index_run_rows: int = 250_000,
+        index_compact_every: float = _COMPACT_EVERY,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
@@ -89,6 +94,8 @@ class SpanWriter:
         self._maintained_at = time.monotonic()
         self._compacted_at = time.monotonic()
         self._index_run_rows = index_run_rows
+        self._index_compact_every = index_compact_every
+        self._merges = IndexMerges(database, index_run_rows)
         self._on_failure = on_failure
         self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -128,6 +135,8 @@ class SpanWriter:
         """Open the writer's connection on its thread and start the commit loop."""
         loop = asyncio.get_running_loop()
         self._connection = await loop.run_in_executor(self._thread, self._database.writer_cursor)
+        await self._merges.start()
+        self._merges.wake()  # runs a file was closed with may be due for a merge
         self._task = asyncio.create_task(self._run(), name="eventscope-writer")
 
     def check_capacity(self, rows: int = 1) -> None:
@@ -222,6 +231,19 @@ class SpanWriter:
             self._fail(_CommitFailed(f"{type(exc).__name__}: {exc}"))
             raise
 
+    async def on_index(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn`` on the id index's merge thread, between merges: for deletes from
+        ``eventscope_ids`` (collector/_index_merges.py), which must not run beside one."""
+        if self._failure is not None or self._thread_closed:
+            raise Overloaded("the writer is not running", self._retry_after)
+        return await self._merges.on_index(fn)
+
+    async def index_merged(self) -> None:
+        """Wait until what is queued is committed and the id index's runs then due for a
+        merge are merged."""
+        await self.flush()  # the commit loop compacts (and wakes the merges) between commits
+        await self._merges.idle()
+
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
         if self._task is None or self._task.done():
@@ -236,6 +258,7 @@ class SpanWriter:
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task
+        await self._merges.close()
         loop = asyncio.get_running_loop()
         if self._connection is not None:
             await loop.run_in_executor(self._thread, self._connection.close)
@@ -298,7 +321,7 @@ class SpanWriter:
             self._journal_done(group, failed)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
-            if time.monotonic() - self._compacted_at > _COMPACT_EVERY:
+            if time.monotonic() - self._compacted_at >= self._index_compact_every:
                 await self._compact_index()
 
     async def _linger(self, group: list[_Pending], rows: int) -> tuple[int, bool]:
@@ -421,13 +444,18 @@ class SpanWriter:
             return
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._compact_on_thread, connection)
+            moved = await loop.run_in_executor(self._thread, self._compact_on_thread, connection)
         except Exception:  # the recent rows stay readable; try again later
             log.exception("id index compaction failed")
+            return
+        if moved:
+            self._merges.wake()
 
-    def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> None:
+    def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> int:
+        numbers = self._merges.numbers
+        assert numbers is not None, "the writer is started before it commits"
         with self._database.writing():
-            compact(connection, self._index_run_rows)
+            return compact(connection, self._index_run_rows, numbers)
 
     async def _maintain(self) -> None:
         self._maintained_at = time.monotonic()

@@ -17,6 +17,7 @@ import pyarrow as pa
 from ._errors import BadParameter
 from ._gc import gc_paused
 from ._ledger import DEFAULT_GRACE_NS, subscription_table
+from ._records import positional
 from ._records_tree import (
     CriticalHop,
     DuplicateMark,
@@ -28,6 +29,7 @@ from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
 from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
+from .id_index import has_index
 from .learned_rollup import learned_rows
 
 __all__ = [
@@ -93,11 +95,12 @@ def fanout_tree(
     if horizon_ns is not None and horizon_ns < 0:
         raise BadParameter("horizon", f"must not be negative, got {horizon_ns}")
     with gc_paused():
-        top, found_by, known = find_root(cursor, root)
+        indexed = has_index(cursor)  # once: find_root and collect need to know
+        top, found_by, known = find_root(cursor, root, indexed)
         until = None if horizon_ns is None else top.start + horizon_ns
-        correlation = _correlation_ids(cursor, top, known, until)
+        correlation = _correlation_ids(cursor, top, known, until, indexed)
         since = top.start - SKEW_NS
-        pool = collect(cursor, {top.trace_id}, correlation, since, known, until)
+        pool = collect(cursor, {top.trace_id}, correlation, since, known, until, indexed)
         top = pool.spans.get(top.key, top)
         index = Index(pool)
         items = assemble(pool, top, correlation, index)
@@ -115,12 +118,16 @@ def fanout_tree(
 
 
 def _correlation_ids(
-    cursor: duckdb.DuckDBPyConnection, top: Item, known: list[Item], until_ns: int | None
+    cursor: duckdb.DuckDBPyConnection,
+    top: Item,
+    known: list[Item],
+    until_ns: int | None,
+    indexed: bool,
 ) -> set[str]:
     """The root's correlation id; without one, those of its descendants in its own trace."""
     if top.correlation_id:
         return {top.correlation_id}
-    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known, until_ns)
+    pool = collect(cursor, {top.trace_id}, (), top.start - SKEW_NS, known, until_ns, indexed)
     return descendant_correlation(pool, pool.spans.get(top.key, top))
 
 
@@ -447,6 +454,10 @@ def _lost_marks(
     return marks, by_node
 
 
+#: TreeNode(**fields) from the values in field order, without keyword matching.
+_NEW_NODE = positional(TreeNode)
+
+
 def _records(
     items: list[Item],
     root: Item,
@@ -465,7 +476,7 @@ def _records(
     twice = {event_id for event_id, count in marks.publishes.items() if count > 1}
     lost_by_node = marks.lost_by_node
     root_start = root.start
-    node = TreeNode
+    node = _NEW_NODE
     for item in reversed(items):
         key = id(item)
         duplicate = None
@@ -482,33 +493,33 @@ def _records(
         children = item.children
         start = item.start
         end = item.end
-        built[key] = node(
-            span_id=item.span_id,
-            trace_id=item.trace_id,
-            parent_span_id=None if parent is None else parent.span_id,
-            source=item.source,
-            service=item.service,
-            name=item.name,
-            kind=item.kind,
-            handler=item.handler,
-            consumer_group=item.group if is_delivery else item.consumer_group,
-            destination=item.destination,
-            event_type=item.event_type,
-            event_id=item.event_id,
-            correlation_id=item.correlation_id,
-            start_ns=start,
-            end_ns=end,
-            offset_ns=start - root_start,
-            queue_wait_ns=waits.get(key),
-            processing_ns=end - start,
-            status=item.status,
-            outcome=item.outcome,
-            attempt=item.attempt,
-            edge=item.edge,
-            depth=item.depth,
-            duplicate=duplicate,
-            lost_groups=lost_by_node.get(key, ()),
-            critical=key in critical,
-            children=tuple([built[id(c)] for c in children]) if children else (),
+        built[key] = node(  # TreeNode's fields, in its order
+            item.span_id,  # span_id
+            item.trace_id,  # trace_id
+            None if parent is None else parent.span_id,  # parent_span_id
+            item.source,  # source
+            item.service,  # service
+            item.name,  # name
+            item.kind,  # kind
+            item.handler,  # handler
+            item.group if is_delivery else item.consumer_group,  # consumer_group
+            item.destination,  # destination
+            item.event_type,  # event_type
+            item.event_id,  # event_id
+            item.correlation_id,  # correlation_id
+            start,  # start_ns
+            end,  # end_ns
+            start - root_start,  # offset_ns
+            waits.get(key),  # queue_wait_ns
+            end - start,  # processing_ns
+            item.status,  # status
+            item.outcome,  # outcome
+            item.attempt,  # attempt
+            item.edge,  # edge
+            item.depth,  # depth
+            duplicate,  # duplicate
+            lost_by_node.get(key, ()),  # lost_groups
+            key in critical,  # critical
+            tuple([built[id(c)] for c in children]) if children else (),  # children
         )
     return built

@@ -7,10 +7,14 @@ Event records (``logs``) of the same traces or correlation ids stand in for span
 were sampled out. Which of the fetched spans belong to the tree is decided in Python
 (:mod:`._tree`), following edges in their order of strength.
 
-Sets of ids are small temporary tables the scans semi-join against. Spans of a set of
-traces are fetched in two steps: a narrow scan finds the row-id range they occupy, then
-only that range is read in full — a semi-join alone would read every column of every row.
-The time bound (the root's start minus clock skew) skips older row groups altogether.
+A set of up to 32 ids is bound as statement parameters (``IN ($ids0_0, …)``,
+which DuckDB checks in the scan); a larger one is a small temporary table the scans
+semi-join against (a join filter pushed into the scan), which costs two statements more.
+Spans of a set of traces are fetched in two steps when their time window is wide or the
+set large: a narrow scan finds the row-id range they occupy, then only that range is read
+in full — a semi-join alone would read every column of every row. The time bound (the
+root's start minus clock skew, or the range the id index gives) skips other row groups
+altogether; a few traces in a window the index made narrow are read in one statement.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 
 import duckdb
@@ -34,6 +39,8 @@ __all__ = ["Item", "Pool", "collect", "find_root"]
 SKEW_NS = 10 * 60 * 10**9
 #: A tree reaching more traces than this is cut (``Pool.truncated``).
 MAX_TRACES = 200_000
+#: Sets of up to this many ids are statement parameters, larger ones temporary tables.
+_LISTED = 32
 
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
@@ -65,32 +72,32 @@ WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $i
 _CORRELATED_TRACES = """
 SELECT DISTINCT trace_id FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
-  AND correlation_id IN (SELECT id FROM {ids})
+  AND correlation_id IN {ids}
 """
 # Rows of a set of traces: first the row-id range they occupy (a narrow scan), then the
 # rows themselves within that range only (the wide scan is then short).
 _TRACE_RANGE = """
 SELECT min(rowid), max(rowid) FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
-  AND trace_id IN (SELECT id FROM {ids})
+  AND trace_id IN {ids}
 """
 _TRACE_SPANS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans
 WHERE rowid BETWEEN $low AND $high
   AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
-  AND trace_id IN (SELECT id FROM {{ids}})
+  AND trace_id IN {{ids}}
 """
 _TRACE_SPANS_WITHOUT_ROWIDS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
-  AND trace_id IN (SELECT id FROM {{ids}})
+  AND trace_id IN {{ids}}
 """
 _LINKS = """
 SELECT trace_id, span_id, linked_trace_id, linked_span_id,
        attributes->>'$."messaging.message.id"',
        TRY_CAST(attributes->>'$."eventscope.delivery.attempt"' AS INTEGER)
 FROM span_links
-WHERE (trace_id IN (SELECT id FROM {ids}) OR linked_trace_id IN (SELECT id FROM {ids}))
+WHERE (trace_id IN {ids} OR linked_trace_id IN {ids})
   {bound}
 """
 # With the id index every link has its holder's start time (files from before have it
@@ -103,7 +110,7 @@ SELECT {TREE_RECORD_SELECT}
 FROM logs
 WHERE record_kind IN ('publish', 'deliver') AND time >= make_timestamp_ns($since)
   AND time < make_timestamp_ns($until)
-  AND (trace_id IN (SELECT id FROM {{traces}}) OR correlation_id IN (SELECT id FROM {{ids}}))
+  AND (trace_id IN {{traces}} OR correlation_id IN {{ids}})
 """
 
 
@@ -222,6 +229,41 @@ class Pool:
     truncated: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _IdSet:
+    """A set of ids as a statement sees it: ``sql`` follows ``IN``, ``params`` go with it."""
+
+    sql: str
+    params: dict[str, str]
+    #: the temporary table holding them (column ``id``), None when they are parameters
+    table: str | None
+    ids: list[str]
+
+
+class _IdSets:
+    """Makes id sets for one fetch: up to :data:`_LISTED` ids as parameters (named
+    uniquely within the fetch), more in temporary tables dropped by :meth:`close`."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._scratch = Scratch(cursor)
+        self._names = count()
+
+    def __call__(self, ids: Iterable[str]) -> _IdSet:
+        wanted = sorted(set(ids))
+        if len(wanted) > _LISTED:
+            table = self._scratch.ids(wanted, "id")
+            return _IdSet(f"(SELECT id FROM {table})", {}, table, wanted)
+        if not wanted:  # ``x IN (NULL)`` holds for no row, as an empty set's semi-join
+            return _IdSet("(NULL)", {}, None, wanted)
+        prefix = f"ids{next(self._names)}_"
+        params = {f"{prefix}{n}": value for n, value in enumerate(wanted)}
+        return _IdSet(f"({', '.join('$' + name for name in params)})", params, None, wanted)
+
+    def close(self) -> None:
+        """Drop the temporary tables."""
+        self._scratch.close()
+
+
 def _items(rows: Iterable[tuple[Any, ...]], source: str = "span") -> list[Item]:
     return [Item(row, source) for row in rows]
 
@@ -259,8 +301,11 @@ def _trace_root(
     return top_item, items
 
 
-def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, list[Item]]:
-    """The root span for a trace id, span id, correlation id or event id.
+def find_root(
+    cursor: duckdb.DuckDBPyConnection, root: str, indexed: bool | None = None
+) -> tuple[Item, str, list[Item]]:
+    """The root span for a trace id, span id, correlation id or event id (``indexed``:
+    whether the file has the id index, when the caller knows; None: look).
 
     Returns:
         (root, how it was found, spans already fetched on the way — for a trace id only
@@ -269,7 +314,8 @@ def find_root(cursor: duckdb.DuckDBPyConnection, root: str) -> tuple[Item, str, 
     Raises:
         NotFound: no stored span matches (the message says when only event records do).
     """
-    indexed = has_index(cursor)
+    if indexed is None:
+        indexed = has_index(cursor)
 
     def bound(kind: str, value: str) -> dict[str, int] | None:
         """The time range to read for that id; None: no row has it (the index says)."""
@@ -329,6 +375,7 @@ def collect(
     since_ns: int,
     known: Iterable[Item] = (),
     until_ns: int | None = None,
+    indexed: bool | None = None,
 ) -> Pool:
     """Fetch the given traces, the traces of the correlation ids, and — round by round —
     every trace a span link reaches from a trace already fetched.
@@ -340,31 +387,30 @@ def collect(
         known: spans already fetched (whole traces of theirs are fetched anyway).
         until_ns: nothing of the tree starts at or after this (None: no bound) — the
             ``horizon`` of ``fanout_tree``; every scan is then a bounded time range.
+        indexed: whether the file has the id index (None: look).
     """
     pool = Pool()
     params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
     correlation = sorted(set(correlation_ids))
-    scratch = Scratch(cursor)
+    sets = _IdSets(cursor)
     # With the id index and no horizon, the window ends at the last start of any id the
     # tree reaches (its correlation ids, traces, and links into those traces), learned
     # before each round reads them, so every scan is a time range.
-    indexed = has_index(cursor)
+    if indexed is None:
+        indexed = has_index(cursor)
     grow = indexed and until_ns is None
     if grow:
         params["until"] = since_ns
     links_sql = _LINKS.replace("{bound}", _LINKS_IN_WINDOW if indexed else "")
     firsts: list[int] = []  # where the rows of each set of ids read begin (the index)
 
-    def register(ids: Iterable[str]) -> str:
-        return scratch.ids(ids, "id")
-
-    def bounded(kinds: tuple[str, ...], ids: Iterable[str], table: str) -> dict[str, int]:
+    def bounded(kinds: tuple[str, ...], ids: _IdSet) -> dict[str, int]:
         """The window for reading rows of ``ids`` (as ``kinds``): with the index, from the
         first of them (not the tree's lower bound, ``SKEW_NS`` before its root), and,
         growing, up to the last."""
         if not indexed:
             return params
-        found = id_range(cursor, kinds, ids, table)
+        found = id_range(cursor, kinds, ids.ids, ids.table)
         if found is None:
             return params
         if grow:
@@ -373,25 +419,27 @@ def collect(
         return {**params, "since": max(params["since"], found[0])}
 
     try:
-        corr_ids = register(correlation)
+        corr_ids = sets(correlation)
         pending = set(traces)
         if correlation:
-            window = bounded(("correlation",), correlation, corr_ids)
-            sql = _CORRELATED_TRACES.format(ids=corr_ids)
-            pending.update(row[0] for row in cursor.execute(sql, window).fetchall())
+            window = bounded(("correlation",), corr_ids)
+            sql = _CORRELATED_TRACES.format(ids=corr_ids.sql)
+            found = cursor.execute(sql, {**window, **corr_ids.params}).fetchall()
+            pending.update(row[0] for row in found)
         while pending and not pool.truncated:
             if len(pool.traces) + len(pending) > MAX_TRACES:
                 pool.truncated = True
                 pending = set(sorted(pending)[: MAX_TRACES - len(pool.traces)])
-            ids = register(pending)
-            window = bounded(("trace", "linked"), pending, ids)
-            for item in _fetch_spans(cursor, ids, window):
+            ids = sets(pending)
+            window = bounded(("trace", "linked"), ids)
+            for item in _fetch_spans(cursor, ids, window, narrow=indexed):
                 pool.spans[item.key] = item
             pool.traces.update(pending)
             new: set[str] = set()
-            for holder_t, holder_s, target_t, target_s, message_id, attempt in cursor.execute(
-                links_sql.format(ids=ids), window if indexed else {}
-            ).fetchall():
+            links = cursor.execute(
+                links_sql.format(ids=ids.sql), {**(window if indexed else {}), **ids.params}
+            )
+            for holder_t, holder_s, target_t, target_s, message_id, attempt in links.fetchall():
                 pool.links.append(
                     Link((holder_t, holder_s), (target_t, target_s), message_id, attempt)
                 )
@@ -400,30 +448,38 @@ def collect(
         for item in known:
             if until_ns is None or item.start < until_ns:
                 pool.spans.setdefault(item.key, item)
-        sql = _RECORDS.format(traces=register(pool.traces), ids=corr_ids)
+        fetched = sets(pool.traces)
+        sql = _RECORDS.format(traces=fetched.sql, ids=corr_ids.sql)
         window = params
         if indexed and firsts and not pool.truncated:  # every trace and id read: indexed
             window = {**params, "since": max(params["since"], min(firsts))}
-        for item in _items(cursor.execute(sql, window).fetchall(), "record"):
+        rows = cursor.execute(sql, {**window, **fetched.params, **corr_ids.params}).fetchall()
+        for item in _items(rows, "record"):
             if item.key not in pool.spans:
                 pool.records.append(item)
     finally:
-        scratch.close()
+        sets.close()
     pool.links = _unique_links(pool.links)
     return pool
 
 
-def _fetch_spans(cursor: duckdb.DuckDBPyConnection, ids: str, params: dict[str, int]) -> list[Item]:
+def _fetch_spans(
+    cursor: duckdb.DuckDBPyConnection, ids: _IdSet, window: dict[str, int], *, narrow: bool
+) -> list[Item]:
+    """The spans of the traces ``ids`` in ``window``; ``narrow``: the window is what the
+    id index gives for them (a few traces' rows are then read in one statement)."""
+    params = {**window, **ids.params}
+    wide = _TRACE_SPANS_WITHOUT_ROWIDS.format(ids=ids.sql)
+    if narrow and ids.table is None and window["until"] - window["since"] <= SKEW_NS:
+        return _items(cursor.execute(wide, params).fetchall())
     try:
-        [(low, high)] = cursor.execute(_TRACE_RANGE.format(ids=ids), params).fetchall()
+        [(low, high)] = cursor.execute(_TRACE_RANGE.format(ids=ids.sql), params).fetchall()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
         # a catalog without row ids (DuckLake): one wide scan
-        return _items(
-            cursor.execute(_TRACE_SPANS_WITHOUT_ROWIDS.format(ids=ids), params).fetchall()
-        )
+        return _items(cursor.execute(wide, params).fetchall())
     if low is None:
         return []
-    rows = cursor.execute(_TRACE_SPANS.format(ids=ids), {**params, "low": low, "high": high})
+    rows = cursor.execute(_TRACE_SPANS.format(ids=ids.sql), {**params, "low": low, "high": high})
     return _items(rows.fetchall())
 
 

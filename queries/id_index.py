@@ -8,9 +8,15 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
 
 - With each commit the writer adds, per id in the commit, one row ``(hash(id), kind,
   first start, last start)`` to ``eventscope_ids_recent`` (a few rows per request).
-- In the background the writer moves those rows into ``eventscope_ids``, grouped by key
-  and sorted by it (:func:`compact`): each move is a *run* of row groups with narrow key
-  ranges, so a point lookup reads one row group per run plus the recent rows.
+- Every few seconds the writer moves those rows into ``eventscope_ids``, grouped by key
+  and sorted by it (:func:`compact`): each move is a *run* (column ``run``) of row groups
+  with narrow key ranges, so a point lookup reads one row group per run plus the recent
+  rows.
+- Runs are merged by size, as in a log-structured merge tree (:func:`plan_merge`,
+  :func:`merge`): :data:`FANOUT` runs of one size class become one run of the next, off the
+  writer's thread. So the number of runs, and a lookup's cost, grows with the logarithm of
+  the stored ids instead of with them (100 M spans: 37 M index rows, 37 runs of 1 M before;
+  now at most ``(FANOUT - 1)`` runs per size class, five classes from 250 k to 64 M rows).
 - A lookup returns the hull of the ranges found. A hash collision only widens it; the scan
   that follows still compares the real id, so results stay exact.
 
@@ -21,21 +27,27 @@ otherwise read the old way (a full scan), so any file answers the same.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 import duckdb
 import pyarrow as pa
 
 __all__ = [
+    "FANOUT",
     "INDEX_TABLES",
     "INDEX_VERSION",
     "KINDS",
+    "RunNumbers",
     "build",
     "compact",
     "has_index",
     "id_range",
     "index_rows",
     "index_rows_sql",
+    "merge",
+    "plan_merge",
+    "runs",
 ]
 
 #: The index's tables (not public: for the read side's lookups).
@@ -95,32 +107,106 @@ def index_rows_sql(rows: str) -> str:
 
 _COMPACT = """
 INSERT INTO eventscope_ids
-SELECT key, kind, min(first), max(last) FROM eventscope_ids_recent GROUP BY key, kind
+SELECT key, kind, min(first), max(last), $run FROM eventscope_ids_recent GROUP BY key, kind
 ORDER BY key
 """
+#: Runs of one size class merged into one run of the next.
+FANOUT = 4
 
 
-def compact(cursor: duckdb.DuckDBPyConnection, min_rows: int) -> int:
-    """Move the recent rows into a sorted run once there are ``min_rows`` of them (one
+class RunNumbers:
+    """The next run number: runs are made on two threads (the writer's compaction and the
+    merges), each with a number no other run has had. Start it from the stored runs."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        row = cursor.execute("SELECT max(run) FROM eventscope_ids").fetchone()
+        self._next = int(row[0]) + 1 if row and row[0] is not None else 1
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        """A new run number."""
+        with self._lock:
+            number, self._next = self._next, self._next + 1
+            return number
+
+
+def compact(cursor: duckdb.DuckDBPyConnection, min_rows: int, run: RunNumbers) -> int:
+    """Move the recent rows into a new sorted run once there are ``min_rows`` of them (one
     transaction; on the writer's connection). Returns the rows moved (0: not yet)."""
     row = cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()
     recent = int(row[0]) if row else 0
     if recent < min_rows or recent == 0:
         return 0
+    _transaction(
+        cursor,
+        (_COMPACT, {"run": run.take()}),
+        ("DELETE FROM eventscope_ids_recent", {}),
+    )
+    return recent
+
+
+def _transaction(
+    cursor: duckdb.DuckDBPyConnection, *statements: tuple[str, dict[str, object]]
+) -> None:
     cursor.execute("BEGIN TRANSACTION")
     try:
-        cursor.execute(_COMPACT)
-        cursor.execute("DELETE FROM eventscope_ids_recent")
+        for sql, params in statements:
+            cursor.execute(sql, params)
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
-    return recent
+
+
+def runs(cursor: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """``(run, rows)`` of each run of ``eventscope_ids``, oldest first (the run column is
+    one value per run, so this reads little)."""
+    rows = cursor.execute(
+        "SELECT run, count(*) FROM eventscope_ids GROUP BY run ORDER BY run"
+    ).fetchall()
+    return [(int(run), int(count)) for run, count in rows]
+
+
+def plan_merge(stored: list[tuple[int, int]], run_rows: int, fanout: int = FANOUT) -> list[int]:
+    """The runs to merge next (none: nothing to do). A run of fewer than
+    ``run_rows * fanout`` rows is of size class 0, one of fewer than ``run_rows *
+    fanout**2`` of class 1, and so on; the ``fanout`` oldest runs of the smallest class
+    that has as many are merged (into a run of the next class, or more)."""
+    classes: dict[int, list[int]] = {}
+    for run, count in stored:
+        size_class, bound = 0, run_rows * fanout
+        while count >= bound:
+            size_class, bound = size_class + 1, bound * fanout
+        classes.setdefault(size_class, []).append(run)
+    for size_class in sorted(classes):
+        if len(classes[size_class]) >= fanout:
+            return sorted(classes[size_class])[:fanout]
+    return []
+
+
+def merge(cursor: duckdb.DuckDBPyConnection, merged: list[int], run: RunNumbers) -> int:
+    """Merge the runs ``merged`` into one new run, sorted by key (one transaction; on any
+    cursor but the writer's, serialised with other deletes from ``eventscope_ids``: the
+    writer only appends to it). Returns the rows of the new run."""
+    wanted = ", ".join(str(int(number)) for number in merged)  # ints, not user input
+    number = run.take()
+    _transaction(
+        cursor,
+        (
+            "INSERT INTO eventscope_ids SELECT key, kind, first, last, $run "
+            f"FROM eventscope_ids WHERE run IN ({wanted}) ORDER BY key",
+            {"run": number},
+        ),
+        (f"DELETE FROM eventscope_ids WHERE run IN ({wanted})", {}),
+    )
+    row = cursor.execute("SELECT count(*) FROM eventscope_ids WHERE run = $run", {"run": number})
+    counted = row.fetchone()
+    return int(counted[0]) if counted else 0
 
 
 _BUILD = """
 INSERT INTO eventscope_ids
-SELECT key, kind, min(first), max(last) FROM (
+SELECT key, kind, min(first), max(last), 0 FROM (
     SELECT hash(trace_id) AS key, 1 AS kind, start_time AS first, start_time AS last
     FROM spans
     UNION ALL SELECT hash(correlation_id), 2, start_time, start_time FROM spans

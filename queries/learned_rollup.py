@@ -356,8 +356,11 @@ WHERE publish_minute >= make_timestamp_ns($since_minute)
   AND list_contains($keys, destination || chr(0) || event_type)
 GROUP BY ALL
 """
-_GAPS_IN = """
-SELECT EXISTS (SELECT 1 FROM eventscope_learned_gaps
+# From when the rollup is complete (``learned_from``), and whether the window has a gap:
+# one statement, as both are asked before every read of it.
+_STATE = """
+SELECT (SELECT value FROM eventscope_meta WHERE key = 'learned_from'),
+       EXISTS (SELECT 1 FROM eventscope_learned_gaps
                WHERE minute >= make_timestamp_ns($since_minute)
                  AND minute < make_timestamp_ns($until))
 """
@@ -374,13 +377,14 @@ def learned_rows(
     cannot say exactly (no rollup, a gap, the window reaching before ``learned_from``, or
     a group seen only in rows that straddle the window's edges): then read raw.
     """
-    start = learned_from(cursor)
-    if start is None or since_ns < start:
-        return None
     since_minute = since_ns - since_ns % _MINUTE_NS
     params = {"since": since_ns, "until": until_ns, "since_minute": since_minute}
-    row = cursor.execute(_GAPS_IN, {"since_minute": since_minute, "until": until_ns}).fetchone()
-    if row is None or row[0]:
+    try:
+        state = cursor.execute(_STATE, {"since_minute": since_minute, "until": until_ns})
+        row = state.fetchone()
+    except duckdb.CatalogException:  # a file without the rollup's tables
+        return None
+    if row is None or row[0] is None or since_ns < int(row[0]) or row[1]:
         return None
     wanted = sorted(f"{d}\x00{t}" for d, t in keys)
     rows = cursor.execute(_ROWS, {**params, "keys": wanted}).fetchall()

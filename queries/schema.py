@@ -265,6 +265,8 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     # Files written before span links had the holder's start time (filled by the id
     # index's build, queries/id_index.py).
     connection.execute("ALTER TABLE span_links ADD COLUMN IF NOT EXISTS start_time TIMESTAMP_NS")
+    # Files whose id index was written before its runs were numbered: one run, 0.
+    connection.execute("ALTER TABLE eventscope_ids ADD COLUMN IF NOT EXISTS run UINTEGER DEFAULT 0")
     connection.execute(VIEWS_SQL)
     connection.execute("BEGIN TRANSACTION")
     connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")

@@ -102,12 +102,14 @@ CREATE TABLE IF NOT EXISTS eventscope_meta (
 -- that rows with the id of `kind` (1 trace, 2 correlation, 3 event, 4 span-link target)
 -- whose 64-bit hash is `key` started between `first` and `last`. New rows go to
 -- eventscope_ids_recent with each commit; the writer moves them into eventscope_ids in
--- runs sorted by key, so that a lookup by key reads one row group of each run.
+-- runs sorted by key (`run` numbers them), so that a lookup by key reads one row group of
+-- each run, and merges runs by size so that there are few.
 CREATE TABLE IF NOT EXISTS eventscope_ids (
     key                 UBIGINT NOT NULL,
     kind                UTINYINT NOT NULL,
     first               TIMESTAMP_NS NOT NULL,
-    last                TIMESTAMP_NS NOT NULL
+    last                TIMESTAMP_NS NOT NULL,
+    run                 UINTEGER DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS eventscope_ids_recent (

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import duckdb
 import pytest
-from eventscope.queries import BadParameter, FanoutTree, NotFound, TreeNode, fanout_tree
+from eventscope.queries import BadParameter, FanoutTree, LostMark, NotFound, TreeNode, fanout_tree
 from known_workload import Workload
 
 MS = 1_000_000
+EDGES = ("root", "child", "link", "correlation")
 
 
 def nodes(tree: FanoutTree) -> Iterator[TreeNode]:
@@ -252,3 +253,68 @@ def test_the_id_index_changes_no_tree(db: duckdb.DuckDBPyConnection, workload: W
         db.execute("UPDATE eventscope_meta SET value = '1' WHERE key = 'id_index'")
     assert len(indexed) > 50
     assert indexed == unindexed
+
+
+def test_id_sets_as_parameters_or_temporary_tables_give_the_same_trees(
+    db: duckdb.DuckDBPyConnection, workload: Workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree's sets of ids (its traces, correlation ids) are statement parameters when
+    small and temporary tables when large: every tree of the workload is the same either
+    way, with the id index and without it (the one-statement and the two-step fetch)."""
+    from eventscope.queries import _tree_fetch
+
+    roots = sorted({workload.trace(n) for n in _span_names(workload)})
+    roots += sorted({workload.span(n) for n in _span_names(workload)})
+    now = 2**62
+
+    def trees() -> list[str]:
+        out = []
+        for root in roots:
+            try:
+                out.append(str(fanout_tree(db, root, grace_ns=-now).to_json()))
+            except NotFound as exc:  # sampled out
+                out.append(f"not found: {exc}")
+        return out
+
+    listed = trees()
+    monkeypatch.setattr(_tree_fetch, "_LISTED", 0)
+    assert trees() == listed
+    db.execute("UPDATE eventscope_meta SET value = 'off' WHERE key = 'id_index'")
+    try:
+        assert trees() == listed
+        monkeypatch.setattr(_tree_fetch, "_LISTED", 32)
+        assert trees() == listed
+    finally:
+        db.execute("UPDATE eventscope_meta SET value = '1' WHERE key = 'id_index'")
+    assert sum(not tree.startswith("not found") for tree in listed) > 20
+
+
+def test_every_node_holds_each_value_in_its_own_field(
+    db: duckdb.DuckDBPyConnection, workload: Workload
+) -> None:
+    """Nodes are built from their values in field order (the fast constructor): each
+    field holds what its name says, for every node of the workload's first request."""
+    tree = fanout_tree(db, workload.trace("t1"))
+    for node in nodes(tree):
+        assert len(node.trace_id) == 32 and len(node.span_id) == 16
+        assert node.source in ("span", "record") and node.edge in EDGES
+        assert node.kind in ("server", "client", "internal", "producer", "consumer")
+        assert node.offset_ns == node.start_ns - tree.root.start_ns
+        assert node.processing_ns == node.end_ns - node.start_ns >= 0
+        assert isinstance(node.critical, bool) and isinstance(node.lost_groups, tuple)
+        assert all(child.parent_span_id == node.span_id for child in node.children)
+        assert node.depth == 0 if node is tree.root else node.depth > 0
+    assert [hop.span_id for hop in tree.critical_path] == [
+        n.span_id for n in sorted((n for n in nodes(tree) if n.critical), key=lambda n: n.depth)
+    ]
+
+
+def test_a_record_built_from_values_in_field_order_equals_the_keyword_one() -> None:
+    from eventscope.queries._records import positional
+
+    make = positional(LostMark)
+    values = {"event_id": "e1", "consumer_group": "billing", "reason": "never_delivered"}
+    values["span_id"] = "00f067aa0ba902b7"
+    assert make(*values.values()) == LostMark(**values)
+    with pytest.raises(ValueError):  # every field, no more, no fewer
+        make("e1", "billing")

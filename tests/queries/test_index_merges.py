@@ -1,0 +1,156 @@
+"""The id index's runs are merged by size beside ingest (collector/_index_merges.py):
+few runs stay, and every id still leads to exactly where its rows are."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import duckdb
+from eventscope.collector._database import Database
+from eventscope.collector._metrics import Metrics
+from eventscope.collector._settings import Settings
+from eventscope.collector._signals import TRACES
+from eventscope.collector._writer import SpanWriter
+from eventscope.queries.id_index import FANOUT, id_range, plan_merge, runs
+from otlp_builder import CONSUMER, Otlp, messaging
+
+BASE = 1_700_000_000 * 10**9
+COMMITS = 150
+
+
+def _delivery(n: int) -> object:
+    """One consumer span of its own trace and event (two index rows), at ``n`` seconds."""
+    otlp = Otlp(BASE)
+    attrs = messaging("process", "orders", f"e{n}", group="billing", event_type="OrderPlaced")
+    otlp.span(
+        "billing",
+        "process",
+        CONSUMER,
+        trace=f"t{n}",
+        span=f"s{n}",
+        start=n * 1000.0,
+        ms=2,
+        attrs=attrs,
+    )
+    return TRACES.decode(otlp.bodies()[0], "application/x-protobuf")
+
+
+def _ingest(path: Path) -> tuple[Database, int]:
+    """COMMITS commits through the real writer, the recent rows made a run after every
+    second one (runs of 4 rows), merges running beside the commits. Returns the database
+    and the runs there would be without merges."""
+    database = Database.open(Settings(db=str(path)))
+    made = 0
+
+    async def run() -> None:
+        nonlocal made
+        writer = SpanWriter(
+            database,
+            max_queue_rows=100_000,
+            max_commit_rows=100_000,
+            metrics=Metrics(),
+            index_run_rows=4,
+            index_compact_every=0.0,
+        )
+        await writer.start()
+        for n in range(COMMITS):
+            await writer.write(TRACES, _delivery(n))
+        made = COMMITS * 2 // 4
+        await writer.index_merged()
+        await writer.close()
+
+    asyncio.run(run())
+    return database, made
+
+
+def test_runs_are_merged_by_size_and_every_id_still_leads_to_its_rows(tmp_path: Path) -> None:
+    database, unmerged = _ingest(tmp_path / "merged.duckdb")
+    cursor = database.cursor()
+    stored = runs(cursor)
+    # No size class holds FANOUT runs: at most FANOUT - 1 of each (4, 16, 64, 256 rows).
+    assert plan_merge(stored, 4) == []
+    assert len(stored) <= 4 * (FANOUT - 1) < unmerged
+    assert max(rows for _, rows in stored) >= 4 * FANOUT  # merged runs exist
+    # Nothing lost or made up: the index holds exactly the rows the stored spans imply.
+    index = cursor.execute(
+        "SELECT key, kind, first, last FROM eventscope_ids "
+        "UNION ALL SELECT key, kind, first, last FROM eventscope_ids_recent ORDER BY ALL"
+    ).fetchall()
+    implied = cursor.execute(
+        "SELECT hash(trace_id), 1, start_time, start_time FROM spans "
+        "UNION ALL SELECT hash(message_id), 3, start_time, start_time FROM spans "
+        "ORDER BY ALL"
+    ).fetchall()
+    assert index == implied
+    # Each run is sorted by key (what makes a lookup read one row group of it).
+    for run, _ in stored:
+        keys = [
+            k
+            for (k,) in cursor.execute(
+                "SELECT key FROM eventscope_ids WHERE run = $r ORDER BY rowid", {"r": run}
+            ).fetchall()
+        ]
+        assert keys == sorted(keys), run
+    for n in (0, 1, COMMITS // 2, COMMITS - 1):
+        at = BASE + n * 10**9
+        assert id_range(cursor, ["trace"], [Otlp.trace_id(f"t{n}")]) == (at, at)
+    cursor.close()
+    database.close()
+
+
+def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path: Path) -> None:
+    """Runs stored by a collector that stopped before merging them are merged after the
+    next start; run numbers stay unique."""
+    path = tmp_path / "reopened.duckdb"
+    database, _ = _ingest(path)
+    cursor = database.cursor()
+    before = runs(cursor)
+    cursor.execute("BEGIN TRANSACTION")  # split the largest run in FANOUT: a merge is due
+    largest = max(before, key=lambda r: r[1])[0]
+    top = max(run for run, _ in before)
+    cursor.execute(
+        "UPDATE eventscope_ids SET run = $top + 1 + (hash(key) % $f) WHERE run = $r",
+        {"top": top, "f": FANOUT, "r": largest},
+    )
+    cursor.execute("COMMIT")
+    split = runs(cursor)
+    assert len(split) == len(before) + FANOUT - 1 and plan_merge(split, 4)
+    cursor.close()
+    database.close()
+    database, _ = _ingest_more(path)
+    cursor = database.cursor()
+    after = runs(cursor)
+    assert plan_merge(after, 4) == []
+    numbers = [run for run, _ in after]
+    assert len(numbers) == len(set(numbers))
+    assert sum(rows for _, rows in after) + _recent(cursor) == 2 * (COMMITS + 10)
+    cursor.close()
+    database.close()
+
+
+def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
+    return int(cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()[0])
+
+
+def _ingest_more(path: Path) -> tuple[Database, None]:
+    database = Database.open(Settings(db=str(path)))
+
+    async def run() -> None:
+        writer = SpanWriter(
+            database,
+            max_queue_rows=100_000,
+            max_commit_rows=100_000,
+            metrics=Metrics(),
+            index_run_rows=4,
+            index_compact_every=0.0,
+        )
+        await writer.start()
+        await writer.index_merged()  # what was due on open
+        for n in range(COMMITS, COMMITS + 10):
+            await writer.write(TRACES, _delivery(n))
+        await writer.index_merged()
+        await writer.close()
+
+    asyncio.run(run())
+    return database, None
