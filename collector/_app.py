@@ -36,6 +36,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._grpc import GrpcReceiver
+from ._heap import heap_release
 from ._intake import Intake
 from ._journal import Journal, JournalEntry, journal_folder, open_journal
 from ._ledger_metrics import LEDGER, LedgerSeries, ledger_series
@@ -303,6 +304,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LEDGER] = LedgerSeries(settings)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(ledger_series)  # after _lifecycle: stopped before the database
+    app.cleanup_ctx.append(heap_release)  # freed memory back to the system (glibc keeps it)
     app.router.add_post("/v1/traces", receive_traces)
     app.router.add_post("/v1/logs", receive_logs)
     app.router.add_post("/v1/metrics", receive_metrics)

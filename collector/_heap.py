@@ -1,0 +1,87 @@
+"""Giving memory that was freed back to the system, which glibc's malloc does not do alone.
+
+DuckDB's threads allocate with the C library's ``malloc``. glibc keeps what they free in
+its arenas for reuse and returns to the system only the free top of each heap, so after a
+read that needed a lot the process keeps the pages even once almost nothing of them is in
+use. Under full-rate ingest the ledger series' hash joins (``/metrics``) held 1-2.4 GiB of
+``malloc`` while they ran — beyond what ``duckdb_memory()`` reports, which stayed within
+the 448 MiB limit — and between evaluations glibc kept 1.4-1.9 GiB of it *free* while
+~230 MiB was in use: the server's RSS climbed to 3 GiB over ten minutes and did not come
+back down (docs/benchmarks.md, *Scale*, the retention soak). ``malloc_trim(0)`` hands every
+free page of every arena back (1,213 -> 561 MiB right after one such read).
+
+So the collector trims every :data:`RELEASE_SECONDS` on a thread of its own: it walks the
+arenas' free lists (milliseconds) and costs a page fault when a returned page is used
+again. Elsewhere than glibc there is nothing to do (other allocators return memory on
+their own, or offer no such call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import platform
+import sys
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+__all__ = ["RELEASE_SECONDS", "heap_release", "release_free_memory"]
+
+log = logging.getLogger("eventscope.collector")
+
+#: Seconds between two trims.
+RELEASE_SECONDS = 10.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on another C library or system."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Return the free pages of the C heap to the system (blocking: milliseconds).
+
+    Returns whether there was a way to (glibc); False elsewhere, where it does nothing."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+async def heap_release(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: :func:`release_free_memory` every :data:`RELEASE_SECONDS` while the
+    collector runs (not at all where it cannot)."""
+    if _TRIM is None:
+        yield
+        return
+    task = asyncio.create_task(_release_periodically(), name="eventscope-heap-release")
+    try:
+        yield
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+async def _release_periodically() -> None:
+    while True:
+        await asyncio.sleep(RELEASE_SECONDS)
+        try:
+            await asyncio.to_thread(release_free_memory)
+        except Exception:  # not worth stopping anything for; tried again next time
+            log.exception("giving freed memory back to the system failed")
