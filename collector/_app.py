@@ -197,7 +197,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         max_bytes=settings.max_db_size,
         interval=settings.retention_interval,
         snapshot_age=2 * settings.query_timeout,
-        on_index=writer.on_index,
     )
     retention.start()
     decoders = DecodePool(settings.decode_workers)

@@ -147,8 +147,6 @@ class Retention:
         database: the open database (readers' cursors plan each round).
         on_writer: runs a function with the writer's connection on the writer's thread,
             between commits (``SpanWriter.on_writer``).
-        on_index: runs a function where deletes from the id index's runs go
-            (``SpanWriter.on_index``; by default ``on_writer``).
         metrics: where the figures go.
         retention_ns: keep what started less than this long ago (None: no age limit).
         max_bytes: remove the oldest data while the file is larger (None: no size limit).
@@ -168,13 +166,10 @@ class Retention:
         max_bytes: int | None,
         interval: float = 60.0,
         snapshot_age: float = 600.0,
-        on_index: Callable[[Callable[[duckdb.DuckDBPyConnection], Any]], Awaitable[Any]]
-        | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._database = database
         self._on_writer = on_writer
-        self._on_index = on_index or on_writer
         self._retention_ns = retention_ns
         self._max_bytes = max_bytes
         self._interval = interval
@@ -241,10 +236,9 @@ class Retention:
             elif took > _SLICE_TARGET * 2 and sum(counts.values()) > _FEW_ROWS:
                 self._slice_ns = max(self._slice_ns // 2, 10**9)
         if removed:
-            runs, recent = _INDEX_TABLES
-            trim = partial(_trim_index, cutoff=cutoff)
-            self.figures.removed[recent] += await self._on_writer(partial(trim, table=recent))
-            self.figures.removed[runs] += await self._on_index(partial(trim, table=runs))
+            counts = await self._on_writer(partial(_trim_index, cutoff=cutoff))
+            for table, count in counts.items():
+                self.figures.removed[table] += count
         self.figures.cutoff_ns = max(self.figures.cutoff_ns, cutoff)
         self.figures.rounds += 1
         lake = partial(_expire_lake_files, age_s=self._snapshot_age)
@@ -331,11 +325,16 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
     return counts
 
 
-def _trim_index(cursor: duckdb.DuckDBPyConnection, *, table: str, cutoff: int) -> int:
-    """Remove the id index's rows of ids last seen before ``cutoff`` from ``table`` (the
-    recent rows on the writer's thread, the runs where their merges run)."""
-    sql = f"DELETE FROM {table} WHERE last < make_timestamp_ns($cutoff)"
-    return _count(cursor.execute(sql, {"cutoff": cutoff}))
+def _trim_index(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
+    """Remove the id index's rows of ids last seen before ``cutoff``."""
+    return {
+        table: _count(
+            cursor.execute(
+                f"DELETE FROM {table} WHERE last < make_timestamp_ns($cutoff)", {"cutoff": cutoff}
+            )
+        )
+        for table in _INDEX_TABLES
+    }
 
 
 def _count(result: duckdb.DuckDBPyConnection) -> int:

@@ -95,7 +95,7 @@ class SpanWriter:
         self._compacted_at = time.monotonic()
         self._index_run_rows = index_run_rows
         self._index_compact_every = index_compact_every
-        self._merges = IndexMerges(database, index_run_rows)
+        self._merges = IndexMerges(database, self.on_writer, index_run_rows)
         self._on_failure = on_failure
         self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -135,8 +135,7 @@ class SpanWriter:
         """Open the writer's connection on its thread and start the commit loop."""
         loop = asyncio.get_running_loop()
         self._connection = await loop.run_in_executor(self._thread, self._database.writer_cursor)
-        await self._merges.start()
-        self._merges.wake()  # runs a file was closed with may be due for a merge
+        await self._merges.start()  # runs a file was closed with may be due for a merge
         self._task = asyncio.create_task(self._run(), name="eventscope-writer")
 
     def check_capacity(self, rows: int = 1) -> None:
@@ -231,13 +230,6 @@ class SpanWriter:
             self._fail(_CommitFailed(f"{type(exc).__name__}: {exc}"))
             raise
 
-    async def on_index(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run ``fn`` on the id index's merge thread, between merges: for deletes from
-        ``eventscope_ids`` (collector/_index_merges.py), which must not run beside one."""
-        if self._failure is not None or self._thread_closed:
-            raise Overloaded("the writer is not running", self._retry_after)
-        return await self._merges.on_index(fn)
-
     async def index_merged(self) -> None:
         """Wait until what is queued is committed and the id index's runs then due for a
         merge are merged."""
@@ -255,10 +247,10 @@ class SpanWriter:
     async def close(self) -> None:
         """Stop intake, commit everything already accepted, then close the connection."""
         self._closing = True
+        await self._merges.close()
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task
-        await self._merges.close()
         loop = asyncio.get_running_loop()
         if self._connection is not None:
             await loop.run_in_executor(self._thread, self._connection.close)

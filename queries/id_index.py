@@ -47,7 +47,8 @@ __all__ = [
     "id_range",
     "index_rows",
     "index_rows_sql",
-    "merge",
+    "merge_range",
+    "merge_ranges",
     "plan_merge",
     "runs",
 ]
@@ -186,44 +187,52 @@ def plan_merge(stored: list[tuple[int, int]], run_rows: int, fanout: int = FANOU
     return []
 
 
-#: A merge moves at most this many rows in one transaction (a sort of ≈15 MB, as many
-#: deletes): what it holds of DuckDB's memory beside ingest stays small whatever the size
-#: of the runs it merges.
-MERGE_SLICE_ROWS = 500_000
+#: A merge moves at most this many rows in one step (≈0.1 s on the writer's thread).
+MERGE_SLICE_ROWS = 100_000
 
 
-def merge(
-    cursor: duckdb.DuckDBPyConnection,
-    merged: list[int],
-    run: RunNumbers,
-    slice_rows: int = MERGE_SLICE_ROWS,
-) -> int:
-    """Merge the runs ``merged`` into one new run, sorted by key (on any cursor but the
-    writer's, serialised with other deletes from ``eventscope_ids``: the writer only
-    appends to it). Returns the rows moved.
-
-    Keys are hashes, spread evenly over 64 bits, and each run is sorted by key: the merge
-    moves one key range at a time, in order, each in its own transaction (the range's rows
-    inserted into the new run, sorted, and deleted from the merged runs), so every id is
-    in exactly one place at every commit, a lookup under way stays exact, and a merge cut
-    short leaves runs that a later merge picks up."""
-    wanted = ", ".join(str(int(number)) for number in merged)  # ints, not user input
-    source = f"FROM eventscope_ids WHERE run IN ({wanted})"
-    counted = cursor.execute(f"SELECT count(*) {source}").fetchone()
+def merge_ranges(
+    cursor: duckdb.DuckDBPyConnection, merged: list[int], slice_rows: int = MERGE_SLICE_ROWS
+) -> list[tuple[int, int]]:
+    """The key ranges, in order, a merge of the runs ``merged`` moves one at a time
+    (:func:`merge_range`): keys are hashes, spread evenly over 64 bits, so each holds
+    about ``slice_rows`` rows. Reads only the runs' row counts (any cursor)."""
+    counted = cursor.execute(f"SELECT count(*) {_merged(merged)}").fetchone()
     rows = int(counted[0]) if counted else 0
     slices = max(1, -(-rows // max(1, slice_rows)))
     bounds = [n * 2**64 // slices for n in range(slices)] + [2**64]
-    number = run.take()
-    in_range = " AND key >= $low::UBIGINT AND key <= $high::UBIGINT"
-    insert = (
-        f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {source}"
-        f"{in_range} ORDER BY key"
-    )
-    for low, high in itertools.pairwise(bounds):
-        keys = {"low": low, "high": high - 1}
-        moved = (insert, {"run": number, **keys})
-        _transaction(cursor, moved, (f"DELETE {source}{in_range}", keys))
-    return rows
+    return [(low, high - 1) for low, high in itertools.pairwise(bounds)]
+
+
+def merge_range(
+    cursor: duckdb.DuckDBPyConnection, merged: list[int], into: int, keys: tuple[int, int]
+) -> int:
+    """Move the rows of the runs ``merged`` whose keys are in ``keys`` (inclusive) into
+    run ``into``, sorted by key, in one transaction (on the writer's connection, between
+    commits). Each run is sorted by key and the ranges are moved in order, so run ``into``
+    is sorted too; every id is in exactly one place at every commit, and a merge cut short
+    leaves runs that a later one picks up. Returns the rows moved."""
+    in_range = f"{_merged(merged)} AND key >= $low::UBIGINT AND key <= $high::UBIGINT"
+    low, high = keys
+    params: dict[str, object] = {"low": low, "high": high}
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        moved = cursor.execute(
+            f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {in_range} "
+            "ORDER BY key",
+            {**params, "run": into},
+        ).fetchone()
+        cursor.execute(f"DELETE {in_range}", params)
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return int(moved[0]) if moved else 0
+
+
+def _merged(merged: list[int]) -> str:
+    wanted = ", ".join(str(int(number)) for number in merged)  # ints, not user input
+    return f"FROM eventscope_ids WHERE run IN ({wanted})"
 
 
 _BUILD = """
