@@ -27,6 +27,7 @@ otherwise read the old way (a full scan), so any file answers the same.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 
@@ -38,6 +39,7 @@ __all__ = [
     "INDEX_TABLES",
     "INDEX_VERSION",
     "KINDS",
+    "MERGE_SLICE_ROWS",
     "RunNumbers",
     "build",
     "compact",
@@ -184,24 +186,44 @@ def plan_merge(stored: list[tuple[int, int]], run_rows: int, fanout: int = FANOU
     return []
 
 
-def merge(cursor: duckdb.DuckDBPyConnection, merged: list[int], run: RunNumbers) -> int:
-    """Merge the runs ``merged`` into one new run, sorted by key (one transaction; on any
-    cursor but the writer's, serialised with other deletes from ``eventscope_ids``: the
-    writer only appends to it). Returns the rows of the new run."""
+#: A merge moves at most this many rows in one transaction (a sort of ≈15 MB, as many
+#: deletes): what it holds of DuckDB's memory beside ingest stays small whatever the size
+#: of the runs it merges.
+MERGE_SLICE_ROWS = 500_000
+
+
+def merge(
+    cursor: duckdb.DuckDBPyConnection,
+    merged: list[int],
+    run: RunNumbers,
+    slice_rows: int = MERGE_SLICE_ROWS,
+) -> int:
+    """Merge the runs ``merged`` into one new run, sorted by key (on any cursor but the
+    writer's, serialised with other deletes from ``eventscope_ids``: the writer only
+    appends to it). Returns the rows moved.
+
+    Keys are hashes, spread evenly over 64 bits, and each run is sorted by key: the merge
+    moves one key range at a time, in order, each in its own transaction (the range's rows
+    inserted into the new run, sorted, and deleted from the merged runs), so every id is
+    in exactly one place at every commit, a lookup under way stays exact, and a merge cut
+    short leaves runs that a later merge picks up."""
     wanted = ", ".join(str(int(number)) for number in merged)  # ints, not user input
+    source = f"FROM eventscope_ids WHERE run IN ({wanted})"
+    counted = cursor.execute(f"SELECT count(*) {source}").fetchone()
+    rows = int(counted[0]) if counted else 0
+    slices = max(1, -(-rows // max(1, slice_rows)))
+    bounds = [n * 2**64 // slices for n in range(slices)] + [2**64]
     number = run.take()
-    _transaction(
-        cursor,
-        (
-            "INSERT INTO eventscope_ids SELECT key, kind, first, last, $run "
-            f"FROM eventscope_ids WHERE run IN ({wanted}) ORDER BY key",
-            {"run": number},
-        ),
-        (f"DELETE FROM eventscope_ids WHERE run IN ({wanted})", {}),
+    in_range = " AND key >= $low::UBIGINT AND key <= $high::UBIGINT"
+    insert = (
+        f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {source}"
+        f"{in_range} ORDER BY key"
     )
-    row = cursor.execute("SELECT count(*) FROM eventscope_ids WHERE run = $run", {"run": number})
-    counted = row.fetchone()
-    return int(counted[0]) if counted else 0
+    for low, high in itertools.pairwise(bounds):
+        keys = {"low": low, "high": high - 1}
+        moved = (insert, {"run": number, **keys})
+        _transaction(cursor, moved, (f"DELETE {source}{in_range}", keys))
+    return rows
 
 
 _BUILD = """
@@ -260,11 +282,15 @@ def has_index(cursor: duckdb.DuckDBPyConnection) -> bool:
     return row is not None and row[0] == INDEX_VERSION
 
 
-_POINT = """
-SELECT first, last FROM eventscope_ids WHERE key = hash(${n}::VARCHAR) AND kind = {kind}
-UNION ALL SELECT first, last FROM eventscope_ids_recent
-WHERE key = hash(${n}::VARCHAR) AND kind = {kind}
-"""
+#: A point lookup: one branch per id on the sorted runs (each reads one row group per
+#: run), and one scan of the recent rows for all of them (they are not sorted: every
+#: branch on them would read them all).
+_POINT = (
+    "SELECT first, last FROM eventscope_ids WHERE key = hash(${n}::VARCHAR) AND kind IN ({kinds})"
+)
+_POINT_RECENT = (
+    "SELECT first, last FROM eventscope_ids_recent WHERE key IN ({keys}) AND kind IN ({kinds})"
+)
 _JOINED = """
 SELECT first, last FROM eventscope_ids
 WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
@@ -290,9 +316,12 @@ def id_range(
     if table is not None and len(wanted) > _POINT_LOOKUPS:
         parts = [_JOINED.format(ids=table, kind=KINDS[kind]) for kind in kinds]
     else:
+        codes = ", ".join(str(KINDS[kind]) for kind in kinds)
         for n, value in enumerate(wanted):
             params[f"i{n}"] = value
-            parts += [_POINT.format(n=f"i{n}", kind=KINDS[kind]) for kind in kinds]
+            parts.append(_POINT.format(n=f"i{n}", kinds=codes))
+        keys = ", ".join(f"hash(${name}::VARCHAR)" for name in params)
+        parts.append(_POINT_RECENT.format(keys=keys, kinds=codes))
     sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"
     row = cursor.execute(sql, params).fetchone()
     if row is None or row[0] is None:

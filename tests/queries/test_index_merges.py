@@ -12,7 +12,7 @@ from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
 from eventscope.collector._writer import SpanWriter
-from eventscope.queries.id_index import FANOUT, id_range, plan_merge, runs
+from eventscope.queries.id_index import FANOUT, RunNumbers, id_range, merge, plan_merge, runs
 from otlp_builder import CONSUMER, Otlp, messaging
 
 BASE = 1_700_000_000 * 10**9
@@ -154,3 +154,27 @@ def _ingest_more(path: Path) -> tuple[Database, None]:
 
     asyncio.run(run())
     return database, None
+
+
+def test_a_merge_written_in_key_ranges_is_one_sorted_run_of_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """Large merges move one key range at a time (bounded memory beside ingest): the run
+    they write is the same rows, sorted by key, whatever the number of ranges."""
+    database, _ = _ingest(tmp_path / "sliced.duckdb")
+    cursor = database.cursor()
+    everything = [run for run, _ in runs(cursor)]
+    before = cursor.execute(
+        "SELECT key, kind, first, last FROM eventscope_ids ORDER BY ALL"
+    ).fetchall()
+    rows = merge(cursor, everything, RunNumbers(cursor), slice_rows=7)
+    assert rows == len(before) > 7 * 10  # many ranges
+    [(_, count)] = runs(cursor)
+    assert count == rows
+    after = cursor.execute(
+        "SELECT key, kind, first, last FROM eventscope_ids ORDER BY rowid"
+    ).fetchall()
+    assert [r[0] for r in after] == sorted(r[0] for r in after)
+    assert sorted(after) == before
+    cursor.close()
+    database.close()
