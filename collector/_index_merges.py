@@ -116,9 +116,9 @@ class IndexMerges:
         for keys in ranges:
             if self._closing:
                 return False
-            started = time.perf_counter()
-            moved += await self._on_writer(partial(merge_range, merged=due, into=into, keys=keys))
-            held += time.perf_counter() - started
+            step = partial(_timed_step, merged=due, into=into, keys=keys)
+            rows, seconds = await self._on_writer(step)
+            moved, held = moved + rows, held + seconds
         self.merges += 1
         self.seconds += held
         log.debug(
@@ -139,3 +139,12 @@ class IndexMerges:
                 return due, merge_ranges(cursor, due) if due else []
         finally:
             cursor.close()
+
+
+def _timed_step(
+    cursor: duckdb.DuckDBPyConnection, *, merged: list[int], into: int, keys: tuple[int, int]
+) -> tuple[int, float]:
+    """One merge step on the writer's thread, and how long it held the writer."""
+    started = time.perf_counter()
+    rows = merge_range(cursor, merged, into, keys)
+    return rows, time.perf_counter() - started
