@@ -52,11 +52,19 @@ class IndexMerges:
         database: the open database (a reader's cursor plans each merge).
         on_writer: runs a function on the writer's connection between commits.
         run_rows: the rows of a new run (the writer's compaction threshold).
+        enabled: whether to merge at all (off in the collector for now: see SpanWriter).
     """
 
     def __init__(
-        self, database: Database, on_writer: OnWriter, run_rows: int, fanout: int = FANOUT
+        self,
+        database: Database,
+        on_writer: OnWriter,
+        run_rows: int,
+        fanout: int = FANOUT,
+        *,
+        enabled: bool = True,
     ) -> None:
+        self._enabled = enabled
         self._database = database
         self._on_writer = on_writer
         self._run_rows = run_rows
@@ -77,7 +85,7 @@ class IndexMerges:
 
     def wake(self) -> None:
         """Merge what is due, unless a merge is under way (it looks again when done)."""
-        if self._closing or self.numbers is None or self._database.lake:
+        if not self._enabled or self._closing or self.numbers is None or self._database.lake:
             return
         self._due = True
         if self._task is None or self._task.done():

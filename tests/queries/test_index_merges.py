@@ -60,6 +60,7 @@ def _ingest(path: Path) -> tuple[Database, int]:
             metrics=Metrics(),
             index_run_rows=4,
             index_compact_every=0.0,
+            index_merges=True,
         )
         await writer.start()
         for n in range(COMMITS):
@@ -152,6 +153,7 @@ def _ingest_more(path: Path) -> tuple[Database, None]:
             metrics=Metrics(),
             index_run_rows=4,
             index_compact_every=0.0,
+            index_merges=True,
         )
         await writer.start()
         await writer.index_merged()  # what was due on open
