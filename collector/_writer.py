@@ -67,9 +67,7 @@ class SpanWriter:
         index_run_rows: the id index's recent rows become a sorted run once there are
             this many (queries/id_index.py); runs are merged by size off this thread.
         index_compact_every: seconds between looks at the recent rows' count.
-        index_merges: merge the index's runs by size (collector/_index_merges.py). Off:
-            beside full-rate ingest they left DuckDB's memory full at 70-84 M spans (the
-            writer's COMMIT then failed), for a reason not yet found.
+        index_merges: merge the index's runs by size (collector/_index_merges.py).
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -86,7 +84,7 @@ class SpanWriter:
         maintenance_interval: float = 300.0,
         index_run_rows: int = 250_000,
         index_compact_every: float = _COMPACT_EVERY,
-        index_merges: bool = False,
+        index_merges: bool = True,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
