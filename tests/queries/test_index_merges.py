@@ -44,15 +44,14 @@ def _delivery(n: int) -> object:
     return TRACES.decode(otlp.bodies()[0], "application/x-protobuf")
 
 
-def _ingest(path: Path) -> tuple[Database, int]:
-    """COMMITS commits through the real writer, the recent rows made a run after every
-    second one (runs of 4 rows), merges running beside the commits. Returns the database
-    and the runs there would be without merges."""
+def _ingest(path: Path, first: int = 0, count: int = COMMITS) -> tuple[Database, int]:
+    """``count`` commits (deliveries ``first`` on) through the real writer, the recent rows
+    made a run after every second one (runs of 4 rows), merges running beside the
+    commits, after those due on open. Returns the database and the runs there would be
+    without merges."""
     database = Database.open(Settings(db=str(path)))
-    made = 0
 
     async def run() -> None:
-        nonlocal made
         writer = SpanWriter(
             database,
             max_queue_rows=100_000,
@@ -63,14 +62,14 @@ def _ingest(path: Path) -> tuple[Database, int]:
             index_merges=True,
         )
         await writer.start()
-        for n in range(COMMITS):
+        await writer.index_merged()  # what was due on open
+        for n in range(first, first + count):
             await writer.write(TRACES, _delivery(n))
-        made = COMMITS * 2 // 4
         await writer.index_merged()
         await writer.close()
 
     asyncio.run(run())
-    return database, made
+    return database, count * 2 // 4
 
 
 def test_runs_are_merged_by_size_and_every_id_still_leads_to_its_rows(tmp_path: Path) -> None:
@@ -127,7 +126,7 @@ def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path:
     assert len(split) == len(before) + FANOUT - 1 and plan_merge(split, 4)
     cursor.close()
     database.close()
-    database, _ = _ingest_more(path)
+    database, _ = _ingest(path, COMMITS, 10)
     cursor = database.cursor()
     after = runs(cursor)
     assert plan_merge(after, 4) == []
@@ -140,30 +139,6 @@ def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path:
 
 def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
     return int(cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()[0])
-
-
-def _ingest_more(path: Path) -> tuple[Database, None]:
-    database = Database.open(Settings(db=str(path)))
-
-    async def run() -> None:
-        writer = SpanWriter(
-            database,
-            max_queue_rows=100_000,
-            max_commit_rows=100_000,
-            metrics=Metrics(),
-            index_run_rows=4,
-            index_compact_every=0.0,
-            index_merges=True,
-        )
-        await writer.start()
-        await writer.index_merged()  # what was due on open
-        for n in range(COMMITS, COMMITS + 10):
-            await writer.write(TRACES, _delivery(n))
-        await writer.index_merged()
-        await writer.close()
-
-    asyncio.run(run())
-    return database, None
 
 
 def test_a_merge_moved_in_key_ranges_is_one_sorted_run_of_the_same_rows(
