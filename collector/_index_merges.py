@@ -74,9 +74,6 @@ class IndexMerges:
         self._due = False  # a compaction since the running merges last looked
         #: Run numbers, for the writer's compaction and the merges alike.
         self.numbers: RunNumbers | None = None
-        #: Merges done, and the seconds their steps held the writer (logs, tests).
-        self.merges = 0
-        self.seconds = 0.0
 
     async def start(self) -> None:
         """Read the stored runs' numbers, and merge what is due (a file closed before)."""
@@ -127,8 +124,6 @@ class IndexMerges:
             step = partial(_timed_step, merged=due, into=into, keys=keys)
             rows, seconds = await self._on_writer(step)
             moved, held = moved + rows, held + seconds
-        self.merges += 1
-        self.seconds += held
         log.debug(
             "id index: merged runs %s into run %d (%d rows, %d steps, %.2f s)",
             due,

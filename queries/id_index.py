@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -150,15 +151,16 @@ def compact(cursor: duckdb.DuckDBPyConnection, min_rows: int, run: RunNumbers) -
 
 def _transaction(
     cursor: duckdb.DuckDBPyConnection, *statements: tuple[str, dict[str, object]]
-) -> None:
+) -> list[tuple[Any, ...] | None]:
+    """Run ``statements`` in one transaction; the first row each returned."""
     cursor.execute("BEGIN TRANSACTION")
     try:
-        for sql, params in statements:
-            cursor.execute(sql, params)
+        rows = [cursor.execute(sql, params).fetchone() for sql, params in statements]
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
+    return rows
 
 
 def runs(cursor: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
@@ -215,18 +217,12 @@ def merge_range(
     in_range = f"{_merged(merged)} AND key >= $low::UBIGINT AND key <= $high::UBIGINT"
     low, high = keys
     params: dict[str, object] = {"low": low, "high": high}
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        moved = cursor.execute(
-            f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {in_range} "
-            "ORDER BY key",
-            {**params, "run": into},
-        ).fetchone()
-        cursor.execute(f"DELETE {in_range}", params)
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
+    insert = (
+        f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {in_range} ORDER BY key"
+    )
+    moved, _ = _transaction(
+        cursor, (insert, {**params, "run": into}), (f"DELETE {in_range}", params)
+    )
     return int(moved[0]) if moved else 0
 
 
