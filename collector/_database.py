@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +27,23 @@ from ._settings import Settings
 log = logging.getLogger("eventscope.collector")
 
 __all__ = ["FILE_CONFIG", "Database"]
+
+#: DuckDB 1.5.5 keeps one 256 KiB buffer that it can neither evict nor free for every row
+#: group that took rows from more than one transaction into one vector of 2,048 rows — the
+#: rows' insert ids (its ``RowVersionManager``; 1.5.6 and 2.0 compress them after commit).
+#: Without vacuum every checkpoint leaves such a row group in each table the commits since
+#: the last one appended to, so that memory grows with all data written: at a 1 GiB limit a
+#: writer's COMMIT could no longer pin a block at 44-84 M spans, at 256 MiB at 17-25 M
+#: (docs/benchmarks.md, *What stopped every 100 M generation*). Reopening the database
+#: frees it (appended rows carry no insert ids on disk). Upper bound a checkpoint leaves:
+#: one buffer for each table the writer appends to.
+PINNED_PER_CHECKPOINT = 12 * 256 * 2**10
+#: The database is reopened once the checkpoints since it was opened may have pinned this
+#: share of the memory limit, at the writer's first commit with no read running; at twice
+#: that, reads running then are interrupted (their clients get a 503 and retry).
+REOPEN_SHARE = 0.125
+#: How long a reopen waits for interrupted reads to end before it gives up for now.
+_REOPEN_WAIT_SECONDS = 10.0
 
 #: How a new database file is created. DuckDB 1.5 still writes new files in its 0.10.2
 #: storage format unless told otherwise; the 1.5 format compresses strings with DICT_FSST
@@ -49,9 +68,19 @@ class Database:
         lake: bool = False,
         read_threads: int | None = None,
         write_threads: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self._root = connection
         self._lock = threading.Lock()
+        #: Settings to open the same file again with (:meth:`reopen`); None: not reopened.
+        self._settings = None if lake else settings
+        self._reopened = threading.Condition(self._lock)
+        self._reopening = False
+        self._lent = 0  # cursors of :meth:`read_cursor` not yet closed
+        self._wal_bytes = 0
+        self._checkpoints = 0  # seen since the database was opened (the WAL shrank)
+        #: How often the database was reopened to free DuckDB's pinned memory.
+        self.reopens = 0
         self._running = 0  # reads and writer steps now inside DuckDB
         self._reads = 0
         self._read_threads = read_threads
@@ -108,6 +137,7 @@ class Database:
             lake=lake,
             read_threads=read_threads,
             write_threads=settings.db_write_threads,
+            settings=settings,
         )
 
     @property
@@ -128,6 +158,23 @@ class Database:
         use it inside :meth:`reading` or :meth:`writing` (which point it at a lake)."""
         with self._lock:
             return self._root.cursor()
+
+    @contextlib.contextmanager
+    def read_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor inside :meth:`reading`, closed afterwards: how the collector reads.
+        Blocking (it waits while the database is being reopened): call it from a thread."""
+        with self._lock:
+            self._reopened.wait_for(lambda: not self._reopening)
+            cursor = self._root.cursor()
+            self._lent += 1
+        try:
+            with self.reading(cursor):
+                yield cursor
+        finally:
+            cursor.close()
+            with self._lock:
+                self._lent -= 1
+                self._reopened.notify_all()
 
     def writer_cursor(self) -> duckdb.DuckDBPyConnection:
         """The writer's cursor, ready for :meth:`writing`. Blocking: call it from its thread."""
@@ -211,6 +258,87 @@ class Database:
 
             with self.writing():
                 maintain(cursor)
+
+    def after_commit(self) -> None:
+        """Note a checkpoint DuckDB ran at a commit (its WAL shrank). On the writer's thread."""
+        if self._settings is None:
+            return
+        try:
+            size = os.stat(f"{Path(self._settings.db).expanduser()}.wal").st_size
+        except OSError:
+            size = 0
+        if size < self._wal_bytes:
+            self._checkpoints += 1
+        self._wal_bytes = size
+
+    def reopen_due(self) -> int:
+        """0: not due; 1: due when no read runs; 2: due now (reads are interrupted)."""
+        if self._settings is None:
+            return 0
+        pinned = self._checkpoints * PINNED_PER_CHECKPOINT
+        share = pinned / max(self.memory_limit_bytes, 1)
+        return 2 if share >= 2 * REOPEN_SHARE else 1 if share >= REOPEN_SHARE else 0
+
+    def reopen(
+        self, writer: duckdb.DuckDBPyConnection, *, interrupt: bool
+    ) -> duckdb.DuckDBPyConnection | None:
+        """Checkpoint, close and open the database file again, which frees the memory DuckDB
+        1.5.5 pins (:data:`PINNED_PER_CHECKPOINT`). On the writer's thread, between commits:
+        ``writer`` is its cursor; returns the new one, or None when reads were running
+        (unless ``interrupt``: then they are stopped) and nothing changed.
+
+        Raises:
+            DatabaseFailed: the file could not be opened again (nothing can be written).
+        """
+        assert self._settings is not None, "only the DuckDB file is reopened"
+        with self._lock:
+            if self._lent and not interrupt:
+                return None
+            self._reopening = True  # new reads wait from here on
+        try:
+            if not self._wait_for_reads():
+                return None
+            with self._lock:
+                started = time.perf_counter()
+                writer.close()
+                self._root.execute("CHECKPOINT")
+                self._root.close()
+                self._root = self._open_again(self._settings)
+                self._checkpoints = self._wal_bytes = 0
+                self.reopens += 1
+                log.info(
+                    "reopened the database to free DuckDB's pinned memory (%.2f s)",
+                    time.perf_counter() - started,
+                )
+                return self._root.cursor()
+        finally:
+            with self._lock:
+                self._reopening = False
+                self._reopened.notify_all()
+
+    def _wait_for_reads(self) -> bool:
+        """Interrupt the running reads until none is left (True) or time is up (False)."""
+        deadline = time.monotonic() + _REOPEN_WAIT_SECONDS
+        while True:
+            self._give_way.interrupt_all("the database is being reopened")
+            with self._lock:
+                if self._reopened.wait_for(lambda: self._lent == 0, timeout=0.1):
+                    return True
+            if time.monotonic() > deadline:
+                log.warning("reads still ran after %.0f s: reopen later", _REOPEN_WAIT_SECONDS)
+                return False
+
+    def _open_again(self, settings: Settings) -> duckdb.DuckDBPyConnection:
+        try:
+            connection, _ = _open_file(settings.db)
+            _tune(connection, settings)
+            connection.execute("SET enable_external_access = false")
+            connection.execute(f"SET threads = {int(self._threads)}")
+        except (duckdb.Error, ConfigError) as exc:
+            raise DatabaseFailed(
+                f"cannot open the database {self.description} again: {exc}"
+            ) from exc
+        return connection
 
     def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint (unless told not to) and close. Blocking."""

@@ -54,6 +54,7 @@ class ReadsGiveWay:
         self._condition = threading.Condition()
         self._reads: dict[int, duckdb.DuckDBPyConnection] = {}
         self._interrupted: set[int] = set()
+        self._reopening: set[int] = set()  # interrupted by interrupt_all: the reason differs
         self._writer_first = False
         self._writing = False
         self._why = ""  # what held the memory when reads last gave way
@@ -68,6 +69,11 @@ class ReadsGiveWay:
         try:
             yield
         except (duckdb.Error, OSError) as exc:  # pyarrow's when it fetches in chunks
+            if id(cursor) in self._reopening:
+                raise ReadGaveWay(
+                    "the query was stopped: the database was being reopened (it frees "
+                    "memory DuckDB holds on to); retry it"
+                ) from exc
             if id(cursor) in self._interrupted:
                 raise ReadGaveWay(
                     "the query was stopped: the database needed its memory for ingest; "
@@ -83,7 +89,17 @@ class ReadsGiveWay:
             with self._condition:
                 del self._reads[id(cursor)]
                 self._interrupted.discard(id(cursor))
+                self._reopening.discard(id(cursor))
                 self._condition.notify_all()
+
+    def interrupt_all(self, why: str) -> None:
+        """Interrupt every running read (each once), without holding up later ones."""
+        with self._condition:
+            for key, cursor in self._reads.items():
+                if key not in self._reopening:
+                    self._reopening.add(key)
+                    log.warning("a read was stopped: %s", why)
+                    cursor.interrupt()
 
     @contextlib.contextmanager
     def write(self, *, always: bool = False) -> Iterator[None]:

@@ -135,13 +135,9 @@ class IndexMerges:
         return True
 
     def _plan(self) -> tuple[list[int], list[tuple[int, int]]]:
-        cursor = self._database.cursor()
-        try:
-            with self._database.reading(cursor):
-                due = plan_merge(runs(cursor), self._run_rows, self._fanout)
-                return due, merge_ranges(cursor, due) if due else []
-        finally:
-            cursor.close()
+        with self._database.read_cursor() as cursor:
+            due = plan_merge(runs(cursor), self._run_rows, self._fanout)
+            return due, merge_ranges(cursor, due) if due else []
 
 
 def _timed_step(

@@ -53,6 +53,7 @@ class Metrics:
     committed_rows: int = 0
     queue_rows: int = 0  # a gauge the writer keeps
     db_memory_limit_bytes: int = 0  # DuckDB's memory limit, set at start
+    db_reopens: int = 0  # the writer reopened the database to free DuckDB's pinned memory
     #: Set by the retention loop (``_retention.RetentionFigures``) when it runs.
     retention: Any = None
 
@@ -100,6 +101,10 @@ class Metrics:
             "# HELP eventscope_db_memory_limit_bytes The memory DuckDB may use (memory_limit).",
             "# TYPE eventscope_db_memory_limit_bytes gauge",
             f"eventscope_db_memory_limit_bytes {self.db_memory_limit_bytes}",
+            "# HELP eventscope_db_reopens_total Reopenings of the database file that freed "
+            "the memory DuckDB 1.5.5 pins for rows appended by several commits.",
+            "# TYPE eventscope_db_reopens_total counter",
+            f"eventscope_db_reopens_total {self.db_reopens}",
             "# HELP eventscope_commit_seconds Time to insert and commit one group of requests.",
             "# TYPE eventscope_commit_seconds histogram",
             *self.commit_seconds.lines("eventscope_commit_seconds"),

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import duckdb
+
 from ._database import Database
 from ._errors import QueryTimeout
 
@@ -50,23 +52,24 @@ async def run_read(
         QueryTimeout: the query ran past ``deadline``.
     """
     await caught_up(database, min(deadline, _CATCH_UP_SECONDS))
-    cursor = database.cursor()
+    lent: list[duckdb.DuckDBPyConnection] = []  # the job's cursor, to interrupt it
     finished = threading.Event()
 
     def job() -> T:
         try:
-            with database.reading(cursor):
+            with database.read_cursor() as cursor:
+                lent.append(cursor)
                 return query(cursor, *args, **kwargs)
         finally:
             finished.set()
-            cursor.close()
 
     future = asyncio.ensure_future(asyncio.to_thread(job))
     try:
         return await asyncio.wait_for(asyncio.shield(future), deadline)
     except TimeoutError:
-        if not finished.is_set():
-            cursor.interrupt()
+        if not finished.is_set() and lent:
+            with contextlib.suppress(duckdb.Error):  # closed meanwhile: nothing to stop
+                lent[0].interrupt()
         # Interrupted, DuckDB raises an InterruptException, or pyarrow an OSError while it
         # fetches the result in chunks: whatever it raises, the answer is the timeout.
         # Rendering rows DuckDB has already produced (bounded by --max-result-bytes)

@@ -249,12 +249,8 @@ class Retention:
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A reader's cursor, inside ``Database.reading``, closed afterwards."""
-        cursor = self._database.cursor()
-        try:
-            with self._database.reading(cursor):
-                yield cursor
-        finally:
-            cursor.close()
+        with self._database.read_cursor() as cursor:
+            yield cursor
 
     def _oldest(self, cutoff: int) -> int | None:
         """The oldest time before ``cutoff`` in any table (the bound prunes the scans to

@@ -219,10 +219,12 @@ class SpanWriter:
         """
         if self._failure is not None or self._connection is None or self._thread_closed:
             raise Overloaded("the writer is not running", self._retry_after)
-        connection = self._connection
         loop = asyncio.get_running_loop()
 
         def run() -> T:
+            connection = self._connection  # as it is then: a reopen may have replaced it
+            if connection is None:
+                raise Overloaded("the writer is not running", self._retry_after)
             with self._database.writing():
                 return fn(connection)
 
@@ -313,6 +315,8 @@ class SpanWriter:
                     self._metrics.committed_rows += pending.rows
                     pending.done.set_result(None)
             self._journal_done(group, failed)
+            if self._failure is None and self._database.reopen_due():
+                await self._reopen()
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
             if time.monotonic() - self._compacted_at >= self._index_compact_every:
@@ -429,6 +433,28 @@ class SpanWriter:
                 self._retry_after,
             )
         return StorageError(f"the database refused the batch: {_first_line(exc)}")
+
+    async def _reopen(self) -> None:
+        """Reopen the database (``Database.reopen``): frees what DuckDB 1.5.5 pins."""
+        connection = self._connection
+        if connection is None:
+            return
+        interrupt = self._database.reopen_due() > 1
+
+        def reopen() -> None:  # the new cursor is the writer's before any later step runs
+            try:
+                cursor = self._database.reopen(connection, interrupt=interrupt)
+            except Exception:  # the old connection is closed: nothing can be written
+                self._connection = None
+                raise
+            if cursor is not None:
+                self._connection = cursor
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, reopen)
+        except Exception as exc:
+            self._fail(_CommitFailed(f"reopening the database failed: {exc}"))
+        self._metrics.db_reopens = self._database.reopens
 
     async def _compact_index(self) -> None:
         """Move the id index's recent rows into a sorted run once there are enough."""
@@ -554,6 +580,7 @@ class SpanWriter:
             if self._database.lake:  # a DuckLake commit conflict: retryable, nothing broken
                 raise
             raise _CommitFailed("COMMIT failed") from exc
+        self._database.after_commit()
 
 
 class _CommitFailed(Exception):

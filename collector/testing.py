@@ -166,12 +166,8 @@ class InProcessCollector:
         assert database is not None
         # What the collector answered 200 may still be in its journal only: wait for it.
         asyncio.run_coroutine_threadsafe(caught_up(database, 5.0), self._loop).result(10)
-        cursor = database.cursor()
-        try:
-            with database.reading(cursor):
-                return query(cursor, *args, **kwargs)
-        finally:
-            cursor.close()
+        with database.read_cursor() as cursor:
+            return query(cursor, *args, **kwargs)
 
     def lost(self) -> tuple[LostEvent, ...]:
         """Every (event, expected group) not handled successfully, as of now (no grace)."""
