@@ -97,6 +97,10 @@ def evaluate(
     state.advance(watermark, seen, pending.items())
 
 
+#: After failures in a row the ledger series wait at most this many intervals.
+_BACKOFF_MAX = 16
+
+
 class LedgerSeries:
     """The ledger series of one collector: loaded at start, evaluated in the background."""
 
@@ -178,21 +182,29 @@ class LedgerSeries:
 
     async def run(self, database: Database, stop: asyncio.Event) -> None:
         """Evaluate every ``metrics_interval`` seconds until ``stop`` is set (an evaluation
-        under way is finished, not cut short: its cursor must be closed before the database)."""
-        interval = self._settings.metrics_interval
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if not stop.is_set():
-                await self.try_evaluate(database)
+        under way is finished, not cut short: its cursor must be closed before the database).
 
-    async def try_evaluate(self, database: Database) -> None:
-        """:meth:`evaluate`, a failure logged and counted (the next one retries the step)."""
+        After a failure the wait doubles, up to :data:`_BACKOFF_MAX` intervals, until one
+        succeeds: an evaluation that cannot finish beside ingest (it gave way, or ran past
+        the query timeout) takes DuckDB's memory from the writer each time it is tried."""
+        failures = 0
+        while not stop.is_set():
+            wait = self._settings.metrics_interval * min(2**failures, _BACKOFF_MAX)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if not stop.is_set():
+                failures = 0 if await self.try_evaluate(database) else failures + 1
+
+    async def try_evaluate(self, database: Database) -> bool:
+        """:meth:`evaluate`, a failure logged and counted (the next one retries the step).
+        Returns whether it succeeded."""
         try:
             await self.evaluate(database)
         except Exception as exc:
             self._results["error"] += 1
             log.warning("evaluating the ledger series failed: %s", exc)
+            return False
+        return True
 
 
 def _load(cursor: duckdb.DuckDBPyConnection) -> str | None:

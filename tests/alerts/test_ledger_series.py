@@ -229,3 +229,49 @@ def _wait_evaluations(collector, count: int, deadline: float = 30) -> str:
             return text
         time.sleep(0.1)
     raise AssertionError(f"fewer than {count} evaluations in time")
+
+
+def test_evaluations_that_keep_failing_are_tried_less_and_less_often(tmp_path: Path) -> None:
+    """An evaluation that cannot finish (here: a query timeout nothing meets) is retried
+    after 1, 2, 4, 8 … intervals, not every interval, until one succeeds."""
+    import asyncio
+
+    from eventscope.collector._database import Database
+    from eventscope.collector._ledger_metrics import LedgerSeries
+    from eventscope.collector._settings import Settings
+
+    interval = 0.05
+    settings = Settings(db=str(tmp_path / "x.duckdb"), metrics_interval=interval)
+    database = Database.open(settings)
+    series = LedgerSeries(settings)
+
+    async def five_failures() -> float:
+        await series.load(database)
+        series._settings = Settings(
+            db=settings.db, metrics_interval=interval, query_timeout=1e-9
+        )  # every read times out from here on
+        fifth, tried = asyncio.Event(), series.try_evaluate
+
+        async def counted(database: Database) -> bool:
+            succeeded = await tried(database)
+            if series._results["error"] >= 5:
+                fifth.set()
+            return succeeded
+
+        series.try_evaluate = counted  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        started = time.monotonic()
+        task = asyncio.create_task(series.run(database, stop))
+        try:
+            await asyncio.wait_for(fifth.wait(), 30)
+            return time.monotonic() - started
+        finally:
+            stop.set()
+            await task
+
+    try:
+        elapsed = asyncio.run(five_failures())
+    finally:
+        database.close()
+    # Every interval, five failures take 0.25 s; backing off, 1+2+4+8+16 intervals.
+    assert elapsed >= 31 * interval * 0.9, f"five failures within {elapsed:.2f} s"
