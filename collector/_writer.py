@@ -22,6 +22,7 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 from eventscope.queries.id_index import compact, index_rows, index_rows_sql
+from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import rollup_commit
 from eventscope.queries.schema import TABLES
@@ -68,6 +69,8 @@ class SpanWriter:
             this many (queries/id_index.py); runs are merged by size off this thread.
         index_compact_every: seconds between looks at the recent rows' count.
         index_merges: merge the index's runs by size (collector/_index_merges.py).
+        latency_compact_every: seconds between merges of the latency rollup's rows of one
+            key and minute (queries/latency_rollup.py, ``compact``).
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -85,6 +88,7 @@ class SpanWriter:
         index_run_rows: int = 250_000,
         index_compact_every: float = _COMPACT_EVERY,
         index_merges: bool = True,
+        latency_compact_every: float = 60.0,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
@@ -97,6 +101,8 @@ class SpanWriter:
         self._compacted_at = time.monotonic()
         self._index_run_rows = index_run_rows
         self._index_compact_every = index_compact_every
+        self._latency_compact_every = latency_compact_every
+        self._latency_compacted_at = time.monotonic()
         self._merges = IndexMerges(database, self.on_writer, index_run_rows, enabled=index_merges)
         self._on_failure = on_failure
         self._failure: str | None = None
@@ -321,6 +327,8 @@ class SpanWriter:
                 await self._maintain()
             if time.monotonic() - self._compacted_at >= self._index_compact_every:
                 await self._compact_index()
+            if time.monotonic() - self._latency_compacted_at >= self._latency_compact_every:
+                await self._compact_latency()
 
     async def _linger(self, group: list[_Pending], rows: int) -> tuple[int, bool]:
         """Add to a group of journaled batches (whose clients are answered already) what
@@ -470,6 +478,16 @@ class SpanWriter:
             return
         if moved:
             self._merges.wake()
+
+    async def _compact_latency(self) -> None:
+        """Merge the latency rollup's rows of one key and minute (one per commit)."""
+        self._latency_compacted_at = time.monotonic()
+        if self._database.lake:  # several collectors write the lake's rollup rows
+            return
+        try:
+            await self.on_writer(compact_latency)
+        except Exception:  # the rows add up as they are; try again later
+            log.exception("latency rollup compaction failed")
 
     def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> int:
         numbers = self._merges.numbers

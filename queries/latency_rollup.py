@@ -10,7 +10,10 @@ rows it summarises:
   handler key, event type, destination): deliveries, errors, the first and last start,
   and log-bucket histograms (:mod:`._log_bins`, 100 bins a decade) of processing
   (start → end) and of queue wait (publish → start). Rows of the same key add up: a
-  later commit of the same minute is another row.
+  later commit of the same minute is another row, and the writer merges them once a minute
+  is two minutes older than the newest (:func:`compact`, every minute): at full rate a
+  day held 4.5 rows a key and minute, and reading 24 h cost 523 ms at 100 M spans, then
+  126 ms.
 - ``eventscope_latency_gaps``: per minute, deliveries whose queue wait the writer cannot
   know: consumer spans without a publish time (stock instrumentations and batch spans,
   resolved through their producer spans by the raw query), event records without one
@@ -42,7 +45,7 @@ from ._rollup_meta import complete_from, mark_complete, move_complete_from
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
 
-__all__ = ["LATENCY_TABLES", "build", "latency_from", "rollup_commit", "trim"]
+__all__ = ["LATENCY_TABLES", "build", "compact", "latency_from", "rollup_commit", "trim"]
 
 #: The rollup's tables (not public).
 LATENCY_TABLES = ("eventscope_latency", "eventscope_latency_gaps")
@@ -267,6 +270,70 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
         connection.execute("ROLLBACK")
         raise
     return stored
+
+
+_KEY = "minute, service_name, consumer_group, handler, event_type, destination"
+# The first minute, older than the newest minute by two, where a key has several rows.
+_FIRST_DUE = f"""
+SELECT epoch_ns(min(minute)), epoch_ns(any_value(cut)) FROM (
+    SELECT minute, any_value(cut) AS cut
+    FROM eventscope_latency,
+         (SELECT max(minute) - INTERVAL 2 MINUTE AS cut FROM eventscope_latency)
+    WHERE minute < cut
+    GROUP BY {_KEY} HAVING count(*) > 1
+)
+"""
+# One row per key and minute of the range: figures added, histograms merged bin by bin.
+_MERGED = f"""
+WITH due AS (
+    SELECT *, dense_rank() OVER (ORDER BY {_KEY}) AS gid FROM eventscope_latency
+    WHERE minute >= make_timestamp_ns($low) AND minute < make_timestamp_ns($high)
+), figures AS (
+    SELECT gid, any_value(minute) AS minute, any_value(service_name) AS service_name,
+           any_value(consumer_group) AS consumer_group, any_value(handler) AS handler,
+           any_value(event_type) AS event_type, any_value(destination) AS destination,
+           sum(deliveries)::BIGINT AS deliveries, sum(errors)::BIGINT AS errors,
+           min(first_start) AS first_start, max(last_start) AS last_start
+    FROM due GROUP BY gid
+){{histograms}}
+SELECT figures.* EXCLUDE (gid), processing.merged AS processing, queue_wait.merged AS queue_wait
+FROM figures LEFT JOIN processing USING (gid) LEFT JOIN queue_wait USING (gid)
+"""
+_HISTOGRAM = """, {column} AS (
+    SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
+    FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
+          FROM (SELECT gid, unnest(map_entries({column})) AS e FROM due) GROUP BY ALL)
+    GROUP BY gid
+)"""
+
+
+def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) -> int:
+    """Merge the rows each commit added for the same key and minute (a minute at full rate
+    gets one per commit), in the oldest ``max_minutes`` minutes that have such rows and are
+    older than the newest minute by two. One transaction; reads see the same figures
+    before and after (sums, first and last start, the histograms bin by bin). Returns the
+    rows removed (0: nothing due). On the writer's connection."""
+    [(first, cut)] = connection.execute(_FIRST_DUE).fetchall()
+    if first is None:
+        return 0
+    bounds = {"low": int(first), "high": min(int(first) + max_minutes * MINUTE_NS, int(cut))}
+    histograms = "".join(_HISTOGRAM.format(column=c) for c in ("processing", "queue_wait"))
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        merged = connection.execute(_MERGED.format(histograms=histograms), bounds).to_arrow_table()
+        result = connection.execute(
+            "DELETE FROM eventscope_latency WHERE minute >= make_timestamp_ns($low) "
+            "AND minute < make_timestamp_ns($high)",
+            bounds,
+        ).fetchone()
+        with registered(connection) as register:
+            name = register("eventscope_latency_merged", merged)
+            connection.execute(f"INSERT INTO eventscope_latency BY NAME SELECT * FROM {name}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return (int(result[0]) if result else 0) - merged.num_rows
 
 
 def latency_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
