@@ -300,8 +300,12 @@ class Database:
                 return None
             with self._lock:
                 started = time.perf_counter()
+                try:  # before anything is closed: refused, nothing changes
+                    self._root.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    log.warning("reopening the database waits: %s", exc)
+                    return None
                 writer.close()
-                self._root.execute("CHECKPOINT")
                 self._root.close()
                 self._root = self._open_again(self._settings)
                 self._checkpoints = self._wal_bytes = 0
