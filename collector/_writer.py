@@ -321,8 +321,9 @@ class SpanWriter:
                     self._metrics.committed_rows += pending.rows
                     pending.done.set_result(None)
             self._journal_done(group, failed)
-            if self._failure is None and self._database.reopen_due():
-                await self._reopen()
+            due = self._database.reopen_due() if self._failure is None else 0
+            if due:
+                await self._reopen(interrupt=due > 1)
             if time.monotonic() - self._maintained_at > self._maintenance_interval:
                 await self._maintain()
             if time.monotonic() - self._compacted_at >= self._index_compact_every:
@@ -442,12 +443,11 @@ class SpanWriter:
             )
         return StorageError(f"the database refused the batch: {_first_line(exc)}")
 
-    async def _reopen(self) -> None:
+    async def _reopen(self, *, interrupt: bool) -> None:
         """Reopen the database (``Database.reopen``): frees what DuckDB 1.5.5 pins."""
         connection = self._connection
         if connection is None:
             return
-        interrupt = self._database.reopen_due() > 1
 
         def reopen() -> None:  # the new cursor is the writer's before any later step runs
             try:

@@ -283,6 +283,12 @@ SELECT epoch_ns(min(minute)), epoch_ns(any_value(cut)) FROM (
     GROUP BY {_KEY} HAVING count(*) > 1
 )
 """
+_HISTOGRAM = """, {column} AS (
+    SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
+    FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
+          FROM (SELECT gid, unnest(map_entries({column})) AS e FROM due) GROUP BY ALL)
+    GROUP BY gid
+)"""
 # One row per key and minute of the range: figures added, histograms merged bin by bin.
 _MERGED = f"""
 WITH due AS (
@@ -295,16 +301,10 @@ WITH due AS (
            sum(deliveries)::BIGINT AS deliveries, sum(errors)::BIGINT AS errors,
            min(first_start) AS first_start, max(last_start) AS last_start
     FROM due GROUP BY gid
-){{histograms}}
+){"".join(_HISTOGRAM.format(column=c) for c in ("processing", "queue_wait"))}
 SELECT figures.* EXCLUDE (gid), processing.merged AS processing, queue_wait.merged AS queue_wait
 FROM figures LEFT JOIN processing USING (gid) LEFT JOIN queue_wait USING (gid)
 """
-_HISTOGRAM = """, {column} AS (
-    SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
-    FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
-          FROM (SELECT gid, unnest(map_entries({column})) AS e FROM due) GROUP BY ALL)
-    GROUP BY gid
-)"""
 
 
 def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) -> int:
@@ -317,10 +317,9 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
     if first is None:
         return 0
     bounds = {"low": int(first), "high": min(int(first) + max_minutes * MINUTE_NS, int(cut))}
-    histograms = "".join(_HISTOGRAM.format(column=c) for c in ("processing", "queue_wait"))
     connection.execute("BEGIN TRANSACTION")
     try:
-        merged = connection.execute(_MERGED.format(histograms=histograms), bounds).to_arrow_table()
+        merged = connection.execute(_MERGED, bounds).to_arrow_table()
         result = connection.execute(
             "DELETE FROM eventscope_latency WHERE minute >= make_timestamp_ns($low) "
             "AND minute < make_timestamp_ns($high)",
