@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 from eventscope.queries.id_index import INDEX_TABLES
+from eventscope.queries.id_index import trim as trim_index
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.latency_rollup import trim as trim_latency
 from eventscope.queries.learned_rollup import LEARNED_TABLES
@@ -54,10 +55,6 @@ RETENTION_TABLES: tuple[tuple[str, str], ...] = (
     ("span_events", "time"),
     ("logs", "time"),
 )
-#: The id index (queries/id_index.py): its rows are sorted by id, not time, so each
-#: removal reads all of it; it is trimmed once a round, of the ids last seen before the
-#: cutoff.
-_INDEX_TABLES = INDEX_TABLES
 #: A slice aims to hold up the commits behind it no longer than this (seconds).
 _SLICE_TARGET = 0.1
 #: The first slice covers this much time (ns); later ones are sized from the last one.
@@ -179,7 +176,7 @@ class Retention:
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
         self.figures.removed.update(
-            (table, 0) for table in (*_INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES)
+            (table, 0) for table in (*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES)
         )
         metrics.retention = self.figures
 
@@ -322,15 +319,9 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
 
 
 def _trim_index(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
-    """Remove the id index's rows of ids last seen before ``cutoff``."""
-    return {
-        table: _count(
-            cursor.execute(
-                f"DELETE FROM {table} WHERE last < make_timestamp_ns($cutoff)", {"cutoff": cutoff}
-            )
-        )
-        for table in _INDEX_TABLES
-    }
+    """Remove the id index's runs of ids last seen before ``cutoff`` (whole runs: its rows
+    are sorted by id, not time; queries/id_index.py ``trim``). Once a round."""
+    return trim_index(cursor, cutoff=cutoff)
 
 
 def _count(result: duckdb.DuckDBPyConnection) -> int:

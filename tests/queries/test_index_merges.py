@@ -22,6 +22,7 @@ from eventscope.queries.id_index import (
     runs,
 )
 from otlp_builder import CONSUMER, Otlp, messaging
+from retention_round import retention_round
 
 BASE = 1_700_000_000 * 10**9
 COMMITS = 150
@@ -81,16 +82,7 @@ def test_runs_are_merged_by_size_and_every_id_still_leads_to_its_rows(tmp_path: 
     assert len(stored) <= 4 * (FANOUT - 1) < unmerged
     assert max(rows for _, rows in stored) >= 4 * FANOUT  # merged runs exist
     # Nothing lost or made up: the index holds exactly the rows the stored spans imply.
-    index = cursor.execute(
-        "SELECT key, kind, first, last FROM eventscope_ids "
-        "UNION ALL SELECT key, kind, first, last FROM eventscope_ids_recent ORDER BY ALL"
-    ).fetchall()
-    implied = cursor.execute(
-        "SELECT hash(trace_id), 1, start_time, start_time FROM spans "
-        "UNION ALL SELECT hash(message_id), 3, start_time, start_time FROM spans "
-        "ORDER BY ALL"
-    ).fetchall()
-    assert index == implied
+    assert _index(cursor) == _implied(cursor)
     # Each run is sorted by key (what makes a lookup read one row group of it).
     for run, _ in stored:
         keys = [
@@ -137,6 +129,23 @@ def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path:
     database.close()
 
 
+def _index(cursor: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+    """Every row of the index (runs and recent rows)."""
+    return cursor.execute(
+        "SELECT key, kind, first, last FROM eventscope_ids "
+        "UNION ALL SELECT key, kind, first, last FROM eventscope_ids_recent ORDER BY ALL"
+    ).fetchall()
+
+
+def _implied(cursor: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+    """The index rows the stored spans imply (one delivery each: its trace and event id)."""
+    return cursor.execute(
+        "SELECT hash(trace_id), 1, start_time, start_time FROM spans "
+        "UNION ALL SELECT hash(message_id), 3, start_time, start_time FROM spans "
+        "ORDER BY ALL"
+    ).fetchall()
+
+
 def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
     return int(cursor.execute("SELECT count(*) FROM eventscope_ids_recent").fetchone()[0])
 
@@ -164,5 +173,40 @@ def test_a_merge_moved_in_key_ranges_is_one_sorted_run_of_the_same_rows(
     ).fetchall()
     assert [r[0] for r in after] == sorted(r[0] for r in after)
     assert sorted(after) == before
+    cursor.close()
+    database.close()
+
+
+def test_retention_removes_whole_runs_and_merges_leave_stale_rows_out(tmp_path: Path) -> None:
+    """Retention never deletes rows scattered through a run (DuckDB 1.5.5 would pin
+    memory for every row group touched): a run goes whole once all its ids are older than
+    the cutoff, one holding newer ids too stays as it was, and the next merge leaves its
+    stale rows out. Every id kept still leads exactly to its rows."""
+    database, _ = _ingest(tmp_path / "retained.duckdb")
+    cursor = database.cursor()
+    cutoff = BASE + 132 * 10**9  # deliveries 0-131 are removed, 132-149 kept
+    shape = "SELECT run, count(*), epoch_ns(min(last)), epoch_ns(max(last)) FROM eventscope_ids "
+    before = {r[0]: r[1:] for r in cursor.execute(shape + "GROUP BY run").fetchall()}
+    assert any(low < cutoff <= high for _, low, high in before.values())  # one straddles
+
+    retention, removed = retention_round(database, cursor, cutoff)
+    assert removed == 132
+    after = {r[0]: r[1:] for r in cursor.execute(shape + "GROUP BY run").fetchall()}
+    assert after == {run: s for run, s in before.items() if s[2] >= cutoff}  # whole or gone
+    assert len(after) < len(before)
+    assert retention.figures.removed["eventscope_ids"] == sum(
+        s[0] for run, s in before.items() if run not in after
+    )
+    stale_at = "SELECT count(*) FROM eventscope_ids WHERE last < make_timestamp_ns($t)"
+    assert cursor.execute(stale_at, {"t": cutoff}).fetchone()[0] > 0
+    kept = [run for run in after]
+    into = RunNumbers(cursor).take()
+    for keys in merge_ranges(cursor, kept):
+        merge_range(cursor, kept, into, keys)
+    assert cursor.execute(stale_at, {"t": cutoff}).fetchone()[0] == 0
+    assert _index(cursor) == _implied(cursor)  # merged: exactly what the kept spans imply
+    for n in (132, 140, COMMITS - 1):
+        at = BASE + n * 10**9
+        assert id_range(cursor, ["trace"], [Otlp.trace_id(f"t{n}")]) == (at, at)
     cursor.close()
     database.close()

@@ -13,7 +13,6 @@ import duckdb
 import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._metrics import Metrics
-from eventscope.collector._retention import Retention
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
 from eventscope.collector._writer import SpanWriter
@@ -25,6 +24,7 @@ from eventscope.queries.schema import create_schema
 from known_tree import known_tree_spans, other_request_spans
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 from otlp_requests import traces
+from retention_round import retention_round
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 
@@ -148,18 +148,7 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
     ).fetchone()
     cutoff = (low + high) // 2
 
-    async def on_writer(fn):  # the test is the only writer
-        return fn(writer)
-
-    retention = Retention(
-        database,
-        on_writer,
-        Metrics(),
-        retention_ns=10**9,
-        max_bytes=None,
-        clock=lambda: cutoff + 10**9,
-    )
-    assert asyncio.run(retention.run_once()) > 0
+    assert retention_round(database, writer, cutoff)[1] > 0
     minute = 60 * 10**9
     cursor = database.cursor()
     start = cursor.execute("SELECT value FROM eventscope_meta WHERE key = 'learned_from'")
