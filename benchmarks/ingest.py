@@ -46,6 +46,8 @@ BODIES: list[bytes] = []
 SPANS_PER_BODY: list[int] = []
 #: With --retention: where each body's timestamps are (byte offsets), and its first start.
 STAMPS: list[tuple[object, int]] = []
+#: With --retention: where each body's ids are (see ``_id_offsets``).
+IDS: list[tuple[object, object, object]] = []
 
 
 def _free_port() -> int:
@@ -87,10 +89,14 @@ def _sender(
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def _next_body(position: int) -> tuple[bytes, int]:
+def _next_body(position: int, sender: int = 0) -> tuple[bytes, int]:
     body = BODIES[position % len(BODIES)]
     if STAMPS:
         body = _restamped(body, *STAMPS[position % len(BODIES)])
+    if IDS:
+        # each sender's each pass over the bodies gets ids of its own
+        round_ = (sender + 1) << 24 | (position // len(BODIES)) & 0xFFFFFF
+        body = _renamed(body, *IDS[position % len(BODIES)], round_)
     return body, SPANS_PER_BODY[position % len(BODIES)]
 
 
@@ -106,7 +112,7 @@ def _sending(
     while time.monotonic() < start_at:
         time.sleep(0.001)
     while time.monotonic() < stop_at:
-        body, spans = _next_body(position)
+        body, spans = _next_body(position, index)
         position += 1
         back_off = post(body)
         if back_off is None:
@@ -201,6 +207,69 @@ def _restamped(body: bytes, offsets: object, first: int) -> bytes:
     return buffer.tobytes()
 
 
+def _id_offsets(body: bytes) -> tuple[object, object, object]:
+    """Where a serialized request's ids are, so that each sending can give them new values:
+    byte offsets of 4 bytes of every trace and span id (span, parent and link ids), and of
+    8 hex digits of every event and correlation id (the hooks' attributes, hex text), with
+    those digits' values. Every occurrence of an id is found, so that parents, links and
+    event ids still join after ``_renamed``: a request's spans are all in one body."""
+    import re
+
+    import numpy as np
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest.FromString(body)
+    binary: set[bytes] = set()
+    text: set[bytes] = set()
+    hex_keys = {
+        "messaging.message.id",
+        "messaging.message.conversation_id",
+        "eventscope.causation_id",
+    }
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                binary.update((span.trace_id, span.span_id))
+                binary.update(link.trace_id for link in span.links)
+                binary.update(link.span_id for link in span.links)
+                for attribute in span.attributes:
+                    if attribute.key in hex_keys:
+                        text.add(attribute.value.string_value.encode())
+
+    # each id is a length-delimited field: tag, length (16 or 8), the bytes
+    binary_at, text_at = [], []
+    for match in re.finditer(rb"(?=[\x0a\x12\x22][\x08\x10])", body):
+        at = match.start() + 2
+        value = body[at : at + body[at - 1]]
+        if value in binary:
+            binary_at.append(at)
+        elif value in text:
+            text_at.append(at + 8)
+    binary_at = np.array(binary_at, dtype=np.int64)
+    text_at = np.array(text_at, dtype=np.int64)
+    digits = np.array([int(body[at : at + 8], 16) for at in text_at], dtype=np.uint32)
+    return binary_at, text_at, digits
+
+
+_HEX = b"0123456789abcdef"
+
+
+def _renamed(body: bytes, binary_at: object, text_at: object, digits: object, round_: int) -> bytes:
+    """``body`` with every id of ``_id_offsets`` changed the same way for this ``round_``:
+    4 bytes of each binary id and 8 hex digits of each text id XORed with it."""
+    import numpy as np
+
+    buffer = np.frombuffer(body, dtype=np.uint8).copy()
+    where = binary_at[:, None] + np.arange(4)  # type: ignore[index]
+    buffer[where] ^= np.frombuffer(round_.to_bytes(4, "little"), dtype=np.uint8)
+    values = digits ^ np.uint32(round_)  # type: ignore[operator]
+    nibbles = (values[:, None] >> np.arange(28, -4, -4, dtype=np.uint32)) & np.uint32(0xF)
+    buffer[text_at[:, None] + np.arange(8)] = np.frombuffer(_HEX, dtype=np.uint8)[nibbles]  # type: ignore[index]
+    return buffer.tobytes()
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -209,28 +278,43 @@ def _rss_mib(pid: int) -> float:
 
 
 def _sample(port: int, pid: int, db: Path, every: float, stop: object) -> None:
-    """Print elapsed time, file size (+ WAL), RSS and what retention removed, every ``every``
-    seconds until ``stop`` (a threading.Event) is set."""
+    """Print elapsed time, file size (+ WAL), the server's lowest and highest RSS of the
+    interval (read every second), RSS with its workers, what retention removed and how
+    often the database was reopened, every ``every`` seconds until ``stop`` (a
+    threading.Event) is set."""
     started = time.monotonic()
-    print("  elapsed  file+WAL MiB  RSS server MiB  RSS with workers MiB  spans removed")
-    while not stop.wait(every):  # type: ignore[attr-defined]
-        size = sum(p.stat().st_size for p in (db, db.with_name(db.name + ".wal")) if p.exists())
+    print(
+        "  elapsed  file+WAL MiB  RSS server low-high MiB  RSS with workers MiB  "
+        "spans removed  reopens"
+    )
+    due = started + every
+    low, high = float("inf"), 0.0
+    while not stop.wait(min(1.0, every)):  # type: ignore[attr-defined]
         rss = _rss_mib(pid)
+        low, high = min(low, rss), max(high, rss)
+        if time.monotonic() < due:
+            continue
+        due += every
+        size = sum(p.stat().st_size for p in (db, db.with_name(db.name + ".wal")) if p.exists())
         tree = rss + sum(_rss_mib(child) for child in _children(pid))
-        removed = "?"
+        figures = {"removed": "?", "reopens": "?"}
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             connection.request("GET", "/metrics")
             for line in connection.getresponse().read().decode().splitlines():
                 if line.startswith('eventscope_retention_removed_rows_total{table="spans"}'):
-                    removed = f"{int(line.split()[-1]):,}"
+                    figures["removed"] = f"{int(line.split()[-1]):,}"
+                elif line.startswith("eventscope_db_reopens_total "):
+                    figures["reopens"] = line.split()[-1]
         except OSError:
             pass
         print(
-            f"  {time.monotonic() - started:7.0f}  {size / 2**20:12.0f}  {rss:14.0f}  "
-            f"{tree:20.0f}  {removed:>13}",
+            f"  {time.monotonic() - started:7.0f}  {size / 2**20:12.0f}  "
+            f"{f'{low:,.0f}-{high:,.0f}':>23}  {tree:20.0f}  {figures['removed']:>13}  "
+            f"{figures['reopens']:>7}",
             flush=True,
         )
+        low, high = float("inf"), 0.0
 
 
 def _drive(
@@ -439,6 +523,7 @@ def _load_bodies(args: argparse.Namespace, spans_per_request: int) -> None:
     BODIES.clear()
     SPANS_PER_BODY.clear()
     STAMPS.clear()
+    IDS.clear()
     # a quarter of the spans of --bodies 8,192-span bodies, at least --bodies
     count = max(args.bodies, args.bodies * 8192 // spans_per_request // 4)
     BODIES.extend(export_bodies(count, spans_per_request))
@@ -449,6 +534,8 @@ def _load_bodies(args: argparse.Namespace, spans_per_request: int) -> None:
         )
     if args.retention:
         STAMPS.extend(_timestamp_offsets(body) for body in BODIES)
+        if not args.same_ids:
+            IDS.extend(_id_offsets(body) for body in BODIES)
 
 
 def _measure(args: argparse.Namespace, phase: Phase) -> Phase:
@@ -672,6 +759,14 @@ def main() -> None:
         "moved to the time it is sent, and file size and RSS are printed as it runs",
     )
     parser.add_argument("--sample-every", type=float, default=60.0, help="seconds (--retention)")
+    parser.add_argument(
+        "--same-ids",
+        action="store_true",
+        help="with --retention: send each body with its ids as generated (by default each "
+        "sender's each pass over the bodies gets new trace, span, event and correlation ids, "
+        "as real traffic has; the same ids sent again and again make every join by event id "
+        "fan out)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
