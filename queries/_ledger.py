@@ -40,14 +40,18 @@ MASK_BITS = 62
 # per-event masks are kept (integers); the publishes joined with them are not: read twice
 # (for the groups seen, then for the candidates) they are streamed, where kept they held
 # every publish of the window with its text columns (≈200 MiB for an hour at 100 M spans a
-# day, beside ingest's share of DuckDB's memory: collector/_give_way.py).
+# day, beside ingest's share of DuckDB's memory: collector/_give_way.py). ``arg_min(id, id)``,
+# not ``min(id)``: DuckDB (1.5.5 and 1.5.6) does not free the strings of ``min``/``max``
+# states over VARCHAR when the aggregation is interrupted — a read that gave way to the
+# writer or ran past its timeout lost ≈90 MiB of the process's memory for good
+# (benchmarks/interrupt_leak.py); ``arg_min``/``arg_max`` states are freed.
 _LOST = f"""
 WITH per_event AS MATERIALIZED (
     SELECT hash(message_id) AS h,
            bit_or(bit) FILTER (WHERE outcome IN {HANDLED}) AS handled,
            bit_or(bit) FILTER (WHERE outcome = 'dead_lettered') AS dead,
            bit_or(bit) AS seen,
-           min(message_id) <> max(message_id) AS collided
+           arg_min(message_id, message_id) <> arg_max(message_id, message_id) AS collided
     FROM (
         SELECT message_id, outcome,
                1::BIGINT << (list_position($groups, consumer_group) - 1) AS bit
