@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-__all__ = ["RELEASE_SECONDS", "heap_release", "release_free_memory"]
+__all__ = ["RELEASE_SECONDS", "heap_in_use", "heap_release", "release_free_memory"]
 
 log = logging.getLogger("eventscope.collector")
 
@@ -49,6 +49,41 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 and newer)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()
+    ]
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    if _TRIM is None:
+        return None
+    try:
+        info = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # glibc before 2.33
+        return None
+    info.argtypes = []
+    info.restype = _MallInfo2
+    return info
+
+
+_INFO = _mallinfo2()
+
+
+def heap_in_use() -> int | None:
+    """Bytes of the C heap in use (glibc's ``mallinfo2``: what DuckDB holds outside its
+    buffer pool shows here), or None where there is no way to know."""
+    if _INFO is None:
+        return None
+    info = _INFO()
+    return int(info.uordblks + info.hblkhd)
 
 
 def release_free_memory() -> bool:

@@ -33,39 +33,38 @@ HANDLED = "('ok', 'duplicate_skipped')"
 MASK_BITS = 62
 
 # One statement, one scan of the deliveries. Consumer groups become bits of a BIGINT mask
-# and deliveries are grouped by hash(event id), so "every expected group handled it" is one
-# bit test per event. Two ids in one hash group (min <> max) are flagged `collided`; those
-# events are then checked exactly (`_EXACT`), so no loss is missed or invented. The groups
-# seen per (destination, event type) come from the events published in the window. The
-# per-event masks are kept (integers); the publishes joined with them are not: read twice
-# (for the groups seen, then for the candidates) they are streamed, where kept they held
-# every publish of the window with its text columns (≈200 MiB for an hour at 100 M spans a
-# day, beside ingest's share of DuckDB's memory: collector/_give_way.py). ``arg_min(id, id)``,
-# not ``min(id)``: DuckDB (1.5.5 and 1.5.6) does not free the strings of ``min``/``max``
-# states over VARCHAR when the aggregation is interrupted — a read that gave way to the
-# writer or ran past its timeout lost ≈90 MiB of the process's memory for good
-# (benchmarks/interrupt_leak.py); ``arg_min``/``arg_max`` states are freed.
+# and deliveries are grouped by event id, so "every expected group handled it" is one bit
+# test per event. The groups seen per (destination, event type) come from the events
+# published in the window. The per-event masks are kept (an id and integers); the
+# publishes joined with them are not: read twice (for the groups seen, then for the
+# candidates) they are streamed, where kept they held every publish of the window with its
+# text columns (≈200 MiB for an hour at 100 M spans a day, beside ingest's share of
+# DuckDB's memory: collector/_give_way.py). Grouped by the id itself, not by hash(id) with
+# ``min(id) <> max(id)`` flagging collisions as before: DuckDB (1.5.5 and 1.5.6) does not
+# free the strings of ``min``/``max`` states over VARCHAR when an aggregation is
+# interrupted, so every read that gave way to the writer or ran past its timeout lost
+# ≈90 MiB of the process's memory for good (benchmarks/interrupt_leak.py); a group key is
+# one string a group where those were two, and no collision needs a second look.
 _LOST = f"""
 WITH per_event AS MATERIALIZED (
-    SELECT hash(message_id) AS h,
+    SELECT message_id,
            bit_or(bit) FILTER (WHERE outcome IN {HANDLED}) AS handled,
            bit_or(bit) FILTER (WHERE outcome = 'dead_lettered') AS dead,
-           bit_or(bit) AS seen,
-           arg_min(message_id, message_id) <> arg_max(message_id, message_id) AS collided
+           bit_or(bit) AS seen
     FROM (
         SELECT message_id, outcome,
                1::BIGINT << (list_position($groups, consumer_group) - 1) AS bit
         FROM ({{deliveries}})
         WHERE message_id IS NOT NULL AND list_contains($groups, consumer_group)
     )
-    GROUP BY h
+    GROUP BY message_id
 ), joined AS NOT MATERIALIZED (
     SELECT p.message_id, p.publish_time, p.service_name, p.correlation_id, p.trace_id,
            p.span_id, coalesce(p.destination, '') AS destination,
            coalesce(p.event_type, '') AS event_type,
            coalesce(e.handled, 0) AS handled, coalesce(e.dead, 0) AS dead,
-           coalesce(e.seen, 0) AS seen, coalesce(e.collided, false) AS collided
-    FROM ({{publishes}}) p LEFT JOIN per_event e ON e.h = hash(p.message_id)
+           coalesce(e.seen, 0) AS seen
+    FROM ({{publishes}}) p LEFT JOIN per_event e ON e.message_id = p.message_id
     WHERE p.message_id IS NOT NULL
 ), learned AS (
     SELECT destination, event_type, bit_or(seen) AS mask FROM joined GROUP BY ALL
@@ -87,29 +86,21 @@ WITH per_event AS MATERIALIZED (
            arg_min(j.trace_id, j.publish_time) AS trace_id,
            arg_min(j.span_id, j.publish_time) AS span_id,
            any_value(j.handled) AS handled, any_value(j.dead) AS dead,
-           any_value(j.seen) AS seen, bool_or(j.collided) AS collided
+           any_value(j.seen) AS seen
     FROM joined j
     JOIN expected e ON e.destination = j.destination AND e.event_type = j.event_type
     WHERE {{event_filter}} j.publish_time >= make_timestamp_ns($events_from)
       AND j.publish_time < make_timestamp_ns($events_until)
-      AND (e.mask & ~j.handled <> 0 OR j.collided)
+      AND e.mask & ~j.handled <> 0
     GROUP BY j.message_id
 )
 SELECT 'key' AS kind, destination, event_type, NULL, NULL, NULL, NULL, NULL, NULL, mask,
-       NULL, NULL, NULL
+       NULL, NULL
 FROM learned
 UNION ALL
 SELECT 'event', message_id, destination, event_type, epoch_ns(published), producer,
-       correlation_id, trace_id, span_id, handled, dead, seen, collided
+       correlation_id, trace_id, span_id, handled, dead, seen
 FROM candidates
-"""
-
-# Exact per (event, group), for events whose hash group held more than one id.
-_EXACT = f"""
-SELECT message_id, consumer_group, bool_or(outcome IN {HANDLED}),
-       bool_or(outcome = 'dead_lettered')
-FROM ({{deliveries}}) SEMI JOIN {{candidates}} USING (message_id)
-GROUP BY ALL
 """
 
 # Subscriptions expand to the (destination, event type) keys their subject names.
@@ -222,19 +213,6 @@ def lost_events(
                 if event is None:
                     event = events[row[0]] = _Candidate(*row[:8])
                 event.add(chunk, *row[8:])
-        collided = [event_id for event_id, event in events.items() if event.collided]
-        if collided:
-            exact = cursor.execute(
-                _EXACT.format(
-                    deliveries=src.deliveries,
-                    candidates=src.register(id_table(collided, "message_id")),
-                ),
-                src.params,
-            ).fetchall()
-            for event_id in collided:
-                events[event_id].reset()
-            for event_id, group, handled, dead in exact:
-                events[event_id].set_exact(group, handled, dead)
     configured: dict[Key, set[str]] = defaultdict(set)
     for destination, event_type, group in zip(*subscribed.to_pydict().values(), strict=True):
         configured[destination, event_type].add(group)
@@ -271,25 +249,11 @@ class _Candidate:
         self.handled: set[str] = set()
         self.dead: set[str] = set()
         self.seen: set[str] = set()
-        self.collided = False
 
-    def add(
-        self, groups: Sequence[str], handled: int, dead: int, seen: int, collided: bool
-    ) -> None:
+    def add(self, groups: Sequence[str], handled: int, dead: int, seen: int) -> None:
         self.handled |= _bits(handled, groups)
         self.dead |= _bits(dead, groups)
         self.seen |= _bits(seen, groups)
-        self.collided = self.collided or collided
-
-    def reset(self) -> None:
-        self.handled, self.dead, self.seen = set(), set(), set()
-
-    def set_exact(self, group: str, handled: bool, dead: bool) -> None:
-        self.seen.add(group)
-        if handled:
-            self.handled.add(group)
-        if dead:
-            self.dead.add(group)
 
     def lost(self, learned: set[str], configured: set[str]) -> list[LostEvent]:
         rows = []
