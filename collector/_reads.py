@@ -12,6 +12,7 @@ import duckdb
 
 from ._database import Database
 from ._errors import QueryTimeout
+from ._heap import read_failed
 
 __all__ = ["caught_up", "run_read"]
 
@@ -60,6 +61,9 @@ async def run_read(
             with database.read_cursor() as cursor:
                 lent.append(cursor)
                 return query(cursor, *args, **kwargs)
+        except BaseException:
+            read_failed()  # what its frames hold is freed by a collection (collector/_heap.py)
+            raise
         finally:
             finished.set()
 

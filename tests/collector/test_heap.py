@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import platform
 import subprocess
 import sys
+import weakref
+from pathlib import Path
 
 import pytest
+from eventscope.collector._database import Database
 from eventscope.collector._heap import release_free_memory
+from eventscope.collector._reads import run_read
+from eventscope.collector._settings import Settings
 
 # In a fresh interpreter (its RSS is its own): 400 MiB of 4 KiB blocks from malloc's heap
 # (under the mmap threshold, as a hash table's small allocations are), then every block
@@ -56,3 +63,36 @@ def test_elsewhere_than_glibc_it_says_it_could_not(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(_heap, "_TRIM", None)
     assert release_free_memory() is False
+
+
+class _Held:
+    """What a read's frames hold (registered tables, results): a stand-in with a weakref."""
+
+
+def test_what_a_failed_read_left_in_reference_cycles_is_freed_at_the_next_release(
+    tmp_path: Path,
+) -> None:
+    """A read that raised (it gave way, ran past its timeout) leaves its frames in reference
+    cycles through the exception and ``await``: what they hold is freed by the next
+    release, not whenever Python's collector happens to run."""
+    database = Database.open(Settings(db=str(tmp_path / "x.duckdb")))
+    alive: list[weakref.ref[_Held]] = []
+
+    def query(cursor: object) -> None:
+        held = _Held()
+        alive.append(weakref.ref(held))
+        raise RuntimeError("the query was stopped")
+
+    gc.disable()  # only the release may collect
+    try:
+        raised = False
+        try:
+            asyncio.run(run_read(database, 10.0, query))
+        except RuntimeError:
+            raised = True
+        assert raised and alive[0]() is not None  # kept by a cycle: a collection is needed
+        release_free_memory()
+        assert alive[0]() is None
+    finally:
+        gc.enable()
+        database.close()
