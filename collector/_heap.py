@@ -17,11 +17,11 @@ their own, or offer no such call).
 
 Before it trims, after a read that failed (stopped because it gave way to the writer or
 ran past its timeout, or raised), it runs Python's garbage collector once: the frames an
-exception carries through ``await`` form reference cycles, and what those frames hold (a
-read's registered tables, results, DuckDB objects) stays until a collection finds them —
-under full-rate ingest, with every ledger evaluation giving way, the server's RSS stepped
-up by 1.2-1.3 GiB at such failures and came back down only much later
-(docs/benchmarks.md, *The 30-minute retention soak with distinct ids*).
+exception carries through ``await`` form reference cycles, and whatever those frames hold
+stays until a collection finds them. Under full-rate ingest, with every ledger evaluation
+giving way, the server's RSS stepped up by 1.2-1.3 GiB at such failures and came back down
+only much later; with the collection it is back within a minute (docs/benchmarks.md, *The
+30-minute retention soak with distinct ids*).
 """
 
 from __future__ import annotations

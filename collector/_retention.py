@@ -233,7 +233,7 @@ class Retention:
             elif took > _SLICE_TARGET * 2 and sum(counts.values()) > _FEW_ROWS:
                 self._slice_ns = max(self._slice_ns // 2, 10**9)
         if removed:
-            counts = await self._on_writer(partial(_trim_index, cutoff=cutoff))
+            counts = await self._on_writer(partial(trim_index, cutoff=cutoff))
             for table, count in counts.items():
                 self.figures.removed[table] += count
         self.figures.cutoff_ns = max(self.figures.cutoff_ns, cutoff)
@@ -316,12 +316,6 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
         cursor.execute("ROLLBACK")
         raise
     return counts
-
-
-def _trim_index(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
-    """Remove the id index's runs of ids last seen before ``cutoff`` (whole runs: its rows
-    are sorted by id, not time; queries/id_index.py ``trim``). Once a round."""
-    return trim_index(cursor, cutoff=cutoff)
 
 
 def _count(result: duckdb.DuckDBPyConnection) -> int:

@@ -24,7 +24,7 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
   a merge leaves them out. A stale row only points a lookup at a time range that no longer
   holds rows (nothing is read there). Deleting rows scattered through a run instead would
   touch every row group of it (the run is sorted by id, not time), and DuckDB 1.5.5 pins
-  ≈1 MiB of memory for each row group with deleted rows until all its rows are deleted
+  ≈0.5-1 MiB of memory for each row group with deleted rows until all its rows are deleted
   (benchmarks/duckdb_pinned.py): at 100 M spans, ≈300 MiB of the collector's 448.
 
 Files written before the index existed get it built once at start-up (:func:`build`);
@@ -41,6 +41,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from ._rollup_meta import complete_from
 
 __all__ = [
     "FANOUT",
@@ -233,7 +235,7 @@ def merge_range(
         f"INSERT INTO eventscope_ids SELECT key, kind, first, last, $run {in_range} "
         "AND last >= make_timestamp_ns($kept) ORDER BY key"
     )
-    kept = _trimmed_before(cursor)
+    kept = complete_from(cursor, TRIMMED_BEFORE) or 0
     moved, _ = _transaction(
         cursor, (insert, {**params, "run": into, "kept": kept}), (f"DELETE {in_range}", params)
     )
@@ -245,7 +247,7 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     which every id was last seen before it, and such rows of the recent ones (a small
     table, moved into a run whole every few seconds), and remember the cutoff for merges.
     One transaction, on the writer's connection. Returns the rows removed per table."""
-    kept = max(_trimmed_before(cursor), cutoff)
+    kept = max(complete_from(cursor, TRIMMED_BEFORE) or 0, cutoff)
     params: dict[str, object] = {"cutoff": cutoff}
     runs_removed, recent_removed, _, _ = _transaction(
         cursor,
@@ -265,13 +267,6 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
         "eventscope_ids": int(runs_removed[0]) if runs_removed else 0,
         "eventscope_ids_recent": int(recent_removed[0]) if recent_removed else 0,
     }
-
-
-def _trimmed_before(cursor: duckdb.DuckDBPyConnection) -> int:
-    row = cursor.execute(
-        "SELECT value FROM eventscope_meta WHERE key = $key", {"key": TRIMMED_BEFORE}
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _merged(merged: list[int]) -> str:

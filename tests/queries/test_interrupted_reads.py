@@ -76,7 +76,7 @@ def test_an_interrupted_lost_read_gives_its_memory_back(deliveries: Path) -> Non
         while reader.is_alive() and in_use() - heap < 50 * 2**20:
             if time.monotonic() - started > 1.0:
                 break
-            time.sleep(0.005)
+            time.sleep(0.005)  # polling the reader's progress, with a deadline
         cursor.interrupt()
         reader.join(timeout=60)
         cursor.close()
