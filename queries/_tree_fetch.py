@@ -410,7 +410,7 @@ def collect(
         growing, up to the last."""
         if not indexed:
             return params
-        found = id_range(cursor, kinds, ids.ids, ids.table)
+        found = id_range(cursor, kinds, ids.ids, ids.table, params["since"])
         if found is None:
             return params
         if grow:

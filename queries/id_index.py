@@ -335,17 +335,23 @@ def has_index(cursor: duckdb.DuckDBPyConnection) -> bool:
 #: branch on them would read them all).
 _POINT = (
     "SELECT first, last FROM eventscope_ids WHERE key = hash(${n}::VARCHAR) AND kind IN ({kinds})"
+    "{after}"
 )
 _POINT_RECENT = (
     "SELECT first, last FROM eventscope_ids_recent WHERE key IN ({keys}) AND kind IN ({kinds})"
 )
 _JOINED = """
 SELECT first, last FROM eventscope_ids
-WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
+WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids}){after}
 UNION ALL
 SELECT first, last FROM eventscope_ids_recent
 WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
 """
+# Rows of ids last seen before the reader's lower bound say nothing it needs. A run holds
+# the ids of one stretch of arrival, so every row group of a run that ended before that
+# bound has ``last`` below it: its zone map skips it (a large set of ids otherwise reads
+# every row group of every run — each holds some of them).
+_AFTER = " AND last >= make_timestamp_ns($after)"
 
 
 def id_range(
@@ -353,21 +359,30 @@ def id_range(
     kinds: Iterable[str],
     ids: Iterable[str],
     table: str | None = None,
+    after_ns: int | None = None,
 ) -> tuple[int, int] | None:
     """The earliest and latest start (ns) of any row with one of ``ids`` as one of
     ``kinds``, or None when there is none. ``table``: a temporary table (column ``id``)
-    holding the same ids, used instead of one lookup per id when there are many."""
+    holding the same ids, used instead of one lookup per id when there are many.
+    ``after_ns``: the caller reads nothing that started before this, so ids whose rows all
+    started before it may be left out (their runs are then skipped: much faster for a
+    large set of ids when most of the stored ids are older); the range returned may still
+    begin before it."""
     wanted = sorted(set(ids))
     if not wanted:
         return None
-    parts, params = [], {}
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    after = ""
+    if after_ns is not None:
+        after, params["after"] = _AFTER, after_ns
     if table is not None and len(wanted) > _POINT_LOOKUPS:
-        parts = [_JOINED.format(ids=table, kind=KINDS[kind]) for kind in kinds]
+        parts = [_JOINED.format(ids=table, kind=KINDS[kind], after=after) for kind in kinds]
     else:
         codes = ", ".join(str(KINDS[kind]) for kind in kinds)
         for n, value in enumerate(wanted):
             params[f"i{n}"] = value
-            parts.append(_POINT.format(n=f"i{n}", kinds=codes))
+            parts.append(_POINT.format(n=f"i{n}", kinds=codes, after=after))
         keys = ", ".join(f"hash(${name}::VARCHAR)" for name in params)
         parts.append(_POINT_RECENT.format(keys=keys, kinds=codes))
     sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"

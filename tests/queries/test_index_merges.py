@@ -95,8 +95,27 @@ def test_runs_are_merged_by_size_and_every_id_still_leads_to_its_rows(tmp_path: 
     for n in (0, 1, COMMITS // 2, COMMITS - 1):
         at = BASE + n * 10**9
         assert id_range(cursor, ["trace"], [Otlp.trace_id(f"t{n}")]) == (at, at)
+    _lookups_after_a_bound_leave_older_ids_out(cursor)
     cursor.close()
     database.close()
+
+
+def _lookups_after_a_bound_leave_older_ids_out(cursor: duckdb.DuckDBPyConnection) -> None:
+    """``after_ns``: ids whose rows all started before it are left out, the rest found as
+    without it — as points (a few ids) and through a temporary table (many)."""
+    traces = [Otlp.trace_id(f"t{n}") for n in range(COMMITS)]
+    cursor.execute("CREATE TEMPORARY TABLE wanted AS SELECT unnest($ids) AS id", {"ids": traces})
+    middle = BASE + COMMITS // 2 * 10**9
+    last = BASE + (COMMITS - 1) * 10**9
+    assert id_range(cursor, ["trace"], traces, "wanted") == (BASE, last)
+    assert id_range(cursor, ["trace"], traces, "wanted", middle) == (middle, last)
+    assert id_range(cursor, ["trace"], traces[:3] + traces[-2:], None, middle) == (
+        BASE + (COMMITS - 2) * 10**9,
+        last,
+    )
+    assert id_range(cursor, ["trace"], traces[:3], None, middle) is None
+    assert id_range(cursor, ["trace"], traces, "wanted", last + 1) is None
+    cursor.execute("DROP TABLE wanted")
 
 
 def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path: Path) -> None:
