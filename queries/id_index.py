@@ -380,10 +380,10 @@ def id_range(
         parts = [_JOINED.format(ids=table, kind=KINDS[kind], after=after) for kind in kinds]
     else:
         codes = ", ".join(str(KINDS[kind]) for kind in kinds)
-        for n, value in enumerate(wanted):
-            params[f"i{n}"] = value
-            parts.append(_POINT.format(n=f"i{n}", kinds=codes, after=after))
-        keys = ", ".join(f"hash(${name}::VARCHAR)" for name in params)
+        names = [f"i{n}" for n in range(len(wanted))]
+        params.update(zip(names, wanted, strict=True))
+        parts = [_POINT.format(n=name, kinds=codes, after=after) for name in names]
+        keys = ", ".join(f"hash(${name}::VARCHAR)" for name in names)
         parts.append(_POINT_RECENT.format(keys=keys, kinds=codes))
     sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"
     row = cursor.execute(sql, params).fetchone()

@@ -115,6 +115,13 @@ def _lookups_after_a_bound_leave_older_ids_out(cursor: duckdb.DuckDBPyConnection
     )
     assert id_range(cursor, ["trace"], traces[:3], None, middle) is None
     assert id_range(cursor, ["trace"], traces, "wanted", last + 1) is None
+    # The bound is a parameter, never an id looked up: a row keyed by its text is not found.
+    cursor.execute(
+        "INSERT INTO eventscope_ids_recent VALUES (hash($text), 1, make_timestamp_ns($at), "
+        "make_timestamp_ns($at))",
+        {"text": str(middle), "at": last + 10**9},
+    )
+    assert id_range(cursor, ["trace"], traces[:3], None, middle) is None
     cursor.execute("DROP TABLE wanted")
 
 
