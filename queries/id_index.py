@@ -340,12 +340,21 @@ _POINT = (
 _POINT_RECENT = (
     "SELECT first, last FROM eventscope_ids_recent WHERE key IN ({keys}) AND kind IN ({kinds})"
 )
+# The kinds are picked after the join, in the aggregate: a ``kind`` filter in the scan
+# stands between it and the join, so the join's filter on ``key`` (a Bloom filter DuckDB
+# pushes into the scan) was not applied there and every row of every row group read went
+# through the ``kind`` filter first (100 M spans, a 10,000-node tree's 2,857 traces: 266 ms
+# as a scan per kind, 154 ms so).
 _JOINED = """
-SELECT first, last FROM eventscope_ids
-WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids}){after}
-UNION ALL
-SELECT first, last FROM eventscope_ids_recent
-WHERE kind = {kind} AND key IN (SELECT hash(id) FROM {ids})
+SELECT epoch_ns(min(first) FILTER (WHERE kind IN ({kinds}))),
+       epoch_ns(max(last) FILTER (WHERE kind IN ({kinds})))
+FROM (
+    SELECT kind, first, last FROM eventscope_ids
+    WHERE key IN (SELECT hash(id) FROM {ids}){after}
+    UNION ALL
+    SELECT kind, first, last FROM eventscope_ids_recent
+    WHERE key IN (SELECT hash(id) FROM {ids})
+)
 """
 # Rows of ids last seen before the reader's lower bound say nothing it needs. A run holds
 # the ids of one stretch of arrival, so every row group of a run that ended before that
@@ -371,21 +380,20 @@ def id_range(
     wanted = sorted(set(ids))
     if not wanted:
         return None
-    parts: list[str] = []
     params: dict[str, Any] = {}
     after = ""
     if after_ns is not None:
         after, params["after"] = _AFTER, after_ns
+    codes = ", ".join(str(KINDS[kind]) for kind in kinds)
     if table is not None and len(wanted) > _POINT_LOOKUPS:
-        parts = [_JOINED.format(ids=table, kind=KINDS[kind], after=after) for kind in kinds]
+        sql = _JOINED.format(ids=table, kinds=codes, after=after)
     else:
-        codes = ", ".join(str(KINDS[kind]) for kind in kinds)
         names = [f"i{n}" for n in range(len(wanted))]
         params.update(zip(names, wanted, strict=True))
         parts = [_POINT.format(n=name, kinds=codes, after=after) for name in names]
         keys = ", ".join(f"hash(${name}::VARCHAR)" for name in names)
         parts.append(_POINT_RECENT.format(keys=keys, kinds=codes))
-    sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"
+        sql = f"SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({' UNION ALL '.join(parts)})"
     row = cursor.execute(sql, params).fetchone()
     if row is None or row[0] is None:
         return None
