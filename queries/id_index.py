@@ -19,6 +19,10 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
   now at most ``(FANOUT - 1)`` runs per size class, five classes from 250 k to 64 M rows).
 - A lookup returns the hull of the ranges found. A hash collision only widens it; the scan
   that follows still compares the real id, so results stay exact.
+- Many ids at once (a tree's fetch round) are one semi-join on the key, which still reads
+  every row group of every run it does not skip (random keys are in all of them). A reader
+  that needs nothing older than a bound passes it (``after_ns``): runs that ended before
+  it are skipped by their zone maps on ``last``, as a run holds one stretch of arrival.
 - Retention (:func:`trim`) removes runs *whole*, once every id in them was last seen
   before its cutoff; a run that also holds newer ids keeps its stale rows until then, and
   a merge leaves them out. A stale row only points a lookup at a time range that no longer
