@@ -41,14 +41,15 @@ SELECT (SELECT count(*) FROM spans WHERE start_time >= make_timestamp_ns($since)
 """
 
 # One slice's edges ('edge' rows) and publish counts ('published' rows). A delivery without
-# an event id is in slice 0.
+# an event id is in slice 0. The parameters are cast: untyped, they made DuckDB compute
+# the slice of each row 7× slower (1.2 s of a 1.5 s slice for an hour at 100 M spans).
 _SLICE = """
 WITH p AS (
     SELECT message_id, arg_min(service_name, publish_time) AS producer,
            arg_min(coalesce(destination, ''), publish_time) AS destination,
            arg_min(coalesce(event_type, ''), publish_time) AS event_type
     FROM ({publishes})
-    WHERE message_id IS NOT NULL AND hash(message_id) % $slices = $slice
+    WHERE message_id IS NOT NULL AND hash(message_id) % $slices::UBIGINT = $slice::UBIGINT
     GROUP BY message_id
 ), d AS (
     SELECT p.producer, coalesce(p.destination, d.destination, '') AS destination,
@@ -62,7 +63,7 @@ WITH p AS (
     FROM ({deliveries}) d LEFT JOIN p ON p.message_id = d.message_id
     -- a delivery whose publish is not seen yet is no orphan until the grace period is over
     WHERE (p.producer IS NOT NULL OR d.start_time < make_timestamp_ns($judged))
-      AND CASE WHEN d.message_id IS NULL THEN 0 ELSE hash(d.message_id) % $slices END = $slice
+      AND coalesce(hash(d.message_id) % $slices::UBIGINT, 0) = $slice::UBIGINT
 )
 SELECT 'edge' AS kind, producer, destination, event_type, consumer_group,
        list(DISTINCT service_name) AS services,
