@@ -18,6 +18,7 @@ import duckdb
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.learned_rollup import build as build_learned
+from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.schema import create_schema
 
 from ._errors import ConfigError, DatabaseFailed
@@ -121,6 +122,8 @@ class Database:
                 log.warning("summarised the deliveries already stored (queries/learned_rollup.py)")
             if build_latency(connection):  # a file from before the latency rollup: once
                 log.warning("summarised handler latency already stored (queries/latency_rollup.py)")
+            if build_ledger_keys(connection):  # a file from before the ledger keys: once
+                log.warning("keyed the deliveries already stored (queries/ledger_keys.py)")
             # Reads go through SQL the user typed: from here on this database instance
             # cannot touch files other than its own (read_csv, COPY, ATTACH are refused).
             connection.execute("SET enable_external_access = false")

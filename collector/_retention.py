@@ -36,6 +36,8 @@ from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.latency_rollup import trim as trim_latency
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.learned_rollup import trim as trim_learned
+from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
+from eventscope.queries.ledger_keys import trim as trim_ledger_keys
 
 from ._database import Database
 from ._errors import ReadGaveWay
@@ -175,9 +177,8 @@ class Retention:
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
-        self.figures.removed.update(
-            (table, 0) for table in (*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES)
-        )
+        derived = (*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES, *LEDGER_KEY_TABLES)
+        self.figures.removed.update((table, 0) for table in derived)
         metrics.retention = self.figures
 
     @property
@@ -310,6 +311,8 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
         for table, count in trim_learned(cursor, cutoff=high).items():
             counts[table] = count
         for table, count in trim_latency(cursor, cutoff=high).items():
+            counts[table] = count
+        for table, count in trim_ledger_keys(cursor, cutoff=high).items():
             counts[table] = count
         cursor.execute("COMMIT")
     except BaseException:

@@ -25,6 +25,7 @@ from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import rollup_commit
+from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -580,6 +581,8 @@ class SpanWriter:
             rollup_commit(connection, tables)
             # Handler latency by minute (queries/latency_rollup.py).
             rollup_latency(connection, tables)
+            # Every delivery and publish as integers (queries/ledger_keys.py).
+            rollup_ledger_keys(connection, tables)
             if entry is not None:  # the journal's entries up to here are in the database
                 connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database

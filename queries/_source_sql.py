@@ -17,6 +17,8 @@ Every fragment takes a *window*: a template ``"{column} …"`` that restricts a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ALL_TIME",
     "DELIVERY_SELECT",
@@ -40,16 +42,22 @@ WINDOW = "{column} >= make_timestamp_ns($since) AND {column} < make_timestamp_ns
 ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
 
 
-def _record_span_keys(kind: str, window: str) -> str:
-    """(trace, span) of stored spans in traces that also have event records of ``kind``
-    (a record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER)."""
+def _record_span_keys(kind: str, window: str, span_windows: Sequence[str] | None) -> str:
+    """(trace, span) of stored spans (in any of ``span_windows``, default ``window``) in
+    traces that also have event records of ``kind`` (in ``window``): a record of a
+    delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
     span_kind = "consumer" if kind == "deliver" else "producer"
-    return f"""
+    traces = (
+        f"SELECT trace_id FROM logs WHERE record_kind = '{kind}' AND {window.format(column='time')}"
+    )
+    return " UNION ALL ".join(
+        f"""
 SELECT trace_id, span_id FROM spans
-WHERE kind = '{span_kind}' AND {window.format(column="start_time")} AND trace_id IN (
-    SELECT trace_id FROM logs
-    WHERE record_kind = '{kind}' AND {window.format(column="time")})
+WHERE kind = '{span_kind}' AND {span_window.format(column="start_time")}
+  AND trace_id IN ({traces})
 """
+        for span_window in span_windows or (window,)
+    )
 
 
 def span_deliveries(window: str = WINDOW) -> str:
@@ -64,8 +72,10 @@ WHERE kind = 'consumer' AND publish_time IS NOT NULL AND {window.format(column="
 """
 
 
-def record_deliveries(window: str = WINDOW) -> str:
-    """`deliver` event records whose (trace, span) is not a stored span."""
+def record_deliveries(window: str = WINDOW, span_windows: Sequence[str] | None = None) -> str:
+    """`deliver` event records whose (trace, span) is not a stored span (of any of
+    ``span_windows``, default ``window``: records read at a few times must still find
+    their spans where those are)."""
     return f"""
 SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_id,
        l.service_name, 'process ' || coalesce(l.destination, '') AS name,
@@ -76,14 +86,15 @@ SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_i
        l.event_type, l.event_version, l.entity_id, l.entity_sequence, l.consumer_group,
        l.handler, l.attempt, l.outcome, l.publish_time
 FROM logs l
-ANTI JOIN ({_record_span_keys("deliver", window)}) k
+ANTI JOIN ({_record_span_keys("deliver", window, span_windows)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
 """
 
 
-def publishes_sql(window: str = WINDOW) -> str:
-    """Producer spans plus `publish` records not stored as spans, within ``window``."""
+def publishes_sql(window: str = WINDOW, span_windows: Sequence[str] | None = None) -> str:
+    """Producer spans plus `publish` records not stored as spans (of ``span_windows``, as
+    in :func:`record_deliveries`), within ``window``."""
     return f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
        start_time AS publish_time, messaging_system, destination, message_id,
@@ -96,7 +107,7 @@ SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
        l.message_id, l.correlation_id, l.causation_id, l.event_type, l.event_version,
        l.entity_id, l.entity_sequence
 FROM logs l
-ANTI JOIN ({_record_span_keys("publish", window)}) k
+ANTI JOIN ({_record_span_keys("publish", window, span_windows)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'publish' AND {window.format(column="l.time")}
 """

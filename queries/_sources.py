@@ -27,6 +27,7 @@ from ._source_sql import (
     FAR_FUTURE_NS,
     LEDGER_FALLBACK,
     RESOLVE,
+    WINDOW,
     needy_spans,
     publishes_sql,
     record_deliveries,
@@ -67,7 +68,10 @@ class Sources:
     ``event_ids`` restricts both to those event ids (the tree's marks). ``params`` holds the
     window parameters the SQL texts need. ``published``: the caller knows that every
     delivery of the window carries its publish time (the latency rollup has no gap
-    there), so the window is not searched for those that do not.
+    there), so the window is not searched for those that do not. ``delivered_at`` /
+    ``published_at``: only the deliveries / publishes that started at one of these times
+    (column ``t``, TIMESTAMP_NS): the few rows of the window that
+    :func:`.ledger_keys.duplicate_times` names.
     """
 
     def __init__(
@@ -78,11 +82,15 @@ class Sources:
         until_ns: int | None = None,
         event_ids: Iterable[str] | None = None,
         published: bool = False,
+        delivered_at: pa.Table | None = None,
+        published_at: pa.Table | None = None,
     ) -> None:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
         self._event_ids = None if event_ids is None else sorted(set(event_ids))
         self._published = published
+        self._delivered_at = delivered_at
+        self._published_at = published_at
         self._scratch = Scratch(cursor)
         self._resolved: str | None = None
         self.deliveries = ""
@@ -100,18 +108,31 @@ class Sources:
             raise
         return self
 
+    def _at(self, times: pa.Table | None) -> tuple[str, tuple[str, ...] | None]:
+        """The window of one side's rows (those at ``times`` when given), and the windows
+        of the spans its event records may stand for: wherever a record read at one of
+        ``times`` has its span, that span has a key row of the same event there too
+        (queries/ledger_keys.py), or no event id."""
+        if times is None:
+            return WINDOW, None
+        at = WINDOW + f" AND {{column}} IN (SELECT t FROM {self.register(times)})"
+        return at, (at, WINDOW + " AND message_id IS NULL")
+
     def _build(self) -> None:
         id_filter = ""
         if self._event_ids is not None:
             ids = self.register(id_table(self._event_ids))
             id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
-        self.publishes = f"SELECT * FROM ({publishes_sql()}) WHERE true{id_filter}"
+        delivered = self._at(self._delivered_at)
+        published = self._at(self._published_at)
+        self.publishes = f"SELECT * FROM ({publishes_sql(*published)}) WHERE true{id_filter}"
         parts = [
-            f"SELECT * FROM ({span_deliveries()}) WHERE true{id_filter}",
-            f"SELECT * FROM ({record_deliveries()}) WHERE true{id_filter}",
+            f"SELECT * FROM ({span_deliveries(delivered[0])}) WHERE true{id_filter}",
+            f"SELECT * FROM ({record_deliveries(*delivered)}) WHERE true{id_filter}",
         ]
+        window = delivered[0]
         missing = []
-        without = records_without_publish_time()
+        without = records_without_publish_time(window)
         if (
             not self._published
             and self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone()
@@ -119,7 +140,7 @@ class Sources:
             missing.append(without)
         needy = None
         if not self._published:
-            needy = self._cursor.execute(needy_spans(), self.params).to_arrow_table()
+            needy = self._cursor.execute(needy_spans(window), self.params).to_arrow_table()
         if needy is not None and needy.num_rows:
             resolved = self._cursor.execute(
                 RESOLVE.format(needy=self.register(needy))

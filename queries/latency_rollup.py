@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._log_bins import BIN_SQL
-from ._rollup_meta import complete_from, mark_complete, move_complete_from
+from ._rollup_meta import complete_from, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
 
@@ -241,35 +241,20 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     """Build the rollup of a file written before it existed (once, on the writer's
     connection before ingest starts), or mark a new file's complete. Returns whether
     stored rows had to be summarised (two scans of the stored deliveries)."""
-    if latency_from(connection) is not None:
-        return False
-    row = connection.execute(
-        "SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM logs)"
-    ).fetchone()
-    stored = bool(row and row[0])
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        for table in LATENCY_TABLES:
-            connection.execute(f"DELETE FROM {table}")
-        if stored:
-            spans = span_deliveries(ALL_TIME)
-            records = (
-                f"SELECT * FROM ({record_deliveries(ALL_TIME)}) WHERE publish_time IS NOT NULL"
-            )
-            connection.execute(_SUMMARISE.format(deliveries=f"{spans} UNION ALL {records}"))
-            times = (
-                "SELECT start_time AS time FROM spans "
-                "WHERE kind = 'consumer' AND publish_time IS NULL "
-                "UNION ALL SELECT time FROM logs "
-                "WHERE record_kind = 'deliver' AND publish_time IS NULL"
-            )
-            connection.execute(_GAPS.format(times=times))
-        mark_complete(connection, "latency_from")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return stored
+
+    def fill() -> None:
+        spans = span_deliveries(ALL_TIME)
+        records = f"SELECT * FROM ({record_deliveries(ALL_TIME)}) WHERE publish_time IS NOT NULL"
+        connection.execute(_SUMMARISE.format(deliveries=f"{spans} UNION ALL {records}"))
+        times = (
+            "SELECT start_time AS time FROM spans "
+            "WHERE kind = 'consumer' AND publish_time IS NULL "
+            "UNION ALL SELECT time FROM logs "
+            "WHERE record_kind = 'deliver' AND publish_time IS NULL"
+        )
+        connection.execute(_GAPS.format(times=times))
+
+    return rebuild(connection, "latency_from", LATENCY_TABLES, fill)
 
 
 _KEY = "minute, service_name, consumer_group, handler, event_type, destination"

@@ -43,7 +43,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._rollup_meta import complete_from, mark_complete, move_complete_from
+from ._rollup_meta import complete_from, has_rows, mark_complete, move_complete_from
 from ._scratch import registered
 from .id_index import id_range
 
@@ -290,10 +290,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     only after it was paired with every stored publish of its event id."""
     if learned_from(connection) is not None:
         return False
-    row = connection.execute(
-        "SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM logs)"
-    ).fetchone()
-    stored = bool(row and row[0])
+    stored = has_rows(connection)
     connection.execute("BEGIN TRANSACTION")
     reader = connection.cursor()  # its own connection: reads the stored rows meanwhile
     try:

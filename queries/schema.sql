@@ -167,3 +167,16 @@ CREATE TABLE IF NOT EXISTS eventscope_latency_gaps (
     minute              TIMESTAMP_NS NOT NULL,
     deliveries          BIGINT NOT NULL
 );
+
+-- Not public: every delivery and publish as integers, in arrival order (see
+-- queries/ledger_keys.py), kept by the writer in the same commit as the rows.
+CREATE TABLE IF NOT EXISTS eventscope_ledger_keys (
+    start_time          TIMESTAMP_NS NOT NULL,
+    event_key           UBIGINT NOT NULL,   -- hash(event id)
+    group_key           UINTEGER NOT NULL   -- 0: a publish; else a hash of its group, 1 …
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_ledger_keys_gaps (
+    minute              TIMESTAMP_NS NOT NULL,
+    deliveries          BIGINT NOT NULL
+);

@@ -22,6 +22,8 @@ from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.learned_rollup import rollup_commit
+from eventscope.queries.ledger_keys import build as build_ledger_keys
+from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -204,6 +206,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_id_index(connection)  # marks the (empty) index complete, as the collector does
     build_learned(connection)  # and the rollup of who handled what
     build_latency(connection)  # and of handler latency
+    build_ledger_keys(connection)  # and the integer keys of deliveries and publishes
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
@@ -220,5 +223,6 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
             connection.execute(index_rows_sql(names["ids"]))
         rollup_commit(connection, tables)
         rollup_latency(connection, tables)
+        rollup_ledger_keys(connection, tables)
         for name in names.values():
             connection.unregister(name)

@@ -16,7 +16,6 @@ import duckdb
 import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._metrics import Metrics
-from eventscope.collector._retention import Retention
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import LOGS, TRACES
 from eventscope.collector._writer import SpanWriter
@@ -25,6 +24,7 @@ from eventscope.queries import _latency_rollup_read as rollup_read
 from eventscope.queries._log_bins import RELATIVE_ERROR
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
+from retention_round import retention_round
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 
@@ -282,18 +282,7 @@ def test_retention_removes_the_rollup_of_what_it_removed(
     low, high = _bounds(writer)
     cutoff = (low + high) // 2
 
-    async def on_writer(fn: Any) -> Any:  # the test is the only writer
-        return fn(writer)
-
-    retention = Retention(
-        database,
-        on_writer,
-        Metrics(),
-        retention_ns=SECOND,
-        max_bytes=None,
-        clock=lambda: cutoff + SECOND,
-    )
-    assert asyncio.run(retention.run_once()) > 0
+    assert retention_round(database, writer, cutoff)[1] > 0
     cursor = database.cursor()
     start = int(
         cursor.execute("SELECT value FROM eventscope_meta WHERE key = 'latency_from'").fetchone()[0]

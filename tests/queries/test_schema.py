@@ -12,6 +12,7 @@ from eventscope.queries._tree_fetch import Item
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
+from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
 
@@ -49,7 +50,7 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         ).fetchall()
     }
     # and the id index and the rollups (derived from the tables by the writer, not public)
-    derived = {*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES}
+    derived = {*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES, *LEDGER_KEY_TABLES}
     assert tables - views == {*schema.TABLES, "eventscope_meta", *derived}
 
 

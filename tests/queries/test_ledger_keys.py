@@ -1,0 +1,290 @@
+"""Duplicates found through the writer's integer keys (queries/ledger_keys.py) are the raw
+scan's, row for row: windows cut anywhere, through the real writer, event records that
+stand for stored spans, consumer spans whose event id only their producer gives, retention
+and a backfill on open."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from eventscope.collector._database import Database
+from eventscope.collector._settings import Settings
+from eventscope.queries import duplicate_events, topology
+from eventscope.queries.ledger_keys import duplicate_times, keys_from
+from eventscope.queries.schema import create_schema
+from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
+from retention_round import retention_round
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+
+from queries_workload import ingest  # the benchmark's traffic, through the real writer
+
+MINUTE = 60 * 10**9
+SECOND = 10**9
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8,000 requests of the benchmark's traffic (retries, redeliveries, events published
+    twice, orphans, sampled-out requests as event records), through the collector's writer
+    in many commits."""
+    path = tmp_path_factory.mktemp("keys") / "traffic.duckdb"
+    ingest(str(path), 8_000, 1_200)
+    return path
+
+
+def _raw(cursor: duckdb.DuckDBPyConnection, call: Any = duplicate_events, **kwargs: Any) -> Any:
+    """The raw answer: the same call on a connection that sees no keys."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_from'")
+        assert duplicate_times(cursor, since_ns=None, until_ns=None) is None
+        return call(cursor, **kwargs)
+    finally:
+        cursor.execute("ROLLBACK")
+
+
+def _used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:
+    return (
+        duplicate_times(cursor, since_ns=kwargs.get("since_ns"), until_ns=kwargs.get("until_ns"))
+        is not None
+    )
+
+
+def _bounds(cursor: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    low, high = cursor.execute(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
+    ).fetchone()
+    return int(low), int(high)
+
+
+def test_duplicates_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+    cursor = duckdb.connect(str(traffic))
+    low, high = _bounds(cursor)
+    rng = random.Random(11)
+    cases: list[dict[str, Any]] = [{}, {"since_ns": low, "until_ns": high + 1}]
+    cases.append({"since_ns": high - 2 * MINUTE})  # "the last 2 minutes", open end
+    for _ in range(10):
+        since = rng.randint(low - 10 * SECOND, high - MINUTE)
+        cases.append({"since_ns": since, "until_ns": since + rng.choice([20, 45, 90]) * SECOND})
+    kinds: set[str] = set()
+    for window in cases:
+        assert _used(cursor, **window), window  # the keys answered, not the raw scan
+        fast = duplicate_events(cursor, **window)
+        assert fast == _raw(cursor, **window), window
+        kinds.update(k for d in fast for k in d.kinds)
+    # every kind of duplicate the definitions name was there to be found
+    assert kinds >= {"processed_twice", "redelivered_after_failure", "published_twice"}
+    # the keys narrow the raw read to a few of the window's rows
+    times = duplicate_times(cursor, since_ns=None, until_ns=None)
+    assert times is not None
+    [(deliveries,)] = cursor.execute("SELECT count(*) FROM deliveries").fetchall()
+    assert 0 < times.delivered.num_rows < deliveries / 4
+    assert 0 < times.published.num_rows < times.delivered.num_rows
+    cursor.close()
+
+
+def test_topology_counts_the_same_duplicates(traffic: Path) -> None:
+    cursor = duckdb.connect(str(traffic))
+    low, high = _bounds(cursor)
+    window = {"since_ns": low + MINUTE, "until_ns": high - MINUTE}
+    fast = topology(cursor, **window)
+    assert any(edge.duplicates for edge in fast.edges)
+    assert fast == _raw(cursor, topology, **window)
+    cursor.close()
+
+
+def _delivery(otlp: Otlp, event: str, at: float, *, group: str = "billing", **kw: Any) -> None:
+    """A delivery of ``event`` as the hooks write it (event id and publish time on it)."""
+    attrs = messaging(
+        "process",
+        "orders",
+        event,
+        group=group,
+        event_type="OrderPlaced",
+        published_ns=otlp.at(at - 5),
+        **kw,
+    )
+    otlp.span(
+        group, "process", CONSUMER, trace=event, span=f"{event}-{at}", start=at, ms=2, attrs=attrs
+    )
+
+
+def _published(otlp: Otlp, event: str, at: float) -> None:
+    attrs = messaging("send", "orders", event, event_type="OrderPlaced")
+    otlp.span("api", "send", PRODUCER, trace=event, span=f"p-{event}", start=at, ms=1, attrs=attrs)
+
+
+def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> None:
+    """Minute 1: an event delivered twice to billing. Minute 2: a stock instrumentation's
+    consumer spans, no event id, no publish time, children of one producer span: the raw
+    query gives both the producer's event id, a duplicate only it can see. Windows holding
+    minute 2 are read raw; minute 1 alone from the keys."""
+    base = 1_700_000_000 * 10**9 - 1_700_000_000 * 10**9 % MINUTE
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    _published(otlp, "e1", 1_000.0)
+    _delivery(otlp, "e1", 2_000.0, outcome="ok")
+    _delivery(otlp, "e1", 9_000.0, outcome="ok")
+    _published(otlp, "s1", 70_000.0)
+    for n in (1, 2):
+        attrs = messaging("process", "orders", None, group="legacy")
+        otlp.span(
+            "legacy",
+            "receive",
+            CONSUMER,
+            trace="s1",
+            span=f"c{n}-s1",
+            parent="p-s1",
+            start=70_000.0 + n * 1000,
+            ms=3,
+            attrs=attrs,
+        )
+    load(cursor, *otlp.bodies())
+    gaps = cursor.execute("SELECT epoch_ns(minute), deliveries FROM eventscope_ledger_keys_gaps")
+    assert gaps.fetchall() == [(base + MINUTE, 2)]
+    first = {"since_ns": base, "until_ns": base + MINUTE}
+    both = {"since_ns": base, "until_ns": base + 2 * MINUTE}
+    assert _used(cursor, **first) and not _used(cursor, **both) and not _used(cursor)
+    alone = [(d.event_id, d.consumer_group, d.kind) for d in duplicate_events(cursor, **first)]
+    assert alone == [("e1", "billing", "processed_twice")]
+    found = {(d.consumer_group, d.kind) for d in duplicate_events(cursor, **both)}
+    assert found == {("billing", "processed_twice"), ("legacy", "processed_twice")}
+    for window in (first, both, {}):
+        assert duplicate_events(cursor, **window) == _raw(cursor, **window)
+    cursor.close()
+
+
+def test_a_delivery_stored_as_span_and_record_is_no_duplicate() -> None:
+    """Records emitted ``always``: each delivery as a span and as an event record. The keys
+    hold both (a candidate); the raw rows count the span once: nothing is duplicated."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    for n in range(20):
+        event = f"r{n}"
+        _published(otlp, event, n * 100.0)
+        _delivery(otlp, event, n * 100.0 + 50)
+        attrs = messaging(
+            "process", "orders", event, group="billing", published_ns=otlp.at(n * 100.0 + 45)
+        )
+        otlp.record(
+            "billing",
+            "deliver",
+            trace=event,
+            span=f"{event}-{n * 100.0 + 50}",
+            start=n * 100.0 + 50,
+            attrs=attrs,
+            ms=2,
+        )
+    load(cursor, *otlp.bodies())
+    times = duplicate_times(cursor, since_ns=base, until_ns=base + MINUTE)
+    # every row of every event is a candidate: its publish, its delivery (span and record)
+    assert times is not None and times.delivered.num_rows == 40
+    assert times.published.num_rows == 0
+    assert duplicate_events(cursor, since_ns=base, until_ns=base + MINUTE) == ()
+    cursor.close()
+
+
+def test_a_record_of_a_span_without_an_event_id_stands_for_that_span() -> None:
+    """Event x: published once by a span with its id, once by a span without one whose
+    event record (read a moment later) names x; delivered to billing by a span without
+    an event id and by its record, and by a second delivery. The raw rows count each
+    record as its span, so x is published once and delivered twice (the span without an
+    id is no delivery of x) — the keys read at their times must find those spans, whose
+    starts are not among them."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    _published(otlp, "x", 1_000.0)
+    otlp.span(
+        "api",
+        "send",
+        PRODUCER,
+        trace="x",
+        span="p2",
+        start=2_000.0,
+        ms=1,
+        attrs=messaging("send", "orders", None),
+    )
+    otlp.record(
+        "api",
+        "publish",
+        trace="x",
+        span="p2",
+        start=2_003.0,
+        attrs=messaging("send", "orders", "x"),
+    )
+    attrs = messaging("process", "orders", None, group="billing", published_ns=otlp.at(2_000.0))
+    otlp.span(
+        "billing", "process", CONSUMER, trace="x", span="d1", start=3_000.0, ms=2, attrs=attrs
+    )
+    attrs = messaging("process", "orders", "x", group="billing", published_ns=otlp.at(2_000.0))
+    otlp.record("billing", "deliver", trace="x", span="d1", start=3_004.0, attrs=attrs, ms=2)
+    _delivery(otlp, "x", 4_000.0)
+    _delivery(otlp, "x", 5_000.0)
+    load(cursor, *otlp.bodies())
+    window = {"since_ns": base, "until_ns": base + MINUTE}
+    assert _used(cursor, **window)
+    found = [(d.consumer_group, d.kind, d.deliveries) for d in duplicate_events(cursor, **window)]
+    assert found == [("billing", "processed_twice", 2)]
+    assert duplicate_events(cursor, **window) == _raw(cursor, **window)
+    cursor.close()
+
+
+def _copy(traffic: Path, path: Path) -> Path:
+    path.write_bytes(traffic.read_bytes())
+    return path
+
+
+def test_retention_removes_the_keys_of_what_it_removed(traffic: Path, tmp_path: Path) -> None:
+    database = Database.open(Settings(db=str(_copy(traffic, tmp_path / "retained.duckdb"))))
+    writer = database.cursor()
+    low, high = _bounds(writer)
+    cutoff = (low + high) // 2
+
+    retention, removed = retention_round(database, writer, cutoff)
+    assert removed > 0
+    assert retention.figures.removed["eventscope_ledger_keys"] > 0
+    cursor = database.cursor()
+    [(oldest,)] = cursor.execute(
+        "SELECT epoch_ns(min(start_time)) FROM eventscope_ledger_keys"
+    ).fetchall()
+    assert oldest >= cutoff
+    start = keys_from(cursor)
+    assert start is not None and cutoff < start <= cutoff + MINUTE
+    assert not _used(cursor, since_ns=cutoff)  # the minute it cut: raw
+    later = {"since_ns": start, "until_ns": high + 1}
+    assert _used(cursor, **later)
+    assert duplicate_events(cursor, **later) == _raw(cursor, **later)
+    cursor.close()
+    writer.close()
+    database.close()
+
+
+def test_a_file_from_before_the_keys_gets_them_on_open(
+    traffic: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _copy(traffic, tmp_path / "old.duckdb")
+    with duckdb.connect(str(path)) as old:
+        kept = old.execute("SELECT * FROM eventscope_ledger_keys ORDER BY ALL").fetchall()
+        old.execute("DROP TABLE eventscope_ledger_keys")
+        old.execute("DROP TABLE eventscope_ledger_keys_gaps")
+        old.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_from'")
+    with caplog.at_level(logging.WARNING):
+        database = Database.open(Settings(db=str(path)))
+    assert "keyed the deliveries already stored" in caplog.text
+    cursor = database.cursor()
+    assert cursor.execute("SELECT * FROM eventscope_ledger_keys ORDER BY ALL").fetchall() == kept
+    assert keys_from(cursor) == 0
+    cursor.close()
+    database.close()
