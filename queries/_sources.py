@@ -34,6 +34,7 @@ from ._source_sql import (
     records_without_publish_time,
     span_deliveries,
 )
+from .latency_rollup import all_published
 
 __all__ = ["ALL_TIME", "Sources", "id_table", "publishes_sql", "window_params"]
 
@@ -67,10 +68,10 @@ class Sources:
 
     ``event_ids`` restricts both to those event ids (the tree's marks). ``params`` holds the
     window parameters the SQL texts need. ``published``: the caller knows that every
-    delivery of the window carries its publish time (the latency rollup has no gap
-    there), so the window is not searched for those that do not. ``delivered_at`` /
-    ``published_at``: only the deliveries / publishes that started at one of these times
-    (column ``t``, TIMESTAMP_NS): the few rows of the window that
+    delivery of the window carries its publish time, so the window is not searched for
+    those that do not (also taken where the latency rollup has no gap in the window).
+    ``delivered_at`` / ``published_at``: only the deliveries / publishes that started at
+    one of these times (column ``t``, TIMESTAMP_NS): the few rows of the window that
     :func:`.ledger_keys.duplicate_times` names.
     """
 
@@ -88,7 +89,9 @@ class Sources:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
         self._event_ids = None if event_ids is None else sorted(set(event_ids))
-        self._published = published
+        # the latency rollup knows where every delivery carries its publish time
+        window = (self.params["since"], self.params["until"])
+        self._published = published or all_published(cursor, *window)
         self._delivered_at = delivered_at
         self._published_at = published_at
         self._scratch = Scratch(cursor)

@@ -45,7 +45,15 @@ from ._rollup_meta import complete_from, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
 
-__all__ = ["LATENCY_TABLES", "build", "compact", "latency_from", "rollup_commit", "trim"]
+__all__ = [
+    "LATENCY_TABLES",
+    "all_published",
+    "build",
+    "compact",
+    "latency_from",
+    "rollup_commit",
+    "trim",
+]
 
 #: The rollup's tables (not public).
 LATENCY_TABLES = ("eventscope_latency", "eventscope_latency_gaps")
@@ -323,6 +331,23 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
 def latency_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
     """From when (ns) the latency rollup summarises every delivery (None: none here)."""
     return complete_from(cursor, "latency_from")
+
+
+_ANY_GAP = """
+SELECT 1 FROM eventscope_latency_gaps
+WHERE minute >= make_timestamp_ns($since) AND minute < make_timestamp_ns($until) LIMIT 1
+"""
+
+
+def all_published(cursor: duckdb.DuckDBPyConnection, since_ns: int, until_ns: int) -> bool:
+    """Whether every delivery that started in [since_ns, until_ns) is known to carry its
+    publish time (no gap of the rollup there): ``Sources(published=True)`` then need not
+    search the window for those that do not."""
+    start = latency_from(cursor)
+    if start is None or since_ns < start:
+        return False
+    params = {"since": since_ns - since_ns % MINUTE_NS, "until": until_ns}
+    return cursor.execute(_ANY_GAP, params).fetchone() is None
 
 
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:

@@ -162,6 +162,37 @@ def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> Non
     cursor.close()
 
 
+def test_a_consumer_span_without_a_publish_time_is_still_a_delivery() -> None:
+    """A consumer span with an event id but no publish time (its event type only on its
+    producer span) and a hooked delivery of the same event: a duplicate, whose event type
+    the raw rows take from the producer. Keyed (no gap), but resolved like the raw query."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    _published(otlp, "n", 1_000.0)
+    attrs = messaging("process", "orders", "n", group="billing")
+    otlp.span(
+        "billing",
+        "receive",
+        CONSUMER,
+        trace="n",
+        span="c1",
+        parent="p-n",
+        start=2_000.0,
+        ms=3,
+        attrs=attrs,
+    )
+    _delivery(otlp, "n", 3_000.0)
+    load(cursor, *otlp.bodies())
+    window = {"since_ns": base, "until_ns": base + MINUTE}
+    assert _used(cursor, **window)
+    [found] = duplicate_events(cursor, **window)
+    assert (found.event_id, found.deliveries, found.event_type) == ("n", 2, "OrderPlaced")
+    assert duplicate_events(cursor, **window) == _raw(cursor, **window)
+    cursor.close()
+
+
 def test_a_delivery_stored_as_span_and_record_is_no_duplicate() -> None:
     """Records emitted ``always``: each delivery as a span and as an event record. The keys
     hold both (a candidate); the raw rows count the span once: nothing is duplicated."""
