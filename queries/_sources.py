@@ -89,9 +89,7 @@ class Sources:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
         self._event_ids = None if event_ids is None else sorted(set(event_ids))
-        # the latency rollup knows where every delivery carries its publish time
-        window = (self.params["since"], self.params["until"])
-        self._published = published or all_published(cursor, *window)
+        self._published = published
         self._delivered_at = delivered_at
         self._published_at = published_at
         self._scratch = Scratch(cursor)
@@ -134,6 +132,10 @@ class Sources:
             f"SELECT * FROM ({record_deliveries(*delivered)}) WHERE true{id_filter}",
         ]
         window = delivered[0]
+        # the latency rollup knows where every delivery carries its publish time
+        if not self._published:
+            bounds = (self.params["since"], self.params["until"])
+            self._published = all_published(self._cursor, *bounds)
         missing = []
         without = records_without_publish_time(window)
         if (
