@@ -92,15 +92,22 @@ WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
 """
 
 
-def publishes_sql(window: str = WINDOW, span_windows: Sequence[str] | None = None) -> str:
+def publishes_sql(
+    window: str = WINDOW, span_windows: Sequence[str] | None = None, *, records: bool = True
+) -> str:
     """Producer spans plus `publish` records not stored as spans (of ``span_windows``, as
-    in :func:`record_deliveries`), within ``window``."""
-    return f"""
+    in :func:`record_deliveries`), within ``window``; ``records=False``: the caller knows
+    there are no such records there (the spans only, no anti-join)."""
+    spans = f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
        start_time AS publish_time, messaging_system, destination, message_id,
        correlation_id, causation_id, event_type, event_version, entity_id, entity_sequence
 FROM spans
 WHERE kind = 'producer' AND {window.format(column="start_time")}
+"""
+    if not records:
+        return spans
+    return f"""{spans}
 UNION ALL
 SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
        'send ' || coalesce(l.destination, ''), l.time, l.messaging_system, l.destination,

@@ -50,6 +50,13 @@ WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
 """
 
 
+# Whether the window holds `deliver` / `publish` event records (a look at a small table).
+_RECORDS = f"""
+SELECT EXISTS (SELECT 1 FROM logs WHERE record_kind = 'deliver' AND {WINDOW.format(column="time")}),
+       EXISTS (SELECT 1 FROM logs WHERE record_kind = 'publish' AND {WINDOW.format(column="time")})
+"""
+
+
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
     """The ``$since`` / ``$until`` parameters of the source SQL (open ends filled in)."""
     return {
@@ -126,11 +133,13 @@ class Sources:
             id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
         delivered = self._at(self._delivered_at)
         published = self._at(self._published_at)
-        self.publishes = f"SELECT * FROM ({publishes_sql(*published)}) WHERE true{id_filter}"
-        parts = [
-            f"SELECT * FROM ({span_deliveries(delivered[0])}) WHERE true{id_filter}",
-            f"SELECT * FROM ({record_deliveries(*delivered)}) WHERE true{id_filter}",
-        ]
+        # without event records in the window, no anti-join of records against spans
+        delivers, publishes = self._cursor.execute(_RECORDS, self.params).fetchone() or (1, 1)
+        publishes_text = publishes_sql(*published, records=bool(publishes))
+        self.publishes = f"SELECT * FROM ({publishes_text}) WHERE true{id_filter}"
+        parts = [f"SELECT * FROM ({span_deliveries(delivered[0])}) WHERE true{id_filter}"]
+        if delivers:
+            parts.append(f"SELECT * FROM ({record_deliveries(*delivered)}) WHERE true{id_filter}")
         window = delivered[0]
         # the latency rollup knows where every delivery carries its publish time
         if not self._published:
