@@ -24,6 +24,7 @@ __all__ = [
     "DELIVERY_SELECT",
     "FAR_FUTURE_NS",
     "LEDGER_FALLBACK",
+    "MESSAGE_KINDS",
     "RESOLVE",
     "WINDOW",
     "needy_spans",
@@ -35,6 +36,13 @@ __all__ = [
 
 #: "No upper bound": the latest time DuckDB's TIMESTAMP_NS filters take without overflow.
 FAR_FUTURE_NS = 9_000_000_000_000_000_000
+
+#: Per stored table of deliveries and publishes: its time column, the column saying what a
+#: row is, and that column's value for a delivery and for a publish.
+MESSAGE_KINDS = {
+    "spans": ("start_time", "kind", "consumer", "producer"),
+    "logs": ("time", "record_kind", "deliver", "publish"),
+}
 
 #: The window of one query, on its `$since` / `$until` parameters.
 WINDOW = "{column} >= make_timestamp_ns($since) AND {column} < make_timestamp_ns($until)"

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from ._rollup_meta import complete_from, has_rows, mark_complete, move_complete_from
 from ._scratch import registered
+from ._source_sql import MESSAGE_KINDS
 from .id_index import id_range
 
 __all__ = [
@@ -59,12 +60,6 @@ __all__ = [
 LEARNED_TABLES = ("eventscope_learned", "eventscope_learned_pending", "eventscope_learned_gaps")
 _MINUTE_NS = 60 * 10**9
 _NS = pa.timestamp("ns")
-#: Per table the rollup reads: its time column, the column saying what a row is, and the
-#: values of that column for a delivery and for a publish.
-_SOURCES = {
-    "spans": ("start_time", "kind", "consumer", "producer"),
-    "logs": ("time", "record_kind", "deliver", "publish"),
-}
 _READ: tuple[str, ...] = ("message_id", "publish_time", "consumer_group", "service_name")
 _READ += ("destination", "event_type")
 #: A delivery paired with a publish (the columns of a delivery, then of its publish).
@@ -180,7 +175,7 @@ def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Tab
     event records without one) in ``tables``."""
     deliveries, publishes, gaps = [], [], []
     compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
-    for table, (time, kind, deliver, publish) in _SOURCES.items():
+    for table, (time, kind, deliver, publish) in MESSAGE_KINDS.items():
         rows = tables.get(table)
         if rows is None or not rows.num_rows:
             continue
@@ -296,7 +291,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     try:
         for table in LEARNED_TABLES:
             connection.execute(f"DELETE FROM {table}")
-        for table, (time, kind, *_) in _SOURCES.items() if stored else ():
+        for table, (time, kind, *_) in MESSAGE_KINDS.items() if stored else ():
             columns = ", ".join((time, kind, *_READ))
             batches = reader.execute(f"SELECT {columns} FROM {table}")
             for batch in batches.to_arrow_reader(_BUILD_BATCH):

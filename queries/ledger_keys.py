@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from ._rollup_meta import complete_from, move_complete_from, rebuild
 from ._scratch import registered
-from ._source_sql import FAR_FUTURE_NS
+from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
 
 __all__ = [
     "LEDGER_KEY_TABLES",
@@ -86,12 +86,8 @@ FROM {{spans}}
 WHERE kind = 'consumer' AND message_id IS NULL AND publish_time IS NULL
 GROUP BY ALL
 """
-#: What a commit's table says: its time column, its kind column, the kinds of a delivery
-#: and of a publish.
-_KINDS = {
-    "spans": ("start_time", "kind", "consumer", "producer"),
-    "logs": ("time", "record_kind", "deliver", "publish"),
-}
+_GAP_COLUMNS = ["start_time", "kind", "message_id", "publish_time"]
+_ROW_COLUMNS = ["start_time", "message_id", "consumer_group", "service_name"]
 
 
 def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table]) -> None:
@@ -99,7 +95,7 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
     ``tables``: the commit's Arrow tables by table name. Picked in Arrow, one insert (and
     one more when the commit holds a consumer span with neither an event id nor a
     publish time)."""
-    parts = [_keyed(tables.get(name), *kinds) for name, kinds in _KINDS.items()]
+    parts = [_keyed(tables.get(name), *kinds) for name, kinds in MESSAGE_KINDS.items()]
     rows = [part for part in parts if part is not None and part.num_rows]
     spans = tables.get("spans")
     gaps = spans is not None and _has_gaps(spans)
@@ -113,10 +109,6 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
             assert spans is not None
             name = register("eventscope_ledger_spans", spans.select(_GAP_COLUMNS))
             connection.execute(_GAPS.format(spans=name))
-
-
-_GAP_COLUMNS = ["start_time", "kind", "message_id", "publish_time"]
-_ROW_COLUMNS = ["start_time", "message_id", "consumer_group", "service_name"]
 
 
 def _keyed(
