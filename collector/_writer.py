@@ -25,6 +25,7 @@ from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import rollup_commit
+from eventscope.queries.ledger_keys import KnownNames
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from eventscope.queries.schema import TABLES
 
@@ -106,6 +107,7 @@ class SpanWriter:
         self._latency_compacted_at = time.monotonic()
         self._merges = IndexMerges(database, self.on_writer, index_run_rows, enabled=index_merges)
         self._on_failure = on_failure
+        self._known_names = KnownNames()  # the ledger keys' names (queries/ledger_keys.py)
         self._failure: str | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._queued_rows = 0
@@ -582,7 +584,7 @@ class SpanWriter:
             # Handler latency by minute (queries/latency_rollup.py).
             rollup_latency(connection, tables)
             # Every delivery and publish as integers (queries/ledger_keys.py).
-            rollup_ledger_keys(connection, tables)
+            rollup_ledger_keys(connection, tables, self._known_names)
             if entry is not None:  # the journal's entries up to here are in the database
                 connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database

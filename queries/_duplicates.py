@@ -84,22 +84,21 @@ FROM d SEMI JOIN twice USING (message_id, consumer_group)
 GROUP BY message_id, consumer_group
 """
 
-# Publishes grouped by hash(event id) first (an integer: cheap); then exact, by id.
+# Publishes of one event id, where there are several ({candidates}: which to group).
 _PUBLISHED_TWICE = """
-WITH twice AS (
-    SELECT hash(message_id) AS h FROM ({publishes})
-    WHERE message_id IS NOT NULL
-    GROUP BY h HAVING count(*) > 1
-)
 SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
        epoch_ns(min(publish_time)), epoch_ns(list(publish_time ORDER BY publish_time)[2]),
        epoch_ns(max(publish_time)), arg_min(event_type, publish_time),
        arg_min(destination, publish_time), arg_min(correlation_id, publish_time)
 FROM ({publishes})
-WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM twice)
+WHERE message_id IS NOT NULL{candidates}
 GROUP BY message_id
 HAVING count(*) > 1
 """
+# Over a whole window: grouped by hash(event id) first (an integer: cheap), then by id.
+_HASHED_TWICE = """ AND hash(message_id) IN (
+    SELECT hash(message_id) AS h FROM ({publishes}) WHERE message_id IS NOT NULL
+    GROUP BY h HAVING count(*) > 1)"""
 
 
 def duplicate_events(
@@ -130,15 +129,17 @@ def duplicate_events(
         since_ns=since_ns,
         until_ns=until_ns,
         event_ids=event_ids,
-        delivered_at=None if times is None else times.delivered,
-        published_at=None if times is None else times.published,
+        at=times,
     ) as src:
         # the keys narrowed the window to a few rows: all grouped exactly, no first pass
         candidates = src.deliveries if times is not None else _of_candidate_hashes(cursor, src)
         if candidates is not None:
             details = cursor.execute(_DETAILS.format(deliveries=candidates), src.params)
             rows.extend(_delivered_twice(row) for row in details.fetchall())
-        published = cursor.execute(_PUBLISHED_TWICE.format(publishes=src.publishes), src.params)
+        # the keys' publishes are those of events that may be published twice already
+        hashed = "" if times is not None else _HASHED_TWICE.format(publishes=src.publishes)
+        sql = _PUBLISHED_TWICE.format(publishes=src.publishes, candidates=hashed)
+        published = cursor.execute(sql, src.params)
         rows.extend(_published_twice(row) for row in published.fetchall())
     rows.sort(key=lambda r: (r.first_ns, r.event_id, r.consumer_group or ""))
     return tuple(rows)

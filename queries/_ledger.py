@@ -14,12 +14,13 @@ so trace sampling never shows up as loss.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
 
 from ._errors import BadParameter
+from ._lost_keys import LostKeys, lost_keys
 from ._records import LostEvent
 from ._sources import Sources, id_table
 from ._times import now_ns
@@ -182,8 +183,24 @@ def lost_events(
         since_ns if since_ns is not None else (None if lookback_ns is None else until - lookback_ns)
     )
     window_start = None if since is None else since - SKEW_NS
+    subscriptions_table = subscription_table(subscriptions)
+    judged = {
+        "events_from": 0 if since is None else since,
+        "events_until": max(until - grace_ns, 0),
+    }
+    # the events that may be lost, from the writer's keys (a window's few)
+    if event_ids is None:
+        found = lost_keys(
+            cursor,
+            since_ns=window_start or 0,
+            until_ns=until_ns,
+            subscriptions=subscriptions_table,
+            **judged,
+        )
+        if found is not None:
+            window = (window_start, until_ns)
+            return _lost(_from_keys(cursor, found, subscriptions_table, window, judged))
     with Sources(cursor, since_ns=window_start, until_ns=until_ns) as src:
-        subscriptions_table = subscription_table(subscriptions)
         subscribed = _subscribed(cursor, src, subscriptions_table)
         groups = set(src.consumer_groups())
         groups.update(str(g) for g in subscriptions_table.column("consumer_group").to_pylist())
@@ -191,11 +208,7 @@ def lost_events(
         if event_ids is not None:
             ids = src.register(id_table(event_ids))
             event_filter = f"p.message_id IN (SELECT event_id FROM {ids}) AND"
-        params = {
-            **src.params,
-            "events_from": 0 if since is None else since,
-            "events_until": max(until - grace_ns, 0),
-        }
+        params = {**src.params, **judged}
         sql = _LOST.format(
             deliveries=src.deliveries,
             publishes=src.publishes,
@@ -216,13 +229,61 @@ def lost_events(
     configured: dict[Key, set[str]] = defaultdict(set)
     for destination, event_type, group in zip(*subscribed.to_pydict().values(), strict=True):
         configured[destination, event_type].add(group)
-    rows = [
-        row
+    return _lost(
+        event.lost(learned.get(event.key, set()), configured.get(event.key, set()))
         for event in events.values()
-        for row in event.lost(learned.get(event.key, set()), configured.get(event.key, set()))
-    ]
+    )
+
+
+def _lost(per_event: Iterable[list[LostEvent]]) -> tuple[LostEvent, ...]:
+    rows = [row for rows in per_event for row in rows]
     rows.sort(key=lambda r: (r.published_ns, r.event_id, r.consumer_group))
     return tuple(rows)
+
+
+# The publishes of the events the keys name, in the judged part of the window, with the
+# key of their event id: the first that an expected group did not handle is the event's.
+_PUBLISHES = """
+SELECT hash(message_id), message_id, coalesce(destination, ''), coalesce(event_type, ''),
+       epoch_ns(publish_time), service_name, correlation_id, trace_id, span_id
+FROM ({publishes})
+WHERE message_id IS NOT NULL AND publish_time >= make_timestamp_ns($events_from)
+  AND publish_time < make_timestamp_ns($events_until)
+ORDER BY publish_time
+"""
+
+
+def _from_keys(
+    cursor: duckdb.DuckDBPyConnection,
+    found: LostKeys,
+    subscriptions: pa.Table,
+    window: tuple[int | None, int | None],
+    judged: Mapping[str, int],
+) -> Iterator[list[LostEvent]]:
+    """The lost rows of the events the keys name (their groups' doings from the keys),
+    judged as the raw query judges them: by the first of their publishes in the judged
+    part of the window whose (destination, event type) an expected group did not handle."""
+    if not found.events:
+        return
+    subscribed: dict[str, set[str]] = defaultdict(set)
+    for subject, group in zip(*subscriptions.to_pydict().values(), strict=True):
+        subscribed[subject].add(group)
+    since, until = window
+    with Sources(cursor, since_ns=since, until_ns=until, at=found.times, publish_ids=True) as src:
+        sql = _PUBLISHES.format(publishes=src.publishes)
+        publishes = cursor.execute(sql, {**src.params, **judged}).fetchall()
+    events: dict[str, _Candidate] = {}
+    for key, event_id, destination, event_type, *row in publishes:
+        doings = found.events.get(key)
+        if doings is None or event_id in events:
+            continue
+        configured = subscribed.get(destination, set()) | subscribed.get(event_type, set())
+        learned = found.learned.get((destination, event_type), set())
+        if not (learned | configured) - doings.handled:
+            continue
+        event = events[event_id] = _Candidate(event_id, destination, event_type, *row)
+        event.handled, event.dead, event.seen = map(set, doings)
+        yield event.lost(learned, configured)
 
 
 class _Candidate:

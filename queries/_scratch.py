@@ -9,9 +9,10 @@ generated here, never taken from users.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -42,6 +43,13 @@ class Scratch:
             self._cursor.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {source}")
         finally:
             self._cursor.unregister(source)
+        self._tables.append(name)
+        return name
+
+    def query(self, sql: str, params: Mapping[str, Any]) -> str:
+        """A new temporary table of what ``sql`` selects (with ``params``); its name."""
+        name = f"eventscope_scratch_{next(_names)}"
+        self._cursor.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
         self._tables.append(name)
         return name
 

@@ -17,7 +17,7 @@ Every fragment takes a *window*: a template ``"{column} …"`` that restricts a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "ALL_TIME",
@@ -26,11 +26,14 @@ __all__ = [
     "LEDGER_FALLBACK",
     "MESSAGE_KINDS",
     "RESOLVE",
+    "SPAN_COLUMNS",
     "WINDOW",
+    "SpanSource",
     "needy_spans",
     "publishes_sql",
     "record_deliveries",
     "records_without_publish_time",
+    "span_columns",
     "span_deliveries",
 ]
 
@@ -50,40 +53,47 @@ WINDOW = "{column} >= make_timestamp_ns($since) AND {column} < make_timestamp_ns
 ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
 
 
-def _record_span_keys(kind: str, window: str, span_windows: Sequence[str] | None) -> str:
-    """(trace, span) of stored spans (in any of ``span_windows``, default ``window``) in
-    traces that also have event records of ``kind`` (in ``window``): a record of a
-    delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
+#: Where spans are read from: a table and a window on it (a template, as above).
+SpanSource = tuple[str, str]
+
+
+def _record_span_keys(kind: str, window: str, span_sources: Sequence[SpanSource] | None) -> str:
+    """(trace, span) of stored spans (in each of ``span_sources``, default ``spans`` in
+    ``window``) in traces that also have event records of ``kind`` (in ``window``): a
+    record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
     span_kind = "consumer" if kind == "deliver" else "producer"
     traces = (
         f"SELECT trace_id FROM logs WHERE record_kind = '{kind}' AND {window.format(column='time')}"
     )
     return " UNION ALL ".join(
         f"""
-SELECT trace_id, span_id FROM spans
+SELECT trace_id, span_id FROM {table}
 WHERE kind = '{span_kind}' AND {span_window.format(column="start_time")}
   AND trace_id IN ({traces})
 """
-        for span_window in span_windows or (window,)
+        for table, span_window in span_sources or (("spans", window),)
     )
 
 
-def span_deliveries(window: str = WINDOW) -> str:
-    """CONSUMER spans that carry their publish time (the hooks write it)."""
+def span_deliveries(window: str = WINDOW, table: str = "spans") -> str:
+    """CONSUMER spans (of ``table``, default ``spans``) that carry their publish time (the
+    hooks write it)."""
     return f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name, start_time,
        end_time, status_code, messaging_system, destination, message_id, correlation_id,
        causation_id, event_type, event_version, entity_id, entity_sequence, consumer_group,
        handler, attempt, outcome, publish_time
-FROM spans
+FROM {table}
 WHERE kind = 'consumer' AND publish_time IS NOT NULL AND {window.format(column="start_time")}
 """
 
 
-def record_deliveries(window: str = WINDOW, span_windows: Sequence[str] | None = None) -> str:
+def record_deliveries(
+    window: str = WINDOW, span_sources: Sequence[SpanSource] | None = None
+) -> str:
     """`deliver` event records whose (trace, span) is not a stored span (of any of
-    ``span_windows``, default ``window``: records read at a few times must still find
-    their spans where those are)."""
+    ``span_sources``, default ``spans`` in ``window``: records read at a few times must
+    still find their spans where those are)."""
     return f"""
 SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_id,
        l.service_name, 'process ' || coalesce(l.destination, '') AS name,
@@ -94,24 +104,30 @@ SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_i
        l.event_type, l.event_version, l.entity_id, l.entity_sequence, l.consumer_group,
        l.handler, l.attempt, l.outcome, l.publish_time
 FROM logs l
-ANTI JOIN ({_record_span_keys("deliver", window, span_windows)}) k
+ANTI JOIN ({_record_span_keys("deliver", window, span_sources)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
 """
 
 
 def publishes_sql(
-    window: str = WINDOW, span_windows: Sequence[str] | None = None, *, records: bool = True
+    window: str = WINDOW,
+    span_sources: Sequence[SpanSource] | None = None,
+    *,
+    records: bool = True,
+    spans_from: SpanSource | None = None,
 ) -> str:
-    """Producer spans plus `publish` records not stored as spans (of ``span_windows``, as
-    in :func:`record_deliveries`), within ``window``; ``records=False``: the caller knows
-    there are no such records there (the spans only, no anti-join)."""
+    """Producer spans (of ``spans_from``, default ``spans`` in ``window``) plus `publish`
+    records not stored as spans (of ``span_sources``, as in :func:`record_deliveries`),
+    within ``window``; ``records=False``: the caller knows there are no such records
+    there (the spans only, no anti-join)."""
+    table, span_window = spans_from or ("spans", window)
     spans = f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
        start_time AS publish_time, messaging_system, destination, message_id,
        correlation_id, causation_id, event_type, event_version, entity_id, entity_sequence
-FROM spans
-WHERE kind = 'producer' AND {window.format(column="start_time")}
+FROM {table}
+WHERE kind = 'producer' AND {span_window.format(column="start_time")}
 """
     if not records:
         return spans
@@ -122,20 +138,57 @@ SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
        l.message_id, l.correlation_id, l.causation_id, l.event_type, l.event_version,
        l.entity_id, l.entity_sequence
 FROM logs l
-ANTI JOIN ({_record_span_keys("publish", window, span_windows)}) k
+ANTI JOIN ({_record_span_keys("publish", window, span_sources)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'publish' AND {window.format(column="l.time")}
 """
 
 
-def needy_spans(window: str = WINDOW) -> str:
-    """CONSUMER spans without a publish time: stock instrumentations, batch spans."""
+#: The columns of ``spans`` that deliveries and publishes are made of, with their types.
+SPAN_COLUMNS = {
+    "trace_id": "VARCHAR",
+    "span_id": "VARCHAR",
+    "parent_span_id": "VARCHAR",
+    "service_name": "VARCHAR",
+    "name": "VARCHAR",
+    "kind": "VARCHAR",
+    "start_time": "TIMESTAMP_NS",
+    "end_time": "TIMESTAMP_NS",
+    "status_code": "VARCHAR",
+    "messaging_system": "VARCHAR",
+    "destination": "VARCHAR",
+    "message_id": "VARCHAR",
+    "correlation_id": "VARCHAR",
+    "causation_id": "VARCHAR",
+    "event_type": "VARCHAR",
+    "event_version": "VARCHAR",
+    "entity_id": "VARCHAR",
+    "entity_sequence": "BIGINT",
+    "consumer_group": "VARCHAR",
+    "handler": "VARCHAR",
+    "attempt": "INTEGER",
+    "outcome": "VARCHAR",
+    "publish_time": "TIMESTAMP_NS",
+}
+
+
+def span_columns(kept: Iterable[str]) -> str:
+    """A select list of :data:`SPAN_COLUMNS`: those in ``kept`` read, the others NULL."""
+    keep = set(kept)
+    return ", ".join(
+        name if name in keep else f"NULL::{kind} AS {name}" for name, kind in SPAN_COLUMNS.items()
+    )
+
+
+def needy_spans(window: str = WINDOW, table: str = "spans") -> str:
+    """CONSUMER spans (of ``table``) without a publish time: stock instrumentations, batch
+    spans."""
     return f"""
 SELECT trace_id, span_id, parent_span_id, service_name, name, start_time, end_time,
        status_code, messaging_system, destination, message_id, correlation_id,
        causation_id, event_type, event_version, entity_id, entity_sequence,
        consumer_group, handler, attempt, outcome
-FROM spans
+FROM {table}
 WHERE kind = 'consumer' AND publish_time IS NULL AND {window.format(column="start_time")}
 """
 

@@ -28,13 +28,16 @@ from ._source_sql import (
     LEDGER_FALLBACK,
     RESOLVE,
     WINDOW,
+    SpanSource,
     needy_spans,
     publishes_sql,
     record_deliveries,
     records_without_publish_time,
+    span_columns,
     span_deliveries,
 )
 from .latency_rollup import all_published
+from .ledger_keys import RowTimes
 
 __all__ = ["ALL_TIME", "Sources", "id_table", "publishes_sql", "window_params"]
 
@@ -57,6 +60,19 @@ SELECT EXISTS (SELECT 1 FROM logs WHERE record_kind = 'deliver' AND {WINDOW.form
 """
 
 
+# Up to this many times are written into the SQL as literals (planned, not joined).
+_LITERAL_TIMES = 512
+# The columns of the spans read at a few times (``Sources(at=…)``): what the ledger's
+# queries read of deliveries and publishes, and the ids where records must find their
+# spans or spans their producers.
+_AT_COLUMNS = frozenset(
+    "kind start_time message_id consumer_group service_name outcome status_code attempt "
+    "event_type destination correlation_id publish_time".split()
+)
+_SPAN_IDS = frozenset({"trace_id", "span_id"})
+_IDS = _SPAN_IDS | {"parent_span_id"}
+
+
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
     """The ``$since`` / ``$until`` parameters of the source SQL (open ends filled in)."""
     return {
@@ -77,9 +93,12 @@ class Sources:
     window parameters the SQL texts need. ``published``: the caller knows that every
     delivery of the window carries its publish time, so the window is not searched for
     those that do not (also taken where the latency rollup has no gap in the window).
-    ``delivered_at`` / ``published_at``: only the deliveries / publishes that started at
-    one of these times (column ``t``, TIMESTAMP_NS): the few rows of the window that
-    :func:`.ledger_keys.duplicate_times` names.
+    ``at``: only the deliveries and publishes that started at the times the ledger keys
+    name (a window's few rows: :mod:`.ledger_keys`, :mod:`._lost_keys`): their spans are read
+    once into a temporary table, which the rest reads, with only the columns the ledger
+    reads (:data:`_AT_COLUMNS`; the others NULL): each column of a span read at a few
+    thousand times costs ≈5-20 ms an hour at 100 M spans a day, the random ids most
+    (read where records must find their spans, or ``publish_ids``: the caller shows them).
     """
 
     def __init__(
@@ -90,15 +109,15 @@ class Sources:
         until_ns: int | None = None,
         event_ids: Iterable[str] | None = None,
         published: bool = False,
-        delivered_at: pa.Table | None = None,
-        published_at: pa.Table | None = None,
+        at: RowTimes | None = None,
+        publish_ids: bool = False,
     ) -> None:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
         self._event_ids = None if event_ids is None else sorted(set(event_ids))
         self._published = published
-        self._delivered_at = delivered_at
-        self._published_at = published_at
+        self._at_times = at
+        self._publish_ids = publish_ids
         self._scratch = Scratch(cursor)
         self._resolved: str | None = None
         self.deliveries = ""
@@ -116,37 +135,76 @@ class Sources:
             raise
         return self
 
-    def _at(self, times: pa.Table | None) -> tuple[str, tuple[str, ...] | None]:
-        """The window of one side's rows (those at ``times`` when given), and the windows
-        of the spans its event records may stand for: wherever a record read at one of
-        ``times`` has its span, that span has a key row of the same event there too
+    def _at(
+        self, times: pa.Table | None, kind: str, columns: frozenset[str]
+    ) -> tuple[str, SpanSource, tuple[SpanSource, ...] | None]:
+        """For one side (``kind``: consumer or producer spans): the window of its event
+        records, where its spans are read from, and where the spans its records may stand
+        for are. At ``times``: the spans at those times (their ``columns``), read once into
+        a temporary table; wherever a record read at one of ``times`` has its span, that
+        span has a key row of the same event and group there too
         (queries/ledger_keys.py), or no event id."""
         if times is None:
-            return WINDOW, None
-        at = WINDOW + f" AND {{column}} IN (SELECT t FROM {self.register(times)})"
-        return at, (at, WINDOW + " AND message_id IS NULL")
+            return WINDOW, ("spans", WINDOW), None
+        # (none: nothing of this side, and nothing read)
+        at = WINDOW + (
+            f" AND {{column}} IN ({self._times(times)})" if times.num_rows else " AND false"
+        )
+        spans = self._scratch.query(
+            f"SELECT {span_columns(columns)} FROM spans "
+            f"WHERE kind = '{kind}' AND {at.format(column='start_time')}",
+            self.params,
+        )
+        here = (spans, WINDOW)  # (all of its rows: the window names the parameters)
+        assert self._at_times is not None
+        if not self._at_times.idless:
+            return at, here, (here,)
+        return at, here, (here, ("spans", WINDOW + " AND message_id IS NULL"))
+
+    def _times(self, times: pa.Table) -> str:
+        """``times`` (column ``t``) as the SQL of an IN list: literal where they are few
+        (DuckDB then filters the scan itself; each value costs ≈12 µs to plan), else a
+        temporary table (joined after the scan)."""
+        if times.num_rows > _LITERAL_TIMES:
+            return f"SELECT t FROM {self.register(times)}"
+        values = times.column("t").cast(pa.int64()).to_pylist()
+        return ", ".join(f"make_timestamp_ns({t})" for t in values if t is not None) or "NULL"
 
     def _build(self) -> None:
         id_filter = ""
         if self._event_ids is not None:
             ids = self.register(id_table(self._event_ids))
             id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
-        delivered = self._at(self._delivered_at)
-        published = self._at(self._published_at)
         # without event records in the window, no anti-join of records against spans
         delivers, publishes = self._cursor.execute(_RECORDS, self.params).fetchone() or (1, 1)
-        publishes_text = publishes_sql(*published, records=bool(publishes))
-        self.publishes = f"SELECT * FROM ({publishes_text}) WHERE true{id_filter}"
-        parts = [f"SELECT * FROM ({span_deliveries(delivered[0])}) WHERE true{id_filter}"]
-        if delivers:
-            parts.append(f"SELECT * FROM ({record_deliveries(*delivered)}) WHERE true{id_filter}")
-        window = delivered[0]
         # the latency rollup knows where every delivery carries its publish time
         if not self._published:
             bounds = (self.params["since"], self.params["until"])
             self._published = all_published(self._cursor, *bounds)
+        at = self._at_times
+        # the ids: where records must find their spans, spans their producers
+        delivered = _AT_COLUMNS | (_SPAN_IDS if delivers else set())
+        records_window, spans_from, span_sources = self._at(
+            None if at is None else at.delivered,
+            "consumer",
+            delivered if self._published else delivered | _IDS,
+        )
+        published = self._at(
+            None if at is None else at.published,
+            "producer",
+            _AT_COLUMNS | _SPAN_IDS if publishes or self._publish_ids else _AT_COLUMNS,
+        )
+        publishes_text = publishes_sql(
+            published[0], published[2], records=bool(publishes), spans_from=published[1]
+        )
+        self.publishes = f"SELECT * FROM ({publishes_text}) WHERE true{id_filter}"
+        table, window = spans_from
+        parts = [f"SELECT * FROM ({span_deliveries(window, table)}) WHERE true{id_filter}"]
+        if delivers:
+            records = record_deliveries(records_window, span_sources)
+            parts.append(f"SELECT * FROM ({records}) WHERE true{id_filter}")
         missing = []
-        without = records_without_publish_time(window)
+        without = records_without_publish_time(records_window)
         if (
             not self._published
             and self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone()
@@ -154,7 +212,7 @@ class Sources:
             missing.append(without)
         needy = None
         if not self._published:
-            needy = self._cursor.execute(needy_spans(window), self.params).to_arrow_table()
+            needy = self._cursor.execute(needy_spans(window, table), self.params).to_arrow_table()
         if needy is not None and needy.num_rows:
             resolved = self._cursor.execute(
                 RESOLVE.format(needy=self.register(needy))

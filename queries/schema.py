@@ -267,6 +267,12 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE span_links ADD COLUMN IF NOT EXISTS start_time TIMESTAMP_NS")
     # Files whose id index was written before its runs were numbered: one run, 0.
     connection.execute("ALTER TABLE eventscope_ids ADD COLUMN IF NOT EXISTS run UINTEGER DEFAULT 0")
+    # Files keyed before the ledger keys had outcomes, types and a second hash (keyed
+    # again on open: queries/ledger_keys.py).
+    for column in ("outcome UTINYINT", "type_key UINTEGER", "check_key UINTEGER"):
+        connection.execute(
+            f"ALTER TABLE eventscope_ledger_keys ADD COLUMN IF NOT EXISTS {column} DEFAULT 0"
+        )
     connection.execute(VIEWS_SQL)
     connection.execute("BEGIN TRANSACTION")
     connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")

@@ -173,10 +173,30 @@ CREATE TABLE IF NOT EXISTS eventscope_latency_gaps (
 CREATE TABLE IF NOT EXISTS eventscope_ledger_keys (
     start_time          TIMESTAMP_NS NOT NULL,
     event_key           UBIGINT NOT NULL,   -- hash(event id)
-    group_key           UINTEGER NOT NULL   -- 0: a publish; else a hash of its group, 1 …
+    group_key           UINTEGER NOT NULL,  -- 0: a publish; else a hash of its group, 1 …
+    outcome             UTINYINT NOT NULL DEFAULT 0,  -- 0 publish, 1 handled, 2 dead, 3 failed
+    type_key            UINTEGER NOT NULL DEFAULT 0,  -- a publish: hash of destination, type
+    check_key           UINTEGER NOT NULL DEFAULT 0   -- a second hash of the event id
+);
+
+-- Not public: the names behind the ledger keys' group and type keys, once each.
+CREATE TABLE IF NOT EXISTS eventscope_ledger_groups (
+    group_key           UINTEGER NOT NULL,
+    consumer_group      VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_ledger_types (
+    type_key            UINTEGER NOT NULL,
+    destination         VARCHAR NOT NULL,
+    event_type          VARCHAR NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS eventscope_ledger_keys_gaps (
     minute              TIMESTAMP_NS NOT NULL,
     deliveries          BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_ledger_keys_idless (
+    minute              TIMESTAMP_NS NOT NULL,
+    spans               BIGINT NOT NULL
 );

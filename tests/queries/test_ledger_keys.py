@@ -1,6 +1,7 @@
-"""Duplicates found through the writer's integer keys (queries/ledger_keys.py) are the raw
-scan's, row for row: windows cut anywhere, through the real writer, event records that
-stand for stored spans, consumer spans whose event id only their producer gives, retention
+"""Duplicates and lost events found through the writer's integer keys
+(queries/ledger_keys.py, queries/_lost_keys.py) are the raw scan's, row for row: windows
+cut anywhere, through the real writer, event records that stand for stored spans, consumer
+spans whose event id only their producer gives, subscriptions, a hash collision, retention
 and a backfill on open."""
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import duckdb
 import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
-from eventscope.queries import duplicate_events, topology
+from eventscope.queries import duplicate_events, lost_events, topology
+from eventscope.queries._ledger import SKEW_NS, subscription_table
+from eventscope.queries._lost_keys import lost_keys
 from eventscope.queries.ledger_keys import duplicate_times, keys_from
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
@@ -43,7 +46,7 @@ def _raw(cursor: duckdb.DuckDBPyConnection, call: Any = duplicate_events, **kwar
     """The raw answer: the same call on a connection that sees no keys."""
     cursor.execute("BEGIN TRANSACTION")
     try:
-        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_from'")
+        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_v2_from'")
         assert duplicate_times(cursor, since_ns=None, until_ns=None) is None
         return call(cursor, **kwargs)
     finally:
@@ -87,6 +90,89 @@ def test_duplicates_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
     [(deliveries,)] = cursor.execute("SELECT count(*) FROM deliveries").fetchall()
     assert 0 < times.delivered.num_rows < deliveries / 4
     assert 0 < times.published.num_rows < times.delivered.num_rows
+    cursor.close()
+
+
+def _lost_used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:
+    """Whether ``lost_events(cursor, **kwargs)`` is answered from the keys."""
+    since, until, grace = kwargs["since_ns"], kwargs["until_ns"], kwargs.get("grace_ns", 0)
+    found = lost_keys(
+        cursor,
+        since_ns=since - SKEW_NS,
+        until_ns=until,
+        events_from=since,
+        events_until=until - grace,
+        subscriptions=subscription_table(kwargs.get("subscriptions")),
+    )
+    return found is not None
+
+
+def test_lost_events_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+    cursor = duckdb.connect(str(traffic))
+    low, high = _bounds(cursor)
+    rng = random.Random(12)
+    everything = {"since_ns": low, "until_ns": high + 1, "grace_ns": 0}
+    subscribed = {"orders": ["audit"], "PaymentRequested": ["billing", "ledger"]}
+    cases: list[dict[str, Any]] = [everything, {**everything, "subscriptions": subscribed}]
+    for _ in range(8):
+        since = rng.randint(low - 10 * SECOND, high - MINUTE)
+        until = since + rng.choice([20, 45, 90]) * SECOND
+        cases.append(
+            {"since_ns": since, "until_ns": until, "grace_ns": rng.choice([0, 5 * SECOND])}
+        )
+    reasons: set[str] = set()
+    for window in cases:
+        assert _lost_used(cursor, **window), window  # the keys answered, not the raw scan
+        fast = lost_events(cursor, **window)
+        assert fast == _raw(cursor, lost_events, **window), window
+        reasons.update(e.reason for e in fast)
+    assert reasons >= {"never_delivered", "dead_lettered"}
+    cursor.close()
+
+
+def test_every_reason_a_subscription_and_a_collision() -> None:
+    """Events a-e of OrderPlaced on orders; billing handles all, shipping fails a (twice),
+    dead-letters b, never gets d, handles c and e; audit is subscribed and never handles
+    anything. Then e's keys are made d's (as a 64-bit hash collision would): e's handled
+    delivery to shipping must not hide that d was lost (without the subscription, the
+    only reason d is looked at) — the second hash tells them apart: read raw."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    shipping = {"a": ["error", "error"], "b": ["dead_lettered"], "c": ["ok"], "e": ["ok"]}
+    for n, event in enumerate("abcde"):
+        at = 1_000.0 + n * 1_000
+        _published(otlp, event, at)
+        _delivery(otlp, event, at + 100, outcome="ok")
+        for k, outcome in enumerate(shipping.get(event, [])):
+            _delivery(otlp, event, at + 200 + k * 100, group="shipping", outcome=outcome)
+    load(cursor, *otlp.bodies())
+    window = {
+        "since_ns": base,
+        "until_ns": base + MINUTE,
+        "grace_ns": 0,
+        "subscriptions": {"orders": ["audit"]},
+    }
+    assert _lost_used(cursor, **window)
+    found = {(e.event_id, e.consumer_group, e.reason) for e in lost_events(cursor, **window)}
+    assert found == {
+        ("a", "shipping", "all_attempts_failed"),
+        ("b", "shipping", "dead_lettered"),
+        ("d", "shipping", "never_delivered"),
+        *((event, "audit", "never_delivered") for event in "abcde"),
+    }
+    assert lost_events(cursor, **window) == _raw(cursor, lost_events, **window)
+    cursor.execute(
+        "UPDATE eventscope_ledger_keys SET event_key = hash('d') WHERE event_key = hash('e')"
+    )
+    plain = {key: value for key, value in window.items() if key != "subscriptions"}
+    assert not _lost_used(cursor, **plain)
+    found = {(e.event_id, e.consumer_group, e.reason) for e in lost_events(cursor, **plain)}
+    assert found == {
+        (e, "shipping", r)
+        for e, r in (("a", "all_attempts_failed"), ("b", "dead_lettered"), ("d", "never_delivered"))
+    }
     cursor.close()
 
 
@@ -218,8 +304,9 @@ def test_a_delivery_stored_as_span_and_record_is_no_duplicate() -> None:
         )
     load(cursor, *otlp.bodies())
     times = duplicate_times(cursor, since_ns=base, until_ns=base + MINUTE)
-    # every row of every event is a candidate: its publish, its delivery (span and record)
-    assert times is not None and times.delivered.num_rows == 40
+    # every delivery is a candidate (its span and record: two rows of one pair, at one
+    # start); no publish is (one row each)
+    assert times is not None and times.delivered.num_rows == 20
     assert times.published.num_rows == 0
     assert duplicate_events(cursor, since_ns=base, until_ns=base + MINUTE) == ()
     cursor.close()
@@ -308,14 +395,26 @@ def test_a_file_from_before_the_keys_gets_them_on_open(
     path = _copy(traffic, tmp_path / "old.duckdb")
     with duckdb.connect(str(path)) as old:
         kept = old.execute("SELECT * FROM eventscope_ledger_keys ORDER BY ALL").fetchall()
-        old.execute("DROP TABLE eventscope_ledger_keys")
-        old.execute("DROP TABLE eventscope_ledger_keys_gaps")
-        old.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_from'")
+        # as the first version left it: three columns, no names, no minutes without ids
+        for column in ("outcome", "type_key", "check_key"):
+            old.execute(f"ALTER TABLE eventscope_ledger_keys DROP COLUMN {column}")
+        for table in ("idless", "groups", "types"):
+            old.execute(f"DROP TABLE eventscope_ledger_{'keys_' * (table == 'idless')}{table}")
+        old.execute("DELETE FROM eventscope_meta WHERE key = 'ledger_keys_v2_from'")
+        old.execute("INSERT INTO eventscope_meta VALUES ('ledger_keys_from', '0')")
     with caplog.at_level(logging.WARNING):
         database = Database.open(Settings(db=str(path)))
     assert "keyed the deliveries already stored" in caplog.text
     cursor = database.cursor()
     assert cursor.execute("SELECT * FROM eventscope_ledger_keys ORDER BY ALL").fetchall() == kept
     assert keys_from(cursor) == 0
+    groups = cursor.execute("SELECT consumer_group FROM eventscope_ledger_groups ORDER BY 1")
+    assert [g for (g,) in groups.fetchall()] == [
+        "analytics",
+        "billing",
+        "email",
+        "inventory",
+        "shipping",
+    ]
     cursor.close()
     database.close()

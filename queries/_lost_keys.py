@@ -1,0 +1,222 @@
+"""The events that may be lost, found on the writer's ledger keys (queries/ledger_keys.py).
+
+``lost_events`` over raw rows groups a window's deliveries by event id and joins every
+publish with them (an hour at 100 M spans a day: ≈450 ms, most of it hashing text). On
+the keys, every delivery and publish is integers — the event's key, a second independent
+hash of its id, its group's key, its outcome code, its (destination, event type)'s key —
+so the same masks are computed on those: per event, the groups that handled it and those
+that saw it; per (destination, event type), the groups seen handling it (learned); the
+events published in the judged part of the window that an expected group did not handle.
+
+That answer is the raw one where the integers stand for the names one to one, which is
+checked, not assumed: two event ids on one key in the window (their second hashes
+differ), or two names on one group or type key (the writer keeps the names beside the
+keys), and the window is read raw. Then only the rows of those few events are read raw
+(``Sources(at=…)``) and judged by the raw query itself, with the learned groups from here:
+the same rows as reading the whole window. An event record is taken to carry its span's
+event id, group and outcome (the hooks write both from one delivery).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, NamedTuple
+
+import duckdb
+import pyarrow as pa
+
+from ._scratch import Scratch
+from ._source_sql import FAR_FUTURE_NS
+from .ledger_keys import RowTimes, keyed
+
+__all__ = ["Handled", "LostKeys", "lost_keys"]
+
+MASK_BITS = 62
+_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+_GROUP_KEY = "hash({name}) % 4294967295 + 1"
+
+# The window's consumer groups (their keys), and whether an event key holds two ids.
+_GROUPS = f"""
+SELECT DISTINCT group_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_key > 0
+"""
+# Per chunk of up to 62 groups ($groups: their keys; a group outside it, or a publish,
+# has no bit): the learned masks per type (kind 0) and the events an expected group did
+# not handle (kind 1), as the raw query computes them by name; kind 2: how many event keys
+# hold two event ids, kind 3: how many events were published as two types (the raw query
+# learns both types' groups from one event: read raw). One pass over the keys, grouped by
+# event: no join of the publishes with the events (≈40 ms an hour at 100 M spans a day).
+_LOST = f"""
+WITH ev AS MATERIALIZED (
+    SELECT event_key,
+           coalesce(bit_or(CASE WHEN outcome = 1 THEN bit END), 0) AS handled,
+           coalesce(bit_or(CASE WHEN outcome = 2 THEN bit END), 0) AS dead,
+           coalesce(bit_or(bit), 0) AS seen,
+           min(type_key) FILTER (WHERE group_key = 0) AS type_key,
+           max(type_key) FILTER (WHERE group_key = 0) AS other_type,
+           bool_or(group_key = 0 AND start_time >= make_timestamp_ns($events_from)
+                   AND start_time < make_timestamp_ns($events_until)) AS judged,
+           min(check_key) <> max(check_key) AS collided
+    FROM (
+        SELECT event_key, outcome, check_key, type_key, group_key, start_time,
+               1::BIGINT << (list_position($groups, group_key) - 1) AS bit
+        FROM eventscope_ledger_keys WHERE {_WINDOW}
+    )
+    GROUP BY event_key
+), learned AS (
+    SELECT type_key, bit_or(seen) AS mask FROM ev WHERE type_key IS NOT NULL GROUP BY type_key
+), expected AS (
+    SELECT type_key, bit_or(mask) AS mask
+    FROM (
+        SELECT type_key, mask FROM learned
+        UNION ALL
+        SELECT type_key, 1::BIGINT << (list_position($groups, group_key) - 1)
+        FROM {{subscribed}} WHERE list_contains($groups, group_key)
+    ) GROUP BY type_key
+)
+SELECT 0 AS kind, type_key AS key, mask, 0, 0 FROM learned
+UNION ALL
+SELECT 1, e.event_key, e.handled, e.dead, e.seen
+FROM ev e JOIN expected x USING (type_key)
+WHERE e.judged AND x.mask & ~e.handled <> 0
+UNION ALL
+SELECT 2, count(*), 0, 0, 0 FROM ev WHERE collided
+UNION ALL
+SELECT 3, count(*), 0, 0, 0 FROM ev WHERE type_key <> other_type
+"""
+# The start times of the publishes of the candidate events ({events}) in the window.
+_TIMES = f"""
+SELECT DISTINCT start_time AS t FROM eventscope_ledger_keys
+WHERE {_WINDOW} AND group_key = 0 AND event_key IN (SELECT event_key FROM {{events}})
+"""
+# Subscriptions ({subscriptions}: subject, consumer_group) as (type key, group key) pairs
+# of the window's types ({types}: type_key, destination, event_type).
+_SUBSCRIBED = f"""
+SELECT t.type_key, ({_GROUP_KEY.format(name="s.consumer_group")})::UINTEGER AS group_key,
+       s.consumer_group
+FROM {{types}} t JOIN {{subscriptions}} s
+  ON s.subject = t.destination OR s.subject = t.event_type
+"""
+_TYPES = f"""
+SELECT DISTINCT type_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_key = 0
+"""
+_GROUP_NAMES = "SELECT group_key, list(consumer_group) FROM eventscope_ledger_groups GROUP BY ALL"
+_TYPE_NAMES = """
+SELECT type_key, list((destination, event_type)) FROM eventscope_ledger_types GROUP BY ALL
+"""
+
+Key = tuple[str, str]
+
+
+class Handled(NamedTuple):
+    """Which groups handled one event in the window, which dead-lettered it, which saw it."""
+
+    handled: frozenset[str]
+    dead: frozenset[str]
+    seen: frozenset[str]
+
+
+class LostKeys(NamedTuple):
+    """The events that may be lost: by key (``hash(event id)``), which groups did what
+    with each; ``times``: the start times of their publishes (read them raw for their
+    ids, types, producers and times); per (destination, event type) of the window, the
+    groups seen handling such events there (the raw query's learned groups)."""
+
+    events: dict[int, Handled]
+    times: RowTimes
+    learned: dict[Key, set[str]]
+
+
+def lost_keys(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int,
+    until_ns: int | None,
+    events_from: int,
+    events_until: int,
+    subscriptions: pa.Table,
+) -> LostKeys | None:
+    """The events published in ``[events_from, events_until)`` that an expected group
+    may not have handled, judged on the deliveries and publishes of ``[since_ns,
+    until_ns)``; None where the keys cannot answer for the window (not kept from
+    ``since_ns``, a minute the writer could not key, or a key that stands for two names).
+
+    Args:
+        subscriptions: (subject, consumer_group) rows: configured expected groups.
+    """
+    idless = keyed(cursor, since_ns=since_ns, until_ns=until_ns)
+    if idless is None:
+        return None
+    params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
+    with Scratch(cursor) as scratch:
+        types = [key for (key,) in cursor.execute(_TYPES, params).fetchall()]
+        type_names = _one_name_each(cursor, _TYPE_NAMES, types)
+        if type_names is None:
+            return None
+        type_table = scratch.table(
+            pa.table(
+                {
+                    "type_key": pa.array(list(type_names), pa.uint32()),
+                    "destination": pa.array([d for d, _ in type_names.values()], pa.string()),
+                    "event_type": pa.array([e for _, e in type_names.values()], pa.string()),
+                }
+            )
+        )
+        subscribed = cursor.execute(
+            _SUBSCRIBED.format(types=type_table, subscriptions=scratch.table(subscriptions))
+        ).to_arrow_table()
+        seen = [key for (key,) in cursor.execute(_GROUPS, params).fetchall()]
+        group_names = _one_name_each(cursor, _GROUP_NAMES, seen)
+        if group_names is None:
+            return None
+        for pair in subscribed.select(["group_key", "consumer_group"]).to_pylist():
+            key, name = pair["group_key"], pair["consumer_group"]
+            if group_names.setdefault(key, name) != name:
+                return None  # a subscribed group's key is another group's
+        subscribed_table = scratch.table(subscribed.select(["type_key", "group_key"]))
+        keys = sorted(group_names)
+        learned: dict[int, set[str]] = defaultdict(set)
+        events: dict[int, list[set[str]]] = {}
+        sql = _LOST.format(subscribed=subscribed_table)
+        chunks = [keys[i : i + MASK_BITS] for i in range(0, len(keys), MASK_BITS)] or [[]]
+        for chunk in chunks:
+            named = [group_names[key] for key in chunk]
+            chunk_params = {**params, "groups": chunk}
+            chunk_params.update(events_from=events_from, events_until=events_until)
+            for kind, key, *masks in cursor.execute(sql, chunk_params).fetchall():
+                if kind in (2, 3) and key:  # two ids on one key, two types of one event
+                    return None
+                if kind == 1:
+                    sets = events.setdefault(key, [set(), set(), set()])
+                    for into, mask in zip(sets, masks, strict=True):
+                        into.update(_named(mask, named))
+                elif kind == 0:
+                    learned[key].update(_named(masks[0], named))
+        empty = pa.table({"t": pa.array([], pa.timestamp("ns"))})
+        published = empty
+        if events:
+            table = scratch.table(pa.table({"event_key": pa.array(sorted(events), pa.uint64())}))
+            published = cursor.execute(_TIMES.format(events=table), params).to_arrow_table()
+    return LostKeys(
+        {key: Handled(*(frozenset(s) for s in sets)) for key, sets in events.items()},
+        RowTimes(empty, published, idless),
+        {type_names[key]: groups for key, groups in learned.items() if key in type_names},
+    )
+
+
+def _named(mask: int, groups: list[str]) -> set[str]:
+    return {group for bit, group in enumerate(groups) if mask >> bit & 1}
+
+
+def _one_name_each(
+    cursor: duckdb.DuckDBPyConnection, sql: str, keys: list[int]
+) -> dict[int, Any] | None:
+    """The name of each of ``keys`` (``sql``: key, list of names), or None where one of
+    them has no name or several (a hash collision: only the raw query can tell them apart)."""
+    names = dict(cursor.execute(sql).fetchall())
+    found = {}
+    for key in keys:
+        named = names.get(key) or []
+        if len(named) != 1:
+            return None
+        [found[key]] = named
+    return found
