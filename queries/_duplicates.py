@@ -21,10 +21,11 @@ import pyarrow as pa
 
 from ._errors import BadParameter
 from ._ledger import DEFAULT_GRACE_NS, group_chunks
+from ._orphan_keys import orphan_keys
 from ._records import DuplicateEvent, OrphanDelivery
 from ._sources import ALL_TIME, Sources, publishes_sql
 from ._times import now_ns
-from .ledger_keys import duplicate_times
+from .ledger_keys import check_key, duplicate_times
 
 __all__ = ["DUPLICATE_KINDS", "duplicate_events", "orphan_deliveries"]
 
@@ -290,6 +291,21 @@ ORDER BY d.start_time, d.trace_id, d.span_id
 """
 
 
+# The deliveries of the events the keys name ({events}: event_key, check_key), as above.
+_ORPHANS_OF = f"""
+SELECT d.message_id, d.event_type, d.destination, d.consumer_group, d.service_name,
+       d.handler, d.trace_id, d.span_id, epoch_ns(d.start_time), d.attempt, d.outcome,
+       d.source, d.correlation_id, 'never_published'
+FROM ({{deliveries}}) d
+SEMI JOIN {{events}} e
+  ON e.event_key = hash(d.message_id) AND e.check_key = {check_key("d.message_id")}
+WHERE d.start_time < make_timestamp_ns($judged) AND d.message_id IS NOT NULL
+ORDER BY d.start_time, d.trace_id, d.span_id
+"""
+# The columns of deliveries an orphan shows, beside those every ledger read reads.
+_SHOWN = ("handler", "trace_id", "span_id")
+
+
 def orphan_deliveries(
     cursor: duckdb.DuckDBPyConnection,
     *,
@@ -312,6 +328,18 @@ def orphan_deliveries(
     if grace_ns < 0:
         raise BadParameter("grace", "must not be negative")
     judged = now_ns() - grace_ns
+    if since_ns is not None or until_ns is not None:  # the keys name the orphans' events
+        found = orphan_keys(cursor, since_ns=since_ns, until_ns=until_ns, judged=max(judged, 0))
+        if found is not None:
+            events, times = found
+            if not events.num_rows:
+                return ()
+            with Sources(
+                cursor, since_ns=since_ns, until_ns=until_ns, at=times, at_columns=_SHOWN
+            ) as src:
+                sql = _ORPHANS_OF.format(deliveries=src.deliveries, events=src.register(events))
+                rows = cursor.execute(sql, {**src.params, "judged": max(judged, 0)}).fetchall()
+            return tuple(_orphan(row) for row in rows)
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         if since_ns is None and until_ns is None:  # everything: one anti-join is cheaper
             sql = _ORPHANS.format(deliveries=src.deliveries, publishes=publishes_sql(ALL_TIME))

@@ -98,7 +98,8 @@ class Sources:
     once into a temporary table, which the rest reads, with only the columns the ledger
     reads (:data:`_AT_COLUMNS`; the others NULL): each column of a span read at a few
     thousand times costs ≈5-20 ms an hour at 100 M spans a day, the random ids most
-    (read where records must find their spans, or ``publish_ids``: the caller shows them).
+    (read where records must find their spans, or ``publish_ids``: the caller shows them);
+    ``at_columns``: more columns of deliveries the caller reads.
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class Sources:
         published: bool = False,
         at: RowTimes | None = None,
         publish_ids: bool = False,
+        at_columns: Iterable[str] = (),
     ) -> None:
         self._cursor = cursor
         self.params: dict[str, Any] = window_params(since_ns, until_ns)
@@ -118,6 +120,7 @@ class Sources:
         self._published = published
         self._at_times = at
         self._publish_ids = publish_ids
+        self._at_columns = frozenset(at_columns)
         self._scratch = Scratch(cursor)
         self._resolved: str | None = None
         self.deliveries = ""
@@ -183,7 +186,7 @@ class Sources:
             self._published = all_published(self._cursor, *bounds)
         at = self._at_times
         # the ids: where records must find their spans, spans their producers
-        delivered = _AT_COLUMNS | (_SPAN_IDS if delivers else set())
+        delivered = _AT_COLUMNS | self._at_columns | (_SPAN_IDS if delivers else set())
         records_window, spans_from, span_sources = self._at(
             None if at is None else at.delivered,
             "consumer",

@@ -62,6 +62,7 @@ __all__ = [
     "KnownNames",
     "RowTimes",
     "build",
+    "check_key",
     "duplicate_times",
     "keyed",
     "keys_from",
@@ -83,6 +84,13 @@ _META = "ledger_keys_v2_from"
 _MINUTE_NS = 60 * 10**9
 
 _GROUP = "hash(coalesce(consumer_group, service_name)) % 4294967295 + 1"
+
+
+def check_key(column: str) -> str:
+    """The SQL of an event id's second hash (its key's ``check_key``)."""
+    return f"(hash({column} || '/') >> 32)::UINTEGER"
+
+
 _TYPE = "hash(coalesce(destination, ''), coalesce(event_type, '')) % 4294967295 + 1"
 # The rows of deliveries and publishes ({rows}: start_time, message_id, consumer_group,
 # service_name, destination, event_type, publish — a publish, not a delivery — and
@@ -95,7 +103,7 @@ SELECT start_time, hash(message_id),
        (CASE WHEN publish THEN 0 WHEN outcome IN ('ok', 'duplicate_skipped') THEN 1
              WHEN outcome = 'dead_lettered' THEN 2 ELSE 3 END)::UTINYINT,
        (CASE WHEN publish THEN {_TYPE} ELSE 0 END)::UINTEGER,
-       (hash(message_id || '/') >> 32)::UINTEGER
+       {check_key("message_id")}
 FROM {{rows}}
 """
 # The names of the groups and of the (destination, event type) pairs, once each.

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
-from eventscope.queries import duplicate_events, lost_events, topology
+from eventscope.queries import duplicate_events, lost_events, orphan_deliveries, topology
 from eventscope.queries._ledger import SKEW_NS, subscription_table
 from eventscope.queries._lost_keys import lost_keys
+from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries.ledger_keys import duplicate_times, keys_from
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
@@ -173,6 +175,71 @@ def test_every_reason_a_subscription_and_a_collision() -> None:
         (e, "shipping", r)
         for e, r in (("a", "all_attempts_failed"), ("b", "dead_lettered"), ("d", "never_delivered"))
     }
+    cursor.close()
+
+
+def _orphans_used(cursor: duckdb.DuckDBPyConnection, **window: Any) -> bool:
+    since, until = window.get("since_ns"), window.get("until_ns")
+    return orphan_keys(cursor, since_ns=since, until_ns=until, judged=9 * 10**18) is not None
+
+
+def test_orphans_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+    cursor = duckdb.connect(str(traffic))
+    low, high = _bounds(cursor)
+    rng = random.Random(13)
+    cases: list[dict[str, Any]] = [{"since_ns": low, "until_ns": high + 1}]
+    cases.append({"since_ns": high - 2 * MINUTE})
+    for _ in range(8):
+        since = rng.randint(low - 10 * SECOND, high - MINUTE)
+        cases.append({"since_ns": since, "until_ns": since + rng.choice([20, 45, 90]) * SECOND})
+    found = 0
+    for window in cases:
+        assert _orphans_used(cursor, **window), window
+        fast = orphan_deliveries(cursor, **window, grace_ns=0)
+        assert fast == _raw(cursor, orphan_deliveries, **window, grace_ns=0), window
+        found += len(fast)
+    assert found
+    cursor.close()
+
+
+def test_orphans_a_collision_and_a_record_without_an_event_id() -> None:
+    """d is delivered and never published, e published and delivered. With d's keys made
+    e's (a 64-bit collision), d must still be an orphan: the second hash tells them apart.
+    A `deliver` record naming no event id and no publish time is judged raw."""
+    base = 1_700_000_000 * 10**9
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(base)
+    _published(otlp, "e", 1_000.0)
+    _delivery(otlp, "e", 2_000.0, outcome="ok")
+    _delivery(otlp, "d", 3_000.0, outcome="ok")
+    load(cursor, *otlp.bodies())
+    window = {"since_ns": base, "until_ns": base + MINUTE}
+    cursor.execute(
+        "UPDATE eventscope_ledger_keys SET event_key = hash('e') WHERE event_key = hash('d')"
+    )
+    [(d_key, d_check)] = cursor.execute(
+        "SELECT DISTINCT event_key, check_key FROM eventscope_ledger_keys WHERE group_key > 0"
+        " AND check_key = (hash('d' || '/') >> 32)::UINTEGER"
+    ).fetchall()
+    found = orphan_keys(cursor, **window, judged=base + MINUTE)
+    assert found is not None
+    events, times = found
+    assert events.to_pylist() == [{"event_key": d_key, "check_key": d_check}]
+    assert times.delivered.column("t").cast(pa.int64()).to_pylist() == [otlp.at(3_000.0)]
+    cursor.execute(  # (the raw rows read at that time are matched by their real hashes)
+        "UPDATE eventscope_ledger_keys SET event_key = hash('d') WHERE check_key = $c",
+        {"c": d_check},
+    )
+    [orphan] = orphan_deliveries(cursor, **window, grace_ns=0)
+    assert (orphan.event_id, orphan.reason) == ("d", "never_published")
+    otlp = Otlp(base)
+    attrs = messaging("process", "orders", None, group="billing")
+    otlp.record("billing", "deliver", trace="x", span="x1", start=4_000.0, attrs=attrs, ms=2)
+    load(cursor, *otlp.bodies())
+    assert not _orphans_used(cursor, **window)
+    found = {(o.event_id, o.reason) for o in orphan_deliveries(cursor, **window, grace_ns=0)}
+    assert found == {("d", "never_published"), (None, "no_event_id")}
     cursor.close()
 
 

@@ -1,0 +1,106 @@
+"""The deliveries that may be orphans, found on the writer's ledger keys
+(queries/ledger_keys.py).
+
+``orphan_deliveries`` over raw rows matches a window's deliveries' event ids with its
+publishes as text, then looks the few unmatched ids up in every producer span and publish
+record stored. On the keys the same is done on integers: the (event key, second hash)
+pairs of the window's judged deliveries that no publish of the window has, then those
+that no publish key of any time has. Two event ids share both hashes with a chance of
+2^-96, so those pairs are the orphans' events; only their deliveries are read raw (at
+their start times) for the rows to show. Deliveries without an event id (``no_event_id``)
+are judged only by the raw query: a window holding a consumer span with neither an event
+id nor a publish time is not keyed (queries/ledger_keys.py), and one holding such a
+`deliver` record is read raw.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from ._scratch import Scratch
+from ._source_sql import FAR_FUTURE_NS
+from .ledger_keys import RowTimes, keyed
+
+__all__ = ["orphan_keys"]
+
+_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+# Whether the window holds a `deliver` record with neither an event id nor a publish time.
+_ID_LESS_RECORDS = """
+SELECT EXISTS (
+    SELECT 1 FROM logs
+    WHERE record_kind = 'deliver' AND message_id IS NULL AND publish_time IS NULL
+      AND time >= make_timestamp_ns($since) AND time < make_timestamp_ns($until)
+)
+"""
+# The (event key, second hash) pairs of the window's judged deliveries that no publish of
+# the window has.
+_UNMATCHED = f"""
+SELECT event_key, check_key FROM eventscope_ledger_keys
+WHERE {_WINDOW} AND group_key > 0 AND start_time < make_timestamp_ns($judged)
+EXCEPT
+SELECT event_key, check_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_key = 0
+"""
+# Of those ({keys}: their event keys, as an IN list), the pairs published at any time: a
+# scan of every key's event key (≈150 ms at 100 M spans, 49.6 M keys; a join with a table
+# of them scanned every publish's columns first, ≈860 ms).
+_PUBLISHED = """
+SELECT DISTINCT event_key, check_key FROM eventscope_ledger_keys
+WHERE event_key IN ({keys}) AND group_key = 0
+"""
+# Above this many, the event keys are joined rather than listed.
+_LISTED = 4096
+# The start times of those events' judged deliveries in the window ({events}).
+_TIMES = f"""
+SELECT DISTINCT k.start_time AS t FROM eventscope_ledger_keys k
+SEMI JOIN {{events}} e ON e.event_key = k.event_key AND e.check_key = k.check_key
+WHERE {_WINDOW.replace("start_time", "k.start_time")} AND k.group_key > 0
+  AND k.start_time < make_timestamp_ns($judged)
+"""
+
+
+def orphan_keys(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None,
+    until_ns: int | None,
+    judged: int,
+) -> tuple[pa.Table, RowTimes] | None:
+    """The (event_key, check_key) pairs of the events delivered in the window before
+    ``judged`` and never published, and the start times of those deliveries; None where
+    the keys cannot answer for the window (queries/ledger_keys.py ``keyed``) or it holds
+    a `deliver` record without event id and publish time."""
+    idless = keyed(cursor, since_ns=since_ns, until_ns=until_ns)
+    if idless is None:
+        return None
+    params = {
+        "since": 0 if since_ns is None else since_ns,
+        "until": FAR_FUTURE_NS if until_ns is None else until_ns,
+    }
+    if (cursor.execute(_ID_LESS_RECORDS, params).fetchone() or (True,))[0]:
+        return None
+    params["judged"] = judged
+    with Scratch(cursor) as scratch:
+        unmatched = cursor.execute(_UNMATCHED, params).to_arrow_table()
+        keys: list[int] = sorted(
+            {k for k in unmatched.column("event_key").to_pylist() if k is not None}
+        )
+        if len(keys) > _LISTED:
+            listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
+        else:
+            listed = ", ".join(str(key) for key in keys) or "NULL"
+        published = set(cursor.execute(_PUBLISHED.format(keys=listed)).fetchall())
+        pairs = zip(*unmatched.to_pydict().values(), strict=True)
+        orphans = sorted(pair for pair in pairs if pair not in published)
+        events = pa.table(
+            {
+                "event_key": pa.array([k for k, _ in orphans], pa.uint64()),
+                "check_key": pa.array([c for _, c in orphans], pa.uint32()),
+            }
+        )
+        empty = pa.table({"t": pa.array([], pa.timestamp("ns"))})
+        delivered = empty
+        if orphans:
+            sql = _TIMES.format(events=scratch.table(events))
+            delivered = cursor.execute(sql, params).to_arrow_table()
+    return events, RowTimes(delivered, empty, idless)
