@@ -95,6 +95,13 @@ def test_duplicates_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
     cursor.close()
 
 
+def _empty(base: int) -> tuple[duckdb.DuckDBPyConnection, Otlp]:
+    """An empty database in memory, and a builder of OTLP bodies from ``base`` (ns)."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    return cursor, Otlp(base)
+
+
 def _lost_used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:
     """Whether ``lost_events(cursor, **kwargs)`` is answered from the keys."""
     since, until, grace = kwargs["since_ns"], kwargs["until_ns"], kwargs.get("grace_ns", 0)
@@ -139,9 +146,7 @@ def test_every_reason_a_subscription_and_a_collision() -> None:
     delivery to shipping must not hide that d was lost (without the subscription, the
     only reason d is looked at) — the second hash tells them apart: read raw."""
     base = 1_700_000_000 * 10**9
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     shipping = {"a": ["error", "error"], "b": ["dead_lettered"], "c": ["ok"], "e": ["ok"]}
     for n, event in enumerate("abcde"):
         at = 1_000.0 + n * 1_000
@@ -207,9 +212,7 @@ def test_orphans_a_collision_and_a_record_without_an_event_id() -> None:
     e's (a 64-bit collision), d must still be an orphan: the second hash tells them apart.
     A `deliver` record naming no event id and no publish time is judged raw."""
     base = 1_700_000_000 * 10**9
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     _published(otlp, "e", 1_000.0)
     _delivery(otlp, "e", 2_000.0, outcome="ok")
     _delivery(otlp, "d", 3_000.0, outcome="ok")
@@ -280,9 +283,7 @@ def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> Non
     query gives both the producer's event id, a duplicate only it can see. Windows holding
     minute 2 are read raw; minute 1 alone from the keys."""
     base = 1_700_000_000 * 10**9 - 1_700_000_000 * 10**9 % MINUTE
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     _published(otlp, "e1", 1_000.0)
     _delivery(otlp, "e1", 2_000.0, outcome="ok")
     _delivery(otlp, "e1", 9_000.0, outcome="ok")
@@ -320,9 +321,7 @@ def test_a_consumer_span_without_a_publish_time_is_still_a_delivery() -> None:
     producer span) and a hooked delivery of the same event: a duplicate, whose event type
     the raw rows take from the producer. Keyed (no gap), but resolved like the raw query."""
     base = 1_700_000_000 * 10**9
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     _published(otlp, "n", 1_000.0)
     attrs = messaging("process", "orders", "n", group="billing")
     otlp.span(
@@ -350,9 +349,7 @@ def test_a_delivery_stored_as_span_and_record_is_no_duplicate() -> None:
     """Records emitted ``always``: each delivery as a span and as an event record. The keys
     hold both (a candidate); the raw rows count the span once: nothing is duplicated."""
     base = 1_700_000_000 * 10**9
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     for n in range(20):
         event = f"r{n}"
         _published(otlp, event, n * 100.0)
@@ -387,9 +384,7 @@ def test_a_record_of_a_span_without_an_event_id_stands_for_that_span() -> None:
     id is no delivery of x) — the keys read at their times must find those spans, whose
     starts are not among them."""
     base = 1_700_000_000 * 10**9
-    cursor = duckdb.connect(":memory:")
-    create_schema(cursor)
-    otlp = Otlp(base)
+    cursor, otlp = _empty(base)
     _published(otlp, "x", 1_000.0)
     otlp.span(
         "api",
