@@ -32,6 +32,7 @@ __all__ = [
     "needy_spans",
     "publishes_sql",
     "record_deliveries",
+    "record_span_keys",
     "records_without_publish_time",
     "span_columns",
     "span_deliveries",
@@ -57,7 +58,7 @@ ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
 SpanSource = tuple[str, str]
 
 
-def _record_span_keys(kind: str, window: str, span_sources: Sequence[SpanSource] | None) -> str:
+def record_span_keys(kind: str, window: str, span_sources: Sequence[SpanSource] | None) -> str:
     """(trace, span) of stored spans (in each of ``span_sources``, default ``spans`` in
     ``window``) in traces that also have event records of ``kind`` (in ``window``): a
     record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
@@ -89,11 +90,14 @@ WHERE kind = 'consumer' AND publish_time IS NOT NULL AND {window.format(column="
 
 
 def record_deliveries(
-    window: str = WINDOW, span_sources: Sequence[SpanSource] | None = None
+    window: str = WINDOW,
+    span_sources: Sequence[SpanSource] | None = None,
+    span_keys: str | None = None,
 ) -> str:
     """`deliver` event records whose (trace, span) is not a stored span (of any of
     ``span_sources``, default ``spans`` in ``window``: records read at a few times must
-    still find their spans where those are)."""
+    still find their spans where those are; ``span_keys``: the SQL of those spans'
+    (trace, span), read once already)."""
     return f"""
 SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_id,
        l.service_name, 'process ' || coalesce(l.destination, '') AS name,
@@ -104,7 +108,7 @@ SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_i
        l.event_type, l.event_version, l.entity_id, l.entity_sequence, l.consumer_group,
        l.handler, l.attempt, l.outcome, l.publish_time
 FROM logs l
-ANTI JOIN ({_record_span_keys("deliver", window, span_sources)}) k
+ANTI JOIN ({span_keys or record_span_keys("deliver", window, span_sources)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
 """
@@ -116,11 +120,12 @@ def publishes_sql(
     *,
     records: bool = True,
     spans_from: SpanSource | None = None,
+    span_keys: str | None = None,
 ) -> str:
     """Producer spans (of ``spans_from``, default ``spans`` in ``window``) plus `publish`
-    records not stored as spans (of ``span_sources``, as in :func:`record_deliveries`),
-    within ``window``; ``records=False``: the caller knows there are no such records
-    there (the spans only, no anti-join)."""
+    records not stored as spans (of ``span_sources`` or ``span_keys``, as in
+    :func:`record_deliveries`), within ``window``; ``records=False``: the caller knows
+    there are no such records there (the spans only, no anti-join)."""
     table, span_window = spans_from or ("spans", window)
     spans = f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
@@ -138,7 +143,7 @@ SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
        l.message_id, l.correlation_id, l.causation_id, l.event_type, l.event_version,
        l.entity_id, l.entity_sequence
 FROM logs l
-ANTI JOIN ({_record_span_keys("publish", window, span_sources)}) k
+ANTI JOIN ({span_keys or record_span_keys("publish", window, span_sources)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'publish' AND {window.format(column="l.time")}
 """
