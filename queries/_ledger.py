@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ._errors import BadParameter
 from ._lost_keys import LostKeys, lost_keys
+from ._masks import MASK_BITS, bits_of, group_chunks
 from ._records import LostEvent
 from ._sources import Sources, id_table
 from ._times import now_ns
@@ -31,7 +32,6 @@ DEFAULT_GRACE_NS = 5 * 60 * 10**9
 # A delivery's host clock may run a little behind its publisher's.
 SKEW_NS = 60 * 10**9
 HANDLED = "('ok', 'duplicate_skipped')"
-MASK_BITS = 62
 
 # One statement, one scan of the deliveries. Consumer groups become bits of a BIGINT mask
 # and deliveries are grouped by event id, so "every expected group handled it" is one bit
@@ -220,7 +220,7 @@ def lost_events(
         for chunk in group_chunks(sorted(groups)):
             for kind, *row in cursor.execute(sql, {**params, "groups": chunk}).fetchall():
                 if kind == "key":
-                    learned[row[0], row[1]].update(_bits(row[8], chunk))
+                    learned[row[0], row[1]].update(bits_of(row[8], chunk))
                     continue
                 event = events.get(row[0])
                 if event is None:
@@ -312,9 +312,9 @@ class _Candidate:
         self.seen: set[str] = set()
 
     def add(self, groups: Sequence[str], handled: int, dead: int, seen: int) -> None:
-        self.handled |= _bits(handled, groups)
-        self.dead |= _bits(dead, groups)
-        self.seen |= _bits(seen, groups)
+        self.handled |= bits_of(handled, groups)
+        self.dead |= bits_of(dead, groups)
+        self.seen |= bits_of(seen, groups)
 
     def lost(self, learned: set[str], configured: set[str]) -> list[LostEvent]:
         rows = []
@@ -350,11 +350,6 @@ class _Candidate:
         return rows
 
 
-def group_chunks(groups: Sequence[str]) -> list[list[str]]:
-    """Groups in chunks of at most 62, the bits of one BIGINT mask (one pass per chunk)."""
-    return [list(groups[i : i + MASK_BITS]) for i in range(0, len(groups), MASK_BITS)] or [[]]
-
-
 def _subscribed(
     cursor: duckdb.DuckDBPyConnection, src: Sources, subscriptions: pa.Table
 ) -> pa.Table:
@@ -363,11 +358,6 @@ def _subscribed(
         return pa.table({"destination": empty, "event_type": empty, "consumer_group": empty})
     sql = _SUBSCRIBED.format(publishes=src.publishes, subscriptions=src.register(subscriptions))
     return cursor.execute(sql, src.params).to_arrow_table()
-
-
-def _bits(mask: int | None, groups: Sequence[str]) -> set[str]:
-    mask = mask or 0
-    return {group for bit, group in enumerate(groups) if mask >> bit & 1}
 
 
 def _detail(

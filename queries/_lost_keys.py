@@ -25,14 +25,14 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .ledger_keys import RowTimes, keyed
+from .ledger_keys import KEYS_WINDOW as _WINDOW
+from .ledger_keys import NO_TIMES, RowTimes, keyed
 
 __all__ = ["Handled", "LostKeys", "lost_keys"]
 
-MASK_BITS = 62
-_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
 _GROUP_KEY = "hash({name}) % 4294967295 + 1"
 
 # The window's consumer groups (their keys), and whether an event key holds two ids.
@@ -177,8 +177,7 @@ def lost_keys(
         learned: dict[int, set[str]] = defaultdict(set)
         events: dict[int, list[set[str]]] = {}
         sql = _LOST.format(subscribed=subscribed_table)
-        chunks = [keys[i : i + MASK_BITS] for i in range(0, len(keys), MASK_BITS)] or [[]]
-        for chunk in chunks:
+        for chunk in group_chunks(keys):
             named = [group_names[key] for key in chunk]
             chunk_params = {**params, "groups": chunk}
             chunk_params.update(events_from=events_from, events_until=events_until)
@@ -188,23 +187,18 @@ def lost_keys(
                 if kind == 1:
                     sets = events.setdefault(key, [set(), set(), set()])
                     for into, mask in zip(sets, masks, strict=True):
-                        into.update(_named(mask, named))
+                        into.update(bits_of(mask, named))
                 elif kind == 0:
-                    learned[key].update(_named(masks[0], named))
-        empty = pa.table({"t": pa.array([], pa.timestamp("ns"))})
-        published = empty
+                    learned[key].update(bits_of(masks[0], named))
+        published = NO_TIMES
         if events:
             table = scratch.table(pa.table({"event_key": pa.array(sorted(events), pa.uint64())}))
             published = cursor.execute(_TIMES.format(events=table), params).to_arrow_table()
     return LostKeys(
         {key: Handled(*(frozenset(s) for s in sets)) for key, sets in events.items()},
-        RowTimes(empty, published, idless),
+        RowTimes(NO_TIMES, published, idless),
         {type_names[key]: groups for key, groups in learned.items() if key in type_names},
     )
-
-
-def _named(mask: int, groups: list[str]) -> set[str]:
-    return {group for bit, group in enumerate(groups) if mask >> bit & 1}
 
 
 def _one_name_each(

@@ -20,11 +20,11 @@ import pyarrow as pa
 
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .ledger_keys import RowTimes, keyed
+from .ledger_keys import KEYS_WINDOW as _WINDOW
+from .ledger_keys import NO_TIMES, RowTimes, keyed
 
 __all__ = ["orphan_keys"]
 
-_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
 # Whether the window holds a `deliver` record with neither an event id nor a publish time.
 _ID_LESS_RECORDS = """
 SELECT EXISTS (
@@ -98,9 +98,8 @@ def orphan_keys(
                 "check_key": pa.array([c for _, c in orphans], pa.uint32()),
             }
         )
-        empty = pa.table({"t": pa.array([], pa.timestamp("ns"))})
-        delivered = empty
+        delivered = NO_TIMES
         if orphans:
             sql = _TIMES.format(events=scratch.table(events))
             delivered = cursor.execute(sql, params).to_arrow_table()
-    return events, RowTimes(delivered, empty, idless)
+    return events, RowTimes(delivered, NO_TIMES, idless)

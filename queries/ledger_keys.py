@@ -58,7 +58,9 @@ from ._scratch import registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
 
 __all__ = [
+    "KEYS_WINDOW",
     "LEDGER_KEY_TABLES",
+    "NO_TIMES",
     "KnownNames",
     "RowTimes",
     "build",
@@ -306,7 +308,9 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     return counts
 
 
-_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+#: The window of a read of the keys, on its ``$since`` / ``$until`` parameters.
+KEYS_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+_WINDOW = KEYS_WINDOW
 # Whether a minute of the window holds a gap, and one holding a span without event id.
 _MARKED_IN = """
 SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
@@ -359,6 +363,10 @@ def keyed(
     minute = {"until": until, "since_minute": since - since % _MINUTE_NS}
     gaps, idless = cursor.execute(_MARKED_IN, minute).fetchone() or (True, True)
     return None if gaps else bool(idless)
+
+
+#: No start times (a side of :class:`RowTimes` with nothing to read).
+NO_TIMES = pa.table({"t": pa.array([], pa.timestamp("ns"))})
 
 
 class RowTimes(NamedTuple):
