@@ -99,9 +99,13 @@ FROM {{types}} t JOIN {{subscriptions}} s
 _TYPES = f"""
 SELECT DISTINCT type_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_key = 0
 """
-_GROUP_NAMES = "SELECT group_key, list(consumer_group) FROM eventscope_ledger_groups GROUP BY ALL"
+# (DISTINCT: collectors writing one lake may each insert a name new to both.)
+_GROUP_NAMES = """
+SELECT group_key, list(DISTINCT consumer_group) FROM eventscope_ledger_groups GROUP BY ALL
+"""
 _TYPE_NAMES = """
-SELECT type_key, list((destination, event_type)) FROM eventscope_ledger_types GROUP BY ALL
+SELECT type_key, list(DISTINCT (destination, event_type)) FROM eventscope_ledger_types
+GROUP BY ALL
 """
 
 Key = tuple[str, str]

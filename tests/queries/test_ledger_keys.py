@@ -170,6 +170,9 @@ def test_every_reason_a_subscription_and_a_collision() -> None:
         *((event, "audit", "never_delivered") for event in "abcde"),
     }
     assert lost_events(cursor, **window) == _raw(cursor, lost_events, **window)
+    # a name inserted twice (two collectors on one lake) is still one name
+    cursor.execute("INSERT INTO eventscope_ledger_groups SELECT * FROM eventscope_ledger_groups")
+    assert _lost_used(cursor, **window)
     cursor.execute(
         "UPDATE eventscope_ledger_keys SET event_key = hash('d') WHERE event_key = hash('e')"
     )
