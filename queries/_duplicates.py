@@ -20,7 +20,8 @@ import duckdb
 import pyarrow as pa
 
 from ._errors import BadParameter
-from ._ledger import DEFAULT_GRACE_NS, group_chunks
+from ._ledger import DEFAULT_GRACE_NS
+from ._masks import group_chunks
 from ._orphan_keys import orphan_keys
 from ._records import DuplicateEvent, OrphanDelivery
 from ._sources import ALL_TIME, Sources, publishes_sql

@@ -21,12 +21,12 @@ import pyarrow as pa
 
 from ._errors import BadParameter
 from ._lost_keys import LostKeys, lost_keys
-from ._masks import MASK_BITS, bits_of, group_chunks
+from ._masks import bits_of, group_chunks
 from ._records import LostEvent
 from ._sources import Sources, id_table
 from ._times import now_ns
 
-__all__ = ["DEFAULT_GRACE_NS", "MASK_BITS", "group_chunks", "lost_events"]
+__all__ = ["DEFAULT_GRACE_NS", "lost_events"]
 
 DEFAULT_GRACE_NS = 5 * 60 * 10**9
 # A delivery's host clock may run a little behind its publisher's.

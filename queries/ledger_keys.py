@@ -310,7 +310,6 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
 
 #: The window of a read of the keys, on its ``$since`` / ``$until`` parameters.
 KEYS_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
-_WINDOW = KEYS_WINDOW
 # Whether a minute of the window holds a gap, and one holding a span without event id.
 _MARKED_IN = """
 SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
@@ -325,7 +324,7 @@ SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
 # but a third as many events, and grouping the pairs took twice as long), with one count
 # and one OR (not one of each per kind: 63 → 50 ms an hour at 100 M spans a day).
 _TWICE = f"""
-SELECT event_key FROM eventscope_ledger_keys WHERE {_WINDOW}
+SELECT event_key FROM eventscope_ledger_keys WHERE {KEYS_WINDOW}
 GROUP BY event_key
 HAVING count(*) > bit_count(bit_or(
     1::UBIGINT << (CASE WHEN group_key = 0 THEN 63 ELSE group_key % 63 END)::UTINYINT))
@@ -339,7 +338,7 @@ WITH twice AS ({_TWICE}),
 rows AS MATERIALIZED (
     SELECT k.start_time, k.event_key, k.group_key
     FROM eventscope_ledger_keys k SEMI JOIN twice w ON w.event_key = k.event_key
-    WHERE {_WINDOW.replace("start_time", "k.start_time")}
+    WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")}
 ),
 pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1)
 SELECT r.start_time AS t, bool_or(r.group_key > 0) AS delivered,
