@@ -20,20 +20,35 @@ from ._sources import Sources
 
 __all__ = ["out_of_order", "version_mix"]
 
-# The first successful processing of each (event, group); then, per (entity, group) in
-# processing order, the highest sequence processed before each event (a running max, which
-# DuckDB streams); the rows below it are out of order, and only for those few the event
-# that was processed ahead is looked up. {candidates} restricts it to the events of the
-# (entity, group) pairs _CANDIDATES found.
+# The first successful processing of each (event, group): its earliest ok delivery, found
+# by one min() over a struct (start, span id, ...) of the candidate pairs only, rather than
+# a window over text partitions of every group's deliveries of the candidate events (an
+# hour at 100 M spans a day, 65 k out of order: 395 k -> 130 k rows; the statement 507 ->
+# 444 ms). Then, per (entity, group) in processing order, the highest sequence processed
+# before each event (a running max, which DuckDB streams); the rows below it are out of
+# order, and only for those few the event that was processed ahead is looked up. {keys}
+# restricts it to the (event, group) pairs whose deliveries name an (entity, group) that
+# _CANDIDATES found; an event's first delivery may name another entity, so it is taken
+# from all of the pair's deliveries and kept only if its own (entity, group) is a candidate
+# (no other can be late or ahead).
 _OUT_OF_ORDER = """
-WITH processed AS MATERIALIZED (
-    SELECT entity_id, consumer_group, message_id, event_type, entity_sequence, start_time,
-           span_id
-    FROM ({deliveries})
+WITH pairs AS (
+    SELECT DISTINCT message_id, consumer_group FROM ({deliveries})
     WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
-      AND message_id IS NOT NULL {filters} {candidates}
-    QUALIFY row_number() OVER (
-        PARTITION BY message_id, consumer_group ORDER BY start_time, span_id) = 1
+      AND message_id IS NOT NULL AND hash(entity_id, consumer_group) IN (SELECT k FROM {keys})
+      {filters}
+), processed AS MATERIALIZED (
+    SELECT message_id, consumer_group, f.entity_id, f.event_type, f.entity_sequence,
+           f.start_time
+    FROM (
+        SELECT message_id, consumer_group,
+               min({{'start_time': start_time, 'span_id': span_id, 'entity_id': entity_id,
+                    'entity_sequence': entity_sequence, 'event_type': event_type}}) AS f
+        FROM ({deliveries}) SEMI JOIN pairs USING (message_id, consumer_group)
+        WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
+          AND message_id IS NOT NULL {filters}
+        GROUP BY message_id, consumer_group
+    ) WHERE hash(f.entity_id, consumer_group) IN (SELECT k FROM {keys})
 ), late AS (
     SELECT * FROM (
         SELECT *, max(entity_sequence) OVER (
@@ -74,12 +89,6 @@ SELECT DISTINCT k FROM (
     )
 ) WHERE before_max > entity_sequence
 """
-_OF_CANDIDATES = """
-AND message_id IN (
-    SELECT message_id FROM ({deliveries})
-    WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
-      AND hash(entity_id, consumer_group) IN (SELECT k FROM {keys}) {filters})
-"""
 
 
 def out_of_order(
@@ -111,10 +120,9 @@ def out_of_order(
         keys = cursor.execute(sql, params).to_arrow_table()
         if not keys.num_rows:
             return ()
-        of_keys = _OF_CANDIDATES.format(
+        sql = _OUT_OF_ORDER.format(
             deliveries=src.deliveries, filters=filters, keys=src.register(keys)
         )
-        sql = _OUT_OF_ORDER.format(deliveries=src.deliveries, filters=filters, candidates=of_keys)
         rows = cursor.execute(sql, params).fetchall()
     return tuple(_out_of_order(row) for row in rows)
 
