@@ -7,6 +7,7 @@ definition of each.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -20,60 +21,44 @@ __all__ = ["ActivityBucket", "EventTypeSummary", "Overview", "ServiceSummary", "
 T = TypeVar("T")
 _SECOND_NS = 1_000_000_000
 
-_SERVICES = """
+# The window's spans and event records in one pass: per service (GROUPING(pre) = 1) its
+# spans, records, requests, errors, first and last time; per step of ``$step`` ns from
+# ``$since`` (GROUPING(pre) = 0) the spans' activity, summed into buckets in Python.
+_SPANS = """
 WITH seen AS (
-    SELECT service_name, epoch_ns(start_time) AS t,
+    SELECT service_name, epoch_ns(start_time) AS t, 1 AS span, 0 AS record,
            (status_code = 'error')::INTEGER AS error,
-           (kind = 'server' AND parent_span_id IS NULL)::INTEGER AS request,
-           1 AS span, 0 AS record
+           (kind = 'server' AND parent_span_id IS NULL)::INTEGER AS request
     FROM spans
     WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
     UNION ALL
-    SELECT service_name, epoch_ns(time), (outcome IN ('error', 'dead_lettered'))::INTEGER, 0, 0, 1
+    SELECT service_name, epoch_ns(time), 0, 1, (outcome IN ('error', 'dead_lettered'))::INTEGER, 0
     FROM logs
     WHERE record_kind IS NOT NULL
       AND time >= make_timestamp_ns($since) AND time < make_timestamp_ns($until)
 )
-SELECT service_name, sum(span)::BIGINT, sum(record)::BIGINT, sum(request)::BIGINT,
-       sum(error)::BIGINT, min(t), max(t)
-FROM seen GROUP BY service_name ORDER BY service_name
+SELECT GROUPING(pre) AS per_service, service_name, (t - $since) // $step AS pre,
+       sum(span)::BIGINT, sum(record)::BIGINT, sum(request)::BIGINT, sum(error)::BIGINT,
+       sum(error * span)::BIGINT, min(t), max(t)
+FROM seen GROUP BY GROUPING SETS ((service_name), (pre))
 """
 
-_EVENT_TYPES = """
-WITH p AS (
-    SELECT coalesce(event_type, '') AS event_type, coalesce(destination, '') AS destination,
-           count(*) AS publishes, count(DISTINCT service_name) AS producers
-    FROM ({publishes})
-    GROUP BY ALL
-), d AS (
-    SELECT coalesce(event_type, '') AS event_type, coalesce(destination, '') AS destination,
-           count(*) AS deliveries, count(DISTINCT consumer_group) AS groups,
-           count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')) AS failed
-    FROM ({deliveries})
-    GROUP BY ALL
-)
-SELECT event_type, destination, coalesce(publishes, 0), coalesce(producers, 0),
-       coalesce(deliveries, 0), coalesce(groups, 0), coalesce(failed, 0)
-FROM p FULL OUTER JOIN d USING (event_type, destination)
-ORDER BY event_type, destination
-"""
-
-_ACTIVITY = """
+# Publishes and deliveries (``Sources``) in one pass: per (event type, destination) and
+# side (GROUPING(pre) = 1) the counts and distinct producers / groups; per step, as above.
+_EVENTS = """
 WITH marks AS (
-    SELECT epoch_ns(start_time) AS t, 1 AS span, (status_code = 'error')::INTEGER AS error,
-           (kind = 'server' AND parent_span_id IS NULL)::INTEGER AS request,
-           0 AS publish, 0 AS delivery, 0 AS failed
-    FROM spans
-    WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+    SELECT true AS published, coalesce(event_type, '') AS event_type,
+           coalesce(destination, '') AS destination, service_name AS who,
+           epoch_ns(publish_time) AS t, 0 AS failed
+    FROM ({publishes})
     UNION ALL
-    SELECT epoch_ns(publish_time), 0, 0, 0, 1, 0, 0 FROM ({publishes})
-    UNION ALL
-    SELECT epoch_ns(start_time), 0, 0, 0, 0, 1, (outcome IN ('error', 'dead_lettered'))::INTEGER
+    SELECT false, coalesce(event_type, ''), coalesce(destination, ''), consumer_group,
+           epoch_ns(start_time), (outcome IN ('error', 'dead_lettered'))::INTEGER
     FROM ({deliveries})
 )
-SELECT (t - $start) // $width AS bucket, sum(span)::BIGINT, sum(request)::BIGINT,
-       sum(error)::BIGINT, sum(publish)::BIGINT, sum(delivery)::BIGINT, sum(failed)::BIGINT
-FROM marks GROUP BY bucket ORDER BY bucket
+SELECT GROUPING(pre) AS per_type, published, event_type, destination, who,
+       (t - $since) // $step AS pre, count(*), sum(failed)::BIGINT
+FROM marks GROUP BY GROUPING SETS ((published, event_type, destination, who), (published, pre))
 """
 
 _EXTENT = """
@@ -152,8 +137,9 @@ def overview(
 ) -> Overview:
     """Summarise ``[since_ns, until_ns)`` in ``buckets`` equal time buckets (every bucket is
     present, empty ones with zeros). With ``fit``, the buckets cover only the part of the
-    window that holds data (a fresh database's few minutes, not the hour asked for), each at
-    least a second long. Blocking.
+    window that holds data (a fresh database's few minutes, not the hour asked for), each a
+    whole number of seconds long and starting a whole number of seconds after ``since``.
+    Two passes: the spans and event records, then the publishes and deliveries. Blocking.
 
     Raises:
         BadParameter: ``until`` is not after ``since``, or ``buckets`` is not 1-1000.
@@ -163,26 +149,53 @@ def overview(
     if not 1 <= buckets <= 1000:
         raise BadParameter("buckets", f"must be between 1 and 1000, got {buckets}")
     window = {"since": since_ns, "until": until_ns}
-    services = _records(ServiceSummary, cursor.execute(_SERVICES, window).fetchall())
-    start, end = since_ns, until_ns
+    # Counted in steps of one bucket, or with ``fit`` of one second from ``since``: the fitted
+    # buckets start on a step and are whole steps wide, so the steps add up to them exactly.
+    step = _SECOND_NS if fit else max(1, -(-(until_ns - since_ns) // buckets))
+    counted: dict[int, list[int]] = defaultdict(lambda: [0] * 6)  # per step
+    rows = []
+    for per_service, service, *figures in cursor.execute(
+        _SPANS, {**window, "step": step}
+    ).fetchall():
+        if per_service:
+            rows.append((service, *figures[1:5], *figures[6:]))
+        else:  # spans, requests, errors of spans
+            counted[figures[0]][0:3] = figures[1], figures[3], figures[5]
+    services = _records(ServiceSummary, sorted(rows))
+    start, width = since_ns, max(1, -(-(until_ns - since_ns) // buckets))
     if fit and services:
-        start = max(since_ns, min(s.first_seen_ns for s in services))
+        first = max(since_ns, min(s.first_seen_ns for s in services))
         end = min(until_ns, max(s.last_seen_ns for s in services) + 1)
-        width = max(_SECOND_NS, -(-(end - start) // buckets))
+        start = since_ns + (first - since_ns) // step * step
+        width = max(1, -(-(end - start) // buckets // step)) * step
         buckets = max(1, -(-(end - start) // width))
-    else:
-        width = max(1, -(-(end - start) // buckets))
     # Deliveries and publishes as the other read functions count them (Sources: spans and
     # event records once each, fast on large files), in the same window.
+    types: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 5)
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        sources = {"deliveries": src.deliveries, "publishes": src.publishes}
-        types_sql = _EVENT_TYPES.format(**sources)
-        event_types = _records(EventTypeSummary, cursor.execute(types_sql, src.params).fetchall())
-        activity_sql = _ACTIVITY.format(**sources)
-        activity_params = {**src.params, **window, "start": start, "width": width}
-        counted = {r[0]: r[1:] for r in cursor.execute(activity_sql, activity_params).fetchall()}
-    activity = _records(
-        ActivityBucket, [(start + b * width, *counted.get(b, _ZEROS)) for b in range(buckets)]
+        sql = _EVENTS.format(deliveries=src.deliveries, publishes=src.publishes)
+        found = cursor.execute(sql, {**src.params, **window, "step": step}).fetchall()
+    for per_type, published, event_type, destination, _, pre, count, failed in found:
+        if per_type:  # one row per producer / group: counted, and counted once more
+            summary = types[event_type, destination]
+            at = (0, 1) if published else (2, 3, 4)
+            for i, value in zip(at, (count, 1, failed), strict=False):
+                summary[i] += value
+        elif published:
+            counted[pre][3] = count
+        else:
+            counted[pre][4:6] = count, failed
+    event_types = _records(
+        EventTypeSummary, [(*key, *figures) for key, figures in sorted(types.items())]
+    )
+    activity = [[0] * 6 for _ in range(buckets)]
+    per_bucket, shift = width // step, (start - since_ns) // step
+    for pre, figures in counted.items():
+        bucket = (pre - shift) // per_bucket
+        if 0 <= bucket < buckets:
+            activity[bucket] = [a + b for a, b in zip(activity[bucket], figures, strict=True)]
+    activities = _records(
+        ActivityBucket, [(start + b * width, *activity[b]) for b in range(buckets)]
     )
     stored, first, last = cursor.execute(_EXTENT).fetchone() or (0, None, None)
     return Overview(
@@ -191,14 +204,11 @@ def overview(
         bucket_ns=width,
         services=services,
         event_types=event_types,
-        activity=activity,
+        activity=activities,
         stored_rows=stored,
         first_stored_ns=first,
         last_stored_ns=last,
     )
-
-
-_ZEROS = (0,) * 6
 
 
 def _records(kind: type[T], rows: list[tuple[Any, ...]]) -> tuple[T, ...]:
