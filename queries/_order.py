@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from ._records import OutOfOrderDelivery, VersionCount, VersionMix
+from ._records import OutOfOrderDelivery, VersionCount, VersionMix, positional
 from ._sources import Sources
 
 __all__ = ["out_of_order", "version_mix"]
@@ -128,20 +128,16 @@ def out_of_order(
 
 
 def _out_of_order(row: tuple[Any, ...]) -> OutOfOrderDelivery:
-    entity, group, event_id, event_type, sequence, at, after_id, after_seq, after_at = row
-    return OutOfOrderDelivery(
-        entity_id=entity,
-        consumer_group=group,
-        event_id=event_id,
-        event_type=event_type,
-        sequence=sequence,
-        processed_ns=at,
-        after_event_id=after_id,
-        after_sequence=after_seq,
-        after_processed_ns=after_at,
-        detail=f"{group} processed {entity} #{sequence} ({event_type or 'event'} {event_id}) "
-        f"after #{after_seq} ({after_id})",
+    entity, group, event_id, event_type, sequence, _, after_id, after_seq, _ = row
+    detail = (
+        f"{group} processed {entity} #{sequence} ({event_type or 'event'} {event_id}) "
+        f"after #{after_seq} ({after_id})"
     )
+    return _make(*row, detail)  # in field order
+
+
+# (an hour at 100 M spans a day: 65,000 of them, 156 → 120 ms)
+_make = positional(OutOfOrderDelivery)
 
 
 _VERSIONS = """
