@@ -37,6 +37,7 @@ from eventscope.queries import (
     lost_events,
     orphan_deliveries,
     out_of_order,
+    overview,
     requests,
     topology,
     version_mix,
@@ -106,6 +107,7 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("orphan_deliveries, 1 h", lambda: orphan_deliveries(connection, **hour), None),
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
+        ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
         ("requests, newest 50 of 1 h", lambda: requests(connection, **hour), None),
         (  # sorting by tree figures considers at most 20,000 requests: 5 min holds 17,600
             "requests, 5 min by settle time",
