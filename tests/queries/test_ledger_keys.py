@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
+from eventscope.queries import _sources as sources_module
 from eventscope.queries import duplicate_events, lost_events, orphan_deliveries, topology
 from eventscope.queries._ledger import SKEW_NS, subscription_table
 from eventscope.queries._lost_keys import lost_keys
@@ -44,6 +45,14 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(params=["listed times", "joined times"])
+def at_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How the spans at the keys' times are read: a few times are listed in the SQL, many
+    joined (queries/_sources.py); here every read one way, then the other."""
+    if request.param == "joined times":
+        monkeypatch.setattr(sources_module, "_LITERAL_TIMES", 0)
+
+
 def _raw(cursor: duckdb.DuckDBPyConnection, call: Any = duplicate_events, **kwargs: Any) -> Any:
     """The raw answer: the same call on a connection that sees no keys."""
     cursor.execute("BEGIN TRANSACTION")
@@ -69,7 +78,7 @@ def _bounds(cursor: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def test_duplicates_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+def test_duplicates_from_the_keys_equal_the_raw_scan(traffic: Path, at_reads: None) -> None:
     cursor = duckdb.connect(str(traffic))
     low, high = _bounds(cursor)
     rng = random.Random(11)
@@ -116,7 +125,7 @@ def _lost_used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:
     return found is not None
 
 
-def test_lost_events_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+def test_lost_events_from_the_keys_equal_the_raw_scan(traffic: Path, at_reads: None) -> None:
     cursor = duckdb.connect(str(traffic))
     low, high = _bounds(cursor)
     rng = random.Random(12)
@@ -191,7 +200,7 @@ def _orphans_used(cursor: duckdb.DuckDBPyConnection, **window: Any) -> bool:
     return orphan_keys(cursor, since_ns=since, until_ns=until, judged=9 * 10**18) is not None
 
 
-def test_orphans_from_the_keys_equal_the_raw_scan(traffic: Path) -> None:
+def test_orphans_from_the_keys_equal_the_raw_scan(traffic: Path, at_reads: None) -> None:
     cursor = duckdb.connect(str(traffic))
     low, high = _bounds(cursor)
     rng = random.Random(13)
