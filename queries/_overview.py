@@ -175,11 +175,11 @@ def overview(
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         sql = _EVENTS.format(deliveries=src.deliveries, publishes=src.publishes)
         found = cursor.execute(sql, {**src.params, **window, "step": step}).fetchall()
-    for per_type, published, event_type, destination, _, pre, count, failed in found:
+    for per_type, published, event_type, destination, who, pre, count, failed in found:
         if per_type:  # one row per producer / group: counted, and counted once more
             summary = types[event_type, destination]
             at = (0, 1) if published else (2, 3, 4)
-            for i, value in zip(at, (count, 1, failed), strict=False):
+            for i, value in zip(at, (count, who is not None, failed), strict=False):
                 summary[i] += value
         elif published:
             counted[pre][3] = count
