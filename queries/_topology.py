@@ -1,14 +1,14 @@
 """``topology``: the choreography map — who publishes what, and which groups handle it.
 
 An edge goes from a producing service through a (destination, event type) to a consumer
-group. A delivery belongs to the producer of its event id (its first publish in the
-window); deliveries of events not seen published in the window hang under producer None
-— once they started longer than ``grace`` ago (as ``orphan_deliveries`` judges them):
-before that, their publish may still arrive, and they are left out. Unlike
-``orphan_deliveries``, which looks for a publish at any time, that None also holds the
-few deliveries at the window's start whose publish came just before it (2 of 68 in the
-benchmark's last hour at 100 M spans a day). A duplicate is counted on the edge its
-deliveries are on.
+group. A delivery belongs to the producer of its event's first publish in the window, or,
+where the window holds none, of its first publish before the window (found from the
+publish time the delivery carries: the deliveries at a window's start whose publish came
+just before it; one that carries none is looked up in the window only); deliveries of
+events never seen published hang under producer None —
+once they started longer than ``grace`` ago (as ``orphan_deliveries`` judges them): before
+that, their publish may still arrive, and they are left out. A duplicate is counted on the
+edge its deliveries are on.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._duplicates import duplicate_events
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records_stats import Percentiles, Topology, TopologyEdge
+from ._scratch import Scratch
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
+from .id_index import has_index, id_range
 
 __all__ = ["topology"]
 
@@ -34,10 +38,19 @@ __all__ = ["topology"]
 # publisher had no edge in the window was on no edge, and the lookup read every producer
 # span stored: ≈62 ms at 100 M spans, growing with the file.)
 _FIRST_PUBLISHES = """
-SELECT message_id, arg_min(service_name, publish_time),
-       arg_min(coalesce(destination, ''), publish_time),
-       arg_min(coalesce(event_type, ''), publish_time)
+SELECT message_id, arg_min(service_name, publish_time) AS producer,
+       arg_min(coalesce(destination, ''), publish_time) AS destination,
+       arg_min(coalesce(event_type, ''), publish_time) AS event_type
 FROM ({publishes}) WHERE message_id IN (SELECT message_id FROM {ids})
+GROUP BY message_id
+"""
+# The window's deliveries whose publish time lies before it, and the earliest such time:
+# their events' publishes are there (the hooks copy the publish's start into the delivery),
+# read from then to the window's start. An event published in the window too keeps that
+# publish (the edges prefer it); a delivery without a publish time is not looked up.
+_BEFORE = """
+SELECT message_id, epoch_ns(min(publish_time)) AS t FROM ({deliveries})
+WHERE message_id IS NOT NULL AND publish_time < make_timestamp_ns($since)
 GROUP BY message_id
 """
 
@@ -68,19 +81,22 @@ def topology(
     ]
     twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group is not None]
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        rows = edge_rows(cursor, src, judged, twice)
-        first = {}
+        early = None if since_ns is None else _published_before(cursor, src, since_ns)
+        table = None if early is None else src.register(early)
+        rows = edge_rows(cursor, src, judged, twice, early=table)
+        first = {} if early is None else _by_event(early)
         if duplicates:
             ids = src.register(id_table({d.event_id for d in duplicates}, "message_id"))
             sql = _FIRST_PUBLISHES.format(publishes=src.publishes, ids=ids)
-            first = {row[0]: tuple(row[1:]) for row in cursor.execute(sql, src.params).fetchall()}
+            first.update(_by_event(cursor.execute(sql, src.params).to_arrow_table()))
     lost = lost_events(
         cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
     )
     lost_count = Counter(
         (r.producer, r.destination or "", r.event_type or "", r.consumer_group) for r in lost
     )
-    # (as the edges: the first publish's destination and type, else the delivery's)
+    # (as the edges: the first publish's in the window, else before it; its destination
+    # and type, else the delivery's)
     duplicate_count = Counter(
         (*first.get(d.event_id, (None, d.destination or "", d.event_type or "")), d.consumer_group)
         for d in duplicates
@@ -105,6 +121,40 @@ def topology(
         consumer_groups=tuple(sorted({e.consumer_group for e in ordered if e.consumer_group})),
         edges=tuple(ordered),
     )
+
+
+def _published_before(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, since_ns: int
+) -> pa.Table | None:
+    """(message_id, producer, destination, event_type) of the first publish before the
+    window of each event that a delivery in the window names a publish time before it for;
+    None where there is none."""
+    before = cursor.execute(_BEFORE.format(deliveries=src.deliveries), src.params).to_arrow_table()
+    if not before.num_rows:
+        return None
+    earliest = pc.min(before.column("t")).as_py()
+    if has_index(cursor):  # no earlier than any row of those events: a publish time of 0
+        # from a client would otherwise make every topology read the whole store
+        events = [str(event) for event in before.column("message_id").to_pylist()]
+        with Scratch(cursor) as scratch:
+            stored = id_range(cursor, ["event"], events, scratch.ids(events, "id"))
+        if stored is not None:
+            earliest = max(earliest, stored[0])
+    if earliest >= since_ns:
+        return None
+    with Sources(cursor, since_ns=earliest, until_ns=since_ns) as then:
+        ids = then.register(before.select(["message_id"]))
+        sql = _FIRST_PUBLISHES.format(publishes=then.publishes, ids=ids)
+        found = cursor.execute(sql, then.params).to_arrow_table()
+    return found if found.num_rows else None
+
+
+def _by_event(table: pa.Table) -> dict[str, tuple[Any, ...]]:
+    """(producer, destination, event type) by event id, of a _FIRST_PUBLISHES answer."""
+    return {
+        row["message_id"]: (row["producer"], row["destination"], row["event_type"])
+        for row in table.to_pylist()
+    }
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import duckdb
-from eventscope.queries import topology
+from eventscope.queries import orphan_deliveries, topology
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 
@@ -29,10 +29,12 @@ def test_topology_lists_services_and_groups(db: duckdb.DuckDBPyConnection) -> No
     assert "warehouse" in map_.consumer_groups
 
 
-def test_a_duplicate_is_counted_on_the_edge_its_deliveries_are_on() -> None:
-    """Edges put a delivery under its event's first publish in the window (none: producer
-    None). e-old was first published three hours before the window by origin, then again
-    in it by relay; e-gone only before it. Each is delivered twice to g in the window."""
+def test_a_delivery_is_under_its_events_publish_in_the_window_else_before_it() -> None:
+    """e-old was first published three hours before the window by origin, then again in
+    it by relay; e-gone only before it, by origin; e-never never. e-old and e-gone are
+    delivered twice to g in the window, e-never once. A duplicate is counted on the edge
+    its deliveries are on; only e-never hangs under producer None, as orphan_deliveries
+    has it."""
     otlp = Otlp(10**18)
     hours = 3 * 3600 * 1000  # ms
     spans = [
@@ -43,11 +45,15 @@ def test_a_duplicate_is_counted_on_the_edge_its_deliveries_are_on() -> None:
         ("g-svc", CONSUMER, "e-old", hours + 2),
         ("g-svc", CONSUMER, "e-gone", hours + 3),
         ("g-svc", CONSUMER, "e-gone", hours + 4),
+        ("g-svc", CONSUMER, "e-never", hours + 5),
     ]
+    published = {"e-old": otlp.at(hours), "e-gone": otlp.at(1)}  # as the hooks copy it
     for n, (service, kind, event, at) in enumerate(spans):
         operation = "send" if kind == PRODUCER else "process"
-        group = "g" if kind == CONSUMER else None
-        attrs = messaging(operation, "orders", event, event_type="OrderPlaced", group=group)
+        group, at_ns = ("g", published.get(event)) if kind == CONSUMER else (None, None)
+        attrs = messaging(
+            operation, "orders", event, event_type="OrderPlaced", group=group, published_ns=at_ns
+        )
         otlp.span(
             service, operation, kind, trace=f"t{n}", span=f"s{n}", start=at, ms=1, attrs=attrs
         )
@@ -56,9 +62,13 @@ def test_a_duplicate_is_counted_on_the_edge_its_deliveries_are_on() -> None:
     load(cursor, *otlp.bodies())
     window = {"since_ns": otlp.at(hours - 1), "until_ns": otlp.at(hours + 10), "grace_ns": 0}
     edges = {(e.producer, e.consumer_group): e for e in topology(cursor, **window).edges}
-    assert set(edges) == {("relay", "g"), (None, "g")}
+    assert set(edges) == {("relay", "g"), ("origin", "g"), (None, "g")}
     assert (edges["relay", "g"].deliveries, edges["relay", "g"].duplicates) == (2, 1)
-    assert (edges[None, "g"].deliveries, edges[None, "g"].duplicates) == (2, 1)
+    assert (edges["relay", "g"].published, edges["origin", "g"].published) == (1, 0)
+    assert (edges["origin", "g"].deliveries, edges["origin", "g"].duplicates) == (2, 1)
+    assert (edges[None, "g"].deliveries, edges[None, "g"].duplicates) == (1, 0)
+    orphans = orphan_deliveries(cursor, **window)
+    assert [o.event_id for o in orphans] == ["e-never"]
     # the whole time: both first published by origin, and their duplicates on its edge
     everything = {(e.producer, e.consumer_group): e for e in topology(cursor, grace_ns=0).edges}
     assert (everything["origin", "g"].deliveries, everything["origin", "g"].duplicates) == (4, 2)
