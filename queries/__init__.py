@@ -7,7 +7,8 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
 - :func:`requests` — originating requests with the size and health of their trees;
 - :func:`handler_latency` — count, throughput, errors, processing and queue-wait percentiles;
 - :func:`lost_events`, :func:`duplicate_events`, :func:`orphan_deliveries`,
-  :func:`out_of_order`, :func:`version_mix` — the event ledger;
+  :func:`out_of_order` (:func:`out_of_order_page`: a count and a page of it),
+  :func:`version_mix` — the event ledger;
 - :func:`topology` — the choreography map;
 - :func:`overview`, :func:`latency_histogram`, :func:`span_detail` — what the UI's overview,
   handler and span panels show;
@@ -40,7 +41,7 @@ from ._latency import GROUP_BY, handler_latency
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._ledger import SKEW_NS as LEDGER_SKEW_NS
 from ._ledger_totals import LATENCY_BUCKETS, TotalRow, ledger_totals
-from ._order import out_of_order, version_mix
+from ._order import out_of_order, out_of_order_page, version_mix
 from ._overview import ActivityBucket, EventTypeSummary, Overview, ServiceSummary, overview
 from ._params import (
     MAX_WHOLE,
@@ -164,6 +165,7 @@ __all__ = [
     "now_ns",
     "orphan_deliveries",
     "out_of_order",
+    "out_of_order_page",
     "overview",
     "parse_choice",
     "parse_duration",

@@ -10,7 +10,13 @@ from typing import Any
 import duckdb
 import pytest
 from eventscope.queries import _topology_edges as edges_module
-from eventscope.queries import duplicate_events, orphan_deliveries, out_of_order, topology
+from eventscope.queries import (
+    duplicate_events,
+    orphan_deliveries,
+    out_of_order,
+    out_of_order_page,
+    topology,
+)
 from eventscope.queries._latency import QUANTILES
 from eventscope.queries._sources import Sources
 from eventscope.queries.schema import create_schema
@@ -231,6 +237,40 @@ def test_out_of_order_is_the_definition(tricky: tuple[duckdb.DuckDBPyConnection,
     found = {(r.entity_id, r.consumer_group, r.event_id) for r in out_of_order(cursor)}
     assert found == _out_of_order_by_definition(cursor) == {("X", "ordering", "x2")}
     assert out_of_order(cursor, entity_id="Y") == ()
+
+
+def test_a_page_of_out_of_order_is_that_part_of_all_of_it() -> None:
+    """Five orders of four events each, processed last first by one group (and one order
+    in two groups, at the same times as the others): every page of
+    ``out_of_order_page`` is that slice of ``out_of_order``, with its count."""
+    otlp = Otlp(10**18)
+    n = 0
+    for order in range(5):
+        for step, sequence in enumerate((4, 3, 2, 1)):
+            for group in ("g", "h") if order == 0 else ("g",):
+                n += 1
+                attrs = messaging(
+                    "process",
+                    "orders",
+                    f"o{order}-{sequence}",
+                    group=group,
+                    outcome="ok",
+                    entity=f"order-{order}",
+                    sequence=sequence,
+                )
+                otlp.span(
+                    f"{group}-svc", "process", CONSUMER, trace=f"t{n}", span=f"s{n}",
+                    start=step * 10, ms=1, attrs=attrs,
+                )  # fmt: skip
+    cursor = duckdb.connect()
+    create_schema(cursor)
+    load(cursor, *otlp.bodies())
+    everything = out_of_order(cursor)
+    assert len(everything) == 6 * 3  # three late in each of six (order, group)
+    for offset in (0, 1, 4, 17, 18, 40):
+        for limit in (0, 1, 4, 50):
+            found = out_of_order_page(cursor, offset=offset, limit=limit)
+            assert found == (18, everything[offset : offset + limit]), (offset, limit)
 
 
 def test_orphans_in_a_window_are_the_never_published_deliveries(

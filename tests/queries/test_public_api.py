@@ -79,6 +79,7 @@ PUBLIC = [
     "now_ns",
     "orphan_deliveries",
     "out_of_order",
+    "out_of_order_page",
     "overview",
     "parse_choice",
     "parse_duration",

@@ -317,30 +317,65 @@ def test_the_events_page_counts_every_kind_when_showing_one_and_states_its_grace
     assert tab.errors == []
 
 
+def _bus_span(operation: str, at: int, **attributes: str | int) -> Any:
+    """A consumer (``process``) or producer (``send``) span on the bus's ``orders`` at
+    ``at`` (ns), with these attributes (``__`` in a name stands for ``.``)."""
+    values: dict[str, str | int] = {
+        "messaging.system": "bus",
+        "messaging.destination.name": "orders",
+        "messaging.operation.type": operation,
+    }
+    values.update({name.replace("__", "."): value for name, value in attributes.items()})
+    kind = "SPAN_KIND_CONSUMER" if operation == "process" else "SPAN_KIND_PRODUCER"
+    return span(
+        f"{operation} orders",
+        kind=getattr(trace_pb2.Span, kind),
+        start_time_unix_nano=at,
+        end_time_unix_nano=at + 500_000,
+        attributes=[
+            KeyValue(
+                key=key,
+                value=AnyValue(int_value=v) if isinstance(v, int) else AnyValue(string_value=v),
+            )
+            for key, v in values.items()
+        ],
+    )
+
+
 def test_the_events_page_pages_through_many_events(tab: Any, collectors: Any) -> None:
-    """Sixty orphan deliveries: twenty of them under every kind, fifty a page of one."""
+    """Sixty orphan deliveries and sixty out of order: twenty of each under every kind,
+    fifty a page of one."""
     server = collectors("many.duckdb", "--decode-workers", "0")
     start = time.time_ns() - 20 * 60 * 10**9
-    spans = [
-        span(
-            "process orders",
-            kind=trace_pb2.Span.SPAN_KIND_CONSUMER,
-            start_time_unix_nano=start + i * 10**6,
-            end_time_unix_nano=start + i * 10**6 + 500_000,
-            attributes=[
-                KeyValue(key=k, value=AnyValue(string_value=v))
-                for k, v in (
-                    ("messaging.system", "bus"),
-                    ("messaging.destination.name", "orders"),
-                    ("messaging.operation.type", "process"),
-                    ("messaging.message.id", f"never-published-{i:02d}"),
-                    ("messaging.consumer.group.name", "billing"),
-                )
-            ],
+    ms = 10**6
+    orphans = [
+        _bus_span(
+            "process",
+            start + i * ms,
+            messaging__message__id=f"never-published-{i:02d}",
+            messaging__consumer__group__name="billing",
         )
         for i in range(60)
     ]
-    assert server.post("/v1/traces", traces(*spans, service="billing"), PROTOBUF)[0] == 200
+    assert server.post("/v1/traces", traces(*orphans, service="billing"), PROTOBUF)[0] == 200
+    # and sixty out-of-order deliveries: order-x's 61 events (published) handled last first
+    handled = [
+        _bus_span(
+            "process",
+            start + i * ms,
+            messaging__message__id=f"x-{61 - i:02d}",
+            messaging__consumer__group__name="shipping",
+            cloudevents__event_subject="order-x",
+            eventscope__entity__sequence=61 - i,
+            eventscope__outcome="ok",
+        )
+        for i in range(61)
+    ]
+    assert server.post("/v1/traces", traces(*handled, service="shipping"), PROTOBUF)[0] == 200
+    published = [
+        _bus_span("send", start - ms, messaging__message__id=f"x-{i:02d}") for i in range(1, 62)
+    ]
+    assert server.post("/v1/traces", traces(*published, service="api"), PROTOBUF)[0] == 200
     tab.base = server.url
     tab.open("/events")
     assert tab.page.locator("#orphans tbody tr").count() == 20
@@ -353,5 +388,13 @@ def test_the_events_page_pages_through_many_events(tab: Any, collectors: Any) ->
     assert tab.page.locator("#orphans tbody tr").count() == 10
     assert "rows 51–60 of 60" in tab.page.inner_text(".pager")
     assert tab.page.inner_text("#count-orphan b") == "60"
+    tab.open("/events?kind=out_of_order&page=2")  # only this page's rows are read in full
+    assert tab.page.locator("#out-of-order tbody tr").count() == 10
+    assert "rows 51–60 of 60" in tab.page.inner_text(".pager")
+    first = tab.page.inner_text("#out-of-order tbody tr:first-child")
+    assert "processed order-x #10 (" in first  # after #60 … #11 on the first page
+    tab.open("/events?kind=out_of_order&page=9")  # past the end: the last page
+    assert tab.page.locator("#out-of-order tbody tr").count() == 10
+    assert "rows 51–60 of 60" in tab.page.inner_text(".pager")
     tab.screenshot("events-paged")
     assert tab.errors == []
