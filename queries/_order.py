@@ -18,7 +18,7 @@ import duckdb
 from ._records import OutOfOrderDelivery, VersionCount, VersionMix, positional
 from ._sources import Sources
 
-__all__ = ["out_of_order", "version_mix"]
+__all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 
 # The first successful processing of each (event, group): its earliest ok delivery, found
 # by one min() over a struct (start, span id, ...) of the candidate pairs only, rather than
