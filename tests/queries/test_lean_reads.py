@@ -259,9 +259,15 @@ def test_a_page_of_out_of_order_is_that_part_of_all_of_it() -> None:
                     sequence=sequence,
                 )
                 otlp.span(
-                    f"{group}-svc", "process", CONSUMER, trace=f"t{n}", span=f"s{n}",
-                    start=step * 10, ms=1, attrs=attrs,
-                )  # fmt: skip
+                    f"{group}-svc",
+                    "process",
+                    CONSUMER,
+                    trace=f"t{n}",
+                    span=f"s{n}",
+                    start=step * 10,
+                    ms=1,
+                    attrs=attrs,
+                )
     cursor = duckdb.connect()
     create_schema(cursor)
     load(cursor, *otlp.bodies())
