@@ -1,5 +1,7 @@
 """Merge a stored file's id index runs by size, as the writer's merges would
 (collector/_index_merges.py), with nothing else writing; print the runs before and after.
+A file whose index was keyed by hash alone (before 2026-12-05) is keyed again the same way
+(its runs one at a time, first); it prints from which run on runs are keyed (0: all).
 
     python benchmarks/merge_index.py FILE.duckdb
 """
@@ -14,12 +16,13 @@ from eventscope.collector._database import Database
 from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
 from eventscope.collector._writer import SpanWriter
-from eventscope.queries.id_index import runs
+from eventscope.queries.id_index import keyed_from, runs
 
 
 def _runs(database: Database) -> list[tuple[int, int]]:
     cursor = database.cursor()
     try:
+        print(f"runs keyed with their kind from run {keyed_from(cursor)}", flush=True)
         return runs(cursor)
     finally:
         cursor.close()

@@ -6,7 +6,7 @@ reads one row group of every run. Left alone, runs pile up with the stored data 
 merged into one of the next (:func:`plan_merge`) whenever there are :data:`FANOUT` of them,
 and the number of runs grows with the logarithm of the data.
 
-A merge moves one key range of about 100,000 rows at a time, each step one short
+A merge moves one key range of one kind, about 100,000 rows, at a time, each step one short
 transaction on the writer's thread between two commits (like retention's slices): a merge
 never runs beside a commit, so the two never compete for DuckDB's memory, and it holds up
 the commits behind it for a few tens of milliseconds per step (≈36 ms per 100,000 rows
@@ -28,6 +28,7 @@ import duckdb
 from eventscope.queries.id_index import (
     FANOUT,
     RunNumbers,
+    keyed_from,
     merge_range,
     merge_ranges,
     plan_merge,
@@ -77,7 +78,7 @@ class IndexMerges:
 
     async def start(self) -> None:
         """Read the stored runs' numbers, and merge what is due (a file closed before)."""
-        self.numbers = await self._on_writer(RunNumbers)
+        self.numbers = await self._on_writer(_numbers)
         self.wake()
 
     def wake(self) -> None:
@@ -114,14 +115,17 @@ class IndexMerges:
         """Merge the runs due, if any, step by step. Returns whether it merged."""
         numbers = self.numbers
         assert numbers is not None
-        due, ranges = await asyncio.to_thread(self._plan)
+        due, ranges, keyed = await asyncio.to_thread(self._plan)
         if not due:
+            if keyed:  # a file keyed before: its last run keyed again, the file says so
+                await self._on_writer(partial(keyed_from, next_run=numbers.take()))
             return False
         into, held, moved = numbers.take(), 0.0, 0
+        rekey = due[0] < (keyed or 0)
         for keys in ranges:
             if self._closing:
                 return False
-            step = partial(_timed_step, merged=due, into=into, keys=keys)
+            step = partial(_timed_step, merged=due, into=into, keys=keys, rekey=rekey)
             rows, seconds = await self._on_writer(step)
             moved, held = moved + rows, held + seconds
         log.debug(
@@ -134,16 +138,33 @@ class IndexMerges:
         )
         return True
 
-    def _plan(self) -> tuple[list[int], list[tuple[int, int]]]:
+    def _plan(self) -> tuple[list[int], list[tuple[int, int, int]], int | None]:
+        """The runs due, the ranges to move them in, and from which run on the runs are
+        keyed with their kind (:func:`keyed_from`)."""
         with self._database.read_cursor() as cursor:
-            due = plan_merge(runs(cursor), self._run_rows, self._fanout)
-            return due, merge_ranges(cursor, due) if due else []
+            keyed = keyed_from(cursor)
+            due = plan_merge(runs(cursor), self._run_rows, self._fanout, keyed)
+            return due, merge_ranges(cursor, due) if due else [], keyed
+
+
+def _numbers(cursor: duckdb.DuckDBPyConnection) -> RunNumbers:
+    """The run numbers; and, for a file whose index was keyed by hash alone, its recent rows
+    keyed again and the first run keyed with its kind noted (the merges key the older runs
+    again, one at a time, before any other merge)."""
+    numbers = RunNumbers(cursor)
+    keyed_from(cursor, next_run=numbers.take())
+    return numbers
 
 
 def _timed_step(
-    cursor: duckdb.DuckDBPyConnection, *, merged: list[int], into: int, keys: tuple[int, int]
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    merged: list[int],
+    into: int,
+    keys: tuple[int, int, int],
+    rekey: bool,
 ) -> tuple[int, float]:
     """One merge step on the writer's thread, and how long it held the writer."""
     started = time.perf_counter()
-    rows = merge_range(cursor, merged, into, keys)
+    rows = merge_range(cursor, merged, into, keys, rekey=rekey)
     return rows, time.perf_counter() - started

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .id_index import has_index
+from .id_index import event_range, index_state
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, keyed
 
@@ -44,20 +44,13 @@ EXCEPT
 SELECT event_key, check_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_key = 0
 """
 # Of those ({keys}: their event keys, as an IN list), the pairs published at any time —
-# within {bound}: the time range the id index gives for those event ids (its keys are the
-# same hash; queries/id_index.py), so that the lookup reads the keys of that range, not of
-# all time (every key's event key: ≈130 ms at 100 M spans, the index ≈40 and the range 8).
-# A join with a table of them scanned every publish's columns first (≈860 ms).
+# within {bound}: the time range the id index gives for those event ids (``event_range``
+# takes their hashes, as these keys hold them), so that the lookup reads the keys of that
+# range, not of all time (every key's event key: ≈130 ms at 100 M spans, the index ≈40
+# and the range 8). A join with a table of them scanned every publish's columns first (≈860 ms).
 _PUBLISHED = """
 SELECT DISTINCT event_key, check_key FROM eventscope_ledger_keys
 WHERE event_key IN ({keys}) AND group_key = 0{bound}
-"""
-_RANGE = """
-SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM (
-    SELECT first, last FROM eventscope_ids WHERE key IN ({keys}) AND kind = 3
-    UNION ALL
-    SELECT first, last FROM eventscope_ids_recent WHERE key IN ({keys}) AND kind = 3
-)
 """
 _BOUND = " AND start_time >= make_timestamp_ns($first) AND start_time <= make_timestamp_ns($last)"
 # Above this many, the event keys are joined rather than listed.
@@ -102,10 +95,11 @@ def orphan_keys(
             listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
         else:
             listed = ", ".join(str(key) for key in keys) or "NULL"
-            if keys and has_index(cursor):
-                first, last = cursor.execute(_RANGE.format(keys=listed)).fetchone() or (None, None)
-                if first is not None:
-                    bound, bounds = _BOUND, {"first": first, "last": last}
+            state = index_state(cursor) if keys else None
+            if state is not None and state.complete:
+                found = event_range(cursor, keys, keyed=state.keyed)
+                if found is not None:
+                    bound, bounds = _BOUND, {"first": found[0], "last": found[1]}
         sql = _PUBLISHED.format(keys=listed, bound=bound)
         published = set(cursor.execute(sql, bounds).fetchall())
         pairs = zip(*unmatched.to_pydict().values(), strict=True)

@@ -29,7 +29,7 @@ from ._sources import Sources
 from ._times import now_ns
 from ._tree_build import Index, assemble
 from ._tree_fetch import SKEW_NS, Item, Pool, collect, find_root
-from .id_index import has_index
+from .id_index import IndexState, index_state
 from .learned_rollup import learned_rows
 
 __all__ = [
@@ -95,7 +95,7 @@ def fanout_tree(
     if horizon_ns is not None and horizon_ns < 0:
         raise BadParameter("horizon", f"must not be negative, got {horizon_ns}")
     with gc_paused():
-        indexed = has_index(cursor)  # once: find_root and collect need to know
+        indexed = index_state(cursor)  # once: find_root and collect need to know
         top, found_by, known = find_root(cursor, root, indexed)
         until = None if horizon_ns is None else top.start + horizon_ns
         correlation = _correlation_ids(cursor, top, known, until, indexed)
@@ -122,7 +122,7 @@ def _correlation_ids(
     top: Item,
     known: list[Item],
     until_ns: int | None,
-    indexed: bool,
+    indexed: IndexState,
 ) -> set[str]:
     """The root's correlation id; without one, those of its descendants in its own trace."""
     if top.correlation_id:

@@ -30,7 +30,7 @@ import duckdb
 from ._errors import NotFound
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .id_index import has_index, id_range
+from .id_index import IndexState, id_range, index_state
 from .schema import TREE_RECORD_SELECT, TREE_SPAN_SELECT
 
 __all__ = ["Item", "Pool", "collect", "find_root"]
@@ -302,10 +302,10 @@ def _trace_root(
 
 
 def find_root(
-    cursor: duckdb.DuckDBPyConnection, root: str, indexed: bool | None = None
+    cursor: duckdb.DuckDBPyConnection, root: str, indexed: IndexState | None = None
 ) -> tuple[Item, str, list[Item]]:
     """The root span for a trace id, span id, correlation id or event id (``indexed``:
-    whether the file has the id index, when the caller knows; None: look).
+    the id index's state, when the caller knows; None: look).
 
     Returns:
         (root, how it was found, spans already fetched on the way — for a trace id only
@@ -314,14 +314,13 @@ def find_root(
     Raises:
         NotFound: no stored span matches (the message says when only event records do).
     """
-    if indexed is None:
-        indexed = has_index(cursor)
+    state = index_state(cursor) if indexed is None else indexed
 
     def bound(kind: str, value: str) -> dict[str, int] | None:
         """The time range to read for that id; None: no row has it (the index says)."""
-        if not indexed or kind == "span":
+        if not state.complete or kind == "span":
             return dict(zip(("first", "last"), _ALL_TIME, strict=True))
-        found = id_range(cursor, (kind,), (value,))
+        found = id_range(cursor, (kind,), (value,), keyed=state.keyed)
         return None if found is None else {"first": found[0], "last": found[1]}
 
     for found_by, value in _lookups(root):
@@ -375,7 +374,7 @@ def collect(
     since_ns: int,
     known: Iterable[Item] = (),
     until_ns: int | None = None,
-    indexed: bool | None = None,
+    indexed: IndexState | None = None,
 ) -> Pool:
     """Fetch the given traces, the traces of the correlation ids, and — round by round —
     every trace a span link reaches from a trace already fetched.
@@ -387,7 +386,7 @@ def collect(
         known: spans already fetched (whole traces of theirs are fetched anyway).
         until_ns: nothing of the tree starts at or after this (None: no bound) — the
             ``horizon`` of ``fanout_tree``; every scan is then a bounded time range.
-        indexed: whether the file has the id index (None: look).
+        indexed: the id index's state (None: look).
     """
     pool = Pool()
     params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
@@ -396,21 +395,21 @@ def collect(
     # With the id index and no horizon, the window ends at the last start of any id the
     # tree reaches (its correlation ids, traces, and links into those traces), learned
     # before each round reads them, so every scan is a time range.
-    if indexed is None:
-        indexed = has_index(cursor)
-    grow = indexed and until_ns is None
+    state = index_state(cursor) if indexed is None else indexed
+    complete = state.complete
+    grow = complete and until_ns is None
     if grow:
         params["until"] = since_ns
-    links_sql = _LINKS.replace("{bound}", _LINKS_IN_WINDOW if indexed else "")
+    links_sql = _LINKS.replace("{bound}", _LINKS_IN_WINDOW if complete else "")
     firsts: list[int] = []  # where the rows of each set of ids read begin (the index)
 
     def bounded(kinds: tuple[str, ...], ids: _IdSet) -> dict[str, int]:
         """The window for reading rows of ``ids`` (as ``kinds``): with the index, from the
         first of them (not the tree's lower bound, ``SKEW_NS`` before its root), and,
         growing, up to the last."""
-        if not indexed:
+        if not complete:
             return params
-        found = id_range(cursor, kinds, ids.ids, ids.table, params["since"])
+        found = id_range(cursor, kinds, ids.ids, ids.table, params["since"], keyed=state.keyed)
         if found is None:
             return params
         if grow:
@@ -432,12 +431,12 @@ def collect(
                 pending = set(sorted(pending)[: MAX_TRACES - len(pool.traces)])
             ids = sets(pending)
             window = bounded(("trace", "linked"), ids)
-            for item in _fetch_spans(cursor, ids, window, narrow=indexed):
+            for item in _fetch_spans(cursor, ids, window, narrow=complete):
                 pool.spans[item.key] = item
             pool.traces.update(pending)
             new: set[str] = set()
             links = cursor.execute(
-                links_sql.format(ids=ids.sql), {**(window if indexed else {}), **ids.params}
+                links_sql.format(ids=ids.sql), {**(window if complete else {}), **ids.params}
             )
             for holder_t, holder_s, target_t, target_s, message_id, attempt in links.fetchall():
                 pool.links.append(
@@ -451,7 +450,7 @@ def collect(
         fetched = sets(pool.traces)
         sql = _RECORDS.format(traces=fetched.sql, ids=corr_ids.sql)
         window = params
-        if indexed and firsts and not pool.truncated:  # every trace and id read: indexed
+        if complete and firsts and not pool.truncated:  # every trace and id read: indexed
             window = {**params, "since": max(params["since"], min(firsts))}
         rows = cursor.execute(sql, {**window, **fetched.params, **corr_ids.params}).fetchall()
         for item in _items(rows, "record"):

@@ -4,9 +4,11 @@ few runs stay, and every id still leads to exactly where its rows are."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import duckdb
+import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
@@ -15,13 +17,16 @@ from eventscope.collector._writer import SpanWriter
 from eventscope.queries.id_index import (
     FANOUT,
     RunNumbers,
+    event_range,
     id_range,
+    index_key,
+    keyed_from,
     merge_range,
     merge_ranges,
     plan_merge,
     runs,
 )
-from otlp_builder import CONSUMER, Otlp, messaging
+from otlp_builder import CONSUMER, PRODUCER, Otlp, messaging
 from retention_round import retention_round
 
 BASE = 1_700_000_000 * 10**9
@@ -83,15 +88,11 @@ def test_runs_are_merged_by_size_and_every_id_still_leads_to_its_rows(tmp_path: 
     assert max(rows for _, rows in stored) >= 4 * FANOUT  # merged runs exist
     # Nothing lost or made up: the index holds exactly the rows the stored spans imply.
     assert _index(cursor) == _implied(cursor)
-    # Each run is sorted by key (what makes a lookup read one row group of it).
+    # Each run is sorted by key, so by kind first (what makes a lookup read one row group
+    # of it, and a lookup of many ids only their kind's row groups).
+    assert keyed_from(cursor) == 0
     for run, _ in stored:
-        keys = [
-            k
-            for (k,) in cursor.execute(
-                "SELECT key FROM eventscope_ids WHERE run = $r ORDER BY rowid", {"r": run}
-            ).fetchall()
-        ]
-        assert keys == sorted(keys), run
+        assert _sorted(cursor, run), run
     for n in (0, 1, COMMITS // 2, COMMITS - 1):
         at = BASE + n * 10**9
         assert id_range(cursor, ["trace"], [Otlp.trace_id(f"t{n}")]) == (at, at)
@@ -116,10 +117,11 @@ def _lookups_after_a_bound_leave_older_ids_out(cursor: duckdb.DuckDBPyConnection
     assert id_range(cursor, ["trace"], traces[:3], None, middle) is None
     assert id_range(cursor, ["trace"], traces, "wanted", last + 1) is None
     # The bound is a parameter, never an id looked up: a row keyed by its text is not found.
+    [(hashed,)] = cursor.execute("SELECT hash($text)", {"text": str(middle)}).fetchall()
     cursor.execute(
-        "INSERT INTO eventscope_ids_recent VALUES (hash($text), 1, make_timestamp_ns($at), "
+        "INSERT INTO eventscope_ids_recent VALUES ($key, 1, make_timestamp_ns($at), "
         "make_timestamp_ns($at))",
-        {"text": str(middle), "at": last + 10**9},
+        {"key": index_key(hashed, 1), "at": last + 10**9},
     )
     assert id_range(cursor, ["trace"], traces[:3], None, middle) is None
     cursor.execute("DROP TABLE wanted")
@@ -155,6 +157,162 @@ def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path:
     database.close()
 
 
+def _linked_pair() -> object:
+    """A producer span of trace ``p`` at 0 s and, 5 s later, a consumer span of its own
+    trace ``c`` linking to it; both carry the correlation id ``corr`` and the event ``ev``."""
+    otlp = Otlp(BASE)
+    attrs = messaging("send", "orders", "ev", correlation="corr", event_type="OrderPlaced")
+    otlp.span("shop", "send", PRODUCER, trace="p", span="ps", start=0, ms=1, attrs=attrs)
+    attrs = messaging("process", "orders", "ev", correlation="corr", group="billing")
+    otlp.span(
+        "billing",
+        "process",
+        CONSUMER,
+        trace="c",
+        span="cs",
+        start=5000.0,
+        ms=2,
+        attrs=attrs,
+        links=[("p", "ps", {})],
+    )
+    return TRACES.decode(otlp.bodies()[0], "application/x-protobuf")
+
+
+@pytest.mark.parametrize("run_rows", [1, 10**6], ids=["in runs", "recent"])
+def test_each_kind_is_keyed_with_its_prefix_and_found(tmp_path: Path, run_rows: int) -> None:
+    """Every kind's rows are keyed by ``index_key`` (a trace and a link target alike), and
+    lookups of one kind or several, by one id or many, find exactly their rows, whether
+    they are in runs or still recent."""
+    database = Database.open(Settings(db=str(tmp_path / "kinds.duckdb")))
+
+    async def run() -> None:
+        writer = SpanWriter(
+            database,
+            max_queue_rows=100_000,
+            max_commit_rows=100_000,
+            metrics=Metrics(),
+            index_run_rows=run_rows,
+            index_compact_every=0.0,
+        )
+        await writer.start()
+        await writer.write(TRACES, _linked_pair())
+        await writer.close()
+
+    asyncio.run(run())
+    cursor = database.cursor()
+    assert bool(runs(cursor)) == (run_rows == 1)
+    p, c = Otlp.trace_id("p"), Otlp.trace_id("c")
+    rows = cursor.execute(
+        "SELECT key, kind FROM eventscope_ids UNION ALL "
+        "SELECT key, kind FROM eventscope_ids_recent ORDER BY ALL"
+    ).fetchall()
+
+    def hashed(text: str) -> int:
+        return int(cursor.execute("SELECT hash($t)", {"t": text}).fetchone()[0])
+
+    wanted = [(p, 1), (c, 1), ("corr", 2), ("ev", 3), (p, 4)]
+    assert rows == sorted((index_key(hashed(i), k), k) for i, k in wanted)
+    assert index_key(hashed(p), 1) == index_key(hashed(p), 4)  # one place for a tree to read
+    at, later = BASE, BASE + 5 * 10**9
+    padding = [f"unknown-{n}" for n in range(40)]  # more than 32 ids: a join, not points
+    cursor.execute(
+        "CREATE TEMPORARY TABLE many AS SELECT unnest($ids) AS id", {"ids": [p, *padding]}
+    )
+    for ids, table in (([p], None), ([p, *padding], "many")):
+        assert id_range(cursor, ["trace"], ids, table) == (at, at)
+        assert id_range(cursor, ["linked"], ids, table) == (later, later)
+        assert id_range(cursor, ["trace", "linked"], ids, table) == (at, later)
+        assert id_range(cursor, ["correlation", "event"], ids, table) is None
+    assert id_range(cursor, ["correlation"], ["corr"]) == (at, later)
+    assert id_range(cursor, ["event"], ["ev"]) == (at, later)
+    assert id_range(cursor, ["trace"], ["ev", "corr"]) is None
+    assert event_range(cursor, [hashed("ev")]) == (at, later)
+    assert event_range(cursor, [hashed("corr")]) is None
+    cursor.close()
+    database.close()
+
+
+def _sorted(cursor: duckdb.DuckDBPyConnection, run: int) -> bool:
+    """Whether the rows of ``run`` are stored in key order (so kind first)."""
+    rows = cursor.execute(
+        "SELECT key, kind FROM eventscope_ids WHERE run = $r ORDER BY rowid", {"r": run}
+    ).fetchall()
+    return rows == sorted(rows) and [k for _, k in rows] == sorted(k for _, k in rows)
+
+
+# The index as a version before 2026-12-05 built it: keyed by hash alone, in three runs
+# sorted by that key, and some recent rows (those of every fourth key).
+_OLD_INDEX = """
+CREATE TEMPORARY TABLE old AS
+SELECT hash(trace_id) AS key, 1 AS kind, min(start_time) AS first, max(start_time) AS last
+FROM spans GROUP BY ALL
+UNION ALL
+SELECT hash(message_id), 3, min(start_time), max(start_time) FROM spans GROUP BY ALL;
+DELETE FROM eventscope_ids;
+DELETE FROM eventscope_ids_recent;
+INSERT INTO eventscope_ids SELECT *, 1 + key % 3 FROM old WHERE key % 4 <> 0 ORDER BY 5, 1;
+INSERT INTO eventscope_ids_recent SELECT * FROM old WHERE key % 4 = 0;
+DELETE FROM eventscope_meta WHERE key = 'ids_keyed_from';
+DROP TABLE old;
+"""
+
+
+def test_an_index_keyed_by_hash_alone_is_keyed_again_after_a_start(tmp_path: Path) -> None:
+    """A file whose index an earlier version keyed by hash alone: after a start its recent
+    rows are keyed again at once and its runs one at a time, by the merges; lookups of
+    one id and of many answer the same before and after, and the file says when done."""
+    path = tmp_path / "by-hash.duckdb"
+    database, _ = _ingest(path)
+    cursor = database.cursor()
+    index = _index(cursor)
+    assert index == _implied(cursor)
+    traces = [Otlp.trace_id(f"t{n}") for n in range(COMMITS)]
+    events = [f"e{n}" for n in range(COMMITS)]
+    cursor.execute("CREATE TEMPORARY TABLE wanted AS SELECT unnest($ids) AS id", {"ids": traces})
+    cursor.execute("CREATE TEMPORARY TABLE evs AS SELECT unnest($ids) AS id", {"ids": events})
+    last = BASE + (COMMITS - 1) * 10**9
+
+    def answers() -> None:
+        assert id_range(cursor, ["trace"], traces, "wanted") == (BASE, last)
+        assert id_range(cursor, ["event"], events, "evs") == (BASE, last)
+        assert id_range(cursor, ["event"], traces, "wanted") is None  # no event has those
+        for n in (0, 1, 2, 3, COMMITS - 1):
+            at = BASE + n * 10**9
+            assert id_range(cursor, ["trace"], [traces[n]]) == (at, at)
+            assert id_range(cursor, ["event", "trace"], [events[n]]) == (at, at)
+            assert id_range(cursor, ["correlation"], [traces[n]]) is None
+
+    answers()
+    cursor.execute("BEGIN TRANSACTION")
+    cursor.execute(_OLD_INDEX)
+    cursor.execute("COMMIT")
+    old = runs(cursor)
+    assert [run for run, _ in old] == [1, 2, 3] and _recent(cursor) > 0
+    assert keyed_from(cursor) is None
+    answers()  # read as it is, both keys asked for
+    cursor.close()
+    database.close()
+    database, _ = _ingest(path, COMMITS, 0)  # a start, no new rows: only keying is due
+    cursor = database.cursor()
+    assert keyed_from(cursor) == 0
+    assert min(run for run, _ in runs(cursor)) > 3
+    assert all(_sorted(cursor, run) for run, _ in runs(cursor))
+    assert _index(cursor) == index  # every row, keyed as the writer keys them now
+    cursor.execute("CREATE TEMPORARY TABLE wanted AS SELECT unnest($ids) AS id", {"ids": traces})
+    cursor.execute("CREATE TEMPORARY TABLE evs AS SELECT unnest($ids) AS id", {"ids": events})
+    answers()
+    cursor.close()
+    database.close()
+
+
+def test_plan_keys_runs_keyed_by_hash_alone_first() -> None:
+    stored = [(1, 100), (2, 5), (7, 5), (8, 5), (9, 5)]
+    assert plan_merge(stored, 4, 4, keyed=7) == [1]  # the oldest keyed by hash alone
+    assert plan_merge(stored, 4, 4, keyed=2) == [1]
+    assert plan_merge(stored, 4, 4, keyed=0) == [2, 7, 8, 9]  # size class 0
+    assert plan_merge(stored[2:], 4, 4, keyed=None) == []
+
+
 def _index(cursor: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
     """Every row of the index (runs and recent rows)."""
     return cursor.execute(
@@ -166,9 +324,9 @@ def _index(cursor: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
 def _implied(cursor: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
     """The index rows the stored spans imply (one delivery each: its trace and event id)."""
     return cursor.execute(
-        "SELECT hash(trace_id), 1, start_time, start_time FROM spans "
-        "UNION ALL SELECT hash(message_id), 3, start_time, start_time FROM spans "
-        "ORDER BY ALL"
+        "SELECT hash(trace_id) >> 2, 1, start_time, start_time FROM spans "
+        "UNION ALL SELECT (2::UBIGINT << 62) | (hash(message_id) >> 2), 3, start_time, "
+        "start_time FROM spans ORDER BY ALL"
     ).fetchall()
 
 
@@ -179,8 +337,9 @@ def _recent(cursor: duckdb.DuckDBPyConnection) -> int:
 def test_a_merge_moved_in_key_ranges_is_one_sorted_run_of_the_same_rows(
     tmp_path: Path,
 ) -> None:
-    """Merges move one key range per step (short steps between commits): the run they
-    write is the same rows, sorted by key, whatever the number of ranges."""
+    """Merges move one key range of one kind per step (short steps between commits): the
+    run they write is the same rows, sorted by kind, then key, whatever the number of
+    ranges."""
     database, _ = _ingest(tmp_path / "sliced.duckdb")
     cursor = database.cursor()
     everything = [run for run, _ in runs(cursor)]
@@ -188,7 +347,11 @@ def test_a_merge_moved_in_key_ranges_is_one_sorted_run_of_the_same_rows(
         "SELECT key, kind, first, last FROM eventscope_ids ORDER BY ALL"
     ).fetchall()
     ranges = merge_ranges(cursor, everything, slice_rows=7)
-    assert len(ranges) > 10 and ranges[0][0] == 0 and ranges[-1][1] == 2**64 - 1
+    assert len(ranges) > 10 and [r[0] for r in ranges] == sorted(r[0] for r in ranges)
+    for prefix in (0, 2):  # each key prefix's ranges (traces', events') cover every hash
+        bounds = [(low, high) for p, low, high in ranges if p == prefix]
+        assert bounds[0][0] == 0 and bounds[-1][1] == 2**64 - 1
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(bounds))
     into = RunNumbers(cursor).take()
     moved = [merge_range(cursor, everything, into, keys) for keys in ranges]
     assert sum(moved) == len(before) and max(moved) <= 3 * 7
@@ -198,6 +361,7 @@ def test_a_merge_moved_in_key_ranges_is_one_sorted_run_of_the_same_rows(
         "SELECT key, kind, first, last FROM eventscope_ids ORDER BY rowid"
     ).fetchall()
     assert [r[0] for r in after] == sorted(r[0] for r in after)
+    assert [r[1] for r in after] == sorted(r[1] for r in after)  # by kind first
     assert sorted(after) == before
     cursor.close()
     database.close()
