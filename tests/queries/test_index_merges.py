@@ -50,6 +50,20 @@ def _delivery(n: int) -> object:
     return TRACES.decode(otlp.bodies()[0], "application/x-protobuf")
 
 
+def _writer(database: Database, *, run_rows: int) -> SpanWriter:
+    """The real writer, the recent rows made a run once there are ``run_rows``, at every
+    chance; merges running beside the commits."""
+    return SpanWriter(
+        database,
+        max_queue_rows=100_000,
+        max_commit_rows=100_000,
+        metrics=Metrics(),
+        index_run_rows=run_rows,
+        index_compact_every=0.0,
+        index_merges=True,
+    )
+
+
 def _ingest(path: Path, first: int = 0, count: int = COMMITS) -> tuple[Database, int]:
     """``count`` commits (deliveries ``first`` on) through the real writer, the recent rows
     made a run after every second one (runs of 4 rows), merges running beside the
@@ -58,15 +72,7 @@ def _ingest(path: Path, first: int = 0, count: int = COMMITS) -> tuple[Database,
     database = Database.open(Settings(db=str(path)))
 
     async def run() -> None:
-        writer = SpanWriter(
-            database,
-            max_queue_rows=100_000,
-            max_commit_rows=100_000,
-            metrics=Metrics(),
-            index_run_rows=4,
-            index_compact_every=0.0,
-            index_merges=True,
-        )
+        writer = _writer(database, run_rows=4)
         await writer.start()
         await writer.index_merged()  # what was due on open
         for n in range(first, first + count):
@@ -186,14 +192,7 @@ def test_each_kind_is_keyed_with_its_prefix_and_found(tmp_path: Path, run_rows: 
     database = Database.open(Settings(db=str(tmp_path / "kinds.duckdb")))
 
     async def run() -> None:
-        writer = SpanWriter(
-            database,
-            max_queue_rows=100_000,
-            max_commit_rows=100_000,
-            metrics=Metrics(),
-            index_run_rows=run_rows,
-            index_compact_every=0.0,
-        )
+        writer = _writer(database, run_rows=run_rows)
         await writer.start()
         await writer.write(TRACES, _linked_pair())
         await writer.close()
