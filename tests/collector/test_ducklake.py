@@ -12,8 +12,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 from collector_process import Collector, eventscope
+from eventscope.collector._database import Database
+from eventscope.collector._settings import Settings
+from eventscope.queries.id_index import index_key, keyed_from
+from opentelemetry.proto.trace.v1 import trace_pb2
 from otlp_requests import PROTOBUF, span, traces
 
 
@@ -146,8 +151,6 @@ def test_retention_on_a_lake_removes_old_rows(postgres_dsn, lake, tmp_path) -> N
     import re
     import time
 
-    from opentelemetry.proto.trace.v1 import trace_pb2
-
     db, schema, data = lake
     hour = 3600 * 10**9
     server = Collector(
@@ -189,3 +192,55 @@ def test_retention_on_a_lake_removes_old_rows(postgres_dsn, lake, tmp_path) -> N
     assert removed == len(old)
     assert names == {s.name for s in fresh}
     assert "retention round failed" not in (tmp_path / "r.log").read_text()
+
+
+# A lake's id index as an eventscope before 2026-12-05 wrote it: keyed by hash alone.
+_INDEX_BY_HASH = """
+DELETE FROM eventscope_ids;
+DELETE FROM eventscope_ids_recent;
+INSERT INTO eventscope_ids_recent
+SELECT hash(trace_id), 1, min(start_time), max(start_time) FROM spans GROUP BY ALL;
+DELETE FROM eventscope_meta WHERE key = 'ids_keyed_from';
+"""
+
+
+def _lake_cursor(db: str, schema: str, data: Path) -> tuple[Database, duckdb.DuckDBPyConnection]:
+    database = Database.open(Settings(db=db, ducklake_schema=schema, data_path=str(data)))
+    return database, database.writer_cursor()
+
+
+def test_a_lake_indexed_by_hash_alone_is_read_and_keyed_again(lake, tmp_path) -> None:
+    """A lake whose id index an earlier version keyed by hash alone: a collector of this
+    version starts on it, keys its recent rows again (an UPDATE on the lake), and finds a
+    request by its trace id. A lake's runs are not merged: had it runs keyed so, they would
+    stay as they are and lookups keep asking for both keys (tests/queries/
+    test_index_merges.py reads such an index)."""
+    db, schema, data = lake
+    common = ["--decode-workers", "0", "--data-path", str(data), "--ducklake-schema", schema]
+    server = Collector(db, *common, log=tmp_path / "l.log")
+    root = span("POST /orders", kind=trace_pb2.Span.SPAN_KIND_SERVER)
+    child = span("charge", trace_id=root.trace_id, parent_span_id=root.span_id)
+    try:
+        server.start()
+        assert server.post("/v1/traces", traces(root, child), PROTOBUF)[0] == 200
+        assert server.stop() == 0
+        database, cursor = _lake_cursor(db, schema, data)
+        cursor.execute(_INDEX_BY_HASH)
+        cursor.close()
+        database.close()
+        server.start()
+        status, tree = server.get(f"/api/tree/{root.trace_id.hex()}")
+        assert status == 200, tree
+        assert tree["size"] == 2
+        assert server.stop() == 0
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+    database, cursor = _lake_cursor(db, schema, data)
+    [(key, kind)] = cursor.execute("SELECT key, kind FROM eventscope_ids_recent").fetchall()
+    [(hashed,)] = cursor.execute("SELECT hash($t)", {"t": root.trace_id.hex()}).fetchall()
+    assert (key, kind) == (index_key(hashed, 1), 1)
+    assert keyed_from(cursor) == 0  # nothing keyed by hash alone is left
+    cursor.close()
+    database.close()
+    assert "Traceback" not in (tmp_path / "l.log").read_text()
