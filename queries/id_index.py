@@ -7,9 +7,10 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
 ``trace_id → (start, end)`` table, and Tempo's per-block trace-id lookups:
 
 - With each commit the writer adds, per id in the commit, one row ``(key, kind, first
-  start, last start)`` to ``eventscope_ids_recent`` (a few rows per request). The key is
-  the kind (1-4, less one) in its top two bits and the top 62 bits of ``hash(id)`` below
-  (:func:`index_key`), so that keys sorted are sorted by kind first.
+  start, last start)`` to ``eventscope_ids_recent`` (a few rows per request). The key is a
+  prefix of the kind in its top two bits (a trace and a span-link target share one) and
+  the top 62 bits of ``hash(id)`` below (:func:`index_key`), so that keys sorted are
+  sorted by kind first.
 - Every few seconds the writer moves those rows into ``eventscope_ids``, grouped by key
   and sorted by it (:func:`compact`): each move is a *run* (column ``run``) of row groups
   with narrow key ranges, so a point lookup reads one row group per run plus the recent
@@ -22,9 +23,9 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
   now at most ``(FANOUT - 1)`` runs per size class, five classes from 250 k to 64 M rows).
 - A lookup returns the hull of the ranges found. A hash collision only widens it; the scan
   that follows still compares the real id, so results stay exact.
-- Many ids at once (a tree's fetch round) are one semi-join on the key per kind, which
-  still reads every row group of that kind in every run it does not skip (random keys are
-  in all of them). A reader
+- Many ids at once (a tree's fetch round) are one semi-join on the key per key prefix,
+  which still reads every row group of that prefix in every run it does not skip (random
+  keys are in all of them). A reader
   that needs nothing older than a bound passes it (``after_ns``): runs that ended before
   it are skipped by their zone maps on ``last``, as a run holds one stretch of arrival.
 - Retention (:func:`trim`) removes runs *whole*, once every id in them was last seen
@@ -150,18 +151,26 @@ def index_key(hashed: int, kind: int) -> int:
     prefix (:data:`_PREFIX`) in the top two bits, so that keys sorted are sorted by kind
     first (a lookup of many ids of one kind reads only the row groups of that kind), the
     hash's top 62 bits below."""
-    return (_PREFIX[kind] << 62) | (hashed >> 2)
+    return _prefixed(hashed, _PREFIX[kind])
+
+
+def _prefixed(hashed: int, prefix: int) -> int:
+    return (prefix << 62) | (hashed >> 2)
 
 
 def _prefix_sql(kind: str) -> str:
     return f"CASE ({kind}) WHEN 2 THEN 1 WHEN 3 THEN 2 ELSE 0 END"
 
 
-def _key_sql(hashed: str, kind: str | int) -> str:
-    """:func:`index_key` in SQL, of a kind given as SQL or as a number (DuckDB's shifts
-    and ``|`` share one precedence: every step is in brackets)."""
-    prefix = str(_PREFIX[kind]) if isinstance(kind, int) else _prefix_sql(kind)
+def _prefixed_sql(hashed: str, prefix: str) -> str:
+    """:func:`_prefixed` in SQL (DuckDB's shifts and ``|`` share one precedence: every
+    step is in brackets)."""
     return f"((({prefix})::UBIGINT << 62) | (({hashed}) >> 2))"
+
+
+def _key_sql(hashed: str, kind: str) -> str:
+    """:func:`index_key` in SQL, of a kind given as SQL."""
+    return _prefixed_sql(hashed, _prefix_sql(kind))
 
 
 _COMPACT = """
@@ -335,7 +344,7 @@ def merge_range(
         params: dict[str, object] = {"low": low, "high": high}
     else:
         where = "key >= $low::UBIGINT AND key <= $high::UBIGINT"
-        params = {"low": prefix << 62 | low >> 2, "high": prefix << 62 | high >> 2}
+        params = {"low": _prefixed(low, prefix), "high": _prefixed(high, prefix)}
     in_range = f"{_merged(merged)} AND {where}"
     key = _key_sql("key", "kind") if rekey else "key"
     insert = (
@@ -495,7 +504,7 @@ _AFTER = " AND last >= make_timestamp_ns($after)"
 def _point_keys(hashed: str, prefixes: list[int], keyed: bool) -> list[str]:
     """The keys (SQL) an id whose hash is ``hashed`` may have with those key ``prefixes``
     (:func:`index_key`), and, unless every run is ``keyed``, its hash alone."""
-    keys = [f"(({prefix}::UBIGINT << 62) | (({hashed}) >> 2))" for prefix in prefixes]
+    keys = [_prefixed_sql(hashed, str(prefix)) for prefix in prefixes]
     return keys if keyed else [hashed, *keys]
 
 
@@ -514,12 +523,12 @@ def event_range(
         return None
     listed = ", ".join(str(key) for key in keys)  # ints, not user input
     event = KINDS["event"]
-    row = cursor.execute(
-        "SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ("
+    rows = (
         f"SELECT first, last FROM eventscope_ids WHERE key IN ({listed}) AND kind = {event} "
         f"UNION ALL SELECT first, last FROM eventscope_ids_recent WHERE key IN ({listed}) "
-        f"AND kind = {event})"
-    ).fetchone()
+        f"AND kind = {event}"
+    )
+    row = cursor.execute(_HULL.format(rows=rows)).fetchone()
     if row is None or row[0] is None:
         return None
     return int(row[0]), int(row[1])
@@ -557,7 +566,7 @@ def id_range(
     if table is not None and len(wanted) > _POINT_LOOKUPS:
         branches = []
         for prefix in prefixes:
-            selected = f"SELECT (({prefix}::UBIGINT << 62) | (hash(id) >> 2)) FROM {table}"
+            selected = f"SELECT {_prefixed_sql('hash(id)', str(prefix))} FROM {table}"
             if not keyed:
                 selected += f" UNION ALL SELECT hash(id) FROM {table}"
             branches.append(_JOINED_BRANCH.format(keys=selected, after=after))
