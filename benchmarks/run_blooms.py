@@ -6,7 +6,9 @@ to learn whether any of them has a row later on. Tempo skips blocks with a Bloom
 per block. This script builds one per run in numpy (``--bits`` a key, ``--hashes``
 positions by double hashing of DuckDB's ``hash``), probes the tree's keys, and times the
 lookup as eventscope runs it against the same lookup restricted to the runs the filters
-flag (``run IN …``), checking both give the same answer.
+flag (``run IN …``), checking both give the same answer. The file's index must be keyed
+with kinds (queries/id_index.py ``index_key``; ``benchmarks/merge_index.py`` keys an older
+file again).
 
     python benchmarks/run_blooms.py queries-5000000-v6-….duckdb [--bits 10] [--hashes 7]
 """
@@ -32,7 +34,7 @@ _LOOKUP = """
 SELECT epoch_ns(min(first) FILTER (WHERE kind IN (1, 4))),
        epoch_ns(max(last) FILTER (WHERE kind IN (1, 4)))
 FROM eventscope_ids
-WHERE key IN (SELECT hash(id) FROM wanted) AND last >= make_timestamp_ns($after) {runs}
+WHERE key IN (SELECT hash(id) >> 2 FROM wanted) AND last >= make_timestamp_ns($after) {runs}
 """
 
 
@@ -89,7 +91,8 @@ def main() -> None:
         f"{len(sizes)} runs; filters of {args.bits} bits a key, {args.hashes} hashes: "
         f"{megabytes:.0f} MiB, built in {built:.1f} s"
     )
-    probe = connection.execute("SELECT hash(id) AS k FROM wanted").fetchnumpy()["k"]
+    # a trace's index key (queries/id_index.py index_key: prefix 0, the hash's top 62 bits)
+    probe = connection.execute("SELECT hash(id) >> 2 AS k FROM wanted").fetchnumpy()["k"]
     probe = probe.astype(np.uint64)
     for _ in range(3):
         started = time.perf_counter()
