@@ -28,6 +28,7 @@ import duckdb
 from eventscope.queries.id_index import (
     FANOUT,
     RunNumbers,
+    drop_runs,
     keyed_from,
     merge_range,
     merge_ranges,
@@ -128,6 +129,8 @@ class IndexMerges:
             step = partial(_timed_step, merged=due, into=into, keys=keys, rekey=rekey)
             rows, seconds = await self._on_writer(step)
             moved, held = moved + rows, held + seconds
+        if rekey:  # copied, keyed again: the old runs go whole (merge_range says why)
+            await self._on_writer(partial(drop_runs, runs=due))
         log.debug(
             "id index: merged runs %s into run %d (%d rows, %d steps, %.2f s)",
             due,

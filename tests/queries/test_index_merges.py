@@ -17,6 +17,7 @@ from eventscope.collector._writer import SpanWriter
 from eventscope.queries.id_index import (
     FANOUT,
     RunNumbers,
+    drop_runs,
     event_range,
     id_range,
     index_key,
@@ -300,6 +301,38 @@ def test_an_index_keyed_by_hash_alone_is_keyed_again_after_a_start(tmp_path: Pat
     cursor.execute("CREATE TEMPORARY TABLE wanted AS SELECT unnest($ids) AS id", {"ids": traces})
     cursor.execute("CREATE TEMPORARY TABLE evs AS SELECT unnest($ids) AS id", {"ids": events})
     answers()
+    cursor.close()
+    database.close()
+
+
+def test_rekeying_copies_a_run_and_removes_it_whole(tmp_path: Path) -> None:
+    """Keying a run again copies it range by range and leaves it whole until the end (no
+    row group of it part-deleted meanwhile), then removes it in one go: the copy is the
+    run's rows keyed as the writer keys them, sorted."""
+    database, _ = _ingest(tmp_path / "copy.duckdb")
+    cursor = database.cursor()
+    index = _index(cursor)
+    cursor.execute("BEGIN TRANSACTION")
+    cursor.execute(_OLD_INDEX)
+    cursor.execute("COMMIT")
+    cursor.execute("DELETE FROM eventscope_ids_recent")  # (the recent rows: keyed at a start)
+    old = cursor.execute("SELECT * FROM eventscope_ids ORDER BY ALL").fetchall()
+    numbers = RunNumbers(cursor)
+    copies = []
+    for run in (1, 2, 3):  # each alone, as the merges do
+        copies.append(into := numbers.take())
+        for keys in merge_ranges(cursor, [run], slice_rows=5):
+            merge_range(cursor, [run], into, keys, rekey=True)
+        assert _sorted(cursor, into)
+        kept = cursor.execute(
+            "SELECT * FROM eventscope_ids WHERE run IN (1, 2, 3) ORDER BY ALL"
+        ).fetchall()
+        assert kept == old  # untouched so far
+    assert drop_runs(cursor, [1, 2, 3]) == len(old)
+    assert [run for run, _ in runs(cursor)] == copies
+    keyed = sorted((index_key(key, kind), kind, *times) for key, kind, *times, _ in old)
+    assert _index(cursor) == keyed
+    assert set(keyed) <= set(index)  # as the writer keyed them in the first place
     cursor.close()
     database.close()
 
