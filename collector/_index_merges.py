@@ -6,7 +6,7 @@ reads one row group of every run. Left alone, runs pile up with the stored data 
 merged into one of the next (:func:`plan_merge`) whenever there are :data:`FANOUT` of them,
 and the number of runs grows with the logarithm of the data.
 
-A merge moves one key range of one kind, about 100,000 rows, at a time, each step one short
+A merge moves one key range of one key prefix, about 100,000 rows, at a time, each step one short
 transaction on the writer's thread between two commits (like retention's slices): a merge
 never runs beside a commit, so the two never compete for DuckDB's memory, and it holds up
 the commits behind it for a few tens of milliseconds per step (≈36 ms per 100,000 rows
@@ -30,6 +30,7 @@ from eventscope.queries.id_index import (
     RunNumbers,
     drop_runs,
     keyed_from,
+    mark_keyed,
     merge_range,
     merge_ranges,
     plan_merge,
@@ -119,7 +120,7 @@ class IndexMerges:
         due, ranges, keyed = await asyncio.to_thread(self._plan)
         if not due:
             if keyed:  # a file keyed before: its last run keyed again, the file says so
-                await self._on_writer(partial(keyed_from, next_run=numbers.take()))
+                await self._on_writer(partial(mark_keyed, next_run=numbers.take()))
             return False
         into, held, moved = numbers.take(), 0.0, 0
         rekey = due[0] < (keyed or 0)
@@ -155,7 +156,7 @@ def _numbers(cursor: duckdb.DuckDBPyConnection) -> RunNumbers:
     keyed again and the first run keyed with its kind noted (the merges key the older runs
     again, one at a time, before any other merge)."""
     numbers = RunNumbers(cursor)
-    keyed_from(cursor, next_run=numbers.take())
+    mark_keyed(cursor, next_run=numbers.take())
     return numbers
 
 

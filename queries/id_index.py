@@ -76,6 +76,7 @@ __all__ = [
     "index_rows_sql",
     "index_state",
     "keyed_from",
+    "mark_keyed",
     "merge_range",
     "merge_ranges",
     "plan_merge",
@@ -268,14 +269,19 @@ def plan_merge(
 KEYED_FROM = "ids_keyed_from"
 
 
-def keyed_from(cursor: duckdb.DuckDBPyConnection, next_run: int | None = None) -> int | None:
+def keyed_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
     """From which run on the runs' keys carry their kind (:func:`index_key`): 0 when every
     run's and the recent rows' do; None when not known (an index keyed by hash alone, which
-    no writer opened since). With ``next_run`` (on the writer's connection, before it makes
-    a run): a file that does not say has its recent rows keyed again and is marked from
-    ``next_run``; one whose runs are all keyed now, from 0."""
-    found = complete_from(cursor, KEYED_FROM)
-    if next_run is None or found == 0:
+    no writer opened since)."""
+    return complete_from(cursor, KEYED_FROM)
+
+
+def mark_keyed(cursor: duckdb.DuckDBPyConnection, next_run: int) -> int:
+    """On the writer's connection, before it makes a run: a file that does not say
+    (:func:`keyed_from`) has its recent rows keyed again and is marked from ``next_run``;
+    one whose runs are all keyed now, from 0. Returns what :func:`keyed_from` says now."""
+    found = keyed_from(cursor)
+    if found == 0:
         return found
     stored = cursor.execute("SELECT min(run) FROM eventscope_ids").fetchone()
     first = found if found is not None else next_run
@@ -533,7 +539,7 @@ def event_range(
     them): the earliest and latest start of any of their rows, or None. ``keyed`` as
     there."""
     if keyed is None:
-        keyed = keyed_from(cursor) == 0
+        keyed = index_state(cursor).keyed
     keys = sorted(
         {index_key(h, KINDS["event"]) for h in hashes} | (set() if keyed else set(hashes))
     )
@@ -579,7 +585,7 @@ def id_range(
     numbers = sorted({KINDS[kind] for kind in kinds})
     codes = ", ".join(str(code) for code in numbers)
     if keyed is None:
-        keyed = keyed_from(cursor) == 0
+        keyed = index_state(cursor).keyed
     prefixes = sorted({_PREFIX[code] for code in numbers})
     if table is not None and len(wanted) > _POINT_LOOKUPS:
         branches = []
