@@ -42,9 +42,11 @@ SELECT DISTINCT group_key FROM eventscope_ledger_keys WHERE {_WINDOW} AND group_
 # Per chunk of up to 62 groups ($groups: their keys; a group outside it, or a publish,
 # has no bit): the learned masks per type (kind 0) and the events an expected group did
 # not handle (kind 1), as the raw query computes them by name; kind 2: how many event keys
-# hold two event ids, kind 3: how many events were published as two types (the raw query
+# hold two event ids, and how many events were published as two types (the raw query
 # learns both types' groups from one event: read raw). One pass over the keys, grouped by
 # event: no join of the publishes with the events (≈40 ms an hour at 100 M spans a day).
+# A row's bit comes from a join with the chunk's groups, not list_position() per row, and
+# both counts from one pass over the events: a day at 100 M spans a day 5.98 -> 5.43 s.
 _LOST = f"""
 WITH ev AS MATERIALIZED (
     SELECT event_key,
@@ -57,9 +59,12 @@ WITH ev AS MATERIALIZED (
                    AND start_time < make_timestamp_ns($events_until)) AS judged,
            min(check_key) <> max(check_key) AS collided
     FROM (
-        SELECT event_key, outcome, check_key, type_key, group_key, start_time,
-               1::BIGINT << (list_position($groups, group_key) - 1) AS bit
-        FROM eventscope_ledger_keys WHERE {_WINDOW}
+        SELECT event_key, outcome, check_key, type_key, group_key, start_time, b.bit
+        FROM eventscope_ledger_keys LEFT JOIN (
+            SELECT unnest($groups) AS bit_group,
+                   1::BIGINT << (generate_subscripts($groups, 1) - 1) AS bit
+        ) b ON b.bit_group = group_key
+        WHERE {_WINDOW}
     )
     GROUP BY event_key
 ), learned AS (
@@ -79,9 +84,8 @@ SELECT 1, e.event_key, e.handled, e.dead, e.seen
 FROM ev e JOIN expected x USING (type_key)
 WHERE e.judged AND x.mask & ~e.handled <> 0
 UNION ALL
-SELECT 2, count(*), 0, 0, 0 FROM ev WHERE collided
-UNION ALL
-SELECT 3, count(*), 0, 0, 0 FROM ev WHERE type_key <> other_type
+SELECT 2, count(*) FILTER (WHERE collided), count(*) FILTER (WHERE type_key <> other_type), 0, 0
+FROM ev
 """
 # The start times of the publishes of the candidate events ({events}) in the window.
 _TIMES = f"""
@@ -186,7 +190,7 @@ def lost_keys(
             chunk_params = {**params, "groups": chunk}
             chunk_params.update(events_from=events_from, events_until=events_until)
             for kind, key, *masks in cursor.execute(sql, chunk_params).fetchall():
-                if kind in (2, 3) and key:  # two ids on one key, two types of one event
+                if kind == 2 and (key or masks[0]):  # two ids on a key, two types of an event
                     return None
                 if kind == 1:
                     sets = events.setdefault(key, [set(), set(), set()])

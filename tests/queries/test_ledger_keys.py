@@ -284,9 +284,32 @@ def _delivery(otlp: Otlp, event: str, at: float, *, group: str = "billing", **kw
     )
 
 
-def _published(otlp: Otlp, event: str, at: float) -> None:
-    attrs = messaging("send", "orders", event, event_type="OrderPlaced")
-    otlp.span("api", "send", PRODUCER, trace=event, span=f"p-{event}", start=at, ms=1, attrs=attrs)
+def _published(otlp: Otlp, event: str, at: float, event_type: str = "OrderPlaced") -> None:
+    attrs = messaging("send", "orders", event, event_type=event_type)
+    span = f"p-{event}" if event_type == "OrderPlaced" else f"p-{event}-{event_type}"
+    otlp.span("api", "send", PRODUCER, trace=event, span=span, start=at, ms=1, attrs=attrs)
+
+
+def test_an_event_published_as_two_types_is_read_raw() -> None:
+    """Events a-c of OrderPlaced, handled by billing; x published as OrderPlaced and again
+    as OrderCancelled, handled by refunds alone. The raw query learns refunds for both
+    types from x, so a-c are lost to refunds; the keys hold one type an event: they must
+    decline (read raw), not answer without refunds."""
+    base = 1_700_000_000 * 10**9
+    cursor, otlp = _empty(base)
+    for n, event in enumerate("abc"):
+        _published(otlp, event, 1_000.0 + n * 1_000)
+        _delivery(otlp, event, 1_100.0 + n * 1_000, outcome="ok")
+    _published(otlp, "x", 5_000.0)
+    _published(otlp, "x", 5_500.0, event_type="OrderCancelled")
+    _delivery(otlp, "x", 6_000.0, group="refunds", outcome="ok")
+    load(cursor, *otlp.bodies())
+    window = {"since_ns": base, "until_ns": base + MINUTE, "grace_ns": 0}
+    assert not _lost_used(cursor, **window)
+    found = {(e.event_id, e.consumer_group) for e in lost_events(cursor, **window)}
+    assert {("a", "refunds"), ("b", "refunds"), ("c", "refunds")} <= found
+    assert lost_events(cursor, **window) == _raw(cursor, lost_events, **window)
+    cursor.close()
 
 
 def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> None:
