@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._log_bins import BIN_SQL, percentiles
+from ._log_bins import BIN_SQL, dense, dense_percentiles
 from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources
 from .latency_rollup import MINUTE_NS, latency_from
@@ -244,15 +244,23 @@ def merge(
     np.minimum.at(low, flat, np.tile(first, len(sets)))
     high = np.full(size, np.iinfo(np.int64).min)
     np.maximum.at(high, flat, np.tile(last, len(sets)))
-    measured = []
+    # Each row's histograms go into its finest group (per key and bucket) only; a coarser
+    # group's are then the sum of its finest groups' rows (a day by hour at 100 M spans a
+    # day: 6.6 M entries counted once for each set, 200 ms → ≈1.6 M counted once).
+    fine_set = sets.index((False, bucket_ns is None))
+    finest = of_row[fine_set]
+    coarser = [(finest, of_row[s]) for s in range(len(sets)) if s != fine_set]
+    measured: list[list[list[float] | None]] = []
     for measure in ("processing", "queue_wait"):
         rows, bins, counts = entries(table[measure])
-        groups_of = of_row[:, rows].reshape(-1)
-        measured.append(
-            percentiles(
-                groups_of, np.tile(bins, len(sets)), np.tile(counts, len(sets)), size, quantiles
-            )
-        )
+        if not len(bins):
+            measured.append([None] * size)
+            continue
+        histograms, lowest = dense(finest[rows], bins, counts, size)
+        for fine, coarse in coarser:
+            pairs = np.unique(np.stack([fine, coarse]), axis=1)
+            np.add.at(histograms, pairs[1], histograms[pairs[0]])
+        measured.append(dense_percentiles(histograms, lowest, quantiles))
     return [
         (
             all_keys,

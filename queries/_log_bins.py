@@ -17,7 +17,15 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BINS_PER_DECADE", "BIN_SQL", "RELATIVE_ERROR", "bin_values", "percentiles"]
+__all__ = [
+    "BINS_PER_DECADE",
+    "BIN_SQL",
+    "RELATIVE_ERROR",
+    "bin_values",
+    "dense",
+    "dense_percentiles",
+    "percentiles",
+]
 
 #: Bins per decade of nanoseconds.
 BINS_PER_DECADE = 100
@@ -54,14 +62,37 @@ def percentiles(
     ``groups[i]`` in bin ``bins[i]`` (in any order, a bin possibly more than once)."""
     if not len(bins):
         return [None] * size
-    lowest = int(bins.min())
-    width = int(bins.max()) - lowest + 1
-    # one row of counts per histogram, over the bins in use (a few decades)
-    dense = np.bincount(groups * width + (bins - lowest), weights=counts, minlength=size * width)
-    running = np.cumsum(dense)  # over every histogram in turn: one searchsorted for all
-    totals = running.reshape(size, width)[:, -1] - np.concatenate(
-        ([0], running[width - 1 :: width][:-1])
-    )
+    return dense_percentiles(*dense(groups, bins, counts, size), quantiles)
+
+
+def dense(
+    groups: npt.NDArray[np.int64],
+    bins: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    size: int,
+    lowest: int | None = None,
+    highest: int | None = None,
+) -> tuple[npt.NDArray[np.float64], int]:
+    """The histograms given as entries (as :func:`percentiles` takes them) as one row of
+    counts per histogram over the bins from ``lowest`` to ``highest`` (default: those in
+    use, a few decades), and ``lowest``."""
+    lowest = int(bins.min()) if lowest is None else lowest
+    highest = int(bins.max()) if highest is None else highest
+    width = highest - lowest + 1
+    flat = np.bincount(
+        groups * width + (bins - lowest), weights=counts, minlength=size * width
+    ).astype(np.float64, copy=False)  # (float already: it has weights)
+    return flat.reshape(size, width), lowest
+
+
+def dense_percentiles(
+    rows: npt.NDArray[np.float64], lowest: int, quantiles: Sequence[float]
+) -> list[list[float] | None]:
+    """``quantile_cont`` of each histogram of ``rows`` (counts per bin from ``lowest`` on,
+    one row each, as :func:`dense` makes them); None for an empty one."""
+    size, width = rows.shape
+    running = np.cumsum(rows.reshape(-1))  # over every histogram in turn: one searchsorted
+    totals = rows.sum(axis=1)
     before = running[width - 1 :: width] - totals  # values of the histograms before each
     values = bin_values(np.arange(lowest, lowest + width, dtype=np.int64))
     count = np.maximum(totals, 1)[:, None]
