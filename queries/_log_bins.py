@@ -24,7 +24,6 @@ __all__ = [
     "bin_values",
     "dense",
     "dense_percentiles",
-    "percentiles",
 ]
 
 #: Bins per decade of nanoseconds.
@@ -50,35 +49,18 @@ def bin_values(bins: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     return np.where(bins == 0, 0.0, np.sign(bins) * value)
 
 
-def percentiles(
-    groups: npt.NDArray[np.int64],
-    bins: npt.NDArray[np.int64],
-    counts: npt.NDArray[np.int64],
-    size: int,
-    quantiles: Sequence[float],
-) -> list[list[float] | None]:
-    """``quantile_cont`` of each of ``size`` histograms, from the bins' values; None for an
-    empty one. The histograms are given as entries: ``counts[i]`` values of histogram
-    ``groups[i]`` in bin ``bins[i]`` (in any order, a bin possibly more than once)."""
-    if not len(bins):
-        return [None] * size
-    return dense_percentiles(*dense(groups, bins, counts, size), quantiles)
-
-
 def dense(
     groups: npt.NDArray[np.int64],
     bins: npt.NDArray[np.int64],
     counts: npt.NDArray[np.int64],
     size: int,
-    lowest: int | None = None,
-    highest: int | None = None,
 ) -> tuple[npt.NDArray[np.float64], int]:
-    """The histograms given as entries (as :func:`percentiles` takes them) as one row of
-    counts per histogram over the bins from ``lowest`` to ``highest`` (default: those in
-    use, a few decades), and ``lowest``."""
-    lowest = int(bins.min()) if lowest is None else lowest
-    highest = int(bins.max()) if highest is None else highest
-    width = highest - lowest + 1
+    """``size`` histograms given as entries — ``counts[i]`` values of histogram
+    ``groups[i]`` in bin ``bins[i]`` (in any order, a bin possibly more than once; at
+    least one entry) — as one row of counts per histogram over the bins in use (a few
+    decades), and the lowest of those bins."""
+    lowest = int(bins.min())
+    width = int(bins.max()) - lowest + 1
     flat = np.bincount(
         groups * width + (bins - lowest), weights=counts, minlength=size * width
     ).astype(np.float64, copy=False)  # (float already: it has weights)
