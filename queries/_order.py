@@ -27,24 +27,26 @@ __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 # 444 ms). Then, per (entity, group) in processing order, the highest sequence processed
 # before each event (a running max, which DuckDB streams); the rows below it are out of
 # order, and only for those few the event that was processed ahead is looked up. {keys}
-# (k, pair) holds the (entity, group) hashes that _CANDIDATES found and the (event, group)
-# hashes of their deliveries; an event's first delivery may name another entity, so it is
-# taken from all of the pair's deliveries and kept only if its own (entity, group) is a
-# candidate (no other can be late or ahead). The pairs come with the candidates: found
-# here from the entity hashes, they cost one more pass over the window's deliveries and a
-# join on text (an hour at 100 M spans a day: 600 -> 550 ms for both statements).
+# restricts it to the (event, group) pairs whose deliveries name an (entity, group) that
+# _CANDIDATES found; an event's first delivery may name another entity, so it is taken
+# from all of the pair's deliveries and kept only if its own (entity, group) is a candidate
+# (no other can be late or ahead).
 _LATE = """
-WITH processed AS MATERIALIZED (
+WITH pairs AS (
+    SELECT DISTINCT message_id, consumer_group FROM ({deliveries})
+    WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
+      AND message_id IS NOT NULL AND hash(entity_id, consumer_group) IN (SELECT k FROM {keys})
+      {filters}
+), processed AS MATERIALIZED (
     SELECT message_id, consumer_group, f.entity_id, f.event_type, f.entity_sequence,
            f.start_time
     FROM (
         SELECT message_id, consumer_group,
                min({{'start_time': start_time, 'span_id': span_id, 'entity_id': entity_id,
                     'entity_sequence': entity_sequence, 'event_type': event_type}}) AS f
-        FROM ({deliveries})
+        FROM ({deliveries}) SEMI JOIN pairs USING (message_id, consumer_group)
         WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
           AND message_id IS NOT NULL {filters}
-          AND hash(message_id, consumer_group) IN (SELECT pair FROM {keys})
         GROUP BY message_id, consumer_group
     ) WHERE hash(f.entity_id, consumer_group) IN (SELECT k FROM {keys})
 ), late AS MATERIALIZED (
@@ -83,31 +85,26 @@ LEFT JOIN ("""
     + ") r ON true ORDER BY 2, 3, 7, 4"
 )
 
-# The (entity, group) pairs that may hold an event processed out of order, as hashes (k),
-# with the (event, group) hashes of their deliveries (pair), on integer columns (the query
-# above holds every successful delivery of the window with its text columns: ≈450 MiB for
-# an hour at 100 M spans a day). A superset, whatever the hashes: pairs sharing a hash only
-# add rows ahead of an event, and so do the later successful deliveries of an event (each
-# repeats the sequence of its first, which came before), and a row is late only if a row
-# before it in (start, sequence) order has a higher sequence. _LATE then reads every
-# delivery of those (event, group) pairs (of any entity: an event's first successful
-# delivery is its processing, whichever entity it names).
+# The (entity, group) pairs that may hold an event processed out of order, as hashes, on
+# three integer columns (the query above holds every successful delivery of the window with
+# its text columns: ≈450 MiB for an hour at 100 M spans a day). A superset, whatever the
+# hashes: pairs sharing a hash only add rows ahead of an event, and so do the later
+# successful deliveries of an event (each repeats the sequence of its first, which came
+# before), and a row is late only if a row before it in (start, sequence) order has a
+# higher sequence. _OUT_OF_ORDER then reads every delivery of those pairs' events (of any
+# entity: an event's first successful delivery is its processing, whichever entity it names).
 _CANDIDATES = """
-WITH ok AS MATERIALIZED (
-    SELECT hash(entity_id, consumer_group) AS k, hash(message_id, consumer_group) AS pair,
-           entity_sequence, start_time
-    FROM ({deliveries})
-    WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
-      AND message_id IS NOT NULL {filters}
-), candidates AS (
-    SELECT DISTINCT k FROM (
-        SELECT k, entity_sequence, max(entity_sequence) OVER (
-            PARTITION BY k ORDER BY start_time, entity_sequence
-            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_max
-        FROM ok
-    ) WHERE before_max > entity_sequence
-)
-SELECT DISTINCT k, pair FROM ok SEMI JOIN candidates USING (k)
+SELECT DISTINCT k FROM (
+    SELECT k, entity_sequence, max(entity_sequence) OVER (
+        PARTITION BY k ORDER BY start_time, entity_sequence
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_max
+    FROM (
+        SELECT hash(entity_id, consumer_group) AS k, entity_sequence, start_time
+        FROM ({deliveries})
+        WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
+          AND message_id IS NOT NULL {filters}
+    )
+) WHERE before_max > entity_sequence
 """
 
 
