@@ -20,16 +20,11 @@ import argparse
 import time
 
 import duckdb
+from eventscope.queries.ledger_keys import _TWICE as _DAY  # the day-wide grouping of today
+from eventscope.queries.ledger_keys import KEYS_WINDOW as _WINDOW
+from eventscope.queries.ledger_keys import MORE_ROWS_THAN_BITS as _TWICE
 
 HOUR_NS = 3600 * 10**9
-_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
-# As queries/ledger_keys.py: more rows than distinct bits (a group's key mod 63, 63 for a
-# publish) — a superset of the events delivered twice to a group or published twice.
-_TWICE = """count(*) > bit_count(bit_or(
-    1::UBIGINT << (CASE WHEN group_key = 0 THEN 63 ELSE group_key % 63 END)::UTINYINT))"""
-_DAY = f"""
-SELECT event_key FROM eventscope_ledger_keys WHERE {_WINDOW} GROUP BY event_key HAVING {_TWICE}
-"""
 _HOUR_KEYS = f"""
 CREATE TEMP TABLE hour_keys AS
 SELECT DISTINCT epoch_ns(start_time) // {HOUR_NS} AS hour, event_key

@@ -249,7 +249,7 @@ def merge(
     # day: 6.6 M entries counted once for each set, 200 ms → ≈1.6 M counted once).
     fine_set = sets.index((False, bucket_ns is None))
     finest = of_row[fine_set]
-    coarser = [(finest, of_row[s]) for s in range(len(sets)) if s != fine_set]
+    coarser = [of_row[s] for s in range(len(sets)) if s != fine_set]
     measured: list[list[list[float] | None]] = []
     for measure in ("processing", "queue_wait"):
         rows, bins, counts = entries(table[measure])
@@ -257,8 +257,8 @@ def merge(
             measured.append([None] * size)
             continue
         histograms, lowest = dense(finest[rows], bins, counts, size)
-        for fine, coarse in coarser:
-            pairs = np.unique(np.stack([fine, coarse]), axis=1)
+        for coarse in coarser:
+            pairs = np.unique(np.stack([finest, coarse]), axis=1)
             np.add.at(histograms, pairs[1], histograms[pairs[0]])
         measured.append(dense_percentiles(histograms, lowest, quantiles))
     return [

@@ -323,11 +323,12 @@ SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
 # by the event's key alone (an hour at 100 M spans a day holds ≈2 M (event, group) pairs
 # but a third as many events, and grouping the pairs took twice as long), with one count
 # and one OR (not one of each per kind: 63 → 50 ms an hour at 100 M spans a day).
+#: The HAVING condition of a group of key rows that may hold a duplicate (as above).
+MORE_ROWS_THAN_BITS = """count(*) > bit_count(bit_or(
+    1::UBIGINT << (CASE WHEN group_key = 0 THEN 63 ELSE group_key % 63 END)::UTINYINT))"""
 _TWICE = f"""
 SELECT event_key FROM eventscope_ledger_keys WHERE {KEYS_WINDOW}
-GROUP BY event_key
-HAVING count(*) > bit_count(bit_or(
-    1::UBIGINT << (CASE WHEN group_key = 0 THEN 63 ELSE group_key % 63 END)::UTINYINT))
+GROUP BY event_key HAVING {MORE_ROWS_THAN_BITS}
 """
 # Then, over those events' rows only, the (event, group) pairs with more than one row (a
 # group 0: the publishes), and the start times of their rows: of the pairs of
