@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eventscope.queries import _overview as overview_module
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -108,6 +109,11 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
+        (
+            "overview, 1 h, rows only (rollups' baseline)",
+            _rows_only(lambda: overview(connection, **hour, fit=True)),
+            None,
+        ),
         ("requests, newest 50 of 1 h", lambda: requests(connection, **hour), None),
         (  # sorting by tree figures considers at most 20,000 requests: 5 min holds 17,600
             "requests, 5 min by settle time",
@@ -119,6 +125,21 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("topology, 1 h", lambda: topology(connection, **hour), None),
         ("topology, 24 h", lambda: topology(connection, **day), None),
     ]
+
+
+def _rows_only(run: Callable[[], Any]) -> Callable[[], Any]:
+    """``run`` with the overview's rollups out of its way: what it reads from the rows
+    alone (the baseline of the rollups, measured in the same run on the same file)."""
+
+    def call() -> Any:
+        saved = overview_module._activity_span
+        overview_module._activity_span = lambda *_: None  # type: ignore[assignment]
+        try:
+            return run()
+        finally:
+            overview_module._activity_span = saved  # type: ignore[assignment]
+
+    return call
 
 
 def _size(result: Any) -> str:

@@ -30,6 +30,8 @@ from functools import partial
 from typing import Any
 
 import duckdb
+from eventscope.queries.activity_rollup import ACTIVITY_TABLES
+from eventscope.queries.activity_rollup import trim as trim_activity
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.id_index import trim as trim_index
 from eventscope.queries.latency_rollup import LATENCY_TABLES
@@ -177,7 +179,13 @@ class Retention:
         self._slice_ns = _FIRST_SLICE_NS
         self._task: asyncio.Task[None] | None = None
         self.figures = RetentionFigures(removed={table: 0 for table, _ in RETENTION_TABLES})
-        derived = (*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES, *LEDGER_KEY_TABLES)
+        derived = (
+            *INDEX_TABLES,
+            *LEARNED_TABLES,
+            *LATENCY_TABLES,
+            *LEDGER_KEY_TABLES,
+            *ACTIVITY_TABLES,
+        )
         self.figures.removed.update((table, 0) for table in derived)
         metrics.retention = self.figures
 
@@ -313,6 +321,8 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
         for table, count in trim_latency(cursor, cutoff=high).items():
             counts[table] = count
         for table, count in trim_ledger_keys(cursor, cutoff=high).items():
+            counts[table] = count
+        for table, count in trim_activity(cursor, cutoff=high).items():
             counts[table] = count
         cursor.execute("COMMIT")
     except BaseException:

@@ -21,6 +21,8 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from eventscope.queries.activity_rollup import compact as compact_activity
+from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
 from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
@@ -483,14 +485,16 @@ class SpanWriter:
             self._merges.wake()
 
     async def _compact_latency(self) -> None:
-        """Merge the latency rollup's rows of one key and minute (one per commit)."""
+        """Merge the latency and activity rollups' rows of one key and minute (one per
+        commit)."""
         self._latency_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
-        try:
-            await self.on_writer(compact_latency)
-        except Exception:  # the rows add up as they are; try again later
-            log.exception("latency rollup compaction failed")
+        for compact_rollup in (compact_latency, compact_activity):
+            try:
+                await self.on_writer(compact_rollup)
+            except Exception:  # the rows add up as they are; try again later
+                log.exception("rollup compaction failed (%s)", compact_rollup.__module__)
 
     def _compact_on_thread(self, connection: duckdb.DuckDBPyConnection) -> int:
         numbers = self._merges.numbers
@@ -583,6 +587,8 @@ class SpanWriter:
             rollup_commit(connection, tables)
             # Handler latency by minute (queries/latency_rollup.py).
             rollup_latency(connection, tables)
+            # Spans, records and publishes by minute and service (queries/activity_rollup.py).
+            rollup_activity(connection, tables)
             # Every delivery and publish as integers (queries/ledger_keys.py).
             rollup_ledger_keys(connection, tables, self._known_names)
             if entry is not None:  # the journal's entries up to here are in the database

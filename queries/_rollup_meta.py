@@ -4,11 +4,20 @@ retention moves it past what it removed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import duckdb
 
-__all__ = ["complete_from", "has_rows", "mark_complete", "move_complete_from", "rebuild"]
+__all__ = [
+    "complete_from",
+    "delete_before",
+    "has_rows",
+    "mark_complete",
+    "merge_minutes",
+    "move_complete_from",
+    "rebuild",
+    "trim_minutes",
+]
 
 
 def complete_from(cursor: duckdb.DuckDBPyConnection, key: str) -> int | None:
@@ -70,3 +79,76 @@ def rebuild(
         connection.execute("ROLLBACK")
         raise
     return stored
+
+
+# The first minute, older than the newest minute by two, where a key has several rows.
+_FIRST_DUE = """
+SELECT epoch_ns(min(minute)), epoch_ns(any_value(cut)) FROM (
+    SELECT minute, any_value(cut) AS cut
+    FROM {table}, (SELECT max(minute) - INTERVAL 2 MINUTE AS cut FROM {table})
+    WHERE minute < cut
+    GROUP BY {key} HAVING count(*) > 1
+)
+"""
+_MINUTE_NS = 60 * 10**9
+
+
+def merge_minutes(
+    connection: duckdb.DuckDBPyConnection, table: str, key: str, merged: str, max_minutes: int
+) -> int:
+    """Merge the rows of a per-minute rollup ``table`` that commits added for the same
+    ``key`` (its columns, ``minute`` first) in the oldest ``max_minutes`` minutes that have
+    such rows and are older than the newest minute by two: ``merged`` selects one row per
+    key of the minutes ``$low`` … ``$high`` (``table``'s columns, by name), which replace
+    them in one transaction. Returns the rows removed (0: nothing due). On the writer's
+    connection."""
+    [(first, cut)] = connection.execute(_FIRST_DUE.format(table=table, key=key)).fetchall()
+    if first is None:
+        return 0
+    bounds = {"low": int(first), "high": min(int(first) + max_minutes * _MINUTE_NS, int(cut))}
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        rows = connection.execute(merged, bounds).to_arrow_table()
+        result = connection.execute(
+            f"DELETE FROM {table} WHERE minute >= make_timestamp_ns($low) "
+            "AND minute < make_timestamp_ns($high)",
+            bounds,
+        ).fetchone()
+        name = f"{table}_merged"
+        connection.register(name, rows)
+        try:
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+        finally:
+            connection.unregister(name)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return (int(result[0]) if result else 0) - rows.num_rows
+
+
+def trim_minutes(
+    cursor: duckdb.DuckDBPyConnection, key: str, tables: Sequence[str], cutoff: int
+) -> dict[str, int]:
+    """After retention removed what started before ``cutoff``: drop the per-minute rollup
+    ``tables``' minutes up to the one holding ``cutoff`` (its rows summarised rows on both
+    sides of it), and move the rollup's ``key`` (:func:`complete_from`) to the next minute.
+    Returns the rows removed per table."""
+    start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
+    counts = delete_before(cursor, [(table, "minute", start) for table in tables])
+    move_complete_from(cursor, key, start)
+    return counts
+
+
+def delete_before(
+    cursor: duckdb.DuckDBPyConnection, bounds: Iterable[tuple[str, str, int]]
+) -> dict[str, int]:
+    """For each ``(table, time column, bound)``: delete the rows before the bound (ns).
+    Returns the rows removed per table."""
+    counts = {}
+    for table, column, bound in bounds:
+        result = cursor.execute(
+            f"DELETE FROM {table} WHERE {column} < make_timestamp_ns($bound)", {"bound": bound}
+        ).fetchone()
+        counts[table] = int(result[0]) if result else 0
+    return counts

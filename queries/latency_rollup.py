@@ -41,9 +41,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._log_bins import BIN_SQL
-from ._rollup_meta import complete_from, move_complete_from, rebuild
+from ._rollup_meta import complete_from, merge_minutes, rebuild, trim_minutes
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
+from ._twins import GAP, counted_as_records, insert_gaps, not_stored_as_spans
 
 __all__ = [
     "LATENCY_TABLES",
@@ -100,19 +101,6 @@ SELECT time AS start_time, greatest(coalesce(end_time, time), time) AS end_time,
        NULL::VARCHAR AS status_code
 FROM {records}
 """
-# Stored (trace, span) of the other kind at the commit's times ($low … $high): consumer
-# spans of traces that the commit's records are in, and records with a publish time (few:
-# the span of a delivery starts when its record is timed).
-_STORED_SPANS = """
-SELECT trace_id, span_id FROM spans
-WHERE kind = 'consumer' AND start_time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
-  AND trace_id IN (SELECT trace_id FROM {traces})
-"""
-_STORED_RECORDS = """
-SELECT trace_id, span_id FROM logs
-WHERE record_kind = 'deliver' AND publish_time IS NOT NULL
-  AND time BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)
-"""
 _SPAN_COLUMNS = (
     "trace_id",
     "span_id",
@@ -156,9 +144,10 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
     gaps = [g for g in (spans_gaps, records_gaps) if g is not None]
     with registered(connection) as register:
         if records is not None and records.num_rows:
-            records = _not_stored_as_spans(connection, records, register)
+            records = not_stored_as_spans(connection, records, register, "consumer")
         if consumers is not None and consumers.num_rows:
-            gaps.append(_counted_as_records(connection, consumers, tables.get("logs")))
+            logs = tables.get("logs")
+            gaps.append(counted_as_records(connection, consumers, logs, _COUNTED_RECORDS))
         parts = []
         if consumers is not None and consumers.num_rows:
             name = register("eventscope_latency_consumers", consumers)
@@ -168,57 +157,18 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
             parts.append(_COMMIT_RECORDS.format(records=name))
         if parts:
             connection.execute(_SUMMARISE.format(deliveries=" UNION ALL ".join(parts)))
-        times = pa.concat_tables(gaps) if gaps else _GAP.empty_table()
-        if times.num_rows:  # counted per minute in Arrow: one small insert
-            minutes = pa.table({"m": pc.floor_temporal(times["time"], unit="minute")})
-            counted = minutes.group_by("m", use_threads=False).aggregate([([], "count_all")])
-            name = register("eventscope_latency_gaps_incoming", counted)
-            connection.execute(f"INSERT INTO eventscope_latency_gaps SELECT * FROM {name}")
+        insert_gaps(connection, register, "eventscope_latency_gaps", gaps)
 
 
-_GAP = pa.schema([pa.field("time", pa.timestamp("ns"))])
-_KEYS = ["trace_id", "span_id"]
-
-
-def _not_stored_as_spans(
-    connection: duckdb.DuckDBPyConnection, records: pa.Table, register: Any
-) -> pa.Table:
-    """``records`` but those whose (trace, span) is a stored consumer span (this commit's
-    spans are stored already)."""
-    traces = register(
-        "eventscope_latency_traces", pa.table({"trace_id": pc.unique(records["trace_id"])})
-    )
-    stored = connection.execute(
-        _STORED_SPANS.format(traces=traces), _range(records["time"], "low", "high")
-    ).to_arrow_table()
-    if not stored.num_rows:
-        return records
-    return records.join(stored, keys=_KEYS, join_type="left anti", use_threads=False)
-
-
-def _counted_as_records(
-    connection: duckdb.DuckDBPyConnection, consumers: pa.Table, logs: pa.Table | None
-) -> pa.Table:
-    """The start times of ``consumers`` whose record an earlier commit stored (and the
-    rollup counted): the raw query counts the span only, so their minutes are gaps."""
-    stored = connection.execute(
-        _STORED_RECORDS, _range(consumers["start_time"], "low", "high")
-    ).to_arrow_table()
-    if stored.num_rows and logs is not None and logs.num_rows:  # not this commit's own
-        stored = stored.join(
-            logs.select(_KEYS), keys=_KEYS, join_type="left anti", use_threads=False
-        )
-    if not stored.num_rows:
-        return _GAP.empty_table()
-    both = consumers.join(stored, keys=_KEYS, join_type="left semi", use_threads=False)
-    return pa.table({"time": both["start_time"]}).cast(_GAP)
+# The stored records the rollup counts: with a publish time (the others are gaps).
+_COUNTED_RECORDS = "record_kind = 'deliver' AND publish_time IS NOT NULL"
 
 
 def _chosen(
     rows: pa.Table | None, kind: str, value: str, columns: tuple[str, ...]
 ) -> tuple[pa.Table | None, pa.Table | None]:
     """The rows of ``rows`` whose ``kind`` is ``value`` and that carry a publish time
-    (only ``columns``), and the times (:data:`_GAP`) of those that do not; None for none."""
+    (only ``columns``), and the times (:data:`._twins.GAP`) of those that do not; None for none."""
     if rows is None or not rows.num_rows:
         return None, None
     compute: Any = pc  # boolean masks: filtering by them is cheaper than by expressions
@@ -230,19 +180,11 @@ def _chosen(
     time = columns[2]  # the start time: filtering one column copies only it
     gaps = None
     if compute.any(unknown).as_py():
-        gaps = pa.table({"time": rows[time].filter(unknown)}).cast(_GAP)
+        gaps = pa.table({"time": rows[time].filter(unknown)}).cast(GAP)
     mask = compute.and_(mask, known)
     if not compute.any(mask).as_py():
         return None, gaps
     return rows.select(list(columns)).filter(mask), gaps
-
-
-def _range(times: pa.ChunkedArray, low: str, high: str) -> dict[str, int]:  # type: ignore[type-arg]
-    bounds = pc.min_max(times)
-    return {
-        low: int(bounds["min"].cast(pa.int64()).as_py()),
-        high: int(bounds["max"].cast(pa.int64()).as_py()),
-    }
 
 
 def build(connection: duckdb.DuckDBPyConnection) -> bool:
@@ -266,16 +208,6 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
 
 
 _KEY = "minute, service_name, consumer_group, handler, event_type, destination"
-# The first minute, older than the newest minute by two, where a key has several rows.
-_FIRST_DUE = f"""
-SELECT epoch_ns(min(minute)), epoch_ns(any_value(cut)) FROM (
-    SELECT minute, any_value(cut) AS cut
-    FROM eventscope_latency,
-         (SELECT max(minute) - INTERVAL 2 MINUTE AS cut FROM eventscope_latency)
-    WHERE minute < cut
-    GROUP BY {_KEY} HAVING count(*) > 1
-)
-"""
 _HISTOGRAM = """, {column} AS (
     SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
     FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
@@ -306,26 +238,7 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
     older than the newest minute by two. One transaction; reads see the same figures
     before and after (sums, first and last start, the histograms bin by bin). Returns the
     rows removed (0: nothing due). On the writer's connection."""
-    [(first, cut)] = connection.execute(_FIRST_DUE).fetchall()
-    if first is None:
-        return 0
-    bounds = {"low": int(first), "high": min(int(first) + max_minutes * MINUTE_NS, int(cut))}
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        merged = connection.execute(_MERGED, bounds).to_arrow_table()
-        result = connection.execute(
-            "DELETE FROM eventscope_latency WHERE minute >= make_timestamp_ns($low) "
-            "AND minute < make_timestamp_ns($high)",
-            bounds,
-        ).fetchone()
-        with registered(connection) as register:
-            name = register("eventscope_latency_merged", merged)
-            connection.execute(f"INSERT INTO eventscope_latency BY NAME SELECT * FROM {name}")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return (int(result[0]) if result else 0) - merged.num_rows
+    return merge_minutes(connection, "eventscope_latency", _KEY, _MERGED, max_minutes)
 
 
 def latency_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
@@ -354,12 +267,4 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """After retention removed what started before ``cutoff``: drop the minutes up to the
     one holding ``cutoff`` (its rows summarised deliveries on both sides of it), and move
     ``latency_from`` to the next minute."""
-    start = cutoff - cutoff % MINUTE_NS + MINUTE_NS
-    counts = {}
-    for table in LATENCY_TABLES:
-        result = cursor.execute(
-            f"DELETE FROM {table} WHERE minute < make_timestamp_ns($start)", {"start": start}
-        ).fetchone()
-        counts[table] = int(result[0]) if result else 0
-    move_complete_from(cursor, "latency_from", start)
-    return counts
+    return trim_minutes(cursor, "latency_from", LATENCY_TABLES, cutoff)

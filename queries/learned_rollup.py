@@ -43,7 +43,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._rollup_meta import complete_from, has_rows, mark_complete, move_complete_from
+from ._rollup_meta import complete_from, delete_before, has_rows, mark_complete, move_complete_from
 from ._scratch import registered
 from ._source_sql import MESSAGE_KINDS
 from .id_index import id_range
@@ -315,18 +315,15 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """Retention removed everything that started before ``cutoff``: remove the rollup's
     rows of that time, and say it is complete only from the next whole minute (a row of
     the cutoff's minute summarised rows on both sides of it)."""
-    counts = {}
-    for table, column in (
-        ("eventscope_learned", "least(publish_minute, delivery_minute)"),
-        ("eventscope_learned_pending", "start_time"),
-        ("eventscope_learned_gaps", "minute"),
-    ):
-        result = cursor.execute(
-            f"DELETE FROM {table} WHERE {column} < make_timestamp_ns($cutoff)",
-            {"cutoff": cutoff - cutoff % _MINUTE_NS + _MINUTE_NS},
-        ).fetchone()
-        counts[table] = int(result[0]) if result else 0
     start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
+    counts = delete_before(
+        cursor,
+        [
+            ("eventscope_learned", "least(publish_minute, delivery_minute)", start),
+            ("eventscope_learned_pending", "start_time", start),
+            ("eventscope_learned_gaps", "minute", start),
+        ],
+    )
     move_complete_from(cursor, "learned_from", start)
     return counts
 

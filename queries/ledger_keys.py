@@ -53,7 +53,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._rollup_meta import complete_from, move_complete_from, rebuild
+from ._rollup_meta import complete_from, delete_before, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
 
@@ -295,15 +295,11 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     time and the gap minutes up to the one holding ``cutoff``, and move
     ``ledger_keys_v2_from`` to the next minute."""
     start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
-    counts = {}
-    for table, column, bound in (
-        ("eventscope_ledger_keys", "start_time", cutoff),
-        *((marks, "minute", start) for marks in _MARKED),
-    ):
-        result = cursor.execute(
-            f"DELETE FROM {table} WHERE {column} < make_timestamp_ns($bound)", {"bound": bound}
-        ).fetchone()
-        counts[table] = int(result[0]) if result else 0
+    counts = delete_before(
+        cursor,
+        [("eventscope_ledger_keys", "start_time", cutoff)]
+        + [(marks, "minute", start) for marks in _MARKED],
+    )
     move_complete_from(cursor, _META, start)
     return counts
 

@@ -200,3 +200,24 @@ CREATE TABLE IF NOT EXISTS eventscope_ledger_keys_idless (
     minute              TIMESTAMP_NS NOT NULL,
     spans               BIGINT NOT NULL
 );
+
+-- Not public: spans, event records and publishes by minute and service (see
+-- queries/activity_rollup.py), kept by the writer in the same commit as the rows.
+CREATE TABLE IF NOT EXISTS eventscope_activity (
+    minute              TIMESTAMP_NS NOT NULL,  -- of the row's start
+    what                UTINYINT NOT NULL,      -- 0 spans, 1 event records, 2 publishes
+    service_name        VARCHAR,
+    event_type          VARCHAR,                -- publishes: '' when none; else NULL
+    destination         VARCHAR,                -- publishes: '' when none; else NULL
+    total               BIGINT NOT NULL,
+    requests            BIGINT NOT NULL,        -- spans: SERVER spans without a parent
+    errors              BIGINT NOT NULL,        -- spans: status error; records: outcome
+                                                -- error or dead_lettered
+    first_time          TIMESTAMP_NS NOT NULL,
+    last_time           TIMESTAMP_NS NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_activity_gaps (
+    minute              TIMESTAMP_NS NOT NULL,
+    publishes           BIGINT NOT NULL
+);

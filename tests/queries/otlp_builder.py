@@ -9,13 +9,21 @@ see exactly what a running collector would store.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import duckdb
+from eventscope.collector._database import Database
+from eventscope.collector._metrics import Metrics
+from eventscope.collector._settings import Settings
 from eventscope.collector._signals import LOGS, TRACES
+from eventscope.collector._writer import SpanWriter
+from eventscope.queries.activity_rollup import build as build_activity
+from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.id_index import index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import build as build_latency
@@ -207,6 +215,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_learned(connection)  # and the rollup of who handled what
     build_latency(connection)  # and of handler latency
     build_ledger_keys(connection)  # and the integer keys of deliveries and publishes
+    build_activity(connection)  # and the activity by minute
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
@@ -224,5 +233,50 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
         rollup_commit(connection, tables)
         rollup_latency(connection, tables)
         rollup_ledger_keys(connection, tables)
+        rollup_activity(connection, tables)
         for name in names.values():
             connection.unregister(name)
+
+
+def write_commits(path: Path, commits: list[list[tuple[Any, Any]]]) -> Database:
+    """Each of ``commits`` (signal, decoded batch pairs) committed together by the
+    collector's real writer into the database at ``path``; returns it open."""
+    database = Database.open(Settings(db=str(path)))
+
+    async def run() -> None:
+        writer = SpanWriter(
+            database, max_queue_rows=100_000, max_commit_rows=100_000, metrics=Metrics()
+        )
+        await writer.start()
+        for batches in commits:  # queued together: one commit
+            await asyncio.gather(*(writer.write(signal, batch) for signal, batch in batches))
+        await writer.close()
+
+    asyncio.run(run())
+    return database
+
+
+#: The orders :func:`twin_commits` commits a message's span and its event record in.
+TWIN_ORDERS = ("record first", "span first", "one commit")
+
+
+def twin_commits(
+    add: Callable[[Otlp, str, float, bool], None], order: str, count: int = 30
+) -> tuple[int, list[list[tuple[Any, Any]]]]:
+    """``count`` messages, one a second from a whole minute, each as a span and as an event
+    record (records emitted ``always``; ``add(otlp, name, at_ms, record)`` writes one),
+    committed in ``order`` (:data:`TWIN_ORDERS`): (that minute in ns, the commits for
+    :func:`write_commits`)."""
+    base = 1_700_000_000 * 10**9 - 1_700_000_000 * 10**9 % (60 * 10**9)
+    spans, records = Otlp(base), Otlp(base)
+    for n in range(count):
+        add(spans, f"e{n}", n * 1000.0, False)
+        add(records, f"e{n}", n * 1000.0, True)
+    span_batch = TRACES.decode(spans.bodies()[0], PROTOBUF)
+    record_batch = LOGS.decode(records.bodies()[1], PROTOBUF)
+    commits = {
+        "record first": [[(LOGS, record_batch)], [(TRACES, span_batch)]],
+        "span first": [[(TRACES, span_batch)], [(LOGS, record_batch)]],
+        "one commit": [[(TRACES, span_batch), (LOGS, record_batch)]],
+    }[order]
+    return base, commits

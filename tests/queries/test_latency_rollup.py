@@ -5,50 +5,32 @@ deliveries whose publish time the writer cannot know, retention and a backfill o
 
 from __future__ import annotations
 
-import asyncio
 import random
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 from eventscope.collector._database import Database
-from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
-from eventscope.collector._signals import LOGS, TRACES
-from eventscope.collector._writer import SpanWriter
 from eventscope.queries import HandlerLatency, handler_latency, latency_histogram, latency_rollup
 from eventscope.queries import _latency_rollup_read as rollup_read
 from eventscope.queries._log_bins import RELATIVE_ERROR
 from eventscope.queries.schema import create_schema
-from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
+from otlp_builder import (
+    CONSUMER,
+    PRODUCER,
+    TWIN_ORDERS,
+    Otlp,
+    load,
+    messaging,
+    twin_commits,
+    write_commits,
+)
 from retention_round import retention_round
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-
-from queries_workload import ingest  # the benchmark's traffic, through the real writer
 
 MINUTE = 60 * 10**9
 SECOND = 10**9
-
-
-@pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12,000 requests of the benchmark's traffic (about 3.5 minutes: retries, duplicates,
-    orphans, errors, sampled-out requests as event records), through the collector's
-    writer in many commits."""
-    path = tmp_path_factory.mktemp("latency") / "traffic.duckdb"
-    ingest(str(path), 12_000, 1_200)
-    return path
-
-
-@pytest.fixture
-def any_size(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The rollup answers windows of any size (the tests' data is small)."""
-    monkeypatch.setattr(rollup_read, "ROLLUP_FROM", 0)
-    yield
 
 
 def _raw(cursor: duckdb.DuckDBPyConnection, call: Any, **kwargs: Any) -> Any:
@@ -223,43 +205,15 @@ def test_deliveries_without_a_publish_time_make_their_minutes_read_raw(any_size:
     cursor.close()
 
 
-def _write(path: Path, commits: list[list[tuple[Any, Any]]]) -> Database:
-    """Each of ``commits`` (signal, batch pairs) committed together by the real writer."""
-    database = Database.open(Settings(db=str(path)))
-
-    async def run() -> None:
-        writer = SpanWriter(
-            database, max_queue_rows=100_000, max_commit_rows=100_000, metrics=Metrics()
-        )
-        await writer.start()
-        for batches in commits:  # queued together: one commit
-            await asyncio.gather(*(writer.write(signal, batch) for signal, batch in batches))
-        await writer.close()
-
-    asyncio.run(run())
-    return database
-
-
-@pytest.mark.parametrize("order", ["record first", "span first", "one commit"])
+@pytest.mark.parametrize("order", TWIN_ORDERS)
 def test_a_delivery_stored_as_span_and_record_counts_once(
     tmp_path: Path, any_size: None, order: str
 ) -> None:
     """Records emitted ``always``: the span and the record of each delivery. The raw scan
     counts the span; so does the rollup — a record whose span is stored is skipped, and a
     span whose record an earlier commit counted makes its minute read raw."""
-    base = 1_700_000_000 * 10**9 - 1_700_000_000 * 10**9 % MINUTE
-    spans, records = Otlp(base), Otlp(base)
-    for n in range(30):
-        _hooked_delivery(spans, f"e{n}", n * 1000.0)
-        _hooked_delivery(records, f"e{n}", n * 1000.0, record=True)
-    span_batch = TRACES.decode(spans.bodies()[0], "application/x-protobuf")
-    record_batch = LOGS.decode(records.bodies()[1], "application/x-protobuf")
-    commits = {
-        "record first": [[(LOGS, record_batch)], [(TRACES, span_batch)]],
-        "span first": [[(TRACES, span_batch)], [(LOGS, record_batch)]],
-        "one commit": [[(TRACES, span_batch), (LOGS, record_batch)]],
-    }[order]
-    database = _write(tmp_path / "both.duckdb", commits)
+    base, commits = twin_commits(lambda o, n, at, r: _hooked_delivery(o, n, at, record=r), order)
+    database = write_commits(tmp_path / "both.duckdb", commits)
     cursor = database.cursor()
     window = {"since_ns": base, "until_ns": base + MINUTE}
     assert _used(cursor, **window) == (order != "record first")

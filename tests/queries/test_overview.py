@@ -3,13 +3,20 @@ rows (publishes and deliveries as every ledger read counts them: ``Sources``).""
 
 from __future__ import annotations
 
+import random
 from dataclasses import astuple
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from eventscope.queries import overview
+from eventscope.collector._database import Database
+from eventscope.collector._settings import Settings
+from eventscope.queries import Overview, activity_rollup, overview
+from eventscope.queries import _overview as overview_module
 from eventscope.queries._sources import Sources
+from otlp_builder import PRODUCER, TWIN_ORDERS, Otlp, messaging, twin_commits, write_commits
+from retention_round import retention_round
 
 SECOND_NS = 10**9
 
@@ -134,3 +141,187 @@ def test_services_and_event_types_are_counted_from_the_rows(db: duckdb.DuckDBPyC
 
 def vars_(record: Any) -> tuple[Any, ...]:
     return astuple(record)
+
+
+# --- From the rollups: the same figures over a window of whole minutes -----------------
+
+MINUTE_NS = 60 * SECOND_NS
+
+
+def _raw(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> Overview:
+    """The overview read from the rows alone (the rollup hidden, then restored)."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'activity_from'")
+        return overview(cursor, **kwargs)
+    finally:
+        cursor.execute("ROLLBACK")
+
+
+def _rolled(cursor: duckdb.DuckDBPyConnection, since: int, until: int, buckets: int) -> bool:
+    return overview_module._rolled_up(cursor, since, until, buckets) is not None
+
+
+def _same_as_the_rows(
+    cursor: duckdb.DuckDBPyConnection, since: int, until: int, buckets: int
+) -> Overview:
+    """The fitted overview, checked bucket by bucket against the rows, and its services
+    and event types against the raw read's."""
+    found = overview(cursor, since_ns=since, until_ns=until, buckets=buckets, fit=True)
+    width = found.bucket_ns
+    for bucket in found.activity:
+        a, b = max(since, bucket.start_ns), min(until, bucket.start_ns + width)
+        assert _figures(bucket) == _counted(cursor, since, until, a, b), (since, bucket)
+    slow = _raw(cursor, since_ns=since, until_ns=until, buckets=buckets, fit=True)
+    assert found.services == slow.services and found.event_types == slow.event_types
+    assert (found.stored_rows, found.first_stored_ns) == (slow.stored_rows, slow.first_stored_ns)
+    return found
+
+
+def test_the_overview_from_the_rollups_counts_what_the_rows_hold(
+    traffic: Path, any_size: None
+) -> None:
+    """Windows cut anywhere: whole minutes from the rollups, the cut ones read raw (or
+    taken whole where every row of them lies inside), in buckets of whole minutes."""
+    cursor = duckdb.connect(str(traffic))
+    several = cursor.execute(
+        "SELECT count(*) FROM (SELECT minute, what, service_name, event_type, destination "
+        "FROM eventscope_activity GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()
+    assert several and several[0] > 0  # minutes summarised by more than one commit add up
+    first, last = _window(cursor)
+    rng = random.Random(5)
+    windows = [(first - 5 * SECOND_NS, last + 1, 3), (last - 3 * MINUTE_NS, last + 1, 2)]
+    for _ in range(10):
+        since = rng.randint(first - 10 * SECOND_NS, last - 2 * MINUTE_NS)
+        windows.append((since, rng.randint(since + 2 * MINUTE_NS, last + SECOND_NS), 1))
+    rolled = 0
+    for since, until, buckets in windows:
+        used = _rolled(cursor, since, until, buckets)
+        found = _same_as_the_rows(cursor, since, until, buckets)
+        if used:
+            rolled += 1
+            assert found.bucket_ns % MINUTE_NS == 0 and found.activity[0].start_ns % MINUTE_NS == 0
+            assert len(found.activity) <= buckets + 1
+    assert rolled >= len(windows) - 2  # the rollups answered, not only the raw reads
+    cursor.close()
+
+
+def test_fewer_minutes_than_buckets_are_read_raw_in_finer_buckets(
+    traffic: Path, any_size: None
+) -> None:
+    cursor = duckdb.connect(str(traffic))
+    first, last = _window(cursor)
+    assert not _rolled(cursor, first, last + 1, 60)  # 3.5 minutes in 60 buckets: seconds
+    found = _same_as_the_rows(cursor, first, last + 1, 60)
+    assert found.bucket_ns < MINUTE_NS
+    cursor.close()
+
+
+def _publish(otlp: Otlp, name: str, at: float, *, record: bool) -> None:
+    attrs = messaging("send", "orders", name, event_type="OrderPlaced")
+    if record:
+        otlp.record("api", "publish", trace=name, span=f"p-{name}", start=at, attrs=attrs)
+    else:
+        otlp.span(
+            "api", "send", PRODUCER, trace=name, span=f"p-{name}", start=at, ms=1, attrs=attrs
+        )
+
+
+@pytest.mark.parametrize("order", TWIN_ORDERS)
+def test_a_publish_stored_as_span_and_record_counts_once(
+    tmp_path: Path, any_size: None, order: str
+) -> None:
+    """Records emitted ``always``: the span and the record of each publish. The raw reads
+    count the span; so does the rollup — a record whose span is stored is skipped, and a
+    span whose record an earlier commit counted makes its minutes read raw."""
+    base, commits = twin_commits(lambda o, n, at, r: _publish(o, n, at, record=r), order)
+    database = write_commits(tmp_path / "both.duckdb", commits)
+    cursor = database.cursor()
+    since, until = base, base + MINUTE_NS
+    assert _rolled(cursor, since, until, 1) == (order != "record first")
+    found = _same_as_the_rows(cursor, since, until, 1)
+    assert [t.publishes for t in found.event_types] == [30]
+    assert sum(s.event_records for s in found.services) == 30
+    cursor.close()
+    database.close()
+
+
+def test_retention_removes_the_activity_it_removed(
+    traffic: Path, tmp_path: Path, any_size: None
+) -> None:
+    """After retention removed the older half, the minute it cut is read raw, later ones
+    from the rollups, and the overview counts the rows kept."""
+    path = tmp_path / "retained.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    database = Database.open(Settings(db=str(path)))
+    writer = database.cursor()
+    first, last = _window(writer)
+    cutoff = (first + last) // 2
+    assert retention_round(database, writer, cutoff)[1] > 0
+    cursor = database.cursor()
+    start = cutoff - cutoff % MINUTE_NS + MINUTE_NS
+    meta = "SELECT value FROM eventscope_meta WHERE key = 'activity_from'"
+    assert int(cursor.execute(meta).fetchone()[0]) == start
+    older = "SELECT count(*) FROM eventscope_activity WHERE minute < make_timestamp_ns($t)"
+    assert cursor.execute(older, {"t": start}).fetchone()[0] == 0
+    assert _rolled(cursor, first, last + 1, 1)
+    found = _same_as_the_rows(cursor, first, last + 1, 1)
+    assert min(s.first_seen_ns for s in found.services) >= cutoff
+    cursor.close()
+    writer.close()
+    database.close()
+
+
+_KEPT = """
+SELECT minute, what, service_name, event_type, destination, sum(total), sum(requests),
+       sum(errors), min(first_time), max(last_time)
+FROM eventscope_activity GROUP BY ALL ORDER BY ALL
+"""
+
+
+def test_a_file_from_before_the_rollup_gets_the_same_rollup_on_open(
+    traffic: Path, tmp_path: Path
+) -> None:
+    """Opening a file written without the activity rollup summarises what it stores into
+    what the writer kept commit by commit."""
+    path = tmp_path / "before.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    cursor = duckdb.connect(str(path))
+    kept = cursor.execute(_KEPT).fetchall()
+    assert {row[1] for row in kept} == {0, 1, 2}
+    cursor.execute("DELETE FROM eventscope_meta WHERE key = 'activity_from'")
+    for table in ("eventscope_activity", "eventscope_activity_gaps"):
+        cursor.execute(f"DELETE FROM {table}")
+    cursor.close()
+    database = Database.open(Settings(db=str(path)))
+    cursor = database.cursor()
+    assert cursor.execute(_KEPT).fetchall() == kept
+    cursor.close()
+    database.close()
+
+
+def test_compacting_the_rollup_leaves_one_row_a_key_and_minute_and_the_same_answers(
+    traffic: Path, tmp_path: Path, any_size: None
+) -> None:
+    path = tmp_path / "compacted.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    cursor = duckdb.connect(str(path))
+    first, last = _window(cursor)
+    kept = cursor.execute(_KEPT).fetchall()
+    before = overview(cursor, since_ns=first, until_ns=last + 1, buckets=2, fit=True)
+    rows = cursor.execute("SELECT count(*) FROM eventscope_activity").fetchone()[0]
+    removed = 0
+    while moved := activity_rollup.compact(cursor, max_minutes=1):  # a minute a step
+        removed += moved
+    newest = "(SELECT max(minute) - INTERVAL 2 MINUTE FROM eventscope_activity)"
+    left = cursor.execute(
+        "SELECT count(*) FROM (SELECT minute, what, service_name, event_type, destination "
+        f"FROM eventscope_activity WHERE minute < {newest} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
+    assert left == 0 and removed > 0
+    total = cursor.execute("SELECT count(*) FROM eventscope_activity").fetchone()[0]
+    assert total == rows - removed
+    assert cursor.execute(_KEPT).fetchall() == kept
+    assert overview(cursor, since_ns=first, until_ns=last + 1, buckets=2, fit=True) == before
+    cursor.close()

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from eventscope.queries import schema
 from eventscope.queries._tree_fetch import Item
+from eventscope.queries.activity_rollup import ACTIVITY_TABLES
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
@@ -50,7 +51,13 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         ).fetchall()
     }
     # and the id index and the rollups (derived from the tables by the writer, not public)
-    derived = {*INDEX_TABLES, *LEARNED_TABLES, *LATENCY_TABLES, *LEDGER_KEY_TABLES}
+    derived = {
+        *INDEX_TABLES,
+        *LEARNED_TABLES,
+        *LATENCY_TABLES,
+        *LEDGER_KEY_TABLES,
+        *ACTIVITY_TABLES,
+    }
     assert tables - views == {*schema.TABLES, "eventscope_meta", *derived}
 
 
