@@ -26,6 +26,7 @@ from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
 from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
+from eventscope.queries.learned_rollup import compact as compact_learned
 from eventscope.queries.learned_rollup import rollup_commit
 from eventscope.queries.ledger_keys import KnownNames
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
@@ -73,8 +74,9 @@ class SpanWriter:
             this many (queries/id_index.py); runs are merged by size off this thread.
         index_compact_every: seconds between looks at the recent rows' count.
         index_merges: merge the index's runs by size (collector/_index_merges.py).
-        latency_compact_every: seconds between merges of the latency rollup's rows of one
-            key and minute (queries/latency_rollup.py, ``compact``).
+        latency_compact_every: seconds between merges of the per-minute rollups' rows of
+            one key and minute (``compact`` of queries/latency_rollup.py,
+            activity_rollup.py, learned_rollup.py).
         on_failure: called once, with the reason, when the database fails to commit: from
             then on DuckDB's state cannot be trusted (see :meth:`failure`), nothing more is
             written, and the collector should stop.
@@ -485,12 +487,12 @@ class SpanWriter:
             self._merges.wake()
 
     async def _compact_latency(self) -> None:
-        """Merge the latency and activity rollups' rows of one key and minute (one per
-        commit)."""
+        """Merge the latency, activity and learned rollups' rows of one key and minute (one
+        per commit)."""
         self._latency_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
-        for compact_rollup in (compact_latency, compact_activity):
+        for compact_rollup in (compact_latency, compact_activity, compact_learned):
             try:
                 await self.on_writer(compact_rollup)
             except Exception:  # the rows add up as they are; try again later

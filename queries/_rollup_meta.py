@@ -83,10 +83,10 @@ def rebuild(
 
 # The first minute, older than the newest minute by two, where a key has several rows.
 _FIRST_DUE = """
-SELECT epoch_ns(min(minute)), epoch_ns(any_value(cut)) FROM (
-    SELECT minute, any_value(cut) AS cut
-    FROM {table}, (SELECT max(minute) - INTERVAL 2 MINUTE AS cut FROM {table})
-    WHERE minute < cut
+SELECT epoch_ns(min({minute})), epoch_ns(any_value(cut)) FROM (
+    SELECT {minute}, any_value(cut) AS cut
+    FROM {table}, (SELECT max({minute}) - INTERVAL 2 MINUTE AS cut FROM {table})
+    WHERE {minute} < cut
     GROUP BY {key} HAVING count(*) > 1
 )
 """
@@ -94,15 +94,22 @@ _MINUTE_NS = 60 * 10**9
 
 
 def merge_minutes(
-    connection: duckdb.DuckDBPyConnection, table: str, key: str, merged: str, max_minutes: int
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    key: str,
+    merged: str,
+    max_minutes: int,
+    minute: str = "minute",
 ) -> int:
     """Merge the rows of a per-minute rollup ``table`` that commits added for the same
-    ``key`` (its columns, ``minute`` first) in the oldest ``max_minutes`` minutes that have
-    such rows and are older than the newest minute by two: ``merged`` selects one row per
-    key of the minutes ``$low`` … ``$high`` (``table``'s columns, by name), which replace
-    them in one transaction. Returns the rows removed (0: nothing due). On the writer's
-    connection."""
-    [(first, cut)] = connection.execute(_FIRST_DUE.format(table=table, key=key)).fetchall()
+    ``key`` (its columns, the ``minute`` column among them) in the oldest ``max_minutes``
+    minutes that have such rows and are older than the newest minute by two: ``merged``
+    selects one row per key of the minutes ``$low`` … ``$high`` (``table``'s columns, by
+    name), which replace them in one transaction. Rewritten so, a minute's rows also end up
+    in a few row groups instead of one per checkpoint of the commits that added them.
+    Returns the rows removed (0: nothing due). On the writer's connection."""
+    due = _FIRST_DUE.format(table=table, key=key, minute=minute)
+    [(first, cut)] = connection.execute(due).fetchall()
     if first is None:
         return 0
     bounds = {"low": int(first), "high": min(int(first) + max_minutes * _MINUTE_NS, int(cut))}
@@ -110,8 +117,8 @@ def merge_minutes(
     try:
         rows = connection.execute(merged, bounds).to_arrow_table()
         result = connection.execute(
-            f"DELETE FROM {table} WHERE minute >= make_timestamp_ns($low) "
-            "AND minute < make_timestamp_ns($high)",
+            f"DELETE FROM {table} WHERE {minute} >= make_timestamp_ns($low) "
+            f"AND {minute} < make_timestamp_ns($high)",
             bounds,
         ).fetchone()
         name = f"{table}_merged"

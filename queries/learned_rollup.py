@@ -43,7 +43,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._rollup_meta import complete_from, delete_before, has_rows, mark_complete, move_complete_from
+from ._rollup_meta import (
+    complete_from,
+    delete_before,
+    has_rows,
+    mark_complete,
+    merge_minutes,
+    move_complete_from,
+)
 from ._scratch import registered
 from ._source_sql import MESSAGE_KINDS
 from .id_index import id_range
@@ -51,6 +58,7 @@ from .id_index import id_range
 __all__ = [
     "LEARNED_TABLES",
     "build",
+    "compact",
     "learned_rows",
     "rollup_commit",
     "trim",
@@ -326,6 +334,33 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     )
     move_complete_from(cursor, "learned_from", start)
     return counts
+
+
+_KEY = "delivery_minute, publish_minute, destination, event_type, consumer_group"
+# One row per key of the delivery minutes [$low, $high): deliveries added, the hull of the
+# publish and delivery times.
+_MERGED = f"""
+SELECT {_KEY}, sum(deliveries)::BIGINT AS deliveries, min(first_publish) AS first_publish,
+       max(last_publish) AS last_publish, min(first_delivery) AS first_delivery,
+       max(last_delivery) AS last_delivery
+FROM eventscope_learned
+WHERE delivery_minute >= make_timestamp_ns($low) AND delivery_minute < make_timestamp_ns($high)
+GROUP BY ALL
+"""
+
+
+def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) -> int:
+    """Merge the rows each commit added for one key (publish and delivery minute,
+    destination, event type, group) in delivery minutes older than the newest by two
+    (:func:`._rollup_meta.merge_minutes`): a day at 100 M spans a day held 51,173 rows in
+    1,615 row groups (one per checkpoint), and the two hours a tree reads took 9.3 ms
+    where the same rows in one row group took 4.4. A merged row holds its rows' hull of
+    times, so it lies inside a window only where all of them did: a read proves a group
+    learned by such a row only where it could before (and is read raw otherwise).
+    Returns the rows removed."""
+    return merge_minutes(
+        connection, "eventscope_learned", _KEY, _MERGED, max_minutes, minute="delivery_minute"
+    )
 
 
 _ROWS = """

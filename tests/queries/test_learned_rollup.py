@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from pathlib import Path
 
 import duckdb
@@ -25,10 +24,6 @@ from known_tree import known_tree_spans, other_request_spans
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 from otlp_requests import traces
 from retention_round import retention_round
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-
-from queries_workload import ingest  # the benchmark's traffic, through the real writer
 
 Key = tuple[str, str]
 
@@ -81,15 +76,6 @@ def _raw(cursor: duckdb.DuckDBPyConnection, items: list[Item], since: int, until
 
 def _plain(learned: dict[Key, set[str]]) -> dict[Key, set[str]]:
     return {key: groups for key, groups in learned.items() if groups}
-
-
-@pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2,000 requests of the benchmark's traffic (retries, duplicates, orphans, double
-    publishes, sampled-out requests as event records), through the collector's writer."""
-    path = tmp_path_factory.mktemp("rollup") / "traffic.duckdb"
-    ingest(str(path), 2000, 200)
-    return path
 
 
 def test_expected_groups_from_the_rollup_equal_the_raw_scan(traffic: Path) -> None:
@@ -318,3 +304,46 @@ def test_the_rollup_is_the_same_whether_requests_share_a_commit(
     assert {(d, e, g) for (d, e), groups in raw.items() for g in groups} == set(rolled)
     cursor.close()
     database.close()
+
+
+def test_compacting_the_rollup_leaves_one_row_a_key_and_the_same_answers(
+    traffic: Path, tmp_path: Path
+) -> None:
+    """The writer merges the rows each commit added for one key (a day at full rate had one
+    row group per checkpoint): the rows left add up to the same figures, and every window
+    still gets the raw scan's groups."""
+    path = tmp_path / "compacted.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    cursor = duckdb.connect(str(path))
+    figures = (
+        "SELECT publish_minute, delivery_minute, destination, event_type, consumer_group, "
+        "sum(deliveries), min(first_publish), max(last_publish), min(first_delivery), "
+        "max(last_delivery) FROM eventscope_learned GROUP BY ALL ORDER BY ALL"
+    )
+    kept = cursor.execute(figures).fetchall()
+    rows = cursor.execute("SELECT count(*) FROM eventscope_learned").fetchone()[0]
+    removed = 0
+    while moved := learned_rollup.compact(cursor, max_minutes=1):  # a minute a step
+        removed += moved
+    newest = "(SELECT max(delivery_minute) - INTERVAL 2 MINUTE FROM eventscope_learned)"
+    left = cursor.execute(
+        "SELECT count(*) FROM (SELECT delivery_minute, publish_minute, destination, "
+        f"event_type, consumer_group FROM eventscope_learned WHERE delivery_minute < {newest} "
+        "GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()[0]
+    assert left == 0 and removed > 0
+    assert cursor.execute("SELECT count(*) FROM eventscope_learned").fetchone()[0] == rows - removed
+    assert cursor.execute(figures).fetchall() == kept
+    items = _publishes(cursor)
+    keys = {(i.destination or "", i.event_type or "") for i in items}
+    low, high = cursor.execute(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
+    ).fetchone()
+    used = 0
+    for since, until in ((low - 3600 * 10**9, high + 1), (low + 30 * 10**9, high - 20 * 10**9)):
+        used += learned_rows(cursor, keys, since, until) is not None
+        half = (until - since) // 2
+        got = _plain(learned_groups(cursor, items, since + half, since + half, half))
+        assert got == _raw(cursor, items, since, since + 2 * half), (since, until)
+    assert used >= 1
+    cursor.close()
