@@ -280,3 +280,28 @@ def twin_commits(
         "one commit": [[(TRACES, span_batch), (LOGS, record_batch)]],
     }[order]
     return base, commits
+
+
+def compact_all(
+    cursor: duckdb.DuckDBPyConnection,
+    compact: Callable[..., int],
+    table: str,
+    key: str,
+    minute: str = "minute",
+) -> None:
+    """Run a rollup's ``compact`` a minute a step until nothing is due, and check what it
+    did: rows were merged (the rows left are the rows less those it says it removed), and
+    every minute but the newest two holds one row of each ``key`` (late rows there are
+    merged later)."""
+    rows = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
+    removed = 0
+    while moved := compact(cursor, max_minutes=1):
+        removed += moved
+    newest = f"(SELECT max({minute}) - INTERVAL 2 MINUTE FROM {table})"
+    left = cursor.execute(
+        f"SELECT count(*) FROM (SELECT {key} FROM {table} WHERE {minute} < {newest} "
+        "GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchone()
+    assert left is not None and left[0] == 0 and removed > 0
+    after = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert rows is not None and after is not None and after[0] == rows[0] - removed

@@ -22,6 +22,7 @@ from otlp_builder import (
     PRODUCER,
     TWIN_ORDERS,
     Otlp,
+    compact_all,
     load,
     messaging,
     twin_commits,
@@ -329,18 +330,7 @@ def test_compacting_the_rollup_leaves_one_row_a_key_and_minute_and_the_same_answ
         "GROUP BY ALL HAVING count(*) > 1)"
     )
     assert cursor.execute(several).fetchone()[0] > 0
-    rows = cursor.execute("SELECT count(*) FROM eventscope_latency").fetchone()[0]
-    removed = 0
-    while moved := latency_rollup.compact(cursor, max_minutes=1):  # a minute a step
-        removed += moved
-    # All but the newest two minutes hold one row a key (late rows there are merged later).
-    newest = "(SELECT max(minute) - INTERVAL 2 MINUTE FROM eventscope_latency)"
-    left = cursor.execute(
-        f"SELECT count(*) FROM (SELECT {key} FROM eventscope_latency WHERE minute < {newest} "
-        "GROUP BY ALL HAVING count(*) > 1)"
-    ).fetchone()[0]
-    assert left == 0 and removed > 0
-    assert cursor.execute("SELECT count(*) FROM eventscope_latency").fetchone()[0] == rows - removed
+    compact_all(cursor, latency_rollup.compact, "eventscope_latency", key)
     assert [_used(cursor, **w) for w in windows] == used
     for window, earlier in zip(windows, before, strict=True):
         now = handler_latency(cursor, **window)

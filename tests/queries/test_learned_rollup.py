@@ -21,7 +21,7 @@ from eventscope.queries._tree_fetch import Item
 from eventscope.queries.learned_rollup import learned_rows
 from eventscope.queries.schema import create_schema
 from known_tree import known_tree_spans, other_request_spans
-from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
+from otlp_builder import CONSUMER, PRODUCER, Otlp, compact_all, load, messaging
 from otlp_requests import traces
 from retention_round import retention_round
 
@@ -321,18 +321,8 @@ def test_compacting_the_rollup_leaves_one_row_a_key_and_the_same_answers(
         "max(last_delivery) FROM eventscope_learned GROUP BY ALL ORDER BY ALL"
     )
     kept = cursor.execute(figures).fetchall()
-    rows = cursor.execute("SELECT count(*) FROM eventscope_learned").fetchone()[0]
-    removed = 0
-    while moved := learned_rollup.compact(cursor, max_minutes=1):  # a minute a step
-        removed += moved
-    newest = "(SELECT max(delivery_minute) - INTERVAL 2 MINUTE FROM eventscope_learned)"
-    left = cursor.execute(
-        "SELECT count(*) FROM (SELECT delivery_minute, publish_minute, destination, "
-        f"event_type, consumer_group FROM eventscope_learned WHERE delivery_minute < {newest} "
-        "GROUP BY ALL HAVING count(*) > 1)"
-    ).fetchone()[0]
-    assert left == 0 and removed > 0
-    assert cursor.execute("SELECT count(*) FROM eventscope_learned").fetchone()[0] == rows - removed
+    key = "delivery_minute, publish_minute, destination, event_type, consumer_group"
+    compact_all(cursor, learned_rollup.compact, "eventscope_learned", key, "delivery_minute")
     assert cursor.execute(figures).fetchall() == kept
     items = _publishes(cursor)
     keys = {(i.destination or "", i.event_type or "") for i in items}
