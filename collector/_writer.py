@@ -27,7 +27,7 @@ from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import compact as compact_learned
-from eventscope.queries.learned_rollup import rollup_commit
+from eventscope.queries.learned_rollup import gather_pending, rollup_commit
 from eventscope.queries.ledger_keys import KnownNames
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from eventscope.queries.schema import TABLES
@@ -488,11 +488,11 @@ class SpanWriter:
 
     async def _compact_latency(self) -> None:
         """Merge the latency, activity and learned rollups' rows of one key and minute (one
-        per commit)."""
+        per commit), and gather the learned rollup's pending deliveries into one row group."""
         self._latency_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
-        for compact_rollup in (compact_latency, compact_activity, compact_learned):
+        for compact_rollup in (compact_latency, compact_activity, compact_learned, gather_pending):
             try:
                 await self.on_writer(compact_rollup)
             except Exception:  # the rows add up as they are; try again later

@@ -59,6 +59,7 @@ __all__ = [
     "LEARNED_TABLES",
     "build",
     "compact",
+    "gather_pending",
     "learned_rows",
     "rollup_commit",
     "trim",
@@ -361,6 +362,38 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
     return merge_minutes(
         connection, "eventscope_learned", _KEY, _MERGED, max_minutes, minute="delivery_minute"
     )
+
+
+#: The pending deliveries are rewritten into one row group once they are in more.
+PENDING_ROW_GROUPS = 16
+_ROW_GROUPS = (
+    "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('eventscope_learned_pending')"
+)
+
+
+def gather_pending(connection: duckdb.DuckDBPyConnection) -> int:
+    """Rewrite the pending deliveries into one row group once they are spread over more
+    than :data:`PENDING_ROW_GROUPS` (one transaction, on the writer's connection; the
+    rewritten rows are the same). Every commit that publishes joins all of them: each
+    checkpoint left the few added since the last in a row group of their own (a day at
+    100 M spans a day: 1,600 orphans in 765 row groups, 8 ms a commit to scan, 0.7 ms in
+    one), so the cost grew with the days stored. Returns the row groups there were (0:
+    nothing done)."""
+    [(groups,)] = connection.execute(_ROW_GROUPS).fetchall()
+    if groups <= PENDING_ROW_GROUPS:
+        return 0
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        rows = connection.execute("SELECT * FROM eventscope_learned_pending").to_arrow_table()
+        connection.execute("DELETE FROM eventscope_learned_pending")
+        with registered(connection) as register:
+            name = register("eventscope_learned_pending_kept", rows)
+            connection.execute(f"INSERT INTO eventscope_learned_pending SELECT * FROM {name}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return int(groups)
 
 
 _ROWS = """

@@ -337,3 +337,32 @@ def test_compacting_the_rollup_leaves_one_row_a_key_and_the_same_answers(
         assert got == _raw(cursor, items, since, since + 2 * half), (since, until)
     assert used >= 1
     cursor.close()
+
+
+def test_pending_deliveries_spread_over_row_groups_are_gathered(tmp_path: Path) -> None:
+    """Without vacuum at checkpoints (the collector's setting), each checkpoint leaves the
+    pending deliveries added since in a row group of their own, and every commit that
+    publishes reads all of them: the writer gathers them into one row group, keeping
+    every row."""
+    cursor = duckdb.connect(str(tmp_path / "pending.duckdb"))
+    create_schema(cursor)
+    cursor.execute("SET max_vacuum_tasks = 0")  # as collector/_database.py sets it
+    groups = learned_rollup.PENDING_ROW_GROUPS + 4
+    for n in range(groups):  # each added by a commit, then a checkpoint
+        cursor.execute(
+            "INSERT INTO eventscope_learned_pending VALUES "
+            "($id, make_timestamp_ns($t), make_timestamp_ns($t + 5), 'billing')",
+            {"id": f"e{n}", "t": 1_700_000_000 * 10**9 + n},
+        )
+        cursor.execute("CHECKPOINT")
+    spread = "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info($table)"
+    table = {"table": "eventscope_learned_pending"}
+    assert cursor.execute(spread, table).fetchone()[0] == groups
+    every = "SELECT * FROM eventscope_learned_pending ORDER BY ALL"
+    rows = cursor.execute(every).fetchall()
+    assert learned_rollup.gather_pending(cursor) == groups
+    cursor.execute("CHECKPOINT")
+    assert cursor.execute(spread, table).fetchone()[0] == 1
+    assert cursor.execute(every).fetchall() == rows
+    assert learned_rollup.gather_pending(cursor) == 0  # nothing to do now
+    cursor.close()
