@@ -74,7 +74,7 @@ class SpanWriter:
             this many (queries/id_index.py); runs are merged by size off this thread.
         index_compact_every: seconds between looks at the recent rows' count.
         index_merges: merge the index's runs by size (collector/_index_merges.py).
-        latency_compact_every: seconds between merges of the per-minute rollups' rows of
+        rollup_compact_every: seconds between merges of the per-minute rollups' rows of
             one key and minute (``compact`` of queries/latency_rollup.py,
             activity_rollup.py, learned_rollup.py).
         on_failure: called once, with the reason, when the database fails to commit: from
@@ -94,7 +94,7 @@ class SpanWriter:
         index_run_rows: int = 250_000,
         index_compact_every: float = _COMPACT_EVERY,
         index_merges: bool = True,
-        latency_compact_every: float = 60.0,
+        rollup_compact_every: float = 60.0,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._database = database
@@ -107,8 +107,8 @@ class SpanWriter:
         self._compacted_at = time.monotonic()
         self._index_run_rows = index_run_rows
         self._index_compact_every = index_compact_every
-        self._latency_compact_every = latency_compact_every
-        self._latency_compacted_at = time.monotonic()
+        self._rollup_compact_every = rollup_compact_every
+        self._rollups_compacted_at = time.monotonic()
         self._merges = IndexMerges(database, self.on_writer, index_run_rows, enabled=index_merges)
         self._on_failure = on_failure
         self._known_names = KnownNames()  # the ledger keys' names (queries/ledger_keys.py)
@@ -335,8 +335,8 @@ class SpanWriter:
                 await self._maintain()
             if time.monotonic() - self._compacted_at >= self._index_compact_every:
                 await self._compact_index()
-            if time.monotonic() - self._latency_compacted_at >= self._latency_compact_every:
-                await self._compact_latency()
+            if time.monotonic() - self._rollups_compacted_at >= self._rollup_compact_every:
+                await self._compact_rollups()
 
     async def _linger(self, group: list[_Pending], rows: int) -> tuple[int, bool]:
         """Add to a group of journaled batches (whose clients are answered already) what
@@ -486,10 +486,10 @@ class SpanWriter:
         if moved:
             self._merges.wake()
 
-    async def _compact_latency(self) -> None:
+    async def _compact_rollups(self) -> None:
         """Merge the latency, activity and learned rollups' rows of one key and minute (one
         per commit), and gather the learned rollup's pending deliveries into one row group."""
-        self._latency_compacted_at = time.monotonic()
+        self._rollups_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
         for compact_rollup in (compact_latency, compact_activity, compact_learned, gather_pending):

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import duckdb
 
+from ._scratch import registered
+
 __all__ = [
     "complete_from",
     "delete_before",
@@ -121,12 +123,9 @@ def merge_minutes(
             f"AND {minute} < make_timestamp_ns($high)",
             bounds,
         ).fetchone()
-        name = f"{table}_merged"
-        connection.register(name, rows)
-        try:
+        with registered(connection) as register:
+            name = register(f"{table}_merged", rows)
             connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
-        finally:
-            connection.unregister(name)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")

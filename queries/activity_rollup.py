@@ -118,11 +118,12 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
                 publishes.append(producers.rename_columns({"start_time": "time"}))
                 gaps.append(counted_as_records(connection, producers, logs, _COUNTED_RECORDS))
         if logs is not None and logs.num_rows:
-            records = logs.select(_RECORD_COLUMNS).filter(compute.is_valid(logs["record_kind"]))
+            chosen = logs.select(_RECORD_COLUMNS)
+            records = chosen.filter(compute.is_valid(logs["record_kind"]))
             if records.num_rows:
                 failed = compute.fill_null(compute.is_in(records["outcome"], _FAILED), False)
                 parts.append(_summed(records, "time", RECORDS, None, failed))
-            published = logs.select(_RECORD_COLUMNS).filter(_is(logs, "record_kind", "publish"))
+            published = chosen.filter(_is(logs, "record_kind", "publish"))
             if published.num_rows:
                 published = not_stored_as_spans(connection, published, register, "producer")
             if published.num_rows:
