@@ -4,8 +4,10 @@ Ingests requests of the queries benchmark's traffic (``queries_workload``: 20 sp
 request, publishes and deliveries with publish times, a tenth as many sampled-out requests
 as event records) through the collector's own writer into a new file, timing each commit's
 transaction and, inside it, each rollup the writer keeps (queries/activity_rollup.py, the
-latency, learned and ledger-key rollups, the id index's rows). Prints each one's total,
-per commit and share of the commits' time: the ingest cost of each, measured in one run.
+latency, learned and ledger-key rollups, the id index's rows; the edge rollup,
+queries/edge_rollup.py, inside the latency rollup's step and also timed alone). Prints
+each one's total, per commit and share of the commits' time: the ingest cost of each,
+measured in one run.
 
     python benchmarks/activity_commit.py [--requests 60000]
 """
@@ -23,10 +25,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eventscope.collector._writer as writer_module
+import eventscope.queries.latency_rollup as latency_module
 from queries_workload import ingest
 
 #: The writer's per-commit steps timed (names in collector/_writer.py).
 STEPS = ("rollup_activity", "rollup_latency", "rollup_commit", "rollup_ledger_keys", "index_rows")
+#: Steps inside those: (module, name), timed too.
+INNER = ((latency_module, "add_deliveries"),)
 
 
 def _timed(name: str, spent: dict[str, float], run: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,6 +53,8 @@ def main() -> None:
     commits = [0]
     for name in STEPS:
         setattr(writer_module, name, _timed(name, spent, getattr(writer_module, name)))
+    for module, name in INNER:
+        setattr(module, name, _timed(name, spent, getattr(module, name)))
     transaction = writer_module.SpanWriter._transaction
 
     def counted(self: Any, *a: Any, **k: Any) -> Any:
@@ -65,7 +72,7 @@ def main() -> None:
         f"{args.requests:,} requests ({args.requests * 20:,} spans) in {commits[0]} commits, "
         f"{elapsed:.1f} s; commits {total:.2f} s ({total / commits[0] * 1000:.1f} ms each)"
     )
-    for name in STEPS:
+    for name in (*STEPS, *(name for _, name in INNER)):
         part = spent.get(name, 0.0)
         print(
             f"  {name:<20} {part:6.2f} s  {part / commits[0] * 1000:6.1f} ms a commit  "

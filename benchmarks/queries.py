@@ -31,6 +31,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventscope.queries import _overview as overview_module
+from eventscope.queries import _topology as topology_module
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -111,7 +112,9 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
         (
             "overview, 1 h, rows only (rollups' baseline)",
-            _rows_only(lambda: overview(connection, **hour, fit=True)),
+            _without(
+                overview_module, "_activity_span", lambda: overview(connection, **hour, fit=True)
+            ),
             None,
         ),
         ("requests, newest 50 of 1 h", lambda: requests(connection, **hour), None),
@@ -123,21 +126,26 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
             None,
         ),
         ("topology, 1 h", lambda: topology(connection, **hour), None),
+        (
+            "topology, 1 h, rows only (rollup's baseline)",
+            _without(topology_module, "rolled_edges", lambda: topology(connection, **hour)),
+            None,
+        ),
         ("topology, 24 h", lambda: topology(connection, **day), None),
     ]
 
 
-def _rows_only(run: Callable[[], Any]) -> Callable[[], Any]:
-    """``run`` with the overview's rollups out of its way: what it reads from the rows
-    alone (the baseline of the rollups, measured in the same run on the same file)."""
+def _without(module: Any, name: str, run: Callable[[], Any]) -> Callable[[], Any]:
+    """``run`` with ``module.name`` (a rollup's read) answering None: what the query reads
+    from the rows alone (the rollup's baseline, measured in the same run on the same file)."""
 
     def call() -> Any:
-        saved = overview_module._activity_span
-        overview_module._activity_span = lambda *_: None  # type: ignore[assignment]
+        saved = getattr(module, name)
+        setattr(module, name, lambda *_: None)
         try:
             return run()
         finally:
-            overview_module._activity_span = saved  # type: ignore[assignment]
+            setattr(module, name, saved)
 
     return call
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 from eventscope.queries.activity_rollup import build as build_activity
+from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.learned_rollup import build as build_learned
@@ -127,6 +128,8 @@ class Database:
                 log.warning("keyed the deliveries already stored (queries/ledger_keys.py)")
             if build_activity(connection):  # a file from before the activity rollup: once
                 log.warning("summarised the activity already stored (queries/activity_rollup.py)")
+            if build_edges(connection):  # a file from before the edge rollup: once
+                log.warning("summarised the topology already stored (queries/edge_rollup.py)")
             # Reads go through SQL the user typed: from here on this database instance
             # cannot touch files other than its own (read_csv, COPY, ATTACH are refused).
             connection.execute("SET enable_external_access = false")

@@ -32,6 +32,8 @@ from typing import Any
 import duckdb
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
 from eventscope.queries.activity_rollup import trim as trim_activity
+from eventscope.queries.edge_rollup import EDGE_TABLES
+from eventscope.queries.edge_rollup import trim as trim_edges
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.id_index import trim as trim_index
 from eventscope.queries.latency_rollup import LATENCY_TABLES
@@ -185,6 +187,7 @@ class Retention:
             *LATENCY_TABLES,
             *LEDGER_KEY_TABLES,
             *ACTIVITY_TABLES,
+            *EDGE_TABLES,
         )
         self.figures.removed.update((table, 0) for table in derived)
         metrics.retention = self.figures
@@ -323,6 +326,8 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
         for table, count in trim_ledger_keys(cursor, cutoff=high).items():
             counts[table] = count
         for table, count in trim_activity(cursor, cutoff=high).items():
+            counts[table] = count
+        for table, count in trim_edges(cursor, cutoff=high).items():
             counts[table] = count
         cursor.execute("COMMIT")
     except BaseException:

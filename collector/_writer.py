@@ -23,6 +23,8 @@ import duckdb
 import pyarrow as pa
 from eventscope.queries.activity_rollup import compact as compact_activity
 from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
+from eventscope.queries.edge_rollup import compact as compact_edges
+from eventscope.queries.edge_rollup import gather_pending as gather_edges_pending
 from eventscope.queries.id_index import compact, index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
@@ -487,12 +489,20 @@ class SpanWriter:
             self._merges.wake()
 
     async def _compact_rollups(self) -> None:
-        """Merge the latency, activity and learned rollups' rows of one key and minute (one
-        per commit), and gather the learned rollup's pending deliveries into one row group."""
+        """Merge the latency, activity, learned and edge rollups' rows of one key and minute
+        (one per commit), and gather the learned and edge rollups' pending deliveries into
+        one row group."""
         self._rollups_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
-        for compact_rollup in (compact_latency, compact_activity, compact_learned, gather_pending):
+        for compact_rollup in (
+            compact_latency,
+            compact_activity,
+            compact_learned,
+            gather_pending,
+            compact_edges,
+            gather_edges_pending,
+        ):
             try:
                 await self.on_writer(compact_rollup)
             except Exception:  # the rows add up as they are; try again later
@@ -587,7 +597,8 @@ class SpanWriter:
                 connection.execute(index_rows_sql(name))
             # Who handled what, by minute (queries/learned_rollup.py).
             rollup_commit(connection, tables)
-            # Handler latency by minute (queries/latency_rollup.py).
+            # Handler latency by minute (queries/latency_rollup.py), and the same
+            # deliveries under the publishes they name (queries/edge_rollup.py).
             rollup_latency(connection, tables)
             # Spans, records and publishes by minute and service (queries/activity_rollup.py).
             rollup_activity(connection, tables)

@@ -4,22 +4,41 @@ retention moves it past what it removed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._scratch import registered
 
 __all__ = [
+    "at_times",
     "complete_from",
     "delete_before",
+    "gather",
     "has_rows",
     "mark_complete",
     "merge_minutes",
+    "merged_sql",
     "move_complete_from",
     "rebuild",
+    "transaction",
     "trim_minutes",
 ]
+
+
+@contextlib.contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction on ``connection``: committed at the end, rolled back on any error."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def complete_from(cursor: duckdb.DuckDBPyConnection, key: str) -> int | None:
@@ -69,17 +88,12 @@ def rebuild(
     if complete_from(connection, key) is not None:
         return False
     stored = has_rows(connection)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         for table in tables:
             connection.execute(f"DELETE FROM {table}")
         if stored:
             fill()
         mark_complete(connection, key)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return stored
 
 
@@ -115,8 +129,7 @@ def merge_minutes(
     if first is None:
         return 0
     bounds = {"low": int(first), "high": min(int(first) + max_minutes * _MINUTE_NS, int(cut))}
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         rows = connection.execute(merged, bounds).to_arrow_table()
         result = connection.execute(
             f"DELETE FROM {table} WHERE {minute} >= make_timestamp_ns($low) "
@@ -126,10 +139,6 @@ def merge_minutes(
         with registered(connection) as register:
             name = register(f"{table}_merged", rows)
             connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
     return (int(result[0]) if result else 0) - rows.num_rows
 
 
@@ -158,3 +167,73 @@ def delete_before(
         ).fetchone()
         counts[table] = int(result[0]) if result else 0
     return counts
+
+
+_ROW_GROUPS = "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info($table)"
+
+
+def gather(connection: duckdb.DuckDBPyConnection, table: str, row_groups: int) -> int:
+    """Rewrite ``table`` into one row group once its rows are spread over more than
+    ``row_groups`` (one transaction, on the writer's connection; the rewritten rows are
+    the same): the collector checkpoints without vacuum, so each checkpoint leaves what a
+    small table got since the last in a row group of its own, and a table that loses rows
+    as it gains them (a rollup's pending deliveries) keeps every such row group. Returns
+    the row groups there were (0: nothing done)."""
+    [(groups,)] = connection.execute(_ROW_GROUPS, {"table": table}).fetchall()
+    if groups <= row_groups:
+        return 0
+    with transaction(connection):
+        rows = connection.execute(f"SELECT * FROM {table}").to_arrow_table()
+        connection.execute(f"DELETE FROM {table}")
+        with registered(connection) as register:
+            name = register(f"{table}_kept", rows)
+            connection.execute(f"INSERT INTO {table} SELECT * FROM {name}")
+    return int(groups)
+
+
+_HISTOGRAM = """, {column} AS (
+    SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
+    FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
+          FROM (SELECT gid, unnest(map_entries({column})) AS e FROM due) GROUP BY ALL)
+    GROUP BY gid
+)"""
+
+
+def merged_sql(table: str, key: Sequence[str], figures: str, histograms: Sequence[str]) -> str:
+    """:func:`merge_minutes`' ``merged`` for a rollup ``table`` whose rows of one ``key``
+    (columns, the minute among them) add up as ``figures`` says (SQL selecting the summed
+    columns by name from ``due``, grouped by ``gid``) and whose ``histograms`` (MAP bin ->
+    count columns) merge bin by bin."""
+    keys = ", ".join(key)
+    firsts = ", ".join(f"any_value({column}) AS {column}" for column in key)
+    merged = ", ".join(f"{column}.merged AS {column}" for column in histograms)
+    joins = " ".join(f"LEFT JOIN {column} USING (gid)" for column in histograms)
+    return f"""
+WITH due AS (
+    SELECT *, dense_rank() OVER (ORDER BY {keys}) AS gid FROM {table}
+    WHERE minute >= make_timestamp_ns($low) AND minute < make_timestamp_ns($high)
+), figures AS (
+    SELECT gid, {firsts}, {figures} FROM due GROUP BY gid
+){"".join(_HISTOGRAM.format(column=c) for c in histograms)}
+SELECT figures.* EXCLUDE (gid), {merged}
+FROM figures {joins}
+"""
+
+
+#: Up to this many distinct times are looked up as a list (else as their range).
+_LISTED = 64
+
+
+def at_times(template: str, times: pa.ChunkedArray) -> tuple[str, dict[str, int]]:  # type: ignore[type-arg]
+    """``template`` (SQL with ``{when}``, a condition on a time column to complete) for rows
+    started at one of ``times``, and its parameters: a list of them where they are few
+    (which prunes row groups better than the range around them), else their range."""
+    listed = pc.unique(times).cast(pa.int64()).to_pylist()
+    if len(listed) <= _LISTED:
+        params = {f"t{n}": t for n, t in enumerate(listed) if t is not None}
+        when = ", ".join(f"make_timestamp_ns(${name})" for name in params)
+        return template.format(when=f"IN ({when})"), params
+    bounds = pc.min_max(times)
+    low, high = (int(bounds[k].cast(pa.int64()).as_py()) for k in ("min", "max"))
+    when = "BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)"
+    return template.format(when=when), {"low": low, "high": high}

@@ -23,11 +23,14 @@ import pyarrow.compute as pc
 
 from ._duplicates import duplicate_events
 from ._ledger import DEFAULT_GRACE_NS, lost_events
+from ._records import DuplicateEvent
 from ._records_stats import Percentiles, Topology, TopologyEdge
 from ._scratch import Scratch
+from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
+from ._topology_rollup import rolled_edges
 from .id_index import has_index, id_range
 
 __all__ = ["topology"]
@@ -74,21 +77,16 @@ def topology(
             as in ``orphan_deliveries``.
     """
     judged = max(now_ns() - grace_ns, 0)
-    duplicates = [
-        d
-        for d in duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
-        if d.consumer_group is not None
-    ]
-    twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group is not None]
-    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
-        early = None if since_ns is None else _published_before(cursor, src, since_ns)
-        table = None if early is None else src.register(early)
-        rows = edge_rows(cursor, src, judged, twice, early=table)
-        first = {} if early is None else _by_event(early)
-        if duplicates:
-            ids = src.register(id_table({d.event_id for d in duplicates}, "message_id"))
-            sql = _FIRST_PUBLISHES.format(publishes=src.publishes, ids=ids)
-            first.update(_by_event(cursor.execute(sql, src.params).to_arrow_table()))
+    found = duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
+    duplicates = [d for d in found if d.consumer_group is not None]
+    rolled = None
+    if since_ns is not None:  # from the writer's rollups (queries/_topology_rollup.py)
+        until = FAR_FUTURE_NS if until_ns is None else until_ns
+        rolled = rolled_edges(cursor, since_ns, until, judged, found)
+    if rolled is not None:
+        rows, first = rolled
+    else:
+        rows, first = _raw_edges(cursor, since_ns, until_ns, judged, duplicates)
     lost = lost_events(
         cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
     )
@@ -121,6 +119,28 @@ def topology(
         consumer_groups=tuple(sorted({e.consumer_group for e in ordered if e.consumer_group})),
         edges=tuple(ordered),
     )
+
+
+def _raw_edges(
+    cursor: duckdb.DuckDBPyConnection,
+    since_ns: int | None,
+    until_ns: int | None,
+    judged: int,
+    duplicates: list[DuplicateEvent],
+) -> tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
+    """``edge_rows`` of the window read raw, and the (producer, destination, event type) of
+    the first publish of each duplicated event (in the window, else before it)."""
+    twice = [(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group is not None]
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        early = None if since_ns is None else _published_before(cursor, src, since_ns)
+        table = None if early is None else src.register(early)
+        rows = edge_rows(cursor, src, judged, twice, early=table)
+        first = {} if early is None else _by_event(early)
+        if duplicates:
+            ids = src.register(id_table({d.event_id for d in duplicates}, "message_id"))
+            sql = _FIRST_PUBLISHES.format(publishes=src.publishes, ids=ids)
+            first.update(_by_event(cursor.execute(sql, src.params).to_arrow_table()))
+    return rows, first
 
 
 def _published_before(

@@ -41,10 +41,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._log_bins import BIN_SQL
-from ._rollup_meta import complete_from, merge_minutes, rebuild, trim_minutes
+from ._rollup_meta import complete_from, merge_minutes, merged_sql, rebuild, trim_minutes
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
 from ._twins import GAP, counted_as_records, insert_gaps, not_stored_as_spans
+from .edge_rollup import add_deliveries
 
 __all__ = [
     "LATENCY_TABLES",
@@ -61,25 +62,29 @@ LATENCY_TABLES = ("eventscope_latency", "eventscope_latency_gaps")
 MINUTE_NS = 60 * 10**9
 _MINUTE = f"make_timestamp_ns(epoch_ns({{t}}) // {MINUTE_NS} * {MINUTE_NS})"
 
-# The rollup's rows of deliveries ({deliveries}: the columns of span_deliveries, raw).
+# Deliveries ({deliveries}: the columns of span_deliveries, raw) one row each, as both
+# rollups sum them: group, outcome (as the raw reads give them), the bins of processing
+# and queue wait (computed once for both).
+PER_DELIVERY = f"""
+SELECT start_time, end_time, publish_time, message_id, service_name,
+       coalesce(consumer_group, service_name) AS consumer_group, handler, name, event_type,
+       destination,
+       coalesce(outcome, CASE WHEN status_code = 'error' THEN 'error' ELSE 'ok' END)
+           AS outcome,
+       {BIN_SQL.format(v="(epoch_ns(end_time) - epoch_ns(start_time))")} AS processing,
+       {BIN_SQL.format(v="(epoch_ns(start_time) - epoch_ns(publish_time))")} AS queue_wait
+FROM ({{deliveries}})
+"""
+# The rollup's rows of deliveries ({rows}: PER_DELIVERY's).
 _SUMMARISE = f"""
 INSERT INTO eventscope_latency
 SELECT make_timestamp_ns(start_ns // {MINUTE_NS} * {MINUTE_NS}) AS minute, service_name,
-       grp, coalesce(handler, grp || ': ' || name), event_type, destination,
-       count(*), count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')),
+       consumer_group, coalesce(handler, consumer_group || ': ' || name), event_type,
+       destination, count(*), count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')),
        make_timestamp_ns(min(start_ns)), make_timestamp_ns(max(start_ns)),
        histogram(processing) FILTER (WHERE processing IS NOT NULL),
        histogram(queue_wait) FILTER (WHERE queue_wait IS NOT NULL)
-FROM (
-    SELECT epoch_ns(start_time) AS start_ns, service_name,
-           coalesce(consumer_group, service_name) AS grp, handler, name, event_type,
-           destination,
-           coalesce(outcome, CASE WHEN status_code = 'error' THEN 'error' ELSE 'ok' END)
-               AS outcome,
-           {BIN_SQL.format(v="(epoch_ns(end_time) - epoch_ns(start_time))")} AS processing,
-           {BIN_SQL.format(v="(epoch_ns(start_time) - epoch_ns(publish_time))")} AS queue_wait
-    FROM ({{deliveries}})
-)
+FROM (SELECT *, epoch_ns(start_time) AS start_ns FROM {{rows}})
 GROUP BY ALL
 """
 _GAPS = f"""
@@ -90,13 +95,13 @@ SELECT {_MINUTE.format(t="time")} AS minute, count(*) FROM ({{times}}) GROUP BY 
 # One commit's deliveries that carry their publish time: {consumers} (consumer spans),
 # {records} (deliver records not stored as a consumer span: the raw query's anti-join).
 _COMMIT_SPANS = """
-SELECT start_time, end_time, publish_time, service_name, consumer_group, handler, name,
-       event_type, destination, outcome, status_code
+SELECT start_time, end_time, publish_time, message_id, service_name, consumer_group, handler,
+       name, event_type, destination, outcome, status_code
 FROM {consumers}
 """
 _COMMIT_RECORDS = """
 SELECT time AS start_time, greatest(coalesce(end_time, time), time) AS end_time,
-       publish_time, service_name, consumer_group, handler,
+       publish_time, message_id, service_name, consumer_group, handler,
        'process ' || coalesce(destination, '') AS name, event_type, destination, outcome,
        NULL::VARCHAR AS status_code
 FROM {records}
@@ -107,6 +112,7 @@ _SPAN_COLUMNS = (
     "start_time",
     "end_time",
     "publish_time",
+    "message_id",
     "service_name",
     "consumer_group",
     "handler",
@@ -122,6 +128,7 @@ _RECORD_COLUMNS = (
     "time",
     "end_time",
     "publish_time",
+    "message_id",
     "service_name",
     "consumer_group",
     "handler",
@@ -135,10 +142,11 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
     """Add one commit's deliveries to the rollup, inside the commit's transaction, after
     its rows are inserted. ``tables``: the commit's Arrow tables by table name.
 
-    Nothing for a commit without deliveries. Otherwise one insert of its summaries, one of
-    its gaps when it has any, and a lookup of the stored rows of the other kind at its
-    times: consumer spans of its records' traces, and records with a publish time (a
-    scan of the commit's time range in ``logs``, usually empty)."""
+    One insert of its summaries, one of its gaps when it has any, and a lookup of the
+    stored rows of the other kind at its times: consumer spans of its records' traces, and
+    records with a publish time (a scan of the commit's time range in ``logs``, usually
+    empty). The same deliveries then go to the edge rollup (:mod:`.edge_rollup`), which
+    also pairs the commit's publishes with its pending deliveries."""
     consumers, spans_gaps = _chosen(tables.get("spans"), "kind", "consumer", _SPAN_COLUMNS)
     records, records_gaps = _chosen(tables.get("logs"), "record_kind", "deliver", _RECORD_COLUMNS)
     gaps = [g for g in (spans_gaps, records_gaps) if g is not None]
@@ -155,9 +163,13 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
         if records is not None and records.num_rows:
             name = register("eventscope_latency_records", records)
             parts.append(_COMMIT_RECORDS.format(records=name))
+        rows = None
         if parts:
-            connection.execute(_SUMMARISE.format(deliveries=" UNION ALL ".join(parts)))
+            rows = f"({PER_DELIVERY.format(deliveries=' UNION ALL '.join(parts))})"
+            connection.execute(_SUMMARISE.format(rows=rows))
         insert_gaps(connection, register, "eventscope_latency_gaps", gaps)
+        # the same deliveries under the publishes they name (queries/edge_rollup.py)
+        add_deliveries(connection, register, rows, tables)
 
 
 # The stored records the rollup counts: with a publish time (the others are gaps).
@@ -195,7 +207,8 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     def fill() -> None:
         spans = span_deliveries(ALL_TIME)
         records = f"SELECT * FROM ({record_deliveries(ALL_TIME)}) WHERE publish_time IS NOT NULL"
-        connection.execute(_SUMMARISE.format(deliveries=f"{spans} UNION ALL {records}"))
+        rows = PER_DELIVERY.format(deliveries=f"{spans} UNION ALL {records}")
+        connection.execute(_SUMMARISE.format(rows=f"({rows})"))
         times = (
             "SELECT start_time AS time FROM spans "
             "WHERE kind = 'consumer' AND publish_time IS NULL "
@@ -207,29 +220,15 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     return rebuild(connection, "latency_from", LATENCY_TABLES, fill)
 
 
-_KEY = "minute, service_name, consumer_group, handler, event_type, destination"
-_HISTOGRAM = """, {column} AS (
-    SELECT gid, map_from_entries(list(struct_pack(key := bin, value := n) ORDER BY bin)) AS merged
-    FROM (SELECT gid, e.key AS bin, sum(e.value)::UBIGINT AS n
-          FROM (SELECT gid, unnest(map_entries({column})) AS e FROM due) GROUP BY ALL)
-    GROUP BY gid
-)"""
+_KEY = ("minute", "service_name", "consumer_group", "handler", "event_type", "destination")
 # One row per key and minute of the range: figures added, histograms merged bin by bin.
-_MERGED = f"""
-WITH due AS (
-    SELECT *, dense_rank() OVER (ORDER BY {_KEY}) AS gid FROM eventscope_latency
-    WHERE minute >= make_timestamp_ns($low) AND minute < make_timestamp_ns($high)
-), figures AS (
-    SELECT gid, any_value(minute) AS minute, any_value(service_name) AS service_name,
-           any_value(consumer_group) AS consumer_group, any_value(handler) AS handler,
-           any_value(event_type) AS event_type, any_value(destination) AS destination,
-           sum(deliveries)::BIGINT AS deliveries, sum(errors)::BIGINT AS errors,
-           min(first_start) AS first_start, max(last_start) AS last_start
-    FROM due GROUP BY gid
-){"".join(_HISTOGRAM.format(column=c) for c in ("processing", "queue_wait"))}
-SELECT figures.* EXCLUDE (gid), processing.merged AS processing, queue_wait.merged AS queue_wait
-FROM figures LEFT JOIN processing USING (gid) LEFT JOIN queue_wait USING (gid)
-"""
+_MERGED = merged_sql(
+    "eventscope_latency",
+    _KEY,
+    "sum(deliveries)::BIGINT AS deliveries, sum(errors)::BIGINT AS errors, "
+    "min(first_start) AS first_start, max(last_start) AS last_start",
+    ("processing", "queue_wait"),
+)
 
 
 def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) -> int:
@@ -238,7 +237,7 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
     older than the newest minute by two. One transaction; reads see the same figures
     before and after (sums, first and last start, the histograms bin by bin). Returns the
     rows removed (0: nothing due). On the writer's connection."""
-    return merge_minutes(connection, "eventscope_latency", _KEY, _MERGED, max_minutes)
+    return merge_minutes(connection, "eventscope_latency", ", ".join(_KEY), _MERGED, max_minutes)
 
 
 def latency_from(cursor: duckdb.DuckDBPyConnection) -> int | None:

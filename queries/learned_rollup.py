@@ -44,8 +44,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._rollup_meta import (
+    at_times,
     complete_from,
     delete_before,
+    gather,
     has_rows,
     mark_complete,
     merge_minutes,
@@ -99,8 +101,6 @@ SELECT message_id, time, coalesce(destination, ''), coalesce(event_type, '')
 FROM logs WHERE record_kind = 'publish' AND message_id IS NOT NULL AND time {when}
 """
 _BETWEEN = "BETWEEN make_timestamp_ns($low) AND make_timestamp_ns($high)"
-#: Up to this many distinct publish times are looked up as a list.
-_LISTED = 64
 
 # Deliveries ({deliveries}) with the stored publish their (event id, publish time) names:
 # ``destination`` NULL where none is stored.
@@ -159,7 +159,7 @@ def _rollup(
             found.append(_BY_ID.format(deliveries=_PENDING, publishes=f"SELECT * FROM {name}"))
         if rest.num_rows:
             name = register("eventscope_incoming_deliveries", rest)
-            stored, params = _stored_at(rest["publish_time"])
+            stored, params = at_times(_STORED, rest["publish_time"])
             found.append(_NAMED.format(deliveries=name, stored=stored))
         if found:
             rows = connection.execute(" UNION ALL ".join(found), params).to_arrow_table()
@@ -212,21 +212,6 @@ def _extract(tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Table, pa.Tab
         pa.concat_tables(publishes) if publishes else _PUBLISH.empty_table(),
         pa.concat_tables(gaps) if gaps else _GAP.empty_table(),
     )
-
-
-def _stored_at(times: pa.ChunkedArray) -> tuple[str, dict[str, int]]:  # type: ignore[type-arg]
-    """:data:`_STORED` for publishes started at one of ``times``, and its parameters."""
-    listed = pc.unique(times).cast(pa.int64()).to_pylist()
-    if len(listed) <= _LISTED:
-        params = {f"t{n}": t for n, t in enumerate(listed) if t is not None}
-        when = ", ".join(f"make_timestamp_ns(${name})" for name in params)
-        return _STORED.format(when=f"IN ({when})"), params
-    bounds = pc.min_max(times)
-    return _STORED.format(when=_BETWEEN), {"low": _ns(bounds["min"]), "high": _ns(bounds["max"])}
-
-
-def _ns(time: pa.Scalar) -> int:  # type: ignore[type-arg]
-    return int(time.cast(pa.int64()).as_py())
 
 
 def _pair_by_id(
@@ -366,34 +351,16 @@ def compact(connection: duckdb.DuckDBPyConnection, *, max_minutes: int = 240) ->
 
 #: The pending deliveries are rewritten into one row group once they are in more.
 PENDING_ROW_GROUPS = 16
-_ROW_GROUPS = (
-    "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('eventscope_learned_pending')"
-)
 
 
 def gather_pending(connection: duckdb.DuckDBPyConnection) -> int:
     """Rewrite the pending deliveries into one row group once they are spread over more
-    than :data:`PENDING_ROW_GROUPS` (one transaction, on the writer's connection; the
-    rewritten rows are the same). Every commit that publishes joins all of them: each
-    checkpoint left the few added since the last in a row group of their own (a day at
-    100 M spans a day: 1,600 orphans in 765 row groups, 8 ms a commit to scan, 0.7 ms in
-    one), so the cost grew with the days stored. Returns the row groups there were (0:
-    nothing done)."""
-    [(groups,)] = connection.execute(_ROW_GROUPS).fetchall()
-    if groups <= PENDING_ROW_GROUPS:
-        return 0
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        rows = connection.execute("SELECT * FROM eventscope_learned_pending").to_arrow_table()
-        connection.execute("DELETE FROM eventscope_learned_pending")
-        with registered(connection) as register:
-            name = register("eventscope_learned_pending_kept", rows)
-            connection.execute(f"INSERT INTO eventscope_learned_pending SELECT * FROM {name}")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return int(groups)
+    than :data:`PENDING_ROW_GROUPS` (:func:`._rollup_meta.gather`). Every commit that
+    publishes joins all of them: each checkpoint left the few added since the last in a
+    row group of their own (a day at 100 M spans a day: 1,600 orphans in 765 row groups,
+    8 ms a commit to scan, 0.7 ms in one), so the cost grew with the days stored. Returns
+    the row groups there were (0: nothing done)."""
+    return gather(connection, "eventscope_learned_pending", PENDING_ROW_GROUPS)
 
 
 _ROWS = """

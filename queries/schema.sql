@@ -221,3 +221,39 @@ CREATE TABLE IF NOT EXISTS eventscope_activity_gaps (
     minute              TIMESTAMP_NS NOT NULL,
     publishes           BIGINT NOT NULL
 );
+
+-- Not public: the topology's edges by minute (see queries/edge_rollup.py), kept by the
+-- writer in the same commit as the rows: deliveries under the publish they name.
+-- Histograms: bin (queries/_log_bins.py) -> count.
+CREATE TABLE IF NOT EXISTS eventscope_edges (
+    minute              TIMESTAMP_NS NOT NULL,  -- of the delivery's start
+    producer            VARCHAR,                -- the publish's service
+    destination         VARCHAR NOT NULL,       -- the publish's ('' when none)
+    event_type          VARCHAR NOT NULL,       -- the publish's ('' when none)
+    consumer_group      VARCHAR NOT NULL,       -- the delivery's (its service when none)
+    service_name        VARCHAR,                -- the delivery's
+    handler             VARCHAR,                -- the delivery's (NULL when none)
+    deliveries          BIGINT NOT NULL,
+    handled             BIGINT NOT NULL,        -- outcome ok or duplicate_skipped
+    errors              BIGINT NOT NULL,        -- outcome error or dead_lettered
+    first_start         TIMESTAMP_NS NOT NULL,
+    last_start          TIMESTAMP_NS NOT NULL,
+    last_publish        TIMESTAMP_NS NOT NULL,
+    processing          MAP(SMALLINT, UBIGINT),
+    queue_wait          MAP(SMALLINT, UBIGINT)
+);
+
+-- Deliveries of the edge rollup's kind whose named publish was not stored when they were
+-- committed: paired when it comes, else read as they are (orphans).
+CREATE TABLE IF NOT EXISTS eventscope_edges_pending (
+    start_time          TIMESTAMP_NS NOT NULL,
+    end_time            TIMESTAMP_NS NOT NULL,
+    publish_time        TIMESTAMP_NS NOT NULL,
+    message_id          VARCHAR,
+    consumer_group      VARCHAR NOT NULL,
+    service_name        VARCHAR,
+    handler             VARCHAR,
+    outcome             VARCHAR NOT NULL,
+    destination         VARCHAR,
+    event_type          VARCHAR
+);

@@ -32,6 +32,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
+base = rss()
 blocks = [libc.malloc(4096) for _ in range(100_000)]
 for block in blocks:
     ctypes.memset(block, 1, 4096)
@@ -40,7 +41,7 @@ for i, block in enumerate(blocks):
         libc.free(block)
 held = rss()
 released = release_free_memory()
-print(held, rss(), released)
+print(base, held, rss(), released)
 """
 
 
@@ -52,10 +53,12 @@ def test_memory_freed_in_the_heap_is_given_back_to_the_system() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _FRAGMENT], capture_output=True, text=True, check=True, timeout=60
     )
-    held, after, released = done.stdout.split()
+    base, held, after, released = (int(v) if v.isdigit() else v for v in done.stdout.split())
     assert released == "True"
-    # ~400 MiB were touched and freed; without the trim RSS stays there
-    assert int(held) - int(after) > 300 * 2**20
+    # ~400 MiB were touched and freed; without the trim RSS stays there (glibc gives part
+    # of it back by itself on some runs: 180-400 MiB were held here)
+    assert held - after > 150 * 2**20
+    assert after - base < 50 * 2**20  # all of it given back
 
 
 def test_elsewhere_than_glibc_it_says_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:

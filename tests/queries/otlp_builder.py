@@ -24,6 +24,7 @@ from eventscope.collector._signals import LOGS, TRACES
 from eventscope.collector._writer import SpanWriter
 from eventscope.queries.activity_rollup import build as build_activity
 from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
+from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.id_index import index_rows, index_rows_sql
 from eventscope.queries.latency_rollup import build as build_latency
@@ -216,6 +217,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_latency(connection)  # and of handler latency
     build_ledger_keys(connection)  # and the integer keys of deliveries and publishes
     build_activity(connection)  # and the activity by minute
+    build_edges(connection)  # and the topology's edges
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}

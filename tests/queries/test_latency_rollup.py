@@ -28,7 +28,7 @@ from otlp_builder import (
     twin_commits,
     write_commits,
 )
-from retention_round import retention_round
+from retention_round import retain_half
 
 MINUTE = 60 * 10**9
 SECOND = 10**9
@@ -230,19 +230,9 @@ def test_retention_removes_the_rollup_of_what_it_removed(
 ) -> None:
     """After retention removed the older half, the minute it cut is read raw, later ones
     from the rollup, and every window gives the raw answer of the rows kept."""
-    path = tmp_path / "retained.duckdb"
-    path.write_bytes(traffic.read_bytes())
-    database = Database.open(Settings(db=str(path)))
-    writer = database.cursor()
-    low, high = _bounds(writer)
-    cutoff = (low + high) // 2
-
-    assert retention_round(database, writer, cutoff)[1] > 0
-    cursor = database.cursor()
-    start = int(
-        cursor.execute("SELECT value FROM eventscope_meta WHERE key = 'latency_from'").fetchone()[0]
-    )
-    assert start == cutoff - cutoff % MINUTE + MINUTE
+    kept = retain_half(traffic, tmp_path / "retained.duckdb", "latency_from")
+    cursor = kept.database.cursor()
+    low, start, cutoff = kept.first, kept.start, (kept.first + kept.last) // 2
     left = cursor.execute(
         "SELECT count(*) FROM eventscope_latency WHERE minute < make_timestamp_ns($t)",
         {"t": start},
@@ -254,8 +244,8 @@ def test_retention_removes_the_rollup_of_what_it_removed(
         _same(fast, _raw(cursor, handler_latency, **kwargs))
         assert fast.total.first_ns is not None and fast.total.first_ns >= cutoff
     cursor.close()
-    writer.close()
-    database.close()
+    kept.writer.close()
+    kept.database.close()
 
 
 _SUMMARY = """

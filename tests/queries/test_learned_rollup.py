@@ -15,7 +15,7 @@ from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
 from eventscope.collector._writer import SpanWriter
-from eventscope.queries import fanout_tree, learned_rollup
+from eventscope.queries import edge_rollup, fanout_tree, learned_rollup
 from eventscope.queries._tree import learned_groups
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.learned_rollup import learned_rows
@@ -339,30 +339,49 @@ def test_compacting_the_rollup_leaves_one_row_a_key_and_the_same_answers(
     cursor.close()
 
 
-def test_pending_deliveries_spread_over_row_groups_are_gathered(tmp_path: Path) -> None:
+_T = "make_timestamp_ns($t)"
+#: Each rollup's pending deliveries: its gathering, its table, one row of it.
+_PENDING = {
+    "learned": (
+        learned_rollup.gather_pending,
+        "eventscope_learned_pending",
+        f"($id, {_T}, {_T}, 'billing')",
+    ),
+    "edges": (
+        edge_rollup.gather_pending,
+        "eventscope_edges_pending",
+        f"({_T}, {_T}, {_T}, $id, 'billing', 'billing', NULL, 'ok', 'orders', 'OrderPlaced')",
+    ),
+}
+
+
+@pytest.mark.parametrize("rollup", sorted(_PENDING))
+def test_pending_deliveries_spread_over_row_groups_are_gathered(
+    tmp_path: Path, rollup: str
+) -> None:
     """Without vacuum at checkpoints (the collector's setting), each checkpoint leaves the
     pending deliveries added since in a row group of their own, and every commit that
     publishes reads all of them: the writer gathers them into one row group, keeping
     every row."""
+    gather_pending, name, row = _PENDING[rollup]
     cursor = duckdb.connect(str(tmp_path / "pending.duckdb"))
     create_schema(cursor)
     cursor.execute("SET max_vacuum_tasks = 0")  # as collector/_database.py sets it
     groups = learned_rollup.PENDING_ROW_GROUPS + 4
     for n in range(groups):  # each added by a commit, then a checkpoint
         cursor.execute(
-            "INSERT INTO eventscope_learned_pending VALUES "
-            "($id, make_timestamp_ns($t), make_timestamp_ns($t + 5), 'billing')",
+            f"INSERT INTO {name} VALUES {row}",
             {"id": f"e{n}", "t": 1_700_000_000 * 10**9 + n},
         )
         cursor.execute("CHECKPOINT")
     spread = "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info($table)"
-    table = {"table": "eventscope_learned_pending"}
+    table = {"table": name}
     assert cursor.execute(spread, table).fetchone()[0] == groups
-    every = "SELECT * FROM eventscope_learned_pending ORDER BY ALL"
+    every = f"SELECT * FROM {name} ORDER BY ALL"
     rows = cursor.execute(every).fetchall()
-    assert learned_rollup.gather_pending(cursor) == groups
+    assert gather_pending(cursor) == groups
     cursor.execute("CHECKPOINT")
     assert cursor.execute(spread, table).fetchone()[0] == 1
     assert cursor.execute(every).fetchall() == rows
-    assert learned_rollup.gather_pending(cursor) == 0  # nothing to do now
+    assert gather_pending(cursor) == 0  # nothing to do now
     cursor.close()

@@ -24,7 +24,7 @@ from otlp_builder import (
     twin_commits,
     write_commits,
 )
-from retention_round import retention_round
+from retention_round import retain_half, span_window
 
 SECOND_NS = 10**9
 
@@ -34,13 +34,6 @@ SELECT count(*), count(*) FILTER (WHERE kind = 'server' AND parent_span_id IS NU
 FROM spans
 WHERE start_time >= make_timestamp_ns($a) AND start_time < make_timestamp_ns($b)
 """
-
-
-def _window(db: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    [(first, last)] = db.execute(
-        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
-    ).fetchall()
-    return first, last
 
 
 def _counted(
@@ -84,7 +77,7 @@ def _figures(bucket: Any) -> tuple[int, ...]:
 def test_each_bucket_holds_what_started_in_it(
     db: duckdb.DuckDBPyConnection, lead_ms: int, tail_ms: int, buckets: int, fit: bool
 ) -> None:
-    first, last = _window(db)
+    first, last = span_window(db)
     since, until = first - lead_ms * 10**6 - 123_457, last + tail_ms * 10**6
     found = overview(db, since_ns=since, until_ns=until, buckets=buckets, fit=fit)
     width = found.bucket_ns
@@ -105,7 +98,7 @@ def test_each_bucket_holds_what_started_in_it(
 
 
 def test_services_and_event_types_are_counted_from_the_rows(db: duckdb.DuckDBPyConnection) -> None:
-    first, last = _window(db)
+    first, last = span_window(db)
     since, until = first - 1, last + 1
     found = overview(db, since_ns=since, until_ns=until, fit=True)
     window = {"a": since, "b": until}
@@ -197,7 +190,7 @@ def test_the_overview_from_the_rollups_counts_what_the_rows_hold(
         "FROM eventscope_activity GROUP BY ALL HAVING count(*) > 1)"
     ).fetchone()
     assert several and several[0] > 0  # minutes summarised by more than one commit add up
-    first, last = _window(cursor)
+    first, last = span_window(cursor)
     rng = random.Random(5)
     windows = [(first - 5 * SECOND_NS, last + 1, 3), (last - 3 * MINUTE_NS, last + 1, 2)]
     for _ in range(10):
@@ -219,7 +212,7 @@ def test_fewer_minutes_than_buckets_are_read_raw_in_finer_buckets(
     traffic: Path, any_size: None
 ) -> None:
     cursor = duckdb.connect(str(traffic))
-    first, last = _window(cursor)
+    first, last = span_window(cursor)
     assert not _rolled(cursor, first, last + 1, 60)  # 3.5 minutes in 60 buckets: seconds
     found = _same_as_the_rows(cursor, first, last + 1, 60)
     assert found.bucket_ns < MINUTE_NS
@@ -260,25 +253,16 @@ def test_retention_removes_the_activity_it_removed(
 ) -> None:
     """After retention removed the older half, the minute it cut is read raw, later ones
     from the rollups, and the overview counts the rows kept."""
-    path = tmp_path / "retained.duckdb"
-    path.write_bytes(traffic.read_bytes())
-    database = Database.open(Settings(db=str(path)))
-    writer = database.cursor()
-    first, last = _window(writer)
-    cutoff = (first + last) // 2
-    assert retention_round(database, writer, cutoff)[1] > 0
-    cursor = database.cursor()
-    start = cutoff - cutoff % MINUTE_NS + MINUTE_NS
-    meta = "SELECT value FROM eventscope_meta WHERE key = 'activity_from'"
-    assert int(cursor.execute(meta).fetchone()[0]) == start
+    kept = retain_half(traffic, tmp_path / "retained.duckdb", "activity_from")
+    cursor = kept.database.cursor()
     older = "SELECT count(*) FROM eventscope_activity WHERE minute < make_timestamp_ns($t)"
-    assert cursor.execute(older, {"t": start}).fetchone()[0] == 0
-    assert _rolled(cursor, first, last + 1, 1)
-    found = _same_as_the_rows(cursor, first, last + 1, 1)
-    assert min(s.first_seen_ns for s in found.services) >= cutoff
+    assert cursor.execute(older, {"t": kept.start}).fetchone()[0] == 0
+    assert _rolled(cursor, kept.first, kept.last + 1, 1)
+    found = _same_as_the_rows(cursor, kept.first, kept.last + 1, 1)
+    assert min(s.first_seen_ns for s in found.services) >= (kept.first + kept.last) // 2
     cursor.close()
-    writer.close()
-    database.close()
+    kept.writer.close()
+    kept.database.close()
 
 
 _KEPT = """
@@ -315,7 +299,7 @@ def test_compacting_the_rollup_leaves_one_row_a_key_and_minute_and_the_same_answ
     path = tmp_path / "compacted.duckdb"
     path.write_bytes(traffic.read_bytes())
     cursor = duckdb.connect(str(path))
-    first, last = _window(cursor)
+    first, last = span_window(cursor)
     kept = cursor.execute(_KEPT).fetchall()
     before = overview(cursor, since_ns=first, until_ns=last + 1, buckets=2, fit=True)
     key = "minute, what, service_name, event_type, destination"

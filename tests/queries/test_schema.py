@@ -10,6 +10,7 @@ import pytest
 from eventscope.queries import schema
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
+from eventscope.queries.edge_rollup import EDGE_TABLES
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
@@ -57,6 +58,7 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         *LATENCY_TABLES,
         *LEDGER_KEY_TABLES,
         *ACTIVITY_TABLES,
+        *EDGE_TABLES,
     }
     assert tables - views == {*schema.TABLES, "eventscope_meta", *derived}
 

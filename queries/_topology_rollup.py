@@ -1,0 +1,327 @@
+"""The topology's edges from the writer's rollups (:mod:`.edge_rollup`, :mod:`.activity_rollup`)
+and the few deliveries they do not place.
+
+Where the overview's rollups answer the window (:func:`._overview._activity_span`: the
+latency and activity rollups complete there, no gap, enough deliveries) and the edge
+rollup is complete from its first whole minute, an edge's figures are the sum of:
+
+- the edge rollup's rows of the whole minutes: deliveries under the publish they name;
+- the *loose* deliveries, put where the raw query puts them (their event's first publish
+  in the window, else its first before the window, else producer None once older than
+  the grace period): the pending ones of those minutes (their publish was not stored when
+  they were committed, or never came) and every delivery of the cut minutes, read raw.
+
+Published counts are the activity rollup's publishes per producer, destination and type
+of the whole minutes and the cut minutes' read raw, less the extra publishes of the events
+published more than once in the window (the raw query counts an event once).
+
+That is the raw answer wherever an event's publishes agree on producer, destination and
+type (then the one a delivery names and the first in the window are on one edge), which
+is checked for the events published twice in the window; one published before the window
+and again in it under another producer or type is the one case left, as for the learned
+rollup (queries/learned_rollup.py). A delivery that names a publish after the window's end
+(a clock running ahead) makes the window read raw. Handled counts an (event, group)
+handled more than once in the window once, from the duplicates the page reads anyway.
+Percentiles come from the merged histograms (within :data:`._log_bins.RELATIVE_ERROR`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._latency import _QUANTILES
+from ._latency_rollup_read import merge
+from ._log_bins import BIN_SQL
+from ._overview import _activity_span
+from ._records import DuplicateEvent
+from ._sources import Sources, id_table
+from .activity_rollup import PUBLISHES
+from .edge_rollup import edges_from
+from .id_index import has_index, id_range
+from .ledger_keys import keyed
+
+__all__ = ["rolled_edges"]
+
+Key = tuple[Any, ...]
+Triple = tuple[Any, str, str]
+
+_EDGE_KEY = "to_json([producer, destination, event_type, consumer_group])::VARCHAR"
+_ROLLUP = f"""
+SELECT {_EDGE_KEY} AS key, NULL::BIGINT AS bucket, deliveries, errors,
+       epoch_ns(first_start) AS first, epoch_ns(last_start) AS last, processing, queue_wait,
+       handled, service_name, handler, epoch_ns(last_publish) AS last_publish
+FROM eventscope_edges
+WHERE minute >= make_timestamp_ns($low) AND minute < make_timestamp_ns($high)
+"""
+_PENDING = """
+SELECT start_time, end_time, publish_time, message_id, consumer_group, service_name, handler,
+       outcome, destination, event_type
+FROM eventscope_edges_pending
+WHERE start_time >= make_timestamp_ns($a) AND start_time < make_timestamp_ns($b)
+"""
+_RAW = """
+SELECT start_time, end_time, publish_time, message_id, consumer_group, service_name, handler,
+       outcome, destination, event_type
+FROM ({deliveries})
+"""
+# Of the events {ids}: the first publish in the window (producer, destination, type), how
+# many publishes there, and on how many (producer, destination, type).
+_FIRST = """
+SELECT message_id, arg_min(service_name, publish_time) AS producer,
+       arg_min(coalesce(destination, ''), publish_time) AS destination,
+       arg_min(coalesce(event_type, ''), publish_time) AS event_type,
+       count(*) AS publishes,
+       count(DISTINCT (service_name, coalesce(destination, ''), coalesce(event_type, '')))
+           AS triples
+FROM ({publishes}) WHERE message_id IN (SELECT message_id FROM {ids})
+GROUP BY message_id
+"""
+# The loose deliveries ({loose}) on their edges ({first}: message_id -> producer,
+# destination, event type of the first publish in the window, else before it), as parts
+# of the answer; a delivery of no known publish only once older than $judged. Handled
+# counts an (event, group) of {twice} once where its publish is unknown (the others are
+# corrected with the rest, from the duplicates).
+_LOOSE = f"""
+SELECT to_json([p.producer, coalesce(p.destination, d.destination, ''),
+                coalesce(p.event_type, d.event_type, ''), d.consumer_group])::VARCHAR AS key,
+       NULL::BIGINT AS bucket, count(*) AS deliveries,
+       count(*) FILTER (WHERE d.outcome IN ('error', 'dead_lettered')) AS errors,
+       min(epoch_ns(d.start_time)) AS first, max(epoch_ns(d.start_time)) AS last,
+       histogram({BIN_SQL.format(v="(epoch_ns(d.end_time) - epoch_ns(d.start_time))")})
+           AS processing,
+       histogram({BIN_SQL.format(v="(epoch_ns(d.start_time) - epoch_ns(d.publish_time))")})
+           FILTER (WHERE d.publish_time IS NOT NULL) AS queue_wait,
+       count(*) FILTER (WHERE handled AND (p.producer IS NOT NULL OR NOT twice))
+           + count(DISTINCT d.message_id) FILTER (WHERE handled AND p.producer IS NULL AND twice)
+           AS handled,
+       list(DISTINCT d.service_name) AS services,
+       list(DISTINCT d.handler) FILTER (WHERE d.handler IS NOT NULL) AS handlers
+FROM (
+    SELECT *, outcome IN ('ok', 'duplicate_skipped') AND message_id IS NOT NULL AS handled,
+           hash(message_id, consumer_group) IN (SELECT hash(event_id, consumer_group)
+                                                FROM {{twice}}) AS twice
+    FROM {{loose}}
+) d LEFT JOIN {{first}} p ON p.message_id = d.message_id
+WHERE p.producer IS NOT NULL OR d.start_time < make_timestamp_ns($judged)
+GROUP BY ALL
+"""
+_PUBLISHED = f"""
+SELECT service_name, destination, event_type, sum(total)::BIGINT
+FROM eventscope_activity
+WHERE what = {PUBLISHES} AND minute >= make_timestamp_ns($low)
+  AND minute < make_timestamp_ns($high)
+GROUP BY ALL
+"""
+_RAW_PUBLISHED = """
+SELECT service_name, coalesce(destination, ''), coalesce(event_type, ''), count(*)
+FROM ({publishes}) WHERE message_id IS NOT NULL GROUP BY ALL
+"""
+
+
+class _Figures:
+    """One edge's counts, summed over the parts."""
+
+    def __init__(self) -> None:
+        self.services: set[str] = set()
+        self.handlers: set[str] = set()
+        self.handled = 0
+
+
+def rolled_edges(
+    cursor: duckdb.DuckDBPyConnection,
+    since_ns: int,
+    until_ns: int,
+    judged: int,
+    duplicates: Sequence[DuplicateEvent],
+) -> tuple[list[tuple[Any, ...]], dict[str, Triple]] | None:
+    """``edge_rows``' rows for the window, and the (producer, destination, event type) of
+    the first publish of each duplicated event (in the window, else before it); None
+    where the rollups do not answer it (then read raw).
+
+    Args:
+        judged: deliveries of events not seen published count from before this time on.
+        duplicates: ``duplicate_events`` of the window (all kinds).
+    """
+    span = _activity_span(cursor, since_ns, until_ns)
+    start = edges_from(cursor)
+    if span is None or start is None or start > span[0] or not has_index(cursor):
+        return None
+    low, high, cuts = span
+    # every publish of the whole minutes has an event id (the raw query counts only those)
+    if keyed(cursor, since_ns=low, until_ns=high) is not False:
+        return None
+    rolled = cursor.execute(_ROLLUP, {"low": low, "high": high}).to_arrow_table()
+    latest = pc.max(rolled["last_publish"]).as_py()
+    if latest is not None and latest >= until_ns:
+        return None  # a delivery names a publish after the window's end
+    inner = {"a": max(low, since_ns), "b": min(high, until_ns)}
+    parts = [cursor.execute(_PENDING, inner).to_arrow_table()]
+    for a, b, known in cuts:
+        with Sources(cursor, since_ns=a, until_ns=b, published=known) as src:
+            raw = cursor.execute(_RAW.format(deliveries=src.deliveries), src.params)
+            parts.append(raw.to_arrow_table())
+    loose = pa.concat_tables(parts)
+    with Sources(cursor, since_ns=since_ns, until_ns=until_ns, published=True) as src:
+        ids = {i for i in loose["message_id"].to_pylist() if i is not None}
+        ids.update(d.event_id for d in duplicates)
+        first, counts = _first_in_window(cursor, src, ids)
+        if any(triples > 1 for _, triples in counts.values()):
+            return None  # an event published on two edges: only the raw query knows which
+        first.update(_before(cursor, src, ids - set(first), since_ns))
+        loose_name = src.register(loose)
+        first_name = src.register(_first_table(first))
+        twice = src.register(_twice_table(duplicates))
+        sql = _LOOSE.format(loose=loose_name, first=first_name, twice=twice)
+        placed = cursor.execute(sql, {"judged": judged}).to_arrow_table()
+        published = _published(cursor, low, high, cuts)
+    for event, (publishes, _) in counts.items():  # an event is published once
+        if publishes > 1:
+            published[first[event]] -= publishes - 1
+    return _rows(rolled, placed, published, first, duplicates), first
+
+
+def _first_in_window(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, ids: set[str]
+) -> tuple[dict[str, Triple], dict[str, tuple[int, int]]]:
+    """Of ``ids``: the first publish in the window, and (publishes, distinct (producer,
+    destination, type)) there."""
+    if not ids:
+        return {}, {}
+    table = src.register(id_table(ids, "message_id"))
+    sql = _FIRST.format(publishes=src.publishes, ids=table)
+    first: dict[str, Triple] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for event, producer, destination, event_type, publishes, triples in cursor.execute(
+        sql, src.params
+    ).fetchall():
+        first[event] = (producer, destination, event_type)
+        counts[event] = (publishes, triples)
+    return first, counts
+
+
+def _before(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, ids: set[str], since_ns: int
+) -> dict[str, Triple]:
+    """Of ``ids`` (not published in the window): the first publish before the window, read
+    from where the id index has the earliest row of those events on."""
+    if not ids:
+        return {}
+    events = sorted(ids)
+    stored = id_range(cursor, ["event"], events, src.register(id_table(events, "id")))
+    if stored is None or stored[0] >= since_ns:
+        return {}
+    earliest = stored[0]
+    with Sources(cursor, since_ns=earliest, until_ns=since_ns) as then:
+        found, _ = _first_in_window(cursor, then, ids)
+    return found
+
+
+def _first_table(first: dict[str, Triple]) -> pa.Table:
+    events = sorted(first)
+    return pa.table(
+        {
+            "message_id": pa.array(events, pa.string()),
+            "producer": pa.array([first[e][0] for e in events], pa.string()),
+            "destination": pa.array([first[e][1] for e in events], pa.string()),
+            "event_type": pa.array([first[e][2] for e in events], pa.string()),
+        }
+    )
+
+
+def _twice_table(duplicates: Sequence[DuplicateEvent]) -> pa.Table:
+    pairs = sorted({(d.event_id, d.consumer_group) for d in duplicates if d.consumer_group})
+    return pa.table(
+        {
+            "event_id": pa.array([e for e, _ in pairs], pa.string()),
+            "consumer_group": pa.array([g for _, g in pairs], pa.string()),
+        }
+    )
+
+
+def _published(
+    cursor: duckdb.DuckDBPyConnection, low: int, high: int, cuts: Sequence[tuple[int, int, bool]]
+) -> defaultdict[Triple, int]:
+    """Publishes per (producer, destination, type): the activity rollup's whole minutes,
+    the cut ones read raw."""
+    published: defaultdict[Triple, int] = defaultdict(int)
+    rows = cursor.execute(_PUBLISHED, {"low": low, "high": high}).fetchall()
+    for a, b, _ in cuts:
+        with Sources(cursor, since_ns=a, until_ns=b) as src:
+            sql = _RAW_PUBLISHED.format(publishes=src.publishes)
+            rows += cursor.execute(sql, src.params).fetchall()
+    for producer, destination, event_type, count in rows:
+        published[producer, destination, event_type] += count
+    return published
+
+
+def _rows(
+    rolled: pa.Table,
+    placed: pa.Table,
+    published: dict[Triple, int],
+    first: dict[str, Triple],
+    duplicates: Sequence[DuplicateEvent],
+) -> list[tuple[Any, ...]]:
+    """``edge_rows``' rows from the parts."""
+    figures: defaultdict[Key, _Figures] = defaultdict(_Figures)
+    for key, handled, service, handler in zip(
+        *(rolled[c].to_pylist() for c in ("key", "handled", "service_name", "handler")),
+        strict=True,
+    ):
+        edge = figures[tuple(json.loads(key))]
+        edge.handled += handled
+        edge.services.add(service)
+        if handler is not None:
+            edge.handlers.add(handler)
+    for key, handled, services, handlers in zip(
+        *(placed[c].to_pylist() for c in ("key", "handled", "services", "handlers")),
+        strict=True,
+    ):
+        edge = figures[tuple(json.loads(key))]
+        edge.handled += handled
+        edge.services.update(services or ())
+        edge.handlers.update(handlers or ())
+    for d in duplicates:  # an (event, group) handled more than once: one handled event
+        handled = d.ok + d.skipped
+        if d.consumer_group is None or handled < 2 or d.event_id not in first:
+            continue
+        pair = (*first[d.event_id], d.consumer_group)
+        if pair in figures:
+            figures[pair].handled -= handled - 1
+    columns = list(placed.schema.names[:8])
+    parts = [rolled.select(columns), placed.select(columns)]
+    merged = {
+        tuple(json.loads(row[2])): row for row in merge(parts, None, _QUANTILES) if not row[0]
+    }
+    rows: list[tuple[Any, ...]] = []
+    with_edges = set()
+    for key, edge in figures.items():
+        producer, destination, event_type, group = key
+        with_edges.add((producer, destination, event_type))
+        _, _, _, _, count, errors, processing, wait, _, _ = merged[key]
+        rows.append(
+            (
+                producer,
+                destination,
+                event_type,
+                group,
+                sorted(s for s in edge.services if s is not None),
+                sorted(edge.handlers) or None,
+                published.get((producer, destination, event_type), 0),
+                count,
+                edge.handled,
+                errors,
+                processing,
+                wait,
+            )
+        )
+    for triple, count in published.items():  # published, never delivered (yet)
+        if triple not in with_edges and count:
+            rows.append((*triple, None, None, None, count, 0, 0, 0, None, None))
+    return rows
