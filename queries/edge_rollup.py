@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._log_bins import BIN_SQL
+from ._per_delivery import PER_DELIVERY
 from ._rollup_meta import (
     at_times,
     complete_from,
@@ -104,7 +105,7 @@ UNION ALL
 SELECT message_id, time, service_name, destination, event_type
 FROM logs WHERE record_kind = 'publish' AND message_id IS NOT NULL AND time {when}
 """
-# Paired deliveries ({paired}: latency_rollup.PER_DELIVERY's rows with the publish's
+# Paired deliveries ({paired}: _per_delivery.PER_DELIVERY's rows with the publish's
 # producer, destination and type) summed per key and minute.
 _SUMMED = f"""
 SELECT make_timestamp_ns(epoch_ns(start_time) // {_MINUTE_NS} * {_MINUTE_NS}) AS minute,
@@ -137,7 +138,7 @@ def add_deliveries(
 ) -> None:
     """Add one commit's deliveries to the rollup, in the commit's transaction, after its
     rows are inserted: ``rows`` the SQL of them one per delivery as
-    ``latency_rollup.PER_DELIVERY`` gives them (None: none); ``tables`` the commit's Arrow
+    ``_per_delivery.PER_DELIVERY`` gives them (None: none); ``tables`` the commit's Arrow
     tables by name. Its publishes pair the pending deliveries that name them (only where
     there are such); its deliveries paired with its publishes are summed in one statement,
     the others (few) fetched and paired in Arrow with the stored publishes of their
@@ -280,8 +281,6 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
     stored publishes, twice: the paired, then the others)."""
 
     def fill() -> None:
-        from .latency_rollup import PER_DELIVERY  # (which imports this module)
-
         deliveries = f"({PER_DELIVERY.format(deliveries=_BUILD_PARTS)})"
         stored = _STORED.format(when=f"< make_timestamp_ns({FAR_FUTURE_NS})")
         publishes = _ONE_EACH.format(publishes=stored)

@@ -40,7 +40,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._log_bins import BIN_SQL
+from ._per_delivery import PER_DELIVERY
 from ._rollup_meta import complete_from, merge_minutes, merged_sql, rebuild, trim_minutes
 from ._scratch import registered
 from ._source_sql import ALL_TIME, record_deliveries, span_deliveries
@@ -62,19 +62,6 @@ LATENCY_TABLES = ("eventscope_latency", "eventscope_latency_gaps")
 MINUTE_NS = 60 * 10**9
 _MINUTE = f"make_timestamp_ns(epoch_ns({{t}}) // {MINUTE_NS} * {MINUTE_NS})"
 
-# Deliveries ({deliveries}: the columns of span_deliveries, raw) one row each, as both
-# rollups sum them: group, outcome (as the raw reads give them), the bins of processing
-# and queue wait (computed once for both).
-PER_DELIVERY = f"""
-SELECT start_time, end_time, publish_time, message_id, service_name,
-       coalesce(consumer_group, service_name) AS consumer_group, handler, name, event_type,
-       destination,
-       coalesce(outcome, CASE WHEN status_code = 'error' THEN 'error' ELSE 'ok' END)
-           AS outcome,
-       {BIN_SQL.format(v="(epoch_ns(end_time) - epoch_ns(start_time))")} AS processing,
-       {BIN_SQL.format(v="(epoch_ns(start_time) - epoch_ns(publish_time))")} AS queue_wait
-FROM ({{deliveries}})
-"""
 # The rollup's rows of deliveries ({rows}: PER_DELIVERY's).
 _SUMMARISE = f"""
 INSERT INTO eventscope_latency
