@@ -136,13 +136,18 @@ def test_max_db_size_removes_the_oldest_data(tmp_path: Path) -> None:
             if size and int(size.group(1)) <= 4 * 1024**2 and _removed(server, "spans"):
                 break
             time.sleep(0.1)
-        rows = server.sql("SELECT count(*) AS n, epoch_ns(min(start_time)) AS first FROM spans")
+        rows = server.sql(
+            "SELECT count(*) AS n, epoch_ns(min(start_time)) AS first, "
+            "epoch_ns(max(start_time)) AS last FROM spans"
+        )
     finally:
         server.stop()
     assert size is not None and int(size.group(1)) <= 4 * 1024**2
     assert 0 < rows[0]["n"] < 60 * 2000
-    newest = start + 59 * HOUR
-    assert rows[0]["first"] > start and rows[0]["first"] <= newest  # the oldest went first
+    # the oldest went first, the newest stayed (how much of the newest hour stays depends on
+    # which rows share a row group: DuckDB frees blocks only once all of a group's rows go,
+    # and under load more requests share a commit, so fewer, larger groups)
+    assert rows[0]["first"] > start and rows[0]["last"] == start + 59 * HOUR + 1999
     assert Path(tmp_path / "sized.duckdb").stat().st_size < 30 * 1024**2
 
 
