@@ -36,12 +36,13 @@ base = rss()
 blocks = [libc.malloc(4096) for _ in range(100_000)]
 for block in blocks:
     ctypes.memset(block, 1, 4096)
+peak = rss()
 for i, block in enumerate(blocks):
     if i % 256:
         libc.free(block)
 held = rss()
 released = release_free_memory()
-print(base, held, rss(), released)
+print(base, peak, held, rss(), released)
 """
 
 
@@ -53,12 +54,12 @@ def test_memory_freed_in_the_heap_is_given_back_to_the_system() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _FRAGMENT], capture_output=True, text=True, check=True, timeout=60
     )
-    base, held, after, released = (int(v) if v.isdigit() else v for v in done.stdout.split())
+    base, peak, held, after, released = (int(v) if v.isdigit() else v for v in done.stdout.split())
     assert released == "True"
-    # ~400 MiB were touched and freed; without the trim RSS stays there (glibc gives part
-    # of it back by itself on some runs: 180-400 MiB were held here)
-    assert held - after > 150 * 2**20
-    assert after - base < 50 * 2**20  # all of it given back
+    assert peak - base > 300 * 2**20  # ~400 MiB were touched, then freed
+    # Without the trim RSS mostly stays there (held: 530 MiB in most runs here; on some,
+    # under load most of all, glibc gives much of it back by itself); after it, all is back.
+    assert after - base < 50 * 2**20, (base, peak, held, after)
 
 
 def test_elsewhere_than_glibc_it_says_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
