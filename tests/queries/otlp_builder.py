@@ -307,3 +307,17 @@ def compact_all(
     assert left is not None and left[0] == 0 and removed > 0
     after = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
     assert rows is not None and after is not None and after[0] == rows[0] - removed
+
+
+def without_rollup(
+    cursor: duckdb.DuckDBPyConnection, meta_key: str, call: Callable[..., Any], /, **kwargs: Any
+) -> Any:
+    """``call(cursor, **kwargs)`` on a cursor that sees no rollup of ``meta_key`` (its
+    ``eventscope_meta`` row deleted in a transaction rolled back afterwards): the answer
+    read from the rows alone."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": meta_key})
+        return call(cursor, **kwargs)
+    finally:
+        cursor.execute("ROLLBACK")

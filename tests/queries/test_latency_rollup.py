@@ -26,6 +26,7 @@ from otlp_builder import (
     load,
     messaging,
     twin_commits,
+    without_rollup,
     write_commits,
 )
 from retention_round import retain_half
@@ -36,12 +37,7 @@ SECOND = 10**9
 
 def _raw(cursor: duckdb.DuckDBPyConnection, call: Any, **kwargs: Any) -> Any:
     """The raw answer: the same call on a connection that sees no rollup."""
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'latency_from'")
-        return call(cursor, **kwargs)
-    finally:
-        cursor.execute("ROLLBACK")
+    return without_rollup(cursor, "latency_from", call, **kwargs)
 
 
 def _used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:

@@ -22,6 +22,7 @@ from otlp_builder import (
     compact_all,
     messaging,
     twin_commits,
+    without_rollup,
     write_commits,
 )
 from retention_round import retain_half, span_window
@@ -151,12 +152,8 @@ MINUTE_NS = 60 * SECOND_NS
 
 def _raw(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> Overview:
     """The overview read from the rows alone (the rollup hidden, then restored)."""
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'activity_from'")
-        return overview(cursor, **kwargs)
-    finally:
-        cursor.execute("ROLLBACK")
+    found: Overview = without_rollup(cursor, "activity_from", overview, **kwargs)
+    return found
 
 
 def _rolled(cursor: duckdb.DuckDBPyConnection, since: int, until: int, buckets: int) -> bool:

@@ -25,6 +25,7 @@ from otlp_builder import (
     compact_all,
     messaging,
     twin_commits,
+    without_rollup,
     write_commits,
 )
 from retention_round import retain_half, span_window
@@ -36,12 +37,8 @@ PROTOBUF = "application/x-protobuf"
 
 def _raw(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> Topology:
     """The topology read from the rows alone (the edge rollup hidden, then restored)."""
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        cursor.execute("DELETE FROM eventscope_meta WHERE key = 'edges_from'")
-        return topology(cursor, **kwargs)
-    finally:
-        cursor.execute("ROLLBACK")
+    found: Topology = without_rollup(cursor, "edges_from", topology, **kwargs)
+    return found
 
 
 def _used(cursor: duckdb.DuckDBPyConnection, since: int, until: int) -> bool:
