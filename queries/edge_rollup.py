@@ -56,7 +56,13 @@ from ._rollup_meta import (
     move_complete_from,
     rebuild,
 )
-from ._source_sql import ALL_TIME, FAR_FUTURE_NS, record_deliveries, span_deliveries
+from ._source_sql import (
+    ALL_TIME,
+    FAR_FUTURE_NS,
+    MESSAGE_KINDS,
+    record_deliveries,
+    span_deliveries,
+)
 
 __all__ = [
     "EDGE_TABLES",
@@ -234,18 +240,13 @@ _PUBLISH_TYPES: dict[str, pa.DataType] = {
     "event_type": _TEXT,
 }
 _PUBLISH = pa.schema(_PUBLISH_TYPES)
-#: Per stored table: its time column, the column saying what a row is, a publish's value.
-_PUBLISHED = {
-    "spans": ("start_time", "kind", "producer"),
-    "logs": ("time", "record_kind", "publish"),
-}
 
 
 def _publishes(tables: Mapping[str, pa.Table]) -> pa.Table:
     """The commit's publishes with an event id (:data:`_PUBLISH`)."""
     parts = []
     compute: Any = pc
-    for table, (time, kind, value) in _PUBLISHED.items():
+    for table, (time, kind, _, value) in MESSAGE_KINDS.items():
         rows = tables.get(table)
         if rows is None or not rows.num_rows:
             continue
