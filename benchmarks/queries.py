@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eventscope.queries import _event_parts as event_parts
 from eventscope.queries import _overview as overview_module
 from eventscope.queries import _topology as topology_module
 from eventscope.queries import (
@@ -103,10 +104,25 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
             None,
         ),
         ("lost_events, 1 h", lambda: lost_events(connection, **hour), 0.3),
+        (
+            "lost_events, 1 h, keys only (ledger-event rollup's baseline)",
+            _without(event_parts, "rollup_from", lambda: lost_events(connection, **hour)),
+            None,
+        ),
         ("lost_events, 24 h", lambda: lost_events(connection, **day), 2.0),
         ("duplicate_events, 1 h", lambda: duplicate_events(connection, **hour), 0.3),
+        (
+            "duplicate_events, 1 h, keys only (ledger-event rollup's baseline)",
+            _without(event_parts, "rollup_from", lambda: duplicate_events(connection, **hour)),
+            None,
+        ),
         ("duplicate_events, 24 h", lambda: duplicate_events(connection, **day), 2.0),
         ("orphan_deliveries, 1 h", lambda: orphan_deliveries(connection, **hour), None),
+        (
+            "orphan_deliveries, 1 h, keys only (ledger-event rollup's baseline)",
+            _without(event_parts, "rollup_from", lambda: orphan_deliveries(connection, **hour)),
+            None,
+        ),
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),

@@ -20,6 +20,7 @@ from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.learned_rollup import build as build_learned
+from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.schema import create_schema
 
@@ -126,6 +127,8 @@ class Database:
                 log.warning("summarised handler latency already stored (queries/latency_rollup.py)")
             if build_ledger_keys(connection):  # a file from before the ledger keys: once
                 log.warning("keyed the deliveries already stored (queries/ledger_keys.py)")
+            if build_ledger_events(connection):  # after the keys: from them, once
+                log.warning("summed the keys already stored (queries/ledger_events.py)")
             if build_activity(connection):  # a file from before the activity rollup: once
                 log.warning("summarised the activity already stored (queries/activity_rollup.py)")
             if build_edges(connection):  # a file from before the edge rollup: once

@@ -40,6 +40,8 @@ from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.latency_rollup import trim as trim_latency
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.learned_rollup import trim as trim_learned
+from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
+from eventscope.queries.ledger_events import trim as trim_ledger_events
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
 from eventscope.queries.ledger_keys import trim as trim_ledger_keys
 
@@ -186,6 +188,7 @@ class Retention:
             *LEARNED_TABLES,
             *LATENCY_TABLES,
             *LEDGER_KEY_TABLES,
+            *LEDGER_EVENT_TABLES,
             *ACTIVITY_TABLES,
             *EDGE_TABLES,
         )
@@ -319,16 +322,15 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
                     {"high": high},
                 )
             )
-        for table, count in trim_learned(cursor, cutoff=high).items():
-            counts[table] = count
-        for table, count in trim_latency(cursor, cutoff=high).items():
-            counts[table] = count
-        for table, count in trim_ledger_keys(cursor, cutoff=high).items():
-            counts[table] = count
-        for table, count in trim_activity(cursor, cutoff=high).items():
-            counts[table] = count
-        for table, count in trim_edges(cursor, cutoff=high).items():
-            counts[table] = count
+        for trim in (
+            trim_learned,
+            trim_latency,
+            trim_ledger_keys,
+            trim_ledger_events,
+            trim_activity,
+            trim_edges,
+        ):
+            counts.update(trim(cursor, cutoff=high))
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")

@@ -30,6 +30,7 @@ from eventscope.queries.latency_rollup import compact as compact_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import compact as compact_learned
 from eventscope.queries.learned_rollup import gather_pending, rollup_commit
+from eventscope.queries.ledger_events import compact as compact_ledger_events
 from eventscope.queries.ledger_keys import KnownNames
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from eventscope.queries.schema import TABLES
@@ -489,9 +490,9 @@ class SpanWriter:
             self._merges.wake()
 
     async def _compact_rollups(self) -> None:
-        """Merge the latency, activity, learned and edge rollups' rows of one key and minute
-        (one per commit), and gather the learned and edge rollups' pending deliveries into
-        one row group."""
+        """Merge the latency, activity, learned, edge and ledger-event rollups' rows of one
+        key and minute (one per commit), and gather the learned and edge rollups' pending
+        deliveries into one row group."""
         self._rollups_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
@@ -502,6 +503,7 @@ class SpanWriter:
             gather_pending,
             compact_edges,
             gather_edges_pending,
+            compact_ledger_events,
         ):
             try:
                 await self.on_writer(compact_rollup)

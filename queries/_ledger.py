@@ -279,10 +279,10 @@ def _from_keys(
             continue
         configured = subscribed.get(destination, set()) | subscribed.get(event_type, set())
         learned = found.learned.get((destination, event_type), set())
-        if not (learned | configured) - doings.handled:
+        if not (learned | configured) & doings.groups - doings.handled:
             continue
         event = events[event_id] = _Candidate(event_id, destination, event_type, *row)
-        event.handled, event.dead, event.seen = map(set, doings)
+        event.handled, event.dead, event.seen, event.judged = map(set, doings)
         yield event.lost(learned, configured)
 
 
@@ -310,15 +310,19 @@ class _Candidate:
         self.handled: set[str] = set()
         self.dead: set[str] = set()
         self.seen: set[str] = set()
+        # the groups it was judged on: of the chunks (62 groups each) where an expected
+        # group did not handle it; in the other chunks every expected group did
+        self.judged: set[str] = set()
 
     def add(self, groups: Sequence[str], handled: int, dead: int, seen: int) -> None:
         self.handled |= bits_of(handled, groups)
         self.dead |= bits_of(dead, groups)
         self.seen |= bits_of(seen, groups)
+        self.judged.update(groups)
 
     def lost(self, learned: set[str], configured: set[str]) -> list[LostEvent]:
         rows = []
-        for group in sorted((learned | configured) - self.handled):
+        for group in sorted((learned | configured) & self.judged - self.handled):
             because = tuple(
                 name
                 for name, on in (("seen", group in learned), ("subscription", group in configured))

@@ -25,9 +25,11 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from ._event_parts import events_sql, group_bits
 from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .ledger_events import MAX_BITS
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, keyed
 
@@ -116,11 +118,14 @@ Key = tuple[str, str]
 
 
 class Handled(NamedTuple):
-    """Which groups handled one event in the window, which dead-lettered it, which saw it."""
+    """Which groups handled one event in the window, which dead-lettered it, which saw it,
+    of ``groups``: those it was judged on (with more than 62 groups in the window, the
+    chunks of groups where an expected one did not handle it; the others all did)."""
 
     handled: frozenset[str]
     dead: frozenset[str]
     seen: frozenset[str]
+    groups: frozenset[str]
 
 
 class LostKeys(NamedTuple):
@@ -180,22 +185,26 @@ def lost_keys(
             key, name = pair["group_key"], pair["consumer_group"]
             if group_names.setdefault(key, name) != name:
                 return None  # a subscribed group's key is another group's
-        subscribed_table = scratch.table(subscribed.select(["type_key", "group_key"]))
-        keys = sorted(group_names)
         learned: dict[int, set[str]] = defaultdict(set)
         events: dict[int, list[set[str]]] = {}
-        sql = _LOST.format(subscribed=subscribed_table)
-        for chunk in group_chunks(keys):
-            named = [group_names[key] for key in chunk]
-            chunk_params = {**params, "groups": chunk}
-            chunk_params.update(events_from=events_from, events_until=events_until)
-            for kind, key, *masks in cursor.execute(sql, chunk_params).fetchall():
-                if kind == 2 and (key or masks[0]):  # two ids on a key, two types of an event
-                    return None
+        judged = {"events_from": events_from, "events_until": events_until}
+        passes = _rolled(cursor, scratch, {**params, **judged}, subscribed, group_names, seen)
+        if passes is None:  # grouped from the keys, a chunk of groups at a time
+            subscribed_table = scratch.table(subscribed.select(["type_key", "group_key"]))
+            sql = _LOST.format(subscribed=subscribed_table)
+            passes = [
+                (sql, {**params, **judged, "groups": chunk}, [group_names[k] for k in chunk])
+                for chunk in group_chunks(sorted(group_names))
+            ]
+        for sql, pass_params, named in passes:
+            for kind, key, *masks in cursor.execute(sql, pass_params).fetchall():
+                if kind == 2 and (key or any(masks)):
+                    return None  # two ids on a key, two types of an event, a group unbitted
                 if kind == 1:
-                    sets = events.setdefault(key, [set(), set(), set()])
-                    for into, mask in zip(sets, masks, strict=True):
+                    sets = events.setdefault(key, [set(), set(), set(), set()])
+                    for into, mask in zip(sets[:3], masks, strict=True):
                         into.update(bits_of(mask, named))
+                    sets[3].update(name for name in named if name)
                 elif kind == 0:
                     learned[key].update(bits_of(masks[0], named))
         published = NO_TIMES
@@ -207,6 +216,77 @@ def lost_keys(
         RowTimes(NO_TIMES, published, idless),
         {type_names[key]: groups for key, groups in learned.items() if key in type_names},
     )
+
+
+# The same from the ledger-event rollup (queries/_event_parts.py: ``events``), one pass
+# with each group's bit the rollup's ({subscribed}: type_key, bit); kind 2 also counts the
+# events with a delivery of a group that has no bit there.
+_LOST_ROLLED = """{events},
+learned AS (
+    SELECT type_min AS type_key, bit_or(seen) AS mask FROM events
+    WHERE type_min IS NOT NULL GROUP BY type_min
+), expected AS (
+    SELECT type_key, bit_or(mask) AS mask
+    FROM (
+        SELECT type_key, mask FROM learned
+        UNION ALL
+        SELECT type_key, 1::BIGINT << bit FROM {subscribed}
+    ) GROUP BY type_key
+)
+SELECT 0 AS kind, type_key AS key, mask, 0, 0 FROM learned
+UNION ALL
+SELECT 1, e.event_key, e.handled, e.dead, e.seen
+FROM events e JOIN expected x ON x.type_key = e.type_min
+WHERE e.judged_publish AND x.mask & ~e.handled <> 0
+UNION ALL
+SELECT 2, count(*) FILTER (WHERE check_min <> check_max),
+       count(*) FILTER (WHERE type_min <> type_max), count(*) FILTER (WHERE bitless), 0
+FROM events
+"""
+
+Pass = tuple[str, dict[str, Any], list[str]]
+
+
+def _rolled(
+    cursor: duckdb.DuckDBPyConnection,
+    scratch: Scratch,
+    params: dict[str, Any],
+    subscribed: pa.Table,
+    group_names: dict[int, str],
+    seen: list[int],
+) -> list[Pass] | None:
+    """The one pass over the ledger-event rollup (SQL, parameters, the group named by each
+    bit), or None where it does not answer: not complete for the window, a group of the
+    window without a bit, or no bit left for a subscribed group never seen."""
+    rolled = events_sql(
+        cursor,
+        since_ns=params["since"],
+        until_ns=params["until"],
+        events_from=params["events_from"],
+        events_until=params["events_until"],
+        materialized=True,
+    )
+    bits = None if rolled is None else group_bits(cursor)
+    if rolled is None or bits is None or not all(key in bits for key in seen):
+        return None
+    free = iter(sorted(set(range(MAX_BITS)) - set(bits.values())))
+    subscribed_bits = []
+    for key in subscribed.column("group_key").to_pylist():
+        assert key is not None  # (a hash of the group's name)
+        if key not in bits:
+            bits[key] = next(free, -1)
+            if bits[key] < 0:
+                return None
+        subscribed_bits.append(bits[key])
+    named = [""] * MAX_BITS
+    for key, name in group_names.items():
+        if key in bits:
+            named[bits[key]] = name
+    table = pa.table(
+        {"type_key": subscribed["type_key"], "bit": pa.array(subscribed_bits, pa.uint8())}
+    )
+    sql = _LOST_ROLLED.format(events=rolled.sql, subscribed=scratch.table(table))
+    return [(sql, {**params, **rolled.params}, named)]
 
 
 def _one_name_each(

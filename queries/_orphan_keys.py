@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
 from .id_index import event_range, index_state
@@ -64,6 +66,27 @@ WHERE {_WINDOW.replace("start_time", "k.start_time")} AND k.group_key > 0
 """
 
 
+# The same pairs from the ledger-event rollup (queries/_event_parts.py: ``events``): an
+# event with two second hashes there is read as above.
+_UNMATCHED_ROLLED = """{events}
+SELECT event_key, check_min AS check_key, check_min <> check_max AS collided FROM events
+WHERE judged_delivery AND (publishes = 0 OR check_min <> check_max)
+"""
+
+
+def _unmatched(cursor: duckdb.DuckDBPyConnection, params: dict[str, int]) -> pa.Table:
+    """:data:`_UNMATCHED`'s pairs, from the ledger-event rollup where it answers."""
+    rolled = events_sql(
+        cursor, since_ns=params["since"], until_ns=params["until"], judged=params["judged"]
+    )
+    if rolled is not None:
+        sql = _UNMATCHED_ROLLED.format(events=rolled.sql)
+        found = cursor.execute(sql, {**params, **rolled.params}).to_arrow_table()
+        if not pc.any(found["collided"]).as_py():
+            return found.select(["event_key", "check_key"])
+    return cursor.execute(_UNMATCHED, params).to_arrow_table()
+
+
 def orphan_keys(
     cursor: duckdb.DuckDBPyConnection,
     *,
@@ -86,7 +109,7 @@ def orphan_keys(
         return None
     params["judged"] = judged
     with Scratch(cursor) as scratch:
-        unmatched = cursor.execute(_UNMATCHED, params).to_arrow_table()
+        unmatched = _unmatched(cursor, params)
         keys: list[int] = sorted(
             {k for k in unmatched.column("event_key").to_pylist() if k is not None}
         )

@@ -53,9 +53,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._event_parts import events_sql
 from ._rollup_meta import complete_from, delete_before, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
+from .ledger_events import DUP_BIT, KEYS_WINDOW, add_late, assign_bits
 
 __all__ = [
     "KEYS_WINDOW",
@@ -98,16 +100,16 @@ _TYPE = "hash(coalesce(destination, ''), coalesce(event_type, '')) % 4294967295 
 # service_name, destination, event_type, publish — a publish, not a delivery — and
 # outcome, as the deliveries' SQL reads it), with the outcome's code: 0 a publish, 1
 # handled, 2 dead-lettered, 3 failed otherwise.
-_INSERT = f"""
-INSERT INTO eventscope_ledger_keys
-SELECT start_time, hash(message_id),
-       (CASE WHEN publish THEN 0 ELSE {_GROUP} END)::UINTEGER,
+_KEY_ROWS = f"""
+SELECT start_time, hash(message_id) AS event_key,
+       (CASE WHEN publish THEN 0 ELSE {_GROUP} END)::UINTEGER AS group_key,
        (CASE WHEN publish THEN 0 WHEN outcome IN ('ok', 'duplicate_skipped') THEN 1
-             WHEN outcome = 'dead_lettered' THEN 2 ELSE 3 END)::UTINYINT,
-       (CASE WHEN publish THEN {_TYPE} ELSE 0 END)::UINTEGER,
-       {check_key("message_id")}
+             WHEN outcome = 'dead_lettered' THEN 2 ELSE 3 END)::UTINYINT AS outcome,
+       (CASE WHEN publish THEN {_TYPE} ELSE 0 END)::UINTEGER AS type_key,
+       {check_key("message_id")} AS check_key
 FROM {{rows}}
 """
+_INSERT = "INSERT INTO eventscope_ledger_keys" + _KEY_ROWS
 # The names of the groups and of the (destination, event type) pairs, once each.
 _NAMES = f"""
 INSERT INTO eventscope_ledger_groups
@@ -210,10 +212,16 @@ def rollup_commit(
     with registered(connection) as register:
         if rows:
             keyed = pa.concat_tables(rows)
-            connection.execute(_INSERT.format(rows=register("eventscope_ledger_rows", keyed)))
+            incoming = register("eventscope_ledger_rows", keyed)
+            connection.execute(_INSERT.format(rows=incoming))
             if known is None or not known.knows(connection, keyed):
                 names = register("eventscope_ledger_names", _distinct_names(keyed))
                 connection.execute(_NAMES.format(rows=names))
+                assign_bits(connection)  # (new groups: their bits, before the sums)
+            # those of minutes merged already, summed per minute and event beside them
+            # (queries/ledger_events.py: the others are summed when they are merged)
+            earliest = pc.min(keyed["start_time"]).cast(pa.int64()).as_py()
+            add_late(connection, _KEY_ROWS.format(rows=incoming), earliest)
         if idless:
             assert spans is not None
             name = register("eventscope_ledger_spans", spans.select(_GAP_COLUMNS))
@@ -304,8 +312,6 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     return counts
 
 
-#: The window of a read of the keys, on its ``$since`` / ``$until`` parameters.
-KEYS_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
 # Whether a minute of the window holds a gap, and one holding a span without event id.
 _MARKED_IN = """
 SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
@@ -320,8 +326,7 @@ SELECT EXISTS (SELECT 1 FROM eventscope_ledger_keys_gaps WHERE {minutes}),
 # but a third as many events, and grouping the pairs took twice as long), with one count
 # and one OR (not one of each per kind: 63 → 50 ms an hour at 100 M spans a day).
 #: The HAVING condition of a group of key rows that may hold a duplicate (as above).
-MORE_ROWS_THAN_BITS = """count(*) > bit_count(bit_or(
-    1::UBIGINT << (CASE WHEN group_key = 0 THEN 63 ELSE group_key % 63 END)::UTINYINT))"""
+MORE_ROWS_THAN_BITS = f"count(*) > bit_count(bit_or({DUP_BIT}))"
 _TWICE = f"""
 SELECT event_key FROM eventscope_ledger_keys WHERE {KEYS_WINDOW}
 GROUP BY event_key HAVING {MORE_ROWS_THAN_BITS}
@@ -330,19 +335,20 @@ GROUP BY event_key HAVING {MORE_ROWS_THAN_BITS}
 # group 0: the publishes), and the start times of their rows: of the pairs of
 # deliveries, and of the publishes. A record and the span it stands for are rows of one
 # pair, so both are among the times.
-_TWICE_TIMES = f"""
-WITH twice AS ({_TWICE}),
+_TWICE_TIMES = """
 rows AS MATERIALIZED (
     SELECT k.start_time, k.event_key, k.group_key
     FROM eventscope_ledger_keys k SEMI JOIN twice w ON w.event_key = k.event_key
-    WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")}
+    WHERE {window}
 ),
 pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1)
 SELECT r.start_time AS t, bool_or(r.group_key > 0) AS delivered,
        bool_or(r.group_key = 0) AS published
 FROM rows r SEMI JOIN pairs p ON p.event_key = r.event_key AND p.group_key = r.group_key
 GROUP BY r.start_time
-"""
+""".format(window=KEYS_WINDOW.replace("start_time", "k.start_time"))
+# The same events from the ledger-event rollup (queries/_event_parts.py: ``events``).
+_TWICE_ROLLED = "twice AS (SELECT event_key FROM events WHERE row_count > bit_count(dup_bits))"
 
 
 def keyed(
@@ -394,7 +400,13 @@ def duplicate_times(
         return None
     since = 0 if since_ns is None else since_ns
     params = {"since": since, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
-    rows = cursor.execute(_TWICE_TIMES, params).to_arrow_table()
+    rolled = events_sql(cursor, since_ns=since, until_ns=params["until"])
+    if rolled is not None:
+        sql = f"{rolled.sql},\n{_TWICE_ROLLED},{_TWICE_TIMES}"
+        params.update(rolled.params)
+    else:
+        sql = f"WITH twice AS ({_TWICE}),{_TWICE_TIMES}"
+    rows = cursor.execute(sql, params).to_arrow_table()
     return RowTimes(
         rows.filter(rows["delivered"]).select(["t"]),
         rows.filter(rows["published"]).select(["t"]),

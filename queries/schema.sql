@@ -201,6 +201,31 @@ CREATE TABLE IF NOT EXISTS eventscope_ledger_keys_idless (
     spans               BIGINT NOT NULL
 );
 
+-- Not public: the ledger keys summed per minute and event (see queries/ledger_events.py),
+-- by the writer behind a watermark (late rows in their commit); masks over groups' bits.
+CREATE TABLE IF NOT EXISTS eventscope_ledger_events (
+    minute              TIMESTAMP_NS NOT NULL,  -- of the rows' start
+    event_key           UBIGINT NOT NULL,
+    check_min           UINTEGER NOT NULL,
+    check_max           UINTEGER NOT NULL,
+    row_count           UINTEGER NOT NULL,      -- deliveries and publishes
+    publishes           UINTEGER NOT NULL,
+    dup_bits            UBIGINT NOT NULL,       -- as ledger_keys.MORE_ROWS_THAN_BITS ORs them
+    type_min            UINTEGER,               -- of the publishes (NULL: none)
+    type_max            UINTEGER,
+    handled             BIGINT NOT NULL,        -- the groups' bits (eventscope_ledger_bits)
+    dead                BIGINT NOT NULL,
+    seen                BIGINT NOT NULL,
+    bitless             BOOLEAN NOT NULL,       -- a delivery of a group without a bit
+    alone               BOOLEAN NOT NULL        -- merged, and the event's first row
+);
+
+-- Not public: each consumer group's bit in the masks above (62 at most, in order seen).
+CREATE TABLE IF NOT EXISTS eventscope_ledger_bits (
+    group_key           UINTEGER NOT NULL,
+    bit                 UTINYINT NOT NULL
+);
+
 -- Not public: spans, event records and publishes by minute and service (see
 -- queries/activity_rollup.py), kept by the writer in the same commit as the rows.
 CREATE TABLE IF NOT EXISTS eventscope_activity (

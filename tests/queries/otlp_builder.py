@@ -31,6 +31,7 @@ from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.latency_rollup import rollup_commit as rollup_latency
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.learned_rollup import rollup_commit
+from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -207,6 +208,30 @@ class Otlp:
         return traces.SerializeToString(), logs.SerializeToString()
 
 
+def delivered(otlp: Otlp, event: str, at: float, *, group: str = "billing", **kw: Any) -> None:
+    """A delivery of OrderPlaced ``event`` on orders as the hooks write it (event id, and
+    a publish time 5 ms before), at ``at`` ms."""
+    attrs = messaging(
+        "process",
+        "orders",
+        event,
+        group=group,
+        event_type="OrderPlaced",
+        published_ns=otlp.at(at - 5),
+        **kw,
+    )
+    otlp.span(
+        group, "process", CONSUMER, trace=event, span=f"{event}-{at}", start=at, ms=2, attrs=attrs
+    )
+
+
+def published(otlp: Otlp, event: str, at: float, event_type: str = "OrderPlaced") -> None:
+    """The publish of ``event`` on orders (``event_type``) by service api, at ``at`` ms."""
+    attrs = messaging("send", "orders", event, event_type=event_type)
+    span = f"p-{event}" if event_type == "OrderPlaced" else f"p-{event}-{event_type}"
+    otlp.span("api", "send", PRODUCER, trace=event, span=span, start=at, ms=1, attrs=attrs)
+
+
 def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b"") -> None:
     """Decode OTLP bodies with the collector's decoder and insert them as its writer does."""
     batches = [(TRACES, TRACES.decode(traces, PROTOBUF))]
@@ -216,6 +241,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_learned(connection)  # and the rollup of who handled what
     build_latency(connection)  # and of handler latency
     build_ledger_keys(connection)  # and the integer keys of deliveries and publishes
+    build_ledger_events(connection)  # and those keys summed per minute and event
     build_activity(connection)  # and the activity by minute
     build_edges(connection)  # and the topology's edges
     for signal, batch in batches:

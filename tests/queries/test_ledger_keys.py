@@ -24,7 +24,7 @@ from eventscope.queries._lost_keys import lost_keys
 from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries.ledger_keys import duplicate_times, keys_from
 from eventscope.queries.schema import create_schema
-from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
+from otlp_builder import CONSUMER, PRODUCER, Otlp, delivered, load, messaging, published
 from retention_round import retention_round
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
@@ -159,10 +159,10 @@ def test_every_reason_a_subscription_and_a_collision() -> None:
     shipping = {"a": ["error", "error"], "b": ["dead_lettered"], "c": ["ok"], "e": ["ok"]}
     for n, event in enumerate("abcde"):
         at = 1_000.0 + n * 1_000
-        _published(otlp, event, at)
-        _delivery(otlp, event, at + 100, outcome="ok")
+        published(otlp, event, at)
+        delivered(otlp, event, at + 100, outcome="ok")
         for k, outcome in enumerate(shipping.get(event, [])):
-            _delivery(otlp, event, at + 200 + k * 100, group="shipping", outcome=outcome)
+            delivered(otlp, event, at + 200 + k * 100, group="shipping", outcome=outcome)
     load(cursor, *otlp.bodies())
     window = {
         "since_ns": base,
@@ -225,9 +225,9 @@ def test_orphans_a_collision_and_a_record_without_an_event_id() -> None:
     A `deliver` record naming no event id and no publish time is judged raw."""
     base = 1_700_000_000 * 10**9
     cursor, otlp = _empty(base)
-    _published(otlp, "e", 1_000.0)
-    _delivery(otlp, "e", 2_000.0, outcome="ok")
-    _delivery(otlp, "d", 3_000.0, outcome="ok")
+    published(otlp, "e", 1_000.0)
+    delivered(otlp, "e", 2_000.0, outcome="ok")
+    delivered(otlp, "d", 3_000.0, outcome="ok")
     load(cursor, *otlp.bodies())
     window = {"since_ns": base, "until_ns": base + MINUTE}
     cursor.execute(
@@ -268,28 +268,6 @@ def test_topology_counts_the_same_duplicates(traffic: Path) -> None:
     cursor.close()
 
 
-def _delivery(otlp: Otlp, event: str, at: float, *, group: str = "billing", **kw: Any) -> None:
-    """A delivery of ``event`` as the hooks write it (event id and publish time on it)."""
-    attrs = messaging(
-        "process",
-        "orders",
-        event,
-        group=group,
-        event_type="OrderPlaced",
-        published_ns=otlp.at(at - 5),
-        **kw,
-    )
-    otlp.span(
-        group, "process", CONSUMER, trace=event, span=f"{event}-{at}", start=at, ms=2, attrs=attrs
-    )
-
-
-def _published(otlp: Otlp, event: str, at: float, event_type: str = "OrderPlaced") -> None:
-    attrs = messaging("send", "orders", event, event_type=event_type)
-    span = f"p-{event}" if event_type == "OrderPlaced" else f"p-{event}-{event_type}"
-    otlp.span("api", "send", PRODUCER, trace=event, span=span, start=at, ms=1, attrs=attrs)
-
-
 def test_an_event_published_as_two_types_is_read_raw() -> None:
     """Events a-c of OrderPlaced, handled by billing; x published as OrderPlaced and again
     as OrderCancelled, handled by refunds alone. The raw query learns refunds for both
@@ -298,11 +276,11 @@ def test_an_event_published_as_two_types_is_read_raw() -> None:
     base = 1_700_000_000 * 10**9
     cursor, otlp = _empty(base)
     for n, event in enumerate("abc"):
-        _published(otlp, event, 1_000.0 + n * 1_000)
-        _delivery(otlp, event, 1_100.0 + n * 1_000, outcome="ok")
-    _published(otlp, "x", 5_000.0)
-    _published(otlp, "x", 5_500.0, event_type="OrderCancelled")
-    _delivery(otlp, "x", 6_000.0, group="refunds", outcome="ok")
+        published(otlp, event, 1_000.0 + n * 1_000)
+        delivered(otlp, event, 1_100.0 + n * 1_000, outcome="ok")
+    published(otlp, "x", 5_000.0)
+    published(otlp, "x", 5_500.0, event_type="OrderCancelled")
+    delivered(otlp, "x", 6_000.0, group="refunds", outcome="ok")
     load(cursor, *otlp.bodies())
     window = {"since_ns": base, "until_ns": base + MINUTE, "grace_ns": 0}
     assert not _lost_used(cursor, **window)
@@ -319,10 +297,10 @@ def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> Non
     minute 2 are read raw; minute 1 alone from the keys."""
     base = 1_700_000_000 * 10**9 - 1_700_000_000 * 10**9 % MINUTE
     cursor, otlp = _empty(base)
-    _published(otlp, "e1", 1_000.0)
-    _delivery(otlp, "e1", 2_000.0, outcome="ok")
-    _delivery(otlp, "e1", 9_000.0, outcome="ok")
-    _published(otlp, "s1", 70_000.0)
+    published(otlp, "e1", 1_000.0)
+    delivered(otlp, "e1", 2_000.0, outcome="ok")
+    delivered(otlp, "e1", 9_000.0, outcome="ok")
+    published(otlp, "s1", 70_000.0)
     for n in (1, 2):
         attrs = messaging("process", "orders", None, group="legacy")
         otlp.span(
@@ -351,13 +329,13 @@ def test_consumer_spans_without_an_event_id_make_their_minutes_read_raw() -> Non
     cursor.close()
 
 
-def test_a_consumer_span_without_a_publish_time_is_still_a_delivery() -> None:
+def test_a_consumer_span_without_a_publish_time_is_still_adelivered() -> None:
     """A consumer span with an event id but no publish time (its event type only on its
     producer span) and a hooked delivery of the same event: a duplicate, whose event type
     the raw rows take from the producer. Keyed (no gap), but resolved like the raw query."""
     base = 1_700_000_000 * 10**9
     cursor, otlp = _empty(base)
-    _published(otlp, "n", 1_000.0)
+    published(otlp, "n", 1_000.0)
     attrs = messaging("process", "orders", "n", group="billing")
     otlp.span(
         "billing",
@@ -370,7 +348,7 @@ def test_a_consumer_span_without_a_publish_time_is_still_a_delivery() -> None:
         ms=3,
         attrs=attrs,
     )
-    _delivery(otlp, "n", 3_000.0)
+    delivered(otlp, "n", 3_000.0)
     load(cursor, *otlp.bodies())
     window = {"since_ns": base, "until_ns": base + MINUTE}
     assert _used(cursor, **window)
@@ -387,8 +365,8 @@ def test_a_delivery_stored_as_span_and_record_is_no_duplicate() -> None:
     cursor, otlp = _empty(base)
     for n in range(20):
         event = f"r{n}"
-        _published(otlp, event, n * 100.0)
-        _delivery(otlp, event, n * 100.0 + 50)
+        published(otlp, event, n * 100.0)
+        delivered(otlp, event, n * 100.0 + 50)
         attrs = messaging(
             "process", "orders", event, group="billing", published_ns=otlp.at(n * 100.0 + 45)
         )
@@ -420,7 +398,7 @@ def test_a_record_of_a_span_without_an_event_id_stands_for_that_span() -> None:
     starts are not among them."""
     base = 1_700_000_000 * 10**9
     cursor, otlp = _empty(base)
-    _published(otlp, "x", 1_000.0)
+    published(otlp, "x", 1_000.0)
     otlp.span(
         "api",
         "send",
@@ -445,8 +423,8 @@ def test_a_record_of_a_span_without_an_event_id_stands_for_that_span() -> None:
     )
     attrs = messaging("process", "orders", "x", group="billing", published_ns=otlp.at(2_000.0))
     otlp.record("billing", "deliver", trace="x", span="d1", start=3_004.0, attrs=attrs, ms=2)
-    _delivery(otlp, "x", 4_000.0)
-    _delivery(otlp, "x", 5_000.0)
+    delivered(otlp, "x", 4_000.0)
+    delivered(otlp, "x", 5_000.0)
     load(cursor, *otlp.bodies())
     window = {"since_ns": base, "until_ns": base + MINUTE}
     assert _used(cursor, **window)

@@ -14,6 +14,7 @@ from eventscope.queries.edge_rollup import EDGE_TABLES
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
+from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
@@ -57,6 +58,7 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         *LEARNED_TABLES,
         *LATENCY_TABLES,
         *LEDGER_KEY_TABLES,
+        *LEDGER_EVENT_TABLES,
         *ACTIVITY_TABLES,
         *EDGE_TABLES,
     }

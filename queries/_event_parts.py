@@ -1,0 +1,153 @@
+"""A window's events summed from the ledger-event rollup (queries/ledger_events.py): the
+SQL the ledger reads on the keys start from, in place of grouping the window's keys.
+
+:func:`events_sql` gives a ``WITH`` clause ending in ``events``: one row per event of the
+window (``event_key`` and the rollup's figures, plus ``judged_publish``: a publish in
+``[$events_from, $events_until)``, and ``judged_delivery``: a delivery before
+``$judged``) — the figures of grouping the window's key rows by event. The window's whole
+minutes come from the rollup, but for those a judged bound cuts; the rest of the window
+from the keys, summed per event the same way (one range scan each). A row merged alone
+is its event's whole figure (no other row of the event in the window: see
+queries/ledger_events.py); the events of the other rows and of the rest are summed again
+(an hour at 100 M spans a day: ≈1.1 M rows, of which a few percent are summed again,
+where the keys were 5 M rows grouped into 1.1 M events).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import duckdb
+
+from .ledger_events import SUMS, merged_to
+from .ledger_events import events_from as rollup_from
+
+__all__ = ["EventsSql", "events_sql", "group_bits"]
+
+_MINUTE_NS = 60 * 10**9
+
+# The figures the raw part of the window ({ranges}: its key rows) adds up, per event, and
+# the judged flags.
+_RAW = f"""
+SELECT event_key, {SUMS},
+       coalesce(bool_or(group_key = 0 AND start_time >= make_timestamp_ns($events_from)
+                        AND start_time < make_timestamp_ns($events_until)), false)
+           AS judged_publish,
+       coalesce(bool_or(group_key > 0 AND start_time < make_timestamp_ns($judged)), false)
+           AS judged_delivery
+FROM ({{ranges}}) LEFT JOIN eventscope_ledger_bits USING (group_key)
+GROUP BY event_key
+"""
+_RAW_RANGE = """SELECT * FROM eventscope_ledger_keys
+WHERE start_time >= make_timestamp_ns(${low}) AND start_time < make_timestamp_ns(${high})"""
+# (a whole minute lies on one side of each judged bound: the minute holding one is cut)
+_ROLLED = """
+SELECT event_key, check_min, check_max, row_count, publishes, dup_bits, type_min, type_max,
+       handled, dead, seen, bitless,
+       publishes > 0 AND minute >= make_timestamp_ns($events_from)
+           AND minute < make_timestamp_ns($events_until) AS judged_publish,
+       row_count > publishes AND minute < make_timestamp_ns($judged) AS judged_delivery,
+       alone
+FROM eventscope_ledger_events WHERE {whole_minutes}
+"""
+# The events with several rows: a row not merged alone, or rows in the raw part.
+_EVENTS = f"""
+WITH raw_part AS MATERIALIZED ({_RAW}),
+rolled AS NOT MATERIALIZED ({_ROLLED}),
+several AS MATERIALIZED (
+    SELECT event_key FROM rolled WHERE NOT alone UNION SELECT event_key FROM raw_part
+),
+events {{materialized}} (
+    SELECT * EXCLUDE (alone) FROM rolled ANTI JOIN several USING (event_key)
+    UNION ALL
+    SELECT event_key, min(check_min), max(check_max), sum(row_count), sum(publishes),
+           bit_or(dup_bits), min(type_min), max(type_max), bit_or(handled), bit_or(dead),
+           bit_or(seen), bool_or(bitless), bool_or(judged_publish), bool_or(judged_delivery)
+    FROM (
+        SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN several USING (event_key)
+        UNION ALL
+        SELECT * FROM raw_part
+    )
+    GROUP BY event_key
+)"""
+_RANGE = "(minute >= make_timestamp_ns($w{n}) AND minute < make_timestamp_ns($w{m}))"
+
+
+class EventsSql(NamedTuple):
+    """The ``WITH`` clause (``events``) and its parameters."""
+
+    sql: str
+    params: dict[str, int]
+
+
+def events_sql(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int,
+    until_ns: int,
+    events_from: int = 0,
+    events_until: int = 0,
+    judged: int = 0,
+    materialized: bool = False,
+) -> EventsSql | None:
+    """The window's events from the rollup, or None where it does not answer: not
+    complete from ``since_ns``, or no whole minute in the window (the keys then cost no
+    more). ``events_from`` / ``events_until``: the publishes that make an event judged;
+    ``judged``: the deliveries before it are judged; ``materialized``: the caller reads
+    ``events`` more than once."""
+    start = rollup_from(cursor)
+    if start is None or since_ns < start:
+        return None
+    low = -(-since_ns // _MINUTE_NS) * _MINUTE_NS
+    high = min(until_ns // _MINUTE_NS * _MINUTE_NS, merged_to(cursor))  # (later: the keys)
+    cut = sorted(
+        {
+            b - b % _MINUTE_NS
+            for b in (events_from, events_until, judged)
+            if low < b < high and b % _MINUTE_NS
+        }
+    )
+    edges = [low]
+    for minute in cut:  # each cut minute leaves the whole minutes around it
+        edges += [minute, minute + _MINUTE_NS]
+    edges.append(high)
+    ranges = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if a < b]
+    if not ranges:
+        return None
+    params = {
+        "since": since_ns,
+        "until": until_ns,
+        "events_from": events_from,
+        "events_until": events_until,
+        "judged": judged,
+    }
+    minutes = []
+    for n, (a, b) in enumerate(ranges):
+        params[f"w{2 * n}"], params[f"w{2 * n + 1}"] = a, b
+        minutes.append(_RANGE.format(n=2 * n, m=2 * n + 1))
+    # the rest of the window, one range scan each (zone maps prune them to their minutes;
+    # an empty one reads nothing)
+    cuts = ["since", *(f"w{n}" for n in range(2 * len(ranges))), "until"]
+    raw = [
+        _RAW_RANGE.format(low=low, high=high)
+        for low, high in zip(cuts[::2], cuts[1::2], strict=True)
+    ]
+    sql = _EVENTS.format(
+        whole_minutes=" OR ".join(minutes),
+        ranges=" UNION ALL ".join(raw),
+        materialized="AS MATERIALIZED" if materialized else "AS",
+    )
+    return EventsSql(sql, params)
+
+
+_BITS = "SELECT group_key, bit FROM eventscope_ledger_bits"
+
+
+def group_bits(cursor: duckdb.DuckDBPyConnection) -> dict[int, int] | None:
+    """Each group key's bit in the rollup's masks, or None where a key has two bits or a
+    bit two keys (two collectors naming groups at once in one lake)."""
+    rows = cursor.execute(_BITS).fetchall()
+    bits = dict(rows)
+    if len(bits) != len(rows) or len(set(bits.values())) != len(bits):
+        return None
+    return bits
