@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import duckdb
 
-from .ledger_events import SUMS, merged_to
+from .ledger_events import ALONE_WITHIN_NS, SUMS, merged_to
 from .ledger_events import events_from as rollup_from
 
 __all__ = ["EventsSql", "events_sql", "group_bits"]
@@ -40,15 +40,17 @@ GROUP BY event_key
 """
 _RAW_RANGE = """SELECT * FROM eventscope_ledger_keys
 WHERE start_time >= make_timestamp_ns(${low}) AND start_time < make_timestamp_ns(${high})"""
-# (a whole minute lies on one side of each judged bound: the minute holding one is cut)
-_ROLLED = """
+# (a whole minute lies on one side of each judged bound: the minute holding one is cut;
+# a row is alone in the window only where the day before it, which its merge looked at,
+# reaches back to the window's start)
+_ROLLED = f"""
 SELECT event_key, check_min, check_max, row_count, publishes, dup_bits, type_min, type_max,
        handled, dead, seen, bitless,
        publishes > 0 AND minute >= make_timestamp_ns($events_from)
            AND minute < make_timestamp_ns($events_until) AS judged_publish,
        row_count > publishes AND minute < make_timestamp_ns($judged) AS judged_delivery,
-       alone
-FROM eventscope_ledger_events WHERE {whole_minutes}
+       alone AND minute <= make_timestamp_ns($since + {ALONE_WITHIN_NS}) AS alone
+FROM eventscope_ledger_events WHERE {{whole_minutes}}
 """
 # The events with several rows: a row not merged alone, or rows in the raw part.
 _EVENTS = f"""

@@ -14,16 +14,19 @@ every event's rows start within one minute, so the writer keeps:
   the event, over each group's bit. The writer sums the keys a few minutes at a time,
   behind a watermark (:func:`compact`, with the other rollups' compaction, between
   commits: nothing on the commit path), once a minute is two minutes older than the
-  newest key, and marks a row ``alone`` where no row of its event lies in an earlier
-  minute. A commit's rows of minutes behind the watermark (late spans) are summed in its
+  newest key, and marks a row ``alone`` where no row of its event lies in the day before
+  it (:data:`ALONE_WITHIN_NS`: looking further back would read everything stored, at
+  each merge). A commit's rows of minutes behind the watermark (late spans) are summed in its
   transaction and added beside them (:func:`add_late`), never alone.
 - ``eventscope_ledger_bits``: each consumer group's bit in those masks, given in the
   commit that first names the group (62 bits; a later group gets none, and its
   deliveries mark their rows ``bitless``: lost events are then judged on the keys).
 
-So an event with two or more rows in a window has one that is not alone: of its rows,
-the one of the latest minute merged saw the others when it was merged (older minutes are
-merged first), unless they came later — and then they are not alone. A read
+So an event with two or more rows in a window no longer than a day after a row has one
+that is not alone: of its rows, the one of the latest minute merged saw the others when
+it was merged (older minutes are merged first), unless they came later — and then they
+are not alone. A read trusts a row's mark only where the window starts within the day
+before it (a longer window sums its later rows again). A read
 (queries/_event_parts.py) takes the window's whole minutes behind the watermark from
 here and the rest of the window from the keys, summed per event the same way; the events
 of the rows that are not alone, or in that rest, are summed again, and every other row is
@@ -38,11 +41,14 @@ the other rollups are not compacted either): there the keys answer.
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 
 from ._rollup_meta import complete_from, rebuild, transaction, trim_minutes
 
 __all__ = [
+    "ALONE_WITHIN_NS",
     "DUP_BIT",
     "KEYS_WINDOW",
     "LEDGER_EVENT_TABLES",
@@ -65,6 +71,9 @@ _MERGED_TO = "ledger_events_merged_to"
 _MINUTE_NS = 60 * 10**9
 #: Groups with a bit in the masks (the rest: ``bitless``).
 MAX_BITS = 62
+#: A row is ``alone`` where its event has no row in the minutes this long before it: a
+#: read trusts that only for rows no later than this after the window's start.
+ALONE_WITHIN_NS = 24 * 3600 * 10**9
 
 #: The window of a read of the ledger keys, on its ``$since`` / ``$until`` parameters.
 KEYS_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
@@ -96,8 +105,8 @@ WHERE start_time < make_timestamp_ns($merged)
 GROUP BY ALL
 """
 # The keys of the minutes [$low, $high) summed per minute and event, each event's row of
-# its first minute alone unless the rollup holds a row of it already (of an earlier
-# minute: every row there is).
+# its first minute alone unless the rollup holds a row of it of the day before (every row
+# there is of an earlier minute; looking further back would read all that is stored).
 _MERGED = f"""
 INSERT INTO eventscope_ledger_events
 WITH merged AS (
@@ -109,7 +118,8 @@ WITH merged AS (
     SELECT event_key, min(minute) AS first FROM merged GROUP BY event_key
 ), earlier AS (
     SELECT DISTINCT event_key FROM eventscope_ledger_events
-    WHERE event_key IN (SELECT event_key FROM merged)
+    WHERE minute >= make_timestamp_ns($low - {ALONE_WITHIN_NS})
+      AND event_key IN (SELECT event_key FROM merged)
 )
 SELECT m.*, m.minute = f.first AND e.event_key IS NULL AS alone
 FROM merged m JOIN firsts f USING (event_key) LEFT JOIN earlier e USING (event_key)
@@ -184,7 +194,8 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
     if first is None:
         return 0
     low = int(first) - int(first) % _MINUTE_NS
-    high = min(low + max_minutes * _MINUTE_NS, int(newest) - int(newest) % _MINUTE_NS - _MINUTE_NS)
+    newest = min(int(newest), time.time_ns())  # (not past now: a span from a skewed clock)
+    high = min(low + max_minutes * _MINUTE_NS, newest - newest % _MINUTE_NS - _MINUTE_NS)
     if high <= low:
         return 0
     with transaction(connection):

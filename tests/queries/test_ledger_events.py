@@ -153,6 +153,33 @@ def test_events_split_over_minutes_and_commits_before_and_after_the_merge() -> N
     cursor.close()
 
 
+def test_an_event_with_rows_a_day_apart() -> None:
+    """e is published at 0:20 and handled 25 hours later; g is published and handled at
+    0:10 (billing handles OrderPlaced). The merge looks a day back for an event's earlier
+    rows: e's later row is marked alone, and a window longer than a day must not take it
+    as e's whole figure (e would be lost to billing)."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(BASE)
+    published(otlp, "g", 10_000.0)
+    delivered(otlp, "g", 11_000.0, outcome="ok")
+    published(otlp, "e", 20_000.0)
+    later = 25 * 3600_000.0
+    delivered(otlp, "e", later + 30_000.0, outcome="ok")
+    published(otlp, "z", later + 300_000.0)  # (so that e's later minute is merged)
+    load(cursor, *otlp.bodies())
+    while compact(cursor):
+        pass
+    assert cursor.execute(
+        "SELECT alone FROM eventscope_ledger_events WHERE event_key = hash('e') ORDER BY minute"
+    ).fetchall() == [(True,), (True,)]
+    window = {"since_ns": BASE, "until_ns": BASE + 25 * 3600 * SECOND + 2 * MINUTE}
+    assert events_sql(cursor, **window) is not None
+    lost = _answers(cursor, window)[0]
+    assert [(e.event_id, e.consumer_group) for e in lost] == []
+    cursor.close()
+
+
 def test_groups_past_the_bits_are_read_from_the_keys() -> None:
     """65 groups handle OrderPlaced: the rollup's masks hold 62; lost events (group g64
     misses x) are then judged on the keys, 62 groups at a time, and duplicates still on
