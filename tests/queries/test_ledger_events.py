@@ -294,7 +294,7 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
     low, high = writer.execute(
         "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
     ).fetchone() or (0, 0)
-    cutoff = (low + high) // 2
+    cutoff = (low + merged_to(writer)) // 2  # (the merged minutes: rows on both sides)
     retention, removed = retention_round(database, writer, cutoff)
     assert removed > 0 and retention.figures.removed["eventscope_ledger_events"] > 0
     start = events_from(writer)
