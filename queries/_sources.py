@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._scratch import Scratch, id_table
 from ._source_sql import (
@@ -72,6 +73,19 @@ _AT_COLUMNS = frozenset(
 )
 _SPAN_IDS = frozenset({"trace_id", "span_id"})
 _IDS = _SPAN_IDS | {"parent_span_id"}
+
+
+def _copied_or_not(times: pa.Table) -> list[tuple[str, pa.Table]]:
+    """``times`` split by where their spans are read: the copies of candidates' spans
+    (queries/twice_spans.py) where column ``copied`` says so, ``spans`` otherwise."""
+    if "copied" not in times.column_names:
+        return [("spans", times)]
+    compute: Any = pc  # (boolean masks)
+    copied = compute.fill_null(times["copied"], False)
+    return [
+        ("eventscope_twice_spans", times.filter(copied).select(["t"])),
+        ("spans", times.filter(compute.invert(copied)).select(["t"])),
+    ]
 
 
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
@@ -154,9 +168,18 @@ class Sources:
         at = WINDOW + (
             f" AND {{column}} IN ({self._times(times)})" if times.num_rows else " AND false"
         )
+        # the spans at times where they are copied from the copies, the others raw
+        none = WINDOW.format(column="start_time") + " AND false"  # (names the parameters)
+        parts = []
+        for table, part in _copied_or_not(times):
+            if part.num_rows:
+                where = f"{WINDOW} AND {{column}} IN ({self._times(part)})"
+                parts.append(
+                    f"SELECT {span_columns(columns)} FROM {table} "
+                    f"WHERE kind = '{kind}' AND {where.format(column='start_time')}"
+                )
         spans = self._scratch.query(
-            f"SELECT {span_columns(columns)} FROM spans "
-            f"WHERE kind = '{kind}' AND {at.format(column='start_time')}",
+            " UNION ALL ".join(parts) or f"SELECT {span_columns(columns)} FROM spans WHERE {none}",
             self.params,
         )
         here = (spans, WINDOW)  # (all of its rows: the window names the parameters)

@@ -47,6 +47,8 @@ import duckdb
 
 from ._rollup_meta import complete_from, rebuild, transaction, trim_minutes
 from ._scratch import Scratch
+from .twice_spans import META as TWICE_META
+from .twice_spans import copy_merged, mark_late
 
 __all__ = [
     "ALONE_WITHIN_NS",
@@ -112,24 +114,27 @@ FROM eventscope_ledger_keys LEFT JOIN eventscope_ledger_bits USING (group_key)
 WHERE start_time >= make_timestamp_ns($low) AND start_time < make_timestamp_ns($high)
 GROUP BY ALL
 """
-# Those rows ({merged}: a temporary table of them), each event's row of its first minute
-# alone unless the rollup holds a row of it of the day before (every row there is of an
-# earlier minute; looking further back would read all that is stored). (The summed rows
-# taken as a table: as a CTE, the probe of the day's rows took ≈600 ms at 100 M spans a
-# day, as a table ≈100.)
-_ALONE = f"""
+# The rollup's rows of the day before a merge ($since) of the events of the merge
+# ({merged}: a temporary table of its summed rows), summed per event: every row there is
+# of an earlier minute; looking further back would read all that is stored. (The summed
+# rows taken as a table: as a CTE, the probe of the day's rows took ≈600 ms at 100 M spans
+# a day, as a table ≈100.)
+_EARLIER = """
+SELECT event_key, sum(row_count) AS row_count, bit_or(dup_bits) AS dup_bits,
+       list(DISTINCT minute) AS minutes
+FROM eventscope_ledger_events
+WHERE minute >= make_timestamp_ns($since) AND event_key IN (SELECT event_key FROM {merged})
+GROUP BY event_key
+"""
+# The merge's rows, each event's row of its first minute alone unless it has earlier
+# rows ({earlier}: as above).
+_ALONE = """
 INSERT INTO eventscope_ledger_events
 SELECT m.*, m.minute = f.first AND e.event_key IS NULL AS alone
-FROM {{merged}} m
-JOIN (SELECT event_key, min(minute) AS first FROM {{merged}} GROUP BY event_key) f
+FROM {merged} m
+JOIN (SELECT event_key, min(minute) AS first FROM {merged} GROUP BY event_key) f
   USING (event_key)
-LEFT JOIN (
-    SELECT DISTINCT event_key FROM {{merged}}
-    WHERE event_key IN (
-        SELECT event_key FROM eventscope_ledger_events
-        WHERE minute >= make_timestamp_ns($low - {ALONE_WITHIN_NS})
-    )
-) e USING (event_key)
+LEFT JOIN {earlier} e USING (event_key)
 ORDER BY minute
 """
 # All of them at once (the backfill, the rollup empty): each event's first row alone.
@@ -168,6 +173,7 @@ def add_late(connection: duckdb.DuckDBPyConnection, keys: str, earliest_ns: int)
     merged = merged_to(connection)
     if earliest_ns < merged:
         connection.execute(_LATE.format(keys=keys), {"merged": merged})
+        mark_late(connection, keys, merged)  # (their spans: not copied)
 
 
 def build(connection: duckdb.DuckDBPyConnection) -> bool:
@@ -184,6 +190,8 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
             high = int(newest) - int(newest) % _MINUTE_NS
             connection.execute(_BUILD, {"low": 0, "high": high})
             _set(connection, _MERGED_TO, high)
+        # the copies of candidates' spans follow this watermark: made again after it
+        connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": TWICE_META})
 
     return rebuild(connection, _META, LEDGER_EVENT_TABLES, fill)
 
@@ -213,7 +221,13 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
         return 0
     with transaction(connection), Scratch(connection) as scratch:
         summed = scratch.query(_SUMMED, {"low": low, "high": high})
-        [(added,)] = connection.execute(_ALONE.format(merged=summed), {"low": low}).fetchall()
+        since = low - ALONE_WITHIN_NS
+        earlier = scratch.query(_EARLIER.format(merged=summed), {"since": since})
+        [(added,)] = connection.execute(_ALONE.format(merged=summed, earlier=earlier)).fetchall()
+        # the spans of the events that may now be duplicates (queries/twice_spans.py)
+        copy_merged(
+            connection, scratch, merged=summed, earlier=earlier, low=low, high=high, since=since
+        )
         _set(connection, _MERGED_TO, high)
     return int(added)
 

@@ -57,7 +57,8 @@ from ._event_parts import events_sql
 from ._rollup_meta import complete_from, delete_before, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
-from .ledger_events import DUP_BIT, KEYS_WINDOW, add_late, assign_bits
+from .ledger_events import DUP_BIT, KEYS_WINDOW, add_late, assign_bits, merged_to
+from .twice_spans import copied_rows_sql, twice_from
 
 __all__ = [
     "KEYS_WINDOW",
@@ -335,15 +336,18 @@ GROUP BY event_key HAVING {MORE_ROWS_THAN_BITS}
 # group 0: the publishes), and the start times of their rows: of the pairs of
 # deliveries, and of the publishes. A record and the span it stands for are rows of one
 # pair, so both are among the times.
+# Each time, whether every candidate row there has its spans copied ({copied}, {join}:
+# queries/twice_spans.py; else false).
 _TWICE_TIMES = """
 rows AS MATERIALIZED (
-    SELECT k.start_time, k.event_key, k.group_key
+    SELECT k.start_time, k.event_key, k.group_key, {{copied}}
     FROM eventscope_ledger_keys k SEMI JOIN twice w ON w.event_key = k.event_key
+    {{join}}
     WHERE {window}
 ),
 pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1)
 SELECT r.start_time AS t, bool_or(r.group_key > 0) AS delivered,
-       bool_or(r.group_key = 0) AS published
+       bool_or(r.group_key = 0) AS published, bool_and(r.copied) AS copied
 FROM rows r SEMI JOIN pairs p ON p.event_key = r.event_key AND p.group_key = r.group_key
 GROUP BY r.start_time
 """.format(window=KEYS_WINDOW.replace("start_time", "k.start_time"))
@@ -373,7 +377,9 @@ NO_TIMES = pa.table({"t": pa.array([], pa.timestamp("ns"))})
 
 class RowTimes(NamedTuple):
     """Where the rows a ledger query reads raw are: start times (column ``t``,
-    TIMESTAMP_NS) of the deliveries and of the publishes it needs (of each (event, group)
+    TIMESTAMP_NS; where a boolean column ``copied`` is true, every span needed at that
+    time is among the copies of queries/twice_spans.py) of the deliveries and of the
+    publishes it needs (of each (event, group)
     pair that may be delivered twice, of each event that may be published twice or be
     lost); and whether the window holds consumer or producer spans without an event id
     (which an event record read at one of those times may stand for)."""
@@ -401,14 +407,19 @@ def duplicate_times(
     since = 0 if since_ns is None else since_ns
     params = {"since": since, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
     rolled = events_sql(cursor, since_ns=since, until_ns=params["until"])
+    times = _TWICE_TIMES.format(join="", copied="false AS copied")
+    if twice_from(cursor):  # the candidates' spans copied where they are
+        join, copied = copied_rows_sql("twice")
+        times = _TWICE_TIMES.format(join=join, copied=copied)
+        params["merged"] = merged_to(cursor)
     if rolled is not None:
-        sql = f"{rolled.sql},\n{_TWICE_ROLLED},{_TWICE_TIMES}"
+        sql = f"{rolled.sql},\n{_TWICE_ROLLED},{times}"
         params.update(rolled.params)
     else:
-        sql = f"WITH twice AS ({_TWICE}),{_TWICE_TIMES}"
+        sql = f"WITH twice AS ({_TWICE}),{times}"
     rows = cursor.execute(sql, params).to_arrow_table()
     return RowTimes(
-        rows.filter(rows["delivered"]).select(["t"]),
-        rows.filter(rows["published"]).select(["t"]),
+        rows.filter(rows["delivered"]).select(["t", "copied"]),
+        rows.filter(rows["published"]).select(["t", "copied"]),
         bool(idless),
     )

@@ -20,7 +20,9 @@ from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
 from eventscope.queries._event_parts import events_sql, group_bits
 from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries.ledger_events import compact, events_from, merged_to
+from eventscope.queries.ledger_keys import duplicate_times
 from eventscope.queries.schema import create_schema
+from eventscope.queries.twice_spans import TWICE_TABLES
 from otlp_builder import Otlp, delivered, load, published, without_rollup
 from queries_workload import ingest
 from retention_round import retention_round
@@ -28,6 +30,7 @@ from retention_round import retention_round
 MINUTE = 60 * 10**9
 SECOND = 10**9
 BASE = 1_700_000_040 * 10**9  # on a whole minute
+FAR = 9_000_000_000_000_000_000
 READS: list[tuple[Any, dict[str, Any]]] = [
     (lost_events, {"grace_ns": 0}),
     (lost_events, {"grace_ns": 150 * SECOND, "subscriptions": {"orders": ["audit"]}}),
@@ -247,7 +250,27 @@ def test_the_benchmark_traffic_from_the_rollup(traffic: Path, tmp_path: Path) ->
             without_rollup(cursor, "ledger_events_from", orphan_keys, **judged)
         )
     assert all(found), found  # lost, lost to a subscription, duplicated, orphaned
+    # the duplicates' spans of merged minutes come from their copies (twice_spans.py)
+    assert _copied_share(cursor, windows) == (1.0, 0.0)
     cursor.close()
+
+
+def _copied_share(cursor: duckdb.DuckDBPyConnection, windows: list[dict[str, Any]]) -> Any:
+    """Of the times duplicate reads of ``windows`` read spans at: the share read from the
+    copies, before the merge watermark and after it."""
+    merged = merged_to(cursor)
+    counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    for window in windows:
+        times = duplicate_times(cursor, **window)
+        assert times is not None
+        for side in (times.delivered, times.published):
+            starts = side.column("t").cast(pa.int64()).to_pylist()
+            for t, copied in zip(starts, side.column("copied").to_pylist(), strict=True):
+                counts[t < merged, copied] += 1
+    before = counts[True, True] + counts[True, False]
+    after = counts[False, True] + counts[False, False]
+    assert before and after, counts
+    return counts[True, True] / before, counts[False, True] / after
 
 
 def _orphaned(found: Any) -> tuple[list[Any], list[Any]]:
@@ -278,8 +301,43 @@ def test_a_file_from_before_the_rollup_gets_it_on_open(
         "count(DISTINCT event_key), epoch_ns(max(minute)) FROM eventscope_ledger_events"
     ).fetchall()
     assert rows == pairs and alone == events and newest + MINUTE == merged_to(cursor)
+    assert "copied the spans of possible duplicates" in caplog.text  # made again after
     low = cursor.execute("SELECT epoch_ns(min(start_time)) FROM spans").fetchone() or (0,)
-    _answers(cursor, {"since_ns": low[0] + 30 * SECOND, "until_ns": low[0] + 4 * MINUTE})
+    window = {"since_ns": low[0] + 30 * SECOND, "until_ns": low[0] + 4 * MINUTE}
+    _answers(cursor, window)
+    assert _copied_share(cursor, [window, {"since_ns": low[0], "until_ns": FAR}])[0] == 1.0
+    cursor.close()
+    database.close()
+
+
+def test_a_file_from_before_the_copies_gets_them_on_open(
+    traffic: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file whose rollup was merged before the copies of candidates' spans existed:
+    its events are listed and their spans copied on open, from the rollup."""
+    path = tmp_path / "uncopied.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    with duckdb.connect(str(path)) as old:
+        while compact(old):
+            pass
+        for table in TWICE_TABLES:
+            old.execute(f"DROP TABLE {table}")
+        old.execute("DELETE FROM eventscope_meta WHERE key = 'twice_spans_from'")
+    with caplog.at_level(logging.WARNING):
+        database = Database.open(Settings(db=str(path)))
+    assert "copied the spans of possible duplicates" in caplog.text
+    assert "summed the keys already stored" not in caplog.text
+    cursor = database.cursor()
+    low, high = cursor.execute(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
+    ).fetchone() or (0, 0)
+    windows = [
+        {"since_ns": low, "until_ns": high + 1},
+        {"since_ns": low + 70 * SECOND, "until_ns": low + 200 * SECOND},
+    ]
+    for window in windows:
+        _answers(cursor, window)
+    assert _copied_share(cursor, windows)[0] == 1.0
     cursor.close()
     database.close()
 
@@ -305,5 +363,13 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
     assert oldest >= start
     assert events_sql(writer, since_ns=cutoff, until_ns=high) is None  # the minute it cut
     _answers(writer, {"since_ns": start, "until_ns": high + 1})
+    # the copies of candidates' spans before it too, and the events left without any
+    assert retention.figures.removed["eventscope_twice_spans"] > 0
+    [(first, uncopied)] = writer.execute(
+        "SELECT (SELECT epoch_ns(min(start_time)) FROM eventscope_twice_spans), "
+        "(SELECT count(*) FROM eventscope_twice_events WHERE event_key NOT IN "
+        "(SELECT hash(message_id) FROM eventscope_twice_spans))"
+    ).fetchall()
+    assert first >= cutoff and uncopied == 0
     writer.close()
     database.close()

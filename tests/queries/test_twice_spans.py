@@ -1,0 +1,188 @@
+"""Duplicated events read from the copies of their spans (queries/twice_spans.py) are
+those the raw rows give: an event that becomes a duplicate a minute after its first
+delivery was merged (its earlier spans copied then), one published twice, one redelivered
+within a minute, one seen only through event records, and a late span after the merge
+(its minute read raw)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from eventscope.queries import duplicate_events
+from eventscope.queries.ledger_events import compact, merged_to
+from eventscope.queries.ledger_keys import RowTimes, duplicate_times
+from eventscope.queries.schema import create_schema
+from otlp_builder import PRODUCER, Otlp, delivered, load, messaging, published, without_rollup
+
+MINUTE = 60 * 10**9
+SECOND = 10**9
+BASE = 1_700_000_040 * 10**9  # on a whole minute
+WINDOW = {"since_ns": BASE, "until_ns": BASE + 7 * MINUTE}
+
+
+def _published_again(otlp: Otlp, event: str, at: float) -> None:
+    """A second publish of ``event`` (another span, another service)."""
+    attrs = messaging("send", "orders", event, event_type="OrderPlaced")
+    otlp.span(
+        "api-retry", "send", PRODUCER, trace=event, span=f"p2-{event}", start=at, ms=1, attrs=attrs
+    )
+
+
+def _delivery_record(otlp: Otlp, event: str, at: float) -> None:
+    """A ``deliver`` event record of ``event`` to billing (its span sampled out)."""
+    attrs = messaging(
+        "process",
+        "orders",
+        event,
+        group="billing",
+        event_type="OrderPlaced",
+        outcome="ok",
+        published_ns=otlp.at(at - 5),
+    )
+    otlp.record("billing", "deliver", trace=event, span=f"r-{event}-{at}", start=at, attrs=attrs)
+
+
+def _load(cursor: duckdb.DuckDBPyConnection, *adds: tuple[Any, ...]) -> None:
+    otlp = Otlp(BASE)
+    for add, *args in adds:
+        if add is delivered and len(args) == 3:
+            delivered(otlp, args[0], args[1], outcome=args[2])
+        else:
+            add(otlp, *args)
+    load(cursor, *otlp.bodies())
+
+
+def _answer(cursor: duckdb.DuckDBPyConnection) -> set[tuple[str, str | None, str]]:
+    """The duplicates of :data:`WINDOW`: from the copies, which must equal those read
+    without them and those of the raw rows."""
+    fast = duplicate_events(cursor, **WINDOW)
+    assert fast == without_rollup(cursor, "twice_spans_from", duplicate_events, **WINDOW)
+    assert fast == without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **WINDOW)
+    return {(d.event_id, d.consumer_group, d.kind) for d in fast}
+
+
+def _copied(times: RowTimes | None) -> list[tuple[int, bool]]:
+    """(second after BASE, copied) of the times of deliveries and publishes read."""
+    assert times is not None
+    rows = pa.concat_tables([times.delivered, times.published])
+    seconds = rows.column("t").cast(pa.int64()).to_pylist()
+    return sorted(
+        {
+            ((t - BASE) // SECOND, c)
+            for t, c in zip(seconds, rows["copied"].to_pylist(), strict=True)
+        }
+    )
+
+
+def test_duplicates_from_the_copies_of_their_spans() -> None:
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    _load(  # minute 0: a published and handled; e published and handled
+        cursor,
+        (published, "a", 10_000.0),
+        (delivered, "a", 20_000.0, "ok"),
+        (published, "e", 40_000.0),
+        (delivered, "e", 45_000.0, "ok"),
+    )
+    _load(  # minute 1: a handled again; minute 2: b published twice, c failed then handled
+        cursor,
+        (delivered, "a", 90_000.0, "ok"),
+        (published, "b", 125_000.0),
+        (_published_again, "b", 126_000.0),
+        (delivered, "c", 150_000.0, "error"),
+        (delivered, "c", 160_000.0, "ok"),
+    )
+    _load(  # minute 3: d seen twice through records only; minute 6: so that 0-3 merge
+        cursor,
+        (_delivery_record, "d", 190_000.0),
+        (_delivery_record, "d", 200_000.0),
+        (published, "z", 360_000.0),
+    )
+    before = _answer(cursor)
+    assert before == {
+        ("a", "billing", "processed_twice"),
+        ("b", None, "published_twice"),
+        ("c", "billing", "redelivered_after_failure"),
+        ("d", "billing", "processed_twice"),
+    }
+    while compact(cursor, max_minutes=1):  # a minute at a time: a's first, alone
+        pass
+    assert merged_to(cursor) == BASE + 4 * MINUTE  # (minutes 4 and 5 hold no key)
+    listed = cursor.execute(
+        "SELECT e FROM (SELECT unnest(['a', 'b', 'c', 'd', 'e', 'z']) AS e) "
+        "WHERE hash(e) IN (SELECT event_key FROM eventscope_twice_events) ORDER BY e"
+    ).fetchall()
+    assert listed == [("a",), ("b",), ("c",), ("d",)]
+    copies = cursor.execute(
+        "SELECT message_id, kind, epoch_ns(start_time) - $base FROM eventscope_twice_spans "
+        "ORDER BY ALL",
+        {"base": BASE},
+    ).fetchall()
+    assert copies == [  # a's publish and first delivery copied when minute 1 listed it
+        ("a", "consumer", 20 * SECOND),
+        ("a", "consumer", 90 * SECOND),
+        ("a", "producer", 10 * SECOND),
+        ("b", "producer", 125 * SECOND),
+        ("b", "producer", 126 * SECOND),
+        ("c", "consumer", 150 * SECOND),
+        ("c", "consumer", 160 * SECOND),
+    ]
+    times = duplicate_times(cursor, **WINDOW)
+    assert _copied(times) == [
+        (t, True) for t in (20, 90, 125, 126, 150, 160, 190, 200)
+    ]  # every time from the copies: no raw span read back
+    assert _answer(cursor) == before
+
+    _load(cursor, (delivered, "e", 50_000.0, "ok"))  # late: e again in merged minute 0
+    assert cursor.execute(
+        "SELECT epoch_ns(minute) - $base FROM eventscope_twice_late", {"base": BASE}
+    ).fetchall() == [(0,)]
+    assert _copied(duplicate_times(cursor, **WINDOW)) == [
+        (20, False),  # minute 0: late, read raw
+        (45, False),
+        (50, False),
+        *((t, True) for t in (90, 125, 126, 150, 160, 190, 200)),
+    ]
+    assert _answer(cursor) == {*before, ("e", "billing", "processed_twice")}
+    cursor.close()
+
+
+def test_rows_before_the_copies_are_read_raw() -> None:
+    """f is handled at 0:10 and twice more 25 hours later: the merge of that minute looks
+    a day back, lists f and copies its spans from then; a window over both days reads the
+    first delivery raw (three deliveries, not two)."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    later = 25 * 3600_000.0
+    _load(
+        cursor,
+        (published, "f", 5_000.0),
+        (delivered, "f", 10_000.0, "ok"),
+        (delivered, "f", later + 10_000.0, "ok"),
+        (delivered, "f", later + 20_000.0, "ok"),
+        (published, "z", later + 300_000.0),
+    )
+    while compact(cursor):
+        pass
+    window = {"since_ns": BASE, "until_ns": BASE + 26 * 3600 * SECOND}
+    times = duplicate_times(cursor, **window)
+    assert times is not None
+    copied = times.delivered.to_pydict()
+    seconds = [(_ns(t) - BASE) // SECOND for t in copied["t"]]
+    assert sorted(zip(copied["copied"], seconds, strict=True)) == [
+        (False, 10),  # before the copies
+        (True, 25 * 3600 + 10),
+        (True, 25 * 3600 + 20),
+    ]
+    [duplicate] = duplicate_events(cursor, **window)
+    assert duplicate.deliveries == 3
+    assert [duplicate] == list(
+        without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **window)
+    )
+    cursor.close()
+
+
+def _ns(value: Any) -> int:
+    return int(pa.scalar(value, pa.timestamp("ns")).cast(pa.int64()).as_py())
