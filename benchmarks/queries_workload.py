@@ -396,6 +396,7 @@ async def _ingest(
     from eventscope.collector._metrics import Metrics
     from eventscope.collector._settings import Settings
     from eventscope.collector._writer import SpanWriter
+    from eventscope.queries.ledger_events import compact as compact_ledger_events
 
     interval = INGEST_INTERVAL_NS
     end_ns = (end_ns or time.time_ns()) // 10**9 * 10**9
@@ -434,6 +435,11 @@ async def _ingest(
                 await asyncio.gather(
                     *(writer.write(_signal(b), b) for b in batches[start : start + _IN_FLIGHT])
                 )
+            # the ledger-event rollup's merge as a collector running in real time does it
+            # (every minute, a few minutes at a time): here a chunk is ≈7 minutes of
+            # traffic, so every chunk catches up
+            while await writer.on_writer(compact_ledger_events):
+                pass
             if progress:
                 rate = last * 20 / (time.perf_counter() - started)
                 print(f"  {last:,} of {requests:,} requests ({rate:,.0f} spans/s)", flush=True)
