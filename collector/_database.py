@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 from eventscope.queries.activity_rollup import build as build_activity
+from eventscope.queries.candidate_spans import build as build_candidate_spans
 from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.latency_rollup import build as build_latency
@@ -24,7 +25,6 @@ from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_events import merged_to
 from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.schema import create_schema
-from eventscope.queries.twice_spans import build as build_twice_spans
 
 from ._errors import ConfigError, DatabaseFailed
 from ._give_way import USED_SQL, ReadsGiveWay
@@ -131,8 +131,8 @@ class Database:
                 log.warning("keyed the deliveries already stored (queries/ledger_keys.py)")
             if build_ledger_events(connection):  # after the keys: from them, once
                 log.warning("summed the keys already stored (queries/ledger_events.py)")
-            if build_twice_spans(connection, merged_to(connection)):  # after: from it, once
-                log.warning("copied the spans of possible duplicates (queries/twice_spans.py)")
+            if build_candidate_spans(connection, merged_to(connection)):  # after: from it, once
+                log.warning("copied the spans of possible duplicates (queries/candidate_spans.py)")
             if build_activity(connection):  # a file from before the activity rollup: once
                 log.warning("summarised the activity already stored (queries/activity_rollup.py)")
             if build_edges(connection):  # a file from before the edge rollup: once

@@ -32,6 +32,8 @@ from typing import Any
 import duckdb
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
 from eventscope.queries.activity_rollup import trim as trim_activity
+from eventscope.queries.candidate_spans import CANDIDATE_TABLES
+from eventscope.queries.candidate_spans import trim as trim_candidate_spans
 from eventscope.queries.edge_rollup import EDGE_TABLES
 from eventscope.queries.edge_rollup import trim as trim_edges
 from eventscope.queries.id_index import INDEX_TABLES
@@ -44,8 +46,6 @@ from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
 from eventscope.queries.ledger_events import trim as trim_ledger_events
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
 from eventscope.queries.ledger_keys import trim as trim_ledger_keys
-from eventscope.queries.twice_spans import TWICE_TABLES
-from eventscope.queries.twice_spans import trim as trim_twice_spans
 
 from ._database import Database
 from ._errors import ReadGaveWay
@@ -191,7 +191,7 @@ class Retention:
             *LATENCY_TABLES,
             *LEDGER_KEY_TABLES,
             *LEDGER_EVENT_TABLES,
-            *TWICE_TABLES,
+            *CANDIDATE_TABLES,
             *ACTIVITY_TABLES,
             *EDGE_TABLES,
         )
@@ -330,7 +330,7 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
             trim_latency,
             trim_ledger_keys,
             trim_ledger_events,
-            trim_twice_spans,
+            trim_candidate_spans,
             trim_activity,
             trim_edges,
         ):

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
+from .candidate_spans import candidates_copied, copied_rows_sql
 from .id_index import event_range, index_state
+from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, keyed
 
@@ -57,12 +59,15 @@ WHERE event_key IN ({keys}) AND group_key = 0{bound}
 _BOUND = " AND start_time >= make_timestamp_ns($first) AND start_time <= make_timestamp_ns($last)"
 # Above this many, the event keys are joined rather than listed.
 _LISTED = 4096
-# The start times of those events' judged deliveries in the window ({events}).
+# The start times of those events' judged deliveries in the window ({events}), and
+# whether their spans are copied ({copied}, {join}: queries/candidate_spans.py).
 _TIMES = f"""
-SELECT DISTINCT k.start_time AS t FROM eventscope_ledger_keys k
+SELECT k.start_time AS t, bool_and({{copied}}) AS copied FROM eventscope_ledger_keys k
 SEMI JOIN {{events}} e ON e.event_key = k.event_key AND e.check_key = k.check_key
+{{join}}
 WHERE {_WINDOW.replace("start_time", "k.start_time")} AND k.group_key > 0
   AND k.start_time < make_timestamp_ns($judged)
+GROUP BY k.start_time
 """
 
 
@@ -135,6 +140,11 @@ def orphan_keys(
         )
         delivered = NO_TIMES
         if orphans:
-            sql = _TIMES.format(events=scratch.table(events))
+            table = scratch.table(events)
+            sql = _TIMES.format(events=table, join="", copied="false")
+            if candidates_copied(cursor):
+                join, copied = copied_rows_sql(table)
+                sql = _TIMES.format(events=table, join=join, copied=copied)
+                params["merged"] = merged_to(cursor)
             delivered = cursor.execute(sql, params).to_arrow_table()
     return events, RowTimes(delivered, NO_TIMES, idless)

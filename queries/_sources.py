@@ -77,13 +77,13 @@ _IDS = _SPAN_IDS | {"parent_span_id"}
 
 def _copied_or_not(times: pa.Table) -> list[tuple[str, pa.Table]]:
     """``times`` split by where their spans are read: the copies of candidates' spans
-    (queries/twice_spans.py) where column ``copied`` says so, ``spans`` otherwise."""
+    (queries/candidate_spans.py) where column ``copied`` says so, ``spans`` otherwise."""
     if "copied" not in times.column_names:
         return [("spans", times)]
     compute: Any = pc  # (boolean masks)
     copied = compute.fill_null(times["copied"], False)
     return [
-        ("eventscope_twice_spans", times.filter(copied).select(["t"])),
+        ("eventscope_candidate_spans", times.filter(copied).select(["t"])),
         ("spans", times.filter(compute.invert(copied)).select(["t"])),
     ]
 

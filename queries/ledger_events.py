@@ -47,8 +47,8 @@ import duckdb
 
 from ._rollup_meta import complete_from, rebuild, transaction, trim_minutes
 from ._scratch import Scratch
-from .twice_spans import META as TWICE_META
-from .twice_spans import copy_merged, mark_late
+from .candidate_spans import META as CANDIDATE_META
+from .candidate_spans import copy_merged, mark_late
 
 __all__ = [
     "ALONE_WITHIN_NS",
@@ -120,8 +120,8 @@ GROUP BY ALL
 # rows taken as a table: as a CTE, the probe of the day's rows took ≈600 ms at 100 M spans
 # a day, as a table ≈100.)
 _EARLIER = """
-SELECT event_key, sum(row_count) AS row_count, bit_or(dup_bits) AS dup_bits,
-       list(DISTINCT minute) AS minutes
+SELECT event_key, sum(row_count) AS row_count, sum(publishes) AS publishes,
+       bit_or(dup_bits) AS dup_bits, list(DISTINCT minute) AS minutes
 FROM eventscope_ledger_events
 WHERE minute >= make_timestamp_ns($since) AND event_key IN (SELECT event_key FROM {merged})
 GROUP BY event_key
@@ -191,7 +191,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
             connection.execute(_BUILD, {"low": 0, "high": high})
             _set(connection, _MERGED_TO, high)
         # the copies of candidates' spans follow this watermark: made again after it
-        connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": TWICE_META})
+        connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": CANDIDATE_META})
 
     return rebuild(connection, _META, LEDGER_EVENT_TABLES, fill)
 
@@ -224,7 +224,7 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
         since = low - ALONE_WITHIN_NS
         earlier = scratch.query(_EARLIER.format(merged=summed), {"since": since})
         [(added,)] = connection.execute(_ALONE.format(merged=summed, earlier=earlier)).fetchall()
-        # the spans of the events that may now be duplicates (queries/twice_spans.py)
+        # the spans of the events that may now be duplicates (queries/candidate_spans.py)
         copy_merged(
             connection, scratch, merged=summed, earlier=earlier, low=low, high=high, since=since
         )

@@ -57,8 +57,8 @@ from ._event_parts import events_sql
 from ._rollup_meta import complete_from, delete_before, move_complete_from, rebuild
 from ._scratch import registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
+from .candidate_spans import candidates_copied, copied_rows_sql
 from .ledger_events import DUP_BIT, KEYS_WINDOW, add_late, assign_bits, merged_to
-from .twice_spans import copied_rows_sql, twice_from
 
 __all__ = [
     "KEYS_WINDOW",
@@ -337,7 +337,7 @@ GROUP BY event_key HAVING {MORE_ROWS_THAN_BITS}
 # deliveries, and of the publishes. A record and the span it stands for are rows of one
 # pair, so both are among the times.
 # Each time, whether every candidate row there has its spans copied ({copied}, {join}:
-# queries/twice_spans.py; else false).
+# queries/candidate_spans.py; else false).
 _TWICE_TIMES = """
 rows AS MATERIALIZED (
     SELECT k.start_time, k.event_key, k.group_key, {{copied}}
@@ -378,7 +378,7 @@ NO_TIMES = pa.table({"t": pa.array([], pa.timestamp("ns"))})
 class RowTimes(NamedTuple):
     """Where the rows a ledger query reads raw are: start times (column ``t``,
     TIMESTAMP_NS; where a boolean column ``copied`` is true, every span needed at that
-    time is among the copies of queries/twice_spans.py) of the deliveries and of the
+    time is among the copies of queries/candidate_spans.py) of the deliveries and of the
     publishes it needs (of each (event, group)
     pair that may be delivered twice, of each event that may be published twice or be
     lost); and whether the window holds consumer or producer spans without an event id
@@ -408,9 +408,9 @@ def duplicate_times(
     params = {"since": since, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
     rolled = events_sql(cursor, since_ns=since, until_ns=params["until"])
     times = _TWICE_TIMES.format(join="", copied="false AS copied")
-    if twice_from(cursor):  # the candidates' spans copied where they are
+    if candidates_copied(cursor):  # the candidates' spans copied where they are
         join, copied = copied_rows_sql("twice")
-        times = _TWICE_TIMES.format(join=join, copied=copied)
+        times = _TWICE_TIMES.format(join=join, copied=f"{copied} AS copied")
         params["merged"] = merged_to(cursor)
     if rolled is not None:
         sql = f"{rolled.sql},\n{_TWICE_ROLLED},{times}"

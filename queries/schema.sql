@@ -227,15 +227,15 @@ CREATE TABLE IF NOT EXISTS eventscope_ledger_bits (
 );
 
 -- Not public: the events that may be delivered or published twice, and copies of their
--- consumer and producer spans (see queries/twice_spans.py), made when the writer merges
+-- consumer and producer spans (see queries/candidate_spans.py), made when the writer merges
 -- their minutes into the rollup above, so that a read of duplicates does not read the
 -- window's raw spans back at scattered times.
-CREATE TABLE IF NOT EXISTS eventscope_twice_events (
+CREATE TABLE IF NOT EXISTS eventscope_candidate_events (
     event_key           UBIGINT NOT NULL,       -- as eventscope_ledger_keys'
     copied_from         TIMESTAMP_NS NOT NULL   -- its spans are copied from this start on
 );
 
-CREATE TABLE IF NOT EXISTS eventscope_twice_spans AS  -- (queries/_source_sql.py: SPAN_COLUMNS)
+CREATE TABLE IF NOT EXISTS eventscope_candidate_spans AS  -- (queries/_source_sql.py: SPAN_COLUMNS)
 SELECT trace_id, span_id, parent_span_id, service_name, name, kind, start_time, end_time,
        status_code, messaging_system, destination, message_id, correlation_id, causation_id,
        event_type, event_version, entity_id, entity_sequence, consumer_group, handler, attempt,
@@ -244,7 +244,7 @@ FROM spans LIMIT 0;
 
 -- Not public: minutes merged before some of their keys arrived (late rows): their spans
 -- are not all copied.
-CREATE TABLE IF NOT EXISTS eventscope_twice_late (
+CREATE TABLE IF NOT EXISTS eventscope_candidate_late (
     minute              TIMESTAMP_NS NOT NULL
 );
 

@@ -24,6 +24,7 @@ from eventscope.collector._signals import LOGS, TRACES
 from eventscope.collector._writer import SpanWriter
 from eventscope.queries.activity_rollup import build as build_activity
 from eventscope.queries.activity_rollup import rollup_commit as rollup_activity
+from eventscope.queries.candidate_spans import build as build_candidate_spans
 from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
 from eventscope.queries.id_index import index_rows, index_rows_sql
@@ -35,7 +36,6 @@ from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_events import merged_to
 from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
-from eventscope.queries.twice_spans import build as build_twice_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -244,7 +244,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_latency(connection)  # and of handler latency
     build_ledger_keys(connection)  # and the integer keys of deliveries and publishes
     build_ledger_events(connection)  # and those keys summed per minute and event
-    build_twice_spans(connection, merged_to(connection))  # and candidates' spans copied
+    build_candidate_spans(connection, merged_to(connection))  # and candidates' spans copied
     build_activity(connection)  # and the activity by minute
     build_edges(connection)  # and the topology's edges
     for signal, batch in batches:

@@ -19,10 +19,10 @@ from eventscope.collector._settings import Settings
 from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
 from eventscope.queries._event_parts import events_sql, group_bits
 from eventscope.queries._orphan_keys import orphan_keys
+from eventscope.queries.candidate_spans import CANDIDATE_TABLES
 from eventscope.queries.ledger_events import compact, events_from, merged_to
 from eventscope.queries.ledger_keys import duplicate_times
 from eventscope.queries.schema import create_schema
-from eventscope.queries.twice_spans import TWICE_TABLES
 from otlp_builder import Otlp, delivered, load, published, without_rollup
 from queries_workload import ingest
 from retention_round import retention_round
@@ -250,7 +250,7 @@ def test_the_benchmark_traffic_from_the_rollup(traffic: Path, tmp_path: Path) ->
             without_rollup(cursor, "ledger_events_from", orphan_keys, **judged)
         )
     assert all(found), found  # lost, lost to a subscription, duplicated, orphaned
-    # the duplicates' spans of merged minutes come from their copies (twice_spans.py)
+    # the duplicates' spans of merged minutes come from their copies (candidate_spans.py)
     assert _copied_share(cursor, windows) == (1.0, 0.0)
     cursor.close()
 
@@ -320,9 +320,9 @@ def test_a_file_from_before_the_copies_gets_them_on_open(
     with duckdb.connect(str(path)) as old:
         while compact(old):
             pass
-        for table in TWICE_TABLES:
+        for table in CANDIDATE_TABLES:
             old.execute(f"DROP TABLE {table}")
-        old.execute("DELETE FROM eventscope_meta WHERE key = 'twice_spans_from'")
+        old.execute("DELETE FROM eventscope_meta WHERE key = 'candidate_spans_from'")
     with caplog.at_level(logging.WARNING):
         database = Database.open(Settings(db=str(path)))
     assert "copied the spans of possible duplicates" in caplog.text
@@ -364,11 +364,11 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
     assert events_sql(writer, since_ns=cutoff, until_ns=high) is None  # the minute it cut
     _answers(writer, {"since_ns": start, "until_ns": high + 1})
     # the copies of candidates' spans before it too, and the events left without any
-    assert retention.figures.removed["eventscope_twice_spans"] > 0
+    assert retention.figures.removed["eventscope_candidate_spans"] > 0
     [(first, uncopied)] = writer.execute(
-        "SELECT (SELECT epoch_ns(min(start_time)) FROM eventscope_twice_spans), "
-        "(SELECT count(*) FROM eventscope_twice_events WHERE event_key NOT IN "
-        "(SELECT hash(message_id) FROM eventscope_twice_spans))"
+        "SELECT (SELECT epoch_ns(min(start_time)) FROM eventscope_candidate_spans), "
+        "(SELECT count(*) FROM eventscope_candidate_events WHERE event_key NOT IN "
+        "(SELECT hash(message_id) FROM eventscope_candidate_spans))"
     ).fetchall()
     assert first >= cutoff and uncopied == 0
     writer.close()

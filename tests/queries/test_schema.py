@@ -11,13 +11,13 @@ from eventscope.queries import schema
 from eventscope.queries._source_sql import SPAN_COLUMNS
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
+from eventscope.queries.candidate_spans import CANDIDATE_TABLES
 from eventscope.queries.edge_rollup import EDGE_TABLES
 from eventscope.queries.id_index import INDEX_TABLES
 from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
-from eventscope.queries.twice_spans import TWICE_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
 
@@ -61,7 +61,7 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         *LATENCY_TABLES,
         *LEDGER_KEY_TABLES,
         *LEDGER_EVENT_TABLES,
-        *TWICE_TABLES,
+        *CANDIDATE_TABLES,
         *ACTIVITY_TABLES,
         *EDGE_TABLES,
     }
@@ -71,9 +71,9 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
 def test_the_copies_of_candidates_spans_have_the_columns_deliveries_are_read_from(
     connection: duckdb.DuckDBPyConnection,
 ) -> None:
-    """queries/twice_spans.py copies spans into a table that Sources reads as it reads
+    """queries/candidate_spans.py copies spans into a table that Sources reads as it reads
     ``spans`` (queries/_source_sql.py: ``SPAN_COLUMNS``, by name and type)."""
-    copies = dict(_columns(connection, "eventscope_twice_spans"))
+    copies = dict(_columns(connection, "eventscope_candidate_spans"))
     spans = dict(_columns(connection, "spans"))
     assert copies == {name: spans[name] for name in SPAN_COLUMNS}
     assert {name: kind.split("(")[0] for name, kind in copies.items()} == SPAN_COLUMNS

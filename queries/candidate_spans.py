@@ -1,38 +1,41 @@
-"""The spans of events that may be delivered or published twice, copied beside the keys,
-so that a read of duplicated events does not read a window's raw spans back at scattered
-times.
+"""The spans of events that may be duplicated or orphaned, copied beside the keys, so
+that a read of duplicated events or orphan deliveries does not read a window's raw spans
+back at scattered times.
 
-``duplicate_events`` finds its candidates on the ledger keys (queries/ledger_keys.py) and
-then reads the raw deliveries and publishes at those candidates' start times, grouped
-exactly. The candidates are a few thousand rows an hour at 100 M spans a day, but spread
-over every row group of the hour: reading them back cost a scan of the hour's spans,
-whatever their number (≈110 ms an hour, ≈4 s a day), most of that read. When the writer
-merges a minute's keys into the ledger-event rollup (queries/ledger_events.py,
-``compact``), it knows which of that minute's events have more rows than distinct
-duplicate bits, counting their rows of the day before too: only those can be duplicates
-in a window no longer than a day. It keeps:
+``duplicate_events`` and ``orphan_deliveries`` find their candidates on the ledger keys
+(queries/ledger_keys.py, queries/_orphan_keys.py) and then read the raw deliveries and
+publishes at those candidates' start times, grouped exactly. The candidates are a few
+thousand rows an hour at 100 M spans a day, but spread over every row group of the hour:
+reading them back cost a scan of the hour's spans whatever their number (duplicates
+≈110 ms an hour and ≈4 s a day, orphans ≈30 ms an hour). When the writer merges a
+minute's keys into the ledger-event rollup (queries/ledger_events.py, ``compact``), it
+knows, counting the rows of that minute's events in the day before too, which events have
+more rows than distinct duplicate bits (only those can be duplicated in a window no longer
+than a day) and which have deliveries but no publish (only those can be orphans). It
+keeps:
 
-- ``eventscope_twice_events``: such events (their key), and from when their spans are
-  copied (``copied_from``: the day before the merge that found them, 0 for the backfill).
+- ``eventscope_candidate_events``: such events (their key), and from when their spans are
+  copied (``copied_from``: the day before the merge that found them; 0 for the backfill).
   Once listed, every later merge copies the event's spans of its minutes too.
-- ``eventscope_twice_spans``: the consumer and producer spans with an event id of those
-  events, in the columns deliveries and publishes are read from
+- ``eventscope_candidate_spans``: the consumer and producer spans with an event id of
+  those events, in the columns deliveries and publishes are read from
   (queries/_source_sql.py, ``SPAN_COLUMNS``): the spans of the merged minutes, and of the
   earlier minutes of the day where the rollup holds rows of a newly listed event.
-- ``eventscope_twice_late``: minutes that received key rows after they were merged (late
-  spans, queries/ledger_events.py ``add_late``): their spans are not all copied.
+- ``eventscope_candidate_late``: minutes that received key rows after they were merged
+  (late spans, queries/ledger_events.py ``add_late``): their spans are not all copied.
 
-A read (:func:`copied_sql`) takes a candidate row's spans from the copies where its minute
-is merged and not late and its event is listed with ``copied_from`` no later than its
-start; at every other time it reads the raw spans as before. That is exact: a candidate of
-a window of up to a day has, among the rows of its event in the day before its latest
-merged minute, more rows than bits (a subset's rows with distinct bits would have them in
-the superset too), so the merge of that minute listed it if no earlier one had; from
-then on every span of it stored at a merge is copied, and one stored later is late.
+A read (:func:`copied_rows_sql`) takes a candidate row's spans from the copies where its
+minute is merged and not late and its event is listed with ``copied_from`` no later than
+its start; at every other time it reads the raw spans as before. That is exact: a
+duplicate of a window of up to a day has, among the rows of its event in the day before
+its latest merged minute, more rows than bits (a subset's rows with distinct bits would
+have them in the superset too), and an orphan's event has no publish anywhere; so the
+merge of that minute listed it if no earlier one had, and from then on every span of it
+stored at a merge is copied, and one stored later is late.
 
-Used only where ``twice_spans_from`` (``eventscope_meta``) is recorded: set by
+Used only where ``candidate_spans_from`` (``eventscope_meta``) is recorded: set by
 :func:`build`, which lists the events and copies their spans from the rollup of a file
-written before this table. Retention removes the copies of what it removed, and the
+written before these tables. Retention removes the copies of what it removed, and the
 listed events left without any copy.
 """
 
@@ -45,20 +48,24 @@ from ._scratch import Scratch
 from ._source_sql import SPAN_COLUMNS
 
 __all__ = [
+    "CANDIDATE_TABLES",
     "META",
-    "TWICE_TABLES",
     "build",
+    "candidates_copied",
     "copied_rows_sql",
     "copy_merged",
     "mark_late",
     "trim",
-    "twice_from",
 ]
 
 #: The tables (not public).
-TWICE_TABLES = ("eventscope_twice_events", "eventscope_twice_spans", "eventscope_twice_late")
+CANDIDATE_TABLES = (
+    "eventscope_candidate_events",
+    "eventscope_candidate_spans",
+    "eventscope_candidate_late",
+)
 #: ``eventscope_meta``: the tables are kept (value: 0).
-META = "twice_spans_from"
+META = "candidate_spans_from"
 _MINUTE_NS = 60 * 10**9
 #: Up to this many ranges of minutes are read in one statement.
 _RANGES = 32
@@ -70,37 +77,42 @@ WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_n
   AND kind IN ('consumer', 'producer') AND message_id IS NOT NULL
   AND hash(message_id) IN (SELECT event_key FROM {{events}})
 """
-_INSERT = f"INSERT INTO eventscope_twice_spans ({_COLUMNS}) "
+_INSERT = f"INSERT INTO eventscope_candidate_spans ({_COLUMNS}) "
 # The events of a merge ({merged}: its summed rows; {earlier}: the rollup's rows of the
-# day before, summed per event) with more rows than bits and not listed yet.
+# day before, summed per event) with more rows than bits, or without a publish, and not
+# listed yet.
 _NEW = """
 SELECT m.event_key FROM (
-    SELECT event_key, sum(row_count) AS row_count, bit_or(dup_bits) AS dup_bits
+    SELECT event_key, sum(row_count) AS row_count, sum(publishes) AS publishes,
+           bit_or(dup_bits) AS dup_bits
     FROM {merged} GROUP BY event_key
 ) m LEFT JOIN {earlier} e USING (event_key)
-WHERE m.row_count + coalesce(e.row_count, 0) > bit_count(m.dup_bits | coalesce(e.dup_bits, 0))
-  AND m.event_key NOT IN (SELECT event_key FROM eventscope_twice_events)
+WHERE (m.row_count + coalesce(e.row_count, 0) > bit_count(m.dup_bits | coalesce(e.dup_bits, 0))
+       OR m.publishes + coalesce(e.publishes, 0) = 0)
+  AND m.event_key NOT IN (SELECT event_key FROM eventscope_candidate_events)
 """
 # The listed events with rows in the merge, new ones included.
 _LISTED = """
 SELECT DISTINCT event_key FROM {merged}
-WHERE event_key IN (SELECT event_key FROM eventscope_twice_events)
+WHERE event_key IN (SELECT event_key FROM eventscope_candidate_events)
 """
 # The earlier minutes of the new events, where the rollup holds rows of them.
 _EARLIER_MINUTES = """
 SELECT DISTINCT epoch_ns(unnest(minutes)) AS minute FROM {earlier}
 WHERE event_key IN (SELECT event_key FROM {new}) ORDER BY minute
 """
-_LIST = "INSERT INTO eventscope_twice_events SELECT event_key, make_timestamp_ns($since) FROM {new}"
+_LIST = (
+    "INSERT INTO eventscope_candidate_events SELECT event_key, make_timestamp_ns($since) FROM {new}"
+)
 _LATE = f"""
-INSERT INTO eventscope_twice_late
+INSERT INTO eventscope_candidate_late
 SELECT DISTINCT make_timestamp_ns(epoch_ns(start_time) // {_MINUTE_NS} * {_MINUTE_NS})
 FROM ({{keys}}) WHERE start_time < make_timestamp_ns($merged)
-EXCEPT SELECT minute FROM eventscope_twice_late
+EXCEPT SELECT minute FROM eventscope_candidate_late
 """
 
 
-def twice_from(cursor: duckdb.DuckDBPyConnection) -> bool:
+def candidates_copied(cursor: duckdb.DuckDBPyConnection) -> bool:
     """Whether the copies are kept in this file."""
     return complete_from(cursor, META) is not None
 
@@ -122,9 +134,10 @@ def copy_merged(
     Args:
         merged: the temporary table of the merge's summed rows (minute, event_key, …).
         earlier: a temporary table of the rollup's rows since ``since``, of the merge's
-            events, summed per event (``row_count``, ``dup_bits``, ``minutes``).
+            events, summed per event (``row_count``, ``publishes``, ``dup_bits``,
+            ``minutes``).
     """
-    if not twice_from(connection):
+    if not candidates_copied(connection):
         return
     new = scratch.query(_NEW.format(merged=merged, earlier=earlier), {})
     connection.execute(_LIST.format(new=new), {"since": since})
@@ -163,9 +176,10 @@ def mark_late(connection: duckdb.DuckDBPyConnection, keys: str, merged: int) -> 
 
 
 _BUILD_EVENTS = """
-INSERT INTO eventscope_twice_events
+INSERT INTO eventscope_candidate_events
 SELECT event_key, make_timestamp_ns(0) FROM eventscope_ledger_events
-GROUP BY event_key HAVING sum(row_count) > bit_count(bit_or(dup_bits))
+GROUP BY event_key
+HAVING sum(row_count) > bit_count(bit_or(dup_bits)) OR sum(publishes) = 0
 """
 
 
@@ -177,15 +191,15 @@ def build(connection: duckdb.DuckDBPyConnection, merged: int) -> bool:
 
     def fill() -> None:  # every row of the events: more rows than bits in any window
         connection.execute(_BUILD_EVENTS)
-        events = "eventscope_twice_events"
+        events = "eventscope_candidate_events"
         connection.execute(_INSERT + _SPANS_OF.format(low=0, high=merged, events=events))
 
-    return rebuild(connection, META, TWICE_TABLES, fill)
+    return rebuild(connection, META, CANDIDATE_TABLES, fill)
 
 
 _TRIM_EVENTS = """
-DELETE FROM eventscope_twice_events
-WHERE event_key NOT IN (SELECT hash(message_id) FROM eventscope_twice_spans)
+DELETE FROM eventscope_candidate_events
+WHERE event_key NOT IN (SELECT hash(message_id) FROM eventscope_candidate_spans)
 """
 
 
@@ -197,16 +211,16 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     counts = {}
     for table, sql, params in (
         (
-            "eventscope_twice_spans",
-            "DELETE FROM eventscope_twice_spans WHERE start_time < make_timestamp_ns($cutoff)",
+            "eventscope_candidate_spans",
+            "DELETE FROM eventscope_candidate_spans WHERE start_time < make_timestamp_ns($cutoff)",
             {"cutoff": cutoff},
         ),
         (
-            "eventscope_twice_late",
-            "DELETE FROM eventscope_twice_late WHERE minute < make_timestamp_ns($minute)",
+            "eventscope_candidate_late",
+            "DELETE FROM eventscope_candidate_late WHERE minute < make_timestamp_ns($minute)",
             {"minute": cutoff - cutoff % _MINUTE_NS},
         ),
-        ("eventscope_twice_events", _TRIM_EVENTS, {}),
+        ("eventscope_candidate_events", _TRIM_EVENTS, {}),
     ):
         row = cursor.execute(sql, params).fetchone()
         counts[table] = int(row[0]) if row else 0
@@ -219,15 +233,15 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
 _COPIED = f"""coalesce(k.start_time < make_timestamp_ns($merged)
     AND c.copied_from <= k.start_time
     AND make_timestamp_ns(epoch_ns(k.start_time) // {_MINUTE_NS} * {_MINUTE_NS})
-        NOT IN (SELECT minute FROM eventscope_twice_late), false)"""
+        NOT IN (SELECT minute FROM eventscope_candidate_late), false)"""
 
 
 def copied_rows_sql(candidates: str) -> tuple[str, str]:
-    """(a join, a select item): joined after ``FROM eventscope_ledger_keys k``, the
-    listed event of each row (of the events of ``candidates``: SQL selecting
-    ``event_key``); selected, whether the row's spans are copied (``AS copied``)."""
+    """(a join, a condition): joined after ``FROM eventscope_ledger_keys k``, the listed
+    event of each row (of the events of ``candidates``: a table or CTE with column
+    ``event_key``); the condition, whether the row's spans are copied."""
     join = (
-        "LEFT JOIN (SELECT event_key, copied_from FROM eventscope_twice_events "
+        "LEFT JOIN (SELECT event_key, copied_from FROM eventscope_candidate_events "
         f"WHERE event_key IN (SELECT event_key FROM {candidates})) c ON c.event_key = k.event_key"
     )
-    return join, f"{_COPIED} AS copied"
+    return join, _COPIED

@@ -1,8 +1,9 @@
-"""Duplicated events read from the copies of their spans (queries/twice_spans.py) are
-those the raw rows give: an event that becomes a duplicate a minute after its first
-delivery was merged (its earlier spans copied then), one published twice, one redelivered
-within a minute, one seen only through event records, and a late span after the merge
-(its minute read raw)."""
+"""Duplicated events and orphan deliveries read from the copies of their spans
+(queries/candidate_spans.py) are those the raw rows give: an event that becomes a
+duplicate a minute after its first delivery was merged (its earlier spans copied then),
+one published twice, one redelivered within a minute, one seen only through event
+records, deliveries never published, and a late span after the merge (its minute read
+raw)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from eventscope.queries import duplicate_events
+from eventscope.queries import duplicate_events, orphan_deliveries
+from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries.ledger_events import compact, merged_to
 from eventscope.queries.ledger_keys import RowTimes, duplicate_times
 from eventscope.queries.schema import create_schema
@@ -55,25 +57,28 @@ def _load(cursor: duckdb.DuckDBPyConnection, *adds: tuple[Any, ...]) -> None:
 
 
 def _answer(cursor: duckdb.DuckDBPyConnection) -> set[tuple[str, str | None, str]]:
-    """The duplicates of :data:`WINDOW`: from the copies, which must equal those read
-    without them and those of the raw rows."""
-    fast = duplicate_events(cursor, **WINDOW)
-    assert fast == without_rollup(cursor, "twice_spans_from", duplicate_events, **WINDOW)
-    assert fast == without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **WINDOW)
-    return {(d.event_id, d.consumer_group, d.kind) for d in fast}
+    """The duplicates and orphans of :data:`WINDOW`: from the copies, which must equal
+    those read without them and those of the raw rows."""
+    found: set[tuple[str, str | None, str]] = set()
+    for read, options in ((duplicate_events, {}), (orphan_deliveries, {"grace_ns": 0})):
+        fast = read(cursor, **WINDOW, **options)
+        assert fast == without_rollup(cursor, "candidate_spans_from", read, **WINDOW, **options)
+        assert fast == without_rollup(cursor, "ledger_keys_v2_from", read, **WINDOW, **options)
+        found.update(
+            (row.event_id, row.consumer_group, getattr(row, "kind", "orphan")) for row in fast
+        )
+    return found
 
 
 def _copied(times: RowTimes | None) -> list[tuple[int, bool]]:
     """(second after BASE, copied) of the times of deliveries and publishes read."""
     assert times is not None
-    rows = pa.concat_tables([times.delivered, times.published])
-    seconds = rows.column("t").cast(pa.int64()).to_pylist()
-    return sorted(
-        {
-            ((t - BASE) // SECOND, c)
-            for t, c in zip(seconds, rows["copied"].to_pylist(), strict=True)
-        }
-    )
+    found = set()
+    for side in (times.delivered, times.published):
+        if side.num_rows:
+            seconds = [(t - BASE) // SECOND for t in side.column("t").cast(pa.int64()).to_pylist()]
+            found.update(zip(seconds, side.column("copied").to_pylist(), strict=True))
+    return sorted(found)
 
 
 def test_duplicates_from_the_copies_of_their_spans() -> None:
@@ -86,13 +91,15 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         (published, "e", 40_000.0),
         (delivered, "e", 45_000.0, "ok"),
     )
-    _load(  # minute 1: a handled again; minute 2: b published twice, c failed then handled
+    _load(  # minute 1: a handled again; minute 2: b published twice, c failed then
+        # handled, o handled but never published
         cursor,
         (delivered, "a", 90_000.0, "ok"),
         (published, "b", 125_000.0),
         (_published_again, "b", 126_000.0),
         (delivered, "c", 150_000.0, "error"),
         (delivered, "c", 160_000.0, "ok"),
+        (delivered, "o", 170_000.0, "ok"),
     )
     _load(  # minute 3: d seen twice through records only; minute 6: so that 0-3 merge
         cursor,
@@ -106,17 +113,20 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         ("b", None, "published_twice"),
         ("c", "billing", "redelivered_after_failure"),
         ("d", "billing", "processed_twice"),
+        ("c", "billing", "orphan"),  # c, d and o are never published
+        ("d", "billing", "orphan"),
+        ("o", "billing", "orphan"),
     }
     while compact(cursor, max_minutes=1):  # a minute at a time: a's first, alone
         pass
     assert merged_to(cursor) == BASE + 4 * MINUTE  # (minutes 4 and 5 hold no key)
     listed = cursor.execute(
-        "SELECT e FROM (SELECT unnest(['a', 'b', 'c', 'd', 'e', 'z']) AS e) "
-        "WHERE hash(e) IN (SELECT event_key FROM eventscope_twice_events) ORDER BY e"
+        "SELECT e FROM (SELECT unnest(['a', 'b', 'c', 'd', 'e', 'o', 'z']) AS e) "
+        "WHERE hash(e) IN (SELECT event_key FROM eventscope_candidate_events) ORDER BY e"
     ).fetchall()
-    assert listed == [("a",), ("b",), ("c",), ("d",)]
+    assert listed == [("a",), ("b",), ("c",), ("d",), ("o",)]
     copies = cursor.execute(
-        "SELECT message_id, kind, epoch_ns(start_time) - $base FROM eventscope_twice_spans "
+        "SELECT message_id, kind, epoch_ns(start_time) - $base FROM eventscope_candidate_spans "
         "ORDER BY ALL",
         {"base": BASE},
     ).fetchall()
@@ -128,16 +138,20 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         ("b", "producer", 126 * SECOND),
         ("c", "consumer", 150 * SECOND),
         ("c", "consumer", 160 * SECOND),
+        ("o", "consumer", 170 * SECOND),
     ]
     times = duplicate_times(cursor, **WINDOW)
     assert _copied(times) == [
         (t, True) for t in (20, 90, 125, 126, 150, 160, 190, 200)
     ]  # every time from the copies: no raw span read back
+    orphaned = orphan_keys(cursor, **WINDOW, judged=WINDOW["until_ns"])
+    assert orphaned is not None
+    assert _copied(orphaned[1]) == [(t, True) for t in (150, 160, 170, 190, 200)]
     assert _answer(cursor) == before
 
     _load(cursor, (delivered, "e", 50_000.0, "ok"))  # late: e again in merged minute 0
     assert cursor.execute(
-        "SELECT epoch_ns(minute) - $base FROM eventscope_twice_late", {"base": BASE}
+        "SELECT epoch_ns(minute) - $base FROM eventscope_candidate_late", {"base": BASE}
     ).fetchall() == [(0,)]
     assert _copied(duplicate_times(cursor, **WINDOW)) == [
         (20, False),  # minute 0: late, read raw
