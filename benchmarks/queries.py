@@ -31,6 +31,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventscope.queries import _event_parts as event_parts
+from eventscope.queries import _orphan_keys as orphan_keys_module
 from eventscope.queries import _overview as overview_module
 from eventscope.queries import _topology as topology_module
 from eventscope.queries import (
@@ -45,6 +46,7 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
+from eventscope.queries import ledger_keys as ledger_keys_module
 from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
@@ -116,13 +118,41 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
             _without(event_parts, "rollup_from", lambda: duplicate_events(connection, **hour)),
             None,
         ),
+        (
+            "duplicate_events, 1 h, spans read back raw (candidate copies' baseline)",
+            _without(
+                ledger_keys_module,
+                "candidates_copied",
+                lambda: duplicate_events(connection, **hour),
+            ),
+            None,
+        ),
         ("duplicate_events, 24 h", lambda: duplicate_events(connection, **day), 2.0),
+        (
+            "duplicate_events, 24 h, spans read back raw (candidate copies' baseline)",
+            _without(
+                ledger_keys_module,
+                "candidates_copied",
+                lambda: duplicate_events(connection, **day),
+            ),
+            None,
+        ),
         ("orphan_deliveries, 1 h", lambda: orphan_deliveries(connection, **hour), None),
         (
             "orphan_deliveries, 1 h, keys only (ledger-event rollup's baseline)",
             _without(event_parts, "rollup_from", lambda: orphan_deliveries(connection, **hour)),
             None,
         ),
+        (
+            "orphan_deliveries, 1 h, spans read back raw (candidate copies' baseline)",
+            _without(
+                orphan_keys_module,
+                "candidates_copied",
+                lambda: orphan_deliveries(connection, **hour),
+            ),
+            None,
+        ),
+        ("orphan_deliveries, 24 h", lambda: orphan_deliveries(connection, **day), None),
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
