@@ -29,7 +29,8 @@ from ._event_parts import events_sql, group_bits
 from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .ledger_events import MAX_BITS
+from .candidate_spans import candidates_copied, copied_rows_sql
+from .ledger_events import MAX_BITS, merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, keyed
 
@@ -90,9 +91,13 @@ SELECT 2, count(*) FILTER (WHERE collided), count(*) FILTER (WHERE type_key <> o
 FROM ev
 """
 # The start times of the publishes of the candidate events ({events}) in the window.
+# Whether their spans are copied ({copied}, {join}: queries/candidate_spans.py).
 _TIMES = f"""
-SELECT DISTINCT start_time AS t FROM eventscope_ledger_keys
-WHERE {_WINDOW} AND group_key = 0 AND event_key IN (SELECT event_key FROM {{events}})
+SELECT k.start_time AS t, bool_and({{copied}}) AS copied FROM eventscope_ledger_keys k
+{{join}}
+WHERE {_WINDOW.replace("start_time", "k.start_time")} AND k.group_key = 0
+  AND k.event_key IN (SELECT event_key FROM {{events}})
+GROUP BY k.start_time
 """
 # Subscriptions ({subscriptions}: subject, consumer_group) as (type key, group key) pairs
 # of the window's types ({types}: type_key, destination, event_type).
@@ -210,7 +215,12 @@ def lost_keys(
         published = NO_TIMES
         if events:
             table = scratch.table(pa.table({"event_key": pa.array(sorted(events), pa.uint64())}))
-            published = cursor.execute(_TIMES.format(events=table), params).to_arrow_table()
+            sql = _TIMES.format(events=table, join="", copied="false")
+            if candidates_copied(cursor):
+                join, copied = copied_rows_sql(table)
+                sql = _TIMES.format(events=table, join=join, copied=copied)
+                params = {**params, "merged": merged_to(cursor)}
+            published = cursor.execute(sql, params).to_arrow_table()
     return LostKeys(
         {key: Handled(*(frozenset(s) for s in sets)) for key, sets in events.items()},
         RowTimes(NO_TIMES, published, idless),

@@ -1,18 +1,19 @@
-"""The spans of events that may be duplicated or orphaned, copied beside the keys, so
-that a read of duplicated events or orphan deliveries does not read a window's raw spans
-back at scattered times.
+"""The spans of events that may be duplicated, orphaned or lost, copied beside the keys,
+so that the ledger's reads do not read a window's raw spans back at scattered times.
 
-``duplicate_events`` and ``orphan_deliveries`` find their candidates on the ledger keys
-(queries/ledger_keys.py, queries/_orphan_keys.py) and then read the raw deliveries and
-publishes at those candidates' start times, grouped exactly. The candidates are a few
-thousand rows an hour at 100 M spans a day, but spread over every row group of the hour:
-reading them back cost a scan of the hour's spans whatever their number (duplicates
-≈110 ms an hour and ≈4 s a day, orphans ≈30 ms an hour). When the writer merges a
-minute's keys into the ledger-event rollup (queries/ledger_events.py, ``compact``), it
-knows, counting the rows of that minute's events in the day before too, which events have
-more rows than distinct duplicate bits (only those can be duplicated in a window no longer
-than a day) and which have deliveries but no publish (only those can be orphans). It
-keeps:
+``duplicate_events``, ``orphan_deliveries`` and ``lost_events`` find their candidates on
+the ledger keys (queries/ledger_keys.py, queries/_orphan_keys.py, queries/_lost_keys.py)
+and then read the raw deliveries and publishes at those candidates' start times, grouped
+exactly. The candidates are a few thousand rows an hour at 100 M spans a day, but spread
+over every row group of the hour: reading them back cost a scan of the hour's spans
+whatever their number (duplicates ≈110 ms an hour and ≈4 s a day, lost events' publishes
+≈85 ms and ≈3 s, orphans ≈30 ms an hour). When the writer merges a minute's keys into
+the ledger-event rollup (queries/ledger_events.py, ``compact``), it lists, counting the
+rows of that minute's events in the day before too, the events with more rows than
+distinct duplicate bits (only those can be duplicated in a window no longer than a day),
+those with deliveries but no publish (only those can be orphans), and — a guess, see
+below — those published there and not handled (yet) by every group that handled an event
+of their type in the merged minutes. It keeps:
 
 - ``eventscope_candidate_events``: such events (their key), and from when their spans are
   copied (``copied_from``: the day before the merge that found them; 0 for the backfill).
@@ -26,12 +27,17 @@ keeps:
 
 A read (:func:`copied_rows_sql`) takes a candidate row's spans from the copies where its
 minute is merged and not late and its event is listed with ``copied_from`` no later than
-its start; at every other time it reads the raw spans as before. That is exact: a
-duplicate of a window of up to a day has, among the rows of its event in the day before
-its latest merged minute, more rows than bits (a subset's rows with distinct bits would
-have them in the superset too), and an orphan's event has no publish anywhere; so the
-merge of that minute listed it if no earlier one had, and from then on every span of it
-stored at a merge is copied, and one stored later is late.
+its start; at every other time it reads the raw spans as before. That is exact for any
+event listed, whyever it was: from ``copied_from`` on, every span of it stored at a merge
+is copied, and one stored later is late. Which events are listed decides only how often
+the raw spans are read: never for duplicates and orphans, since a duplicate of a window of
+up to a day has more rows than bits among its event's rows of the day before its latest
+minute (a subset's rows with distinct bits would have them in the superset too), and an
+orphan's event has no publish at all, so the merge of that minute listed it. Lost events
+depend on the window's expected groups, which a merge does not know: a group that starts
+handling a type later, a configured subscription, or a type no group handled within a
+merged minute of its publish leaves some lost events unlisted, and their publishes are
+read raw.
 
 Used only where ``candidate_spans_from`` (``eventscope_meta``) is recorded: set by
 :func:`build`, which lists the events and copies their spans from the rollup of a file
@@ -79,16 +85,25 @@ WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_n
 """
 _INSERT = f"INSERT INTO eventscope_candidate_spans ({_COLUMNS}) "
 # The events of a merge ({merged}: its summed rows; {earlier}: the rollup's rows of the
-# day before, summed per event) with more rows than bits, or without a publish, and not
-# listed yet.
+# day before, summed per event) not listed yet with more rows than bits, or without a
+# publish, or published here and not handled (so far) by every group that saw an event of
+# its type in the merge (lost events' publishes: a guess — any event may be listed, the
+# reads check which are — missing those a group that starts later would find lost, and
+# taking the events delivered after the merge's last minute).
 _NEW = """
-SELECT m.event_key FROM (
+WITH m AS (
     SELECT event_key, sum(row_count) AS row_count, sum(publishes) AS publishes,
-           bit_or(dup_bits) AS dup_bits
+           bit_or(dup_bits) AS dup_bits, bit_or(handled) AS handled, min(type_min) AS type_key
     FROM {merged} GROUP BY event_key
-) m LEFT JOIN {earlier} e USING (event_key)
+), expected AS (
+    SELECT type_min AS type_key, bit_or(seen) AS mask FROM {merged}
+    WHERE type_min IS NOT NULL GROUP BY type_min
+)
+SELECT m.event_key
+FROM m LEFT JOIN {earlier} e USING (event_key) LEFT JOIN expected x USING (type_key)
 WHERE (m.row_count + coalesce(e.row_count, 0) > bit_count(m.dup_bits | coalesce(e.dup_bits, 0))
-       OR m.publishes + coalesce(e.publishes, 0) = 0)
+       OR m.publishes + coalesce(e.publishes, 0) = 0
+       OR (m.publishes > 0 AND x.mask & ~(m.handled | coalesce(e.handled, 0)) <> 0))
   AND m.event_key NOT IN (SELECT event_key FROM eventscope_candidate_events)
 """
 # The listed events with rows in the merge, new ones included.
@@ -135,7 +150,7 @@ def copy_merged(
         merged: the temporary table of the merge's summed rows (minute, event_key, …).
         earlier: a temporary table of the rollup's rows since ``since``, of the merge's
             events, summed per event (``row_count``, ``publishes``, ``dup_bits``,
-            ``minutes``).
+            ``handled``, ``minutes``).
     """
     if not candidates_copied(connection):
         return
@@ -175,11 +190,20 @@ def mark_late(connection: duckdb.DuckDBPyConnection, keys: str, merged: int) -> 
     connection.execute(_LATE.format(keys=keys), {"merged": merged})
 
 
+# (As :data:`_NEW`, over every row stored.)
 _BUILD_EVENTS = """
 INSERT INTO eventscope_candidate_events
-SELECT event_key, make_timestamp_ns(0) FROM eventscope_ledger_events
-GROUP BY event_key
-HAVING sum(row_count) > bit_count(bit_or(dup_bits)) OR sum(publishes) = 0
+WITH m AS (
+    SELECT event_key, sum(row_count) AS row_count, sum(publishes) AS publishes,
+           bit_or(dup_bits) AS dup_bits, bit_or(handled) AS handled, min(type_min) AS type_key
+    FROM eventscope_ledger_events GROUP BY event_key
+), expected AS (
+    SELECT type_min AS type_key, bit_or(seen) AS mask FROM eventscope_ledger_events
+    WHERE type_min IS NOT NULL GROUP BY type_min
+)
+SELECT event_key, make_timestamp_ns(0) FROM m LEFT JOIN expected x USING (type_key)
+WHERE m.row_count > bit_count(m.dup_bits) OR m.publishes = 0
+   OR (m.publishes > 0 AND x.mask & ~m.handled <> 0)
 """
 
 

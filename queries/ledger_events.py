@@ -121,7 +121,8 @@ GROUP BY ALL
 # a day, as a table ≈100.)
 _EARLIER = """
 SELECT event_key, sum(row_count) AS row_count, sum(publishes) AS publishes,
-       bit_or(dup_bits) AS dup_bits, list(DISTINCT minute) AS minutes
+       bit_or(dup_bits) AS dup_bits, bit_or(handled) AS handled,
+       list(DISTINCT minute) AS minutes
 FROM eventscope_ledger_events
 WHERE minute >= make_timestamp_ns($since) AND event_key IN (SELECT event_key FROM {merged})
 GROUP BY event_key

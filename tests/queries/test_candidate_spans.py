@@ -11,7 +11,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from eventscope.queries import duplicate_events, orphan_deliveries
+from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
+from eventscope.queries._lost_keys import lost_keys
 from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries.ledger_events import compact, merged_to
 from eventscope.queries.ledger_keys import RowTimes, duplicate_times
@@ -60,12 +61,17 @@ def _answer(cursor: duckdb.DuckDBPyConnection) -> set[tuple[str, str | None, str
     """The duplicates and orphans of :data:`WINDOW`: from the copies, which must equal
     those read without them and those of the raw rows."""
     found: set[tuple[str, str | None, str]] = set()
-    for read, options in ((duplicate_events, {}), (orphan_deliveries, {"grace_ns": 0})):
+    reads: list[tuple[Any, dict[str, Any]]] = [
+        (duplicate_events, {}),
+        (orphan_deliveries, {"grace_ns": 0}),
+        (lost_events, {"grace_ns": 0}),
+    ]
+    for read, options in reads:
         fast = read(cursor, **WINDOW, **options)
         assert fast == without_rollup(cursor, "candidate_spans_from", read, **WINDOW, **options)
         assert fast == without_rollup(cursor, "ledger_keys_v2_from", read, **WINDOW, **options)
         found.update(
-            (row.event_id, row.consumer_group, getattr(row, "kind", "orphan")) for row in fast
+            (row.event_id, row.consumer_group, getattr(row, "kind", read.__name__)) for row in fast
         )
     return found
 
@@ -92,7 +98,8 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         (delivered, "e", 45_000.0, "ok"),
     )
     _load(  # minute 1: a handled again; minute 2: b published twice, c failed then
-        # handled, o handled but never published
+        # handled, o handled but never published, l never handled (lost: k of the same type
+        # is handled by billing in that minute, so the merge lists l)
         cursor,
         (delivered, "a", 90_000.0, "ok"),
         (published, "b", 125_000.0),
@@ -100,6 +107,9 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         (delivered, "c", 150_000.0, "error"),
         (delivered, "c", 160_000.0, "ok"),
         (delivered, "o", 170_000.0, "ok"),
+        (published, "l", 140_000.0),
+        (published, "k", 141_000.0),
+        (delivered, "k", 142_000.0, "ok"),
     )
     _load(  # minute 3: d seen twice through records only; minute 6: so that 0-3 merge
         cursor,
@@ -113,18 +123,21 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         ("b", None, "published_twice"),
         ("c", "billing", "redelivered_after_failure"),
         ("d", "billing", "processed_twice"),
-        ("c", "billing", "orphan"),  # c, d and o are never published
-        ("d", "billing", "orphan"),
-        ("o", "billing", "orphan"),
+        ("c", "billing", "orphan_deliveries"),  # c, d and o are never published
+        ("d", "billing", "orphan_deliveries"),
+        ("o", "billing", "orphan_deliveries"),
+        ("b", "billing", "lost_events"),  # b, l and z are never handled
+        ("l", "billing", "lost_events"),
+        ("z", "billing", "lost_events"),  # (z: after the merged minutes)
     }
     while compact(cursor, max_minutes=1):  # a minute at a time: a's first, alone
         pass
     assert merged_to(cursor) == BASE + 4 * MINUTE  # (minutes 4 and 5 hold no key)
     listed = cursor.execute(
-        "SELECT e FROM (SELECT unnest(['a', 'b', 'c', 'd', 'e', 'o', 'z']) AS e) "
+        "SELECT e FROM (SELECT unnest(['a', 'b', 'c', 'd', 'e', 'l', 'o', 'z']) AS e) "
         "WHERE hash(e) IN (SELECT event_key FROM eventscope_candidate_events) ORDER BY e"
     ).fetchall()
-    assert listed == [("a",), ("b",), ("c",), ("d",), ("o",)]
+    assert listed == [("a",), ("b",), ("c",), ("d",), ("l",), ("o",)]
     copies = cursor.execute(
         "SELECT message_id, kind, epoch_ns(start_time) - $base FROM eventscope_candidate_spans "
         "ORDER BY ALL",
@@ -138,6 +151,7 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         ("b", "producer", 126 * SECOND),
         ("c", "consumer", 150 * SECOND),
         ("c", "consumer", 160 * SECOND),
+        ("l", "producer", 140 * SECOND),
         ("o", "consumer", 170 * SECOND),
     ]
     times = duplicate_times(cursor, **WINDOW)
@@ -147,6 +161,21 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
     orphaned = orphan_keys(cursor, **WINDOW, judged=WINDOW["until_ns"])
     assert orphaned is not None
     assert _copied(orphaned[1]) == [(t, True) for t in (150, 160, 170, 190, 200)]
+    unsubscribed = pa.table(
+        {"subject": pa.array([], pa.string()), "consumer_group": pa.array([], pa.string())}
+    )
+    lost = lost_keys(
+        cursor,
+        **WINDOW,
+        events_from=BASE,
+        events_until=WINDOW["until_ns"],
+        subscriptions=unsubscribed,
+    )
+    assert lost is not None
+    assert _copied(lost.times) == [  # b's and l's publishes; z's not merged
+        *((t, True) for t in (125, 126, 140)),
+        (360, False),
+    ]
     assert _answer(cursor) == before
 
     _load(cursor, (delivered, "e", 50_000.0, "ok"))  # late: e again in merged minute 0
