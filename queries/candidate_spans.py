@@ -127,6 +127,21 @@ EXCEPT SELECT minute FROM eventscope_candidate_late
 """
 
 
+#: A listed event without a copy of this age or younger is no longer listed (once an
+#: hour): the list stays as long as the events of two days, not of all stored, which every
+#: merge and read looks up. Listed again later, an event is copied from the day before
+#: then, so no span is copied twice; a read of its older rows reads them raw.
+KEPT_LISTED_NS = 2 * 24 * 3600 * 10**9
+_HOUR_NS = 3600 * 10**9
+_FORGET = """
+DELETE FROM eventscope_candidate_events
+WHERE event_key NOT IN (
+    SELECT hash(message_id) FROM eventscope_candidate_spans
+    WHERE start_time >= make_timestamp_ns($kept)
+)
+"""
+
+
 def candidates_copied(cursor: duckdb.DuckDBPyConnection) -> bool:
     """Whether the copies are kept in this file."""
     return complete_from(cursor, META) is not None
@@ -154,6 +169,8 @@ def copy_merged(
     """
     if not candidates_copied(connection):
         return
+    if low // _HOUR_NS != high // _HOUR_NS:  # once an hour: the list kept short
+        connection.execute(_FORGET, {"kept": low - KEPT_LISTED_NS})
     new = scratch.query(_NEW.format(merged=merged, earlier=earlier), {})
     connection.execute(_LIST.format(new=new), {"since": since})
     listed = scratch.query(_LISTED.format(merged=merged), {})

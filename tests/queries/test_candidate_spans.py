@@ -229,3 +229,55 @@ def test_rows_before_the_copies_are_read_raw() -> None:
 
 def _ns(value: Any) -> int:
     return int(pa.scalar(value, pa.timestamp("ns")).cast(pa.int64()).as_py())
+
+
+def test_events_without_recent_copies_are_no_longer_listed() -> None:
+    """f is handled twice at 0:10 and 0:20 (listed, its spans copied), then nothing for
+    three days; the first merge past an hour boundary after that forgets it (the list stays
+    as long as two days' events), and f handled again then is listed anew from the day
+    before: no span of it copied twice, its old rows read raw."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    _load(
+        cursor,
+        (published, "f", 5_000.0),
+        (delivered, "f", 10_000.0, "ok"),
+        (delivered, "f", 20_000.0, "ok"),
+        (published, "y", 300_000.0),
+    )
+    while compact(cursor):
+        pass
+    assert cursor.execute(
+        "SELECT count(*) FROM eventscope_candidate_events WHERE event_key = hash('f')"
+    ).fetchall() == [(1,)]
+    # (ms after BASE) the first hour after three days, and a merge from 2 minutes before it
+    edge = 3 * 24 * 3600_000 + (-(BASE // 10**6)) % 3600_000
+    _load(
+        cursor,
+        (published, "g", edge - 120_000.0),
+        (delivered, "g", edge - 119_990.0, "ok"),
+        (delivered, "f", edge - 60_000.0, "ok"),
+        (published, "z", edge + 300_000.0),
+    )
+    while compact(cursor):
+        pass
+    [(copied_from, copies, spans)] = cursor.execute(
+        "SELECT (SELECT epoch_ns(copied_from) FROM eventscope_candidate_events "
+        "        WHERE event_key = hash('f')), "
+        "(SELECT count(*) FROM eventscope_candidate_spans WHERE message_id = 'f'), "
+        "(SELECT count(*) FROM spans WHERE message_id = 'f')"
+    ).fetchall()
+    assert copied_from == BASE + (edge - 120_000) * 10**6 - 24 * 3600 * SECOND
+    assert copies == spans == 4
+    window = {"since_ns": BASE, "until_ns": BASE + edge * 10**6 + 3600 * SECOND}
+    assert _copied(duplicate_times(cursor, **window)) == [
+        (10, False),  # before f's copies start: raw
+        (20, False),
+        ((edge - 60_000) // 1000, True),
+    ]
+    [twice] = duplicate_events(cursor, **window)
+    assert twice.deliveries == 3
+    assert [twice] == list(
+        without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **window)
+    )
+    cursor.close()
