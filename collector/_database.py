@@ -132,7 +132,10 @@ class Database:
             if build_ledger_events(connection):  # after the keys: from them, once
                 log.warning("summed the keys already stored (queries/ledger_events.py)")
             if build_candidate_spans(connection, merged_to(connection)):  # after: from it, once
-                log.warning("copied the spans of possible duplicates (queries/candidate_spans.py)")
+                log.warning(
+                    "copied the spans of possible duplicates, orphans and lost events "
+                    "(queries/candidate_spans.py)"
+                )
             if build_activity(connection):  # a file from before the activity rollup: once
                 log.warning("summarised the activity already stored (queries/activity_rollup.py)")
             if build_edges(connection):  # a file from before the edge rollup: once

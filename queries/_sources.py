@@ -115,7 +115,9 @@ class Sources:
     those that do not (also taken where the latency rollup has no gap in the window).
     ``at``: only the deliveries and publishes that started at the times the ledger keys
     name (a window's few rows: :mod:`.ledger_keys`, :mod:`._lost_keys`): their spans are read
-    once into a temporary table, which the rest reads, with only the columns the ledger
+    once into a temporary table (from the copies of :mod:`.candidate_spans` at the times
+    marked ``copied``, from ``spans`` at the others), which the rest reads, with only the
+    columns the ledger
     reads (:data:`_AT_COLUMNS`; the others NULL): each column of a span read at a few
     thousand times costs ≈5-20 ms an hour at 100 M spans a day, the random ids most
     (read where records must find their spans, or ``publish_ids``: the caller shows them);

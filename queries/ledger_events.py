@@ -34,6 +34,9 @@ its event's whole figure as it stands, with no grouping (an hour at 100 M spans 
 ≈0.5-1.1 M rows; grouping all of the window's keys by event was the cost). Exact wherever
 the keys are: the same integers, added up in another order.
 
+A merge also lists the events that may be duplicated, orphaned or lost and copies their
+spans of the merged minutes (queries/candidate_spans.py), in the same transaction.
+
 Used only from ``ledger_events_from`` (``eventscope_meta``), which retention moves, and up
 to ``ledger_events_merged_to``. Not merged on DuckLake (several collectors write there, and
 the other rollups are not compacted either): there the keys answer.
@@ -225,7 +228,7 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
         since = low - ALONE_WITHIN_NS
         earlier = scratch.query(_EARLIER.format(merged=summed), {"since": since})
         [(added,)] = connection.execute(_ALONE.format(merged=summed, earlier=earlier)).fetchall()
-        # the spans of the events that may now be duplicates (queries/candidate_spans.py)
+        # the spans of the events that may be duplicated, orphaned or lost (and copied)
         copy_merged(
             connection, scratch, merged=summed, earlier=earlier, low=low, high=high, since=since
         )
