@@ -31,9 +31,9 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventscope.queries import _event_parts as event_parts
-from eventscope.queries import _orphan_keys as orphan_keys_module
 from eventscope.queries import _overview as overview_module
 from eventscope.queries import _topology as topology_module
+from eventscope.queries import candidate_spans as candidate_spans_module
 from eventscope.queries import (
     duplicate_events,
     fanout_tree,
@@ -46,7 +46,6 @@ from eventscope.queries import (
     topology,
     version_mix,
 )
-from eventscope.queries import ledger_keys as ledger_keys_module
 from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
@@ -121,7 +120,7 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         (
             "duplicate_events, 1 h, spans read back raw (candidate copies' baseline)",
             _without(
-                ledger_keys_module,
+                candidate_spans_module,
                 "candidates_copied",
                 lambda: duplicate_events(connection, **hour),
             ),
@@ -131,7 +130,7 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         (
             "duplicate_events, 24 h, spans read back raw (candidate copies' baseline)",
             _without(
-                ledger_keys_module,
+                candidate_spans_module,
                 "candidates_copied",
                 lambda: duplicate_events(connection, **day),
             ),
@@ -146,7 +145,7 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         (
             "orphan_deliveries, 1 h, spans read back raw (candidate copies' baseline)",
             _without(
-                orphan_keys_module,
+                candidate_spans_module,
                 "candidates_copied",
                 lambda: orphan_deliveries(connection, **hour),
             ),

@@ -29,7 +29,7 @@ from ._event_parts import events_sql, group_bits
 from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .candidate_spans import candidates_copied, copied_rows_sql
+from .candidate_spans import copied_rows_sql
 from .ledger_events import MAX_BITS, merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, keyed
@@ -215,12 +215,9 @@ def lost_keys(
         published = NO_TIMES
         if events:
             table = scratch.table(pa.table({"event_key": pa.array(sorted(events), pa.uint64())}))
-            sql = _TIMES.format(events=table, join="", copied="false")
-            if candidates_copied(cursor):
-                join, copied = copied_rows_sql(table)
-                sql = _TIMES.format(events=table, join=join, copied=copied)
-                params = {**params, "merged": merged_to(cursor)}
-            published = cursor.execute(sql, params).to_arrow_table()
+            join, copied, copied_params = copied_rows_sql(cursor, table, merged_to(cursor))
+            sql = _TIMES.format(events=table, join=join, copied=copied)
+            published = cursor.execute(sql, {**params, **copied_params}).to_arrow_table()
     return LostKeys(
         {key: Handled(*(frozenset(s) for s in sets)) for key, sets in events.items()},
         RowTimes(NO_TIMES, published, idless),

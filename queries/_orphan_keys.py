@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .candidate_spans import candidates_copied, copied_rows_sql
+from .candidate_spans import copied_rows_sql
 from .id_index import event_range, index_state
 from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
@@ -141,10 +141,7 @@ def orphan_keys(
         delivered = NO_TIMES
         if orphans:
             table = scratch.table(events)
-            sql = _TIMES.format(events=table, join="", copied="false")
-            if candidates_copied(cursor):
-                join, copied = copied_rows_sql(table)
-                sql = _TIMES.format(events=table, join=join, copied=copied)
-                params["merged"] = merged_to(cursor)
-            delivered = cursor.execute(sql, params).to_arrow_table()
+            join, copied, copied_params = copied_rows_sql(cursor, table, merged_to(cursor))
+            sql = _TIMES.format(events=table, join=join, copied=copied)
+            delivered = cursor.execute(sql, {**params, **copied_params}).to_arrow_table()
     return events, RowTimes(delivered, NO_TIMES, idless)

@@ -277,12 +277,18 @@ _COPIED = f"""coalesce(k.start_time < make_timestamp_ns($merged)
         NOT IN (SELECT minute FROM eventscope_candidate_late), false)"""
 
 
-def copied_rows_sql(candidates: str) -> tuple[str, str]:
-    """(a join, a condition): joined after ``FROM eventscope_ledger_keys k``, the listed
-    event of each row (of the events of ``candidates``: a table or CTE with column
-    ``event_key``); the condition, whether the row's spans are copied."""
+def copied_rows_sql(
+    cursor: duckdb.DuckDBPyConnection, candidates: str, merged: int
+) -> tuple[str, str, dict[str, int]]:
+    """(a join, a condition, their parameters): joined after ``FROM eventscope_ledger_keys
+    k``, the listed event of each row (of the events of ``candidates``: a table or CTE
+    with column ``event_key``); the condition, whether the row's spans are copied, where
+    ``merged`` is the ledger-event rollup's watermark. Where the copies are not kept: no
+    join, ``false``, no parameters."""
+    if not candidates_copied(cursor):
+        return "", "false", {}
     join = (
         "LEFT JOIN (SELECT event_key, copied_from FROM eventscope_candidate_events "
         f"WHERE event_key IN (SELECT event_key FROM {candidates})) c ON c.event_key = k.event_key"
     )
-    return join, _COPIED
+    return join, _COPIED, {"merged": merged}
