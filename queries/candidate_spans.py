@@ -127,15 +127,20 @@ EXCEPT SELECT minute FROM eventscope_candidate_late
 """
 
 
-#: A listed event without a copy of this age or younger is no longer listed (once an
-#: hour): the list stays as long as the events of two days, not of all stored, which every
-#: merge and read looks up. Listed again later, an event is copied from the day before
-#: then, so no span is copied twice; a read of its older rows reads them raw.
+#: A listed event listed this long ago or longer and without a copy of this age or
+#: younger is no longer listed (once an hour): the list stays as long as the events of two
+#: days, not of all stored, which every merge and read looks up. Listed again later, an
+#: event is copied from the day before then, so no span is copied twice; a read of its
+#: older rows reads them raw. (An event seen through event records alone has no span to
+#: copy: it stays listed for as long, so that its rows are read from the copies — none —
+#: rather than raw; forgotten at the first hour, they were a quarter of the times the
+#: duplicates of an hour read raw, each raw read a scan of the window.)
 KEPT_LISTED_NS = 2 * 24 * 3600 * 10**9
 _HOUR_NS = 3600 * 10**9
+# ($listed_before: the ``copied_from`` of the events listed before ``$kept``)
 _FORGET = """
 DELETE FROM eventscope_candidate_events
-WHERE event_key NOT IN (
+WHERE copied_from < make_timestamp_ns($listed_before) AND event_key NOT IN (
     SELECT hash(message_id) FROM eventscope_candidate_spans
     WHERE start_time >= make_timestamp_ns($kept)
 )
@@ -170,7 +175,8 @@ def copy_merged(
     if not candidates_copied(connection):
         return
     if low // _HOUR_NS != high // _HOUR_NS:  # once an hour: the list kept short
-        connection.execute(_FORGET, {"kept": low - KEPT_LISTED_NS})
+        kept = low - KEPT_LISTED_NS  # (an event listed at ``low`` is copied from ``since``)
+        connection.execute(_FORGET, {"kept": kept, "listed_before": kept - (low - since)})
     new = scratch.query(_NEW.format(merged=merged, earlier=earlier), {})
     connection.execute(_LIST.format(new=new), {"since": since})
     listed = scratch.query(_LISTED.format(merged=merged), {})
@@ -238,17 +244,20 @@ def build(connection: duckdb.DuckDBPyConnection, merged: int) -> bool:
     return rebuild(connection, META, CANDIDATE_TABLES, fill)
 
 
+# (those with copies from before ``$listed_before``: listed at least a day before the
+# cutoff, if a merge's day look-back; none younger, so records-only events stay listed)
 _TRIM_EVENTS = """
 DELETE FROM eventscope_candidate_events
-WHERE event_key NOT IN (SELECT hash(message_id) FROM eventscope_candidate_spans)
+WHERE copied_from < make_timestamp_ns($listed_before)
+  AND event_key NOT IN (SELECT hash(message_id) FROM eventscope_candidate_spans)
 """
 
 
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """After retention removed what started before ``cutoff``: remove the copies of that
     time, the late minutes before the one holding it, and the events left without a copy
-    (listed again, they are copied from the day before then: none of their copies is
-    left to be copied twice)."""
+    that were listed long before it (listed again, they are copied from the day before
+    then: none of their copies is left to be copied twice)."""
     counts = {}
     for table, sql, params in (
         (
@@ -261,7 +270,11 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
             "DELETE FROM eventscope_candidate_late WHERE minute < make_timestamp_ns($minute)",
             {"minute": cutoff - cutoff % _MINUTE_NS},
         ),
-        ("eventscope_candidate_events", _TRIM_EVENTS, {}),
+        (
+            "eventscope_candidate_events",
+            _TRIM_EVENTS,
+            {"listed_before": cutoff - KEPT_LISTED_NS},
+        ),
     ):
         row = cursor.execute(sql, params).fetchone()
         counts[table] = int(row[0]) if row else 0

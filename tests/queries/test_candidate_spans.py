@@ -281,3 +281,37 @@ def test_events_without_recent_copies_are_no_longer_listed() -> None:
         without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **window)
     )
     cursor.close()
+
+
+def test_events_seen_through_records_alone_stay_listed() -> None:
+    """d is delivered twice through event records alone (no span to copy): a merge past an
+    hour boundary a few hours later still lists it, so that its rows are read from the
+    copies (none), not raw (a scan of the window's spans at each read)."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    edge = 3 * 3600_000 + (-(BASE // 10**6)) % 3600_000  # (ms after BASE) an hour's start
+    _load(
+        cursor,
+        (_delivery_record, "d", 10_000.0),
+        (_delivery_record, "d", 20_000.0),
+        (published, "y", 300_000.0),
+        (published, "g", edge - 120_000.0),
+        (delivered, "g", edge - 119_990.0, "ok"),
+        (published, "z", edge + 300_000.0),
+    )
+    while compact(cursor):
+        pass
+    assert merged_to(cursor) > BASE + edge * 10**6  # past the hour: the list was trimmed
+    [(listed, copies)] = cursor.execute(
+        "SELECT (SELECT count(*) FROM eventscope_candidate_events WHERE event_key = hash('d')), "
+        "(SELECT count(*) FROM eventscope_candidate_spans WHERE message_id = 'd')"
+    ).fetchall()
+    assert (listed, copies) == (1, 0)
+    window = {"since_ns": BASE, "until_ns": BASE + 5 * MINUTE}
+    assert _copied(duplicate_times(cursor, **window)) == [(10, True), (20, True)]
+    [twice] = duplicate_events(cursor, **window)
+    assert (twice.event_id, twice.deliveries) == ("d", 2)
+    assert [twice] == list(
+        without_rollup(cursor, "ledger_keys_v2_from", duplicate_events, **window)
+    )
+    cursor.close()
