@@ -61,6 +61,10 @@ WHERE message_id IS NOT NULL AND hash(message_id) IN (SELECT h FROM {hashes})
 # Grouped in two steps: the (event, group) pairs delivered more than once first (two
 # short columns), then only their rows with the ordered and text aggregates: over an hour
 # of candidates, most pairs have one row, and those aggregates over them cost 100 ms.
+# The ordered ones are lists sorted after grouping (``list_sort``; a time and a flag that
+# puts a missing attempt last, as ``ORDER BY`` does) and ``min(x, 2)``, not aggregates
+# with an ``ORDER BY``, which DuckDB sorts group by group: a day's 6,740 pairs on the 10 M
+# file 282 → 200 ms, the same rows.
 _DETAILS = """
 WITH d AS MATERIALIZED (
     SELECT message_id, consumer_group, outcome, start_time, attempt, event_type,
@@ -76,20 +80,22 @@ SELECT message_id, consumer_group, count(*) AS deliveries,
        count(*) FILTER (WHERE outcome = 'dead_lettered') AS dead_lettered,
        coalesce(min(start_time) FILTER (WHERE outcome IN ('error', 'dead_lettered'))
                 < max(start_time), false) AS after_failure,
-       list(attempt ORDER BY start_time, attempt) AS attempts,
-       epoch_ns(min(start_time)), epoch_ns(list(start_time ORDER BY start_time)[2]),
+       list_transform(
+           list_sort(list({{'t': start_time, 'n': attempt IS NULL, 'a': attempt}})), x -> x.a
+       ) AS attempts,
+       epoch_ns(min(start_time)), epoch_ns(min(start_time, 2)[2]),
        epoch_ns(max(start_time)),
        arg_min(event_type, start_time), arg_min(destination, start_time),
        arg_min(correlation_id, start_time),
-       list(DISTINCT service_name ORDER BY service_name)
+       list_sort(list(DISTINCT service_name))
 FROM d SEMI JOIN twice USING (message_id, consumer_group)
 GROUP BY message_id, consumer_group
 """
 
 # Publishes of one event id, where there are several ({candidates}: which to group).
 _PUBLISHED_TWICE = """
-SELECT message_id, count(*), list(DISTINCT service_name ORDER BY service_name),
-       epoch_ns(min(publish_time)), epoch_ns(list(publish_time ORDER BY publish_time)[2]),
+SELECT message_id, count(*), list_sort(list(DISTINCT service_name)),
+       epoch_ns(min(publish_time)), epoch_ns(min(publish_time, 2)[2]),
        epoch_ns(max(publish_time)), arg_min(event_type, publish_time),
        arg_min(destination, publish_time), arg_min(correlation_id, publish_time)
 FROM ({publishes})
