@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import duckdb
 
+from ._scratch import Scratch
 from .ledger_events import ALONE_WITHIN_NS, SUMS, merged_to
 from .ledger_events import events_from as rollup_from
 
@@ -50,25 +51,32 @@ SELECT event_key, check_min, check_max, row_count, publishes, dup_bits, type_min
            AND minute < make_timestamp_ns($events_until) AS judged_publish,
        row_count > publishes AND minute < make_timestamp_ns($judged) AS judged_delivery,
        alone AND minute <= make_timestamp_ns($since + {ALONE_WITHIN_NS}) AS alone
-FROM eventscope_ledger_events WHERE {{whole_minutes}}
+FROM eventscope_ledger_events
+WHERE ({{whole_minutes}}) AND minute < make_timestamp_ns($until)
 """
-# The events with several rows: a row not merged alone, or rows in the raw part.
+# The events with several rows: a row not merged alone, or rows in the raw part. Read
+# into a temporary table before the statement that reads ``events`` (as ``raw_part`` is):
+# DuckDB then knows how few they are and joins the window's rollup rows against them;
+# as CTEs it built the join on the rollup's side (an hour at 100 M spans a day: 1.1 M
+# rows, ≈175 ms of a 295 ms statement; against the table, 35 ms).
+_SEVERAL = f"""
+SELECT event_key FROM eventscope_ledger_events
+WHERE ({{whole_minutes}})
+  AND NOT (alone AND minute <= make_timestamp_ns($since + {ALONE_WITHIN_NS}))
+UNION SELECT event_key FROM {{raw_part}}
+"""
 _EVENTS = f"""
-WITH raw_part AS MATERIALIZED ({_RAW}),
-rolled AS NOT MATERIALIZED ({_ROLLED}),
-several AS MATERIALIZED (
-    SELECT event_key FROM rolled WHERE NOT alone UNION SELECT event_key FROM raw_part
-),
+WITH rolled AS NOT MATERIALIZED ({_ROLLED}),
 events {{materialized}} (
-    SELECT * EXCLUDE (alone) FROM rolled ANTI JOIN several USING (event_key)
+    SELECT * EXCLUDE (alone) FROM rolled ANTI JOIN {{several}} USING (event_key)
     UNION ALL
     SELECT event_key, min(check_min), max(check_max), sum(row_count), sum(publishes),
            bit_or(dup_bits), min(type_min), max(type_max), bit_or(handled), bit_or(dead),
            bit_or(seen), bool_or(bitless), bool_or(judged_publish), bool_or(judged_delivery)
     FROM (
-        SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN several USING (event_key)
+        SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN {{several}} USING (event_key)
         UNION ALL
-        SELECT * FROM raw_part
+        SELECT * FROM {{raw_part}}
     )
     GROUP BY event_key
 )"""
@@ -91,12 +99,14 @@ def events_sql(
     events_until: int = 0,
     judged: int = 0,
     materialized: bool = False,
+    scratch: Scratch,
 ) -> EventsSql | None:
     """The window's events from the rollup, or None where it does not answer: not
     complete from ``since_ns``, or no whole minute in the window (the keys then cost no
     more). ``events_from`` / ``events_until``: the publishes that make an event judged;
     ``judged``: the deliveries before it are judged; ``materialized``: the caller reads
-    ``events`` more than once."""
+    ``events`` more than once. The raw part's sums and the events with several rows are
+    read into temporary tables of ``scratch`` (run the SQL before closing it)."""
     start = rollup_from(cursor)
     if start is None or since_ns < start:
         return None
@@ -134,9 +144,16 @@ def events_sql(
         _RAW_RANGE.format(low=low, high=high)
         for low, high in zip(cuts[::2], cuts[1::2], strict=True)
     ]
+    whole_minutes = " OR ".join(minutes)
+    raw_part = scratch.query(_RAW.format(ranges=" UNION ALL ".join(raw)), params)
+    several = scratch.query(
+        _SEVERAL.format(whole_minutes=whole_minutes, raw_part=raw_part),
+        {k: v for k, v in params.items() if k == "since" or k.startswith("w")},
+    )
     sql = _EVENTS.format(
-        whole_minutes=" OR ".join(minutes),
-        ranges=" UNION ALL ".join(raw),
+        whole_minutes=whole_minutes,
+        raw_part=raw_part,
+        several=several,
         materialized="AS MATERIALIZED" if materialized else "AS",
     )
     return EventsSql(sql, params)

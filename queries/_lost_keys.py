@@ -272,6 +272,7 @@ def _rolled(
         events_from=params["events_from"],
         events_until=params["events_until"],
         materialized=True,
+        scratch=scratch,
     )
     bits = None if rolled is None else group_bits(cursor)
     if rolled is None or bits is None or not all(key in bits for key in seen):

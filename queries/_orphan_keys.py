@@ -79,10 +79,16 @@ WHERE judged_delivery AND (publishes = 0 OR check_min <> check_max)
 """
 
 
-def _unmatched(cursor: duckdb.DuckDBPyConnection, params: dict[str, int]) -> pa.Table:
+def _unmatched(
+    cursor: duckdb.DuckDBPyConnection, scratch: Scratch, params: dict[str, int]
+) -> pa.Table:
     """:data:`_UNMATCHED`'s pairs, from the ledger-event rollup where it answers."""
     rolled = events_sql(
-        cursor, since_ns=params["since"], until_ns=params["until"], judged=params["judged"]
+        cursor,
+        since_ns=params["since"],
+        until_ns=params["until"],
+        judged=params["judged"],
+        scratch=scratch,
     )
     if rolled is not None:
         sql = _UNMATCHED_ROLLED.format(events=rolled.sql)
@@ -114,7 +120,7 @@ def orphan_keys(
         return None
     params["judged"] = judged
     with Scratch(cursor) as scratch:
-        unmatched = _unmatched(cursor, params)
+        unmatched = _unmatched(cursor, scratch, params)
         keys: list[int] = sorted(
             {k for k in unmatched.column("event_key").to_pylist() if k is not None}
         )

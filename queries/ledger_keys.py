@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 
 from ._event_parts import events_sql
 from ._rollup_meta import complete_from, delete_before, move_complete_from, rebuild
-from ._scratch import registered
+from ._scratch import Scratch, registered
 from ._source_sql import FAR_FUTURE_NS, MESSAGE_KINDS
 from .candidate_spans import copied_rows_sql
 from .ledger_events import DUP_BIT, KEYS_WINDOW, add_late, assign_bits, merged_to
@@ -406,17 +406,18 @@ def duplicate_times(
         return None
     since = 0 if since_ns is None else since_ns
     params = {"since": since, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
-    rolled = events_sql(cursor, since_ns=since, until_ns=params["until"])
-    # the candidates' spans copied where they are
-    join, copied, copied_params = copied_rows_sql(cursor, "twice", merged_to(cursor))
-    times = _TWICE_TIMES.format(join=join, copied=f"{copied} AS copied")
-    params.update(copied_params)
-    if rolled is not None:
-        sql = f"{rolled.sql},\n{_TWICE_ROLLED},{times}"
-        params.update(rolled.params)
-    else:
-        sql = f"WITH twice AS ({_TWICE}),{times}"
-    rows = cursor.execute(sql, params).to_arrow_table()
+    with Scratch(cursor) as scratch:
+        rolled = events_sql(cursor, since_ns=since, until_ns=params["until"], scratch=scratch)
+        # the candidates' spans copied where they are
+        join, copied, copied_params = copied_rows_sql(cursor, "twice", merged_to(cursor))
+        times = _TWICE_TIMES.format(join=join, copied=f"{copied} AS copied")
+        params.update(copied_params)
+        if rolled is not None:
+            sql = f"{rolled.sql},\n{_TWICE_ROLLED},{times}"
+            params.update(rolled.params)
+        else:
+            sql = f"WITH twice AS ({_TWICE}),{times}"
+        rows = cursor.execute(sql, params).to_arrow_table()
     return RowTimes(
         rows.filter(rows["delivered"]).select(["t", "copied"]),
         rows.filter(rows["published"]).select(["t", "copied"]),

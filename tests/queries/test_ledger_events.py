@@ -19,6 +19,7 @@ from eventscope.collector._settings import Settings
 from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
 from eventscope.queries._event_parts import events_sql, group_bits
 from eventscope.queries._orphan_keys import orphan_keys
+from eventscope.queries._scratch import Scratch
 from eventscope.queries.candidate_spans import CANDIDATE_TABLES, KEPT_LISTED_NS, trim
 from eventscope.queries.ledger_events import compact, events_from, merged_to
 from eventscope.queries.ledger_keys import duplicate_times
@@ -93,7 +94,7 @@ def test_events_split_over_minutes_and_commits_before_and_after_the_merge() -> N
     _split_over_minutes_and_commits(cursor)
     # nothing merged yet: the keys answer
     assert cursor.execute("SELECT count(*) FROM eventscope_ledger_events").fetchone() == (0,)
-    assert all(events_sql(cursor, **window) is None for window in _windows())
+    assert all(not _rolls(cursor, window) for window in _windows())
     before = [_answers(cursor, window) for window in _windows()]
     lost, _, duplicates, orphans = before[0]
     assert {(e.event_id, e.consumer_group) for e in lost} == {
@@ -120,7 +121,7 @@ def test_events_split_over_minutes_and_commits_before_and_after_the_merge() -> N
     ]
     assert merged_to(cursor) == BASE + 5 * MINUTE  # minutes 0-4: the newest (6) by two
     for window in _windows():
-        assert events_sql(cursor, **window) is not None, window  # the rollup answers
+        assert _rolls(cursor, window), window  # the rollup answers
     assert [_answers(cursor, window) for window in _windows()] == before
 
     otlp = Otlp(BASE)  # a late delivery of b in minute 1, after that minute was merged
@@ -177,7 +178,7 @@ def test_an_event_with_rows_a_day_apart() -> None:
         "SELECT alone FROM eventscope_ledger_events WHERE event_key = hash('e') ORDER BY minute"
     ).fetchall() == [(True,), (True,)]
     window = {"since_ns": BASE, "until_ns": BASE + 25 * 3600 * SECOND + 2 * MINUTE}
-    assert events_sql(cursor, **window) is not None
+    assert _rolls(cursor, window)
     lost = _answers(cursor, window)[0]
     assert [(e.event_id, e.consumer_group) for e in lost] == []
     cursor.close()
@@ -208,7 +209,7 @@ def test_groups_past_the_bits_are_read_from_the_keys() -> None:
     ).fetchall()
     assert bitless == 2  # x's and y's rows, each with deliveries of g62-g64
     window = {"since_ns": BASE, "until_ns": BASE + 3 * MINUTE}
-    assert events_sql(cursor, **window) is not None
+    assert _rolls(cursor, window)
     lost, _, duplicates, _ = _answers(cursor, window)
     assert [(e.event_id, e.consumer_group) for e in lost] == [("x", "g64")]
     assert [(d.event_id, d.consumer_group) for d in duplicates] == [("y", "g03")]
@@ -241,7 +242,7 @@ def test_the_benchmark_traffic_from_the_rollup(traffic: Path, tmp_path: Path) ->
         windows.append({"since_ns": since, "until_ns": since + rng.randint(125, 240) * SECOND})
     found = [0, 0, 0, 0]
     for window in windows:
-        assert events_sql(cursor, **window) is not None, window
+        assert _rolls(cursor, window), window
         for n, rows in enumerate(_answers(cursor, window)):
             found[n] += len(rows)
         # orphans judged up to a time inside the window (the pages' is now less the grace)
@@ -253,6 +254,12 @@ def test_the_benchmark_traffic_from_the_rollup(traffic: Path, tmp_path: Path) ->
     # the duplicates' spans of merged minutes come from their copies (candidate_spans.py)
     assert _copied_share(cursor, windows) == (1.0, 0.0)  # two minutes left: both kinds
     cursor.close()
+
+
+def _rolls(cursor: duckdb.DuckDBPyConnection, window: dict[str, Any]) -> bool:
+    """Whether the ledger-event rollup answers for ``window``."""
+    with Scratch(cursor) as scratch:
+        return events_sql(cursor, **window, scratch=scratch) is not None
 
 
 def _copied_share(cursor: duckdb.DuckDBPyConnection, windows: list[dict[str, Any]]) -> Any:
@@ -362,7 +369,7 @@ def test_retention_removes_the_rollup_of_what_it_removed(traffic: Path, tmp_path
         "SELECT epoch_ns(min(minute)) FROM eventscope_ledger_events"
     ).fetchall()
     assert oldest >= start
-    assert events_sql(writer, since_ns=cutoff, until_ns=high) is None  # the minute it cut
+    assert not _rolls(writer, {"since_ns": cutoff, "until_ns": high})  # the minute it cut
     _answers(writer, {"since_ns": start, "until_ns": high + 1})
     # the copies of candidates' spans before it too; the events left without any stay
     # listed until two days after their listing (those seen through records alone have
