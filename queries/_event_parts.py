@@ -84,10 +84,29 @@ _RANGE = "(minute >= make_timestamp_ns($w{n}) AND minute < make_timestamp_ns($w{
 
 
 class EventsSql(NamedTuple):
-    """The ``WITH`` clause (``events``) and its parameters."""
+    """The ``WITH`` clause (``events``) and its parameters; ``kinds``: a statement of the
+    window's types and groups from the same rows (:data:`_KINDS`), with ``kinds_params``."""
 
     sql: str
     params: dict[str, int]
+    kinds: str
+    kinds_params: dict[str, int]
+
+
+# The window's publish types and the bits of its groups, from the rollup's rows of the
+# whole minutes and the raw part: the key types of its publishes (each event's least in a
+# minute: where it has another, the reads decline on the event's two types), its groups'
+# bits OR-ed, and whether a group had no bit. Instead of two DISTINCT scans of the
+# window's keys (the 10 M file's 2.4 h: 107 → 34 ms; a day at 100 M spans a day ≈580 ms).
+_KINDS = """
+SELECT list(DISTINCT type_min) FILTER (WHERE type_min IS NOT NULL), bit_or(seen),
+       bool_or(bitless)
+FROM (
+    SELECT type_min, seen, bitless FROM eventscope_ledger_events WHERE {whole_minutes}
+    UNION ALL
+    SELECT type_min, seen, bitless FROM {raw_part}
+)
+"""
 
 
 def events_sql(
@@ -156,7 +175,9 @@ def events_sql(
         several=several,
         materialized="AS MATERIALIZED" if materialized else "AS",
     )
-    return EventsSql(sql, params)
+    kinds = _KINDS.format(whole_minutes=whole_minutes, raw_part=raw_part)
+    ranges_params = {k: v for k, v in params.items() if k.startswith("w")}
+    return EventsSql(sql, params, kinds, ranges_params)
 
 
 _BITS = "SELECT group_key, bit FROM eventscope_ledger_bits"

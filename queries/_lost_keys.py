@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from ._event_parts import events_sql, group_bits
+from ._event_parts import EventsSql, events_sql, group_bits
 from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
@@ -165,8 +165,24 @@ def lost_keys(
     if idless is None:
         return None
     params = {"since": since_ns, "until": FAR_FUTURE_NS if until_ns is None else until_ns}
+    judged = {"events_from": events_from, "events_until": events_until}
     with Scratch(cursor) as scratch:
-        types = [key for (key,) in cursor.execute(_TYPES, params).fetchall()]
+        rolled = events_sql(
+            cursor,
+            since_ns=since_ns,
+            until_ns=params["until"],
+            events_from=events_from,
+            events_until=events_until,
+            materialized=True,
+            scratch=scratch,
+        )
+        bits = None if rolled is None else group_bits(cursor)
+        kinds = None if rolled is None or bits is None else _kinds(cursor, rolled, bits)
+        if kinds is not None:
+            types, seen = kinds
+        else:
+            types = [key for (key,) in cursor.execute(_TYPES, params).fetchall()]
+            seen = [key for (key,) in cursor.execute(_GROUPS, params).fetchall()]
         type_names = _one_name_each(cursor, _TYPE_NAMES, types)
         if type_names is None:
             return None
@@ -182,7 +198,6 @@ def lost_keys(
         subscribed = cursor.execute(
             _SUBSCRIBED.format(types=type_table, subscriptions=scratch.table(subscriptions))
         ).to_arrow_table()
-        seen = [key for (key,) in cursor.execute(_GROUPS, params).fetchall()]
         group_names = _one_name_each(cursor, _GROUP_NAMES, seen)
         if group_names is None:
             return None
@@ -192,8 +207,9 @@ def lost_keys(
                 return None  # a subscribed group's key is another group's
         learned: dict[int, set[str]] = defaultdict(set)
         events: dict[int, list[set[str]]] = {}
-        judged = {"events_from": events_from, "events_until": events_until}
-        passes = _rolled(cursor, scratch, {**params, **judged}, subscribed, group_names, seen)
+        passes = None
+        if rolled is not None and bits is not None and kinds is not None:
+            passes = _rolled(scratch, rolled, bits, {**params, **judged}, subscribed, group_names)
         if passes is None:  # grouped from the keys, a chunk of groups at a time
             subscribed_table = scratch.table(subscribed.select(["type_key", "group_key"]))
             sql = _LOST.format(subscribed=subscribed_table)
@@ -254,29 +270,33 @@ FROM events
 Pass = tuple[str, dict[str, Any], list[str]]
 
 
+def _kinds(
+    cursor: duckdb.DuckDBPyConnection, rolled: EventsSql, bits: dict[int, int]
+) -> tuple[list[int], list[int]] | None:
+    """The window's publish type keys and group keys, from the rollup (``rolled``; each
+    group key's bit ``bits``), or None where a group of the window has no bit there (the
+    keys answer then: the rollup's pass would decline)."""
+    found = cursor.execute(rolled.kinds, rolled.kinds_params).fetchone()
+    types, mask, bitless = found if found else ([], 0, True)
+    by_bit = {bit: key for key, bit in bits.items()}
+    seen = [by_bit.get(bit) for bit in range(MAX_BITS) if (mask or 0) >> bit & 1]
+    if bitless or None in seen:
+        return None
+    return sorted(types or []), sorted(key for key in seen if key is not None)
+
+
 def _rolled(
-    cursor: duckdb.DuckDBPyConnection,
     scratch: Scratch,
+    rolled: EventsSql,
+    bits: dict[int, int],
     params: dict[str, Any],
     subscribed: pa.Table,
     group_names: dict[int, str],
-    seen: list[int],
 ) -> list[Pass] | None:
     """The one pass over the ledger-event rollup (SQL, parameters, the group named by each
-    bit), or None where it does not answer: not complete for the window, a group of the
-    window without a bit, or no bit left for a subscribed group never seen."""
-    rolled = events_sql(
-        cursor,
-        since_ns=params["since"],
-        until_ns=params["until"],
-        events_from=params["events_from"],
-        events_until=params["events_until"],
-        materialized=True,
-        scratch=scratch,
-    )
-    bits = None if rolled is None else group_bits(cursor)
-    if rolled is None or bits is None or not all(key in bits for key in seen):
-        return None
+    bit; ``rolled``: the window's events there, every group of the window with a bit in
+    ``bits``), or None where no bit is left for a subscribed group never seen."""
+    bits = dict(bits)
     free = iter(sorted(set(range(MAX_BITS)) - set(bits.values())))
     subscribed_bits = []
     for key in subscribed.column("group_key").to_pylist():
