@@ -13,6 +13,7 @@ users is a bound parameter.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -91,6 +92,36 @@ def _copied_or_not(times: pa.Table) -> list[tuple[str, pa.Table]]:
         ("eventscope_candidate_spans", times.filter(copied).select(["t"])),
         ("spans", times.filter(compute.invert(copied)).select(["t"])),
     ]
+
+
+#: The times a side reads spans at are read in up to this many stretches of time.
+_STRETCHES = 8
+#: Times this close (ns) are read in one stretch.
+_STRETCH_GAP_NS = 60 * 10**9
+
+
+def _stretches(times: pa.Table) -> list[tuple[int, int, pa.Table]]:
+    """``times`` (column ``t``) cut where they are furthest apart (gaps of more than
+    :data:`_STRETCH_GAP_NS`) into at most :data:`_STRETCHES` stretches, each as (first,
+    last, its times): each is read with its own range. (One ``OR`` of ranges prunes no row
+    group in DuckDB 1.5.5 — 125 ms where the two ranges read alone took 12 — and an ``IN``
+    list joined from a table none at all: the times read raw — the newest minutes', late
+    ones', those before the copies — scanned the whole window, a day's spans for a day.)"""
+    values = sorted(t for t in times.column("t").cast(pa.int64()).to_pylist() if t is not None)
+    if not values:
+        return []
+    gaps = sorted(
+        (b - a, n + 1)
+        for n, (a, b) in enumerate(itertools.pairwise(values))
+        if b - a > _STRETCH_GAP_NS
+    )
+    most = _STRETCHES
+    cuts = sorted(n for _, n in gaps[len(gaps) - (most - 1) :]) if most > 1 and gaps else []
+    stretches = []
+    for first, end in itertools.pairwise([0, *cuts, len(values)]):
+        some = values[first:end]
+        stretches.append((some[0], some[-1], pa.table({"t": pa.array(some, pa.timestamp("ns"))})))
+    return stretches
 
 
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
@@ -179,8 +210,12 @@ class Sources:
         none = WINDOW.format(column="start_time") + " AND false"  # (names the parameters)
         parts = []
         for table, part in _copied_or_not(times):
-            if part.num_rows:
-                where = f"{WINDOW} AND {{column}} IN ({self._times(part)})"
+            for low, high, some in _stretches(part):  # each a range scan (zone maps)
+                where = (
+                    f"{WINDOW} AND {{column}} >= make_timestamp_ns({low}) "
+                    f"AND {{column}} <= make_timestamp_ns({high}) "
+                    f"AND {{column}} IN ({self._times(some)})"
+                )
                 parts.append(
                     f"SELECT {span_columns(columns)} FROM {table} "
                     f"WHERE kind = '{kind}' AND {where.format(column='start_time')}"

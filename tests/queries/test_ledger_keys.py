@@ -45,12 +45,15 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["listed times", "joined times"])
+@pytest.fixture(params=["listed times", "joined times in stretches"])
 def at_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """How the spans at the keys' times are read: a few times are listed in the SQL, many
-    joined (queries/_sources.py); here every read one way, then the other."""
-    if request.param == "joined times":
+    joined, each stretch of them with its own time range (queries/_sources.py); here
+    every read one way, then the other (cut into three stretches wherever they are)."""
+    if request.param == "joined times in stretches":
         monkeypatch.setattr(sources_module, "_LITERAL_TIMES", 0)
+        monkeypatch.setattr(sources_module, "_STRETCHES", 3)
+        monkeypatch.setattr(sources_module, "_STRETCH_GAP_NS", 0)
 
 
 def _raw(cursor: duckdb.DuckDBPyConnection, call: Any = duplicate_events, **kwargs: Any) -> Any:
