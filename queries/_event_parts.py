@@ -3,9 +3,10 @@ SQL the ledger reads on the keys start from, in place of grouping the window's k
 
 :func:`events_sql` gives a ``WITH`` clause ending in ``events``: one row per event of the
 window (``event_key`` and the rollup's figures, plus ``judged_publish``: a publish in
-``[$events_from, $events_until)``, and ``judged_delivery``: a delivery before
-``$judged``) — the figures of grouping the window's key rows by event. The window's whole
-minutes come from the rollup, but for those a judged bound cuts; the rest of the window
+``[$events_from, $events_until)``, ``judged_delivery``: a delivery before ``$judged``,
+and ``first_ns`` / ``last_ns``: bounds of its rows' start times, to the minute) — the
+figures of grouping the window's key rows by event. The window's whole minutes come
+from the rollup, but for those a judged bound cuts; the rest of the window
 from the keys, summed per event the same way (one range scan each). A row merged alone
 is its event's whole figure (no other row of the event in the window: see
 queries/ledger_events.py); the events of the other rows and of the rest are summed again
@@ -35,7 +36,8 @@ SELECT event_key, {SUMS},
                         AND start_time < make_timestamp_ns($events_until)), false)
            AS judged_publish,
        coalesce(bool_or(group_key > 0 AND start_time < make_timestamp_ns($judged)), false)
-           AS judged_delivery
+           AS judged_delivery,
+       min(epoch_ns(start_time)) AS first_ns, max(epoch_ns(start_time)) AS last_ns
 FROM ({{ranges}}) LEFT JOIN eventscope_ledger_bits USING (group_key)
 GROUP BY event_key
 """
@@ -50,6 +52,7 @@ SELECT event_key, check_min, check_max, row_count, publishes, dup_bits, type_min
        publishes > 0 AND minute >= make_timestamp_ns($events_from)
            AND minute < make_timestamp_ns($events_until) AS judged_publish,
        row_count > publishes AND minute < make_timestamp_ns($judged) AS judged_delivery,
+       epoch_ns(minute) AS first_ns, epoch_ns(minute) + {_MINUTE_NS - 1} AS last_ns,
        alone AND minute <= make_timestamp_ns($since + {ALONE_WITHIN_NS}) AS alone
 FROM eventscope_ledger_events
 WHERE ({{whole_minutes}}) AND minute < make_timestamp_ns($until)
@@ -72,7 +75,8 @@ events {{materialized}} (
     UNION ALL
     SELECT event_key, min(check_min), max(check_max), sum(row_count), sum(publishes),
            bit_or(dup_bits), min(type_min), max(type_max), bit_or(handled), bit_or(dead),
-           bit_or(seen), bool_or(bitless), bool_or(judged_publish), bool_or(judged_delivery)
+           bit_or(seen), bool_or(bitless), bool_or(judged_publish), bool_or(judged_delivery),
+           min(first_ns), max(last_ns)
     FROM (
         SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN {{several}} USING (event_key)
         UNION ALL

@@ -242,6 +242,9 @@ SELECT trace_id, span_id, parent_span_id, service_name, name, kind, start_time, 
        outcome, publish_time
 FROM spans LIMIT 0;
 
+CREATE TABLE IF NOT EXISTS eventscope_candidate_keys AS  -- (their ledger key rows)
+SELECT * FROM eventscope_ledger_keys LIMIT 0;
+
 -- Not public: minutes merged before some of their keys arrived (late rows): their spans
 -- are not all copied.
 CREATE TABLE IF NOT EXISTS eventscope_candidate_late (

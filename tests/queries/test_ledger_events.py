@@ -330,7 +330,7 @@ def test_a_file_from_before_the_copies_gets_them_on_open(
             pass
         for table in CANDIDATE_TABLES:
             old.execute(f"DROP TABLE {table}")
-        old.execute("DELETE FROM eventscope_meta WHERE key = 'candidate_spans_from'")
+        old.execute("DELETE FROM eventscope_meta WHERE key = 'candidate_copies_from'")
     with caplog.at_level(logging.WARNING):
         database = Database.open(Settings(db=str(path)))
     assert "copied the spans of possible duplicates" in caplog.text
