@@ -461,14 +461,14 @@ _KEY_COPIED = f"""coalesce(k.start_time < make_timestamp_ns($merged)
 _COPIED_ROWS = f"""
 SELECT k.start_time, k.event_key, k.group_key, true AS copied
 FROM eventscope_candidate_keys k JOIN {{twice}} w ON w.event_key = k.event_key
-WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")} AND {_KEY_COPIED}
+WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")} AND {_KEY_COPIED}{{only}}
 """
 _RAW_ROWS = f"""
 SELECT k.start_time, k.event_key, k.group_key, false AS copied
 FROM eventscope_ledger_keys k JOIN {{twice}} w ON w.event_key = k.event_key
 WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")}
   AND k.start_time >= make_timestamp_ns({{low}}) AND k.start_time <= make_timestamp_ns({{high}})
-  AND NOT {_KEY_COPIED}
+  AND NOT {_KEY_COPIED}{{only}}
 """
 _PAIRED = """
 WITH rows AS MATERIALIZED ({rows}),
@@ -488,26 +488,38 @@ def _twice_from_copies(
     rolled: EventsSql,
     params: dict[str, int],
 ) -> pa.Table:
-    """:data:`_TWICE_TIMES`' rows where the copies of candidates' keys are kept: the
-    candidates' key rows from those copies where they are copied, and from the window's
-    keys only in the stretches of time that can hold the others (a day at 100 M spans a
-    day: 49.6 M key rows scanned and joined, ≈1.5 s, for 479,000 rows)."""
-    since, until = params["since"], params["until"]
-    merged = merged_to(cursor)
+    """:data:`_TWICE_TIMES`' rows where the copies of candidates' keys are kept
+    (:func:`candidate_rows`; a day at 100 M spans a day: 49.6 M key rows scanned and
+    joined, ≈1.5 s, for 479,000 rows)."""
     twice = scratch.query(rolled.sql + _TWICE_LISTED, rolled.params)
+    rows, rows_params = candidate_rows(cursor, twice, params["since"], params["until"])
+    return cursor.execute(_PAIRED.format(rows=rows), rows_params).to_arrow_table()
+
+
+def candidate_rows(
+    cursor: duckdb.DuckDBPyConnection, candidates: str, since: int, until: int, only: str = ""
+) -> tuple[str, dict[str, int]]:
+    """The SQL (and its parameters) of the key rows in ``[since, until)`` of the events of
+    ``candidates`` (a table: ``event_key``, ``first_ns`` / ``last_ns``: bounds of their
+    rows' starts there, ``copied_from``: ns, from the list of candidates or NULL), as
+    ``start_time, event_key, group_key, copied``: from the copies of their keys where their
+    spans and keys are copied (queries/candidate_spans.py), and from the window's keys only
+    in the stretches of time that can hold the others — the newest, unmerged minutes, late
+    minutes, and the rows of candidates not copied from before them (strays). ``only``:
+    a condition on the key rows ``k`` (SQL, from ``AND``)."""
+    merged = merged_to(cursor)
     bounds = {"since": since, "until": until}
-    strays = cursor.execute(_STRAYS.format(twice=twice), bounds).fetchall()
+    strays = cursor.execute(_STRAYS.format(twice=candidates), bounds).fetchall()
     ranges = [(int(first), int(last)) for first, last in strays]
     minute = {"since_minute": since - since % _MINUTE_NS, "until": until}
     late = cursor.execute(_LATE_MINUTES, minute).fetchall()
     ranges += [(m, m + _MINUTE_NS - 1) for (m,) in late]
     if merged < until:
         ranges.append((max(since, merged), until - 1))
-    parts = [_COPIED_ROWS.format(twice=twice)]
+    parts = [_COPIED_ROWS.format(twice=candidates, only=only)]
     for low, high in stretches(ranges, _STRETCHES):
-        parts.append(_RAW_ROWS.format(twice=twice, low=low, high=high))
-    sql = _PAIRED.format(rows=" UNION ALL ".join(parts))
-    return cursor.execute(sql, {**bounds, "merged": merged}).to_arrow_table()
+        parts.append(_RAW_ROWS.format(twice=candidates, low=low, high=high, only=only))
+    return " UNION ALL ".join(parts), {**bounds, "merged": merged}
 
 
 def stretches(ranges: list[tuple[int, int]], most: int) -> list[tuple[int, int]]:
