@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .candidate_spans import copied_rows_sql
+from .candidate_spans import candidates_copied, copied_rows_sql
 from .id_index import event_range, index_state
 from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
-from .ledger_keys import NO_TIMES, RowTimes, keyed
+from .ledger_keys import NO_TIMES, RowTimes, candidate_rows, keyed
 
 __all__ = ["orphan_keys"]
 
@@ -74,15 +74,24 @@ GROUP BY k.start_time
 # The same pairs from the ledger-event rollup (queries/_event_parts.py: ``events``): an
 # event with two second hashes there is read as above.
 _UNMATCHED_ROLLED = """{events}
-SELECT event_key, check_min AS check_key, check_min <> check_max AS collided FROM events
-WHERE judged_delivery AND (publishes = 0 OR check_min <> check_max)
+SELECT event_key, check_min AS check_key, check_min <> check_max AS collided, first_ns,
+       last_ns
+FROM events WHERE judged_delivery AND (publishes = 0 OR check_min <> check_max)
 """
+# The orphans' rows' bounds (from the rollup) and from when they are copied.
+_COPIED_FROM = """
+SELECT o.event_key, o.check_key, b.first_ns, b.last_ns, epoch_ns(c.copied_from) AS copied_from
+FROM {orphans} o JOIN {bounds} b USING (event_key)
+LEFT JOIN eventscope_candidate_events c USING (event_key)
+"""
+_DELIVERY_TIMES = "SELECT start_time AS t, bool_and(copied) AS copied FROM ({rows}) GROUP BY t"
 
 
 def _unmatched(
     cursor: duckdb.DuckDBPyConnection, scratch: Scratch, params: dict[str, int]
-) -> pa.Table:
-    """:data:`_UNMATCHED`'s pairs, from the ledger-event rollup where it answers."""
+) -> tuple[pa.Table, pa.Table | None]:
+    """:data:`_UNMATCHED`'s pairs, from the ledger-event rollup where it answers, and there
+    the bounds of each event's rows' starts (``event_key``, ``first_ns``, ``last_ns``)."""
     rolled = events_sql(
         cursor,
         since_ns=params["since"],
@@ -94,8 +103,10 @@ def _unmatched(
         sql = _UNMATCHED_ROLLED.format(events=rolled.sql)
         found = cursor.execute(sql, {**params, **rolled.params}).to_arrow_table()
         if not pc.any(found["collided"]).as_py():
-            return found.select(["event_key", "check_key"])
-    return cursor.execute(_UNMATCHED, params).to_arrow_table()
+            return found.select(["event_key", "check_key"]), found.select(
+                ["event_key", "first_ns", "last_ns"]
+            )
+    return cursor.execute(_UNMATCHED, params).to_arrow_table(), None
 
 
 def orphan_keys(
@@ -120,7 +131,7 @@ def orphan_keys(
         return None
     params["judged"] = judged
     with Scratch(cursor) as scratch:
-        unmatched = _unmatched(cursor, scratch, params)
+        unmatched, bounds_of = _unmatched(cursor, scratch, params)
         keys: list[int] = sorted(
             {k for k in unmatched.column("event_key").to_pylist() if k is not None}
         )
@@ -145,7 +156,21 @@ def orphan_keys(
             }
         )
         delivered = NO_TIMES
-        if orphans:
+        if orphans and bounds_of is not None and candidates_copied(cursor):
+            # their deliveries' times from the copies of their keys where copied
+            # (queries/ledger_keys.py, ``candidate_rows``)
+            orphaned, bounds_table = scratch.table(events), scratch.table(bounds_of)
+            listed = _COPIED_FROM.format(orphans=orphaned, bounds=bounds_table)
+            only = (
+                " AND k.group_key > 0 AND k.check_key = w.check_key"
+                f" AND k.start_time < make_timestamp_ns({int(judged)})"
+            )
+            rows, rows_params = candidate_rows(
+                cursor, scratch.query(listed, {}), params["since"], params["until"], only
+            )
+            sql = _DELIVERY_TIMES.format(rows=rows)
+            delivered = cursor.execute(sql, rows_params).to_arrow_table()
+        elif orphans:
             table = scratch.table(events)
             join, copied, copied_params = copied_rows_sql(cursor, table, merged_to(cursor))
             sql = _TIMES.format(events=table, join=join, copied=copied)
