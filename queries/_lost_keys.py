@@ -25,11 +25,12 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from . import candidate_spans
 from ._event_parts import EventsSql, events_sql, group_bits
 from ._masks import bits_of, group_chunks
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .candidate_spans import candidates_copied, copied_rows_sql
+from .candidate_spans import copied_rows_sql
 from .ledger_events import MAX_BITS, merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, candidate_rows, keyed
@@ -235,7 +236,7 @@ def lost_keys(
                 elif kind == 0:
                     learned[key].update(bits_of(masks[0], named))
         published = NO_TIMES
-        if events and len(bounds) == len(events) and candidates_copied(cursor):
+        if events and len(bounds) == len(events) and candidate_spans.candidates_copied(cursor):
             published = _times_from_copies(cursor, scratch, bounds, params)
         elif events:
             table = scratch.table(pa.table({"event_key": pa.array(sorted(events), pa.uint64())}))

@@ -20,10 +20,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import candidate_spans
 from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
-from .candidate_spans import candidates_copied, copied_rows_sql
+from .candidate_spans import copied_rows_sql
 from .id_index import event_range, index_state
 from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
@@ -156,7 +157,7 @@ def orphan_keys(
             }
         )
         delivered = NO_TIMES
-        if orphans and bounds_of is not None and candidates_copied(cursor):
+        if orphans and bounds_of is not None and candidate_spans.candidates_copied(cursor):
             # their deliveries' times from the copies of their keys where copied
             # (queries/ledger_keys.py, ``candidate_rows``)
             orphaned, bounds_table = scratch.table(events), scratch.table(bounds_of)

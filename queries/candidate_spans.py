@@ -90,12 +90,13 @@ WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_n
   AND hash(message_id) IN (SELECT event_key FROM {{events}})
 """
 _INSERT = f"INSERT INTO eventscope_candidate_spans ({_COLUMNS}) "
-_KEYS_OF = """
-SELECT * FROM eventscope_ledger_keys
-WHERE start_time >= make_timestamp_ns({low}) AND start_time < make_timestamp_ns({high})
-  AND event_key IN (SELECT event_key FROM {events})
+_KEY_COLUMNS = "start_time, event_key, group_key, outcome, type_key, check_key"
+_KEYS_OF = f"""
+SELECT {_KEY_COLUMNS} FROM eventscope_ledger_keys
+WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_ns({{high}})
+  AND event_key IN (SELECT event_key FROM {{events}})
 """
-_INSERT_KEYS = "INSERT INTO eventscope_candidate_keys "
+_INSERT_KEYS = f"INSERT INTO eventscope_candidate_keys ({_KEY_COLUMNS}) "
 # The events of a merge ({merged}: its summed rows; {earlier}: the rollup's rows of the
 # day before, summed per event) not listed yet with more rows than bits, or without a
 # publish, or published here and not handled (so far) by every group that saw an event of

@@ -242,8 +242,14 @@ SELECT trace_id, span_id, parent_span_id, service_name, name, kind, start_time, 
        outcome, publish_time
 FROM spans LIMIT 0;
 
-CREATE TABLE IF NOT EXISTS eventscope_candidate_keys AS  -- (their ledger key rows)
-SELECT * FROM eventscope_ledger_keys LIMIT 0;
+CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
+    start_time          TIMESTAMP_NS NOT NULL,
+    event_key           UBIGINT NOT NULL,
+    group_key           UINTEGER NOT NULL,
+    outcome             UTINYINT NOT NULL,
+    type_key            UINTEGER NOT NULL,
+    check_key           UINTEGER NOT NULL
+);
 
 -- Not public: minutes merged before some of their keys arrived (late rows): their spans
 -- are not all copied.

@@ -77,6 +77,9 @@ def test_the_copies_of_candidates_spans_have_the_columns_deliveries_are_read_fro
     spans = dict(_columns(connection, "spans"))
     assert copies == {name: spans[name] for name in SPAN_COLUMNS}
     assert {name: kind.split("(")[0] for name, kind in copies.items()} == SPAN_COLUMNS
+    # and the copies of their ledger keys are the keys' rows, column for column
+    keys = _columns(connection, "eventscope_ledger_keys")
+    assert _columns(connection, "eventscope_candidate_keys") == keys
 
 
 @pytest.mark.parametrize("table", ["spans", "logs"])
