@@ -452,25 +452,27 @@ SELECT epoch_ns(minute) FROM eventscope_candidate_late
 WHERE minute >= make_timestamp_ns($since_minute) AND minute < make_timestamp_ns($until)
 """
 # A key row ``k`` of a candidate ``w`` whose spans and keys are copied: its minute merged
-# before ``$merged`` and not late, its event listed with copies from no later than it.
-_KEY_COPIED = f"""coalesce(k.start_time < make_timestamp_ns($merged)
-    AND w.copied_from <= epoch_ns(k.start_time)
-    AND make_timestamp_ns(epoch_ns(k.start_time) // {_MINUTE_NS} * {_MINUTE_NS})
-        NOT IN (SELECT minute FROM eventscope_candidate_late), false)"""
+# before ``$merged`` and not late ({late}: the late minutes as read before, so that a
+# minute marked late between the statements of one read is one side of it or the other
+# — the copies, as of then — never neither), its event listed with copies from no later.
+_KEY_COPIED = """coalesce(k.start_time < make_timestamp_ns($merged)
+    AND w.copied_from <= epoch_ns(k.start_time){late}, false)"""
+_NOT_LATE = f"""
+    AND epoch_ns(k.start_time) // {_MINUTE_NS} * {_MINUTE_NS} NOT IN ({{minutes}})"""
 # The candidates' rows: those copied from the copies of their keys, the others from the
 # keys in the stretches of time where any can be (the newest minutes, late minutes, the
 # strays' rows), each stretch its own range scan. Then the pairs, as in _TWICE_TIMES.
 _COPIED_ROWS = f"""
 SELECT k.start_time, k.event_key, k.group_key, true AS copied
 FROM eventscope_candidate_keys k JOIN {{twice}} w ON w.event_key = k.event_key
-WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")} AND {_KEY_COPIED}{{only}}
+WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")} AND {{copied}}{{only}}
 """
 _RAW_ROWS = f"""
 SELECT k.start_time, k.event_key, k.group_key, false AS copied
 FROM eventscope_ledger_keys k JOIN {{twice}} w ON w.event_key = k.event_key
 WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")}
   AND k.start_time >= make_timestamp_ns({{low}}) AND k.start_time <= make_timestamp_ns({{high}})
-  AND NOT {_KEY_COPIED}{{only}}
+  AND NOT {{copied}}{{only}}
 """
 _PAIRED = """
 WITH rows AS MATERIALIZED ({rows}),
@@ -514,13 +516,17 @@ def candidate_rows(
     strays = cursor.execute(_STRAYS.format(twice=candidates), bounds).fetchall()
     ranges = [(int(first), int(last)) for first, last in strays]
     minute = {"since_minute": since - since % _MINUTE_NS, "until": until}
-    late = cursor.execute(_LATE_MINUTES, minute).fetchall()
-    ranges += [(m, m + _MINUTE_NS - 1) for (m,) in late]
+    late = [int(m) for (m,) in cursor.execute(_LATE_MINUTES, minute).fetchall()]
+    ranges += [(m, m + _MINUTE_NS - 1) for m in late]
     if merged < until:
         ranges.append((max(since, merged), until - 1))
-    parts = [_COPIED_ROWS.format(twice=candidates, only=only)]
+    listed = ", ".join(str(m) for m in late)  # (ints read from the table)
+    copied = _KEY_COPIED.format(late=_NOT_LATE.format(minutes=listed) if late else "")
+    parts = [_COPIED_ROWS.format(twice=candidates, only=only, copied=copied)]
     for low, high in stretches(ranges, _STRETCHES):
-        parts.append(_RAW_ROWS.format(twice=candidates, low=low, high=high, only=only))
+        parts.append(
+            _RAW_ROWS.format(twice=candidates, low=low, high=high, only=only, copied=copied)
+        )
     return " UNION ALL ".join(parts), {**bounds, "merged": merged}
 
 
