@@ -13,7 +13,7 @@ users is a bound parameter.
 
 from __future__ import annotations
 
-import itertools
+import bisect
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -40,7 +40,7 @@ from ._source_sql import (
     span_deliveries,
 )
 from .latency_rollup import all_published
-from .ledger_keys import RowTimes
+from .ledger_keys import RowTimes, stretches
 
 __all__ = ["ALL_TIME", "Sources", "id_table", "publishes_sql", "window_params"]
 
@@ -106,25 +106,21 @@ _STRETCH_GAP_NS = 60 * 10**9
 
 def _stretches(times: pa.Table, most: int) -> list[tuple[int, int, pa.Table]]:
     """``times`` (column ``t``) cut where they are furthest apart (gaps of more than
-    :data:`_STRETCH_GAP_NS`) into at most ``most`` stretches, each as (first,
-    last, its times): each is read with its own range. (One ``OR`` of ranges prunes no row
-    group in DuckDB 1.5.5 — 125 ms where the two ranges read alone took 12 — and an ``IN``
-    list joined from a table none at all: the times read raw — the newest minutes', late
-    ones', those before the copies — scanned the whole window, a day's spans for a day.)"""
+    :data:`_STRETCH_GAP_NS`) into at most ``most`` stretches (``ledger_keys.stretches``),
+    each as (first, last, its times): each is read with its own range. (One ``OR`` of
+    ranges prunes no row group in DuckDB 1.5.5 — 125 ms where the two ranges read alone
+    took 12 — and an ``IN`` list joined from a table none at all: the times read raw — the
+    newest minutes', late ones', those before the copies — scanned the whole window, a
+    day's spans for a day.)"""
     values = sorted(t for t in times.column("t").cast(pa.int64()).to_pylist() if t is not None)
-    if not values:
-        return []
-    gaps = sorted(
-        (b - a, n + 1)
-        for n, (a, b) in enumerate(itertools.pairwise(values))
-        if b - a > _STRETCH_GAP_NS
-    )
-    cuts = sorted(n for _, n in gaps[len(gaps) - (most - 1) :]) if most > 1 and gaps else []
-    stretches = []
-    for first, end in itertools.pairwise([0, *cuts, len(values)]):
-        some = values[first:end]
-        stretches.append((some[0], some[-1], pa.table({"t": pa.array(some, pa.timestamp("ns"))})))
-    return stretches
+    found = []
+    start = 0
+    for _, high in stretches([(t, t + _STRETCH_GAP_NS) for t in values], most):
+        end = bisect.bisect_right(values, high, lo=start)
+        some = values[start:end]
+        found.append((some[0], some[-1], pa.table({"t": pa.array(some, pa.timestamp("ns"))})))
+        start = end
+    return found
 
 
 def window_params(since_ns: int | None, until_ns: int | None) -> dict[str, int]:
