@@ -33,7 +33,7 @@ from ._source_sql import FAR_FUTURE_NS
 from .candidate_spans import copied_rows_sql
 from .ledger_events import MAX_BITS, merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
-from .ledger_keys import NO_TIMES, RowTimes, candidate_rows, keyed
+from .ledger_keys import NO_TIMES, RowTimes, candidate_times, keyed
 
 __all__ = ["Handled", "LostKeys", "lost_keys"]
 
@@ -280,14 +280,6 @@ FROM events
 Pass = tuple[str, dict[str, Any], list[str]]
 
 
-# The candidates with the bounds of their rows' starts and from when they are copied.
-_LISTED = """
-SELECT b.event_key, b.first_ns, b.last_ns, epoch_ns(c.copied_from) AS copied_from
-FROM {bounds} b LEFT JOIN eventscope_candidate_events c USING (event_key)
-"""
-_PUBLISH_TIMES = "SELECT start_time AS t, bool_and(copied) AS copied FROM ({rows}) GROUP BY t"
-
-
 def _times_from_copies(
     cursor: duckdb.DuckDBPyConnection,
     scratch: Scratch,
@@ -305,11 +297,9 @@ def _times_from_copies(
             "last_ns": pa.array([bounds[k][1] for k in keys], pa.int64()),
         }
     )
-    candidates = scratch.query(_LISTED.format(bounds=scratch.table(table)), {})
-    rows, rows_params = candidate_rows(
-        cursor, candidates, params["since"], params["until"], " AND k.group_key = 0"
-    )
-    return cursor.execute(_PUBLISH_TIMES.format(rows=rows), rows_params).to_arrow_table()
+    since, until = params["since"], params["until"]
+    only = " AND k.group_key = 0"
+    return candidate_times(cursor, scratch, scratch.table(table), since, until, only)
 
 
 def _kinds(

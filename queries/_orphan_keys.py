@@ -28,7 +28,7 @@ from .candidate_spans import copied_rows_sql
 from .id_index import event_range, index_state
 from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
-from .ledger_keys import NO_TIMES, RowTimes, candidate_rows, keyed
+from .ledger_keys import NO_TIMES, RowTimes, candidate_times, keyed
 
 __all__ = ["orphan_keys"]
 
@@ -79,13 +79,11 @@ SELECT event_key, check_min AS check_key, check_min <> check_max AS collided, fi
        last_ns
 FROM events WHERE judged_delivery AND (publishes = 0 OR check_min <> check_max)
 """
-# The orphans' rows' bounds (from the rollup) and from when they are copied.
-_COPIED_FROM = """
-SELECT o.event_key, o.check_key, b.first_ns, b.last_ns, epoch_ns(c.copied_from) AS copied_from
+# The orphans with their rows' bounds (from the rollup).
+_BOUNDED = """
+SELECT o.event_key, o.check_key, b.first_ns, b.last_ns
 FROM {orphans} o JOIN {bounds} b USING (event_key)
-LEFT JOIN eventscope_candidate_events c USING (event_key)
 """
-_DELIVERY_TIMES = "SELECT start_time AS t, bool_and(copied) AS copied FROM ({rows}) GROUP BY t"
 
 
 def _unmatched(
@@ -161,16 +159,13 @@ def orphan_keys(
             # their deliveries' times from the copies of their keys where copied
             # (queries/ledger_keys.py, ``candidate_rows``)
             orphaned, bounds_table = scratch.table(events), scratch.table(bounds_of)
-            listed = _COPIED_FROM.format(orphans=orphaned, bounds=bounds_table)
+            bounded = scratch.query(_BOUNDED.format(orphans=orphaned, bounds=bounds_table), {})
             only = (
                 " AND k.group_key > 0 AND k.check_key = w.check_key"
                 f" AND k.start_time < make_timestamp_ns({int(judged)})"
             )
-            rows, rows_params = candidate_rows(
-                cursor, scratch.query(listed, {}), params["since"], params["until"], only
-            )
-            sql = _DELIVERY_TIMES.format(rows=rows)
-            delivered = cursor.execute(sql, rows_params).to_arrow_table()
+            since, until = params["since"], params["until"]
+            delivered = candidate_times(cursor, scratch, bounded, since, until, only)
         elif orphans:
             table = scratch.table(events)
             join, copied, copied_params = copied_rows_sql(cursor, table, merged_to(cursor))

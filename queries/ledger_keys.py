@@ -434,12 +434,15 @@ def duplicate_times(
     )
 
 
-# The window's candidates from the rollup, each with the bounds of its rows' starts and
-# from when its spans and keys are copied (NULL: not listed; queries/candidate_spans.py).
-_TWICE_LISTED = """,
-twice AS (SELECT * FROM events WHERE row_count > bit_count(dup_bits))
-SELECT t.event_key, t.first_ns, t.last_ns, epoch_ns(c.copied_from) AS copied_from
-FROM twice t LEFT JOIN eventscope_candidate_events c USING (event_key)
+# The window's candidates from the rollup, each with the bounds of its rows' starts.
+_TWICE_BOUNDS = """
+SELECT event_key, first_ns, last_ns FROM events WHERE row_count > bit_count(dup_bits)
+"""
+# Candidates ({bounds}) with from when their spans and keys are copied (NULL: not listed;
+# queries/candidate_spans.py).
+_LISTED_FROM = """
+SELECT b.*, epoch_ns(c.copied_from) AS copied_from
+FROM {bounds} b LEFT JOIN eventscope_candidate_events c USING (event_key)
 """
 # Those not copied from before the first of their rows in the window (a stray: its rows
 # of merged minutes are in the keys alone), their rows' bounds.
@@ -495,25 +498,49 @@ def _twice_from_copies(
     """:data:`_TWICE_TIMES`' rows where the copies of candidates' keys are kept
     (:func:`candidate_rows`; a day at 100 M spans a day: 49.6 M key rows scanned and
     joined, ≈1.5 s, for 479,000 rows)."""
-    twice = scratch.query(rolled.sql + _TWICE_LISTED, rolled.params)
-    rows, rows_params = candidate_rows(cursor, twice, params["since"], params["until"])
+    twice = scratch.query(rolled.sql + _TWICE_BOUNDS, rolled.params)
+    rows, rows_params = candidate_rows(cursor, scratch, twice, params["since"], params["until"])
     return cursor.execute(_PAIRED.format(rows=rows), rows_params).to_arrow_table()
 
 
+_TIMES_OF_ROWS = "SELECT start_time AS t, bool_and(copied) AS copied FROM ({rows}) GROUP BY t"
+
+
+def candidate_times(
+    cursor: duckdb.DuckDBPyConnection,
+    scratch: Scratch,
+    bounds: str,
+    since: int,
+    until: int,
+    only: str,
+) -> pa.Table:
+    """The start times (``t``, and ``copied``: every row there copied) of the key rows of
+    :func:`candidate_rows`."""
+    rows, rows_params = candidate_rows(cursor, scratch, bounds, since, until, only)
+    return cursor.execute(_TIMES_OF_ROWS.format(rows=rows), rows_params).to_arrow_table()
+
+
 def candidate_rows(
-    cursor: duckdb.DuckDBPyConnection, candidates: str, since: int, until: int, only: str = ""
+    cursor: duckdb.DuckDBPyConnection,
+    scratch: Scratch,
+    bounds: str,
+    since: int,
+    until: int,
+    only: str = "",
 ) -> tuple[str, dict[str, int]]:
     """The SQL (and its parameters) of the key rows in ``[since, until)`` of the events of
-    ``candidates`` (a table: ``event_key``, ``first_ns`` / ``last_ns``: bounds of their
-    rows' starts there, ``copied_from``: ns, from the list of candidates or NULL), as
+    ``bounds`` (a table: ``event_key``, ``first_ns`` / ``last_ns``: bounds of their rows'
+    starts there, and any other columns ``only`` compares; each event's ``copied_from``,
+    from the list of candidates, is joined here into a temporary table of ``scratch``), as
     ``start_time, event_key, group_key, copied``: from the copies of their keys where their
     spans and keys are copied (queries/candidate_spans.py), and from the window's keys only
     in the stretches of time that can hold the others — the newest, unmerged minutes, late
     minutes, and the rows of candidates not copied from before them (strays). ``only``:
-    a condition on the key rows ``k`` (SQL, from ``AND``)."""
+    a condition on the key rows ``k`` and their candidate ``w`` (SQL, from ``AND``)."""
+    candidates = scratch.query(_LISTED_FROM.format(bounds=bounds), {})
     merged = merged_to(cursor)
-    bounds = {"since": since, "until": until}
-    strays = cursor.execute(_STRAYS.format(twice=candidates), bounds).fetchall()
+    window = {"since": since, "until": until}
+    strays = cursor.execute(_STRAYS.format(twice=candidates), window).fetchall()
     ranges = [(int(first), int(last)) for first, last in strays]
     minute = {"since_minute": since - since % _MINUTE_NS, "until": until}
     late = [int(m) for (m,) in cursor.execute(_LATE_MINUTES, minute).fetchall()]
@@ -527,7 +554,7 @@ def candidate_rows(
         parts.append(
             _RAW_ROWS.format(twice=candidates, low=low, high=high, only=only, copied=copied)
         )
-    return " UNION ALL ".join(parts), {**bounds, "merged": merged}
+    return " UNION ALL ".join(parts), {**window, "merged": merged}
 
 
 def stretches(ranges: list[tuple[int, int]], most: int) -> list[tuple[int, int]]:
