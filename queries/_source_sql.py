@@ -25,6 +25,7 @@ __all__ = [
     "FAR_FUTURE_NS",
     "LEDGER_FALLBACK",
     "MESSAGE_KINDS",
+    "RECORD_COLUMNS",
     "RESOLVE",
     "SPAN_COLUMNS",
     "WINDOW",
@@ -58,13 +59,20 @@ ALL_TIME = f"{{column}} < make_timestamp_ns({FAR_FUTURE_NS})"
 SpanSource = tuple[str, str]
 
 
-def record_span_keys(kind: str, window: str, span_sources: Sequence[SpanSource] | None) -> str:
+def record_span_keys(
+    kind: str,
+    window: str,
+    span_sources: Sequence[SpanSource] | None,
+    records_from: str = "logs",
+) -> str:
     """(trace, span) of stored spans (in each of ``span_sources``, default ``spans`` in
-    ``window``) in traces that also have event records of ``kind`` (in ``window``): a
-    record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
+    ``window``) in traces that also have event records of ``kind`` (in ``window`` of
+    ``records_from``): a record of a delivery stands for a CONSUMER span, of a publish for
+    a PRODUCER."""
     span_kind = "consumer" if kind == "deliver" else "producer"
     traces = (
-        f"SELECT trace_id FROM logs WHERE record_kind = '{kind}' AND {window.format(column='time')}"
+        f"SELECT trace_id FROM {records_from} "
+        f"WHERE record_kind = '{kind}' AND {window.format(column='time')}"
     )
     return " UNION ALL ".join(
         f"""
@@ -93,8 +101,10 @@ def record_deliveries(
     window: str = WINDOW,
     span_sources: Sequence[SpanSource] | None = None,
     span_keys: str | None = None,
+    records_from: str = "logs",
 ) -> str:
-    """`deliver` event records whose (trace, span) is not a stored span (of any of
+    """`deliver` event records (of ``records_from``: ``logs``, or a table of some of its
+    rows in :data:`RECORD_COLUMNS`) whose (trace, span) is not a stored span (of any of
     ``span_sources``, default ``spans`` in ``window``: records read at a few times must
     still find their spans where those are; ``span_keys``: the SQL of those spans'
     (trace, span), read once already)."""
@@ -107,8 +117,8 @@ SELECT 'record' AS source, l.trace_id, l.span_id, NULL::VARCHAR AS parent_span_i
        l.messaging_system, l.destination, l.message_id, l.correlation_id, l.causation_id,
        l.event_type, l.event_version, l.entity_id, l.entity_sequence, l.consumer_group,
        l.handler, l.attempt, l.outcome, l.publish_time
-FROM logs l
-ANTI JOIN ({span_keys or record_span_keys("deliver", window, span_sources)}) k
+FROM {records_from} l
+ANTI JOIN ({span_keys or record_span_keys("deliver", window, span_sources, records_from)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'deliver' AND {window.format(column="l.time")}
 """
@@ -121,11 +131,12 @@ def publishes_sql(
     records: bool = True,
     spans_from: SpanSource | None = None,
     span_keys: str | None = None,
+    records_from: str = "logs",
 ) -> str:
     """Producer spans (of ``spans_from``, default ``spans`` in ``window``) plus `publish`
-    records not stored as spans (of ``span_sources`` or ``span_keys``, as in
-    :func:`record_deliveries`), within ``window``; ``records=False``: the caller knows
-    there are no such records there (the spans only, no anti-join)."""
+    records (of ``records_from``) not stored as spans (of ``span_sources`` or
+    ``span_keys``, as in :func:`record_deliveries`), within ``window``; ``records=False``:
+    the caller knows there are no such records there (the spans only, no anti-join)."""
     table, span_window = spans_from or ("spans", window)
     spans = f"""
 SELECT 'span' AS source, trace_id, span_id, parent_span_id, service_name, name,
@@ -142,24 +153,15 @@ SELECT 'record', l.trace_id, l.span_id, NULL, l.service_name,
        'send ' || coalesce(l.destination, ''), l.time, l.messaging_system, l.destination,
        l.message_id, l.correlation_id, l.causation_id, l.event_type, l.event_version,
        l.entity_id, l.entity_sequence
-FROM logs l
-ANTI JOIN ({span_keys or record_span_keys("publish", window, span_sources)}) k
+FROM {records_from} l
+ANTI JOIN ({span_keys or record_span_keys("publish", window, span_sources, records_from)}) k
   ON k.trace_id = l.trace_id AND k.span_id = l.span_id
 WHERE l.record_kind = 'publish' AND {window.format(column="l.time")}
 """
 
 
-#: The columns of ``spans`` that deliveries and publishes are made of, with their types.
-SPAN_COLUMNS = {
-    "trace_id": "VARCHAR",
-    "span_id": "VARCHAR",
-    "parent_span_id": "VARCHAR",
-    "service_name": "VARCHAR",
-    "name": "VARCHAR",
-    "kind": "VARCHAR",
-    "start_time": "TIMESTAMP_NS",
-    "end_time": "TIMESTAMP_NS",
-    "status_code": "VARCHAR",
+#: The message columns of both ``spans`` and ``logs``, with their types.
+_MESSAGE_COLUMNS = {
     "messaging_system": "VARCHAR",
     "destination": "VARCHAR",
     "message_id": "VARCHAR",
@@ -174,6 +176,31 @@ SPAN_COLUMNS = {
     "attempt": "INTEGER",
     "outcome": "VARCHAR",
     "publish_time": "TIMESTAMP_NS",
+}
+#: The columns of ``spans`` that deliveries and publishes are made of, with their types.
+SPAN_COLUMNS = {
+    "trace_id": "VARCHAR",
+    "span_id": "VARCHAR",
+    "parent_span_id": "VARCHAR",
+    "service_name": "VARCHAR",
+    "name": "VARCHAR",
+    "kind": "VARCHAR",
+    "start_time": "TIMESTAMP_NS",
+    "end_time": "TIMESTAMP_NS",
+    "status_code": "VARCHAR",
+    **_MESSAGE_COLUMNS,
+}
+#: The columns of ``logs`` that event records are read from (``record_deliveries``,
+#: ``publishes_sql``), with their types: a table of some records (the copies of
+#: queries/candidate_spans.py, the rows a read needs at a few times) has these.
+RECORD_COLUMNS = {
+    "trace_id": "VARCHAR",
+    "span_id": "VARCHAR",
+    "service_name": "VARCHAR",
+    "record_kind": "VARCHAR",
+    "time": "TIMESTAMP_NS",
+    "end_time": "TIMESTAMP_NS",
+    **_MESSAGE_COLUMNS,
 }
 
 
@@ -266,11 +293,11 @@ FROM picked
 """
 
 
-def records_without_publish_time(window: str = WINDOW) -> str:
-    """Event ids of `deliver` records that carry no publish time."""
+def records_without_publish_time(window: str = WINDOW, records_from: str = "logs") -> str:
+    """Event ids of `deliver` records (of ``records_from``) that carry no publish time."""
     return (
-        "SELECT message_id FROM logs WHERE record_kind = 'deliver' AND publish_time IS NULL "
-        f"AND {window.format(column='time')}"
+        f"SELECT message_id FROM {records_from} WHERE record_kind = 'deliver' "
+        f"AND publish_time IS NULL AND {window.format(column='time')}"
     )
 
 

@@ -28,6 +28,7 @@ from ._source_sql import (
     DELIVERY_SELECT,
     FAR_FUTURE_NS,
     LEDGER_FALLBACK,
+    RECORD_COLUMNS,
     RESOLVE,
     WINDOW,
     SpanSource,
@@ -81,8 +82,10 @@ _SPAN_IDS = frozenset({"trace_id", "span_id"})
 _IDS = _SPAN_IDS | {"parent_span_id"}
 
 
-#: The copies of candidates' spans (queries/candidate_spans.py).
+#: The copies of candidates' spans and event records (queries/candidate_spans.py).
 _COPIES = "eventscope_candidate_spans"
+_RECORD_COPIES = "eventscope_candidate_records"
+_RECORD_SELECT = ", ".join(RECORD_COLUMNS)
 
 
 def _copied_or_not(times: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -191,23 +194,22 @@ class Sources:
         return self
 
     def _at(
-        self, times: pa.Table | None, kind: str, columns: frozenset[str]
-    ) -> tuple[str, SpanSource, tuple[SpanSource, ...] | None]:
+        self, times: pa.Table | None, kind: str, columns: frozenset[str], records: bool
+    ) -> tuple[str, SpanSource, tuple[SpanSource, ...] | None, str]:
         """For one side (``kind``: consumer or producer spans): the window of its event
-        records, where its spans are read from, and where the spans its records may stand
-        for are. At ``times``: the spans at those times (their ``columns``), read once into
-        a temporary table; wherever a record read at one of ``times`` has its span, that
-        span has a key row of the same event and group there too
-        (queries/ledger_keys.py), or no event id."""
+        records, where its spans are read from, where the spans its records may stand
+        for are, and the table its records are read from. At ``times``: the spans at
+        those times (their ``columns``), read once into a temporary table, and so the
+        event records (where ``records``: the window holds some of this side); wherever a
+        record read at one of ``times`` has its span, that span has a key row of the same
+        event and group there too (queries/ledger_keys.py), or no event id."""
         if times is None:
-            return WINDOW, ("spans", WINDOW), None
-        # (none: nothing of this side, and nothing read)
-        at = WINDOW + (
-            f" AND {{column}} IN ({self._times(times)})" if times.num_rows else " AND false"
-        )
-        # the spans at times where they are copied from the copies, the others raw
+            return WINDOW, ("spans", WINDOW), None, "logs"
+        record_kind = "deliver" if kind == "consumer" else "publish"
+        # the spans (and records) at times where they are copied from the copies, the
+        # others raw
         none = WINDOW.format(column="start_time") + " AND false"  # (names the parameters)
-        parts = []
+        parts, record_parts = [], []
         for table, part in _copied_or_not(times):
             # the raw spans in stretches, each a range scan (zone maps); the copies, small,
             # in one (in stretches, an hour's 66 publishes took nine scans: 14 → 35 ms)
@@ -222,15 +224,27 @@ class Sources:
                     f"SELECT {span_columns(columns)} FROM {table} "
                     f"WHERE kind = '{kind}' AND {where.format(column='start_time')}"
                 )
+                record_parts.append(
+                    f"SELECT {_RECORD_SELECT} FROM "
+                    f"{_RECORD_COPIES if table == _COPIES else 'logs'} "
+                    f"WHERE record_kind = '{record_kind}' AND {where.format(column='time')}"
+                )
         spans = self._scratch.query(
             " UNION ALL ".join(parts) or f"SELECT {span_columns(columns)} FROM spans WHERE {none}",
             self.params,
         )
+        # the records likewise: a day's records at the candidates' times were the whole
+        # day's event records scanned (twice: the records, and the traces of their spans)
+        records_from, records_window = "logs", WINDOW + " AND false"
+        if records and record_parts:
+            records_from = self._scratch.query(" UNION ALL ".join(record_parts), self.params)
+            records_window = WINDOW
         here = (spans, WINDOW)  # (all of its rows: the window names the parameters)
         assert self._at_times is not None
         if not self._at_times.idless:
-            return at, here, (here,)
-        return at, here, (here, ("spans", WINDOW + " AND message_id IS NULL"))
+            return records_window, here, (here,), records_from
+        idless = ("spans", WINDOW + " AND message_id IS NULL")
+        return records_window, here, (here, idless), records_from
 
     def _twins(self, kind: str) -> str:
         """The SQL of the (trace, span) of the window's stored spans that its event
@@ -264,15 +278,17 @@ class Sources:
         at = self._at_times
         # the ids: where records must find their spans, spans their producers
         delivered = _AT_COLUMNS | self._at_columns | (_SPAN_IDS if delivers else set())
-        records_window, spans_from, span_sources = self._at(
+        records_window, spans_from, span_sources, records_from = self._at(
             None if at is None else at.delivered,
             "consumer",
             delivered if self._published else delivered | _IDS,
+            bool(delivers),
         )
         published = self._at(
             None if at is None else at.published,
             "producer",
             _AT_PUBLISH_COLUMNS | (_SPAN_IDS if publishes or self._publish_ids else set()),
+            bool(publishes),
         )
 
         def publishes_text() -> str:  # (its records' spans read only when it is used)
@@ -282,6 +298,7 @@ class Sources:
                 records=bool(publishes),
                 spans_from=published[1],
                 span_keys=self._twins("publish") if publishes and at is None else None,
+                records_from=published[3],
             )
             return f"SELECT * FROM ({text}) WHERE true{id_filter}"
 
@@ -290,10 +307,10 @@ class Sources:
         parts = [f"SELECT * FROM ({span_deliveries(window, table)}) WHERE true{id_filter}"]
         if delivers:
             twins = self._twins("deliver") if at is None else None
-            records = record_deliveries(records_window, span_sources, twins)
+            records = record_deliveries(records_window, span_sources, twins, records_from)
             parts.append(f"SELECT * FROM ({records}) WHERE true{id_filter}")
         missing = []
-        without = records_without_publish_time(records_window)
+        without = records_without_publish_time(records_window, records_from)
         if (
             not self._published
             and self._cursor.execute(f"{without} LIMIT 1", self.params).fetchone()

@@ -1,5 +1,6 @@
-"""The spans of events that may be duplicated, orphaned or lost, copied beside the keys,
-so that the ledger's reads do not read a window's raw spans back at scattered times.
+"""The spans and event records of events that may be duplicated, orphaned or lost, copied
+beside the keys, so that the ledger's reads do not read a window's raw rows back at
+scattered times.
 
 ``duplicate_events``, ``orphan_deliveries`` and ``lost_events`` find their candidates on
 the ledger keys (queries/ledger_keys.py, queries/_orphan_keys.py, queries/_lost_keys.py)
@@ -22,15 +23,19 @@ of their type in the merged minutes. It keeps:
   those events, in the columns deliveries and publishes are read from
   (queries/_source_sql.py, ``SPAN_COLUMNS``): the spans of the merged minutes, and of the
   earlier minutes of the day where the rollup holds rows of a newly listed event.
+- ``eventscope_candidate_records``: their ``deliver`` and ``publish`` event records, in the
+  columns records are read from (queries/_source_sql.py, ``RECORD_COLUMNS``), of the same
+  minutes: a read of a day's candidates otherwise scanned the day's event records for those
+  at their times, twice (the records, and the traces of the spans they may stand for).
 - ``eventscope_candidate_keys``: the ledger key rows of the same events and minutes, so
   that a read finds the times of its candidates' rows there, not among all of the
   window's keys (a day at 100 M spans a day: 49.6 M key rows, ≈1.5 s).
 - ``eventscope_candidate_late``: minutes that received key rows after they were merged
   (late spans, queries/ledger_events.py ``add_late``): their spans are not all copied.
 
-A read (:func:`copied_rows_sql`) takes a candidate row's spans from the copies where its
-minute is merged and not late and its event is listed with ``copied_from`` no later than
-its start; at every other time it reads the raw spans as before. That is exact for any
+A read (:func:`copied_rows_sql`) takes a candidate row's spans and records from the copies
+where its minute is merged and not late and its event is listed with ``copied_from`` no
+later than its start; at every other time it reads the raw rows as before. That is exact for any
 event listed, whyever it was: from ``copied_from`` on, every span of it stored at a merge
 is copied, and one stored later is late. Which events are listed decides only how often
 the raw spans are read: never for duplicates and orphans, since a duplicate of a window of
@@ -55,7 +60,7 @@ import duckdb
 
 from ._rollup_meta import complete_from, rebuild
 from ._scratch import Scratch
-from ._source_sql import SPAN_COLUMNS
+from ._source_sql import RECORD_COLUMNS, SPAN_COLUMNS
 
 __all__ = [
     "CANDIDATE_TABLES",
@@ -72,31 +77,61 @@ __all__ = [
 CANDIDATE_TABLES = (
     "eventscope_candidate_events",
     "eventscope_candidate_spans",
+    "eventscope_candidate_records",
     "eventscope_candidate_keys",
     "eventscope_candidate_late",
 )
 #: ``eventscope_meta``: the tables are kept (value: 0). (Before the key copies:
-#: ``candidate_spans_from``; such a file's copies are made again on open.)
-META = "candidate_copies_from"
+#: ``candidate_spans_from``, before the record copies ``candidate_copies_from``; such a
+#: file's copies are made again on open.)
+META = "candidate_copies_v3_from"
 _MINUTE_NS = 60 * 10**9
 #: Up to this many ranges of minutes are read in one statement.
 _RANGES = 32
 
-_COLUMNS = ", ".join(SPAN_COLUMNS)
-_SPANS_OF = f"""
-SELECT {_COLUMNS} FROM spans
-WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_ns({{high}})
-  AND kind IN ('consumer', 'producer') AND message_id IS NOT NULL
-  AND hash(message_id) IN (SELECT event_key FROM {{events}})
+
+def _copy(
+    table: str, source: str, columns: str, time: str, which: str, key: str
+) -> tuple[str, str]:
+    """(an insert into the copy ``table``, the SELECT of the rows it copies: those of
+    ``source`` ({which}) in ``[{low}, {high})`` of its ``time`` whose ``key`` is one of
+    ``{events}``' event keys)."""
+    rows_of = f"""
+SELECT {columns} FROM {source}
+WHERE {time} >= make_timestamp_ns({{low}}) AND {time} < make_timestamp_ns({{high}})
+  AND {which} AND {key} IN (SELECT event_key FROM {{events}})
 """
-_INSERT = f"INSERT INTO eventscope_candidate_spans ({_COLUMNS}) "
-_KEY_COLUMNS = "start_time, event_key, group_key, outcome, type_key, check_key"
-_KEYS_OF = f"""
-SELECT {_KEY_COLUMNS} FROM eventscope_ledger_keys
-WHERE start_time >= make_timestamp_ns({{low}}) AND start_time < make_timestamp_ns({{high}})
-  AND event_key IN (SELECT event_key FROM {{events}})
-"""
-_INSERT_KEYS = f"INSERT INTO eventscope_candidate_keys ({_KEY_COLUMNS}) "
+    return f"INSERT INTO {table} ({columns}) ", rows_of
+
+
+_MESSAGES = "message_id IS NOT NULL"
+#: (an insert, the SELECT of the rows it copies) per copy table: spans, records, keys
+_COPIES = (
+    _copy(
+        "eventscope_candidate_spans",
+        "spans",
+        ", ".join(SPAN_COLUMNS),
+        "start_time",
+        f"kind IN ('consumer', 'producer') AND {_MESSAGES}",
+        "hash(message_id)",
+    ),
+    _copy(
+        "eventscope_candidate_records",
+        "logs",
+        ", ".join(RECORD_COLUMNS),
+        "time",
+        f"record_kind IN ('deliver', 'publish') AND {_MESSAGES}",
+        "hash(message_id)",
+    ),
+    _copy(
+        "eventscope_candidate_keys",
+        "eventscope_ledger_keys",
+        "start_time, event_key, group_key, outcome, type_key, check_key",
+        "start_time",
+        "true",
+        "event_key",
+    ),
+)
 # The events of a merge ({merged}: its summed rows; {earlier}: the rollup's rows of the
 # day before, summed per event) not listed yet with more rows than bits, or without a
 # publish, or published here and not handled (so far) by every group that saw an event of
@@ -144,10 +179,10 @@ EXCEPT SELECT minute FROM eventscope_candidate_late
 #: younger is no longer listed (once an hour): the list stays as long as the events of two
 #: days, not of all stored, which every merge and read looks up. Listed again later, an
 #: event is copied from the day before then, so no span is copied twice; a read of its
-#: older rows reads them raw. (An event seen through event records alone has no span to
-#: copy: it stays listed for as long, so that its rows are read from the copies — none —
-#: rather than raw; forgotten at the first hour, they were a quarter of the times the
-#: duplicates of an hour read raw, each raw read a scan of the window.)
+#: older rows reads them raw. (Newly listed events stay listed for as long, copies or
+#: not: an event seen through event records alone had nothing copied before records were
+#: copied too, and forgotten at the first hour, such events were a quarter of the times
+#: the duplicates of an hour read raw, each raw read a scan of the window.)
 KEPT_LISTED_NS = 2 * 24 * 3600 * 10**9
 _HOUR_NS = 3600 * 10**9
 # ($listed_before: the ``copied_from`` of the events listed before ``$kept``)
@@ -156,6 +191,8 @@ DELETE FROM eventscope_candidate_events
 WHERE copied_from < make_timestamp_ns($listed_before) AND event_key NOT IN (
     SELECT hash(message_id) FROM eventscope_candidate_spans
     WHERE start_time >= make_timestamp_ns($kept)
+    UNION ALL
+    SELECT hash(message_id) FROM eventscope_candidate_records WHERE time >= make_timestamp_ns($kept)
     UNION ALL
     SELECT event_key FROM eventscope_candidate_keys WHERE start_time >= make_timestamp_ns($kept)
 )
@@ -195,7 +232,7 @@ def copy_merged(
     new = scratch.query(_NEW.format(merged=merged, earlier=earlier), {})
     connection.execute(_LIST.format(new=new), {"since": since})
     listed = scratch.query(_LISTED.format(merged=merged), {})
-    for insert, rows_of in ((_INSERT, _SPANS_OF), (_INSERT_KEYS, _KEYS_OF)):
+    for insert, rows_of in _COPIES:
         connection.execute(
             insert + rows_of.format(low="$low", high="$high", events=listed),
             {"low": low, "high": high},
@@ -208,7 +245,7 @@ def copy_merged(
     ranges = _ranges(minutes)
     for start in range(0, len(ranges), _RANGES):
         chunk = ranges[start : start + _RANGES]
-        for insert, rows_of in ((_INSERT, _SPANS_OF), (_INSERT_KEYS, _KEYS_OF)):
+        for insert, rows_of in _COPIES:
             parts = [rows_of.format(low=a, high=b, events=new) for a, b in chunk]
             connection.execute(insert + " UNION ALL ".join(parts))
 
@@ -256,8 +293,8 @@ def build(connection: duckdb.DuckDBPyConnection, merged: int) -> bool:
     def fill() -> None:  # every row of the events: more rows than bits in any window
         connection.execute(_BUILD_EVENTS)
         events = "eventscope_candidate_events"
-        connection.execute(_INSERT + _SPANS_OF.format(low=0, high=merged, events=events))
-        connection.execute(_INSERT_KEYS + _KEYS_OF.format(low=0, high=merged, events=events))
+        for insert, rows_of in _COPIES:
+            connection.execute(insert + rows_of.format(low=0, high=merged, events=events))
 
     return rebuild(connection, META, CANDIDATE_TABLES, fill)
 
@@ -268,6 +305,8 @@ _TRIM_EVENTS = """
 DELETE FROM eventscope_candidate_events
 WHERE copied_from < make_timestamp_ns($listed_before) AND event_key NOT IN (
     SELECT hash(message_id) FROM eventscope_candidate_spans
+    UNION ALL
+    SELECT hash(message_id) FROM eventscope_candidate_records
     UNION ALL
     SELECT event_key FROM eventscope_candidate_keys
 )
@@ -284,6 +323,11 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
         (
             "eventscope_candidate_spans",
             "DELETE FROM eventscope_candidate_spans WHERE start_time < make_timestamp_ns($cutoff)",
+            {"cutoff": cutoff},
+        ),
+        (
+            "eventscope_candidate_records",
+            "DELETE FROM eventscope_candidate_records WHERE time < make_timestamp_ns($cutoff)",
             {"cutoff": cutoff},
         ),
         (

@@ -227,9 +227,9 @@ CREATE TABLE IF NOT EXISTS eventscope_ledger_bits (
 );
 
 -- Not public: the events that may be delivered or published twice, and copies of their
--- consumer and producer spans (see queries/candidate_spans.py), made when the writer merges
--- their minutes into the rollup above, so that a read of duplicates does not read the
--- window's raw spans back at scattered times.
+-- consumer and producer spans and event records (see queries/candidate_spans.py), made
+-- when the writer merges their minutes into the rollup above, so that a read of
+-- duplicates does not read the window's raw spans and records back at scattered times.
 CREATE TABLE IF NOT EXISTS eventscope_candidate_events (
     event_key           UBIGINT NOT NULL,       -- as eventscope_ledger_keys'
     copied_from         TIMESTAMP_NS NOT NULL   -- its spans are copied from this start on
@@ -241,6 +241,12 @@ SELECT trace_id, span_id, parent_span_id, service_name, name, kind, start_time, 
        event_type, event_version, entity_id, entity_sequence, consumer_group, handler, attempt,
        outcome, publish_time
 FROM spans LIMIT 0;
+
+CREATE TABLE IF NOT EXISTS eventscope_candidate_records AS  -- their event records
+SELECT trace_id, span_id, service_name, record_kind, time, end_time, messaging_system,  -- (RECORD_COLUMNS)
+       destination, message_id, correlation_id, causation_id, event_type, event_version,
+       entity_id, entity_sequence, consumer_group, handler, attempt, outcome, publish_time
+FROM logs LIMIT 0;
 
 CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
     start_time          TIMESTAMP_NS NOT NULL,

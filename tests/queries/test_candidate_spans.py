@@ -14,6 +14,7 @@ import pyarrow as pa
 from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
 from eventscope.queries._lost_keys import lost_keys
 from eventscope.queries._orphan_keys import orphan_keys
+from eventscope.queries.candidate_spans import META
 from eventscope.queries.ledger_events import compact, merged_to
 from eventscope.queries.ledger_keys import RowTimes, duplicate_times
 from eventscope.queries.schema import create_schema
@@ -68,7 +69,7 @@ def _answer(cursor: duckdb.DuckDBPyConnection) -> set[tuple[str, str | None, str
     ]
     for read, options in reads:
         fast = read(cursor, **WINDOW, **options)
-        assert fast == without_rollup(cursor, "candidate_copies_from", read, **WINDOW, **options)
+        assert fast == without_rollup(cursor, META, read, **WINDOW, **options)
         assert fast == without_rollup(cursor, "ledger_keys_v2_from", read, **WINDOW, **options)
         found.update(
             (row.event_id, row.consumer_group, getattr(row, "kind", read.__name__)) for row in fast
@@ -154,6 +155,12 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         ("l", "producer", 140 * SECOND),
         ("o", "consumer", 170 * SECOND),
     ]
+    records = cursor.execute(
+        "SELECT message_id, record_kind, epoch_ns(time) - $base FROM eventscope_candidate_records "
+        "ORDER BY ALL",
+        {"base": BASE},
+    ).fetchall()
+    assert records == [("d", "deliver", 190 * SECOND), ("d", "deliver", 200 * SECOND)]
     times = duplicate_times(cursor, **WINDOW)
     assert _copied(times) == [
         (t, True) for t in (20, 90, 125, 126, 150, 160, 190, 200)
@@ -189,6 +196,10 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
         *((t, True) for t in (90, 125, 126, 150, 160, 190, 200)),
     ]
     assert _answer(cursor) == {*before, ("e", "billing", "processed_twice")}
+    # d's records are read from their copies, not from the stored records
+    cursor.execute("UPDATE logs SET consumer_group = 'elsewhere' WHERE message_id = 'd'")
+    found = {(row.event_id, row.consumer_group) for row in duplicate_events(cursor, **WINDOW)}
+    assert ("d", "billing") in found
     cursor.close()
 
 

@@ -20,7 +20,7 @@ from eventscope.queries import duplicate_events, lost_events, orphan_deliveries
 from eventscope.queries._event_parts import events_sql, group_bits
 from eventscope.queries._orphan_keys import orphan_keys
 from eventscope.queries._scratch import Scratch
-from eventscope.queries.candidate_spans import CANDIDATE_TABLES, KEPT_LISTED_NS, trim
+from eventscope.queries.candidate_spans import CANDIDATE_TABLES, KEPT_LISTED_NS, META, trim
 from eventscope.queries.ledger_events import compact, events_from, merged_to
 from eventscope.queries.ledger_keys import duplicate_times
 from eventscope.queries.schema import create_schema
@@ -330,7 +330,7 @@ def test_a_file_from_before_the_copies_gets_them_on_open(
             pass
         for table in CANDIDATE_TABLES:
             old.execute(f"DROP TABLE {table}")
-        old.execute("DELETE FROM eventscope_meta WHERE key = 'candidate_copies_from'")
+        old.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": META})
     with caplog.at_level(logging.WARNING):
         database = Database.open(Settings(db=str(path)))
     assert "copied the spans of possible duplicates" in caplog.text

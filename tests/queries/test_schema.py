@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from eventscope.queries import schema
-from eventscope.queries._source_sql import SPAN_COLUMNS
+from eventscope.queries._source_sql import RECORD_COLUMNS, SPAN_COLUMNS
 from eventscope.queries._tree_fetch import Item
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
 from eventscope.queries.candidate_spans import CANDIDATE_TABLES
@@ -77,6 +77,11 @@ def test_the_copies_of_candidates_spans_have_the_columns_deliveries_are_read_fro
     spans = dict(_columns(connection, "spans"))
     assert copies == {name: spans[name] for name in SPAN_COLUMNS}
     assert {name: kind.split("(")[0] for name, kind in copies.items()} == SPAN_COLUMNS
+    # the copies of their event records have the columns records are read from
+    records = dict(_columns(connection, "eventscope_candidate_records"))
+    logs = dict(_columns(connection, "logs"))
+    assert records == {name: logs[name] for name in RECORD_COLUMNS}
+    assert {name: kind.split("(")[0] for name, kind in records.items()} == RECORD_COLUMNS
     # and the copies of their ledger keys are the keys' rows, column for column
     keys = _columns(connection, "eventscope_ledger_keys")
     assert _columns(connection, "eventscope_candidate_keys") == keys

@@ -316,5 +316,7 @@ def test_a_record_built_from_values_in_field_order_equals_the_keyword_one() -> N
     values = {"event_id": "e1", "consumer_group": "billing", "reason": "never_delivered"}
     values["span_id"] = "00f067aa0ba902b7"
     assert make(*values.values()) == LostMark(**values)
-    with pytest.raises(ValueError):  # every field, no more, no fewer
+    with pytest.raises(TypeError):  # every field, no more, no fewer
         make("e1", "billing")
+    with pytest.raises(TypeError):
+        make(*values.values(), "one more")
