@@ -90,11 +90,32 @@ def rebuild(
     stored = has_rows(connection)
     with transaction(connection):
         for table in tables:
-            connection.execute(f"DELETE FROM {table}")
+            _empty(connection, table)
         if stored:
             fill()
         mark_complete(connection, key)
     return stored
+
+
+_DEFINITION = """
+SELECT sql FROM duckdb_tables()
+WHERE table_name = $table AND database_name = current_database()
+  AND schema_name = current_schema()
+"""
+
+
+def _empty(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Empty ``table``: dropped and made again from its definition (a ``DELETE`` of every
+    row pins a buffer for each of its row groups until the commit — a table that a merge
+    appends to every minute has hundreds: emptying the candidates' copies of a 100 M-span
+    file held 190 of the 448 MiB the collector gives DuckDB, and filling them again ran
+    out of memory), else by a ``DELETE`` where DuckDB shows no definition."""
+    row = connection.execute(_DEFINITION, {"table": table}).fetchone()
+    if row is None or not row[0]:
+        connection.execute(f"DELETE FROM {table}")
+        return
+    connection.execute(f"DROP TABLE {table}")
+    connection.execute(row[0])
 
 
 # The first minute, older than the newest minute by two, where a key has several rows.

@@ -450,18 +450,22 @@ _STRAYS = """
 SELECT greatest(first_ns, $since), least(last_ns, $until - 1) FROM {twice}
 WHERE copied_from IS NULL OR copied_from > greatest(first_ns, $since)
 """
+# The candidates' ({twice}) late minutes in the window (queries/candidate_spans.py).
 _LATE_MINUTES = """
-SELECT epoch_ns(minute) FROM eventscope_candidate_late
+SELECT epoch_ns(minute), event_key FROM eventscope_candidate_late_events
 WHERE minute >= make_timestamp_ns($since_minute) AND minute < make_timestamp_ns($until)
+  AND event_key IN (SELECT event_key FROM {twice})
 """
 # A key row ``k`` of a candidate ``w`` whose spans and keys are copied: its minute merged
-# before ``$merged`` and not late ({late}: the late minutes as read before, so that a
-# minute marked late between the statements of one read is one side of it or the other
-# — the copies, as of then — never neither), its event listed with copies from no later.
+# before ``$merged`` and not late for its event ({late}: the late minutes as read before,
+# so that a minute marked late between the statements of one read is one side of it or
+# the other — the copies, as of then — never neither), its event listed with copies from
+# no later.
 _KEY_COPIED = """coalesce(k.start_time < make_timestamp_ns($merged)
     AND w.copied_from <= epoch_ns(k.start_time){late}, false)"""
 _NOT_LATE = f"""
-    AND epoch_ns(k.start_time) // {_MINUTE_NS} * {_MINUTE_NS} NOT IN ({{minutes}})"""
+    AND NOT EXISTS (SELECT 1 FROM {{late}} l WHERE l.event_key = k.event_key
+                    AND l.minute = epoch_ns(k.start_time) // {_MINUTE_NS} * {_MINUTE_NS})"""
 # The candidates' rows: those copied from the copies of their keys, the others from the
 # keys in the stretches of time where any can be (the newest minutes, late minutes, the
 # strays' rows), each stretch its own range scan. Then the pairs, as in _TWICE_TIMES.
@@ -543,12 +547,18 @@ def candidate_rows(
     strays = cursor.execute(_STRAYS.format(twice=candidates), window).fetchall()
     ranges = [(int(first), int(last)) for first, last in strays]
     minute = {"since_minute": since - since % _MINUTE_NS, "until": until}
-    late = [int(m) for (m,) in cursor.execute(_LATE_MINUTES, minute).fetchall()]
-    ranges += [(m, m + _MINUTE_NS - 1) for m in late]
+    late = cursor.execute(_LATE_MINUTES.format(twice=candidates), minute).fetchall()
+    ranges += [(int(m), int(m) + _MINUTE_NS - 1) for m, _ in late]
     if merged < until:
         ranges.append((max(since, merged), until - 1))
-    listed = ", ".join(str(m) for m in late)  # (ints read from the table)
-    copied = _KEY_COPIED.format(late=_NOT_LATE.format(minutes=listed) if late else "")
+    marks = ""
+    if late:  # (a snapshot: as read here)
+        minutes, events = zip(*late, strict=True)
+        table = pa.table(
+            {"minute": pa.array(minutes, pa.int64()), "event_key": pa.array(events, pa.uint64())}
+        )
+        marks = _NOT_LATE.format(late=scratch.table(table))
+    copied = _KEY_COPIED.format(late=marks)
     parts = [_COPIED_ROWS.format(twice=candidates, only=only, copied=copied)]
     for low, high in stretches(ranges, _STRETCHES):
         parts.append(

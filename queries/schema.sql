@@ -257,10 +257,11 @@ CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
     check_key           UINTEGER NOT NULL
 );
 
--- Not public: minutes merged before some of their keys arrived (late rows): their spans
--- are not all copied.
-CREATE TABLE IF NOT EXISTS eventscope_candidate_late (
-    minute              TIMESTAMP_NS NOT NULL
+-- Not public: listed events with key rows that arrived after their minute was merged
+-- (late rows): their spans and records of that minute are not all copied.
+CREATE TABLE IF NOT EXISTS eventscope_candidate_late_events (
+    minute              TIMESTAMP_NS NOT NULL,
+    event_key           UBIGINT NOT NULL
 );
 
 -- Not public: spans, event records and publishes by minute and service (see

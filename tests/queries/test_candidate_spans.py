@@ -186,14 +186,22 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
     assert _answer(cursor) == before
 
     _load(cursor, (delivered, "e", 50_000.0, "ok"))  # late: e again in merged minute 0
-    assert cursor.execute(
-        "SELECT epoch_ns(minute) - $base FROM eventscope_candidate_late", {"base": BASE}
-    ).fetchall() == [(0,)]
+    assert _late_marks(cursor) == []  # (e is not listed: none of its rows was copied)
     assert _copied(duplicate_times(cursor, **WINDOW)) == [
-        (20, False),  # minute 0: late, read raw
-        (45, False),
+        (20, True),  # a's copies of minute 0 are whole
+        (45, False),  # e: a candidate not listed, read raw
         (50, False),
         *((t, True) for t in (90, 125, 126, 150, 160, 190, 200)),
+    ]
+    assert _answer(cursor) == {*before, ("e", "billing", "processed_twice")}
+    _load(cursor, (delivered, "a", 30_000.0, "ok"))  # late: listed a again in minute 0
+    assert _late_marks(cursor) == [(0, "a")]
+    assert _copied(duplicate_times(cursor, **WINDOW)) == [
+        (20, False),  # a's rows of minute 0: late, read raw
+        (30, False),
+        (45, False),
+        (50, False),
+        *((t, True) for t in (90, 125, 126, 150, 160, 190, 200)),  # (a's at 90 too)
     ]
     assert _answer(cursor) == {*before, ("e", "billing", "processed_twice")}
     # d's records are read from their copies, not from the stored records
@@ -201,6 +209,16 @@ def test_duplicates_from_the_copies_of_their_spans() -> None:
     found = {(row.event_id, row.consumer_group) for row in duplicate_events(cursor, **WINDOW)}
     assert ("d", "billing") in found
     cursor.close()
+
+
+def _late_marks(cursor: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
+    """(second after BASE, event of a to z) of the late marks of listed events."""
+    return cursor.execute(
+        "SELECT epoch_ns(minute) - $base, e FROM eventscope_candidate_late_events "
+        "JOIN (SELECT unnest(list_transform(range(97, 123), x -> chr(x::INTEGER))) AS e) "
+        "ON event_key = hash(e) ORDER BY ALL",
+        {"base": BASE},
+    ).fetchall()
 
 
 def test_rows_before_the_copies_are_read_raw() -> None:
