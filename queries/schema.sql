@@ -264,6 +264,12 @@ CREATE TABLE IF NOT EXISTS eventscope_candidate_late_events (
     event_key           UBIGINT NOT NULL
 );
 
+-- Not public: events not listed that received late rows since the last merge (which lists
+-- those the rows made candidates).
+CREATE TABLE IF NOT EXISTS eventscope_candidate_pending (
+    event_key           UBIGINT NOT NULL
+);
+
 -- Not public: spans, event records and publishes by minute and service (see
 -- queries/activity_rollup.py), kept by the writer in the same commit as the rows.
 CREATE TABLE IF NOT EXISTS eventscope_activity (
