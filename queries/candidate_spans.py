@@ -192,14 +192,11 @@ EXCEPT SELECT minute, event_key FROM eventscope_candidate_late_events
 KEPT_LISTED_NS = 2 * 24 * 3600 * 10**9
 _HOUR_NS = 3600 * 10**9
 # ($listed_before: the ``copied_from`` of the events listed before ``$kept``)
+# (every copied span and record has its key row copied with it: the key copies say
+# which events have a copy; retention's trim asks it of every copy, $kept 0)
 _FORGET = """
 DELETE FROM eventscope_candidate_events
 WHERE copied_from < make_timestamp_ns($listed_before) AND event_key NOT IN (
-    SELECT hash(message_id) FROM eventscope_candidate_spans
-    WHERE start_time >= make_timestamp_ns($kept)
-    UNION ALL
-    SELECT hash(message_id) FROM eventscope_candidate_records WHERE time >= make_timestamp_ns($kept)
-    UNION ALL
     SELECT event_key FROM eventscope_candidate_keys WHERE start_time >= make_timestamp_ns($kept)
 )
 """
@@ -252,17 +249,18 @@ def copy_merged(
             insert + rows_of.format(low="$low", high="$high", events=listed),
             {"low": low, "high": high},
         )
-    earlier_minutes = _EARLIER_MINUTES.format(earlier=earlier, new=new)
-    rows = connection.execute(earlier_minutes).fetchall()
-    _copy_minutes(connection, new, [m for (m,) in rows if m < low])
+    _copy_earlier(connection, earlier, new, low)
     if made is not None:
-        minutes = connection.execute(_MADE_MINUTES.format(made=made)).fetchall()
-        _copy_minutes(connection, made, [m for (m,) in minutes if m < low])
+        _copy_earlier(connection, made, made, low)
 
 
-def _copy_minutes(connection: duckdb.DuckDBPyConnection, events: str, minutes: list[int]) -> None:
-    """Copy the rows of ``events`` (a table of event keys) of those ``minutes``."""
-    ranges = _ranges(sorted(minutes))
+def _copy_earlier(
+    connection: duckdb.DuckDBPyConnection, earlier: str, events: str, low: int
+) -> None:
+    """Copy the rows of ``events`` (a table of event keys) of their minutes before ``low``
+    that ``earlier`` (``event_key``, ``minutes``) names."""
+    found = connection.execute(_EARLIER_MINUTES.format(earlier=earlier, new=events)).fetchall()
+    ranges = _ranges([m for (m,) in found if m < low])
     for start in range(0, len(ranges), _RANGES):
         chunk = ranges[start : start + _RANGES]
         for insert, rows_of in _COPIES:
@@ -274,7 +272,7 @@ def _copy_minutes(connection: duckdb.DuckDBPyConnection, events: str, minutes: l
 # by :func:`mark_late`), not listed, that their rows of ``[$since, $high)`` now make
 # candidates — more rows than bits, or no publish — with the minutes of those rows.
 _MADE = """
-SELECT event_key, list(DISTINCT epoch_ns(minute)) AS minutes
+SELECT event_key, list(DISTINCT minute) AS minutes
 FROM eventscope_ledger_events
 WHERE minute >= make_timestamp_ns($since) AND minute < make_timestamp_ns($high)
   AND event_key IN (SELECT event_key FROM eventscope_candidate_pending)
@@ -282,7 +280,6 @@ WHERE minute >= make_timestamp_ns($since) AND minute < make_timestamp_ns($high)
 GROUP BY event_key
 HAVING sum(row_count) > bit_count(bit_or(dup_bits)) OR sum(publishes) = 0
 """
-_MADE_MINUTES = "SELECT DISTINCT unnest(minutes) AS minute FROM {made} ORDER BY minute"
 
 
 def _made_by_late_rows(
@@ -369,20 +366,6 @@ def build(connection: duckdb.DuckDBPyConnection, merged: int) -> bool:
     return rebuild(connection, META, CANDIDATE_TABLES, fill)
 
 
-# (those with copies from before ``$listed_before``: listed at least a day before the
-# cutoff, if a merge's day look-back; none younger, so records-only events stay listed)
-_TRIM_EVENTS = """
-DELETE FROM eventscope_candidate_events
-WHERE copied_from < make_timestamp_ns($listed_before) AND event_key NOT IN (
-    SELECT hash(message_id) FROM eventscope_candidate_spans
-    UNION ALL
-    SELECT hash(message_id) FROM eventscope_candidate_records
-    UNION ALL
-    SELECT event_key FROM eventscope_candidate_keys
-)
-"""
-
-
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """After retention removed what started before ``cutoff``: remove the copies of that
     time, the late minutes before the one holding it, and the events left without a copy
@@ -413,8 +396,8 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
         ),
         (
             "eventscope_candidate_events",
-            _TRIM_EVENTS,
-            {"listed_before": cutoff - KEPT_LISTED_NS},
+            _FORGET,  # (those listed at least a day before the cutoff: none younger)
+            {"kept": 0, "listed_before": cutoff - KEPT_LISTED_NS},
         ),
     ):
         row = cursor.execute(sql, params).fetchone()
