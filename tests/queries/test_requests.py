@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 import pytest
 from eventscope.queries import BadParameter, fanout_tree, requests
+from eventscope.queries.schema import create_schema
 from known_workload import Workload
+from otlp_builder import INTERNAL, PRODUCER, SERVER, Otlp, load
 
 MS = 1_000_000
 
@@ -68,3 +72,46 @@ def test_requests_in_a_time_window(db: duckdb.DuckDBPyConnection, workload: Work
 def test_requests_refuse_an_unknown_sort(db: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(BadParameter, match="sort"):
         requests(db, sort="colour")
+
+
+def test_requests_sorted_by_a_column_page_through_ties_in_order() -> None:
+    """Every page of every column sort, concatenated, is all the originating requests in
+    the documented order (key, then start, then span id), ties across page boundaries
+    included; spans that are not requests (a server span whose parent is stored, a
+    parentless job that published nothing) are on no page, the odd ones that are (a
+    server span called from something untraced, a parentless job that published) are."""
+    otlp = Otlp(time.time_ns() - 3600 * 10**9)
+    expected: dict[str, tuple[str, str, int, int]] = {}  # span id -> (service, name, start, ms)
+    for n in range(23):  # starts and durations that tie in pairs and threes
+        service, name, start, ms = f"svc-{n % 3}", ("GET /a", "POST /b")[n % 2], n // 3, n % 4
+        span = otlp.span(service, name, SERVER, trace=f"r{n}", span=f"r{n}", start=start, ms=ms)
+        expected[span] = (service, name, otlp.at(start), ms)
+    called = otlp.span(
+        "svc-9", "GET /c", SERVER, trace="u", span="u1", parent="gone", start=9, ms=1
+    )
+    expected[called] = ("svc-9", "GET /c", otlp.at(9), 1)
+    job = otlp.span("cron", "nightly", INTERNAL, trace="j", span="j1", start=4, ms=3)
+    otlp.span("cron", "send", PRODUCER, trace="j", span="j2", parent="j1", start=5, ms=1)
+    expected[job] = ("cron", "nightly", otlp.at(4), 3)
+    otlp.span("cron", "quiet", INTERNAL, trace="q", span="q1", start=4, ms=3)  # published nothing
+    otlp.span("svc-0", "GET /inner", SERVER, trace="r0", span="in", parent="r0", start=0, ms=1)
+    connection = duckdb.connect()
+    create_schema(connection)
+    load(connection, *otlp.bodies())
+    keys = {
+        "start": lambda s: expected[s][2],
+        "duration": lambda s: expected[s][3] * MS,
+        "service": lambda s: expected[s][0],
+        "name": lambda s: expected[s][1],
+    }
+    for column, key in keys.items():
+        for descending in (False, True):
+            order = sorted(expected, key=lambda s: (expected[s][2], s))
+            order.sort(key=key, reverse=descending)
+            sort = ("-" if descending else "") + column
+            shown = []
+            for offset in range(0, 30, 4):
+                page = requests(connection, sort=sort, limit=4, offset=offset)
+                assert page.total == len(expected), sort
+                shown += [r.span_id for r in page.rows]
+            assert shown == order, sort
