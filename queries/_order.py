@@ -91,20 +91,23 @@ LEFT JOIN ("""
 # hashes: pairs sharing a hash only add rows ahead of an event, and so do the later
 # successful deliveries of an event (each repeats the sequence of its first, which came
 # before), and a row is late only if a row before it in (start, sequence) order has a
-# higher sequence. _OUT_OF_ORDER then reads every delivery of those pairs' events (of any
-# entity: an event's first successful delivery is its processing, whichever entity it names).
+# higher sequence — then some row is lower than the one just before it (a sequence that
+# never falls never rises above a later row), so comparing each row with the one before
+# (lag) finds the same pairs as the running max, cheaper (an hour at 10 M spans, 1.6 M
+# rows in 1.16 M pairs: the window 324 -> 253 ms). _OUT_OF_ORDER then reads every delivery
+# of those pairs' events (of any entity: an event's first successful delivery is its
+# processing, whichever entity it names).
 _CANDIDATES = """
 SELECT DISTINCT k FROM (
-    SELECT k, entity_sequence, max(entity_sequence) OVER (
-        PARTITION BY k ORDER BY start_time, entity_sequence
-        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_max
+    SELECT k, entity_sequence, lag(entity_sequence) OVER (
+        PARTITION BY k ORDER BY start_time, entity_sequence) AS just_before
     FROM (
         SELECT hash(entity_id, consumer_group) AS k, entity_sequence, start_time
         FROM ({deliveries})
         WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
           AND message_id IS NOT NULL {filters}
     )
-) WHERE before_max > entity_sequence
+) WHERE just_before > entity_sequence
 """
 
 
