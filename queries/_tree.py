@@ -94,27 +94,43 @@ def fanout_tree(
     """
     if horizon_ns is not None and horizon_ns < 0:
         raise BadParameter("horizon", f"must not be negative, got {horizon_ns}")
+    # Collection resumes once the tree is built and the pool it was built from freed (when
+    # _tree returns): the collection that the allocations made due then walks the tree's
+    # records alone, not also the pool's spans, indexes and lists (a 10,000-node tree:
+    # 67,000 objects, 40-70 ms -> 13,000, 5-18 ms).
     with gc_paused():
-        indexed = index_state(cursor)  # once: find_root and collect need to know
-        top, found_by, known = find_root(cursor, root, indexed)
-        until = None if horizon_ns is None else top.start + horizon_ns
-        correlation = _correlation_ids(cursor, top, known, until, indexed)
-        since = top.start - SKEW_NS
-        pool = collect(cursor, {top.trace_id}, correlation, since, known, until, indexed)
-        top = pool.spans.get(top.key, top)
-        index = Index(pool)
-        items = assemble(pool, top, correlation, index)
-        try:
-            learned = learned_groups(
-                cursor, items, top.start, top.start, lookback_ns, pool.spans.values()
-            )
-            configured = configured_groups(subscriptions, items)
-            lost_before = now_ns() - grace_ns
-            return summarise(pool, index, items, found_by, learned, configured, lost_before)
-        finally:
-            for item in items:  # parent <-> children cycles: freed now, not by a collection
-                item.parent = None
-                item.children = []
+        return _tree(cursor, root, grace_ns, lookback_ns, subscriptions, horizon_ns)
+
+
+def _tree(
+    cursor: duckdb.DuckDBPyConnection,
+    root: str,
+    grace_ns: int,
+    lookback_ns: int,
+    subscriptions: Mapping[str, Sequence[str]] | None,
+    horizon_ns: int | None,
+) -> FanoutTree:
+    """:func:`fanout_tree`'s work, with the collector paused."""
+    indexed = index_state(cursor)  # once: find_root and collect need to know
+    top, found_by, known = find_root(cursor, root, indexed)
+    until = None if horizon_ns is None else top.start + horizon_ns
+    correlation = _correlation_ids(cursor, top, known, until, indexed)
+    since = top.start - SKEW_NS
+    pool = collect(cursor, {top.trace_id}, correlation, since, known, until, indexed)
+    top = pool.spans.get(top.key, top)
+    index = Index(pool)
+    items = assemble(pool, top, correlation, index)
+    try:
+        learned = learned_groups(
+            cursor, items, top.start, top.start, lookback_ns, pool.spans.values()
+        )
+        configured = configured_groups(subscriptions, items)
+        lost_before = now_ns() - grace_ns
+        return summarise(pool, index, items, found_by, learned, configured, lost_before)
+    finally:
+        for item in items:  # parent <-> children cycles: freed now, not by a collection
+            item.parent = None
+            item.children = []
 
 
 def _correlation_ids(
