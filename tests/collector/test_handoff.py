@@ -147,6 +147,7 @@ def test_folders_of_collectors_that_died_are_removed_and_live_ones_kept() -> Non
 @pytest.mark.parametrize(
     "body",
     [b"\x0a\x02\x0a\x00", traces(span(name="one"))],  # an empty ResourceSpans; one span
+    ids=["empty resource", "one span"],
 )
 def test_small_batches_go_through_in_band(body: bytes, tmp_path: Path) -> None:
     batch = TRACES.decode(body, PROTOBUF)
