@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from ._errors import BadParameter
+from ._gc import gc_paused
 from ._ledger import DEFAULT_GRACE_NS
 from ._masks import group_chunks
 from ._orphan_keys import orphan_keys
@@ -109,6 +110,10 @@ _HASHED_TWICE = """ AND hash(message_id) IN (
     GROUP BY h HAVING count(*) > 1)"""
 
 
+# A day's duplicates are tens of thousands of rows fetched and records made: with the
+# collector running, its collections walked them again and again (a day at 100 M spans a
+# day, 68,200 duplicates: 1.37-1.59 -> 1.19-1.26 s). Nothing here makes cyclic garbage.
+@gc_paused()
 def duplicate_events(
     cursor: duckdb.DuckDBPyConnection,
     *,
