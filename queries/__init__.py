@@ -9,7 +9,8 @@ Every function takes a DuckDB connection or cursor first and returns frozen reco
 - :func:`lost_events`, :func:`duplicate_events`, :func:`orphan_deliveries`,
   :func:`out_of_order` (:func:`out_of_order_page`: a count and a page of it),
   :func:`version_mix` — the event ledger;
-- :func:`topology` — the choreography map;
+- :func:`topology` — the choreography map (:func:`topology_parts`: all of it but the lost
+  events, which a caller may read at the same time);
 - :func:`overview`, :func:`latency_histogram`, :func:`span_detail` — what the UI's overview,
   handler and span panels show;
 - :func:`run_sql` — one read-only SELECT;
@@ -91,7 +92,7 @@ from ._requests import SORTS, requests
 from ._span_detail import LinkedSpan, SpanDetail, SpanEvent, span_detail
 from ._sql import SqlResult, check_read_only, run_sql
 from ._times import format_time, now_ns, parse_duration, parse_time
-from ._topology import topology
+from ._topology import TopologyParts, topology, topology_parts
 from ._tree import fanout_tree
 from ._views import VIEWS_SQL
 
@@ -146,6 +147,7 @@ __all__ = [
     "Topology",
     "TopologyEdge",
     "TopologyParams",
+    "TopologyParts",
     "TotalRow",
     "TreeNode",
     "TreeParams",
@@ -176,5 +178,6 @@ __all__ = [
     "run_sql",
     "span_detail",
     "topology",
+    "topology_parts",
     "version_mix",
 ]

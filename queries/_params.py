@@ -30,7 +30,7 @@ from ._records_tree import FanoutTree, RequestPage
 from ._requests import SORTS, requests
 from ._sql import DEFAULT_MAX_RESULT_BYTES, SqlResult, run_sql
 from ._times import now_ns, parse_duration, parse_time
-from ._topology import topology
+from ._topology import TopologyParts, topology, topology_parts
 from ._tree import DEFAULT_TREE_LOOKBACK_NS, fanout_tree
 
 if TYPE_CHECKING:
@@ -414,6 +414,19 @@ class TopologyParams(Window):
             grace_ns=self.grace_ns,
             subscriptions=self.subscriptions,
         )
+
+    def parts(self, cursor: duckdb.DuckDBPyConnection) -> TopologyParts:
+        """:func:`topology_parts` with these parameters: :meth:`run` but for
+        :meth:`lost`, which ``TopologyParts.with_lost`` takes."""
+        return topology_parts(
+            cursor, since_ns=self.since_ns, until_ns=self.until_ns, grace_ns=self.grace_ns
+        )
+
+    def lost(self, cursor: duckdb.DuckDBPyConnection) -> tuple[LostEvent, ...]:
+        """The lost events :meth:`run` counts on its edges."""
+        window = {"since_ns": self.since_ns, "until_ns": self.until_ns}
+        wanted = LostParams(**window, grace_ns=self.grace_ns, subscriptions=self.subscriptions)
+        return wanted.run(cursor)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 
 from ._duplicates import duplicate_events
 from ._ledger import DEFAULT_GRACE_NS, lost_events
-from ._records import DuplicateEvent
+from ._records import DuplicateEvent, LostEvent
 from ._records_stats import Percentiles, Topology, TopologyEdge
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
@@ -33,7 +34,7 @@ from ._topology_edges import edge_rows
 from ._topology_rollup import rolled_edges
 from .id_index import has_index, id_range
 
-__all__ = ["topology"]
+__all__ = ["TopologyParts", "topology", "topology_parts"]
 
 # The first publish in the window of each of a few event ids ({ids}): what the edges put
 # their deliveries under (_topology_edges), so that a duplicate is counted on the edge its
@@ -76,6 +77,69 @@ def topology(
             events not seen published count (under producer None) only after ``grace_ns``,
             as in ``orphan_deliveries``.
     """
+    parts = topology_parts(cursor, since_ns=since_ns, until_ns=until_ns, grace_ns=grace_ns)
+    lost = lost_events(
+        cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
+    )
+    return parts.with_lost(lost)
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyParts:
+    """What :func:`topology` reads besides the lost events (:func:`topology_parts`): the
+    edges' rows, the first publish each duplicated event is placed under, and the
+    duplicates. :meth:`with_lost` makes the topology with ``lost_events`` of the same
+    window, grace and subscriptions — read apart, so that a caller may read the two at
+    once (the pages do: on two cores, ≈1/3 less time)."""
+
+    rows: list[tuple[Any, ...]]
+    first: dict[str, tuple[Any, ...]]
+    duplicates: list[DuplicateEvent]
+
+    def with_lost(self, lost: Sequence[LostEvent]) -> Topology:
+        """The topology, with ``lost`` counted on its edges."""
+        lost_count = Counter(
+            (r.producer, r.destination or "", r.event_type or "", r.consumer_group) for r in lost
+        )
+        # (as the edges: the first publish's in the window, else before it; its destination
+        # and type, else the delivery's)
+        duplicate_count = Counter(
+            (
+                *self.first.get(d.event_id, (None, d.destination or "", d.event_type or "")),
+                d.consumer_group,
+            )
+            for d in self.duplicates
+        )
+        edges = {tuple(row[:4]): _edge(row, lost_count, duplicate_count) for row in self.rows}
+        for key, count in lost_count.items():  # expected groups that never handled anything
+            if key not in edges:
+                edges[key] = _empty_edge(key, count)
+        ordered = sorted(
+            edges.values(),
+            key=lambda e: tuple(
+                str(v or "") for v in (e.producer, e.destination, e.event_type, e.consumer_group)
+            ),
+        )
+        return Topology(
+            services=tuple(
+                sorted(
+                    {e.producer for e in ordered if e.producer}
+                    | {s for e in ordered for s in e.consumer_services}
+                )
+            ),
+            consumer_groups=tuple(sorted({e.consumer_group for e in ordered if e.consumer_group})),
+            edges=tuple(ordered),
+        )
+
+
+def topology_parts(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    grace_ns: int = DEFAULT_GRACE_NS,
+) -> TopologyParts:
+    """:func:`topology` but for the lost events (:meth:`TopologyParts.with_lost`)."""
     judged = max(now_ns() - grace_ns, 0)
     found = duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
     duplicates = [d for d in found if d.consumer_group is not None]
@@ -87,38 +151,7 @@ def topology(
         rows, first = rolled
     else:
         rows, first = _raw_edges(cursor, since_ns, until_ns, judged, duplicates)
-    lost = lost_events(
-        cursor, grace_ns=grace_ns, since_ns=since_ns, until_ns=until_ns, subscriptions=subscriptions
-    )
-    lost_count = Counter(
-        (r.producer, r.destination or "", r.event_type or "", r.consumer_group) for r in lost
-    )
-    # (as the edges: the first publish's in the window, else before it; its destination
-    # and type, else the delivery's)
-    duplicate_count = Counter(
-        (*first.get(d.event_id, (None, d.destination or "", d.event_type or "")), d.consumer_group)
-        for d in duplicates
-    )
-    edges = {tuple(row[:4]): _edge(row, lost_count, duplicate_count) for row in rows}
-    for key, count in lost_count.items():  # expected groups that never handled anything
-        if key not in edges:
-            edges[key] = _empty_edge(key, count)
-    ordered = sorted(
-        edges.values(),
-        key=lambda e: tuple(
-            str(v or "") for v in (e.producer, e.destination, e.event_type, e.consumer_group)
-        ),
-    )
-    return Topology(
-        services=tuple(
-            sorted(
-                {e.producer for e in ordered if e.producer}
-                | {s for e in ordered for s in e.consumer_services}
-            )
-        ),
-        consumer_groups=tuple(sorted({e.consumer_group for e in ordered if e.consumer_group})),
-        edges=tuple(ordered),
-    )
+    return TopologyParts(rows, first, duplicates)
 
 
 def _raw_edges(

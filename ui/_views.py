@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -64,17 +64,15 @@ def time_range(params: Params, default_ns: int = _HOUR_NS) -> tuple[int, int]:
 async def overview_context(config: UIConfig, params: Params, *, origin: str) -> dict[str, Any]:
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
-    # One read after the other, not together: each holds up to ≈150 MiB of DuckDB's memory
-    # for an hour at 100 M spans a day, and together they passed the share that reads may
-    # take beside ingest (collector/_give_way.py): the page gave way (503). On two cores
-    # running them together saved little time.
-    summary = await config.read(
-        overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True
+    lost, duplicates, summary = await _in_lanes(
+        lambda: config.read(
+            LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+        ),
+        lambda: config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        lambda: config.read(
+            overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True
+        ),
     )
-    lost = await config.read(
-        LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
-    )
-    duplicates = await config.read(DuplicatesParams(since_ns=since, until_ns=until).run)
     anomalies = {
         "lost": _bucketed([e.published_ns for e in lost], summary),
         "duplicated": _bucketed([e.first_ns for e in duplicates], summary),
@@ -92,6 +90,44 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
 
 
 _OVERVIEW_BUCKETS = 60
+
+#: A page's reads run this many at a time. DuckDB runs a statement on every core, but a
+#: read is tens of statements, many small, and Python between them: beside another read
+#: it waits less (an hour at 100 M spans a day, through `eventscope serve`: the overview
+#: 391-496 → 347-372 ms, median; beside full-rate ingest the events page 2.4-2.7 → 1.7
+#: s). Not more: each read holds DuckDB's memory while it runs, and reads give way to
+#: ingest when they hold too much together (collector/_give_way.py). Read from the
+#: writer's keys and rollups, lost and duplicates peak at ≈70 MiB together there, out of
+#: order beside them ≈120 (each held ≈130-150 MiB when they read raw spans, and pages
+#: read one after the other).
+READ_LANES = 2
+
+
+async def _in_lanes(*reads: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """The results of ``reads``, in their order, started in that order :data:`READ_LANES`
+    at a time (longest first: the rest fill the other lane). A read that fails fails the
+    page (its error); those not yet started do not start."""
+    gate = asyncio.Semaphore(READ_LANES)
+    failed = False
+
+    async def one(read: Callable[[], Awaitable[Any]]) -> Any:
+        nonlocal failed
+        async with gate:
+            if failed:  # (its lane was freed by the read that failed)
+                return None
+            try:
+                return await read()
+            except BaseException:
+                failed = True
+                raise
+
+    tasks = [asyncio.ensure_future(one(read)) for read in reads]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:  # (those not started never start)
+            task.cancel()
+        raise
 
 
 def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
@@ -124,24 +160,27 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     since, until = time_range(params)
     kind = parse_choice("kind", params.get("kind"), tuple(dict(EVENT_KINDS)), "all")
     page = parse_int("page", params.get("page"), 1, low=1)
-    # One read after the other (as on the overview): together they gave way to ingest.
-    lost = await config.read(
-        LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
-    )
-    duplicates = await config.read(DuplicatesParams(since_ns=since, until_ns=until).run)
-    orphans = await config.read(
-        OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+    size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
+    # Out of order: counted, and only the rows shown made into records (an hour at 100 M
+    # spans a day held 65,000 of them in the benchmark: 870 → 630 ms). The longest read:
+    # first, the others beside it.
+    wanted = size if kind in ("all", "out_of_order") else 0
+    at = (page - 1) * size if kind == "out_of_order" else 0
+    (counts_ooo, reordered), lost, duplicates, orphans = await _in_lanes(
+        lambda: config.read(
+            out_of_order_page, since_ns=since, until_ns=until, offset=at, limit=wanted
+        ),
+        lambda: config.read(
+            LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+        ),
+        lambda: config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        lambda: config.read(
+            OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
+        ),
     )
     found = {"lost": lost, "duplicate": duplicates, "orphan": orphans}
     counts = {name: len(rows) for name, rows in found.items()}
-    size = EVENTS_PER_KIND if kind == "all" else EVENTS_PAGE_SIZE
-    # Out of order: counted, and only the rows shown made into records (an hour at 100 M
-    # spans a day held 65,000 of them in the benchmark: 870 → 630 ms).
-    wanted = size if kind in ("all", "out_of_order") else 0
-    at = (page - 1) * size if kind == "out_of_order" else 0
-    counts["out_of_order"], reordered = await config.read(
-        out_of_order_page, since_ns=since, until_ns=until, offset=at, limit=wanted
-    )
+    counts["out_of_order"] = counts_ooo
     pages = 1 if kind == "all" else max(1, -(-counts[kind] // size))
     first = (min(page, pages) - 1) * size
     if kind == "out_of_order" and first != at:  # past the last page: the last page
@@ -314,7 +353,10 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     latency and loss on the edges."""
     since, until = time_range(params)
     wanted = TopologyParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns)
-    found = await config.read(wanted.run)
+    parts, lost = await _in_lanes(
+        lambda: config.read(wanted.parts), lambda: config.read(wanted.lost)
+    )
+    found = parts.with_lost(lost)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")
     figure = _figures.topology_sankey(found) if found.edges else None
     return {

@@ -60,6 +60,7 @@ PUBLIC = [
     "Topology",
     "TopologyEdge",
     "TopologyParams",
+    "TopologyParts",
     "TotalRow",
     "TreeNode",
     "TreeParams",
@@ -90,6 +91,7 @@ PUBLIC = [
     "run_sql",
     "span_detail",
     "topology",
+    "topology_parts",
     "version_mix",
 ]
 

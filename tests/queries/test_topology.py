@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import duckdb
-from eventscope.queries import orphan_deliveries, topology
+from eventscope.queries import TopologyParams, orphan_deliveries, topology
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging
 
@@ -27,6 +27,20 @@ def test_topology_lists_services_and_groups(db: duckdb.DuckDBPyConnection) -> No
     map_ = topology(db)
     assert {"api", "billing", "ledger", "legacy-api"} <= set(map_.services)
     assert "warehouse" in map_.consumer_groups
+
+
+def test_the_topology_read_in_two_parts_on_two_cursors_is_the_topology(
+    db: duckdb.DuckDBPyConnection,
+) -> None:
+    """The topology page reads the lost events beside the rest of the map (two cursors at
+    once): put together, they are the one read's answer, the subscriptions' expected groups
+    and the grace period included."""
+    wanted = TopologyParams(grace_ns=0, subscriptions={"OrderPlaced": ("audit",)})
+    parts = wanted.parts(db.cursor())
+    found = parts.with_lost(wanted.lost(db.cursor()))
+    assert found == wanted.run(db.cursor())
+    audit = [e for e in found.edges if e.consumer_group == "audit"]
+    assert audit and all(e.lost > 0 and e.deliveries == 0 for e in audit)  # never handled
 
 
 def test_a_delivery_is_under_its_events_publish_in_the_window_else_before_it() -> None:
