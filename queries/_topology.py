@@ -90,7 +90,7 @@ class TopologyParts:
     edges' rows, the first publish each duplicated event is placed under, and the
     duplicates. :meth:`with_lost` makes the topology with ``lost_events`` of the same
     window, grace and subscriptions — read apart, so that a caller may read the two at
-    once (the pages do: on two cores, ≈1/3 less time)."""
+    once (the topology page does: an hour at 100 M spans a day, 610-680 → 513-557 ms)."""
 
     rows: list[tuple[Any, ...]]
     first: dict[str, tuple[Any, ...]]
