@@ -106,7 +106,9 @@ READ_LANES = 2
 async def _in_lanes(*reads: Callable[[], Awaitable[Any]]) -> list[Any]:
     """The results of ``reads``, in their order, started in that order :data:`READ_LANES`
     at a time (longest first: the rest fill the other lane). A read that fails fails the
-    page (its error); those not yet started do not start."""
+    page (its error) at once; those not yet started do not start, and one running beside
+    it runs on under its deadline, its answer unused (cancelling the wait for it would
+    leave its query running with no deadline: collector/_reads.py)."""
     gate = asyncio.Semaphore(READ_LANES)
     failed = False
 
@@ -121,13 +123,7 @@ async def _in_lanes(*reads: Callable[[], Awaitable[Any]]) -> list[Any]:
                 failed = True
                 raise
 
-    tasks = [asyncio.ensure_future(one(read)) for read in reads]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:  # (those not started never start)
-            task.cancel()
-        raise
+    return list(await asyncio.gather(*(one(read) for read in reads)))
 
 
 def _bucketed(times_ns: list[int], summary: Overview) -> list[int]:
