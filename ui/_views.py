@@ -93,13 +93,13 @@ _OVERVIEW_BUCKETS = 60
 
 #: A page's reads run this many at a time. DuckDB runs a statement on every core, but a
 #: read is tens of statements, many small, and Python between them: beside another read
-#: it waits less (an hour at 100 M spans a day, through `eventscope serve`: the overview
-#: 391-496 → 347-372 ms, median; beside full-rate ingest the events page 2.4-2.7 → 1.7
-#: s). Not more: each read holds DuckDB's memory while it runs, and reads give way to
-#: ingest when they hold too much together (collector/_give_way.py). Read from the
-#: writer's keys and rollups, lost and duplicates peak at ≈70 MiB together there, out of
-#: order beside them ≈120 (each held ≈130-150 MiB when they read raw spans, and pages
-#: read one after the other).
+#: it waits less (an hour at 100 M spans a day, through `eventscope serve`, medians: the
+#: overview 455-490 → 323-345 ms, events 1.23-1.30 → 1.0-1.09 s, topology 610-680 →
+#: 513-557 ms; docs/benchmarks.md, *Pages read two at a time*). Not more: each read
+#: holds DuckDB's memory while it runs, and reads give way to ingest when they hold too
+#: much together (collector/_give_way.py). Read from the writer's keys and rollups, lost
+#: and duplicates peak at ≈70 MiB together there, out of order beside them ≈120 (each
+#: held ≈130-150 MiB when they read raw spans, and pages read one after the other).
 READ_LANES = 2
 
 
