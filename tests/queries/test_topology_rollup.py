@@ -37,7 +37,7 @@ PROTOBUF = "application/x-protobuf"
 
 def _raw(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> Topology:
     """The topology read from the rows alone (the edge rollup hidden, then restored)."""
-    found: Topology = without_rollup(cursor, "edges_from", topology, **kwargs)
+    found: Topology = without_rollup(cursor, edge_rollup.META, topology, **kwargs)
     return found
 
 
@@ -199,6 +199,31 @@ def test_deliveries_whose_publish_never_comes_are_orphans_after_the_grace_period
     database.close()
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["one commit", "publish later"])
+def test_times_with_nanoseconds_pair_deliveries_with_their_publishes(
+    tmp_path: Path, any_size: None, together: bool
+) -> None:
+    """OpenTelemetry SDKs stamp spans to the nanosecond. A commit of a few publishes and
+    their deliveries: every delivery on its edge (before, DuckDB 1.5.5 compared such times
+    with the commit's Arrow rows at microseconds: the deliveries were on no edge and in no
+    pending table); the same where the publishes come in a later commit."""
+    publishes, deliveries = Otlp(_BASE + 123), Otlp(_BASE + 123)  # 123 ns past a µs
+    for n in range(3):  # (few publishes: DuckDB filters the other side by their times)
+        _add(publishes, deliveries, n)
+    batches = _commit(publishes) + _commit(deliveries)
+    commits = [batches] if together else [_commit(deliveries), _commit(publishes)]
+    database = write_commits(tmp_path / "ns.duckdb", commits)
+    cursor = database.cursor()
+    assert _pending(cursor) == 0
+    assert cursor.execute("SELECT sum(deliveries) FROM eventscope_edges").fetchone() == (3,)
+    since, until = _BASE, _BASE + MINUTE_NS
+    assert _used(cursor, since, until)
+    [edge] = _same_as_the_rows(cursor, since_ns=since, until_ns=until, grace_ns=0).edges
+    assert (edge.producer, edge.deliveries, edge.handled) == ("api", 3, 3)
+    cursor.close()
+    database.close()
+
+
 @pytest.mark.parametrize("order", TWIN_ORDERS)
 def test_a_delivery_stored_as_span_and_record_counts_once(
     tmp_path: Path, any_size: None, order: str
@@ -323,17 +348,24 @@ def test_compacting_the_rollup_keeps_its_answers(
     cursor.close()
 
 
+@pytest.mark.parametrize("rewritten", [False, True], ids=["no rollup", "the first rollup"])
 def test_a_file_from_before_the_rollup_gets_the_same_rollup_on_open(
-    traffic: Path, tmp_path: Path
+    traffic: Path, tmp_path: Path, rewritten: bool
 ) -> None:
     path = tmp_path / "before.duckdb"
     path.write_bytes(traffic.read_bytes())
     cursor = duckdb.connect(str(path))
     kept = cursor.execute(_KEPT).fetchall()
     pending = cursor.execute("SELECT * FROM eventscope_edges_pending ORDER BY ALL").fetchall()
-    cursor.execute("DELETE FROM eventscope_meta WHERE key = 'edges_from'")
-    for table in edge_rollup.EDGE_TABLES:
-        cursor.execute(f"DELETE FROM {table}")
+    # as a collector before the rollup left it; or as one before 2026-12-06, whose rollup
+    # left out deliveries (made again: the same rows)
+    cursor.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": edge_rollup.META})
+    if rewritten:
+        cursor.execute("INSERT INTO eventscope_meta VALUES ('edges_from', '0')")
+        cursor.execute("DELETE FROM eventscope_edges WHERE deliveries > 1")
+    else:
+        for table in edge_rollup.EDGE_TABLES:
+            cursor.execute(f"DELETE FROM {table}")
     cursor.close()
     database = Database.open(Settings(db=str(path)))
     cursor = database.cursor()
@@ -348,7 +380,7 @@ def test_a_file_from_before_the_rollup_gets_the_same_rollup_on_open(
 def test_retention_removes_the_edges_it_removed(
     traffic: Path, tmp_path: Path, any_size: None
 ) -> None:
-    kept = retain_half(traffic, tmp_path / "retained.duckdb", "edges_from")
+    kept = retain_half(traffic, tmp_path / "retained.duckdb", edge_rollup.META)
     cursor = kept.database.cursor()
     for sql in (
         "SELECT count(*) FROM eventscope_edges WHERE minute < make_timestamp_ns($t)",
