@@ -1,0 +1,263 @@
+"""Lost, duplicated and orphaned events read three ways — from the ledger-event rollup,
+from the writer's keys alone, from the raw rows alone — are equal on random traffic that
+holds every case the definitions (docs/design.md) and the readers' shortcuts care about:
+events published twice (by two producers, or as two types), never published, never
+delivered to a group, delivered again after an error or as a skipped duplicate,
+dead-lettered; deliveries that start before their publish (clock skew); deliveries and
+publishes written as event records, some of them also as spans (one message, two rows);
+rows arriving in commits out of time order, some after the writer merged their minute
+(late rows); clients that do not carry the publish time; times to the nanosecond, as SDKs
+stamp them; and windows and grace periods cut anywhere. The topology from the writer's
+rollups is likewise the raw read's, on the same traffic through the real writer (this
+found the edge rollup leaving out deliveries whose times had nanoseconds).
+
+``EVENTSCOPE_FUZZ_SEEDS=200 pytest tests/queries/test_ledger_fuzz.py`` runs more seeds
+(six by default).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from eventscope.collector._signals import LOGS, TRACES
+from eventscope.queries import (
+    Topology,
+    duplicate_events,
+    edge_rollup,
+    lost_events,
+    orphan_deliveries,
+    topology,
+)
+from eventscope.queries._log_bins import RELATIVE_ERROR
+from eventscope.queries._topology_rollup import rolled_edges
+from eventscope.queries.ledger_events import compact
+from eventscope.queries.schema import create_schema
+from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging, without_rollup, write_commits
+
+PROTOBUF = "application/x-protobuf"
+
+MINUTE_MS = 60_000.0
+SECOND = 10**9
+BASE = 1_700_000_040 * 10**9  # on a whole minute
+#: (destination, event type) of the traffic, and the groups that handle each
+TYPES = {
+    ("orders", "OrderPlaced"): ("billing", "shipping", "audit"),
+    ("payments", "PaymentRequested"): ("billing", "ledger"),
+}
+OUTCOMES = ("ok", "ok", "ok", "error", "dead_lettered", "duplicate_skipped")
+SEEDS = int(os.environ.get("EVENTSCOPE_FUZZ_SEEDS", "6"))
+
+
+class _Message:
+    """One row to write: a span, an event record, or both (a message's twins)."""
+
+    def __init__(self, at: float, add: Any) -> None:
+        self.at = at
+        self.add = add  # add(otlp, as_record)
+
+
+def _traffic(rng: random.Random, *, republish: bool = True) -> list[_Message]:
+    """The rows of ≈60 events over ≈9 minutes, each case above at random. In a third of
+    the runs some consumers' clients do not carry the publish time (stock OpenTelemetry
+    instrumentation): the rollups then decline their minutes, and the rows answer.
+    ``republish``: an event published twice may be published again by another service
+    or as another type (else a producer's retry: the same service and type)."""
+    rows: list[_Message] = []
+    stock = rng.random() < 1 / 3
+    for n in range(rng.randint(30, 70)):
+        event = f"e{n}"
+        (destination, event_type), groups = rng.choice(list(TYPES.items()))
+        publish_at = rng.uniform(0, 9 * MINUTE_MS)
+        publishes = rng.choices([0, 1, 2], weights=[1, 10, 1])[0]
+        publish_times = [publish_at + p * rng.uniform(1, 40_000) for p in range(publishes)]
+        producer = rng.choice(["api", "api", "backfill"])
+        for p, at in enumerate(publish_times):
+            if p and republish:
+                producer = rng.choice(["api", "api", "backfill"])
+            # an event published again under another type: the readers must decline it
+            kind = event_type if rng.random() > 0.05 or not republish else "OrderCancelled"
+            rows.append(_Message(at, _publish(event, destination, kind, producer, at, p)))
+        for group in groups:
+            deliveries = rng.choices([0, 1, 2, 3], weights=[2, 12, 3, 1])[0]
+            at = publish_at + rng.uniform(-30_000, 5_000)  # some before their publish
+            for d in range(deliveries):
+                at += rng.uniform(1, 70_000)
+                outcome = rng.choice(OUTCOMES)
+                # the start of the publish it came from, as the hooks copy it; none from
+                # clients without them (or where the publish never came, a guess)
+                carried = rng.choice(publish_times) if publish_times else None
+                if stock and rng.random() < 0.3:
+                    carried = None
+                elif not publish_times and (not stock or rng.random() < 0.5):
+                    carried = at - rng.uniform(1, 20_000)
+                deliver = _deliver(event, destination, event_type, group, at, d, outcome, carried)
+                rows.append(_Message(at, deliver))
+    return rows
+
+
+def _publish(
+    event: str, destination: str, event_type: str, producer: str, at: float, n: int
+) -> Any:
+    def add(otlp: Otlp, as_record: bool) -> None:
+        attrs = messaging("send", destination, event, event_type=event_type, correlation=event)
+        span = f"p-{event}-{n}"
+        if as_record:
+            otlp.record(producer, "publish", trace=event, span=span, start=at, attrs=attrs)
+        else:
+            otlp.span(
+                producer, "send", PRODUCER, trace=event, span=span, start=at, ms=1, attrs=attrs
+            )
+
+    return add
+
+
+def _deliver(
+    event: str,
+    destination: str,
+    event_type: str,
+    group: str,
+    at: float,
+    n: int,
+    outcome: str,
+    published_at: float | None,
+) -> Any:
+    def add(otlp: Otlp, as_record: bool) -> None:
+        attrs = messaging(
+            "process",
+            destination,
+            event,
+            event_type=event_type,
+            correlation=event,
+            group=group,
+            attempt=n + 1,
+            outcome=outcome,
+            published_ns=None if published_at is None else otlp.at(published_at),
+        )
+        span = f"d-{event}-{group}-{n}"
+        if as_record:
+            otlp.record(group, "deliver", trace=event, span=span, start=at, attrs=attrs, ms=2)
+        else:
+            otlp.span(
+                group, "process", CONSUMER, trace=event, span=span, start=at, ms=2, attrs=attrs
+            )
+
+    return add
+
+
+def _commits(rng: random.Random, rows: list[_Message]) -> Iterator[Otlp]:
+    """The rows in commits of roughly time order (a fifth of them up to two minutes
+    late): each commit's OTLP."""
+    rows = sorted(rows, key=lambda r: r.at + rng.uniform(0, 2 * MINUTE_MS) * (rng.random() < 0.2))
+    while rows:
+        size = rng.randint(1, 25)
+        commit, rows = rows[:size], rows[size:]
+        otlp = Otlp(BASE)
+        for row in commit:
+            how = rng.random()
+            row.add(otlp, how < 0.2)  # an event record where no span was recorded
+            if how > 0.95:
+                row.add(otlp, True)  # a span and its event record: one message
+        yield otlp
+
+
+def _write(cursor: duckdb.DuckDBPyConnection, rng: random.Random, rows: list[_Message]) -> None:
+    """The commits loaded as the writer inserts them, its merges run at random between."""
+    for otlp in _commits(rng, rows):
+        load(cursor, *otlp.bodies())
+        if rng.random() < 0.4:
+            compact(cursor, max_minutes=rng.randint(1, 3))
+
+
+def _window(rng: random.Random) -> dict[str, Any]:
+    """A window cut anywhere in the traffic's ≈10 minutes; a few open at the end."""
+    since = BASE + rng.randint(-60, 9 * 60) * SECOND + rng.randint(0, SECOND)
+    if rng.random() < 0.15:
+        return {"since_ns": since}
+    return {"since_ns": since, "until_ns": since + rng.randint(20, 8 * 60) * SECOND + 7}
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_the_rollup_the_keys_and_the_raw_rows_agree(seed: int) -> None:
+    rng = random.Random(seed)
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    _write(cursor, rng, _traffic(rng))
+    for _ in range(6):
+        window = _window(rng)
+        grace = rng.choice([0, 20 * SECOND, 150 * SECOND])
+        subscriptions = rng.choice(
+            [None, {"orders": ["audit", "archive"]}, {"PaymentRequested": ["ledger"]}]
+        )
+        reads = [
+            (lost_events, {"grace_ns": grace, "subscriptions": subscriptions}),
+            (duplicate_events, {}),
+            (orphan_deliveries, {"grace_ns": 0}),
+        ]
+        for read, options in reads:
+            fast = read(cursor, **window, **options)
+            keys = without_rollup(cursor, "ledger_events_from", read, **window, **options)
+            raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
+            assert fast == raw, (seed, read.__name__, options, window)
+            assert keys == raw, (seed, read.__name__, options, window)
+    cursor.close()
+
+
+def _same_edges(found: Topology, exact: Topology) -> None:
+    """Every edge's counts equal, its percentiles within the histograms' error. A
+    percentile between two values of opposite signs (a queue wait under clock skew) is
+    within that error of the larger magnitude, not of itself (queries/_log_bins.py)."""
+    assert (found.services, found.consumer_groups) == (exact.services, exact.consumer_groups)
+    keys = [(e.producer, e.destination, e.event_type, e.consumer_group) for e in found.edges]
+    assert keys == [
+        (e.producer, e.destination, e.event_type, e.consumer_group) for e in exact.edges
+    ]
+    for edge, right in zip(found.edges, exact.edges, strict=True):
+        blank = {"processing": None, "queue_wait": None}
+        assert edge.to_json() | blank == right.to_json() | blank
+        for name in blank:
+            ours, theirs = getattr(edge, name), getattr(right, name)
+            pairs = [(getattr(ours, q), getattr(theirs, q)) for q in ("p50", "p90", "p95", "p99")]
+            scale = max((abs(b) for _, b in pairs if b is not None), default=0.0)
+            for a, b in pairs:
+                assert (a is None) == (b is None), (keys, name)
+                if a is not None and b is not None:
+                    assert abs(a - b) <= 2 * RELATIVE_ERROR * scale + 1, (edge, name, a, b)
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_the_topology_from_the_rollups_is_the_raw_answer_on_random_traffic(
+    seed: int, tmp_path: Path, any_size: None
+) -> None:
+    """The same traffic through the collector's real writer (the edge rollup, its pending
+    deliveries, the activity rollup): every edge the raw read's. An event published again
+    under another service or type is left out: before the window, the rollup puts a
+    delivery under the publish it names and the raw read under the first it finds
+    (queries/_topology_rollup.py, "the one case left")."""
+    rng = random.Random(1000 + seed)
+    commits = []
+    for otlp in _commits(rng, _traffic(rng, republish=False)):
+        traces, logs = otlp.bodies()
+        batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
+        commits.append([(s, b) for s, b in batches if b.tables and b.tables[0].num_rows])
+    write_commits(tmp_path / "fuzz.duckdb", [c for c in commits if c]).close()
+    cursor = duckdb.connect(str(tmp_path / "fuzz.duckdb"))
+    # all of it: the rollups answer unless some clients carry no publish time
+    whole = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
+    answered = rolled_edges(cursor, whole["since_ns"], whole["until_ns"], 0, []) is not None
+    assert answered or cursor.execute(
+        "SELECT count(*) FROM eventscope_latency_gaps"
+    ).fetchone() != (0,)
+    for n in range(6):
+        window = {
+            **(_window(rng) if n else whole),
+            "grace_ns": rng.choice([0, 20 * SECOND, 150 * SECOND]),
+        }
+        found = topology(cursor, **window)
+        _same_edges(found, without_rollup(cursor, edge_rollup.META, topology, **window))
+    cursor.close()
