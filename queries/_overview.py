@@ -36,7 +36,8 @@ WITH seen AS (
     FROM spans
     WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
     UNION ALL
-    SELECT service_name, epoch_ns(time), 0, 1, (outcome IN ('error', 'dead_lettered'))::INTEGER, 0
+    SELECT service_name, epoch_ns(time), 0, 1,
+           coalesce(outcome IN ('error', 'dead_lettered'), false)::INTEGER, 0
     FROM logs
     WHERE record_kind IS NOT NULL
       AND time >= make_timestamp_ns($since) AND time < make_timestamp_ns($until)

@@ -15,11 +15,13 @@ from eventscope.collector._settings import Settings
 from eventscope.queries import Overview, activity_rollup, overview
 from eventscope.queries import _overview as overview_module
 from eventscope.queries._sources import Sources
+from eventscope.queries.schema import create_schema
 from otlp_builder import (
     PRODUCER,
     TWIN_ORDERS,
     Otlp,
     compact_all,
+    load,
     messaging,
     twin_commits,
     without_rollup,
@@ -224,6 +226,31 @@ def _publish(otlp: Otlp, name: str, at: float, *, record: bool) -> None:
         otlp.span(
             "api", "send", PRODUCER, trace=name, span=f"p-{name}", start=at, ms=1, attrs=attrs
         )
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_a_window_whose_only_rows_are_publish_records(fit: bool) -> None:
+    """A service whose producer spans were all sampled out sends event records alone; a
+    window (or a second of one) holding only those: counted, not a crash (a publish
+    record has no outcome, and the errors of the seconds it alone filled summed to NULL)."""
+    base = 1_700_000_040 * SECOND_NS
+    db = duckdb.connect(":memory:")
+    create_schema(db)
+    otlp = Otlp(base)
+    for n in range(3):
+        attrs = messaging("send", "orders", f"e{n}", event_type="OrderPlaced")
+        otlp.record("api", "publish", trace=f"t{n}", span=f"p{n}", start=n * 1500.0, attrs=attrs)
+    load(db, *otlp.bodies())
+    found = overview(db, since_ns=base, until_ns=base + 60 * SECOND_NS, buckets=10, fit=fit)
+    assert sum(b.publishes for b in found.activity) == 3
+    [service] = found.services
+    assert (service.service, service.spans, service.event_records, service.errors) == (
+        "api",
+        0,
+        3,
+        0,
+    )
+    db.close()
 
 
 @pytest.mark.parametrize("order", TWIN_ORDERS)
