@@ -20,8 +20,10 @@ type (then the one a delivery names and the first in the window are on one edge)
 is checked for the events published twice in the window; one published before the window
 and again in it under another producer or type is the one case left, as for the learned
 rollup (queries/learned_rollup.py). A delivery that names a publish after the window's end
-(a clock running ahead) makes the window read raw. Handled counts an (event, group)
-handled more than once in the window once, from the duplicates the page reads anyway.
+(a clock running ahead), or one that retention has removed since (before the rollup's
+start: the raw query sees no such publish), makes the window read raw. Handled counts an
+(event, group) handled more than once in the window once, from the duplicates the page
+reads anyway.
 Percentiles come from the merged histograms (within :data:`._log_bins.RELATIVE_ERROR`).
 """
 
@@ -41,10 +43,11 @@ from ._latency_rollup_read import merge
 from ._log_bins import BIN_SQL
 from ._overview import _activity_span
 from ._records import DuplicateEvent
+from ._rollup_meta import complete_from
 from ._sources import Sources, id_table
 from .activity_rollup import PUBLISHES
 from .edge_rollup import edges_from
-from .id_index import has_index, id_range
+from .id_index import TRIMMED_BEFORE, has_index, id_range
 from .ledger_keys import keyed
 
 __all__ = ["rolled_edges"]
@@ -56,7 +59,8 @@ _EDGE_KEY = "to_json([producer, destination, event_type, consumer_group])::VARCH
 _ROLLUP = f"""
 SELECT {_EDGE_KEY} AS key, NULL::BIGINT AS bucket, deliveries, errors,
        epoch_ns(first_start) AS first, epoch_ns(last_start) AS last, processing, queue_wait,
-       handled, service_name, handler, epoch_ns(last_publish) AS last_publish
+       handled, service_name, handler, coalesce(epoch_ns(first_publish), 0) AS first_publish,
+       epoch_ns(last_publish) AS last_publish
 FROM eventscope_edges
 WHERE minute >= make_timestamp_ns($low) AND minute < make_timestamp_ns($high)
 """
@@ -161,6 +165,10 @@ def rolled_edges(
     latest = pc.max(rolled["last_publish"]).as_py()
     if latest is not None and latest >= until_ns:
         return None  # a delivery names a publish after the window's end
+    earliest = pc.min(rolled["first_publish"]).as_py()  # (0: a row made before it was kept)
+    removed = complete_from(cursor, TRIMMED_BEFORE) or start  # (retention's last cutoff)
+    if removed and earliest is not None and earliest < removed:
+        return None  # ... or one that retention removed
     inner = {"a": max(low, since_ns), "b": min(high, until_ns)}
     parts = [cursor.execute(_PENDING, inner).to_arrow_table()]
     for a, b, known in cuts:

@@ -10,12 +10,13 @@ finish). The writer keeps, in the same transaction as the rows:
 - ``eventscope_edges``: per (minute of the delivery's start, the producer, destination
   and event type of the publish it names, its consumer group, service and handler): how
   many deliveries, how many handled (``ok`` or ``duplicate_skipped``) and failed
-  (``error`` or ``dead_lettered``), the first and last start, the last publish time, and
-  log-bucket histograms of processing and queue wait (:mod:`._log_bins`, as the latency
-  rollup keeps them). A delivery is paired with the publish it names — same event id,
-  the producer's start equal to the delivery's ``publish_time`` (the hooks copy it from
-  the ``published_at`` header): in its own commit, or among the stored publishes of its
-  publish time.
+  (``error`` or ``dead_lettered``), the first and last start, the first and last publish
+  time, and log-bucket histograms of processing and queue wait (:mod:`._log_bins`, as the
+  latency rollup keeps them). A delivery is paired with the publish it names — same event
+  id, the producer's start equal to the delivery's ``publish_time`` (the hooks copy it
+  from the ``published_at`` header): in its own commit, or among the stored publishes of
+  its publish time. (Where retention has removed that publish since, the raw query no
+  longer sees it: a read declines the rows naming a publish before the rollup's start.)
 - ``eventscope_edges_pending``: the deliveries whose named publish is not stored yet, with
   the columns an edge needs. A later commit that brings it pairs them (moved into
   ``eventscope_edges`` in its transaction); those never paired (orphans, a publish time
@@ -135,7 +136,7 @@ SELECT make_timestamp_ns(epoch_ns(start_time) // {_MINUTE_NS} * {_MINUTE_NS}) AS
        count(*) FILTER (WHERE outcome IN ('ok', 'duplicate_skipped')) AS handled,
        count(*) FILTER (WHERE outcome IN ('error', 'dead_lettered')) AS errors,
        min(start_time) AS first_start, max(start_time) AS last_start,
-       max(publish_time) AS last_publish,
+       min(publish_time) AS first_publish, max(publish_time) AS last_publish,
        histogram(processing) FILTER (WHERE processing IS NOT NULL) AS processing,
        histogram(queue_wait) FILTER (WHERE queue_wait IS NOT NULL) AS queue_wait
 FROM {{paired}}
@@ -328,7 +329,8 @@ _MERGED = merged_sql(
     _KEY,
     "sum(deliveries)::BIGINT AS deliveries, sum(handled)::BIGINT AS handled, "
     "sum(errors)::BIGINT AS errors, min(first_start) AS first_start, "
-    "max(last_start) AS last_start, max(last_publish) AS last_publish",
+    "max(last_start) AS last_start, min(first_publish) AS first_publish, "
+    "max(last_publish) AS last_publish",
     ("processing", "queue_wait"),
 )
 

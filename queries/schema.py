@@ -273,6 +273,11 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute(
             f"ALTER TABLE eventscope_ledger_keys ADD COLUMN IF NOT EXISTS {column} DEFAULT 0"
         )
+    # Files whose edge rollup was made before it kept the first publish (made again on
+    # open: queries/edge_rollup.py).
+    connection.execute(
+        "ALTER TABLE eventscope_edges ADD COLUMN IF NOT EXISTS first_publish TIMESTAMP_NS"
+    )
     connection.execute(VIEWS_SQL)
     connection.execute("BEGIN TRANSACTION")
     connection.execute("DELETE FROM eventscope_meta WHERE key = 'schema_version'")

@@ -309,7 +309,8 @@ CREATE TABLE IF NOT EXISTS eventscope_edges (
     last_start          TIMESTAMP_NS NOT NULL,
     last_publish        TIMESTAMP_NS NOT NULL,
     processing          MAP(SMALLINT, UBIGINT),
-    queue_wait          MAP(SMALLINT, UBIGINT)
+    queue_wait          MAP(SMALLINT, UBIGINT),
+    first_publish       TIMESTAMP_NS            -- (added later: NULL in rows made before)
 );
 
 -- Deliveries of the edge rollup's kind whose named publish was not stored when they were

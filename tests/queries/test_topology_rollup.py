@@ -28,7 +28,7 @@ from otlp_builder import (
     without_rollup,
     write_commits,
 )
-from retention_round import retain_half, span_window
+from retention_round import retain_half, retention_round, span_window
 
 SECOND_NS = 10**9
 MINUTE_NS = 60 * SECOND_NS
@@ -373,6 +373,28 @@ def test_a_file_from_before_the_rollup_gets_the_same_rollup_on_open(
     assert cursor.execute("SELECT * FROM eventscope_edges_pending ORDER BY ALL").fetchall() == (
         pending
     )
+    cursor.close()
+    database.close()
+
+
+def test_a_delivery_whose_publish_retention_removed_is_read_as_the_rows_say(
+    tmp_path: Path, any_size: None
+) -> None:
+    """A delivery that waited 80 s in its queue, after retention removed its publish: the
+    rows left hold no publish of it, so it hangs under no producer, as the raw read says
+    (the rollup, which paired it with its publish when it came, declines that window)."""
+    publishes, deliveries = Otlp(_BASE), Otlp(_BASE)
+    for n in range(50, 56):  # published at 50-55 s, handled 80 s later
+        _add(publishes, deliveries, n, delay=80_000.0)
+    database = write_commits(tmp_path / "kept.duckdb", [_commit(publishes) + _commit(deliveries)])
+    writer = database.cursor()
+    assert retention_round(database, writer, _BASE + 100 * SECOND_NS)[1] == 6  # the publishes
+    writer.close()
+    cursor = database.cursor()
+    window = {"since_ns": _BASE + 110 * SECOND_NS, "until_ns": _BASE + 3 * MINUTE_NS}
+    assert not _used(cursor, window["since_ns"], window["until_ns"])
+    [edge] = _same_as_the_rows(cursor, **window, grace_ns=0).edges
+    assert (edge.producer, edge.consumer_group, edge.deliveries) == (None, "billing", 6)
     cursor.close()
     database.close()
 
