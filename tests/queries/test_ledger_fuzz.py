@@ -25,20 +25,30 @@ from typing import Any
 
 import duckdb
 import pytest
+from eventscope.collector._database import Database
+from eventscope.collector._settings import Settings
 from eventscope.collector._signals import LOGS, TRACES
 from eventscope.queries import (
+    HandlerLatency,
+    LatencyStats,
+    NotFound,
     Topology,
     duplicate_events,
     edge_rollup,
+    fanout_tree,
+    handler_latency,
     lost_events,
     orphan_deliveries,
+    overview,
     topology,
 )
+from eventscope.queries._latency_rollup_read import rollup_span
 from eventscope.queries._log_bins import RELATIVE_ERROR
 from eventscope.queries._topology_rollup import rolled_edges
 from eventscope.queries.ledger_events import compact
 from eventscope.queries.schema import create_schema
 from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging, without_rollup, write_commits
+from retention_round import retention_round
 
 PROTOBUF = "application/x-protobuf"
 
@@ -208,36 +218,71 @@ def test_the_rollup_the_keys_and_the_raw_rows_agree(seed: int) -> None:
     cursor.close()
 
 
+def _close(found: float | None, exact: float | None, scale: float) -> bool:
+    """A percentile from histograms against the exact one: within their error of the
+    largest magnitude among the percentiles compared (``scale``). A percentile between
+    two values of opposite signs (a queue wait under clock skew) is within that error of
+    the larger value, not of itself (queries/_log_bins.py)."""
+    if found is None or exact is None:
+        return found is exact
+    return abs(found - exact) <= 2 * RELATIVE_ERROR * scale + 1
+
+
+def _same_percentiles(found: Any, exact: Any, where: object) -> None:
+    """``Percentiles`` alike (see :func:`_close`)."""
+    pairs = [(getattr(found, q), getattr(exact, q)) for q in ("p50", "p90", "p95", "p99")]
+    scale = max((abs(b) for _, b in pairs if b is not None), default=0.0)
+    for a, b in pairs:
+        assert _close(a, b, scale), (where, a, b)
+
+
 def _same_edges(found: Topology, exact: Topology) -> None:
-    """Every edge's counts equal, its percentiles within the histograms' error. A
-    percentile between two values of opposite signs (a queue wait under clock skew) is
-    within that error of the larger magnitude, not of itself (queries/_log_bins.py)."""
+    """Every edge's counts equal, its percentiles alike."""
     assert (found.services, found.consumer_groups) == (exact.services, exact.consumer_groups)
     keys = [(e.producer, e.destination, e.event_type, e.consumer_group) for e in found.edges]
     assert keys == [
         (e.producer, e.destination, e.event_type, e.consumer_group) for e in exact.edges
     ]
+    blank = {"processing": None, "queue_wait": None}
     for edge, right in zip(found.edges, exact.edges, strict=True):
-        blank = {"processing": None, "queue_wait": None}
         assert edge.to_json() | blank == right.to_json() | blank
         for name in blank:
-            ours, theirs = getattr(edge, name), getattr(right, name)
-            pairs = [(getattr(ours, q), getattr(theirs, q)) for q in ("p50", "p90", "p95", "p99")]
-            scale = max((abs(b) for _, b in pairs if b is not None), default=0.0)
-            for a, b in pairs:
-                assert (a is None) == (b is None), (keys, name)
-                if a is not None and b is not None:
-                    assert abs(a - b) <= 2 * RELATIVE_ERROR * scale + 1, (edge, name, a, b)
+            _same_percentiles(getattr(edge, name), getattr(right, name), (edge, name))
+
+
+def _same_stats(found: LatencyStats, exact: LatencyStats, where: object) -> None:
+    counted = ("count", "errors", "error_rate", "throughput_per_s", "first_ns", "last_ns")
+    for name in counted:
+        assert getattr(found, name) == getattr(exact, name), (where, name)
+    for name in ("processing", "queue_wait"):
+        _same_percentiles(getattr(found, name), getattr(exact, name), (where, name))
+
+
+def _same_latency(found: HandlerLatency, exact: HandlerLatency) -> None:
+    _same_stats(found.total, exact.total, "total")
+    assert [r.key for r in found.rows] == [r.key for r in exact.rows]
+    rows = [(r, e, r.key) for r, e in zip(found.rows, exact.rows, strict=True)]
+    for got, want, key in [*rows, (found, exact, "*")]:
+        if key != "*":
+            _same_stats(got.stats, want.stats, key)
+        ours = got.buckets if key != "*" else got.total_buckets
+        theirs = want.buckets if key != "*" else want.total_buckets
+        assert [b.start_ns for b in ours] == [b.start_ns for b in theirs], key
+        for a, b in zip(ours, theirs, strict=True):
+            _same_stats(a.stats, b.stats, (key, a.start_ns))
 
 
 @pytest.mark.parametrize("seed", range(SEEDS))
-def test_the_topology_from_the_rollups_is_the_raw_answer_on_random_traffic(
+def test_the_writers_rollups_are_the_raw_answer_on_random_traffic(
     seed: int, tmp_path: Path, any_size: None
 ) -> None:
-    """The same traffic through the collector's real writer (the edge rollup, its pending
-    deliveries, the activity rollup): every edge the raw read's. An event published again
-    under another service or type is left out: before the window, the rollup puts a
-    delivery under the publish it names and the raw read under the first it finds
+    """The same traffic through the collector's real writer: the topology (edge rollup,
+    its pending deliveries), handler latency (latency rollup) and the overview (activity
+    rollup) equal to the raw reads', trees the same through the id index and without it;
+    then again, with lost, duplicates and orphans read three ways, after retention removed
+    what started before a time cut anywhere. An event published again under another service or
+    type is left out here: before the window, the edge rollup puts a delivery under the
+    publish it names and the raw read under the first it finds
     (queries/_topology_rollup.py, "the one case left")."""
     rng = random.Random(1000 + seed)
     commits = []
@@ -245,19 +290,84 @@ def test_the_topology_from_the_rollups_is_the_raw_answer_on_random_traffic(
         traces, logs = otlp.bodies()
         batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
         commits.append([(s, b) for s, b in batches if b.tables and b.tables[0].num_rows])
-    write_commits(tmp_path / "fuzz.duckdb", [c for c in commits if c]).close()
-    cursor = duckdb.connect(str(tmp_path / "fuzz.duckdb"))
+    path = tmp_path / "fuzz.duckdb"
+    write_commits(path, [c for c in commits if c]).close()
+    cursor = duckdb.connect(str(path))
     # all of it: the rollups answer unless some clients carry no publish time
     whole = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
-    answered = rolled_edges(cursor, whole["since_ns"], whole["until_ns"], 0, []) is not None
-    assert answered or cursor.execute(
-        "SELECT count(*) FROM eventscope_latency_gaps"
-    ).fetchone() != (0,)
-    for n in range(6):
-        window = {
-            **(_window(rng) if n else whole),
-            "grace_ns": rng.choice([0, 20 * SECOND, 150 * SECOND]),
-        }
-        found = topology(cursor, **window)
-        _same_edges(found, without_rollup(cursor, edge_rollup.META, topology, **window))
+    gaps = cursor.execute("SELECT count(*) FROM eventscope_latency_gaps").fetchone()
+    if gaps == (0,):
+        assert rolled_edges(cursor, whole["since_ns"], whole["until_ns"], 0, []) is not None
+        assert rollup_span(cursor, whole["since_ns"], whole["until_ns"], None) is not None
+    for n in range(5):
+        _same_reads(cursor, rng, _window(rng) if n else whole)
+    # fan-out trees, by event id and correlation id, through the id index and without it
+    roots = [f"e{n}" for n in rng.sample(range(30), 6)]
+    indexed = [_tree(cursor, root) for root in roots]
+    cursor.execute("BEGIN TRANSACTION")
+    cursor.execute("UPDATE eventscope_meta SET value = 'off' WHERE key = 'id_index'")
+    assert [_tree(cursor, root) for root in roots] == indexed
+    cursor.execute("ROLLBACK")
+    assert any(not tree.startswith("not found") for tree in indexed)
     cursor.close()
+    # retention removes what started before a time cut anywhere: the rollups, keys,
+    # copies and index trimmed with the rows answer as the rows left do
+    database = Database.open(Settings(db=str(path)))
+    writer = database.cursor()
+    cutoff = BASE + rng.randint(30, 7 * 60) * SECOND + rng.randint(0, SECOND)
+    assert retention_round(database, writer, cutoff)[1] > 0
+    writer.close()
+    database.close()
+    cursor = duckdb.connect(str(path))
+    for n in range(4):
+        window = _window(rng) if n else {**whole, "since_ns": cutoff - 30 * SECOND}
+        _same_reads(cursor, rng, window)
+        for read, options in _LEDGER_READS:
+            fast = read(cursor, **window, **options)
+            keys = without_rollup(cursor, "ledger_events_from", read, **window, **options)
+            raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
+            assert fast == keys == raw, (seed, read.__name__, window)
+    cursor.close()
+
+
+#: Lost (with a subscription), duplicates and orphans, judged at a fixed time.
+_LEDGER_READS: list[tuple[Any, dict[str, Any]]] = [
+    (lost_events, {"grace_ns": 20 * SECOND, "subscriptions": {"orders": ["audit", "archive"]}}),
+    (duplicate_events, {}),
+    (orphan_deliveries, {"grace_ns": 0}),
+]
+_GROUPINGS = ["handler", "event_type", "service", "destination", "consumer_group"]
+
+
+def _same_reads(
+    cursor: duckdb.DuckDBPyConnection, rng: random.Random, window: dict[str, Any]
+) -> None:
+    """Over ``window``: the topology, handler latency and the overview from the writer's
+    rollups equal to the raw reads'."""
+    grace = rng.choice([0, 20 * SECOND, 150 * SECOND])
+    found = topology(cursor, **window, grace_ns=grace)
+    _same_edges(found, without_rollup(cursor, edge_rollup.META, topology, **window, grace_ns=grace))
+    asked: dict[str, Any] = {**window, "group_by": rng.choice(_GROUPINGS)}
+    if rng.random() < 0.5:
+        asked["bucket_ns"] = rng.choice([1, 2]) * 60 * SECOND
+    latency = handler_latency(cursor, **asked)
+    _same_latency(latency, without_rollup(cursor, "latency_from", handler_latency, **asked))
+    if "until_ns" in window:
+        asked = {**window, "buckets": rng.choice([1, 3, 60]), "fit": True}
+        summary = overview(cursor, **asked)
+        exact = without_rollup(cursor, "activity_from", overview, **asked)
+        assert (summary.services, summary.event_types) == (exact.services, exact.event_types)
+        totals = [sum(getattr(b, f) for b in summary.activity) for f in _ACTIVITY]
+        assert totals == [sum(getattr(b, f) for b in exact.activity) for f in _ACTIVITY]
+
+
+def _tree(cursor: duckdb.DuckDBPyConnection, root: str) -> str:
+    """The tree of ``root`` as JSON text, judged at a fixed time (or why there is none)."""
+    try:
+        return str(fanout_tree(cursor, root, grace_ns=-(2**62)).to_json())
+    except NotFound as exc:
+        return f"not found: {exc}"
+
+
+#: The overview's activity figures that add up over buckets.
+_ACTIVITY = ("spans", "requests", "errors", "publishes", "deliveries", "failed_deliveries")
