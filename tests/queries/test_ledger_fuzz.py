@@ -301,13 +301,15 @@ def test_the_writers_rollups_are_the_raw_answer_on_random_traffic(
         assert rollup_span(cursor, whole["since_ns"], whole["until_ns"], None) is not None
     for n in range(5):
         _same_reads(cursor, rng, _window(rng) if n else whole)
-    # fan-out trees, by event id and correlation id, through the id index and without it
+    # fan-out trees, by event id and correlation id, through the id index and without it,
+    # their lost marks from the learned rollup and without it
     roots = [f"e{n}" for n in rng.sample(range(30), 6)]
     indexed = [_tree(cursor, root) for root in roots]
     cursor.execute("BEGIN TRANSACTION")
     cursor.execute("UPDATE eventscope_meta SET value = 'off' WHERE key = 'id_index'")
     assert [_tree(cursor, root) for root in roots] == indexed
     cursor.execute("ROLLBACK")
+    assert [without_rollup(cursor, "learned_from", _tree, root=root) for root in roots] == indexed
     assert any(not tree.startswith("not found") for tree in indexed)
     cursor.close()
     # retention removes what started before a time cut anywhere: the rollups, keys,
