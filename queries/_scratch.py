@@ -76,7 +76,13 @@ def registered(
     connection: duckdb.DuckDBPyConnection,
 ) -> Iterator[Callable[[str, pa.Table], str]]:
     """``register(name, table)`` for the ``with`` block: Arrow tables scanned in place
-    (no copy: the writer's rollups read a commit's rows so), unregistered at its end."""
+    (no copy: the writer's rollups read a commit's rows so), unregistered at its end.
+
+    DuckDB 1.5.5 hands the values of an IN filter it pushes into such a scan (an IN list,
+    or a hash join's build side of up to 50 keys) to pyarrow as Python objects: a
+    TIMESTAMP_NS at microseconds (it then matches nothing with nanoseconds), a UBIGINT
+    above 2^63 as an error. Join these tables on ``epoch_ns()`` of their times, not on the
+    times (queries/edge_rollup.py, ``_SAME_PUBLISH``)."""
     names: list[str] = []
 
     def register(name: str, table: pa.Table) -> str:
