@@ -20,8 +20,8 @@ type (then the one a delivery names and the first in the window are on one edge)
 is checked for the events published twice in the window; one published before the window
 and again in it under another producer or type is the one case left, as for the learned
 rollup (queries/learned_rollup.py). A delivery that names a publish after the window's end
-(a clock running ahead), or one that retention has removed since (before the rollup's
-start: the raw query sees no such publish), makes the window read raw. Handled counts an
+(a clock running ahead), or one that retention has removed since (before its last
+cutoff: the raw query sees no such publish), makes the window read raw. Handled counts an
 (event, group) handled more than once in the window once, from the duplicates the page
 reads anyway.
 Percentiles come from the merged histograms (within :data:`._log_bins.RELATIVE_ERROR`).

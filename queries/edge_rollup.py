@@ -16,7 +16,7 @@ finish). The writer keeps, in the same transaction as the rows:
   id, the producer's start equal to the delivery's ``publish_time`` (the hooks copy it
   from the ``published_at`` header): in its own commit, or among the stored publishes of
   its publish time. (Where retention has removed that publish since, the raw query no
-  longer sees it: a read declines the rows naming a publish before the rollup's start.)
+  longer sees it: a read declines the rows naming a publish before retention's cutoff.)
 - ``eventscope_edges_pending``: the deliveries whose named publish is not stored yet, with
   the columns an edge needs. A later commit that brings it pairs them (moved into
   ``eventscope_edges`` in its transaction); those never paired (orphans, a publish time
