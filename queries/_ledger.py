@@ -207,7 +207,7 @@ def lost_events(
         event_filter = ""
         if event_ids is not None:
             ids = src.register(id_table(event_ids))
-            event_filter = f"p.message_id IN (SELECT event_id FROM {ids}) AND"
+            event_filter = f"j.message_id IN (SELECT event_id FROM {ids}) AND"
         params = {**src.params, **judged}
         sql = _LOST.format(
             deliveries=src.deliveries,

@@ -60,6 +60,14 @@ def test_a_subscription_makes_a_group_expected_that_never_handled_anything(
     assert audit == {(event, "never_delivered", ("subscription",)) for event in ("e2", "e4", "e6")}
 
 
+def test_lost_events_of_a_few_events_are_their_rows(db: duckdb.DuckDBPyConnection) -> None:
+    """``event_ids`` reports only those events (their groups still learned from all):
+    the rows of the whole answer that are theirs (it raised a binder error before)."""
+    found = lost_events(db, event_ids=["e3", "e6", "e9"])
+    assert {(r.event_id, r.consumer_group) for r in found} == {("e3", "email"), ("e6", "ledger")}
+    assert found == tuple(r for r in lost_events(db) if r.event_id in {"e3", "e6", "e9"})
+
+
 def test_lost_events_reject_a_malformed_subscription(db: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(BadParameter, match="subscriptions"):
         lost_events(db, subscriptions={"orders": [""]})
