@@ -273,6 +273,12 @@ def write_commits(path: Path, commits: list[list[tuple[Any, Any]]]) -> Database:
     """Each of ``commits`` (signal, decoded batch pairs) committed together by the
     collector's real writer into the database at ``path``; returns it open."""
     database = Database.open(Settings(db=str(path)))
+    write_to(database, commits)
+    return database
+
+
+def write_to(database: Database, commits: list[list[tuple[Any, Any]]]) -> None:
+    """:func:`write_commits` into an open ``database`` (a file, or a lake)."""
 
     async def run() -> None:
         writer = SpanWriter(
@@ -284,7 +290,6 @@ def write_commits(path: Path, commits: list[list[tuple[Any, Any]]]) -> Database:
         await writer.close()
 
     asyncio.run(run())
-    return database
 
 
 #: The orders :func:`twin_commits` commits a message's span and its event record in.

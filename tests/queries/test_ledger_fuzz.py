@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,16 @@ from eventscope.queries._log_bins import RELATIVE_ERROR
 from eventscope.queries._topology_rollup import rolled_edges
 from eventscope.queries.ledger_events import compact
 from eventscope.queries.schema import create_schema
-from otlp_builder import CONSUMER, PRODUCER, Otlp, load, messaging, without_rollup, write_commits
+from otlp_builder import (
+    CONSUMER,
+    PRODUCER,
+    Otlp,
+    load,
+    messaging,
+    without_rollup,
+    write_commits,
+    write_to,
+)
 from retention_round import retention_round
 
 PROTOBUF = "application/x-protobuf"
@@ -377,3 +387,40 @@ def _tree(cursor: duckdb.DuckDBPyConnection, root: str) -> str:
 
 #: The overview's activity figures that add up over buckets.
 _ACTIVITY = ("spans", "requests", "errors", "publishes", "deliveries", "failed_deliveries")
+
+
+@pytest.mark.parametrize("seed", range(max(1, SEEDS // 3)))
+def test_a_lakes_rollups_are_the_raw_answer_on_random_traffic(
+    seed: int, tmp_path: Path, any_size: None, postgres_dsn: str
+) -> None:
+    """The same on DuckLake (catalog in PostgreSQL, files under ``tmp_path``): the rollups
+    a lake keeps (the ledger's events are not merged there) answer as the raw reads do."""
+    rng = random.Random(2000 + seed)
+    schema = f"eventscope_fuzz_{seed}_{os.getpid()}"
+    settings = Settings(
+        db=f"ducklake:postgres:{postgres_dsn}", ducklake_schema=schema, data_path=str(tmp_path)
+    )
+    commits = []
+    for otlp in _commits(rng, _traffic(rng, republish=False)):
+        traces, logs = otlp.bodies()
+        batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
+        commits.append([(s, b) for s, b in batches if b.tables and b.tables[0].num_rows])
+    database = Database.open(settings)
+    try:
+        write_to(database, [c for c in commits if c])
+        with database.read_cursor() as cursor:
+            whole = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
+            for n in range(4):
+                window = _window(rng) if n else whole
+                _same_reads(cursor, rng, window)
+                for read, options in _LEDGER_READS:
+                    fast = read(cursor, **window, **options)
+                    raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
+                    assert fast == raw, (seed, read.__name__, window)
+    finally:
+        database.close()
+        subprocess.run(
+            ["psql", postgres_dsn, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+            capture_output=True,
+            check=False,
+        )
