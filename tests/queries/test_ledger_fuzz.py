@@ -75,6 +75,8 @@ TYPES = {
     ("payments", "PaymentRequested"): ("billing", "ledger"),
 }
 OUTCOMES = ("ok", "ok", "ok", "error", "dead_lettered", "duplicate_skipped")
+#: A window holding all of the traffic.
+_WHOLE = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
 SEEDS = int(os.environ.get("EVENTSCOPE_FUZZ_SEEDS", "6"))
 
 
@@ -230,12 +232,7 @@ def test_the_rollup_the_keys_and_the_raw_rows_agree(seed: int) -> None:
             (duplicate_events, {}),
             (orphan_deliveries, {"grace_ns": 0}),
         ]
-        for read, options in reads:
-            fast = read(cursor, **window, **options)
-            keys = without_rollup(cursor, "ledger_events_from", read, **window, **options)
-            raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
-            assert fast == raw, (seed, read.__name__, options, window)
-            assert keys == raw, (seed, read.__name__, options, window)
+        for read, options, fast in _same_ledger(cursor, window, reads):
             if read is not orphan_deliveries:  # a few events: the rows of those events
                 some = {f"e{n}" for n in rng.sample(range(30), 5)}
                 found = read(cursor, **window, **options, event_ids=some)
@@ -293,6 +290,41 @@ def _reordered(cursor: duckdb.DuckDBPyConnection, window: dict[str, Any]) -> set
                 late.add((entity, group, event))
             highest = sequence if highest is None else max(highest, sequence)
     return late
+
+
+def _decoded(rng: random.Random) -> list[list[tuple[Any, Any]]]:
+    """Random traffic (no event published again by another service or as another type) as
+    the writer's commits: each a list of (signal, decoded batch)."""
+    commits = []
+    for otlp in _commits(rng, _traffic(rng, republish=False)):
+        traces, logs = otlp.bodies()
+        batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
+        commit = [(s, b) for s, b in batches if b.tables and b.tables[0].num_rows]
+        if commit:
+            commits.append(commit)
+    return commits
+
+
+def _same_ledger(
+    cursor: duckdb.DuckDBPyConnection,
+    window: dict[str, Any],
+    reads: list[tuple[Any, dict[str, Any]]],
+    *,
+    keys: bool = True,
+) -> list[tuple[Any, dict[str, Any], Any]]:
+    """Each of ``reads`` (read, options) over ``window`` equal read as it is and from the
+    raw rows (the keys hidden), and with ``keys`` from the keys alone (the ledger-event
+    rollup hidden); returns (read, options, answer) of each."""
+    answers = []
+    for read, options in reads:
+        fast = read(cursor, **window, **options)
+        raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
+        assert fast == raw, (read.__name__, options, window)
+        if keys:
+            alone = without_rollup(cursor, "ledger_events_from", read, **window, **options)
+            assert alone == raw, (read.__name__, options, window)
+        answers.append((read, options, fast))
+    return answers
 
 
 def _close(found: float | None, exact: float | None, scale: float) -> bool:
@@ -362,16 +394,12 @@ def test_the_writers_rollups_are_the_raw_answer_on_random_traffic(
     publish it names and the raw read under the first it finds
     (queries/_topology_rollup.py, "the one case left")."""
     rng = random.Random(1000 + seed)
-    commits = []
-    for otlp in _commits(rng, _traffic(rng, republish=False)):
-        traces, logs = otlp.bodies()
-        batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
-        commits.append([(s, b) for s, b in batches if b.tables and b.tables[0].num_rows])
+    commits = _decoded(rng)
     path = tmp_path / "fuzz.duckdb"
-    write_commits(path, [c for c in commits if c]).close()
+    write_commits(path, commits).close()
     cursor = duckdb.connect(str(path))
     # all of it: the rollups answer unless some clients carry no publish time
-    whole = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
+    whole = _WHOLE
     gaps = cursor.execute("SELECT count(*) FROM eventscope_latency_gaps").fetchone()
     if gaps == (0,):
         assert rolled_edges(cursor, whole["since_ns"], whole["until_ns"], 0, []) is not None
@@ -401,11 +429,7 @@ def test_the_writers_rollups_are_the_raw_answer_on_random_traffic(
     for n in range(4):
         window = _window(rng) if n else {**whole, "since_ns": cutoff - 30 * SECOND}
         _same_reads(cursor, rng, window)
-        for read, options in _LEDGER_READS:
-            fast = read(cursor, **window, **options)
-            keys = without_rollup(cursor, "ledger_events_from", read, **window, **options)
-            raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
-            assert fast == keys == raw, (seed, read.__name__, window)
+        _same_ledger(cursor, window, _LEDGER_READS)
     cursor.close()
 
 
@@ -463,23 +487,16 @@ def test_a_lakes_rollups_are_the_raw_answer_on_random_traffic(
     settings = Settings(
         db=f"ducklake:postgres:{postgres_dsn}", ducklake_schema=schema, data_path=str(tmp_path)
     )
-    commits = []
-    for otlp in _commits(rng, _traffic(rng, republish=False)):
-        traces, logs = otlp.bodies()
-        batches = [(TRACES, TRACES.decode(traces, PROTOBUF)), (LOGS, LOGS.decode(logs, PROTOBUF))]
-        commits.append([(s, b) for s, b in batches if b.tables and b.tables[0].num_rows])
+    commits = _decoded(rng)
     database = Database.open(settings)
     try:
-        write_to(database, [c for c in commits if c])
+        write_to(database, commits)
         with database.read_cursor() as cursor:
-            whole = {"since_ns": BASE - 60 * SECOND, "until_ns": BASE + 12 * 60 * SECOND}
+            whole = _WHOLE
             for n in range(4):
                 window = _window(rng) if n else whole
                 _same_reads(cursor, rng, window)
-                for read, options in _LEDGER_READS:
-                    fast = read(cursor, **window, **options)
-                    raw = without_rollup(cursor, "ledger_keys_v2_from", read, **window, **options)
-                    assert fast == raw, (seed, read.__name__, window)
+                _same_ledger(cursor, window, _LEDGER_READS, keys=False)
     finally:
         database.close()
         subprocess.run(
