@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eventscope.collector._missing_modules import remember_missing
 from eventscope.queries import _event_parts as event_parts
 from eventscope.queries import _overview as overview_module
 from eventscope.queries import _topology as topology_module
@@ -249,6 +250,7 @@ def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, flo
 
 
 def main() -> None:
+    remember_missing()  # as `eventscope` does at start-up (collector/_missing_modules.py)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sizes", default="10M,100M", help="spans in each database, e.g. 10M,100M or 2M"

@@ -20,6 +20,7 @@ from eventscope.queries import EventscopeError
 from ._check import add_check_command
 from ._demo import add_demo_command
 from ._errors import ConfigError, DatabaseFailed, fail
+from ._missing_modules import remember_missing
 from ._output import FORMATS, render
 from ._query_client import SourceUnavailable, query_source
 from ._query_command import QueryCommand
@@ -246,6 +247,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
     """Entry point of the ``eventscope`` console script."""
     environ = os.environ if environ is None else environ
+    remember_missing()  # (DuckDB looks for pandas on every statement with parameters)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
