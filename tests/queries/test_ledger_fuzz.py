@@ -124,8 +124,13 @@ def _traffic(rng: random.Random, *, republish: bool = True) -> list[_Message]:
                     carried = None
                 elif not publish_times and (not stock or rng.random() < 0.5):
                     carried = at - rng.uniform(1, 20_000)
+                # now and then a delivery names another entity or sequence (an event
+                # amended between attempts): its first delivery to a group says which
+                named = entity
+                if rng.random() < 0.08:
+                    named = (f"order-{rng.randint(0, 4)}", entity[1] + rng.choice([-4, 2]))
                 deliver = _deliver(
-                    event, destination, event_type, group, at, d, outcome, carried, entity
+                    event, destination, event_type, group, at, d, outcome, carried, named
                 )
                 rows.append(_Message(at, deliver))
     return rows
