@@ -34,7 +34,9 @@ _SCRIPT = textwrap.dedent(
     statements()
     before = len(searched)
     assert remember_missing() == {"pandas"}
-    assert remember_missing() == {"pandas"}  # a second call adds no second finder
+    assert remember_missing() == {"pandas"}
+    finders = [f for f in sys.meta_path if type(f).__name__ == "_Missing"]
+    assert len(finders) == 1, finders  # a second call adds no second finder
     searched.clear()
     statements()
     try:
