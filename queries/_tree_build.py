@@ -24,10 +24,14 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
+from operator import attrgetter
 
 from ._tree_fetch import Item, Pool
 
 __all__ = ["Index", "assemble"]
+
+#: Children's order: by start, then span id.
+_BY_START = attrgetter("start", "span_id")
 
 
 class Index:
@@ -163,12 +167,15 @@ def assemble(
                     and _link_allowed(node, other)
                 ):
                     attach(other, node, "link")
+            # (a node already placed is not offered: it would be skipped when taken)
             if node.event_id and node.is_publish:
                 for waiting in index.by_event.get(node.event_id, ()):
-                    offer(waiting, node, 0)
+                    if id(waiting) not in reached:
+                        offer(waiting, node, 0)
             if node.event_id and node.is_delivery:
                 for waiting in index.by_cause.get(node.event_id, ()):
-                    offer_caused(waiting, node)
+                    if id(waiting) not in reached:
+                        offer_caused(waiting, node)
         while weak:
             *_, item, parent = heapq.heappop(weak)
             if id(item) not in reached:
@@ -182,5 +189,6 @@ def assemble(
                 break
             attach(pending, root, "correlation")
     for item in order:
-        item.children.sort(key=lambda c: (c.start, c.span_id))
+        if len(item.children) > 1:  # (most nodes have none: no call for them)
+            item.children.sort(key=_BY_START)
     return order

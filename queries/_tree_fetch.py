@@ -264,8 +264,14 @@ class _IdSets:
         self._scratch.close()
 
 
-def _items(rows: Iterable[tuple[Any, ...]], source: str = "span") -> list[Item]:
-    return [Item(row, source) for row in rows]
+def _items(result: duckdb.DuckDBPyConnection, source: str = "span") -> list[Item]:
+    """The rows of an executed statement (:data:`TREE_SPAN_SELECT` or
+    :data:`TREE_RECORD_SELECT`) as items, read through Arrow: column by column into Python
+    values, then zipped into rows. ``fetchall()`` converts value by value, which took
+    twice as long (a 10,000-span trace: 19 → 10 ms). The columns are text and integers,
+    which both convert to the same values."""
+    columns = [column.to_pylist() for column in result.to_arrow_table().columns]
+    return [Item(row, source) for row in zip(*columns, strict=True)]
 
 
 def _lookups(root: str) -> list[tuple[str, str]]:
@@ -295,8 +301,7 @@ def _trace_root(
     spans = {span_id for _, span_id, _, _ in shape}
     top = min((row for row in shape if row[2] not in spans), key=lambda row: row[3])
     early = [row[0] for row in shape if row[3] < top[3] - SKEW_NS]
-    rows = cursor.execute(_ROWS, {"rowids": [top[0], *early], **bound}).fetchall()
-    items = _items(rows)
+    items = _items(cursor.execute(_ROWS, {"rowids": [top[0], *early], **bound}))
     top_item = next(i for i in items if i.span_id == top[1] and i.start == top[3])
     return top_item, items
 
@@ -330,7 +335,7 @@ def find_root(
             if not found:
                 continue
             return found[0], found_by, found[1]
-        items = _items(cursor.execute(_FIND[found_by], {"id": value, **where}).fetchall())
+        items = _items(cursor.execute(_FIND[found_by], {"id": value, **where}))
         if not items:
             continue
         if found_by == "trace":
@@ -342,7 +347,7 @@ def find_root(
             return min(publishes, key=lambda i: i.start), found_by, items
         first = min(items, key=lambda i: i.start)
         where = bound("trace", first.trace_id) or where
-        trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id, **where}).fetchall())
+        trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id, **where}))
         return _top(trace, [first]), found_by, trace + items
     [(in_records,)] = cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchall()
     if in_records:
@@ -452,7 +457,7 @@ def collect(
         window = params
         if complete and firsts and not pool.truncated:  # every trace and id read: indexed
             window = {**params, "since": max(params["since"], min(firsts))}
-        rows = cursor.execute(sql, {**window, **fetched.params, **corr_ids.params}).fetchall()
+        rows = cursor.execute(sql, {**window, **fetched.params, **corr_ids.params})
         for item in _items(rows, "record"):
             if item.key not in pool.spans:
                 pool.records.append(item)
@@ -470,16 +475,16 @@ def _fetch_spans(
     params = {**window, **ids.params}
     wide = _TRACE_SPANS_WITHOUT_ROWIDS.format(ids=ids.sql)
     if narrow and ids.table is None and window["until"] - window["since"] <= SKEW_NS:
-        return _items(cursor.execute(wide, params).fetchall())
+        return _items(cursor.execute(wide, params))
     try:
         [(low, high)] = cursor.execute(_TRACE_RANGE.format(ids=ids.sql), params).fetchall()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.NotImplementedException):
         # a catalog without row ids (DuckLake): one wide scan
-        return _items(cursor.execute(wide, params).fetchall())
+        return _items(cursor.execute(wide, params))
     if low is None:
         return []
     rows = cursor.execute(_TRACE_SPANS.format(ids=ids.sql), {**params, "low": low, "high": high})
-    return _items(rows.fetchall())
+    return _items(rows)
 
 
 def _unique_links(links: list[Link]) -> list[Link]:

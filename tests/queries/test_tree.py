@@ -129,7 +129,11 @@ def test_duplicate_and_lost_marks_sit_on_their_nodes(
         ("e6", "ledger", "dead_lettered")
     }
     assert {m.kind for m in three.duplicates} == {"suppressed", "redelivered_after_failure"}
-    assert fanout_tree(db, "c4").duplicates[0].kind == "published_twice"
+    four = fanout_tree(db, "c4")
+    assert four.duplicates[0].kind == "published_twice"
+    marked = {n.span_id: n.duplicate for n in nodes(four)}
+    assert marked[workload.span("p7a")] == marked[workload.span("p7b")] == "published_twice"
+    assert marked[workload.span("b7")] is None  # each group handled it once
 
 
 def test_a_tree_joined_only_by_links_follows_them_in_either_direction(
