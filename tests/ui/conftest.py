@@ -48,9 +48,14 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium, headless, through Playwright (never `playwright install`)."""
+    """Debian's Chromium, headless, through Playwright (never `playwright install`).
+
+    One per module: Playwright's sync API keeps an event loop running in this thread while
+    it is open, so a test after it in the same process that calls ``asyncio.run`` fails
+    ("cannot be called from a running event loop") — as tests/queries/test_api_and_cli.py
+    did when run after tests/ui."""
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
