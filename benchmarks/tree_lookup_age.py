@@ -1,0 +1,79 @@
+"""What the 10,000-node tree's id lookup costs as the tree ages: the same lookup of its
+traces (queries/id_index.py ``id_range``, as ``fanout_tree`` runs it) bounded by the
+tree's own start, and by the bound a tree of each ``--hours`` age would have.
+
+A run of the id index holds the ids of one stretch of arrival, sorted by key, so the
+tree's 2,857 trace ids fall into every row group of every run not skipped by the bound
+(the rows' last start): the lookup reads what the index holds from the tree on. The
+benchmark's tree sits in the middle of the generated history (1.2 h before the newest span
+at 10 M spans, 11.8 h at 100 M). Prints each bound's best of ``--rounds`` and its ratio to
+the bound of the youngest age.
+
+    python benchmarks/tree_lookup_age.py FILE.duckdb [--hours 1.2,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import duckdb
+from eventscope.collector._missing_modules import remember_missing
+from eventscope.queries._scratch import Scratch
+from eventscope.queries._tree_fetch import SKEW_NS
+from eventscope.queries.id_index import id_range, index_state, runs
+
+_HOUR = 3600 * 10**9
+# The tree's traces: those holding its correlation id from its root on (what collect's
+# first round looks up).
+_TRACES = """
+SELECT DISTINCT trace_id FROM spans
+WHERE correlation_id = (SELECT any_value(correlation_id) FROM spans WHERE trace_id = $t)
+  AND start_time >= make_timestamp_ns($since)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("db")
+    parser.add_argument("--hours", default="1.2,6", help="ages to compare, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    remember_missing()
+    connection = duckdb.connect(args.db, read_only=True)
+    tree = connection.execute("SELECT trace_id FROM spans WHERE name = 'POST /imports'")
+    trace = tree.fetchone()[0]  # type: ignore[index]
+    root, end = connection.execute(
+        "SELECT (SELECT epoch_ns(min(start_time)) FROM spans WHERE trace_id = $t), "
+        "epoch_ns(max(start_time)) FROM spans",
+        {"t": trace},
+    ).fetchone()  # type: ignore[misc]
+    found = connection.execute(_TRACES, {"t": trace, "since": root - SKEW_NS}).fetchall()
+    traces = [row[0] for row in found]
+    state = index_state(connection)
+    stored = runs(connection)
+    print(
+        f"{args.db}: {len(traces):,} traces, the tree {(end - root) / _HOUR:.1f} h before the "
+        f"newest span; index runs (rows): {', '.join(f'{n:,}' for _, n in stored)}"
+    )
+    bounds = [(f"the tree's own (root - skew, {(end - root) / _HOUR:.1f} h)", root - SKEW_NS)]
+    for hours in sorted((float(h) for h in args.hours.split(",")), reverse=True):
+        bounds.append((f"as for a tree {hours:g} h old", end - int(hours * _HOUR) - SKEW_NS))
+    scratch = Scratch(connection)
+    table = scratch.ids(sorted(traces), "id")
+    timed = []
+    for label, after in bounds:
+        best = float("inf")
+        for _ in range(args.rounds + 1):  # the first warms
+            started = time.perf_counter()
+            id_range(connection, ("trace", "linked"), traces, table, after, keyed=state.keyed)
+            best = min(best, time.perf_counter() - started)
+        timed.append((label, best * 1000))
+    scratch.close()
+    youngest = timed[-1][1]
+    for label, ms in timed:
+        print(f"  {label:<45} {ms:7.1f} ms   ratio {ms / youngest:.2f}")
+
+
+if __name__ == "__main__":
+    main()
