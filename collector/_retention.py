@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 import duckdb
+from eventscope.queries import format_time
 from eventscope.queries.activity_rollup import ACTIVITY_TABLES
 from eventscope.queries.activity_rollup import trim as trim_activity
 from eventscope.queries.candidate_spans import CANDIDATE_TABLES
@@ -259,6 +260,13 @@ class Retention:
         lake = partial(_expire_lake_files, age_s=self._snapshot_age)
         await self._on_writer(lake if self._database.lake else _checkpoint)
         self.figures.database_bytes = await asyncio.to_thread(self._used_bytes)
+        if removed:
+            log.info(
+                "retention: removed %d spans that started before %s; %d since start",
+                removed,
+                format_time(cutoff),
+                self.figures.removed["spans"],
+            )
         return removed
 
     @contextlib.contextmanager

@@ -105,6 +105,13 @@ def test_data_past_the_window_is_removed_while_ingest_goes_on(retained: Collecto
     assert _removed(retained, "span_links") == 40
     assert _removed(retained, "span_events") == 40
     assert _removed(retained, "logs") == 40
+    assert retained.stop() == 0
+    # each round that removed spans says how many, and how many since the start
+    rounds = re.findall(
+        r"retention: removed (\d+) spans that started before \S+Z; (\d+) since start",
+        retained.log.read_text(),
+    )
+    assert rounds and int(rounds[-1][1]) == len(old) == sum(int(n) for n, _ in rounds)
 
 
 def test_max_db_size_removes_the_oldest_data(tmp_path: Path) -> None:
