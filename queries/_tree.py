@@ -283,7 +283,7 @@ def inherit_event(pool: Pool, index: Index, items: Iterable[Item]) -> None:
 def _pairs(index: Index, item: Item) -> list[tuple[str, str]]:
     """The (event id, group) pairs a delivery handled: one, or a batch node's one per
     message its links name."""
-    group = item.consumer_group or item.service
+    group = item.group
     if item.event_id:
         return [(item.event_id, group)]
     return [(m, group) for m in dict.fromkeys(index.link_messages.get(item.key, ()))]
@@ -354,11 +354,7 @@ class Marks:
                 continue
             handlers.append(item)
             outcome = outcome or ("error" if status == "error" else "ok")
-            if item.event_id:  # (inline: _pairs' common case)
-                pairs = [(item.event_id, item.consumer_group or item.service)]
-            else:
-                pairs = _pairs(index, item)
-            for pair in pairs:
+            for pair in _pairs(index, item):
                 delivered[pair].append((item.start, outcome))
                 if outcome in _HANDLED:
                     handled.add(pair)
@@ -548,9 +544,7 @@ def _records(
             item.name,  # name
             item.kind,  # kind
             item.handler,  # handler
-            (item.consumer_group or item.service)  # consumer_group (a delivery's: .group)
-            if item.is_delivery
-            else item.consumer_group,
+            item.group if item.is_delivery else item.consumer_group,  # consumer_group
             item.destination,  # destination
             item.event_type,  # event_type
             item.event_id,  # event_id
