@@ -374,7 +374,9 @@ class Marks:
         ]
         #: the duplicate kind of each node that has one (by ``id``): its first pair's that
         #: is duplicated, or ``published_twice`` on a publish of an event published twice
-        self.node_duplicate = _node_duplicates(index, handlers, items, self)
+        self.node_duplicate = _node_duplicates(
+            index, handlers, items, self.duplicate_kinds, publishes
+        )
         self.lost, self.lost_by_node = _lost_marks(
             items, delivered, handled, learned, configured, lost_before_ns
         )
@@ -393,10 +395,14 @@ class Marks:
 
 
 def _node_duplicates(
-    index: Index, handlers: list[Item], items: list[Item], marks: Marks
+    index: Index,
+    handlers: list[Item],
+    items: list[Item],
+    kinds: Mapping[tuple[str, str], str],
+    publishes: Mapping[str, int],
 ) -> dict[int, str]:
-    """:attr:`Marks.node_duplicate`, computed once, not per node while records are made."""
-    kinds = marks.duplicate_kinds
+    """:attr:`Marks.node_duplicate` from the duplicated pairs' ``kinds`` and the count of
+    each event's ``publishes``: computed once, not per node while records are made."""
     found: dict[int, str] = {}
     if kinds:
         for item in handlers:
@@ -404,7 +410,7 @@ def _node_duplicates(
                 if (kind := kinds.get(pair)) is not None:
                     found[id(item)] = kind
                     break
-    twice = {event_id for event_id, count in marks.publishes.items() if count > 1}
+    twice = {event_id for event_id, count in publishes.items() if count > 1}
     if twice:
         for item in items:
             if item.is_publish and item.event_id in twice:
