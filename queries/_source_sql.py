@@ -64,15 +64,16 @@ def record_span_keys(
     window: str,
     span_sources: Sequence[SpanSource] | None,
     records_from: str = "logs",
+    records_filter: str = "",
 ) -> str:
     """(trace, span) of stored spans (in each of ``span_sources``, default ``spans`` in
     ``window``) in traces that also have event records of ``kind`` (in ``window`` of
-    ``records_from``): a record of a delivery stands for a CONSUMER span, of a publish for
-    a PRODUCER."""
+    ``records_from``; ``records_filter``: only the records it selects, `` AND …``): a
+    record of a delivery stands for a CONSUMER span, of a publish for a PRODUCER."""
     span_kind = "consumer" if kind == "deliver" else "producer"
     traces = (
         f"SELECT trace_id FROM {records_from} "
-        f"WHERE record_kind = '{kind}' AND {window.format(column='time')}"
+        f"WHERE record_kind = '{kind}' AND {window.format(column='time')}{records_filter}"
     )
     return " UNION ALL ".join(
         f"""
