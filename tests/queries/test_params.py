@@ -113,6 +113,20 @@ def test_defaults_are_the_reads_own_and_a_caller_may_replace_them() -> None:
     assert (window.since_ns, window.until_ns) == (NOW - 3600, NOW)
 
 
+def test_a_default_window_of_whole_minutes_starts_on_a_whole_minute() -> None:
+    hour, minute = 3600 * 10**9, 60 * 10**9
+    now = NOW + 17 * 10**9 + 5  # 17 s and 5 ns into a minute
+    window = parse_params(Window, {}, strict=False, window_ns=hour, now=now)
+    assert (window.since_ns, window.until_ns) == (now - hour - 17 * 10**9 - 5, now)
+    assert window.since_ns % minute == 0
+    # an explicit since is the user's: kept to the nanosecond
+    given = parse_params(Window, {"since": str(now - hour)}, strict=False, window_ns=hour, now=now)
+    assert given.since_ns == now - hour
+    # so is a window shorter than a minute
+    short = parse_params(Window, {}, strict=False, window_ns=30 * 10**9, now=now)
+    assert short.since_ns == now - 30 * 10**9
+
+
 def test_a_parameter_a_read_does_not_take_is_refused_where_strict() -> None:
     with pytest.raises(BadParameter, match=r"^colour: is not a parameter here; use root, grace"):
         parse_params(TreeParams, {"root": "x", "colour": "red"})
