@@ -6,7 +6,6 @@ benchmark's traffic through the real writer, a backfill on open and retention.""
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
@@ -27,6 +26,7 @@ from eventscope.queries.ledger_keys import duplicate_times
 from eventscope.queries.schema import create_schema
 from otlp_builder import Otlp, delivered, load, published, without_rollup
 from queries_workload import ingest
+from read_scans import RowsScanned
 from retention_round import retention_round
 
 MINUTE = 60 * 10**9
@@ -185,36 +185,6 @@ def test_an_event_with_rows_a_day_apart() -> None:
     cursor.close()
 
 
-class _RowsScanned:
-    """A cursor that counts the rows DuckDB's profiler says each statement scanned of
-    ``table`` (JSON profile written to ``profile`` after every statement)."""
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, table: str, profile: Path) -> None:
-        self._cursor, self._table, self._profile = cursor, table, profile
-        self.rows = 0
-        cursor.execute("PRAGMA enable_profiling = 'json'")
-        cursor.execute(f"SET profiling_output = '{profile}'")
-        cursor.execute(
-            "SET custom_profiling_settings = "
-            """'{"OPERATOR_ROWS_SCANNED": "true", "EXTRA_INFO": "true"}'"""
-        )
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        found = self._cursor.execute(sql, *args)
-        if self._profile.exists():
-            nodes = [json.loads(self._profile.read_text())]
-            while nodes:
-                node = nodes.pop()
-                nodes += node.get("children", [])
-                if str(node.get("extra_info", {}).get("Table", "")).endswith(self._table):
-                    self.rows += node.get("operator_rows_scanned", 0)
-            self._profile.unlink()
-        return found
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
 def test_a_window_cut_at_its_judged_bound_reads_the_rollup_of_its_minutes_only(
     tmp_path: Path,
 ) -> None:
@@ -238,11 +208,12 @@ def test_a_window_cut_at_its_judged_bound_reads_the_rollup_of_its_minutes_only(
     window = {"since_ns": BASE + MINUTE, "until_ns": BASE + 5 * MINUTE + 10 * SECOND}
     grace = 150 * SECOND  # judged up to 2:40, inside the merged minutes
     expected = without_rollup(cursor, "ledger_keys_v2_from", lost_events, **window, grace_ns=grace)
-    scanned = _RowsScanned(cursor, "eventscope_ledger_events", tmp_path / "profile.json")
+    scanned = RowsScanned(cursor, tmp_path / "profile.json")
     found = lost_events(scanned, **window, grace_ns=grace)  # type: ignore[arg-type]
     assert found == expected
     assert [(e.event_id, e.consumer_group) for e in found] == [("b", "shipping"), ("c", "billing")]
-    assert 0 < scanned.rows < 1000, scanned.rows  # the window's rows, not the day's 400,000
+    rows = scanned.rows["eventscope_ledger_events"]
+    assert 0 < rows < 1000, rows  # the window's rows, not the day's 400,000
     cursor.close()
 
 

@@ -1,0 +1,127 @@
+"""How many rows of each table every read of a page scans, against the table's size: the
+reads whose cost grows with everything stored rather than with the window asked for.
+
+DuckDB's profiler counts the rows each table scan read (after zone maps pruned row
+groups); each read runs once over the window the pages default to (the last hour, from
+the start of its first minute, ending at the newest span) on a cursor that sums them per
+table. A time-clustered table read for an hour of a day should show about a twenty-fourth
+of its rows, scanned once per statement that reads it; a table scanned whole is flagged.
+
+    python benchmarks/read_scans.py --db FILE [--db FILE …] [--only lost]
+
+Files: those of benchmarks/queries.py (10 M spans, the last ~2.4 h of a day; 100 M, the
+whole day).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from eventscope.queries import (
+    duplicate_events,
+    handler_latency,
+    lost_events,
+    orphan_deliveries,
+    overview,
+    requests,
+    topology,
+)
+from eventscope.queries._order import out_of_order_page
+
+_MINUTE_NS = 60 * 10**9
+_HOUR_NS = 60 * _MINUTE_NS
+#: Tables smaller than this are not flagged (metadata, the few rows a read registers).
+_SMALL = 1_000_000
+
+
+class RowsScanned:
+    """A cursor whose statements' table scans are counted (rows read, per table, from
+    DuckDB's JSON profile, written to ``profile`` after each statement)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, profile: Path) -> None:
+        self._cursor, self._profile = cursor, profile
+        self.rows: Counter[str] = Counter()
+        cursor.execute("PRAGMA enable_profiling = 'json'")
+        cursor.execute(f"SET profiling_output = '{profile}'")
+        cursor.execute(
+            "SET custom_profiling_settings = "
+            """'{"OPERATOR_ROWS_SCANNED": "true", "EXTRA_INFO": "true"}'"""
+        )
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        """Run ``sql``, then add its scans (the profile is removed once read: a statement
+        that writes none is not counted twice)."""
+        found = self._cursor.execute(sql, *args)
+        if self._profile.exists():
+            nodes = [json.loads(self._profile.read_text())]
+            while nodes:
+                node = nodes.pop()
+                nodes += node.get("children", [])
+                table = node.get("extra_info", {}).get("Table")
+                if table and node.get("operator_rows_scanned"):
+                    self.rows[str(table).rsplit(".", 1)[-1]] += node["operator_rows_scanned"]
+            self._profile.unlink()
+        return found
+
+    def cursor(self) -> RowsScanned:
+        return RowsScanned(self._cursor.cursor(), self._profile)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _reads(since: int, until: int) -> dict[str, Callable[[Any], Any]]:
+    window = {"since_ns": since, "until_ns": until}
+    return {
+        "lost_events": lambda c: lost_events(c, **window),
+        "duplicate_events": lambda c: duplicate_events(c, **window),
+        "orphan_deliveries": lambda c: orphan_deliveries(c, **window),
+        "out_of_order (a page)": lambda c: out_of_order_page(c, **window, limit=20),
+        "overview": lambda c: overview(c, **window, fit=True),
+        "topology": lambda c: topology(c, **window),
+        "requests": lambda c: requests(c, **window, limit=25),
+        "handler_latency": lambda c: handler_latency(c, **window),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, action="append", required=True)
+    parser.add_argument("--only", help="the reads whose name contains this")
+    args = parser.parse_args()
+    for path in args.db:
+        connection = duckdb.connect(str(path), read_only=True)
+        end = connection.execute("SELECT epoch_ns(max(start_time)) FROM spans").fetchone()
+        until = int(end[0]) + 1 if end and end[0] is not None else 0
+        since = until - _HOUR_NS - (until - _HOUR_NS) % _MINUTE_NS
+        sizes = dict(
+            connection.execute("SELECT table_name, estimated_size FROM duckdb_tables()").fetchall()
+        )
+        print(f"\n{path.name}: {sizes.get('spans', 0):,} spans; the last hour from the minute")
+        print("| read | table | rows scanned | rows stored | share |")
+        print("|---|---|---:|---:|---:|")
+        with tempfile.TemporaryDirectory() as folder:
+            for name, read in _reads(since, until).items():
+                if args.only and args.only not in name:
+                    continue
+                scanned = RowsScanned(connection.cursor(), Path(folder) / "profile.json")
+                read(scanned)
+                for table, rows in scanned.rows.most_common():
+                    stored = sizes.get(table)
+                    if stored is None:  # (a temporary table of the read's own)
+                        continue
+                    share = rows / stored if stored else 0.0
+                    flag = " **whole table**" if stored >= _SMALL and share >= 0.5 else ""
+                    print(f"| {name} | {table} | {rows:,} | {stored:,} | {share:.1%}{flag} |")
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()
