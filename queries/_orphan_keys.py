@@ -134,18 +134,22 @@ def orphan_keys(
         keys: list[int] = sorted(
             {k for k in unmatched.column("event_key").to_pylist() if k is not None}
         )
-        bound, bounds = "", {}
-        if len(keys) > _LISTED:
-            listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
-        else:
-            listed = ", ".join(str(key) for key in keys) or "NULL"
-            state = index_state(cursor) if keys else None
-            if state is not None and state.complete:
-                found = event_range(cursor, keys, keyed=state.keyed)
+        published: set[tuple[int, int]] = set()
+        if keys:  # (an empty list still scanned every key stored)
+            listed = ", ".join(str(key) for key in keys)
+            if len(keys) > _LISTED:
+                listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
+            # bounded by where the id index has their rows, however many they are: without
+            # a bound the lookup read every key stored (an uninstrumented producer's hour of
+            # deliveries is thousands of such events)
+            bound, bounds = "", {}
+            state = index_state(cursor)
+            if state.complete:
+                found = event_range(cursor, keys, keyed=state.keyed, table=scratch.table)
                 if found is not None:
                     bound, bounds = _BOUND, {"first": found[0], "last": found[1]}
-        sql = _PUBLISHED.format(keys=listed, bound=bound)
-        published = set(cursor.execute(sql, bounds).fetchall())
+            sql = _PUBLISHED.format(keys=listed, bound=bound)
+            published = set(cursor.execute(sql, bounds).fetchall())
         pairs = zip(*unmatched.to_pydict().values(), strict=True)
         orphans = sorted(pair for pair in pairs if pair not in published)
         events = pa.table(

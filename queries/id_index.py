@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import duckdb
@@ -533,11 +533,16 @@ def _point_keys(hashed: str, prefixes: list[int], keyed: bool) -> list[str]:
 
 
 def event_range(
-    cursor: duckdb.DuckDBPyConnection, hashes: Iterable[int], *, keyed: bool | None = None
+    cursor: duckdb.DuckDBPyConnection,
+    hashes: Iterable[int],
+    *,
+    keyed: bool | None = None,
+    table: Callable[[pa.Table], str] | None = None,
 ) -> tuple[int, int] | None:
     """:func:`id_range` of event ids given by their ``hash()`` (as the ledger keys hold
     them): the earliest and latest start of any of their rows, or None. ``keyed`` as
-    there."""
+    there; ``table``: makes a temporary table of an Arrow table and returns its name, for
+    more keys than are written into the SQL (:data:`_LISTED_KEYS`)."""
     if keyed is None:
         keyed = index_state(cursor).keyed
     keys = sorted(
@@ -545,7 +550,10 @@ def event_range(
     )
     if not keys:
         return None
-    listed = ", ".join(str(key) for key in keys)  # ints, not user input
+    if table is not None and len(keys) > _LISTED_KEYS:
+        listed = f"SELECT key FROM {table(pa.table({'key': pa.array(keys, pa.uint64())}))}"
+    else:
+        listed = ", ".join(str(key) for key in keys)  # ints, not user input
     event = KINDS["event"]
     rows = (
         f"SELECT first, last FROM eventscope_ids WHERE key IN ({listed}) AND kind = {event} "
@@ -556,6 +564,10 @@ def event_range(
     if row is None or row[0] is None:
         return None
     return int(row[0]), int(row[1])
+
+
+#: Above this many, :func:`event_range`'s keys are joined from a table, not listed.
+_LISTED_KEYS = 4096
 
 
 def id_range(

@@ -1,0 +1,110 @@
+"""Every read of the pages costs what its window holds, not what the file holds: a day-old
+history prepended to the large tables adds no row that the reads scan.
+
+The benchmark's traffic (through the collector's writer) is copied into two files, one of
+them with a history first: each large table's rows again, a day older and under other ids,
+two whole row groups of them. Each read of ``benchmarks/read_scans.py`` (the pages'
+reads: lost, duplicated, orphaned, out-of-order events, the overview, the topology, the
+requests list, handler latency) runs over the traffic's window on both, and DuckDB's
+profiler counts the rows each scanned per table (after zone maps). A statement that reads
+a table whole (an ``OR`` of ranges, a lookup without a time bound) scans the history's
+two row groups on the second file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from eventscope.queries.schema import create_schema
+from read_scans import RowsScanned, _reads
+
+#: DuckDB's rows per row group (what zone maps prune by).
+ROW_GROUP = 122_880
+DAY = 86_400 * 10**9
+#: The large tables, the history a day older: their time columns moved back, their ids
+#: changed (no read may take an old row for a row of the window's events).
+HISTORY = {
+    "spans": "t.* REPLACE (start_time - {day} AS start_time, end_time - {day} AS end_time,"
+    " publish_time - {day} AS publish_time, 'old' || trace_id AS trace_id,"
+    " 'old' || message_id AS message_id)",
+    "logs": "t.* REPLACE (time - {day} AS time, publish_time - {day} AS publish_time,"
+    " end_time - {day} AS end_time, 'old' || trace_id AS trace_id,"
+    " 'old' || message_id AS message_id)",
+    "eventscope_ledger_keys": "t.* REPLACE (start_time - {day} AS start_time,"
+    " hash(event_key, 'old') AS event_key)",
+    "eventscope_ledger_events": "t.* REPLACE (minute - {day} AS minute,"
+    " hash(event_key, 'old') AS event_key)",
+}
+
+
+def _copy(traffic: Path, path: Path, *, history: bool) -> None:
+    """``traffic``'s rows in a new file at ``path``, after two row groups of history in
+    each large table where ``history``."""
+    connection = duckdb.connect(str(path))
+    create_schema(connection)
+    connection.execute(f"ATTACH '{traffic}' AS traffic (READ_ONLY)")
+    tables = [
+        name
+        for (name,) in connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'traffic'"
+        ).fetchall()
+    ]
+    day = f"INTERVAL {DAY // 10**9} SECOND"
+    for name in tables:
+        connection.execute(f"DELETE FROM main.{name}")
+        if history and name in HISTORY:  # the table's rows again and again, in order
+            columns = HISTORY[name].format(day=day)
+            (rows,) = connection.execute(f"SELECT count(*) FROM traffic.{name}").fetchone() or (1,)
+            copies = -(-2 * ROW_GROUP // max(rows, 1))
+            connection.execute(  # (one statement: two whole row groups, none shared)
+                f"INSERT INTO main.{name} SELECT {columns} "
+                f"FROM traffic.{name} AS t, range({copies}) AS r ORDER BY r.range, t.rowid "
+                f"LIMIT {2 * ROW_GROUP}"
+            )
+        connection.execute(f"INSERT INTO main.{name} SELECT * FROM traffic.{name}")
+    connection.execute("DETACH traffic")
+    connection.execute("CHECKPOINT")
+    connection.close()
+
+
+def _scans(path: Path, profile: Path) -> dict[str, dict[str, int]]:
+    """Rows scanned per table by each read, over the traffic's whole minutes to its end."""
+    connection = duckdb.connect(str(path), read_only=True)
+    first, last = connection.execute(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans "
+        "WHERE NOT starts_with(trace_id, 'old')"
+    ).fetchone() or (0, 0)
+    minute = 60 * 10**9
+    since = -(-first // minute) * minute
+    found = {}
+    for name, read in _reads(since, last + 1).items():
+        scanned = RowsScanned(connection.cursor(), profile)
+        read(scanned)
+        found[name] = dict(scanned.rows)
+    connection.close()
+    return found
+
+
+@pytest.mark.usefixtures("any_size")
+def test_no_page_read_scans_the_history_before_its_window(traffic: Path, tmp_path: Path) -> None:
+    plain, old = tmp_path / "plain.duckdb", tmp_path / "history.duckdb"
+    _copy(traffic, plain, history=False)
+    _copy(traffic, old, history=True)
+    with duckdb.connect(str(old), read_only=True) as connection:
+        for name in HISTORY:  # the history is there, two row groups of it
+            (rows,) = connection.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
+            assert rows >= 2 * ROW_GROUP, name
+    before = _scans(plain, tmp_path / "profile.json")
+    after = _scans(old, tmp_path / "profile.json")
+    assert before.keys() == after.keys() and len(after) == 8
+    read_something = set()
+    for read, tables in after.items():
+        for table in HISTORY:
+            extra = tables.get(table, 0) - before[read].get(table, 0)
+            assert extra < ROW_GROUP // 2, (read, table, extra)
+            if tables.get(table):
+                read_something.add(table)
+    # the reads do read these tables (the guard is not empty)
+    assert read_something == set(HISTORY), read_something
