@@ -26,12 +26,14 @@ from typing import Any
 import duckdb
 from eventscope.queries import (
     duplicate_events,
+    fanout_tree,
     handler_latency,
     lost_events,
     orphan_deliveries,
     overview,
     requests,
     topology,
+    version_mix,
 )
 from eventscope.queries._order import out_of_order_page
 
@@ -77,18 +79,45 @@ class RowsScanned:
         return getattr(self._cursor, name)
 
 
-def _reads(since: int, until: int) -> dict[str, Callable[[Any], Any]]:
+def _reads(since: int, until: int, trace: str | None = None) -> dict[str, Callable[[Any], Any]]:
+    """The pages' reads over ``[since, until)``; with ``trace``, the request view's (its
+    fan-out tree) too."""
     window = {"since_ns": since, "until_ns": until}
-    return {
+    found: dict[str, Callable[[Any], Any]] = {
         "lost_events": lambda c: lost_events(c, **window),
         "duplicate_events": lambda c: duplicate_events(c, **window),
         "orphan_deliveries": lambda c: orphan_deliveries(c, **window),
         "out_of_order (a page)": lambda c: out_of_order_page(c, **window, limit=20),
+        "version_mix": lambda c: version_mix(c, **window),
         "overview": lambda c: overview(c, **window, fit=True),
         "topology": lambda c: topology(c, **window),
         "requests": lambda c: requests(c, **window, limit=25),
+        "requests, by name, by duration": lambda c: requests(
+            c, **window, name="POST /orders", sort="-duration", limit=25
+        ),
         "handler_latency": lambda c: handler_latency(c, **window),
+        "handler_latency by group, in buckets": lambda c: handler_latency(
+            c, **window, group_by="consumer_group", bucket_ns=5 * _MINUTE_NS
+        ),
     }
+    if trace is not None:
+        found["fanout_tree"] = lambda c: fanout_tree(c, trace)
+    return found
+
+
+#: A request of the window, for its tree: the newest root span of an originating request.
+_TRACE = """
+SELECT trace_id FROM spans
+WHERE kind = 'server' AND parent_span_id IS NULL AND NOT starts_with(trace_id, 'old')
+  AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+ORDER BY start_time DESC LIMIT 1
+"""
+
+
+def newest_request(connection: duckdb.DuckDBPyConnection, since: int, until: int) -> str | None:
+    """:data:`_TRACE`: the trace id of the newest originating request in the window."""
+    row = connection.execute(_TRACE, {"since": since, "until": until}).fetchone()
+    return None if row is None else str(row[0])
 
 
 def main() -> None:
@@ -108,7 +137,8 @@ def main() -> None:
         print("| read | table | rows scanned | rows stored | share |")
         print("|---|---|---:|---:|---:|")
         with tempfile.TemporaryDirectory() as folder:
-            for name, read in _reads(since, until).items():
+            trace = newest_request(connection, since, until)
+            for name, read in _reads(since, until, trace).items():
                 if args.only and args.only not in name:
                     continue
                 scanned = RowsScanned(connection.cursor(), Path(folder) / "profile.json")
