@@ -28,10 +28,14 @@ from eventscope.queries import (
     duplicate_events,
     fanout_tree,
     handler_latency,
+    latency_histogram,
+    ledger_totals,
     lost_events,
     orphan_deliveries,
+    out_of_order,
     overview,
     requests,
+    span_detail,
     topology,
     version_mix,
 )
@@ -79,15 +83,18 @@ class RowsScanned:
         return getattr(self._cursor, name)
 
 
-def _reads(since: int, until: int, trace: str | None = None) -> dict[str, Callable[[Any], Any]]:
-    """The pages' reads over ``[since, until)``; with ``trace``, the request view's (its
-    fan-out tree) too."""
+def _reads(
+    since: int, until: int, request: dict[str, str] | None = None
+) -> dict[str, Callable[[Any], Any]]:
+    """The pages' reads over ``[since, until)``, and the collector's ``/metrics`` totals;
+    with ``request`` (:func:`newest_request`), the reads that start from its ids too."""
     window = {"since_ns": since, "until_ns": until}
     found: dict[str, Callable[[Any], Any]] = {
         "lost_events": lambda c: lost_events(c, **window),
         "duplicate_events": lambda c: duplicate_events(c, **window),
         "orphan_deliveries": lambda c: orphan_deliveries(c, **window),
         "out_of_order (a page)": lambda c: out_of_order_page(c, **window, limit=20),
+        "out_of_order (all)": lambda c: out_of_order(c, **window),
         "version_mix": lambda c: version_mix(c, **window),
         "overview": lambda c: overview(c, **window, fit=True),
         "topology": lambda c: topology(c, **window),
@@ -99,25 +106,55 @@ def _reads(since: int, until: int, trace: str | None = None) -> dict[str, Callab
         "handler_latency by group, in buckets": lambda c: handler_latency(
             c, **window, group_by="consumer_group", bucket_ns=5 * _MINUTE_NS
         ),
+        "ledger_totals (/metrics)": lambda c: ledger_totals(
+            c, since_ns=since, split_ns=until - 5 * _MINUTE_NS
+        ),
     }
-    if trace is not None:
-        found["fanout_tree"] = lambda c: fanout_tree(c, trace)
+    if request is not None:
+        ids = request
+        found["fanout_tree by trace"] = lambda c: fanout_tree(c, ids["trace"])
+        found["fanout_tree by correlation id"] = lambda c: fanout_tree(c, ids["correlation"])
+        found["fanout_tree by event id"] = lambda c: fanout_tree(c, ids["event"])
+        found["span_detail"] = lambda c: span_detail(c, ids["trace"], ids["span"])
+        found["requests by correlation id"] = lambda c: requests(
+            c, **window, correlation_id=ids["correlation"]
+        )
+        found["latency_histogram of a handler"] = lambda c: latency_histogram(
+            c, key=ids["handler"], **window
+        )
     return found
 
 
-#: A request of the window, for its tree: the newest root span of an originating request.
-_TRACE = """
-SELECT trace_id FROM spans
-WHERE kind = 'server' AND parent_span_id IS NULL AND NOT starts_with(trace_id, 'old')
-  AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
-ORDER BY start_time DESC LIMIT 1
+#: The newest originating request of the window (its root span), one event it published
+#: and a handler that handled one: the ids the request view, its span panel and the
+#: handlers page start from.
+_REQUEST = """
+WITH root AS (
+    SELECT trace_id, span_id FROM spans
+    WHERE kind = 'server' AND parent_span_id IS NULL AND NOT starts_with(trace_id, 'old')
+      AND start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+    ORDER BY start_time DESC LIMIT 1
+)
+SELECT r.trace_id, r.span_id, s.correlation_id, s.message_id,
+       (SELECT handler FROM spans
+        WHERE kind = 'consumer' AND handler IS NOT NULL AND message_id = s.message_id
+          AND start_time >= make_timestamp_ns($since) LIMIT 1)
+FROM root r JOIN spans s ON s.trace_id = r.trace_id
+WHERE s.kind = 'producer' AND s.message_id IS NOT NULL AND s.correlation_id IS NOT NULL
+  AND s.start_time >= make_timestamp_ns($since)
+LIMIT 1
 """
 
 
-def newest_request(connection: duckdb.DuckDBPyConnection, since: int, until: int) -> str | None:
-    """:data:`_TRACE`: the trace id of the newest originating request in the window."""
-    row = connection.execute(_TRACE, {"since": since, "until": until}).fetchone()
-    return None if row is None else str(row[0])
+def newest_request(
+    connection: duckdb.DuckDBPyConnection, since: int, until: int
+) -> dict[str, str] | None:
+    """:data:`_REQUEST`'s ids (trace, span, correlation, event, handler), or None."""
+    row = connection.execute(_REQUEST, {"since": since, "until": until}).fetchone()
+    if row is None or None in row:
+        return None
+    names = ("trace", "span", "correlation", "event", "handler")
+    return dict(zip(names, map(str, row), strict=True))
 
 
 def main() -> None:
@@ -137,8 +174,8 @@ def main() -> None:
         print("| read | table | rows scanned | rows stored | share |")
         print("|---|---|---:|---:|---:|")
         with tempfile.TemporaryDirectory() as folder:
-            trace = newest_request(connection, since, until)
-            for name, read in _reads(since, until, trace).items():
+            request = newest_request(connection, since, until)
+            for name, read in _reads(since, until, request).items():
                 if args.only and args.only not in name:
                     continue
                 scanned = RowsScanned(connection.cursor(), Path(folder) / "profile.json")
