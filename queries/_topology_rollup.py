@@ -215,6 +215,11 @@ def _first_in_window(
 ) -> pa.Table:
     """Of ``ids``: the first publish in ``[since_ns, until_ns)`` (:data:`_TRIPLE`), and
     ``publishes`` and distinct (producer, destination, type), ``triples``, there."""
+    if not len(ids):
+        columns = {c: pa.array([], pa.string()) for c in _TRIPLE}
+        return pa.table(
+            {**columns, "publishes": pa.array([], pa.int64()), "triples": pa.array([], pa.int64())}
+        )
     # (publishes only: no delivery of theirs is read)
     with Sources(
         cursor, since_ns=since_ns, until_ns=until_ns, event_ids=ids, published=True
