@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -48,36 +47,34 @@ _SMALL = 1_000_000
 
 
 class RowsScanned:
-    """A cursor whose statements' table scans are counted (rows read, per table, from
-    DuckDB's JSON profile, written to ``profile`` after each statement)."""
+    """A cursor whose statements' table scans are counted: rows read per table, from
+    DuckDB's profile of each statement (``get_profiling_information`` right after it
+    runs: a profile written to a file comes only once a result is used up, and one read
+    with ``fetchone()`` never is), in :attr:`rows`, shared with the cursors made from it."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, profile: Path) -> None:
-        self._cursor, self._profile = cursor, profile
-        self.rows: Counter[str] = Counter()
-        cursor.execute("PRAGMA enable_profiling = 'json'")
-        cursor.execute(f"SET profiling_output = '{profile}'")
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, rows: Counter[str] | None = None) -> None:
+        self._cursor = cursor
+        self.rows: Counter[str] = Counter() if rows is None else rows
+        cursor.execute("PRAGMA enable_profiling = 'no_output'")
         cursor.execute(
             "SET custom_profiling_settings = "
             """'{"OPERATOR_ROWS_SCANNED": "true", "EXTRA_INFO": "true"}'"""
         )
 
     def execute(self, sql: str, *args: Any) -> Any:
-        """Run ``sql``, then add its scans (the profile is removed once read: a statement
-        that writes none is not counted twice)."""
+        """Run ``sql`` and add its scans."""
         found = self._cursor.execute(sql, *args)
-        if self._profile.exists():
-            nodes = [json.loads(self._profile.read_text())]
-            while nodes:
-                node = nodes.pop()
-                nodes += node.get("children", [])
-                table = node.get("extra_info", {}).get("Table")
-                if table and node.get("operator_rows_scanned"):
-                    self.rows[str(table).rsplit(".", 1)[-1]] += node["operator_rows_scanned"]
-            self._profile.unlink()
+        nodes = [json.loads(self._cursor.get_profiling_information(format="json"))]
+        while nodes:
+            node = nodes.pop()
+            nodes += node.get("children", [])
+            table = node.get("extra_info", {}).get("Table")
+            if table and node.get("operator_rows_scanned"):
+                self.rows[str(table).rsplit(".", 1)[-1]] += node["operator_rows_scanned"]
         return found
 
     def cursor(self) -> RowsScanned:
-        return RowsScanned(self._cursor.cursor(), self._profile)
+        return RowsScanned(self._cursor.cursor(), self.rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
@@ -173,20 +170,19 @@ def main() -> None:
         print(f"\n{path.name}: {sizes.get('spans', 0):,} spans; the last hour from the minute")
         print("| read | table | rows scanned | rows stored | share |")
         print("|---|---|---:|---:|---:|")
-        with tempfile.TemporaryDirectory() as folder:
-            request = newest_request(connection, since, until)
-            for name, read in _reads(since, until, request).items():
-                if args.only and args.only not in name:
+        request = newest_request(connection, since, until)
+        for name, read in _reads(since, until, request).items():
+            if args.only and args.only not in name:
+                continue
+            scanned = RowsScanned(connection.cursor())
+            read(scanned)
+            for table, rows in scanned.rows.most_common():
+                stored = sizes.get(table)
+                if stored is None:  # (a temporary table of the read's own)
                     continue
-                scanned = RowsScanned(connection.cursor(), Path(folder) / "profile.json")
-                read(scanned)
-                for table, rows in scanned.rows.most_common():
-                    stored = sizes.get(table)
-                    if stored is None:  # (a temporary table of the read's own)
-                        continue
-                    share = rows / stored if stored else 0.0
-                    flag = " **whole table**" if stored >= _SMALL and share >= 0.5 else ""
-                    print(f"| {name} | {table} | {rows:,} | {stored:,} | {share:.1%}{flag} |")
+                share = rows / stored if stored else 0.0
+                flag = " **whole table**" if stored >= _SMALL and share >= 0.5 else ""
+                print(f"| {name} | {table} | {rows:,} | {stored:,} | {share:.1%}{flag} |")
         connection.close()
 
 

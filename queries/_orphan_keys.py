@@ -136,9 +136,10 @@ def orphan_keys(
         )
         published: set[tuple[int, int]] = set()
         if keys:  # (an empty list still scanned every key stored)
-            listed = ", ".join(str(key) for key in keys)
             if len(keys) > _LISTED:
                 listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
+            else:
+                listed = ", ".join(str(key) for key in keys)
             # bounded by where the id index has their rows, however many they are: without
             # a bound the lookup read every key stored (an uninstrumented producer's hour of
             # deliveries is thousands of such events)

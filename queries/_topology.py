@@ -31,7 +31,7 @@ from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
-from ._topology_rollup import rolled_edges
+from ._topology_rollup import by_event, rolled_edges
 from .id_index import has_index, id_range
 
 __all__ = ["TopologyParts", "topology", "topology_parts"]
@@ -168,11 +168,11 @@ def _raw_edges(
         early = None if since_ns is None else _published_before(cursor, src, since_ns)
         table = None if early is None else src.register(early)
         rows = edge_rows(cursor, src, judged, twice, early=table)
-        first = {} if early is None else _by_event(early)
+        first = {} if early is None else by_event(early)
         if duplicates:
             ids = src.register(id_table({d.event_id for d in duplicates}, "message_id"))
             sql = _FIRST_PUBLISHES.format(publishes=src.publishes, ids=ids)
-            first.update(_by_event(cursor.execute(sql, src.params).to_arrow_table()))
+            first.update(by_event(cursor.execute(sql, src.params).to_arrow_table()))
     return rows, first
 
 
@@ -200,14 +200,6 @@ def _published_before(
         sql = _FIRST_PUBLISHES.format(publishes=then.publishes, ids=ids)
         found = cursor.execute(sql, then.params).to_arrow_table()
     return found if found.num_rows else None
-
-
-def _by_event(table: pa.Table) -> dict[str, tuple[Any, ...]]:
-    """(producer, destination, event type) by event id, of a _FIRST_PUBLISHES answer."""
-    return {
-        row["message_id"]: (row["producer"], row["destination"], row["event_type"])
-        for row in table.to_pylist()
-    }
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:

@@ -54,7 +54,7 @@ from .edge_rollup import edges_from
 from .id_index import TRIMMED_BEFORE, has_index, id_range
 from .ledger_keys import keyed
 
-__all__ = ["rolled_edges"]
+__all__ = ["by_event", "rolled_edges"]
 
 Key = tuple[Any, ...]
 Triple = tuple[Any, str, str]
@@ -202,7 +202,7 @@ def rolled_edges(
         *(again[c].to_pylist() for c in (*_TRIPLE, "publishes")), strict=True
     ):
         published[producer, destination, event_type] -= publishes - 1
-    duplicated = _by_event(first.filter(pc.is_in(first["message_id"], value_set=duplicate_ids)))
+    duplicated = by_event(first.filter(pc.is_in(first["message_id"], value_set=duplicate_ids)))
     return _rows(rolled, placed, published, duplicated, duplicates), duplicated
 
 
@@ -243,7 +243,7 @@ def _before(
     return found.select(_TRIPLE) if found.num_rows else None
 
 
-def _by_event(table: pa.Table) -> dict[str, Triple]:
+def by_event(table: pa.Table) -> dict[str, Triple]:
     """(producer, destination, event type) by event id, of a :data:`_TRIPLE` table."""
     return {
         event: (producer, destination, event_type)

@@ -185,9 +185,7 @@ def test_an_event_with_rows_a_day_apart() -> None:
     cursor.close()
 
 
-def test_a_window_cut_at_its_judged_bound_reads_the_rollup_of_its_minutes_only(
-    tmp_path: Path,
-) -> None:
+def test_a_window_cut_at_its_judged_bound_reads_the_rollup_of_its_minutes_only() -> None:
     """Lost events judged up to a bound inside the window's merged minutes take two ranges
     of whole minutes from the rollup. DuckDB prunes no row group for an OR of two ranges:
     the read scanned every minute the rollup holds, a cost that grew with all that was
@@ -208,7 +206,7 @@ def test_a_window_cut_at_its_judged_bound_reads_the_rollup_of_its_minutes_only(
     window = {"since_ns": BASE + MINUTE, "until_ns": BASE + 5 * MINUTE + 10 * SECOND}
     grace = 150 * SECOND  # judged up to 2:40, inside the merged minutes
     expected = without_rollup(cursor, "ledger_keys_v2_from", lost_events, **window, grace_ns=grace)
-    scanned = RowsScanned(cursor, tmp_path / "profile.json")
+    scanned = RowsScanned(cursor)
     found = lost_events(scanned, **window, grace_ns=grace)  # type: ignore[arg-type]
     assert found == expected
     assert [(e.event_id, e.consumer_group) for e in found] == [("b", "shipping"), ("c", "billing")]

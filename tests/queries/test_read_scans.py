@@ -69,7 +69,7 @@ def _copy(traffic: Path, path: Path, *, history: bool) -> None:
     connection.close()
 
 
-def _scans(path: Path, profile: Path) -> dict[str, dict[str, int]]:
+def _scans(path: Path) -> dict[str, dict[str, int]]:
     """Rows scanned per table by each read, over the traffic's whole minutes to its end."""
     connection = duckdb.connect(str(path), read_only=True)
     first, last = connection.execute(
@@ -82,7 +82,7 @@ def _scans(path: Path, profile: Path) -> dict[str, dict[str, int]]:
     request = newest_request(connection, since, last + 1)
     assert request is not None
     for name, read in _reads(since, last + 1, request).items():
-        scanned = RowsScanned(connection.cursor(), profile)
+        scanned = RowsScanned(connection.cursor())
         read(scanned)
         found[name] = dict(scanned.rows)
     connection.close()
@@ -98,8 +98,8 @@ def test_no_page_read_scans_the_history_before_its_window(traffic: Path, tmp_pat
         for name in HISTORY:  # the history is there, two row groups of it
             (rows,) = connection.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
             assert rows >= 2 * ROW_GROUP, name
-    before = _scans(plain, tmp_path / "profile.json")
-    after = _scans(old, tmp_path / "profile.json")
+    before = _scans(plain)
+    after = _scans(old)
     assert before.keys() == after.keys() and len(after) == 19
     read_something = set()
     for read, tables in after.items():
