@@ -25,7 +25,7 @@ from ._event_parts import events_sql
 from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
 from .candidate_spans import copied_rows_sql
-from .id_index import event_range, index_state
+from .id_index import LISTED_KEYS, event_range, index_state
 from .ledger_events import merged_to
 from .ledger_keys import KEYS_WINDOW as _WINDOW
 from .ledger_keys import NO_TIMES, RowTimes, candidate_times, keyed
@@ -58,8 +58,6 @@ SELECT DISTINCT event_key, check_key FROM eventscope_ledger_keys
 WHERE event_key IN ({keys}) AND group_key = 0{bound}
 """
 _BOUND = " AND start_time >= make_timestamp_ns($first) AND start_time <= make_timestamp_ns($last)"
-# Above this many, the event keys are joined rather than listed.
-_LISTED = 4096
 # The start times of those events' judged deliveries in the window ({events}), and
 # whether their spans are copied ({copied}, {join}: queries/candidate_spans.py).
 _TIMES = f"""
@@ -136,7 +134,7 @@ def orphan_keys(
         )
         published: set[tuple[int, int]] = set()
         if keys:  # (an empty list still scanned every key stored)
-            if len(keys) > _LISTED:
+            if len(keys) > LISTED_KEYS:
                 listed = f"SELECT event_key FROM {scratch.table(unmatched.select(['event_key']))}"
             else:
                 listed = ", ".join(str(key) for key in keys)

@@ -277,11 +277,10 @@ class Sources:
         return ", ".join(f"make_timestamp_ns({t})" for t in values if t is not None) or "NULL"
 
     def _build(self) -> None:
-        id_filter = ""
         if self._event_ids is not None:
             ids = self.register(self._event_ids)
-            id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
-            self._id_filter = id_filter
+            self._id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
+        id_filter = self._id_filter
         # without event records in the window, no anti-join of records against spans
         delivers, publishes = self._cursor.execute(_RECORDS, self.params).fetchone() or (1, 1)
         # the latency rollup knows where every delivery carries its publish time

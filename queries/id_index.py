@@ -62,6 +62,7 @@ __all__ = [
     "INDEX_TABLES",
     "INDEX_VERSION",
     "KINDS",
+    "LISTED_KEYS",
     "MERGE_SLICE_ROWS",
     "IndexState",
     "RunNumbers",
@@ -542,7 +543,7 @@ def event_range(
     """:func:`id_range` of event ids given by their ``hash()`` (as the ledger keys hold
     them): the earliest and latest start of any of their rows, or None. ``keyed`` as
     there; ``table``: makes a temporary table of an Arrow table and returns its name, for
-    more keys than are written into the SQL (:data:`_LISTED_KEYS`)."""
+    more keys than are written into the SQL (:data:`LISTED_KEYS`)."""
     if keyed is None:
         keyed = index_state(cursor).keyed
     keys = sorted(
@@ -550,7 +551,7 @@ def event_range(
     )
     if not keys:
         return None
-    if table is not None and len(keys) > _LISTED_KEYS:
+    if table is not None and len(keys) > LISTED_KEYS:
         listed = f"SELECT key FROM {table(pa.table({'key': pa.array(keys, pa.uint64())}))}"
     else:
         listed = ", ".join(str(key) for key in keys)  # ints, not user input
@@ -566,8 +567,8 @@ def event_range(
     return int(row[0]), int(row[1])
 
 
-#: Above this many, :func:`event_range`'s keys are joined from a table, not listed.
-_LISTED_KEYS = 4096
+#: Above this many, ids' keys are joined from a table rather than written into the SQL.
+LISTED_KEYS = 4096
 
 
 def id_range(
