@@ -59,9 +59,10 @@ WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
 
 
 # Whether the window holds `deliver` / `publish` event records (a look at a small table).
+_IN_WINDOW = WINDOW.format(column="time")
 _RECORDS = f"""
-SELECT EXISTS (SELECT 1 FROM logs WHERE record_kind = 'deliver' AND {WINDOW.format(column="time")}),
-       EXISTS (SELECT 1 FROM logs WHERE record_kind = 'publish' AND {WINDOW.format(column="time")})
+SELECT EXISTS (SELECT 1 FROM logs WHERE record_kind = 'deliver' AND {_IN_WINDOW}{{ids}}),
+       EXISTS (SELECT 1 FROM logs WHERE record_kind = 'publish' AND {_IN_WINDOW}{{ids}})
 """
 
 
@@ -282,7 +283,11 @@ class Sources:
             self._id_filter = f" AND message_id IN (SELECT event_id FROM {ids})"
         id_filter = self._id_filter
         # without event records in the window, no anti-join of records against spans
-        delivers, publishes = self._cursor.execute(_RECORDS, self.params).fetchone() or (1, 1)
+        # (with ``event_ids``, of those events only: the topology's first publishes of an
+        # hour's 2,900 duplicated events at 100 M spans a day have none, and the search for
+        # the spans records stand for read the hour's producer spans, 23 ms)
+        records = _RECORDS.format(ids=id_filter)
+        delivers, publishes = self._cursor.execute(records, self.params).fetchone() or (1, 1)
         # the latency rollup knows where every delivery carries its publish time
         if not self._published:
             bounds = (self.params["since"], self.params["until"])

@@ -1,4 +1,11 @@
-"""One span in full, for a detail panel: attributes, events, and its links both ways."""
+"""One span in full, for a detail panel: attributes, events, and its links both ways.
+
+Where the id index is complete, the span, its links and the spans at their other ends are
+read only within the times the index gives for their traces (the rows of any id lie
+anywhere in the table: OpenTelemetry's ids are random, so zone maps on them prune nothing,
+and a lookup by id alone read all stored spans). Its events (``span_events``, a span's
+exceptions and logs, a small table) are looked up by id.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from ._errors import BadParameter, NotFound
+from ._scratch import Scratch
+from .id_index import has_index, id_range
 
 __all__ = ["LinkedSpan", "SpanDetail", "SpanEvent", "span_detail"]
 
@@ -16,9 +26,10 @@ _SPAN = """
 SELECT trace_id, span_id, parent_span_id, service_name, name, kind,
        epoch_ns(start_time), epoch_ns(end_time), status_code, status_message,
        attributes::VARCHAR, resource_attributes::VARCHAR
-FROM spans WHERE trace_id = $trace_id AND span_id = $span_id
+FROM spans WHERE trace_id = $trace_id AND span_id = $span_id{within}
 LIMIT 1
 """
+_WITHIN = " AND {column} BETWEEN make_timestamp_ns({first}) AND make_timestamp_ns({last})"
 
 _EVENTS = """
 SELECT epoch_ns(time), name, attributes::VARCHAR
@@ -27,19 +38,20 @@ ORDER BY time, name
 """
 
 # Links this span holds ('out': to its producer, typically) and links other spans hold to it
-# ('in': its consumers), with the other side's name and service when that span is stored.
+# ('in': its consumers), with the other span's (trace, span) and, for 'in', its start.
 _LINKS = """
-WITH l AS (
-    SELECT 'out' AS direction, linked_trace_id AS other_trace, linked_span_id AS other_span,
-           attributes::VARCHAR AS attributes
-    FROM span_links WHERE trace_id = $trace_id AND span_id = $span_id
-    UNION ALL
-    SELECT 'in', trace_id, span_id, attributes::VARCHAR
-    FROM span_links WHERE linked_trace_id = $trace_id AND linked_span_id = $span_id
-)
-SELECT l.direction, l.other_trace, l.other_span, l.attributes, s.service_name, s.name, s.kind
-FROM l LEFT JOIN spans s ON s.trace_id = l.other_trace AND s.span_id = l.other_span
-ORDER BY l.direction DESC, l.other_trace, l.other_span
+SELECT 'out' AS direction, linked_trace_id, linked_span_id, attributes::VARCHAR, NULL
+FROM span_links WHERE trace_id = $trace_id AND span_id = $span_id{out_within}
+UNION ALL
+SELECT 'in', trace_id, span_id, attributes::VARCHAR, epoch_ns(start_time)
+FROM span_links WHERE linked_trace_id = $trace_id AND linked_span_id = $span_id{in_within}
+"""
+# The name and service of the spans at the links' other ends ({others}: trace_id, span_id),
+# where they are stored.
+_OTHERS = """
+SELECT s.trace_id, s.span_id, s.service_name, s.name, s.kind FROM spans s
+SEMI JOIN {others} o ON o.trace_id = s.trace_id AND o.span_id = s.span_id
+WHERE true{within}
 """
 
 _HEX = frozenset("0123456789abcdef")
@@ -107,25 +119,21 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
         NotFound: no such span is stored.
     """
     key = {"trace_id": _id("trace_id", trace_id, 32), "span_id": _id("span_id", span_id, 16)}
-    row = cursor.execute(_SPAN, key).fetchone()
+    stored = None
+    within = ""
+    if has_index(cursor):
+        stored = id_range(cursor, ["trace"], [key["trace_id"]])
+        if stored is None:
+            raise NotFound(f"no trace {key['trace_id']}")
+        within = _WITHIN.format(column="start_time", first=stored[0], last=stored[1])
+    row = cursor.execute(_SPAN.format(within=within), key).fetchone()
     if row is None:
         raise NotFound(f"no span {key['span_id']} in trace {key['trace_id']}")
     events = tuple(
         SpanEvent(time_ns=t, name=name, attributes=json.loads(attributes))
         for t, name, attributes in cursor.execute(_EVENTS, key).fetchall()
     )
-    links = tuple(
-        LinkedSpan(
-            direction=d,
-            trace_id=t,
-            span_id=s,
-            attributes=json.loads(a),
-            service=svc,
-            name=n,
-            kind=k,
-        )
-        for d, t, s, a, svc, n, k in cursor.execute(_LINKS, key).fetchall()
-    )
+    links = _links(cursor, key, stored)
     return SpanDetail(
         trace_id=row[0],
         span_id=row[1],
@@ -142,3 +150,56 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
         events=events,
         links=links,
     )
+
+
+def _links(
+    cursor: duckdb.DuckDBPyConnection, key: dict[str, str], trace: tuple[int, int] | None
+) -> tuple[LinkedSpan, ...]:
+    """The span's links both ways (out first), each with the other span where it is
+    stored; read within the id index's times where ``trace`` (the first and last start
+    of the span's trace) is given: a link is stored with its holder's start."""
+    out_within = in_within = ""
+    if trace is not None:
+        out_within = _WITHIN.format(column="start_time", first=trace[0], last=trace[1])
+        holders = id_range(cursor, ["linked"], [key["trace_id"]])
+        if holders is None:
+            in_within = " AND false"
+        else:
+            in_within = _WITHIN.format(column="start_time", first=holders[0], last=holders[1])
+    sql = _LINKS.format(out_within=out_within, in_within=in_within)
+    rows = cursor.execute(sql, key).fetchall()
+    found: dict[tuple[str, str], tuple[str | None, str | None, str | None]] = {}
+    if rows:
+        others = pa.table({"trace_id": [r[1] for r in rows], "span_id": [r[2] for r in rows]})
+        within = ""
+        if trace is not None:  # holders at their stored starts, producers as indexed
+            starts = [r[4] for r in rows if r[4] is not None]
+            linked = [r[1] for r in rows if r[0] == "out"]
+            stored = id_range(cursor, ["trace"], linked) if linked else None
+            bounds = starts + ([] if stored is None else list(stored))
+            within = (
+                _WITHIN.format(column="start_time", first=min(bounds), last=max(bounds))
+                if bounds
+                else " AND false"
+            )
+        with Scratch(cursor) as scratch:
+            sql = _OTHERS.format(others=scratch.table(others), within=within)
+            for other, span, service, name, kind in cursor.execute(sql).fetchall():
+                found[other, span] = (service, name, kind)
+    links = []
+    for direction, other, span, attributes, _ in sorted(
+        rows, key=lambda r: (r[0] != "out", r[1], r[2])
+    ):
+        service, name, kind = found.get((other, span), (None, None, None))
+        links.append(
+            LinkedSpan(
+                direction=direction,
+                trace_id=other,
+                span_id=span,
+                attributes=json.loads(attributes),
+                service=service,
+                name=name,
+                kind=kind,
+            )
+        )
+    return tuple(links)

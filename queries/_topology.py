@@ -26,13 +26,11 @@ from ._duplicates import duplicate_events
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records import DuplicateEvent, LostEvent
 from ._records_stats import Percentiles, Topology, TopologyEdge
-from ._scratch import Scratch
 from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
-from ._topology_rollup import by_event, rolled_edges
-from .id_index import has_index, id_range
+from ._topology_rollup import by_event, publishes_from, rolled_edges
 
 __all__ = ["TopologyParts", "topology", "topology_parts"]
 
@@ -185,14 +183,8 @@ def _published_before(
     before = cursor.execute(_BEFORE.format(deliveries=src.deliveries), src.params).to_arrow_table()
     if not before.num_rows:
         return None
-    earliest = pc.min(before.column("t")).as_py()
-    if has_index(cursor):  # no earlier than any row of those events: a publish time of 0
-        # from a client would otherwise make every topology read the whole store
-        events = [str(event) for event in before.column("message_id").to_pylist()]
-        with Scratch(cursor) as scratch:
-            stored = id_range(cursor, ["event"], events, scratch.ids(events, "id"))
-        if stored is not None:
-            earliest = max(earliest, stored[0])
+    events = before["message_id"].combine_chunks()
+    earliest = publishes_from(cursor, events, pc.min(before["t"]).as_py(), since_ns)
     if earliest >= since_ns:
         return None
     with Sources(cursor, since_ns=earliest, until_ns=since_ns) as then:

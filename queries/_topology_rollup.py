@@ -54,7 +54,7 @@ from .edge_rollup import edges_from
 from .id_index import TRIMMED_BEFORE, has_index, id_range
 from .ledger_keys import keyed
 
-__all__ = ["by_event", "rolled_edges"]
+__all__ = ["by_event", "publishes_from", "rolled_edges"]
 
 Key = tuple[Any, ...]
 Triple = tuple[Any, str, str]
@@ -119,6 +119,21 @@ FROM (
 ) d LEFT JOIN {{first}} p ON p.message_id = d.message_id
 WHERE p.producer IS NOT NULL OR d.start_time < make_timestamp_ns($judged)
 GROUP BY ALL
+"""
+# Of the events in {ids}: the earliest publish time that one of their deliveries in the
+# window names before its start (spans and records alike: a record standing for a span
+# names its publish too), as the raw query finds them (queries/_topology.py, _BEFORE).
+_NAMED_BEFORE = """
+SELECT message_id, epoch_ns(min(publish_time)) AS t FROM (
+    SELECT message_id, publish_time FROM spans
+    WHERE kind = 'consumer' AND start_time >= make_timestamp_ns($since)
+      AND start_time < make_timestamp_ns($until) AND publish_time < make_timestamp_ns($since)
+    UNION ALL
+    SELECT message_id, publish_time FROM logs
+    WHERE record_kind = 'deliver' AND time >= make_timestamp_ns($since)
+      AND time < make_timestamp_ns($until) AND publish_time < make_timestamp_ns($since)
+) WHERE message_id IN (SELECT message_id FROM {ids})
+GROUP BY message_id
 """
 _PUBLISHED = f"""
 SELECT service_name, destination, event_type, sum(total)::BIGINT
@@ -191,7 +206,7 @@ def rolled_edges(
         return None  # an event published on two edges: only the raw query knows which
     with Scratch(cursor) as scratch:
         unpublished = ids.filter(pc.invert(pc.is_in(ids, value_set=found["message_id"])))
-        before = _before(cursor, scratch, unpublished, since_ns)
+        before = _before(cursor, scratch, unpublished, since_ns, until_ns)
         first = pa.concat_tables([found.select(_TRIPLE), *([] if before is None else [before])])
         sql = _LOOSE.format(loose=scratch.table(loose), first=scratch.table(first))
         placed = cursor.execute(sql, {"judged": judged}).to_arrow_table()
@@ -228,19 +243,49 @@ def _first_in_window(
 
 
 def _before(
-    cursor: duckdb.DuckDBPyConnection, scratch: Scratch, ids: pa.Array[Any], since_ns: int
+    cursor: duckdb.DuckDBPyConnection,
+    scratch: Scratch,
+    ids: pa.Array[Any],
+    since_ns: int,
+    until_ns: int,
 ) -> pa.Table | None:
     """Of ``ids`` (not published in the window): the first publish before the window
-    (:data:`_TRIPLE`), read from where the id index has the earliest row of those events
-    on; None where there is none."""
+    (:data:`_TRIPLE`) of those that a delivery in the window names a publish before it
+    for, as the raw query looks them up (queries/_topology.py); None where there is none.
+    """
     if not len(ids):
         return None
-    events = [str(event) for event in ids.to_pylist()]
-    stored = id_range(cursor, ["event"], events, scratch.table(pa.table({"id": ids})))
-    if stored is None or stored[0] >= since_ns:
+    sql = _NAMED_BEFORE.format(ids=scratch.table(pa.table({"message_id": ids})))
+    named = cursor.execute(sql, {"since": since_ns, "until": until_ns}).to_arrow_table()
+    if not named.num_rows:
         return None
-    found = _first_in_window(cursor, stored[0], since_ns, ids)
+    events = named["message_id"].combine_chunks()
+    earliest = publishes_from(cursor, events, pc.min(named["t"]).as_py(), since_ns)
+    if earliest >= since_ns:
+        return None
+    found = _first_in_window(cursor, earliest, since_ns, events)
     return found.select(_TRIPLE) if found.num_rows else None
+
+
+#: A search for publishes before a window reaching further back than this is first bounded
+#: by the id index (queries/id_index.py): the lookup reads a stretch of every run (≈20 ms
+#: at 100 M spans a day), more than the few minutes' publishes before a window it spares.
+NEAR_NS = 10 * 60 * 10**9
+
+
+def publishes_from(
+    cursor: duckdb.DuckDBPyConnection, events: pa.Array[Any], named_ns: int, since_ns: int
+) -> int:
+    """Where to search for the publishes before ``since_ns`` of ``events``, whose
+    deliveries name ``named_ns`` as the earliest: from there, or from the earliest row
+    of those events the id index holds where that is later (a publish time of 0 from a
+    client would otherwise make the read scan the whole store)."""
+    if since_ns - named_ns <= NEAR_NS or not has_index(cursor):
+        return named_ns
+    listed = [str(event) for event in events.to_pylist()]
+    with Scratch(cursor) as scratch:
+        stored = id_range(cursor, ["event"], listed, scratch.table(pa.table({"id": events})))
+    return named_ns if stored is None else max(named_ns, stored[0])
 
 
 def by_event(table: pa.Table) -> dict[str, Triple]:
