@@ -50,7 +50,8 @@ from eventscope.queries import (
 from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
-WORKLOAD_VERSION = "6"  # 6: through the collector's writer, in time order, one rate
+WORKLOAD_VERSION = "7"  # 6: through the collector's writer, in time order, one rate;
+# 7: ids random in their leading hex digits, as OpenTelemetry's (a chunk's number last)
 
 
 def _database(requests_count: int, folder: Path) -> Path:

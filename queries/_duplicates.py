@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -29,7 +29,9 @@ from ._sources import ALL_TIME, Sources, publishes_sql
 from ._times import now_ns
 from .ledger_keys import check_key, duplicate_times
 
-__all__ = ["DUPLICATE_KINDS", "duplicate_events", "orphan_deliveries"]
+T = TypeVar("T")
+
+__all__ = ["DUPLICATE_KINDS", "duplicate_events", "duplicates_with", "orphan_deliveries"]
 
 #: Most serious first: a (event, group) with several kinds is reported as the first.
 DUPLICATE_KINDS = (
@@ -132,11 +134,36 @@ def duplicate_events(
         since_ns, until_ns: deliveries (and publishes) that started in this window.
         event_ids: only these events.
     """
+    return _duplicates(cursor, since_ns, until_ns, event_ids)[0]
+
+
+@gc_paused()
+def duplicates_with(
+    cursor: duckdb.DuckDBPyConnection,
+    since_ns: int | None,
+    until_ns: int | None,
+    then: Callable[[duckdb.DuckDBPyConnection, Sources, Sequence[DuplicateEvent]], T],
+) -> tuple[tuple[DuplicateEvent, ...], T | None]:
+    """:func:`duplicate_events` of the window, and ``then(cursor, sources, duplicates)`` where
+    the writer's keys answer it: ``sources`` then reads every publish in the window of
+    the events found (at their times), as well as their deliveries (None: they do not)."""
+    return _duplicates(cursor, since_ns, until_ns, None, then)
+
+
+def _duplicates(
+    cursor: duckdb.DuckDBPyConnection,
+    since_ns: int | None,
+    until_ns: int | None,
+    event_ids: Iterable[str] | None,
+    then: Callable[[duckdb.DuckDBPyConnection, Sources, Sequence[DuplicateEvent]], T] | None = None,
+) -> tuple[tuple[DuplicateEvent, ...], T | None]:
     rows: list[DuplicateEvent] = []
     # The rows that can be duplicates, from the writer's integer keys: a window's few.
     times = None
     if event_ids is None:
-        times = duplicate_times(cursor, since_ns=since_ns, until_ns=until_ns)
+        publishes = then is not None
+        times = duplicate_times(cursor, since_ns=since_ns, until_ns=until_ns, publishes=publishes)
+    after = None
     with Sources(
         cursor,
         since_ns=since_ns,
@@ -154,8 +181,10 @@ def duplicate_events(
         sql = _PUBLISHED_TWICE.format(publishes=src.publishes, candidates=hashed)
         published = cursor.execute(sql, src.params)
         rows.extend(_published_twice(row) for row in published.fetchall())
+        if then is not None and times is not None:
+            after = then(cursor, src, rows)
     rows.sort(key=lambda r: (r.first_ns, r.event_id, r.consumer_group or ""))
-    return tuple(rows)
+    return tuple(rows), after
 
 
 def _of_candidate_hashes(cursor: duckdb.DuckDBPyConnection, src: Sources) -> str | None:

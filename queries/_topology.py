@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._duplicates import duplicate_events
+from ._duplicates import duplicates_with
 from ._ledger import DEFAULT_GRACE_NS, lost_events
 from ._records import DuplicateEvent, LostEvent
 from ._records_stats import Percentiles, Topology, TopologyEdge
@@ -30,7 +30,7 @@ from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
-from ._topology_rollup import by_event, publishes_from, rolled_edges
+from ._topology_rollup import by_event, first_publishes, publishes_from, rolled_edges
 
 __all__ = ["TopologyParts", "topology", "topology_parts"]
 
@@ -139,12 +139,13 @@ def topology_parts(
 ) -> TopologyParts:
     """:func:`topology` but for the lost events (:meth:`TopologyParts.with_lost`)."""
     judged = max(now_ns() - grace_ns, 0)
-    found = duplicate_events(cursor, since_ns=since_ns, until_ns=until_ns)
+    # with the duplicates, their events' first publishes, read at the keys' times
+    found, known = duplicates_with(cursor, since_ns, until_ns, first_publishes)
     duplicates = [d for d in found if d.consumer_group is not None]
     rolled = None
     if since_ns is not None:  # from the writer's rollups (queries/_topology_rollup.py)
         until = FAR_FUTURE_NS if until_ns is None else until_ns
-        rolled = rolled_edges(cursor, since_ns, until, judged, found)
+        rolled = rolled_edges(cursor, since_ns, until, judged, found, known)
     if rolled is not None:
         rows, first = rolled
     else:

@@ -54,7 +54,7 @@ from .edge_rollup import edges_from
 from .id_index import TRIMMED_BEFORE, has_index, id_range
 from .ledger_keys import keyed
 
-__all__ = ["by_event", "publishes_from", "rolled_edges"]
+__all__ = ["by_event", "first_publishes", "publishes_from", "rolled_edges"]
 
 Key = tuple[Any, ...]
 Triple = tuple[Any, str, str]
@@ -163,6 +163,7 @@ def rolled_edges(
     until_ns: int,
     judged: int,
     duplicates: Sequence[DuplicateEvent],
+    known: pa.Table | None = None,
 ) -> tuple[list[tuple[Any, ...]], dict[str, Triple]] | None:
     """``edge_rows``' rows for the window, and the (producer, destination, event type) of
     the first publish of each duplicated event (in the window, else before it); None
@@ -171,6 +172,7 @@ def rolled_edges(
     Args:
         judged: deliveries of events not seen published count from before this time on.
         duplicates: ``duplicate_events`` of the window (all kinds).
+        known: :func:`first_publishes` of ``duplicates``, read with them (None: not read).
     """
     span = _activity_span(cursor, since_ns, until_ns)
     start = edges_from(cursor)
@@ -190,8 +192,8 @@ def rolled_edges(
         return None  # ... or one that retention removed
     inner = {"a": max(low, since_ns), "b": min(high, until_ns)}
     parts = [cursor.execute(_PENDING, inner).to_arrow_table()]
-    for a, b, known in cuts:
-        with Sources(cursor, since_ns=a, until_ns=b, published=known) as src:
+    for a, b, all_published in cuts:
+        with Sources(cursor, since_ns=a, until_ns=b, published=all_published) as src:
             raw = cursor.execute(_RAW.format(deliveries=src.deliveries), src.params)
             parts.append(raw.to_arrow_table())
     loose = pa.concat_tables(parts)
@@ -201,7 +203,11 @@ def rolled_edges(
     ids: pa.Array[Any] = pc.unique(
         pa.concat_arrays([loose["message_id"].combine_chunks().drop_null(), duplicate_ids])
     )
-    found = _first_in_window(cursor, since_ns, until_ns, ids)
+    if known is not None:  # (the duplicated events' are read, whether published or not)
+        rest = ids.filter(pc.invert(pc.is_in(ids, value_set=duplicate_ids)))
+        found = pa.concat_tables([known, _first_in_window(cursor, since_ns, until_ns, rest)])
+    else:
+        found = _first_in_window(cursor, since_ns, until_ns, ids)
     if found.num_rows and pc.max(found["triples"]).as_py() > 1:
         return None  # an event published on two edges: only the raw query knows which
     with Scratch(cursor) as scratch:
@@ -240,6 +246,17 @@ def _first_in_window(
         cursor, since_ns=since_ns, until_ns=until_ns, event_ids=ids, published=True
     ) as src:
         return cursor.execute(_FIRST.format(publishes=src.publishes), src.params).to_arrow_table()
+
+
+def first_publishes(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, duplicates: Sequence[DuplicateEvent]
+) -> pa.Table:
+    """:func:`_first_in_window`'s table for the events of ``duplicates``, from ``src``,
+    which reads every publish of theirs in the window (``duplicates_with``)."""
+    ids = pa.array(sorted({d.event_id for d in duplicates}), pa.string())
+    table = src.register(pa.table({"message_id": ids}))
+    publishes = f"SELECT * FROM ({src.publishes}) SEMI JOIN {table} USING (message_id)"
+    return cursor.execute(_FIRST.format(publishes=publishes), src.params).to_arrow_table()
 
 
 def _before(

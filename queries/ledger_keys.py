@@ -346,12 +346,17 @@ rows AS MATERIALIZED (
     {{join}}
     WHERE {window}
 ),
-pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1)
+pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1{{also}})
 SELECT r.start_time AS t, bool_or(r.group_key > 0) AS delivered,
        bool_or(r.group_key = 0) AS published, bool_and(r.copied) AS copied
 FROM rows r SEMI JOIN pairs p ON p.event_key = r.event_key AND p.group_key = r.group_key
 GROUP BY r.start_time
 """.format(window=KEYS_WINDOW.replace("start_time", "k.start_time"))
+# With ``publishes``: the publishes of the events delivered twice too (the topology puts a
+# duplicate on the edge of its event's first publish in the window: read with them).
+_ALSO_PUBLISHES = """
+    UNION SELECT event_key, 0 FROM rows GROUP BY event_key, group_key
+    HAVING group_key > 0 AND count(*) > 1"""
 # The same events from the ledger-event rollup (queries/_event_parts.py: ``events``).
 _TWICE_ROLLED = "twice AS (SELECT event_key FROM events WHERE row_count > bit_count(dup_bits))"
 
@@ -391,7 +396,11 @@ class RowTimes(NamedTuple):
 
 
 def duplicate_times(
-    cursor: duckdb.DuckDBPyConnection, *, since_ns: int | None, until_ns: int | None
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    since_ns: int | None,
+    until_ns: int | None,
+    publishes: bool = False,
 ) -> RowTimes | None:
     """The start times of every delivery of each (event, group) delivered more than once
     in the window, and of every publish of each event published more than once there
@@ -401,7 +410,10 @@ def duplicate_times(
 
     Args:
         since_ns, until_ns: the window (None: open).
+        publishes: the times of every publish of the events delivered more than once to a
+            group there too.
     """
+    also = _ALSO_PUBLISHES if publishes else ""
     idless = keyed(cursor, since_ns=since_ns, until_ns=until_ns)
     if idless is None:
         return None
@@ -411,7 +423,7 @@ def duplicate_times(
         rolled = events_sql(cursor, since_ns=since, until_ns=params["until"], scratch=scratch)
         # (on the module: benchmarks/queries.py hides the copies there for its baseline)
         if rolled is not None and candidate_spans.candidates_copied(cursor):
-            rows = _twice_from_copies(cursor, scratch, rolled, params)
+            rows = _twice_from_copies(cursor, scratch, rolled, params, also)
             return RowTimes(
                 rows.filter(rows["delivered"]).select(["t", "copied"]),
                 rows.filter(rows["published"]).select(["t", "copied"]),
@@ -419,7 +431,7 @@ def duplicate_times(
             )
         # the candidates' spans copied where they are
         join, copied, copied_params = copied_rows_sql(cursor, "twice", merged_to(cursor))
-        times = _TWICE_TIMES.format(join=join, copied=f"{copied} AS copied")
+        times = _TWICE_TIMES.format(join=join, copied=f"{copied} AS copied", also=also)
         params.update(copied_params)
         if rolled is not None:
             sql = f"{rolled.sql},\n{_TWICE_ROLLED},{times}"
@@ -483,7 +495,7 @@ WHERE {KEYS_WINDOW.replace("start_time", "k.start_time")}
 """
 _PAIRED = """
 WITH rows AS MATERIALIZED ({rows}),
-pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1)
+pairs AS (SELECT event_key, group_key FROM rows GROUP BY ALL HAVING count(*) > 1{also})
 SELECT r.start_time AS t, bool_or(r.group_key > 0) AS delivered,
        bool_or(r.group_key = 0) AS published, bool_and(r.copied) AS copied
 FROM rows r SEMI JOIN pairs p ON p.event_key = r.event_key AND p.group_key = r.group_key
@@ -498,13 +510,14 @@ def _twice_from_copies(
     scratch: Scratch,
     rolled: EventsSql,
     params: dict[str, int],
+    also: str,
 ) -> pa.Table:
     """:data:`_TWICE_TIMES`' rows where the copies of candidates' keys are kept
     (:func:`candidate_rows`; a day at 100 M spans a day: 49.6 M key rows scanned and
-    joined, ≈1.5 s, for 479,000 rows)."""
+    joined, ≈1.5 s, for 479,000 rows); ``also``: :data:`_ALSO_PUBLISHES` or nothing."""
     twice = scratch.query(rolled.sql + _TWICE_BOUNDS, rolled.params)
     rows, rows_params = candidate_rows(cursor, scratch, twice, params["since"], params["until"])
-    return cursor.execute(_PAIRED.format(rows=rows), rows_params).to_arrow_table()
+    return cursor.execute(_PAIRED.format(rows=rows, also=also), rows_params).to_arrow_table()
 
 
 _TIMES_OF_ROWS = "SELECT start_time AS t, bool_and(copied) AS copied FROM ({rows}) GROUP BY t"
