@@ -20,7 +20,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._duplicates import duplicates_with
 from ._ledger import DEFAULT_GRACE_NS, lost_events
@@ -30,7 +29,7 @@ from ._source_sql import FAR_FUTURE_NS
 from ._sources import Sources, id_table
 from ._times import now_ns
 from ._topology_edges import edge_rows
-from ._topology_rollup import by_event, first_publishes, publishes_from, rolled_edges
+from ._topology_rollup import by_event, first_before, first_publishes, rolled_edges
 
 __all__ = ["TopologyParts", "topology", "topology_parts"]
 
@@ -182,17 +181,7 @@ def _published_before(
     window of each event that a delivery in the window names a publish time before it for;
     None where there is none."""
     before = cursor.execute(_BEFORE.format(deliveries=src.deliveries), src.params).to_arrow_table()
-    if not before.num_rows:
-        return None
-    events = before["message_id"].combine_chunks()
-    earliest = publishes_from(cursor, events, pc.min(before["t"]).as_py(), since_ns)
-    if earliest >= since_ns:
-        return None
-    with Sources(cursor, since_ns=earliest, until_ns=since_ns) as then:
-        ids = then.register(before.select(["message_id"]))
-        sql = _FIRST_PUBLISHES.format(publishes=then.publishes, ids=ids)
-        found = cursor.execute(sql, then.params).to_arrow_table()
-    return found if found.num_rows else None
+    return first_before(cursor, before, since_ns) if before.num_rows else None
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:

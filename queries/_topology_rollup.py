@@ -54,7 +54,7 @@ from .edge_rollup import edges_from
 from .id_index import TRIMMED_BEFORE, has_index, id_range
 from .ledger_keys import keyed
 
-__all__ = ["by_event", "first_publishes", "publishes_from", "rolled_edges"]
+__all__ = ["by_event", "first_before", "first_publishes", "rolled_edges"]
 
 Key = tuple[Any, ...]
 Triple = tuple[Any, str, str]
@@ -276,8 +276,17 @@ def _before(
     named = cursor.execute(sql, {"since": since_ns, "until": until_ns}).to_arrow_table()
     if not named.num_rows:
         return None
+    return first_before(cursor, named, since_ns)
+
+
+def first_before(
+    cursor: duckdb.DuckDBPyConnection, named: pa.Table, since_ns: int
+) -> pa.Table | None:
+    """The first publish before ``since_ns`` (:data:`_TRIPLE`) of the events of ``named``
+    (``message_id``, and ``t``: the publish time their deliveries name, the earliest
+    searched from; see :func:`_publishes_from`); None where there is none."""
     events = named["message_id"].combine_chunks()
-    earliest = publishes_from(cursor, events, pc.min(named["t"]).as_py(), since_ns)
+    earliest = _publishes_from(cursor, events, pc.min(named["t"]).as_py(), since_ns)
     if earliest >= since_ns:
         return None
     found = _first_in_window(cursor, earliest, since_ns, events)
@@ -290,7 +299,7 @@ def _before(
 NEAR_NS = 10 * 60 * 10**9
 
 
-def publishes_from(
+def _publishes_from(
     cursor: duckdb.DuckDBPyConnection, events: pa.Array[Any], named_ns: int, since_ns: int
 ) -> int:
     """Where to search for the publishes before ``since_ns`` of ``events``, whose
