@@ -237,20 +237,24 @@ def _first_in_window(
 ) -> pa.Table:
     """Of ``ids``: the first publish in ``[since_ns, until_ns)`` (:data:`_TRIPLE`), and
     ``publishes`` and distinct (producer, destination, type), ``triples``, there."""
+    columns = {c: pa.array([], pa.string()) for c in _TRIPLE}
+    none = pa.table(
+        {**columns, "publishes": pa.array([], pa.int64()), "triples": pa.array([], pa.int64())}
+    )
     if not len(ids):
-        columns = {c: pa.array([], pa.string()) for c in _TRIPLE}
-        return pa.table(
-            {**columns, "publishes": pa.array([], pa.int64()), "triples": pa.array([], pa.int64())}
-        )
+        return none
     # (publishes only: no delivery of theirs is read) at the times the writer's keys hold
     # publishes of those events, where they answer the window (an hour's pending
-    # deliveries at 100 M spans a day, 33 events: the window's publishes searched, 23 ms)
-    window = {"since": since_ns, "until": until_ns}
+    # deliveries at 100 M spans a day, 33 events: the window's publishes searched, 23 ms);
+    # none there: nothing to read (those 33 were never published)
     at = None
     if keyed(cursor, since_ns=since_ns, until_ns=until_ns) is False:
+        window = {"since": since_ns, "until": until_ns}
         with Scratch(cursor) as scratch:
             sql = _PUBLISH_TIMES.format(ids=scratch.table(pa.table({"message_id": ids})))
             times = cursor.execute(sql, window).to_arrow_table()
+        if not times.num_rows:
+            return none
         at = RowTimes(times.slice(0, 0), times, False)
     with Sources(
         cursor, since_ns=since_ns, until_ns=until_ns, event_ids=ids, published=True, at=at
