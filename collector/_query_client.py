@@ -17,7 +17,7 @@ from typing import Any, Protocol, Self
 import duckdb
 from eventscope.queries import BadParameter, EventscopeError
 
-from ._api import ENDPOINTS, POST_ONLY
+from ._api import ENDPOINTS, POST_ONLY, json_value
 from ._errors import ConfigError
 from ._settings import DEFAULT_DB, DEMO_DB, Settings
 
@@ -77,7 +77,7 @@ class LocalSource:
 
     def call(self, endpoint: str, params: dict[str, str]) -> Any:
         """Run the endpoint's function here and return its JSON value."""
-        return ENDPOINTS[endpoint](self._connection, params, self._settings)
+        return json_value(ENDPOINTS[endpoint](self._connection, params, self._settings))
 
     def __enter__(self) -> LocalSource:
         return self

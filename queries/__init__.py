@@ -68,6 +68,8 @@ from ._records import (
     OutOfOrderDelivery,
     VersionCount,
     VersionMix,
+    fields_are_json,
+    to_json_value,
 )
 from ._records_stats import (
     HandlerLatency,
@@ -158,6 +160,7 @@ __all__ = [
     "check_read_only",
     "duplicate_events",
     "fanout_tree",
+    "fields_are_json",
     "format_time",
     "gc_paused",
     "handler_latency",
@@ -177,6 +180,7 @@ __all__ = [
     "requests",
     "run_sql",
     "span_detail",
+    "to_json_value",
     "topology",
     "topology_parts",
     "version_mix",

@@ -6,6 +6,7 @@ import json
 from typing import Any, TypeVar
 
 import jinja2
+import orjson
 from aiohttp import web
 from eventscope.queries import format_time
 from markupsafe import Markup
@@ -35,7 +36,10 @@ def json_block(value: Any) -> Markup:
     ``<``, ``>`` and ``&`` are written as ``\\u003c`` …, so no string in the data can end
     the block (``</script>``) or open a comment.
     """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:  # the API's encoder: a 10,000-node waterfall's ≈3 MB ≈10× faster than json.dumps
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # an integer wider than 64 bits, a lone surrogate …
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return json_text_block(text)
 
 

@@ -163,6 +163,36 @@ async def test_bodies_that_are_not_utf8_are_a_400_not_a_crash(
     assert login == (400, "the form is not valid UTF-8 form data")
 
 
+async def test_sql_answers_hold_integers_wider_than_64_bits_and_nan_as_json_null(
+    tmp_path: Path, db: duckdb.DuckDBPyConnection, workload: Workload
+) -> None:
+    # The API's encoder (orjson) writes neither: the first goes through json.dumps, and
+    # the second is null, which a browser's JSON.parse reads (NaN is not JSON).
+    statements = [
+        "SELECT 170141183460469231731687303715884105727 AS wide, count(*) AS spans FROM spans",
+        "SELECT exp(1000.0) - exp(1000.0) AS nothing, exp(1000.0) AS endless, 1.5 AS half",
+    ]
+
+    async def ask(client: TestClient) -> list[str]:
+        answers = []
+        for statement in statements:
+            response = await client.post("/api/sql", json={"q": statement})
+            assert response.status == 200, (statement, await response.text())
+            answers.append(await response.text())
+        return answers
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    wide, nan = [
+        json.loads(a, parse_constant=strict)
+        for a in await _serve(tmp_path / "wide.duckdb", workload, ask)
+    ]
+    [(spans,)] = db.execute("SELECT count(*) FROM spans").fetchall()
+    assert wide["rows"] == [{"wide": 2**127 - 1, "spans": spans}]
+    assert nan["rows"] == [{"nothing": None, "endless": None, "half": 1.5}]
+
+
 async def _store_only(client: TestClient) -> None:
     """Ask the collector nothing: the test reads the file it committed."""
 
