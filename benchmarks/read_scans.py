@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 from eventscope.queries import (
+    NotFound,
     duplicate_events,
     fanout_tree,
     handler_latency,
@@ -113,6 +114,7 @@ def _reads(
         found["fanout_tree by correlation id"] = lambda c: fanout_tree(c, ids["correlation"])
         found["fanout_tree by event id"] = lambda c: fanout_tree(c, ids["event"])
         found["span_detail"] = lambda c: span_detail(c, ids["trace"], ids["span"])
+        found["fanout_tree of an id stored nowhere (404)"] = _absent_root
         found["requests by correlation id"] = lambda c: requests(
             c, **window, correlation_id=ids["correlation"]
         )
@@ -120,6 +122,15 @@ def _reads(
             c, key=ids["handler"], **window
         )
     return found
+
+
+def _absent_root(cursor: Any) -> None:
+    """The request view asked for an id that no span or record holds: not found."""
+    try:
+        fanout_tree(cursor, "no-such-request")
+    except NotFound:
+        return
+    raise AssertionError("a tree was built from an id stored nowhere")
 
 
 #: The newest originating request of the window (its root span), one event it published

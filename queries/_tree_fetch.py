@@ -65,10 +65,21 @@ WHERE trace_id = $id AND {_IN_RANGE}
 _ROWS = f"""
 SELECT {_SPAN_COLUMNS} FROM spans WHERE rowid IN (SELECT unnest($rowids)) AND {_IN_RANGE}
 """
-_IN_RECORDS = """
-SELECT count(*) FROM logs
-WHERE trace_id = $id OR span_id = $id OR correlation_id = $id OR message_id = $id
-"""
+# Whether event records hold the id as what it was looked up as, in the time range the id
+# index gave for it (the index holds the records' ids too: an id it has no range for is in
+# no record either, and nothing is read for it; before 2026-12-07 every not-found root
+# scanned the whole table by four columns).
+_IN_RECORDS = "SELECT count(*) FROM logs WHERE {kinds}"
+_IN_RECORDS_AS = {
+    "trace": "trace_id",
+    "span": "span_id",
+    "correlation": "correlation_id",
+    "event": "message_id",
+}
+_IN_RECORDS_KIND = (
+    "({column} = ${kind} AND time BETWEEN make_timestamp_ns(${kind}_first) "
+    "AND make_timestamp_ns(${kind}_last))"
+)
 _CORRELATED_TRACES = """
 SELECT DISTINCT trace_id FROM spans
 WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
@@ -332,9 +343,11 @@ def find_root(
         found = id_range(cursor, (kind,), (value,), keyed=state.keyed)
         return None if found is None else {"first": found[0], "last": found[1]}
 
+    looked: dict[str, Any] = {}  # what was looked up where: the records' check
     for found_by, value in _lookups(root):
         if (where := bound(found_by, value)) is None:
             continue
+        looked |= {found_by: value, **{f"{found_by}_{k}": v for k, v in where.items()}}
         if found_by == "trace" and (found := _trace_root(cursor, value, where)) is not None:
             if not found:
                 continue
@@ -353,13 +366,25 @@ def find_root(
         where = bound("trace", first.trace_id) or where
         trace = _items(cursor.execute(_FIND["trace"], {"id": first.trace_id, **where}))
         return _top(trace, [first]), found_by, trace + items
-    [(in_records,)] = cursor.execute(_IN_RECORDS, {"id": root.strip()}).fetchall()
-    if in_records:
+    if _in_records(cursor, looked):
         raise NotFound(
             f"root: {root!r} appears only in event records: its trace was sampled out, "
             "so there are no spans to build a tree from"
         )
     raise NotFound(f"root: no span has the trace id, span id, correlation id or event id {root!r}")
+
+
+def _in_records(cursor: duckdb.DuckDBPyConnection, looked: dict[str, Any]) -> bool:
+    """Whether an event record holds an id looked up as ``looked`` says (kind → value,
+    ``{kind}_first`` / ``{kind}_last`` → its time range)."""
+    kinds = [kind for kind in _IN_RECORDS_AS if kind in looked]
+    if not kinds:
+        return False
+    conditions = " OR ".join(
+        _IN_RECORDS_KIND.format(column=_IN_RECORDS_AS[kind], kind=kind) for kind in kinds
+    )
+    [(count,)] = cursor.execute(_IN_RECORDS.format(kinds=conditions), looked).fetchall()
+    return bool(count)
 
 
 def _top(trace: list[Item], starts: list[Item]) -> Item:

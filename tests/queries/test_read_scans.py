@@ -123,7 +123,7 @@ def test_no_page_read_scans_the_history_before_its_window(traffic: Path, tmp_pat
             assert rows >= 2 * ROW_GROUP, name
     before = _scans(plain)
     after = _scans(old)
-    assert before.keys() == after.keys() and len(after) == 19
+    assert before.keys() == after.keys() and len(after) == 20
     read_something = set()
     for read, tables in after.items():
         for table in HISTORY:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 from eventscope.collector._database import create_schema
-from eventscope.queries import TreeNode, fanout_tree
+from eventscope.queries import NotFound, TreeNode, fanout_tree
 from otlp_builder import CONSUMER, PRODUCER, SERVER, Otlp, load, messaging
 
 ORDER = {"event_type": "OrderPlaced", "version": "1"}
@@ -151,3 +151,17 @@ def test_an_event_a_sampled_out_handler_published_hangs_under_the_attempt_that_p
     ledger = nodes[o.span_id(f"l{n}")]
     assert ledger.parent_span_id == o.span_id(f"pp{n}")
     assert len(nodes) == (7 if n == 1 else 6)
+
+
+@pytest.mark.parametrize("root", ["span", "event", "absent"])
+def test_a_root_only_event_records_hold_is_named_so_and_an_absent_one_is_not_found(
+    sampled: tuple[duckdb.DuckDBPyConnection, Otlp], root: str
+) -> None:
+    db, o = sampled
+    asked = {"span": o.span_id("l2"), "event": "p2", "absent": "p9"}[root]
+    with pytest.raises(NotFound) as raised:
+        fanout_tree(db, asked)
+    if root == "absent":
+        assert "no span has the trace id, span id, correlation id or event id" in str(raised.value)
+    else:
+        assert "appears only in event records: its trace was sampled out" in str(raised.value)
