@@ -87,7 +87,6 @@ _ENVIRONMENT = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENVIRONMENT.filters["json_block"] = json_block
 _ENVIRONMENT.filters["json_text_block"] = json_text_block
 _ENVIRONMENT.filters["iso"] = iso_time
 _ENVIRONMENT.filters["ms"] = milliseconds
