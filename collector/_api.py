@@ -24,7 +24,7 @@ from ._reads import run_read
 from ._settings import Settings
 from ._state import STATE
 
-__all__ = ["ENDPOINTS", "POST_ONLY", "Endpoint", "dumps", "json_value", "setup"]
+__all__ = ["ENDPOINTS", "POST_ONLY", "Endpoint", "setup"]
 
 
 def sql_endpoint(cursor: duckdb.DuckDBPyConnection, params: Params, settings: Settings) -> Any:
@@ -45,11 +45,11 @@ def dumps(value: Any) -> str:
     """Compact JSON, UTF-8 kept as is: the API's one encoder. Records an endpoint returns
     as they are (``_read_endpoints._json``) are written as objects of their fields.
 
-    orjson writes it, in C (a 10,000-node tree, 6.6 MB: the dicts of ``to_json()`` and
-    ``json.dumps`` took ≈100 ms at 100 M spans, orjson ≈10 ms); what it refuses — an
-    integer wider than 64 bits (a DuckDB HUGEINT), a lone surrogate, a key that is not
-    text — goes through ``json.dumps`` as before (NaN and infinities, which JSON has
-    not, become ``null``). A top-level list (an answer's rows, nodes, edges) is encoded
+    orjson writes it, in C: the 10,000-node tree's 6.6 MB took 225-282 ms as ``to_json()``
+    dicts through ``json.dumps`` and takes 45-54 ms (a loaded machine); it writes NaN and
+    infinities, which JSON has not, as ``null``. What it refuses — an integer wider than
+    64 bits (a DuckDB HUGEINT), a lone surrogate, a key that is not text — goes through
+    ``json.dumps`` as before. A top-level list (an answer's rows, nodes, edges) is encoded
     :data:`_SLICE` items at a time: each call holds the GIL throughout, and rendering a
     large answer in one call (1 GB of SQL rows: ≈2 s with ``json.dumps``) held the event
     loop — ingest included — although it runs in the read's thread; between slices other
@@ -58,12 +58,6 @@ def dumps(value: Any) -> str:
         items = (f"{_dumps(key)}:{_dumps_list(v)}" for key, v in value.items())
         return "{" + ",".join(items) + "}"
     return _dumps_list(value)
-
-
-def json_value(value: Any) -> Any:
-    """An endpoint's answer as plain JSON values (records made dicts), as the API's JSON
-    reads back: what ``eventscope query --db`` prints."""
-    return to_json_value(value)
 
 
 #: Items of a list encoded in one call (a few MB at most for the largest rows).

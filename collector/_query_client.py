@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import duckdb
-from eventscope.queries import BadParameter, EventscopeError
+from eventscope.queries import BadParameter, EventscopeError, to_json_value
 
-from ._api import ENDPOINTS, POST_ONLY, json_value
+from ._api import ENDPOINTS, POST_ONLY
 from ._errors import ConfigError
 from ._settings import DEFAULT_DB, DEMO_DB, Settings
 
@@ -76,8 +76,9 @@ class LocalSource:
             raise ConfigError(f"db: cannot open {str(path)!r}: {exc}") from exc
 
     def call(self, endpoint: str, params: dict[str, str]) -> Any:
-        """Run the endpoint's function here and return its JSON value."""
-        return json_value(ENDPOINTS[endpoint](self._connection, params, self._settings))
+        """Run the endpoint's function here and return its JSON value (records it
+        answers as they are made plain values, as the API's JSON reads back)."""
+        return to_json_value(ENDPOINTS[endpoint](self._connection, params, self._settings))
 
     def __enter__(self) -> LocalSource:
         return self

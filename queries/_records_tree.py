@@ -164,7 +164,7 @@ class PlacedNode:
     last: int
 
 
-#: PlacedNode(**fields) from the values in field order (10,000 of them: 25 → ≈8 ms).
+#: PlacedNode(**fields) from the values in field order (``depth_first`` of 10,000: 23 → 18 ms).
 _NEW_PLACE = positional(PlacedNode)
 
 

@@ -36,7 +36,7 @@ def json_block(value: Any) -> Markup:
     ``<``, ``>`` and ``&`` are written as ``\\u003c`` …, so no string in the data can end
     the block (``</script>``) or open a comment.
     """
-    try:  # the API's encoder: a 10,000-node waterfall's ≈3 MB ≈10× faster than json.dumps
+    try:  # the API's encoder, several times json.dumps's speed (a 10,000-node waterfall: 3 MB)
         text = orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # an integer wider than 64 bits, a lone surrogate …
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
