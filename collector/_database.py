@@ -19,6 +19,7 @@ from eventscope.queries.activity_rollup import build as build_activity
 from eventscope.queries.candidate_spans import build as build_candidate_spans
 from eventscope.queries.edge_rollup import build as build_edges
 from eventscope.queries.id_index import build as build_id_index
+from eventscope.queries.id_index import index_span_events
 from eventscope.queries.latency_rollup import build as build_latency
 from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.ledger_events import build as build_ledger_events
@@ -123,6 +124,8 @@ class Database:
             create_schema(connection)
             if build_id_index(connection):  # a file from before the index: once
                 log.warning("indexed the ids of the data already stored (queries/id_index.py)")
+            if index_span_events(connection):  # a file indexed before its span events: once
+                log.warning("indexed the span events already stored (queries/id_index.py)")
             if build_learned(connection):  # a file from before the rollup: once
                 log.warning("summarised the deliveries already stored (queries/learned_rollup.py)")
             if build_latency(connection):  # a file from before the latency rollup: once

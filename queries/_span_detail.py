@@ -4,7 +4,8 @@ Where the id index is complete, the span, its links and the spans at their other
 read only within the times the index gives for their traces (the rows of any id lie
 anywhere in the table: OpenTelemetry's ids are random, so zone maps on them prune nothing,
 and a lookup by id alone read all stored spans). Its events (``span_events``, a span's
-exceptions and logs, a small table) are looked up by id.
+exceptions and logs) are read within the times the index gives for its trace's span
+events (kind ``span_event``; before 2026-12-07 they were looked up by id alone).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from ._errors import BadParameter, NotFound
 from ._scratch import Scratch
-from .id_index import has_index, id_range
+from .id_index import id_range, index_state
 
 __all__ = ["LinkedSpan", "SpanDetail", "SpanEvent", "span_detail"]
 
@@ -33,7 +34,7 @@ _WITHIN = " AND {column} BETWEEN make_timestamp_ns({first}) AND make_timestamp_n
 
 _EVENTS = """
 SELECT epoch_ns(time), name, attributes::VARCHAR
-FROM span_events WHERE trace_id = $trace_id AND span_id = $span_id
+FROM span_events WHERE trace_id = $trace_id AND span_id = $span_id{within}
 ORDER BY time, name
 """
 
@@ -120,18 +121,27 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
     """
     key = {"trace_id": _id("trace_id", trace_id, 32), "span_id": _id("span_id", span_id, 16)}
     stored = None
-    within = ""
-    if has_index(cursor):
-        stored = id_range(cursor, ["trace"], [key["trace_id"]])
+    within = events_within = ""
+    state = index_state(cursor)
+    if state.complete:
+        stored = id_range(cursor, ["trace"], [key["trace_id"]], keyed=state.keyed)
         if stored is None:
             raise NotFound(f"no trace {key['trace_id']}")
         within = _WITHIN.format(column="start_time", first=stored[0], last=stored[1])
     row = cursor.execute(_SPAN.format(within=within), key).fetchone()
     if row is None:
         raise NotFound(f"no span {key['span_id']} in trace {key['trace_id']}")
+    if state.span_events:  # the trace's span events, where the index has them
+        found = id_range(cursor, ["span_event"], [key["trace_id"]], keyed=state.keyed)
+        events_within = (
+            " AND false"
+            if found is None
+            else _WITHIN.format(column="time", first=found[0], last=found[1])
+        )
+    sql = _EVENTS.format(within=events_within)
     events = tuple(
         SpanEvent(time_ns=t, name=name, attributes=json.loads(attributes))
-        for t, name, attributes in cursor.execute(_EVENTS, key).fetchall()
+        for t, name, attributes in cursor.execute(sql, key).fetchall()
     )
     links = _links(cursor, key, stored)
     return SpanDetail(

@@ -1,4 +1,5 @@
-"""Where each id is stored in time: trace, correlation and event ids, and span-link targets.
+"""Where each id is stored in time: trace, correlation and event ids, span-link targets, and
+the traces of span events.
 
 Ids are random, so DuckDB's zone maps (per row group min/max) prune nothing on them: a
 lookup by id in ``spans`` reads the whole column. Rows arrive in time order, though, so
@@ -8,7 +9,8 @@ in; the read then scans only that range. Like the OpenTelemetry ClickHouse expor
 
 - With each commit the writer adds, per id in the commit, one row ``(key, kind, first
   start, last start)`` to ``eventscope_ids_recent`` (a few rows per request). The key is a
-  prefix of the kind in its top two bits (a trace and a span-link target share one) and
+  prefix of the kind in its top two bits (a trace and a span-link target share one; a
+  trace's span events, kind ``span_event``, have their own) and
   the top 62 bits of ``hash(id)`` below (:func:`index_key`), so that keys sorted are
   sorted by kind first.
 - Every few seconds the writer moves those rows into ``eventscope_ids``, grouped by key
@@ -64,6 +66,7 @@ __all__ = [
     "KINDS",
     "LISTED_KEYS",
     "MERGE_SLICE_ROWS",
+    "SPAN_EVENTS_INDEXED",
     "IndexState",
     "RunNumbers",
     "build",
@@ -75,6 +78,7 @@ __all__ = [
     "index_key",
     "index_rows",
     "index_rows_sql",
+    "index_span_events",
     "index_state",
     "keyed_from",
     "mark_keyed",
@@ -89,10 +93,14 @@ __all__ = [
 INDEX_TABLES = ("eventscope_ids", "eventscope_ids_recent")
 #: ``eventscope_meta`` value of key ``id_index`` once every stored row is indexed.
 INDEX_VERSION = "1"
-KINDS = {"trace": 1, "correlation": 2, "event": 3, "linked": 4}
+KINDS = {"trace": 1, "correlation": 2, "event": 3, "linked": 4, "span_event": 5}
 #: ``eventscope_meta`` key: retention removed every row that started before this (ns), so
 #: index rows of ids last seen before it are stale (:func:`trim`; merges leave them out).
 TRIMMED_BEFORE = "ids_trimmed_before"
+#: ``eventscope_meta`` key, ``1`` once every stored span event is indexed (kind
+#: ``span_event``, by its trace id and time): files indexed before 2026-12-07 had their
+#: span events indexed at the next start (:func:`index_span_events`).
+SPAN_EVENTS_INDEXED = "span_events_indexed"
 #: Above this many ids, one join replaces a point lookup per id.
 _POINT_LOOKUPS = 32
 
@@ -102,8 +110,9 @@ _INDEXED = {
     "spans": (("trace", "trace_id"), ("correlation", "correlation_id"), ("event", "message_id")),
     "span_links": (("linked", "linked_trace_id"),),
     "logs": (("trace", "trace_id"), ("correlation", "correlation_id"), ("event", "message_id")),
+    "span_events": (("span_event", "trace_id"),),
 }
-_TIME = {"spans": "start_time", "span_links": "start_time", "logs": "time"}
+_TIME = {"spans": "start_time", "span_links": "start_time", "logs": "time", "span_events": "time"}
 
 
 def index_rows(tables: dict[str, pa.Table]) -> pa.Table | None:
@@ -146,7 +155,7 @@ def index_rows_sql(rows: str) -> str:
 
 #: The top two bits of each kind's keys. An id's rows as a trace and as a link target share
 #: them: a tree looks both up at once, in one place (one row group per run for one id).
-_PREFIX = {1: 0, 4: 0, 2: 1, 3: 2}
+_PREFIX = {1: 0, 4: 0, 2: 1, 3: 2, 5: 3}
 
 
 def index_key(hashed: int, kind: int) -> int:
@@ -162,7 +171,7 @@ def _prefixed(hashed: int, prefix: int) -> int:
 
 
 def _prefix_sql(kind: str) -> str:
-    return f"CASE ({kind}) WHEN 2 THEN 1 WHEN 3 THEN 2 ELSE 0 END"
+    return f"CASE ({kind}) WHEN 2 THEN 1 WHEN 3 THEN 2 WHEN 5 THEN 3 ELSE 0 END"
 
 
 def _prefixed_sql(hashed: str, prefix: str) -> str:
@@ -429,7 +438,15 @@ SELECT {_key_sql("hashed", "kind")}, kind, min(first), max(last), 0 FROM (
     WHERE correlation_id IS NOT NULL
     UNION ALL SELECT hash(message_id), 3, time, time FROM logs WHERE message_id IS NOT NULL
     UNION ALL SELECT hash(linked_trace_id), 4, start_time, start_time FROM span_links
+    UNION ALL SELECT hash(trace_id), 5, time, time FROM span_events
 ) GROUP BY hashed, kind ORDER BY 1
+"""
+# The span events stored before they were indexed, into the recent rows (moved into a run
+# with the next compaction).
+_SPAN_EVENTS = f"""
+INSERT INTO eventscope_ids_recent
+SELECT {_key_sql("hash(trace_id)", "5")}, 5, min(time), max(time) FROM span_events
+GROUP BY trace_id
 """
 _LINK_TIMES = """
 UPDATE span_links SET start_time = s.start_time
@@ -457,11 +474,40 @@ def build(cursor: duckdb.DuckDBPyConnection) -> bool:
         cursor.execute("INSERT INTO eventscope_meta VALUES ('id_index', ?)", [INDEX_VERSION])
         cursor.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": KEYED_FROM})
         cursor.execute("INSERT INTO eventscope_meta VALUES ($key, '0')", {"key": KEYED_FROM})
+        _mark_span_events(cursor)
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
     return bool(row and row[0])
+
+
+def index_span_events(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Index the span events of a file indexed before they were (once; on the writer's
+    connection before ingest starts, after :func:`build`). Returns whether stored span
+    events had to be indexed."""
+    state = index_state(cursor)
+    if not state.complete or state.span_events:
+        return False
+    stored = cursor.execute("SELECT EXISTS (SELECT 1 FROM span_events)").fetchone()
+    _transaction(
+        cursor,
+        (_SPAN_EVENTS, {}),
+        *_mark_span_events_statements(),
+    )
+    return bool(stored and stored[0])
+
+
+def _mark_span_events_statements() -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("DELETE FROM eventscope_meta WHERE key = $key", {"key": SPAN_EVENTS_INDEXED}),
+        ("INSERT INTO eventscope_meta VALUES ($key, '1')", {"key": SPAN_EVENTS_INDEXED}),
+    ]
+
+
+def _mark_span_events(cursor: duckdb.DuckDBPyConnection) -> None:
+    for sql, params in _mark_span_events_statements():
+        cursor.execute(sql, params)
 
 
 class IndexState(NamedTuple):
@@ -471,6 +517,8 @@ class IndexState(NamedTuple):
     complete: bool
     #: every key carries its kind (:func:`keyed_from` 0); else lookups ask for both keys
     keyed: bool
+    #: every stored span event is indexed (kind ``span_event``: :data:`SPAN_EVENTS_INDEXED`)
+    span_events: bool = False
 
 
 def index_state(cursor: duckdb.DuckDBPyConnection) -> IndexState:
@@ -478,13 +526,16 @@ def index_state(cursor: duckdb.DuckDBPyConnection) -> IndexState:
     one read of ``eventscope_meta``."""
     try:
         rows = cursor.execute(
-            "SELECT key, value FROM eventscope_meta WHERE key IN ('id_index', $keyed)",
-            {"keyed": KEYED_FROM},
+            "SELECT key, value FROM eventscope_meta WHERE key IN ('id_index', $keyed, $events)",
+            {"keyed": KEYED_FROM, "events": SPAN_EVENTS_INDEXED},
         ).fetchall()
     except duckdb.CatalogException:
         return IndexState(complete=False, keyed=False)
     values = dict(rows)
-    return IndexState(values.get("id_index") == INDEX_VERSION, values.get(KEYED_FROM) == "0")
+    complete = values.get("id_index") == INDEX_VERSION
+    return IndexState(
+        complete, values.get(KEYED_FROM) == "0", complete and values.get(SPAN_EVENTS_INDEXED) == "1"
+    )
 
 
 def has_index(cursor: duckdb.DuckDBPyConnection) -> bool:

@@ -67,6 +67,13 @@ def test_sdk_exporter_spans_read_back_exactly_through_query_sql(collector) -> No
     assert events[0]["ns"] == sent[1].events[0].timestamp
     assert events[1]["attributes"]["exception.type"] == "ValueError"
     assert events[1]["attributes"]["exception.message"] == "card declined"
+    # the span panel shows them (read where the id index has the trace's span events)
+    for span, event in ((producer, events[0]), (consumer, events[1])):
+        status, detail = collector.get(f"/spans/{span['trace_id']}/{span['span_id']}")
+        assert status == 200, detail
+        assert [(e["name"], e["time_ns"], e["attributes"]) for e in detail["events"]] == [
+            (event["name"], event["ns"], event["attributes"])
+        ]
 
 
 OTLP_JSON = {

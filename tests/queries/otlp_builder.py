@@ -139,8 +139,10 @@ class Otlp:
         attrs: Mapping[str, Any] | None = None,
         links: Iterable[tuple[str, str, Mapping[str, Any]]] = (),
         error: bool = False,
+        events: Iterable[tuple[str, float]] = (),
     ) -> str:
-        """Add a span; ``links`` are (trace name, span name, attributes). Returns its id."""
+        """Add a span; ``links`` are (trace name, span name, attributes), ``events`` (name,
+        milliseconds like ``start``). Returns its id."""
         item = trace_pb2.Span(
             trace_id=bytes.fromhex(self.trace_id(trace)),
             span_id=bytes.fromhex(self.span_id(span)),
@@ -157,6 +159,8 @@ class Otlp:
                 span_id=bytes.fromhex(self.span_id(link_span)),
                 attributes=[_kv(k, v) for k, v in link_attrs.items()],
             )
+        for event_name, at in events:
+            item.events.add(name=event_name, time_unix_nano=self.at(at))
         if error:
             item.status.code = 2
             item.status.message = "handler raised"

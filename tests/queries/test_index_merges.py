@@ -14,13 +14,16 @@ from eventscope.collector._metrics import Metrics
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
 from eventscope.collector._writer import SpanWriter
+from eventscope.queries import span_detail
 from eventscope.queries.id_index import (
     FANOUT,
+    SPAN_EVENTS_INDEXED,
     RunNumbers,
     drop_runs,
     event_range,
     id_range,
     index_key,
+    index_state,
     keyed_from,
     merge_range,
     merge_ranges,
@@ -166,7 +169,8 @@ def test_a_file_reopened_merges_what_is_due_and_numbers_new_runs_apart(tmp_path:
 
 def _linked_pair() -> object:
     """A producer span of trace ``p`` at 0 s and, 5 s later, a consumer span of its own
-    trace ``c`` linking to it; both carry the correlation id ``corr`` and the event ``ev``."""
+    trace ``c`` linking to it; both carry the correlation id ``corr`` and the event ``ev``;
+    the consumer records an ``exception`` span event 1 ms in."""
     otlp = Otlp(BASE)
     attrs = messaging("send", "orders", "ev", correlation="corr", event_type="OrderPlaced")
     otlp.span("shop", "send", PRODUCER, trace="p", span="ps", start=0, ms=1, attrs=attrs)
@@ -181,6 +185,7 @@ def _linked_pair() -> object:
         ms=2,
         attrs=attrs,
         links=[("p", "ps", {})],
+        events=[("exception", 5001.0)],
     )
     return TRACES.decode(otlp.bodies()[0], "application/x-protobuf")
 
@@ -210,7 +215,7 @@ def test_each_kind_is_keyed_with_its_prefix_and_found(tmp_path: Path, run_rows: 
     def hashed(text: str) -> int:
         return int(cursor.execute("SELECT hash($t)", {"t": text}).fetchone()[0])
 
-    wanted = [(p, 1), (c, 1), ("corr", 2), ("ev", 3), (p, 4)]
+    wanted = [(p, 1), (c, 1), ("corr", 2), ("ev", 3), (p, 4), (c, 5)]
     assert rows == sorted((index_key(hashed(i), k), k) for i, k in wanted)
     assert index_key(hashed(p), 1) == index_key(hashed(p), 4)  # one place for a tree to read
     at, later = BASE, BASE + 5 * 10**9
@@ -228,6 +233,48 @@ def test_each_kind_is_keyed_with_its_prefix_and_found(tmp_path: Path, run_rows: 
     assert id_range(cursor, ["trace"], ["ev", "corr"]) is None
     assert event_range(cursor, [hashed("ev")]) == (at, later)
     assert event_range(cursor, [hashed("corr")]) is None
+    assert id_range(cursor, ["span_event"], [c]) == (later + 10**6, later + 10**6)
+    assert id_range(cursor, ["span_event"], [p]) is None
+    assert id_range(cursor, ["trace"], [c]) == (later, later)  # a trace's spans alone
+    cursor.close()
+    database.close()
+
+
+def test_span_events_stored_before_they_were_indexed_are_indexed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A file whose index was complete before span events were indexed (until 2026-12-07)
+    gets its stored span events indexed when a collector opens it; until then the span
+    panel reads them unbounded, after it within their trace's indexed range: the same."""
+    path = str(tmp_path / "events.duckdb")
+    database = Database.open(Settings(db=path))
+
+    async def run() -> None:
+        writer = _writer(database, run_rows=10**6)
+        await writer.start()
+        await writer.write(TRACES, _linked_pair())
+        await writer.close()
+
+    asyncio.run(run())
+    c, cs = Otlp.trace_id("c"), Otlp.span_id("cs")
+    cursor = database.cursor()
+    assert index_state(cursor).span_events
+    shown = span_detail(cursor, c, cs).events
+    assert [(e.name, e.time_ns) for e in shown] == [("exception", BASE + 5_001 * 10**6)]
+    cursor.execute("DELETE FROM eventscope_ids_recent WHERE kind = 5")  # as written before
+    cursor.execute("DELETE FROM eventscope_meta WHERE key = $k", {"k": SPAN_EVENTS_INDEXED})
+    assert not index_state(cursor).span_events
+    assert id_range(cursor, ["span_event"], [c]) is None
+    assert span_detail(cursor, c, cs).events == shown  # unbounded, as before
+    cursor.close()
+    database.close()
+
+    database = Database.open(Settings(db=path))
+    cursor = database.cursor()
+    assert index_state(cursor).span_events
+    at = BASE + 5_001 * 10**6
+    assert id_range(cursor, ["span_event"], [c]) == (at, at)
+    assert span_detail(cursor, c, cs).events == shown
     cursor.close()
     database.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from eventscope.queries.id_index import index_rows, index_rows_sql
 from eventscope.queries.schema import create_schema
 from read_scans import RowsScanned, _reads, newest_request
 
@@ -36,6 +37,8 @@ HISTORY = {
     " hash(event_key, 'old') AS event_key)",
     "eventscope_ledger_events": "t.* REPLACE (minute - {day} AS minute,"
     " hash(event_key, 'old') AS event_key)",
+    # (the traffic has none: each root span gets one, planted with its index rows)
+    "span_events": "t.* REPLACE (time - {day} AS time, md5(trace_id) AS trace_id)",
 }
 
 
@@ -88,8 +91,39 @@ def _copy(traffic: Path, path: Path, *, history: bool) -> None:
     # index has the event's first row on, not through the day
     (moved,) = connection.execute(_FAR_PUBLISH, {"day": DAY}).fetchone() or (0,)
     assert moved == 1
+    _plant_span_events(connection, HISTORY["span_events"].format(day=day) if history else None)
     connection.execute("CHECKPOINT")
     connection.close()
+
+
+#: An exception event on each root span of the traffic, 1 ms in.
+_ROOT_EVENTS = f"""
+SELECT trace_id, span_id, start_time + INTERVAL 1 MILLISECOND AS time, 'exception' AS name,
+       '{{"exception.type": "ValueError"}}'::JSON AS attributes
+FROM spans WHERE parent_span_id IS NULL AND start_time > ({_TRAFFIC})
+ORDER BY start_time
+"""
+
+
+def _plant_span_events(connection: duckdb.DuckDBPyConnection, history: str | None) -> None:
+    """Give each root span of the traffic a span event, indexed as the writer indexes it;
+    with ``history`` (its columns), two row groups of such events a day older first."""
+    events = connection.execute(_ROOT_EVENTS).to_arrow_table()
+    assert events.num_rows
+    connection.register("planted", events)
+    if history is not None:
+        copies = -(-2 * ROW_GROUP // events.num_rows)
+        connection.execute(
+            f"INSERT INTO span_events SELECT {history} FROM planted AS t, range({copies}) AS r "
+            f"ORDER BY r.range, t.time LIMIT {2 * ROW_GROUP}"
+        )
+    connection.execute("INSERT INTO span_events SELECT * FROM planted")
+    index = index_rows({"span_events": events})
+    assert index is not None
+    connection.register("planted_ids", index)
+    connection.execute(index_rows_sql("planted_ids"))
+    connection.unregister("planted_ids")
+    connection.unregister("planted")
 
 
 def _scans(path: Path) -> dict[str, dict[str, int]]:
