@@ -274,6 +274,11 @@ def test_span_events_stored_before_they_were_indexed_are_indexed_at_the_next_sta
     assert index_state(cursor).span_events
     at = BASE + 5_001 * 10**6
     assert id_range(cursor, ["span_event"], [c]) == (at, at)
+    # a run of their own, sorted: nothing left for the writer's compaction to sort
+    [(run, rows)] = cursor.execute(
+        "SELECT run, count(*) FROM eventscope_ids WHERE kind = 5 GROUP BY run"
+    ).fetchall()
+    assert rows == 1 and _sorted(cursor, run)
     assert span_detail(cursor, c, cs).events == shown
     cursor.close()
     database.close()
