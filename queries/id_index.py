@@ -488,7 +488,9 @@ def index_span_events(cursor: duckdb.DuckDBPyConnection) -> bool:
     connection before ingest starts, after :func:`build`). Returns whether stored span
     events had to be indexed."""
     state = index_state(cursor)
-    if not state.complete or state.span_events:
+    if not state.complete or state.span_events or keyed_from(cursor) is None:
+        # (an index keyed by hash alone that no writer opened since: the writer first
+        # marks which runs to key again, which would take this run for one; next start)
         return False
     stored = cursor.execute("SELECT EXISTS (SELECT 1 FROM span_events)").fetchone()
     run = RunNumbers(cursor).take()
