@@ -143,7 +143,7 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
         SpanEvent(time_ns=t, name=name, attributes=json.loads(attributes))
         for t, name, attributes in cursor.execute(sql, key).fetchall()
     )
-    links = _links(cursor, key, stored)
+    links = _links(cursor, key, stored, state.keyed)
     return SpanDetail(
         trace_id=row[0],
         span_id=row[1],
@@ -163,15 +163,19 @@ def span_detail(cursor: duckdb.DuckDBPyConnection, trace_id: str, span_id: str) 
 
 
 def _links(
-    cursor: duckdb.DuckDBPyConnection, key: dict[str, str], trace: tuple[int, int] | None
+    cursor: duckdb.DuckDBPyConnection,
+    key: dict[str, str],
+    trace: tuple[int, int] | None,
+    keyed: bool,
 ) -> tuple[LinkedSpan, ...]:
     """The span's links both ways (out first), each with the other span where it is
     stored; read within the id index's times where ``trace`` (the first and last start
-    of the span's trace) is given: a link is stored with its holder's start."""
+    of the span's trace) is given: a link is stored with its holder's start. ``keyed``:
+    the index's :attr:`~.id_index.IndexState.keyed`, read once by the caller."""
     out_within = in_within = ""
     if trace is not None:
         out_within = _WITHIN.format(column="start_time", first=trace[0], last=trace[1])
-        holders = id_range(cursor, ["linked"], [key["trace_id"]])
+        holders = id_range(cursor, ["linked"], [key["trace_id"]], keyed=keyed)
         if holders is None:
             in_within = " AND false"
         else:
@@ -185,7 +189,7 @@ def _links(
         if trace is not None:  # holders at their stored starts, producers as indexed
             starts = [r[4] for r in rows if r[4] is not None]
             linked = [r[1] for r in rows if r[0] == "out"]
-            stored = id_range(cursor, ["trace"], linked) if linked else None
+            stored = id_range(cursor, ["trace"], linked, keyed=keyed) if linked else None
             bounds = starts + ([] if stored is None else list(stored))
             within = (
                 _WITHIN.format(column="start_time", first=min(bounds), last=max(bounds))
