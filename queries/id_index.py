@@ -449,6 +449,11 @@ INSERT INTO eventscope_ids
 SELECT {_key_sql("hash(trace_id)", "5")}, 5, min(time), max(time), $run FROM span_events
 GROUP BY trace_id ORDER BY 1
 """
+#: What says every stored span event is indexed.
+_SPAN_EVENTS_MARKED: tuple[tuple[str, dict[str, object]], ...] = (
+    ("DELETE FROM eventscope_meta WHERE key = $key", {"key": SPAN_EVENTS_INDEXED}),
+    ("INSERT INTO eventscope_meta VALUES ($key, '1')", {"key": SPAN_EVENTS_INDEXED}),
+)
 _LINK_TIMES = """
 UPDATE span_links SET start_time = s.start_time
 FROM spans s
@@ -475,7 +480,8 @@ def build(cursor: duckdb.DuckDBPyConnection) -> bool:
         cursor.execute("INSERT INTO eventscope_meta VALUES ('id_index', ?)", [INDEX_VERSION])
         cursor.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": KEYED_FROM})
         cursor.execute("INSERT INTO eventscope_meta VALUES ($key, '0')", {"key": KEYED_FROM})
-        _mark_span_events(cursor)
+        for sql, params in _SPAN_EVENTS_MARKED:
+            cursor.execute(sql, params)
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
@@ -494,20 +500,8 @@ def index_span_events(cursor: duckdb.DuckDBPyConnection) -> bool:
         return False
     stored = cursor.execute("SELECT EXISTS (SELECT 1 FROM span_events)").fetchone()
     run = RunNumbers(cursor).take()
-    _transaction(cursor, (_SPAN_EVENTS, {"run": run}), *_mark_span_events_statements())
+    _transaction(cursor, (_SPAN_EVENTS, {"run": run}), *_SPAN_EVENTS_MARKED)
     return bool(stored and stored[0])
-
-
-def _mark_span_events_statements() -> list[tuple[str, dict[str, object]]]:
-    return [
-        ("DELETE FROM eventscope_meta WHERE key = $key", {"key": SPAN_EVENTS_INDEXED}),
-        ("INSERT INTO eventscope_meta VALUES ($key, '1')", {"key": SPAN_EVENTS_INDEXED}),
-    ]
-
-
-def _mark_span_events(cursor: duckdb.DuckDBPyConnection) -> None:
-    for sql, params in _mark_span_events_statements():
-        cursor.execute(sql, params)
 
 
 class IndexState(NamedTuple):
