@@ -17,6 +17,7 @@ from eventscope.collector._ledger_state import LedgerState, Observation
 from eventscope.queries import duplicate_events, lost_events
 from eventscope.queries.schema import create_schema
 from otlp_builder import load
+from polling import until
 from prometheus_text import samples
 
 BASE = 1_790_000_000 * 10**9
@@ -212,23 +213,22 @@ def _metric(text: str, name: str) -> float:
 
 def _wait_settled(collector, last_ns: int, deadline: float = 30) -> str:
     """/metrics once the watermark has passed ``last_ns`` (what every evaluation reports)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+
+    def settled() -> str | None:
         text = collector.get("/metrics")[1]
-        if _metric(text, "eventscope_ledger_watermark_timestamp_seconds") * 1e9 > last_ns:
-            return text
-        time.sleep(0.1)  # polling the collector's own report, with a deadline
-    raise AssertionError("the ledger watermark did not pass the workload in time")
+        watermark = _metric(text, "eventscope_ledger_watermark_timestamp_seconds")
+        return text if watermark * 1e9 > last_ns else None
+
+    return until("the ledger watermark passing the workload", settled, deadline)
 
 
 def _wait_evaluations(collector, count: int, deadline: float = 30) -> str:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+    def evaluated() -> str | None:
         text = collector.get("/metrics")[1]
-        if samples(text, "eventscope_ledger_evaluations", "result").get(("ok",), 0) >= count:
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} evaluations in time")
+        ok = samples(text, "eventscope_ledger_evaluations", "result").get(("ok",), 0)
+        return text if ok >= count else None
+
+    return until(f"{count} evaluations", evaluated, deadline)
 
 
 def test_evaluations_that_keep_failing_are_tried_less_and_less_often(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import polling
 import pytest
 from collector_process import Collector, eventscope
 from otlp_builder import CONSUMER, PRODUCER, Otlp, messaging
@@ -261,16 +262,16 @@ class Prometheus:
 
     def until(self, what: str, check: Callable[[], Any], deadline: float = 60) -> Any:
         """Poll ``check`` (Prometheus' API) until it returns something true."""
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
+
+        def asked() -> Any:
             try:
-                result = check()
+                return check()
             except OSError:  # not listening yet
-                result = None
-            if result:
-                return result
-            time.sleep(0.25)
-        raise AssertionError(f"{what}: not within {deadline} s\n{self.log.read_text()[-3000:]}")
+                return None
+
+        return polling.until(
+            lambda: f"{what}\n{self.log.read_text()[-3000:]}", asked, deadline, every=0.25
+        )
 
     def firing(self) -> set[tuple[str, str]]:
         return {

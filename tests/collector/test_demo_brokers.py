@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from collector_process import eventscope
+from polling import until
 from wheel_install import copy_of_repository, environment
 
 BROKERS = ("rabbitmq", "nats", "redis")
@@ -145,15 +146,24 @@ def test_every_broker_shows_in_the_ui_within_a_minute_exactly_the_faults_the_sho
             if line.strip().startswith("open"):
                 base = line.split()[1].removesuffix("/events")
         wanted = {"eventscope", "rabbitmq", "nats", "redis"}
-        while True:  # ask the API the Events page uses until every system shows both
+        seen: list[set[str]] = []
+
+        def both_in_every_system() -> tuple[list[Any], list[Any]] | None:
+            """Ask the API the Events page uses; what we wait for is the grace period."""
             lost = _get(base, "/api/events/lost")["rows"]
             duplicates = _get(base, "/api/events/duplicates")["rows"]
-            lost_in = _systems(base, {r["event_id"] for r in lost})
-            duplicated_in = _systems(base, {r["event_id"] for r in duplicates})
-            if lost_in >= wanted and duplicated_in >= wanted:
-                break
-            assert time.monotonic() - started < 60, f"after a minute: {lost_in}, {duplicated_in}"
-            time.sleep(0.5)  # between two looks at the API; what we wait for is the grace period
+            seen[:] = [
+                _systems(base, {r["event_id"] for r in lost}),
+                _systems(base, {r["event_id"] for r in duplicates}),
+            ]
+            return (lost, duplicates) if all(s >= wanted for s in seen) else None
+
+        lost, duplicates = until(
+            lambda: f"after a minute: {seen[0]}, {seen[1]}",
+            both_in_every_system,
+            60 - (time.monotonic() - started),
+            every=0.5,
+        )
         page = _get(base, "/events")
         assert {r["event_id"] for r in lost} <= set(re.findall(r"[0-9a-f-]{36}", page))
         assert any(r["kind"] == "processed_twice" and r["event_id"] in page for r in duplicates)

@@ -20,6 +20,7 @@ from eventscope.collector._settings import Settings
 from eventscope.queries.id_index import index_key, keyed_from
 from opentelemetry.proto.trace.v1 import trace_pb2
 from otlp_requests import PROTOBUF, span, traces
+from polling import until
 
 
 @pytest.fixture
@@ -177,15 +178,16 @@ def test_retention_on_a_lake_removes_old_rows(postgres_dsn, lake, tmp_path) -> N
         fresh = [timed(f"fresh-{i}", now - hour // 2 + i) for i in range(300)]
         assert server.post("/v1/traces", traces(*old), PROTOBUF)[0] == 200
         assert server.post("/v1/traces", traces(*fresh), PROTOBUF)[0] == 200
-        deadline = time.monotonic() + 60
-        removed = 0
-        while time.monotonic() < deadline and removed < len(old):
+
+        def removed_now() -> int:
             text = server.get("/metrics")[1]
             found = re.search(
                 r'eventscope_retention_removed_rows_total\{table="spans"\} (\d+)', text
             )
-            removed = int(found.group(1)) if found else 0
-            time.sleep(0.1)
+            return int(found.group(1)) if found else 0
+
+        until("retention removing the old spans", lambda: removed_now() >= len(old))
+        removed = removed_now()
         names = {r["name"] for r in server.sql("SELECT name FROM spans", limit=10_000)}
     finally:
         server.stop()

@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from collector_process import EVENTSCOPE, Collector, eventscope
 from ingest_probe import IngestProbe
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import PROTOBUF, span, traces
+from polling import until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -42,13 +43,6 @@ def _stored(collector: Collector, span_ids: set[str]) -> set[str]:
 def _connect(collector: Collector) -> socket.socket:
     url = urllib.parse.urlsplit(collector.url)
     return socket.create_connection((url.hostname, url.port), timeout=30)
-
-
-def _wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)  # polling another thread's progress, with a deadline
 
 
 def test_senders_that_declare_a_body_and_send_nothing_hold_no_decoder(collectors) -> None:
@@ -66,7 +60,7 @@ def test_senders_that_declare_a_body_and_send_nothing_hold_no_decoder(collectors
         sock.sendall(head + b"\x0a")  # one byte of the body, then nothing
 
     with IngestProbe(server) as probe:
-        _wait_for(lambda: len(probe.answers) >= 10, 30, "ten probe requests")
+        until("ten probe requests", lambda: len(probe.answers) >= 10, 30, every=0.05)
         assert server.get("/healthz")[0] == 200
 
     probe.assert_unharmed()
@@ -316,7 +310,7 @@ def test_a_result_over_the_byte_bound_is_refused_whole(collectors) -> None:
         status, _, body = server.post("/api/sql", json.dumps(params).encode(), JSON)
         names = [row["name"] for row in json.loads(body)["rows"]]
         assert (status, names) == (200, ["s0", "s1", "s10"])
-        _wait_for(lambda: len(probe.answers) >= 5, 30, "five probe requests")
+        until("five probe requests", lambda: len(probe.answers) >= 5, 30, every=0.05)
     probe.assert_unharmed()
 
 
@@ -405,7 +399,12 @@ def test_a_heavy_read_under_the_memory_limit_gives_way_to_ingest(collectors) -> 
     thread = threading.Thread(target=reader, daemon=True)
     with IngestProbe(server, spans=2_000, interval=0.01) as probe:
         thread.start()
-        _wait_for(lambda: len(probe.answers) >= 40 and len(answers) >= 5, 120, "reads and ingest")
+        until(
+            "reads and ingest",
+            lambda: len(probe.answers) >= 40 and len(answers) >= 5,
+            120,
+            every=0.05,
+        )
         stop.set()
         thread.join(timeout=60)
     assert server.process is not None and server.process.poll() is None, "the collector stopped"
@@ -446,12 +445,13 @@ def test_huge_results_and_a_heavy_read_beside_ingest_keep_memory_bounded_by_defa
     with IngestProbe(server, spans=2_000, interval=0.01) as probe:
         for thread in threads:
             thread.start()
-        _wait_for(
+        until(
+            "reads and ingest",
             lambda: (
                 len(probe.answers) >= 40 and len(answers[huge]) >= 20 and len(answers[heavy]) >= 3
             ),
             180,
-            "reads and ingest",
+            every=0.05,
         )
         stop.set()
         for thread in threads:

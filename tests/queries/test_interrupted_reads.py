@@ -77,7 +77,7 @@ def test_an_interrupted_lost_read_gives_its_memory_back(deliveries: Path) -> Non
         while reader.is_alive() and in_use() - heap < 20 * 2**20:
             if time.monotonic() - started > 0.3:
                 break
-            time.sleep(0.005)  # polling the reader's progress, with a deadline
+            time.sleep(0.005)  # wait-ok: when to interrupt it, capped at 0.3 s (not a wait)
         cursor.interrupt()
         reader.join(timeout=60)
         cursor.close()
