@@ -32,6 +32,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventscope.collector._missing_modules import remember_missing
 from eventscope.queries import _event_parts as event_parts
+from eventscope.queries import _order as order_module
 from eventscope.queries import _overview as overview_module
 from eventscope.queries import _topology as topology_module
 from eventscope.queries import candidate_spans as candidate_spans_module
@@ -155,6 +156,11 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
         ),
         ("orphan_deliveries, 24 h", lambda: orphan_deliveries(connection, **day), None),
         ("out_of_order, 1 h", lambda: out_of_order(connection, **hour), None),
+        (
+            "out_of_order, 1 h, from the raw rows (no order keys)",
+            _without(order_module, "_rolled", lambda: out_of_order(connection, **hour)),
+            None,
+        ),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
         (

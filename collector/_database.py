@@ -25,6 +25,7 @@ from eventscope.queries.learned_rollup import build as build_learned
 from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_events import merged_to
 from eventscope.queries.ledger_keys import build as build_ledger_keys
+from eventscope.queries.order_keys import build as build_order_keys
 from eventscope.queries.schema import create_schema
 
 from ._errors import ConfigError, DatabaseFailed
@@ -139,6 +140,8 @@ class Database:
                     "copied the spans of possible duplicates, orphans and lost events "
                     "(queries/candidate_spans.py)"
                 )
+            if build_order_keys(connection):  # a file from before the order keys: once
+                log.warning("keyed the entity sequences already stored (queries/order_keys.py)")
             if build_activity(connection):  # a file from before the activity rollup: once
                 log.warning("summarised the activity already stored (queries/activity_rollup.py)")
             if build_edges(connection):  # a file from before the edge rollup: once

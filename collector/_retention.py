@@ -47,6 +47,8 @@ from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
 from eventscope.queries.ledger_events import trim as trim_ledger_events
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
 from eventscope.queries.ledger_keys import trim as trim_ledger_keys
+from eventscope.queries.order_keys import ORDER_KEY_TABLES
+from eventscope.queries.order_keys import trim as trim_order_keys
 
 from ._database import Database
 from ._errors import ReadGaveWay
@@ -193,6 +195,7 @@ class Retention:
             *LEDGER_KEY_TABLES,
             *LEDGER_EVENT_TABLES,
             *CANDIDATE_TABLES,
+            *ORDER_KEY_TABLES,
             *ACTIVITY_TABLES,
             *EDGE_TABLES,
         )
@@ -339,6 +342,7 @@ def _remove_slice(cursor: duckdb.DuckDBPyConnection, *, low: int, high: int) -> 
             trim_ledger_keys,
             trim_ledger_events,
             trim_candidate_spans,
+            trim_order_keys,
             trim_activity,
             trim_edges,
         ):

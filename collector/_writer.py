@@ -33,6 +33,8 @@ from eventscope.queries.learned_rollup import gather_pending, rollup_commit
 from eventscope.queries.ledger_events import compact as compact_ledger_events
 from eventscope.queries.ledger_keys import KnownNames
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
+from eventscope.queries.order_keys import compact as compact_order_keys
+from eventscope.queries.order_keys import rollup_commit as rollup_order_keys
 from eventscope.queries.schema import TABLES
 
 from ._database import Database
@@ -491,8 +493,8 @@ class SpanWriter:
 
     async def _compact_rollups(self) -> None:
         """Merge the latency, activity, learned, edge and ledger-event rollups' rows of one
-        key and minute (one per commit), and gather the learned and edge rollups' pending
-        deliveries into one row group."""
+        key and minute (one per commit), gather the learned and edge rollups' pending
+        deliveries into one row group, and find where the order keys' sequences fall."""
         self._rollups_compacted_at = time.monotonic()
         if self._database.lake:  # several collectors write the lake's rollup rows
             return
@@ -504,6 +506,7 @@ class SpanWriter:
             compact_edges,
             gather_edges_pending,
             compact_ledger_events,
+            compact_order_keys,
         ):
             try:
                 await self.on_writer(compact_rollup)
@@ -606,6 +609,8 @@ class SpanWriter:
             rollup_activity(connection, tables)
             # Every delivery and publish as integers (queries/ledger_keys.py).
             rollup_ledger_keys(connection, tables, self._known_names)
+            # Successful deliveries' entity keys and sequences (queries/order_keys.py).
+            rollup_order_keys(connection, tables)
             if entry is not None:  # the journal's entries up to here are in the database
                 connection.execute(JOURNAL_POSITION_SQL, [str(entry)])
         except duckdb.FatalException as exc:  # DuckDB has invalidated the database

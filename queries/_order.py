@@ -18,6 +18,7 @@ import duckdb
 from ._gc import gc_paused
 from ._records import OutOfOrderDelivery, VersionCount, VersionMix, positional
 from ._sources import Sources
+from .order_keys import falling_keys, key_sql
 
 __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 
@@ -37,7 +38,7 @@ __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 # processed in such an (entity, group) is then kept (its first delivery is a row of that
 # pair, so its (event, group) is in ``h``): each pair is read whole, one that only shares
 # a hash with a candidate too, and a pair not read has no row that falls, so no event of
-# it is out of order.
+# it is out of order. The keys are 32-bit hashes, as queries/order_keys.py keeps them.
 _LATE = """
 WITH processed AS MATERIALIZED (
     SELECT message_id, consumer_group, f.entity_id, f.event_type, f.entity_sequence,
@@ -49,9 +50,9 @@ WITH processed AS MATERIALIZED (
         FROM ({deliveries})
         WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
           AND message_id IS NOT NULL {filters}
-          AND hash(message_id, consumer_group) IN (SELECT h FROM {keys})
+          AND {event_key} IN (SELECT h FROM {keys})
         GROUP BY message_id, consumer_group
-    ) WHERE hash(f.entity_id, consumer_group) IN (SELECT k FROM {keys})
+    ) WHERE {processed_key} IN (SELECT k FROM {keys})
 ), late AS MATERIALIZED (
     SELECT * FROM (
         SELECT *, max(entity_sequence) OVER (
@@ -100,10 +101,15 @@ LEFT JOIN ("""
 # rows in 1.16 M pairs: the window 324 -> 253 ms). With each candidate (entity, group) pair
 # come the (event, group) pairs of its rows, which _LATE then reads whole (of any entity: an
 # event's first successful delivery is its processing, whichever entity it names).
+# The keys of the statements: as queries/order_keys.py holds them.
+_KEYS = {
+    "entity_key": key_sql("entity_id", "consumer_group"),
+    "event_key": key_sql("message_id", "consumer_group"),
+    "processed_key": key_sql("f.entity_id", "consumer_group"),
+}
 _CANDIDATES = """
 WITH rows AS MATERIALIZED (
-    SELECT hash(entity_id, consumer_group) AS k, hash(message_id, consumer_group) AS h,
-           entity_sequence, start_time
+    SELECT {entity_key} AS k, {event_key} AS h, entity_sequence, start_time
     FROM ({deliveries})
     WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
       AND message_id IS NOT NULL {filters}
@@ -176,12 +182,28 @@ def _candidates(
     statement: str,
 ) -> str | None:
     """``statement`` over the (entity, group) pairs that may be out of order (found with
-    ``params``), or None where there is none."""
-    sql = _CANDIDATES.format(deliveries=src.deliveries, filters=filters)
-    keys = cursor.execute(sql, params).to_arrow_table()
-    if not keys.num_rows:
+    ``params``: from the order keys' rollup where it answers for the window, else on the
+    window's raw rows), or None where there is none."""
+    keys = _rolled(cursor, src)
+    if keys is None:
+        sql = _CANDIDATES.format(deliveries=src.deliveries, filters=filters, **_KEYS)
+        found = cursor.execute(sql, params).to_arrow_table()
+        if not found.num_rows:
+            return None
+        keys = src.register(found)
+    elif cursor.execute(f"SELECT 1 FROM {keys} LIMIT 1").fetchone() is None:
         return None
-    return statement.format(deliveries=src.deliveries, filters=filters, keys=src.register(keys))
+    return statement.format(deliveries=src.deliveries, filters=filters, keys=keys, **_KEYS)
+
+
+def _rolled(cursor: duckdb.DuckDBPyConnection, src: Sources) -> str | None:
+    """The candidate pairs from queries/order_keys.py (a temporary table of ``k``, ``h``),
+    or None where it cannot answer for the window: there, or where the window holds
+    deliveries without a publish time (resolved through their producers, so not keyed)."""
+    since, until = src.params["since"], src.params["until"]
+    if not src.published:
+        return None
+    return falling_keys(cursor, src.scratch, since, until)
 
 
 def _out_of_order(row: tuple[Any, ...]) -> OutOfOrderDelivery:

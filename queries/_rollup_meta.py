@@ -5,6 +5,7 @@ retention moves it past what it removed."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import duckdb
@@ -17,6 +18,7 @@ __all__ = [
     "at_times",
     "complete_from",
     "delete_before",
+    "due_minutes",
     "gather",
     "has_rows",
     "mark_complete",
@@ -24,6 +26,7 @@ __all__ = [
     "merged_sql",
     "move_complete_from",
     "rebuild",
+    "set_meta",
     "transaction",
     "trim_minutes",
 ]
@@ -63,8 +66,37 @@ def move_complete_from(cursor: duckdb.DuckDBPyConnection, key: str, start: int) 
 
 def mark_complete(connection: duckdb.DuckDBPyConnection, key: str) -> None:
     """The rollup of ``key`` holds every delivery stored (in the transaction that built it)."""
+    set_meta(connection, key, 0)
+
+
+def set_meta(connection: duckdb.DuckDBPyConnection, key: str, value: int) -> None:
+    """``eventscope_meta``'s ``key`` holds ``value`` (a watermark, ns) from now on."""
     connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": key})
-    connection.execute("INSERT INTO eventscope_meta VALUES ($key, '0')", {"key": key})
+    connection.execute(
+        "INSERT INTO eventscope_meta VALUES ($key, $value)", {"key": key, "value": str(value)}
+    )
+
+
+def due_minutes(
+    connection: duckdb.DuckDBPyConnection, table: str, merged: int, max_minutes: int
+) -> tuple[int, int] | None:
+    """The whole minutes [low, high) a rollup merged behind a watermark up to ``merged``
+    (ns) merges next from ``table``'s rows (by ``start_time``): up to ``max_minutes`` from
+    the first minute after the watermark holding any, and older than the newest row's
+    minute (or now, for a row from a skewed clock) by two; None where none is due."""
+    [(first, newest)] = connection.execute(_DUE.format(table=table), {"merged": merged}).fetchall()
+    if first is None:
+        return None
+    low = int(first) - int(first) % _MINUTE_NS
+    newest = min(int(newest), time.time_ns())
+    high = min(low + max_minutes * _MINUTE_NS, newest - newest % _MINUTE_NS - _MINUTE_NS)
+    return (low, high) if high > low else None
+
+
+_DUE = """
+SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM {table}
+WHERE start_time >= make_timestamp_ns($merged)
+"""
 
 
 def has_rows(connection: duckdb.DuckDBPyConnection) -> bool:

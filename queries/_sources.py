@@ -381,6 +381,17 @@ class Sources:
         )
 
     @property
+    def published(self) -> bool:
+        """Whether every delivery of the window is known to carry its publish time (the
+        caller said so, or the latency rollup has no gap there)."""
+        return self._published
+
+    @property
+    def scratch(self) -> Scratch:
+        """The temporary tables of this query (dropped with the others at the end)."""
+        return self._scratch
+
+    @property
     def deliveries(self) -> str:
         """The SQL of the window's deliveries (built on first use)."""
         if callable(self._deliveries):

@@ -44,11 +44,16 @@ the other rollups are not compacted either): there the keys answer.
 
 from __future__ import annotations
 
-import time
-
 import duckdb
 
-from ._rollup_meta import complete_from, rebuild, transaction, trim_minutes
+from ._rollup_meta import (
+    complete_from,
+    due_minutes,
+    rebuild,
+    set_meta,
+    transaction,
+    trim_minutes,
+)
 from ._scratch import Scratch
 from .candidate_spans import META as CANDIDATE_META
 from .candidate_spans import copy_merged, mark_late
@@ -158,10 +163,6 @@ SELECT group_key, bit::UTINYINT FROM (
           EXCEPT SELECT group_key FROM eventscope_ledger_bits)
 ) WHERE bit < {MAX_BITS}
 """
-_DUE = """
-SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM eventscope_ledger_keys
-WHERE start_time >= make_timestamp_ns($merged)
-"""
 
 
 def assign_bits(connection: duckdb.DuckDBPyConnection) -> None:
@@ -193,7 +194,7 @@ def build(connection: duckdb.DuckDBPyConnection) -> bool:
         if newest is not None:  # every minute but the newest, merged
             high = int(newest) - int(newest) % _MINUTE_NS
             connection.execute(_BUILD, {"low": 0, "high": high})
-            _set(connection, _MERGED_TO, high)
+            set_meta(connection, _MERGED_TO, high)
         # the copies of candidates' spans follow this watermark: made again after it
         connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": CANDIDATE_META})
 
@@ -214,15 +215,10 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
     """Sum the keys of up to ``max_minutes`` minutes after the watermark, and older than
     the newest minute by two, into the rollup; move the watermark past them. Returns the
     rows added (0: nothing due). On the writer's connection."""
-    merged = merged_to(connection)
-    [(first, newest)] = connection.execute(_DUE, {"merged": merged}).fetchall()
-    if first is None:
+    due = due_minutes(connection, "eventscope_ledger_keys", merged_to(connection), max_minutes)
+    if due is None:
         return 0
-    low = int(first) - int(first) % _MINUTE_NS
-    newest = min(int(newest), time.time_ns())  # (not past now: a span from a skewed clock)
-    high = min(low + max_minutes * _MINUTE_NS, newest - newest % _MINUTE_NS - _MINUTE_NS)
-    if high <= low:
-        return 0
+    low, high = due
     with transaction(connection), Scratch(connection) as scratch:
         summed = scratch.query(_SUMMED, {"low": low, "high": high})
         since = low - ALONE_WITHIN_NS
@@ -232,7 +228,7 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
         copy_merged(
             connection, scratch, merged=summed, earlier=earlier, low=low, high=high, since=since
         )
-        _set(connection, _MERGED_TO, high)
+        set_meta(connection, _MERGED_TO, high)
     return int(added)
 
 
@@ -240,10 +236,3 @@ def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """After retention removed what started before ``cutoff``: drop the minutes up to the
     one holding it, and move ``ledger_events_from`` to the next minute."""
     return trim_minutes(cursor, _META, ["eventscope_ledger_events"], cutoff)
-
-
-def _set(connection: duckdb.DuckDBPyConnection, key: str, value: int) -> None:
-    connection.execute("DELETE FROM eventscope_meta WHERE key = $key", {"key": key})
-    connection.execute(
-        "INSERT INTO eventscope_meta VALUES ($key, $value)", {"key": key, "value": str(value)}
-    )

@@ -257,6 +257,21 @@ CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
     check_key           UINTEGER NOT NULL
 );
 
+-- Not public: every successful delivery naming an entity and a sequence as integers, in
+-- arrival order, and where a pair's sequence falls (see queries/order_keys.py): kept by
+-- the writer, so that out of order does not sort a window's deliveries.
+CREATE TABLE IF NOT EXISTS eventscope_order_keys (
+    start_time          TIMESTAMP_NS NOT NULL,
+    entity_key          UINTEGER NOT NULL,      -- hash of (entity id, group), 32 bits
+    event_key           UINTEGER NOT NULL,      -- hash of (event id, group), 32 bits
+    entity_sequence     BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_order_falls (
+    start_time          TIMESTAMP_NS NOT NULL,
+    entity_key          UINTEGER NOT NULL
+);
+
 -- Not public: listed events with key rows that arrived after their minute was merged
 -- (late rows): their spans and records of that minute are not all copied.
 CREATE TABLE IF NOT EXISTS eventscope_candidate_late_events (

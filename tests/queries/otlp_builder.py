@@ -36,6 +36,8 @@ from eventscope.queries.ledger_events import build as build_ledger_events
 from eventscope.queries.ledger_events import merged_to
 from eventscope.queries.ledger_keys import build as build_ledger_keys
 from eventscope.queries.ledger_keys import rollup_commit as rollup_ledger_keys
+from eventscope.queries.order_keys import build as build_order_keys
+from eventscope.queries.order_keys import rollup_commit as rollup_order_keys
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -251,6 +253,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
     build_candidate_spans(connection, merged_to(connection))  # and candidates' spans copied
     build_activity(connection)  # and the activity by minute
     build_edges(connection)  # and the topology's edges
+    build_order_keys(connection)  # and the successful deliveries' entity keys
     for signal, batch in batches:
         assert not batch.rejected, batch.error_message
         names: dict[str, str] = {}
@@ -269,6 +272,7 @@ def load(connection: duckdb.DuckDBPyConnection, traces: bytes, logs: bytes = b""
         rollup_latency(connection, tables)
         rollup_ledger_keys(connection, tables)
         rollup_activity(connection, tables)
+        rollup_order_keys(connection, tables)
         for name in names.values():
             connection.unregister(name)
 

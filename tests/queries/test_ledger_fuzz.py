@@ -48,9 +48,11 @@ from eventscope.queries import (
 )
 from eventscope.queries._latency_rollup_read import rollup_span
 from eventscope.queries._log_bins import RELATIVE_ERROR
+from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
 from eventscope.queries._topology_rollup import rolled_edges
 from eventscope.queries.ledger_events import compact
+from eventscope.queries.order_keys import compact as compact_order_keys
 from eventscope.queries.schema import create_schema
 from otlp_builder import (
     CONSUMER,
@@ -88,14 +90,17 @@ class _Message:
         self.add = add  # add(otlp, as_record)
 
 
-def _traffic(rng: random.Random, *, republish: bool = True) -> list[_Message]:
+def _traffic(
+    rng: random.Random, *, republish: bool = True, stock_clients: bool = True
+) -> list[_Message]:
     """The rows of 30 to 70 events over ≈9 minutes, each case above at random. In a third of
     the runs some consumers' clients do not carry the publish time (stock OpenTelemetry
     instrumentation): the rollups then decline their minutes, and the rows answer.
     ``republish``: an event published twice may be published again by another service
-    or as another type (else a producer's retry: the same service and type)."""
+    or as another type (else a producer's retry: the same service and type);
+    ``stock_clients``: such runs may come (else every client carries the publish time)."""
     rows: list[_Message] = []
-    stock = rng.random() < 1 / 3
+    stock = rng.random() < 1 / 3 and stock_clients
     for n in range(rng.randint(30, 70)):
         event = f"e{n}"
         (destination, event_type), groups = rng.choice(list(TYPES.items()))
@@ -210,6 +215,8 @@ def _write(cursor: duckdb.DuckDBPyConnection, rng: random.Random, rows: list[_Me
         load(cursor, *otlp.bodies())
         if rng.random() < 0.4:
             compact(cursor, max_minutes=rng.randint(1, 3))
+        if rng.random() < 0.4:
+            compact_order_keys(cursor, max_minutes=rng.randint(1, 3))
 
 
 def _window(rng: random.Random) -> dict[str, Any]:
@@ -268,6 +275,33 @@ def test_out_of_order_is_the_definitions_on_random_traffic(seed: int) -> None:
         found_any |= bool(found)
     assert found_any
     cursor.close()
+
+
+def test_out_of_order_from_the_order_keys_is_the_definitions() -> None:
+    """The pairs to read exactly found from the writer's order keys (queries/order_keys.py:
+    where sequences fall, merged at random while rows arrive, some of them late, and the
+    newest minutes compared at the read) give the definition's answer, over windows cut
+    anywhere: on traffic whose clients all carry the publish time (the rollup answers
+    those windows), for as many seeds as the other tests run."""
+    answered = 0
+    for seed in range(SEEDS):
+        rng = random.Random(5000 + seed)
+        cursor = duckdb.connect(":memory:")
+        create_schema(cursor)
+        _write(cursor, rng, _traffic(rng, stock_clients=False))
+        for _ in range(8):
+            window = _window(rng)
+            window.setdefault("until_ns", BASE + 12 * 60 * SECOND)
+            with Sources(cursor, **window) as src:
+                answered += _rolled(cursor, src) is not None
+            found = out_of_order(cursor, **window)
+            assert {(r.entity_id, r.consumer_group, r.event_id) for r in found} == _reordered(
+                cursor, window
+            ), (seed, window)
+            raw = without_rollup(cursor, "order_keys_from", out_of_order, **window)
+            assert found == raw, (seed, window)
+        cursor.close()
+    assert answered >= 4 * SEEDS  # (a window before the traffic's first minute is read raw)
 
 
 def _reordered(cursor: duckdb.DuckDBPyConnection, window: dict[str, Any]) -> set[Any]:
@@ -450,8 +484,8 @@ _GROUPINGS = ["handler", "event_type", "service", "destination", "consumer_group
 def _same_reads(
     cursor: duckdb.DuckDBPyConnection, rng: random.Random, window: dict[str, Any]
 ) -> None:
-    """Over ``window``: the topology, handler latency and the overview from the writer's
-    rollups equal to the raw reads'."""
+    """Over ``window``: the topology, handler latency, the overview and out of order from
+    the writer's rollups equal to the raw reads'."""
     grace = rng.choice([0, 20 * SECOND, 150 * SECOND])
     found = topology(cursor, **window, grace_ns=grace)
     _same_edges(found, without_rollup(cursor, edge_rollup.META, topology, **window, grace_ns=grace))
@@ -467,6 +501,8 @@ def _same_reads(
         assert (summary.services, summary.event_types) == (exact.services, exact.event_types)
         totals = [sum(getattr(b, f) for b in summary.activity) for f in _ACTIVITY]
         assert totals == [sum(getattr(b, f) for b in exact.activity) for f in _ACTIVITY]
+        reordered = out_of_order(cursor, **window)
+        assert reordered == without_rollup(cursor, "order_keys_from", out_of_order, **window)
 
 
 def _tree(cursor: duckdb.DuckDBPyConnection, root: str) -> str:

@@ -1,0 +1,88 @@
+"""The order keys (queries/order_keys.py) of a file written before them: filled on open
+from the stored rows, and from then on the pairs out of order are found there, as the
+writer would have found them."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import duckdb
+from eventscope.collector._database import Database
+from eventscope.collector._settings import Settings
+from eventscope.collector._signals import TRACES
+from eventscope.queries import out_of_order
+from eventscope.queries._order import _rolled
+from eventscope.queries._sources import Sources
+from eventscope.queries.order_keys import ORDER_KEY_TABLES
+from otlp_builder import CONSUMER, Otlp, messaging, without_rollup, write_commits
+
+SECOND = 10**9
+BASE = 1_700_000_040 * 10**9  # on a whole minute
+PROTOBUF = "application/x-protobuf"
+
+
+def _commits(rng: random.Random) -> list[list[tuple[object, object]]]:
+    """Deliveries of 40 entities' events to two groups over ten minutes, each entity's
+    sequence processed in order except where an event is held back a while (processed
+    after later ones): one commit."""
+    otlp = Otlp(BASE)
+    for entity in range(40):
+        at = rng.uniform(0, 60_000)
+        for sequence in range(1, 6):
+            held = rng.random() < 0.15
+            event = f"ev-{entity}-{sequence}"
+            start = at + (rng.uniform(90_000, 200_000) if held else 0)
+            for group in ("billing", "shipping"):
+                attrs = messaging(
+                    "process",
+                    "orders",
+                    event,
+                    event_type="OrderPlaced",
+                    group=group,
+                    outcome="ok",
+                    published_ns=otlp.at(start - 5),
+                    entity=f"order-{entity}",
+                    sequence=sequence,
+                )
+                otlp.span(
+                    group,
+                    "process",
+                    CONSUMER,
+                    trace=event,
+                    span=f"{event}-{group}",
+                    start=start + (sequence if group == "billing" else 2 * sequence),
+                    ms=2,
+                    attrs=attrs,
+                )
+            at += rng.uniform(1_000, 100_000)
+    traces, _ = otlp.bodies()
+    return [[(TRACES, TRACES.decode(traces, PROTOBUF))]]
+
+
+def test_a_file_keyed_before_the_order_keys_is_keyed_on_open(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    commits = _commits(rng)
+    path = tmp_path / "old.duckdb"
+    write_commits(path, commits).close()
+    windows = [
+        {"since_ns": BASE + m * 60 * SECOND, "until_ns": BASE + (m + w) * 60 * SECOND}
+        for m, w in ((0, 12), (1, 3), (2, 5), (4, 8))
+    ]
+    cursor = duckdb.connect(str(path))
+    before = [out_of_order(cursor, **window) for window in windows]
+    assert any(before)
+    # as a file from before the order keys: no table rows, no mark
+    for table in ORDER_KEY_TABLES:
+        cursor.execute(f"DELETE FROM {table}")
+    cursor.execute("DELETE FROM eventscope_meta WHERE key LIKE 'order_keys%'")
+    cursor.close()
+    Database.open(Settings(db=str(path))).close()
+    cursor = duckdb.connect(str(path))
+    assert cursor.execute("SELECT count(*) FROM eventscope_order_keys").fetchone() == (400,)
+    for window, answer in zip(windows, before, strict=True):
+        with Sources(cursor, **window) as src:
+            assert _rolled(cursor, src) is not None, window
+        assert out_of_order(cursor, **window) == answer
+        assert without_rollup(cursor, "order_keys_from", out_of_order, **window) == answer
+    cursor.close()
