@@ -18,6 +18,7 @@ from eventscope.queries.latency_rollup import LATENCY_TABLES
 from eventscope.queries.learned_rollup import LEARNED_TABLES
 from eventscope.queries.ledger_events import LEDGER_EVENT_TABLES
 from eventscope.queries.ledger_keys import LEDGER_KEY_TABLES
+from eventscope.queries.order_keys import ORDER_KEY_TABLES
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_requests import span, traces
 
@@ -62,6 +63,7 @@ def test_every_stored_table_but_the_metadata_is_written_from_arrow(
         *LEDGER_KEY_TABLES,
         *LEDGER_EVENT_TABLES,
         *CANDIDATE_TABLES,
+        *ORDER_KEY_TABLES,
         *ACTIVITY_TABLES,
         *EDGE_TABLES,
     }
