@@ -43,6 +43,7 @@ from eventscope.queries import (
     lost_events,
     orphan_deliveries,
     out_of_order,
+    out_of_order_page,
     overview,
     requests,
     topology,
@@ -161,6 +162,18 @@ def _cases(connection: duckdb.DuckDBPyConnection, ids: tuple[str, str, int]) -> 
             _without(order_module, "_rolled", lambda: out_of_order(connection, **hour)),
             None,
         ),
+        (
+            "out_of_order_page (the events page's: count + 20), 1 h",
+            lambda: out_of_order_page(connection, **hour, limit=20),
+            None,
+        ),
+        (
+            "out_of_order_page, 1 h, from the raw rows (no order keys)",
+            _without(
+                order_module, "_rolled", lambda: out_of_order_page(connection, **hour, limit=20)
+            ),
+            None,
+        ),
         ("version_mix, 1 h", lambda: version_mix(connection, **hour), None),
         ("overview, 1 h (the home page's)", lambda: overview(connection, **hour, fit=True), None),
         (
@@ -204,6 +217,8 @@ def _without(module: Any, name: str, run: Callable[[], Any]) -> Callable[[], Any
 
 
 def _size(result: Any) -> str:
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], int):
+        return f"{result[0]} counted, {len(result[1])} rows"  # (a count and a page)
     if isinstance(result, tuple):
         return f"{len(result)} rows"
     for name in ("size", "total"):
