@@ -1,6 +1,6 @@
-"""The order keys (queries/order_keys.py) of a file written before them: filled on open
-from the stored rows, and from then on the pairs out of order are found there, as the
-writer would have found them."""
+"""The order keys (queries/order_keys.py): the benchmark's traffic as the collector's
+writer keeps them, merged or not, answers out of order as the raw rows do; a file
+written before them is keyed on open."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from eventscope.collector._signals import TRACES
 from eventscope.queries import out_of_order
 from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
-from eventscope.queries.order_keys import ORDER_KEY_TABLES
+from eventscope.queries.order_keys import ORDER_KEY_TABLES, compact, merged_to
 from otlp_builder import CONSUMER, Otlp, messaging, without_rollup, write_commits
 
 SECOND = 10**9
+MINUTE = 60 * SECOND
 BASE = 1_700_000_040 * 10**9  # on a whole minute
 PROTOBUF = "application/x-protobuf"
 
@@ -85,4 +86,34 @@ def test_a_file_keyed_before_the_order_keys_is_keyed_on_open(tmp_path: Path) -> 
             assert _rolled(cursor, src) is not None, window
         assert out_of_order(cursor, **window) == answer
         assert without_rollup(cursor, "order_keys_from", out_of_order, **window) == answer
+    cursor.close()
+
+
+def test_the_benchmark_traffic_from_the_order_keys(traffic: Path, tmp_path: Path) -> None:
+    """The traffic's keys as the writer wrote them (12,000 requests, ≈3.5 minutes, with
+    entities processed out of order), read before any merge (every minute compared at the
+    read) and after the writer's merge of all but the newest two minutes."""
+    path = tmp_path / "traffic.duckdb"
+    path.write_bytes(traffic.read_bytes())
+    cursor = duckdb.connect(str(path))
+    low, high = cursor.execute(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM spans"
+    ).fetchone() or (0, 0)
+    rng = random.Random(12)
+    windows = [{"since_ns": low, "until_ns": high + 1}]
+    for _ in range(4):
+        since = rng.randint(low - 10 * SECOND, high - 2 * MINUTE)
+        windows.append({"since_ns": since, "until_ns": since + rng.randint(50, 200) * SECOND})
+    found = 0
+    for merged in (False, True):
+        while merged and compact(cursor):  # the writer's merge
+            pass
+        assert (high - 3 * MINUTE < merged_to(cursor) < high) == merged
+        for window in windows:
+            with Sources(cursor, **window) as src:
+                assert _rolled(cursor, src) is not None, window
+            answer = out_of_order(cursor, **window)
+            assert answer == without_rollup(cursor, "order_keys_from", out_of_order, **window)
+            found += len(answer)
+    assert found
     cursor.close()
