@@ -72,6 +72,7 @@ __all__ = [
     "duplicate_times",
     "keyed",
     "keys_from",
+    "outcomes",
     "rollup_commit",
     "trim",
 ]
@@ -252,10 +253,10 @@ def _keyed(
     published = compute.equal(picked[kind], publish)
     keyed = picked.select(range(len(_ROW_COLUMNS))).rename_columns(_ROW_COLUMNS)
     keyed = keyed.append_column("publish", published)
-    return keyed.append_column("outcome", _outcomes(picked))
+    return keyed.append_column("outcome", outcomes(picked))
 
 
-def _outcomes(rows: pa.Table) -> Any:
+def outcomes(rows: pa.Table) -> Any:
     """Each row's outcome as the deliveries' SQL reads it: a span without one failed when
     its status is an error; a record without one did not."""
     compute: Any = pc

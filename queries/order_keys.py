@@ -66,6 +66,7 @@ from ._rollup_meta import (
     transaction,
 )
 from ._scratch import Scratch, registered
+from .ledger_keys import outcomes
 
 __all__ = [
     "LOOKBACK_NS",
@@ -198,14 +199,8 @@ def _picked(
         return None
     status = ["status_code"] if spans else []
     picked = rows.select([time_column, *_ROW_COLUMNS[1:], "outcome", *status]).filter(mask)
-    outcome = picked["outcome"]
-    if spans:  # a span without one failed when its status is an error
-        failed = compute.equal(picked["status_code"], "error")
-        outcome = compute.coalesce(outcome, compute.if_else(failed, "error", "ok"), "ok")
-    else:
-        outcome = compute.fill_null(outcome, "ok")
     keyed = picked.select(range(len(_ROW_COLUMNS))).rename_columns(_ROW_COLUMNS)
-    return keyed.append_column("outcome", outcome)
+    return keyed.append_column("outcome", outcomes(picked))
 
 
 def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
