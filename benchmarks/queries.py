@@ -52,8 +52,9 @@ from eventscope.queries import (
 from eventscope.queries.schema import SCHEMA_SQL
 from queries_workload import ingest
 
-WORKLOAD_VERSION = "7"  # 6: through the collector's writer, in time order, one rate;
-# 7: ids random in their leading hex digits, as OpenTelemetry's (a chunk's number last)
+WORKLOAD_VERSION = "8"  # 6: through the collector's writer, in time order, one rate;
+# 7: ids random in their leading hex digits, as OpenTelemetry's (a chunk's number last);
+# 8: the order keys merged as a collector running in real time merges them (each chunk)
 
 
 def _database(requests_count: int, folder: Path) -> Path:

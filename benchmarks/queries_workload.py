@@ -397,6 +397,7 @@ async def _ingest(
     from eventscope.collector._settings import Settings
     from eventscope.collector._writer import SpanWriter
     from eventscope.queries.ledger_events import compact as compact_ledger_events
+    from eventscope.queries.order_keys import compact as compact_order_keys
 
     interval = INGEST_INTERVAL_NS
     end_ns = (end_ns or time.time_ns()) // 10**9 * 10**9
@@ -435,11 +436,12 @@ async def _ingest(
                 await asyncio.gather(
                     *(writer.write(_signal(b), b) for b in batches[start : start + _IN_FLIGHT])
                 )
-            # the ledger-event rollup's merge as a collector running in real time does it
-            # (every minute, a few minutes at a time): here a chunk is ≈7 minutes of
-            # traffic, so every chunk catches up
-            while await writer.on_writer(compact_ledger_events):
-                pass
+            # the ledger-event rollup's and the order keys' merges as a collector running
+            # in real time does them (every minute, a few minutes at a time): here a chunk
+            # is ≈7 minutes of traffic, so every chunk catches up
+            for compact in (compact_ledger_events, compact_order_keys):
+                while await writer.on_writer(compact):
+                    pass
             if progress:
                 rate = last * 20 / (time.perf_counter() - started)
                 print(f"  {last:,} of {requests:,} requests ({rate:,.0f} spans/s)", flush=True)

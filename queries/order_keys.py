@@ -206,8 +206,8 @@ def _picked(
 def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
     """Compare the keys of up to ``max_minutes`` minutes after the watermark, and older
     than the newest minute by two, with those before them (:data:`_FALLS`); move the
-    watermark past them. Returns the rows found falling (0 also where nothing was due).
-    On the writer's connection."""
+    watermark past them. Returns how many minutes it merged (0: none was due, so a loop
+    calling it until 0 catches up). On the writer's connection."""
     due = due_minutes(connection, "eventscope_order_keys", merged_to(connection), max_minutes)
     if due is None:
         return 0
@@ -215,11 +215,11 @@ def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
     with transaction(connection), Scratch(connection) as scratch:
         rows = scratch.query(_RANGE, {"low": low, "high": high})
         falls = _FALLS.format(rows=rows, **_BOUNDS)
-        [(added,)] = connection.execute(
+        connection.execute(
             "INSERT INTO eventscope_order_falls " + falls, {"low": low, "back": low - LOOKBACK_NS}
-        ).fetchall()
+        )
         set_meta(connection, _MERGED_TO, high)
-    return int(added)
+    return (high - low) // _MINUTE_NS
 
 
 def falling_keys(
