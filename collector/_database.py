@@ -65,6 +65,16 @@ FILE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 }
 
 
+def default_read_threads(cores: int) -> int:
+    """DuckDB's threads while a read runs, unless ``--db-threads`` says: one per core but
+    one, which stays with ingest (the writer's commits and the decoders). On two cores,
+    one: reads of every kind then left ingest ≈11 % more throughput (106-107 k against
+    94-97 k spans/s, `benchmarks/ingest.py --readers 2`), and the pages, which read two at
+    a time (ui/_views.py ``READ_LANES``), no longer ran three threads on two cores
+    (docs/benchmarks.md, *Read threads: one per core but one*)."""
+    return max(1, cores - 1)
+
+
 class Database:
     """The collector's DuckDB database. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -155,7 +165,7 @@ class Database:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise DatabaseFailed(f"cannot prepare the database {description}: {first}") from exc
         [(threads,)] = connection.execute("SELECT current_setting('threads')").fetchall()
-        read_threads = settings.db_threads or int(threads)
+        read_threads = settings.db_threads or default_read_threads(int(threads))
         return cls(
             connection,
             description,

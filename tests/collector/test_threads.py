@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventscope.collector._database import Database
+import duckdb
+from eventscope.collector._database import Database, default_read_threads
 from eventscope.collector._settings import Settings
 
 
@@ -46,5 +47,19 @@ def test_the_count_is_lowered_only_once_nothing_runs(tmp_path: Path) -> None:
                 assert _threads(database) == 2
             assert _threads(database) == 2  # the writer still runs: not lowered yet
         assert _threads(database) == 1
+    finally:
+        database.close()
+
+
+def test_reads_leave_one_core_to_ingest_by_default(tmp_path: Path) -> None:
+    """Without ``db_threads`` a read gets one thread per core but one (at least one): the
+    core left over stays with the writer and the decoders."""
+    assert [default_read_threads(cores) for cores in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    cores = int(duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0])
+    database = Database.open(Settings(db=str(tmp_path / "t.duckdb")))
+    try:
+        reader = database.cursor()
+        with database.reading(reader):
+            assert _threads(database) == max(1, cores - 1)
     finally:
         database.close()
