@@ -323,6 +323,11 @@ def _mount_ui(app: web.Application) -> None:
         assert state.database is not None, "the collector is not started"
         return await run_read(state.database, state.settings.query_timeout, fn, *args, **kwargs)
 
+    async def read_beside(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        assert state.database is not None, "the collector is not started"
+        timeout = state.settings.query_timeout
+        return await run_read(state.database, timeout, fn, *args, share=ui.READ_LANES, **kwargs)
+
     target = app
     if state.settings.ui_port is not None:
         target = app[_UI_APP] = web.Application(middlewares=_MIDDLEWARES)
@@ -331,6 +336,7 @@ def _mount_ui(app: web.Application) -> None:
     ui.setup(
         target,
         read=read,
+        read_beside=read_beside,
         token=state.settings.token,
         row_limit=state.settings.query_row_limit,
         max_result_bytes=state.settings.max_result_bytes,

@@ -111,9 +111,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--idle-timeout", type=float, help="seconds before an idle connection is closed (75)"
     )
-    serve.add_argument(
-        "--db-threads", type=int, help="DuckDB threads for reads (default: cores - 1, at least 1)"
-    )
+    serve.add_argument("--db-threads", type=int, help="DuckDB threads for reads (default: cores)")
     serve.add_argument("--db-write-threads", type=int, help="DuckDB threads for ingest alone (1)")
     serve.add_argument(
         "--db-memory-limit", help="most memory DuckDB may use, e.g. 2GiB (default: 448MiB)"

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -65,16 +66,6 @@ FILE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 }
 
 
-def default_read_threads(cores: int) -> int:
-    """DuckDB's threads while a read runs, unless ``--db-threads`` says: one per core but
-    one, which stays with ingest (the writer's commits and the decoders). On two cores,
-    one: reads of every kind then left ingest ≈11 % more throughput (106-107 k against
-    94-97 k spans/s, `benchmarks/ingest.py --readers 2`), and the pages, which read two at
-    a time (ui/_views.py ``READ_LANES``), no longer ran three threads on two cores
-    (docs/benchmarks.md, *Read threads: one per core but one*)."""
-    return max(1, cores - 1)
-
-
 class Database:
     """The collector's DuckDB database. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -100,7 +91,8 @@ class Database:
         #: How often the database was reopened to free DuckDB's pinned memory.
         self.reopens = 0
         self._running = 0  # reads and writer steps now inside DuckDB
-        self._reads = 0
+        #: the threads each running read asks for (:meth:`reading`'s ``share``), by count
+        self._read_wants: Counter[int] = Counter()
         self._read_threads = read_threads
         self._write_threads = write_threads
         row = connection.execute("SELECT current_setting('threads')").fetchone()
@@ -165,7 +157,7 @@ class Database:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise DatabaseFailed(f"cannot prepare the database {description}: {first}") from exc
         [(threads,)] = connection.execute("SELECT current_setting('threads')").fetchall()
-        read_threads = settings.db_threads or default_read_threads(int(threads))
+        read_threads = settings.db_threads or int(threads)
         return cls(
             connection,
             description,
@@ -195,15 +187,16 @@ class Database:
             return self._root.cursor()
 
     @contextlib.contextmanager
-    def read_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A fresh cursor inside :meth:`reading`, closed afterwards: how the collector reads.
-        Blocking (it waits while the database is being reopened): call it from a thread."""
+    def read_cursor(self, share: int = 1) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor inside :meth:`reading` (``share``: see there), closed afterwards:
+        how the collector reads. Blocking (it waits while the database is being reopened):
+        call it from a thread."""
         with self._lock:
             self._reopened.wait_for(lambda: not self._reopening)
             cursor = self._root.cursor()
             self._lent += 1
         try:
-            with self.reading(cursor):
+            with self.reading(cursor, share=share):
                 yield cursor
         finally:
             cursor.close()
@@ -219,10 +212,16 @@ class Database:
         return cursor
 
     @contextlib.contextmanager
-    def reading(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    def reading(self, cursor: duckdb.DuckDBPyConnection, *, share: int = 1) -> Iterator[None]:
         """Around a read on ``cursor``: DuckDB gets its read threads while any read runs,
-        and goes back to the write threads (one, by default) once nothing runs."""
-        with self._give_way.read(cursor), self._inside(read=True):
+        and goes back to the write threads (one, by default) once nothing runs. ``share``:
+        how many reads of one answer run side by side (a page's lanes, ui/_config.py
+        ``READ_LANES``); this one asks for that share of the read threads, at least one.
+        A query's own thread counts among DuckDB's threads, so on two cores two reads asking
+        for all of them ran three threads on two cores, and the pages were 20-30 % slower
+        than with one thread each (docs/benchmarks.md, *A page's reads share the threads*)."""
+        wanted = None if self._read_threads is None else max(1, self._read_threads // share)
+        with self._give_way.read(cursor), self._inside(read=wanted):
             self._use_lake(cursor)
             yield
 
@@ -230,7 +229,7 @@ class Database:
     def writing(self, *, make_room: bool = False) -> Iterator[None]:
         """Around each step of the writer on its cursor (a transaction, upkeep). Reads give
         way first when memory is short, or always with ``make_room`` (collector/_give_way.py)."""
-        with self._give_way.write(always=make_room), self._inside(read=False):
+        with self._give_way.write(always=make_room), self._inside(read=None):
             yield
 
     def _query_memory(self) -> dict[str, int]:
@@ -248,7 +247,7 @@ class Database:
             cursor.execute(f"USE {CATALOG}")
 
     @contextlib.contextmanager
-    def _inside(self, *, read: bool) -> Iterator[None]:
+    def _inside(self, *, read: int | None) -> Iterator[None]:
         """Count what runs inside DuckDB, and change its thread count only where that is safe.
 
         ``SET threads`` takes effect when a query ends: DuckDB then relaunches its thread
@@ -258,10 +257,12 @@ class Database:
         catalog queries run on a worker), so lowering the count beside a lake's commit
         deadlocked the whole collector (docs/collector.md, *Threads*). So the count is
         raised at once (that joins nothing) but lowered only when nothing else runs.
+        ``read``: the threads a read asks for; None for the writer's steps.
         """
         with self._lock:
             self._running += 1
-            self._reads += read
+            if read is not None:
+                self._read_wants[read] += 1
             wanted = self._wanted_threads()
             if wanted is not None and (wanted > self._threads or self._running == 1):
                 self._set_threads(wanted)
@@ -270,7 +271,10 @@ class Database:
         finally:
             with self._lock:
                 self._running -= 1
-                self._reads -= read
+                if read is not None:
+                    self._read_wants[read] -= 1
+                    if not self._read_wants[read]:
+                        del self._read_wants[read]
                 wanted = self._wanted_threads()
                 if wanted is not None and self._running == 0:
                     self._set_threads(wanted)
@@ -278,7 +282,7 @@ class Database:
     def _wanted_threads(self) -> int | None:
         if self._write_threads is None or self._read_threads is None:
             return None
-        return self._read_threads if self._reads else self._write_threads
+        return max(self._read_wants, default=self._write_threads)
 
     def _set_threads(self, threads: int) -> None:
         """``SET threads`` on the root connection (under ``_lock``, or before any use)."""

@@ -40,9 +40,12 @@ async def run_read(
     deadline: float,
     query: Callable[..., T],
     *args: Any,
+    share: int = 1,
     **kwargs: Any,
 ) -> T:
     """Run ``query(cursor, *args, **kwargs)`` on a fresh cursor in a worker thread.
+    ``share``: how many reads of one answer run side by side, this one among them
+    (collector/_database.py ``Database.reading``).
 
     Reads never share the writer's connection, so they see committed data and do not hold
     up ingest. They see everything answered 200 before they were asked for: requests
@@ -58,7 +61,7 @@ async def run_read(
 
     def job() -> T:
         try:
-            with database.read_cursor() as cursor:
+            with database.read_cursor(share) as cursor:
                 lent.append(cursor)
                 return query(cursor, *args, **kwargs)
         except BaseException:

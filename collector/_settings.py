@@ -128,8 +128,8 @@ class Settings:
     journal_max_rows: int = 8_192
     #: Processes that decode request bodies (0: decode on the event loop). Default: cores.
     decode_workers: int = dataclasses.field(default_factory=lambda: min(os.cpu_count() or 1, 8))
-    #: DuckDB worker threads while a read runs (default: one per core but one, which stays
-    #: with ingest; at least one: collector/_database.py ``default_read_threads``).
+    #: DuckDB worker threads while a read runs (default: DuckDB's choice, one per core); a
+    #: page's reads side by side ask for a share of them (``Database.reading``).
     db_threads: int | None = None
     #: DuckDB worker threads while only ingest runs: one, so the decoders keep the other
     #: cores (a parallel insert costs ~40% more CPU a row than a serial one).

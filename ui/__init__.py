@@ -6,12 +6,13 @@ never writes SQL itself. Pages: ``/`` overview, ``/requests``, ``/requests/{root
 ``/handlers``, ``/events``, ``/topology``, ``/sql``; plus ``/login`` and ``/static/…``.
 """
 
-from ._config import UI, Read, UIConfig
+from ._config import READ_LANES, UI, Read, UIConfig
 from ._mount import is_public, login_location, setup
 from ._render import CONTENT_SECURITY_POLICY
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "READ_LANES",
     "UI",
     "Read",
     "UIConfig",

@@ -8,7 +8,20 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-__all__ = ["UI", "Read", "UIConfig"]
+__all__ = ["READ_LANES", "UI", "Read", "UIConfig"]
+
+
+#: A page's reads run this many at a time. DuckDB runs a statement on every core, but a
+#: read is tens of statements, many small, and Python between them: beside another read
+#: it waits less (an hour at 100 M spans a day, through `eventscope serve`, medians: the
+#: overview 455-490 → 323-345 ms, events 1.23-1.30 → 1.0-1.09 s, topology 610-680 →
+#: 513-557 ms; docs/benchmarks.md, *Pages read two at a time*). Not more: each read
+#: holds DuckDB's memory while it runs, and reads give way to ingest when they hold too
+#: much together (collector/_give_way.py). Read from the writer's keys and rollups, lost
+#: and duplicates peak at ≈70 MiB together there, out of order beside them ≈120 (each
+#: held ≈130-150 MiB when they read raw spans, and pages read one after the other).
+#: Each asks the collector for its share of DuckDB's read threads (``UIConfig.read_beside``).
+READ_LANES = 2
 
 
 class Read(Protocol):
@@ -28,6 +41,9 @@ class UIConfig:
     """What the pages need from the process that mounts them."""
 
     read: Read
+    #: How a page runs each of the reads it runs :data:`READ_LANES` at a time: with its
+    #: share of the collector's read threads (None: as ``read``).
+    read_beside: Read | None = None
     #: The bearer token the collector requires, or None: then /login just goes home.
     token: str | None = None
     #: Most rows the SQL console shows.

@@ -30,6 +30,7 @@ def setup(
     app: web.Application,
     *,
     read: Read,
+    read_beside: Read | None = None,
     token: str | None = None,
     row_limit: int = 10_000,
     max_result_bytes: int = 32 * 1024 * 1024,
@@ -40,6 +41,7 @@ def setup(
     Args:
         app: the application to mount on (the collector's, or one of its own port).
         read: how pages run read functions (see :class:`Read`).
+        read_beside: how they run one of several reads side by side (``UIConfig``).
         token: the collector's bearer token, checked by ``/login``.
         row_limit: most rows the SQL console returns.
         max_result_bytes: most bytes of JSON a SQL console result may hold.
@@ -47,6 +49,7 @@ def setup(
     """
     config = UIConfig(
         read=read,
+        read_beside=read_beside,
         token=token,
         row_limit=row_limit,
         max_result_bytes=max_result_bytes,

@@ -32,7 +32,7 @@ from eventscope.queries import (
 )
 
 from . import _figures
-from ._config import UIConfig
+from ._config import READ_LANES, Read, UIConfig
 from ._render import json_block
 from ._tree_view import by_handler, tree_view
 
@@ -67,11 +67,10 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
     """The overview page: summary tables, the activity figure, or how to send data."""
     since, until = time_range(params)
     lost, duplicates, summary = await _in_lanes(
-        lambda: config.read(
-            LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
-        ),
-        lambda: config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
-        lambda: config.read(
+        config,
+        lambda read: read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        lambda read: read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        lambda read: read(
             overview, since_ns=since, until_ns=until, buckets=_OVERVIEW_BUCKETS, fit=True
         ),
     )
@@ -93,34 +92,25 @@ async def overview_context(config: UIConfig, params: Params, *, origin: str) -> 
 
 _OVERVIEW_BUCKETS = 60
 
-#: A page's reads run this many at a time. DuckDB runs a statement on every core, but a
-#: read is tens of statements, many small, and Python between them: beside another read
-#: it waits less (an hour at 100 M spans a day, through `eventscope serve`, medians: the
-#: overview 455-490 → 323-345 ms, events 1.23-1.30 → 1.0-1.09 s, topology 610-680 →
-#: 513-557 ms; docs/benchmarks.md, *Pages read two at a time*). Not more: each read
-#: holds DuckDB's memory while it runs, and reads give way to ingest when they hold too
-#: much together (collector/_give_way.py). Read from the writer's keys and rollups, lost
-#: and duplicates peak at ≈70 MiB together there, out of order beside them ≈120 (each
-#: held ≈130-150 MiB when they read raw spans, and pages read one after the other).
-READ_LANES = 2
 
-
-async def _in_lanes(*reads: Callable[[], Awaitable[Any]]) -> list[Any]:
-    """The results of ``reads``, in their order, started in that order :data:`READ_LANES`
-    at a time (longest first: the rest fill the other lane). A read that fails fails the
-    page (its error) at once; those not yet started do not start, and one running beside
-    it runs on under its deadline, its answer unused (cancelling the wait for it would
-    leave its query running with no deadline: collector/_reads.py)."""
+async def _in_lanes(config: UIConfig, *reads: Callable[[Read], Awaitable[Any]]) -> list[Any]:
+    """The results of ``reads`` (each given how to run a read: ``config.read_beside``, with
+    its share of the collector's read threads), in their order, started in that order
+    :data:`READ_LANES` at a time (longest first: the rest fill the other lane). A read that
+    fails fails the page (its error) at once; those not yet started do not start, and one
+    running beside it runs on under its deadline, its answer unused (cancelling the wait
+    for it would leave its query running with no deadline: collector/_reads.py)."""
     gate = asyncio.Semaphore(READ_LANES)
     failed = False
+    beside = config.read_beside or config.read
 
-    async def one(read: Callable[[], Awaitable[Any]]) -> Any:
+    async def one(read: Callable[[Read], Awaitable[Any]]) -> Any:
         nonlocal failed
         async with gate:
             if failed:  # (its lane was freed by the read that failed)
                 return None
             try:
-                return await read()
+                return await read(beside)
             except BaseException:
                 failed = True
                 raise
@@ -165,14 +155,13 @@ async def events_context(config: UIConfig, params: Params) -> dict[str, Any]:
     wanted = size if kind in ("all", "out_of_order") else 0
     at = (page - 1) * size if kind == "out_of_order" else 0
     (counts_ooo, reordered), lost, duplicates, orphans = await _in_lanes(
-        lambda: config.read(
+        config,
+        lambda read: read(
             out_of_order_page, since_ns=since, until_ns=until, offset=at, limit=wanted
         ),
-        lambda: config.read(
-            LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
-        ),
-        lambda: config.read(DuplicatesParams(since_ns=since, until_ns=until).run),
-        lambda: config.read(
+        lambda read: read(LostParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run),
+        lambda read: read(DuplicatesParams(since_ns=since, until_ns=until).run),
+        lambda read: read(
             OrphansParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns).run
         ),
     )
@@ -259,11 +248,12 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     }
     if keys:
         row = latency.rows[keys.index(selected_key)]
-        histogram, (timed, start, end) = await asyncio.gather(
-            config.read(
+        histogram, (timed, start, end) = await _in_lanes(
+            config,
+            lambda read: read(
                 latency_histogram, group_by=group_by, key=row.key, since_ns=since, until_ns=until
             ),
-            _over_time(config, group_by, row),
+            lambda read: _over_time(read, group_by, row),
         )
         context["selected"] = row
         context["histogram_figure"] = _figures.latency_histogram(histogram)
@@ -271,9 +261,7 @@ async def handlers_context(config: UIConfig, params: Params) -> dict[str, Any]:
     return context
 
 
-async def _over_time(
-    config: UIConfig, group_by: str, row: LatencyRow
-) -> tuple[LatencyRow, int, int]:
+async def _over_time(read: Read, group_by: str, row: LatencyRow) -> tuple[LatencyRow, int, int]:
     """``row`` per time bucket over the time its deliveries cover (not the whole window,
     which may be mostly empty), in about ``_FIGURE_BUCKETS`` buckets of a millisecond or
     more; and the figure's time range, whole buckets."""
@@ -287,7 +275,7 @@ async def _over_time(
     wanted = LatencyParams(
         group_by=group_by, since_ns=first, until_ns=last + 1, bucket_ns=bucket, **only
     )
-    found = await config.read(wanted.run)
+    found = await read(wanted.run)
     timed = next((r for r in found.rows if r.key == row.key), row)
     return timed, first // bucket * bucket, (last // bucket + 1) * bucket
 
@@ -360,7 +348,7 @@ async def topology_context(config: UIConfig, params: Params) -> dict[str, Any]:
     since, until = time_range(params)
     wanted = TopologyParams(since_ns=since, until_ns=until, grace_ns=config.grace_ns)
     parts, lost = await _in_lanes(
-        lambda: config.read(wanted.parts), lambda: config.read(wanted.lost)
+        config, lambda read: read(wanted.parts), lambda read: read(wanted.lost)
     )
     found = parts.with_lost(lost)
     # Plotly's Sankey cannot lay out an empty graph ("Invalid array length")

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-from eventscope.collector._database import Database, default_read_threads
+from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
 
 
@@ -51,15 +50,24 @@ def test_the_count_is_lowered_only_once_nothing_runs(tmp_path: Path) -> None:
         database.close()
 
 
-def test_reads_leave_one_core_to_ingest_by_default(tmp_path: Path) -> None:
-    """Without ``db_threads`` a read gets one thread per core but one (at least one): the
-    core left over stays with the writer and the decoders."""
-    assert [default_read_threads(cores) for cores in (1, 2, 3, 8)] == [1, 1, 2, 7]
-    cores = int(duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0])
-    database = Database.open(Settings(db=str(tmp_path / "t.duckdb")))
+def test_reads_side_by_side_share_the_read_threads(tmp_path: Path) -> None:
+    """A page's reads, run ``share`` at a time, each ask for that share of the read
+    threads (at least one); a read on its own beside them gets them all, and nothing is
+    lowered until nothing runs."""
+    database = Database.open(Settings(db=str(tmp_path / "t.duckdb"), db_threads=4))
     try:
-        reader = database.cursor()
-        with database.reading(reader):
-            assert _threads(database) == max(1, cores - 1)
+        lane, other, alone = database.cursor(), database.cursor(), database.cursor()
+        with database.reading(lane, share=2):
+            assert _threads(database) == 2
+            with database.reading(other, share=2):
+                assert _threads(database) == 2
+            with database.reading(alone):
+                assert _threads(database) == 4
+            assert _threads(database) == 4  # another read still runs: not lowered yet
+        assert _threads(database) == 1
+        with database.reading(lane, share=8):
+            assert _threads(database) == 1
+        with database.reading(alone):
+            assert _threads(database) == 4
     finally:
         database.close()

@@ -1,6 +1,7 @@
 """A page's reads run two at a time (ui/_views.py ``_in_lanes``): the pages with several
 reads (overview, events, topology) take the time of the longest lane, not of all reads,
-and never hold DuckDB's memory for more than two reads at once."""
+and never hold DuckDB's memory for more than two reads at once; each runs through the
+collector's read beside others (``UIConfig.read_beside``: its share of DuckDB's threads)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 from eventscope.queries import EventscopeError
-from eventscope.ui import _views
+from eventscope.ui import UIConfig, _views
 
 DEADLINE = 10
 
@@ -26,13 +27,16 @@ class Reads:
         self.release: dict[str, asyncio.Event] = {}
         self.begun: dict[str, asyncio.Event] = {}
         self.answered: dict[str, asyncio.Event] = {}
+        #: how each read was run (the Read it was given)
+        self.via: list[Any] = []
 
     def read(self, name: str, *, fails: bool = False) -> Any:
         self.release[name] = asyncio.Event()
         self.begun[name] = asyncio.Event()
         self.answered[name] = asyncio.Event()
 
-        async def run() -> str:
+        async def run(read: Any) -> str:
+            self.via.append(read)
             self.started.append(name)
             self.running += 1
             self.most = max(self.most, self.running)
@@ -54,6 +58,17 @@ class Reads:
                 await self.begun[name].wait()
 
 
+async def _alone(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a page's reads side by side run through read_beside")
+
+
+async def _beside(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("not called by these reads")
+
+
+CONFIG = UIConfig(read=_alone, read_beside=_beside)
+
+
 def in_own_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``scenario`` on an event loop of its own thread (the browser tests beside these
     hold the test thread's loop for Playwright)."""
@@ -72,7 +87,7 @@ def test_a_failed_read_fails_the_page_at_once_and_the_reads_not_begun_never_begi
 async def two_at_a_time() -> None:
     reads = Reads()
     calls = [reads.read(name) for name in ("out of order", "lost", "duplicates", "orphans")]
-    page = asyncio.ensure_future(_views._in_lanes(*calls))
+    page = asyncio.ensure_future(_views._in_lanes(CONFIG, *calls))
     await reads.started_with("out of order", "lost")
     assert reads.started == ["out of order", "lost"]  # the third waits for a lane
     reads.release["lost"].set()
@@ -90,6 +105,7 @@ async def two_at_a_time() -> None:
         "orphans's rows",
     ]
     assert reads.most == 2
+    assert reads.via == [_beside] * 4
 
 
 async def one_fails() -> None:
@@ -102,7 +118,7 @@ async def one_fails() -> None:
         reads.read("lost", fails=True),
         reads.read("duplicates"),
     ]
-    page = asyncio.ensure_future(_views._in_lanes(*calls))
+    page = asyncio.ensure_future(_views._in_lanes(CONFIG, *calls))
     await reads.started_with("out of order", "lost")
     reads.release["lost"].set()
     with pytest.raises(EventscopeError, match="lost ran too long"):
