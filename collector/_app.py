@@ -319,14 +319,15 @@ def _mount_ui(app: web.Application) -> None:
     shares the collector's state (database, token, metrics) and is served on that port."""
     state = app[STATE]
 
-    async def read(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        assert state.database is not None, "the collector is not started"
-        return await run_read(state.database, state.settings.query_timeout, fn, *args, **kwargs)
+    def reader(share: int) -> ui.Read:
+        """Runs a read with ``share`` reads side by side (collector/_reads.py)."""
 
-    async def read_beside(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        assert state.database is not None, "the collector is not started"
-        timeout = state.settings.query_timeout
-        return await run_read(state.database, timeout, fn, *args, share=ui.READ_LANES, **kwargs)
+        async def read(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            assert state.database is not None, "the collector is not started"
+            timeout = state.settings.query_timeout
+            return await run_read(state.database, timeout, fn, *args, share=share, **kwargs)
+
+        return read
 
     target = app
     if state.settings.ui_port is not None:
@@ -335,8 +336,8 @@ def _mount_ui(app: web.Application) -> None:
         target[_HOSTS] = app[_HOSTS]
     ui.setup(
         target,
-        read=read,
-        read_beside=read_beside,
+        read=reader(1),
+        read_beside=reader(ui.READ_LANES),
         token=state.settings.token,
         row_limit=state.settings.query_row_limit,
         max_result_bytes=state.settings.max_result_bytes,
