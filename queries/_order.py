@@ -23,29 +23,33 @@ from .order_keys import falling_keys, key_sql
 __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 
 # The first successful processing of each (event, group): its earliest ok delivery, found
-# by one min() over a struct (start, span id, ...) of the candidate pairs only, rather than
-# a window over text partitions of every group's deliveries of the candidate events (an
-# hour at 100 M spans a day, 65 k out of order: 395 k -> 130 k rows; the statement 507 ->
-# 444 ms). Then, per (entity, group) in processing order, the highest sequence processed
-# before each event (a running max, which DuckDB streams); the rows below it are out of
-# order, and only for those few the event that was processed ahead is looked up. {keys}
-# holds the candidate (entity, group) pairs (``k``) and the (event, group) pairs of their
-# deliveries (``h``), both as hashes (_CANDIDATES): the statement reads every delivery of
-# those (event, group) pairs, in one scan of the window (it was two: the pairs, then
-# their deliveries; an hour at 100 M spans a day, the read 692-716 -> 629-657 ms). An
-# event's first delivery may name another entity, so it is taken from all of the pair's
-# deliveries, and kept where its own (entity, group) hashes to a candidate. Every event
-# processed in such an (entity, group) is then kept (its first delivery is a row of that
-# pair, so its (event, group) is in ``h``): each pair is read whole, one that only shares
-# a hash with a candidate too, and a pair not read has no row that falls, so no event of
-# it is out of order. The keys are 32-bit hashes, as queries/order_keys.py keeps them.
+# by one min() over a struct (start, entity, sequence, type) of the candidate pairs only,
+# rather than a window over text partitions of every group's deliveries of the candidate
+# events (an hour at 100 M spans a day, 65 k out of order: 395 k -> 130 k rows; the
+# statement 507 -> 444 ms). Two deliveries of one (event, group) starting in the same
+# nanosecond are told apart by what they name, not by span id as before: the span ids were
+# read for every delivery of the window only for that (the 10 M file's last hour, one
+# thread: 557 -> 477 ms for the count and a page). Then, per (entity, group) in processing
+# order, the highest sequence processed before each event (a running max, which DuckDB
+# streams); the rows below it are out of order, and only for those few the event that was
+# processed ahead is looked up. {keys} holds the candidate (entity, group) pairs (``k``)
+# and the (event, group) pairs of their deliveries (``h``), both as hashes (_CANDIDATES):
+# the statement reads every delivery of those (event, group) pairs, in one scan of the
+# window (it was two: the pairs, then their deliveries; an hour at 100 M spans a day, the
+# read 692-716 -> 629-657 ms). An event's first delivery may name another entity, so it is
+# taken from all of the pair's deliveries, and kept where its own (entity, group) hashes
+# to a candidate. Every event processed in such an (entity, group) is then kept (its first
+# delivery is a row of that pair, so its (event, group) is in ``h``): each pair is read
+# whole, one that only shares a hash with a candidate too, and a pair not read has no row
+# that falls, so no event of it is out of order. The keys are 32-bit hashes, as
+# queries/order_keys.py keeps them.
 _LATE = """
 WITH processed AS MATERIALIZED (
     SELECT message_id, consumer_group, f.entity_id, f.event_type, f.entity_sequence,
            f.start_time
     FROM (
         SELECT message_id, consumer_group,
-               min({{'start_time': start_time, 'span_id': span_id, 'entity_id': entity_id,
+               min({{'start_time': start_time, 'entity_id': entity_id,
                     'entity_sequence': entity_sequence, 'event_type': event_type}}) AS f
         FROM ({deliveries})
         WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
