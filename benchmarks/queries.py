@@ -8,7 +8,9 @@ records, one 10,000-span request — 10 M spans (the last ~2.4 h of such a day) 
 (the whole day): the same rate, ten times the history. Then times each query cold (a
 fresh read-only connection) and warm (the best of ``--rounds`` more), with the windows the
 pages use ending at the newest data, and prints each query's warm time at both sizes and
-their ratio.
+their ratio. The connections have the collector's default memory limit (448 MiB), as the
+reads of a collector started without ``--db-memory-limit`` do (``--memory-limit none``:
+DuckDB's own, 80 % of the machine's memory, as this script used before 2026-12-07).
 
     python benchmarks/queries.py                       # 10M and 100M (generating takes long)
     python benchmarks/queries.py --sizes 2M            # a quicker run
@@ -31,6 +33,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eventscope.collector._missing_modules import remember_missing
+from eventscope.collector._settings import DEFAULT_DB_MEMORY_LIMIT
 from eventscope.queries import _event_parts as event_parts
 from eventscope.queries import _order as order_module
 from eventscope.queries import _overview as overview_module
@@ -239,7 +242,8 @@ def _spans(text: str) -> int:
 
 def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, float, str]]:
     """name -> (cold s, warm s, result size) for every case on one database."""
-    config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
+    limited = args.memory_limit.lower() != "none"
+    config = {"memory_limit": args.memory_limit} if limited else {}
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
         "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_links), "
@@ -291,7 +295,10 @@ def main() -> None:
         "--only", action="append", help="run the queries whose name contains this (repeatable)"
     )
     parser.add_argument(
-        "--memory-limit", help="DuckDB memory_limit for the timed connections, e.g. 1GiB"
+        "--memory-limit",
+        default=f"{DEFAULT_DB_MEMORY_LIMIT}B",
+        help="DuckDB memory_limit of the timed connections (default: the collector's, "
+        f"{DEFAULT_DB_MEMORY_LIMIT // 2**20} MiB; 'none': DuckDB's own default)",
     )
     args = parser.parse_args()
     if args.db:
@@ -300,7 +307,7 @@ def main() -> None:
         paths = [_database(_spans(size), Path(args.folder)) for size in args.sizes.split(",")]
     print(
         f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, memory limit "
-        f"{args.memory_limit or 'DuckDB default'}"
+        f"{args.memory_limit if args.memory_limit.lower() != 'none' else 'DuckDB default'}"
     )
     figures = [_measure(path, args) for path in paths]
     names = [name for name, _, _ in _cases_names() if name in figures[0]]

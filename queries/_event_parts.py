@@ -121,15 +121,17 @@ def events_sql(
     events_from: int = 0,
     events_until: int = 0,
     judged: int = 0,
-    materialized: bool = False,
+    inline: bool = False,
     scratch: Scratch,
 ) -> EventsSql | None:
     """The window's events from the rollup, or None where it does not answer: not
     complete from ``since_ns``, or no whole minute in the window (the keys then cost no
     more). ``events_from`` / ``events_until``: the publishes that make an event judged;
-    ``judged``: the deliveries before it are judged; ``materialized``: the caller reads
-    ``events`` more than once. The raw part's sums and the events with several rows are
-    read into temporary tables of ``scratch`` (run the SQL before closing it)."""
+    ``judged``: the deliveries before it are judged; ``inline``: ``events`` is computed
+    where it is read, not kept (DuckDB 1.5.5 keeps a grouping CTE read more than once,
+    and a day's events are ≈1 GB of rows at 100 M spans a day). The raw part's sums and
+    the events with several rows are read into temporary tables of ``scratch`` (run the
+    SQL before closing it)."""
     start = rollup_from(cursor)
     if start is None or since_ns < start:
         return None
@@ -184,7 +186,7 @@ def events_sql(
         whole_minutes=whole_minutes,
         raw_part=raw_part,
         several=several,
-        materialized="AS MATERIALIZED" if materialized else "AS",
+        materialized="AS NOT MATERIALIZED" if inline else "AS",
     )
     kinds = _KINDS.format(whole_minutes=whole_minutes, raw_part=raw_part)
     ranges_params = {k: v for k, v in params.items() if k.startswith("w")}
