@@ -242,8 +242,7 @@ def _spans(text: str) -> int:
 
 def _measure(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, float, str]]:
     """name -> (cold s, warm s, result size) for every case on one database."""
-    limited = args.memory_limit.lower() != "none"
-    config = {"memory_limit": args.memory_limit} if limited else {}
+    config = {"memory_limit": args.memory_limit} if args.memory_limit else {}
     probe = duckdb.connect(str(path), read_only=True)
     spans, links, records = probe.execute(
         "SELECT (SELECT count(*) FROM spans), (SELECT count(*) FROM span_links), "
@@ -301,13 +300,15 @@ def main() -> None:
         f"{DEFAULT_DB_MEMORY_LIMIT // 2**20} MiB; 'none': DuckDB's own default)",
     )
     args = parser.parse_args()
+    if args.memory_limit.lower() == "none":
+        args.memory_limit = None
     if args.db:
         paths = [Path(db) for db in args.db]
     else:
         paths = [_database(_spans(size), Path(args.folder)) for size in args.sizes.split(",")]
     print(
         f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, memory limit "
-        f"{args.memory_limit if args.memory_limit.lower() != 'none' else 'DuckDB default'}"
+        f"{args.memory_limit or 'DuckDB default'}"
     )
     figures = [_measure(path, args) for path in paths]
     names = [name for name, _, _ in _cases_names() if name in figures[0]]
