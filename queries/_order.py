@@ -18,31 +18,31 @@ import duckdb
 from ._gc import gc_paused
 from ._records import OutOfOrderDelivery, VersionCount, VersionMix, positional
 from ._sources import Sources
-from .order_keys import falling_keys, key_sql
+from .ledger_keys import NO_TIMES, RowTimes
+from .order_keys import falling_keys, fingerprint_sql
 
 __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 
-# The first successful processing of each (event, group): its earliest ok delivery, found
-# by one min() over a struct (start, entity, sequence, type) of the candidate pairs only,
-# rather than a window over text partitions of every group's deliveries of the candidate
-# events (an hour at 100 M spans a day, 65 k out of order: 395 k -> 130 k rows; the
-# statement 507 -> 444 ms). Two deliveries of one (event, group) starting in the same
-# nanosecond are told apart by what they name, not by span id as before: the span ids were
-# read for every delivery of the window only for that (the 10 M file's last hour, one
-# thread: 557 -> 477 ms for the count and a page). Then, per (entity, group) in processing
-# order, the highest sequence processed before each event (a running max, which DuckDB
-# streams); the rows below it are out of order, and only for those few the event that was
-# processed ahead is looked up. {keys} holds the candidate (entity, group) pairs (``k``)
-# and the (event, group) pairs of their deliveries (``h``), both as hashes (_CANDIDATES):
-# the statement reads every delivery of those (event, group) pairs, in one scan of the
-# window (it was two: the pairs, then their deliveries; an hour at 100 M spans a day, the
-# read 692-716 -> 629-657 ms). An event's first delivery may name another entity, so it is
-# taken from all of the pair's deliveries, and kept where its own (entity, group) hashes
-# to a candidate. Every event processed in such an (entity, group) is then kept (its first
-# delivery is a row of that pair, so its (event, group) is in ``h``): each pair is read
-# whole, one that only shares a hash with a candidate too, and a pair not read has no row
-# that falls, so no event of it is out of order. The keys are 32-bit hashes, as
-# queries/order_keys.py keeps them.
+# The raw path (a window the order keys do not answer, or a filter): the first successful
+# processing of each (event, group) is its earliest ok delivery, found by one min() over a
+# struct (start, entity, sequence, type) of the candidate pairs only, rather than a window
+# over text partitions of every group's deliveries of the candidate events (an hour at
+# 100 M spans a day, 65 k out of order: 395 k -> 130 k rows; the statement 507 -> 444 ms).
+# Two deliveries of one (event, group) starting in the same nanosecond are told apart by
+# what they name, not by span id as before: the span ids were read for every delivery of
+# the window only for that (the 10 M file's last hour, one thread: 557 -> 477 ms for the
+# count and a page). Then, per (entity, group) in processing order, the highest sequence
+# processed before each event (a running max, which DuckDB streams); the rows below it are
+# out of order, and only for those few the event that was processed ahead is looked up.
+# {keys} holds the candidate (entity, group) pairs (``k``) and the (event, group) pairs of
+# their deliveries (``h``), both as 32-bit hashes (_CANDIDATES): the statement reads every
+# delivery of those (event, group) pairs, in one scan of the window. An event's first
+# delivery may name another entity, so it is taken from all of the pair's deliveries, and
+# kept where its own (entity, group) hashes to a candidate. Every event processed in such
+# an (entity, group) is then kept (its first delivery is a row of that pair, so its (event,
+# group) is in ``h``): each pair is read whole, one that only shares a hash with a
+# candidate too, and a pair not read has no row that falls, so no event of it is out of
+# order.
 _LATE = """
 WITH processed AS MATERIALIZED (
     SELECT message_id, consumer_group, f.entity_id, f.event_type, f.entity_sequence,
@@ -54,9 +54,9 @@ WITH processed AS MATERIALIZED (
         FROM ({deliveries})
         WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
           AND message_id IS NOT NULL {filters}
-          AND {event_key} IN (SELECT h FROM {keys})
+          AND {event_hash} IN (SELECT h FROM {keys})
         GROUP BY message_id, consumer_group
-    ) WHERE {processed_key} IN (SELECT k FROM {keys})
+    ) WHERE {processed_hash} IN (SELECT k FROM {keys})
 ), late AS MATERIALIZED (
     SELECT * FROM (
         SELECT *, max(entity_sequence) OVER (
@@ -65,7 +65,9 @@ WITH processed AS MATERIALIZED (
         FROM processed
     ) WHERE before_max > entity_sequence
 )"""
-# The late rows ({late}) with the event processed ahead of each.
+# The late rows ({late}) with the event processed ahead of each. In processing order,
+# and those processed in the same nanosecond by what they name (from the order keys, below,
+# by the keys' fingerprints: each way a fixed order).
 _AHEAD = """
 SELECT l.entity_id, l.consumer_group, l.message_id, l.event_type, l.entity_sequence,
        epoch_ns(l.start_time), a.message_id, a.entity_sequence, epoch_ns(a.start_time)
@@ -76,22 +78,22 @@ JOIN processed a
 QUALIFY row_number() OVER (
     PARTITION BY l.message_id, l.consumer_group ORDER BY a.start_time DESC, a.message_id) = 1
 """
-# All of them, by entity, group, processing time (and event, where two tie).
-_ALL = _LATE + _AHEAD.format(late="late") + "ORDER BY 1, 2, 6, 3"
+_IN_ORDER = "start_time, entity_id, consumer_group, message_id"
+# All of them, in order.
+_ALL = _LATE + _AHEAD.format(late="late") + "ORDER BY 6, 1, 2, 3"
 # How many, and a page of them ($offset, $limit): only the page's rows look up the event
-# processed ahead and become records (an hour at 100 M spans a day holds 65,000 in the
-# benchmark; the events page shows 20). One row with the count alone where the page is empty.
+# processed ahead and become records. One row with the count alone where the page is empty.
 _PAGE = (
     _LATE
-    + """, shown AS (
-    SELECT * FROM late ORDER BY entity_id, consumer_group, start_time, message_id
-    LIMIT $limit OFFSET $offset
+    + f""", shown AS (
+    SELECT * FROM late ORDER BY {_IN_ORDER} LIMIT $limit OFFSET $offset
 )
 SELECT t.total, r.* FROM (SELECT count(*) AS total FROM late) t
 LEFT JOIN ("""
     + _AHEAD.format(late="shown")
-    + ") r ON true ORDER BY 2, 3, 7, 4"
+    + ") r ON true ORDER BY 7, 2, 3, 4"
 )
+
 
 # The (entity, group) pairs that may hold an event processed out of order, as hashes, on
 # three integer columns (the query above holds every successful delivery of the window with
@@ -105,15 +107,18 @@ LEFT JOIN ("""
 # rows in 1.16 M pairs: the window 324 -> 253 ms). With each candidate (entity, group) pair
 # come the (event, group) pairs of its rows, which _LATE then reads whole (of any entity: an
 # event's first successful delivery is its processing, whichever entity it names).
-# The keys of the statements: as queries/order_keys.py holds them.
-_KEYS = {
-    "entity_key": key_sql("entity_id", "consumer_group"),
-    "event_key": key_sql("message_id", "consumer_group"),
-    "processed_key": key_sql("f.entity_id", "consumer_group"),
+def _hash_sql(*columns: str) -> str:
+    return f"(hash({', '.join(columns)}) % 4294967296)::UINTEGER"
+
+
+_HASHES = {
+    "entity_hash": _hash_sql("entity_id", "consumer_group"),
+    "event_hash": _hash_sql("message_id", "consumer_group"),
+    "processed_hash": _hash_sql("f.entity_id", "consumer_group"),
 }
 _CANDIDATES = """
 WITH rows AS MATERIALIZED (
-    SELECT {entity_key} AS k, {event_key} AS h, entity_sequence, start_time
+    SELECT {entity_hash} AS k, {event_hash} AS h, entity_sequence, start_time
     FROM ({deliveries})
     WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
       AND message_id IS NOT NULL {filters}
@@ -127,6 +132,82 @@ WITH rows AS MATERIALIZED (
 SELECT DISTINCT k, h FROM rows SEMI JOIN falling USING (k)
 """
 
+# From the order keys (queries/order_keys.py), where they answer for the window: the same
+# passes on the keys alone, whose 128-bit fingerprints stand for (entity, group) and
+# (event, group) as the text does (no two share one by chance in any window a collector
+# holds). {pairs} holds the candidate pairs (``k``) and their events (``h``) from the keys'
+# falls. An hour at 100 M spans a day, the count and a page: the pass read every delivery
+# of the candidates' events raw (≈9 % of the hour's, in every row group of it: ≈300 ms on
+# one thread, most of the events page's ≈430 ms read); on the keys it is ≈95 ms, and only
+# the page's rows are read raw (:data:`_NAMED`).
+_KEYED_PROCESSED = """
+SELECT f.k AS entity_key, event_key, f.q AS entity_sequence, f.s AS start_time FROM (
+    SELECT event_key, min({{'s': start_time, 'k': entity_key, 'q': entity_sequence}}) AS f
+    FROM eventscope_order_keys
+    WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)
+      AND event_key IN (SELECT h FROM {pairs})
+    GROUP BY event_key
+) WHERE f.k IN (SELECT k FROM {pairs})
+"""
+_KEYED_LATE = """
+SELECT * FROM (
+    SELECT *, max(entity_sequence) OVER (
+        PARTITION BY entity_key ORDER BY start_time, entity_sequence
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_max
+    FROM {processed}
+) WHERE before_max > entity_sequence
+"""
+# The late rows ({late}) to show, with the event processed ahead of each, as keys.
+_KEYED_AHEAD = """
+SELECT epoch_ns(l.start_time) AS start_ns, l.entity_key, l.event_key, l.entity_sequence,
+       epoch_ns(a.start_time) AS after_ns, a.event_key AS after_key,
+       a.entity_sequence AS after_sequence
+FROM {late} l
+JOIN {processed} a
+  ON a.entity_key = l.entity_key AND a.entity_sequence = l.before_max
+ AND a.start_time <= l.start_time
+QUALIFY row_number() OVER (PARTITION BY l.event_key ORDER BY a.start_time DESC, a.event_key) = 1
+"""
+_KEYED_ORDER = "start_time, entity_key, event_key"
+_ENTITY_KEY = fingerprint_sql("entity_id", "consumer_group")
+_EVENT_KEY = fingerprint_sql("message_id", "consumer_group")
+# What the keys of the rows to show ({wanted}) name: the deliveries at their times
+# ({deliveries}: read at those times alone) whose fingerprints and sequence are theirs;
+# the event type as the raw pass takes it (the least of the first deliveries').
+_NAMED = f"""
+WITH found AS (
+    SELECT start_time, {_ENTITY_KEY} AS entity_key, {_EVENT_KEY} AS event_key,
+           entity_sequence, entity_id, consumer_group,
+           message_id, event_type
+    FROM ({{deliveries}})
+    WHERE outcome = 'ok' AND entity_id IS NOT NULL AND entity_sequence IS NOT NULL
+      AND message_id IS NOT NULL
+), named AS (
+    SELECT start_time, entity_key, event_key, entity_sequence, min(entity_id) AS entity_id,
+           min(consumer_group) AS consumer_group, min(message_id) AS message_id,
+           min(event_type) AS event_type
+    FROM found GROUP BY start_time, entity_key, event_key, entity_sequence
+)
+SELECT l.entity_id, l.consumer_group, l.message_id, l.event_type, w.entity_sequence,
+       w.start_ns, a.message_id, w.after_sequence, w.after_ns
+FROM {{wanted}} w
+JOIN named l
+  ON l.start_time = make_timestamp_ns(w.start_ns) AND l.entity_key = w.entity_key
+ AND l.event_key = w.event_key AND l.entity_sequence = w.entity_sequence
+JOIN (SELECT DISTINCT start_time, event_key, message_id FROM found) a
+  ON a.start_time = make_timestamp_ns(w.after_ns) AND a.event_key = w.after_key
+ORDER BY w.start_ns, w.entity_key, w.event_key
+"""
+# Above this many times, the rows are read from the window's deliveries joined with them:
+# read at each time, an hour's 130,000 (every row of the API's list at 100 M spans a day)
+# took ≈0.35-0.47 s on one thread, twice the scan.
+_AT_MOST = 4096
+_WANTED_TIMES = """
+SELECT DISTINCT make_timestamp_ns(t) AS t FROM (
+    SELECT start_ns AS t FROM {wanted} UNION ALL SELECT after_ns FROM {wanted}
+)
+"""
+
 
 @gc_paused()  # an hour's 65,000 records at 100 M spans a day (see duplicate_events)
 def out_of_order(
@@ -137,8 +218,8 @@ def out_of_order(
     entity_id: str | None = None,
     consumer_group: str | None = None,
 ) -> tuple[OutOfOrderDelivery, ...]:
-    """Events a consumer group processed after a later event of the same entity, by
-    entity, group and processing time.
+    """Events a consumer group processed after a later event of the same entity, in the
+    order they were processed.
 
     Args:
         cursor: a DuckDB connection or cursor on the eventscope database.
@@ -155,8 +236,12 @@ def out_of_order(
         params["consumer_group"] = consumer_group
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
         params.update(src.params)
-        sql = _candidates(cursor, src, filters, params, _ALL)
-        rows = [] if sql is None else cursor.execute(sql, params).fetchall()
+        keyed = None if filters else _keyed(cursor, src, None)
+        if keyed is not None:
+            rows = keyed[1]
+        else:
+            sql = _candidates(cursor, src, filters, params, _ALL)
+            rows = [] if sql is None else cursor.execute(sql, params).fetchall()
     return tuple(_out_of_order(row) for row in rows)
 
 
@@ -171,11 +256,73 @@ def out_of_order_page(
     """How many :func:`out_of_order` finds in the window, and ``limit`` of them from
     ``offset`` on, in its order: the same rows, only the page's made into records."""
     with Sources(cursor, since_ns=since_ns, until_ns=until_ns) as src:
+        keyed = _keyed(cursor, src, (offset, limit))
+        if keyed is not None:
+            total, rows = keyed
+            return total, tuple(_out_of_order(row) for row in rows)
         sql = _candidates(cursor, src, "", src.params, _PAGE)
         if sql is None:
             return 0, ()
         rows = cursor.execute(sql, {**src.params, "offset": offset, "limit": limit}).fetchall()
     return rows[0][0], tuple(_out_of_order(row[1:]) for row in rows if row[1] is not None)
+
+
+def _keyed(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, page: tuple[int, int] | None
+) -> tuple[int, list[tuple[Any, ...]]] | None:
+    """From the order keys: how many events of the window were processed out of order, and
+    the rows of those of ``page`` ((offset, limit); None: all of them), in order; None
+    where the keys do not answer for the window (or, which should not happen, a row the
+    keys name is not found raw: the raw pass then decides)."""
+    pairs = _rolled(cursor, src)
+    if pairs is None:
+        return None
+    window = {"since": src.params["since"], "until": src.params["until"]}
+    scratch = src.scratch
+    processed = scratch.query(_KEYED_PROCESSED.format(pairs=pairs), window)
+    late = scratch.query(_KEYED_LATE.format(processed=processed), {})
+    [(total,)] = cursor.execute(f"SELECT count(*) FROM {late}").fetchall()
+    if not total:
+        return 0, []
+    shown = f"(SELECT * FROM {late} ORDER BY {_KEYED_ORDER}"
+    bounds: dict[str, int] = {}
+    if page is not None:
+        shown += " LIMIT $limit OFFSET $offset"
+        bounds = {"offset": page[0], "limit": page[1]}
+    wanted = scratch.query(_KEYED_AHEAD.format(late=shown + ")", processed=processed), bounds)
+    [(count,)] = cursor.execute(f"SELECT count(*) FROM {wanted}").fetchall()
+    if not count:
+        return total, []
+    rows = _named(cursor, window, wanted)
+    return None if len(rows) != count else (total, rows)
+
+
+def _named(
+    cursor: duckdb.DuckDBPyConnection, window: dict[str, int], wanted: str
+) -> list[tuple[Any, ...]]:
+    """The rows (:data:`_NAMED`) of the keys in the temporary table ``wanted``
+    (:data:`_KEYED_AHEAD`), read raw at their times only."""
+    times = cursor.execute(_WANTED_TIMES.format(wanted=wanted)).to_arrow_table()
+    since, until = window["since"], window["until"]
+    if times.num_rows > _AT_MOST:
+        with Sources(cursor, since_ns=since, until_ns=until, published=True) as named:
+            at = named.register(times)
+            deliveries = (
+                f"SELECT * FROM ({named.deliveries}) WHERE start_time IN (SELECT t FROM {at})"
+            )
+            sql = _NAMED.format(deliveries=deliveries, wanted=wanted)
+            return cursor.execute(sql, named.params).fetchall()
+    at_times = RowTimes(times, NO_TIMES, idless=False)
+    with Sources(
+        cursor,
+        since_ns=since,
+        until_ns=until,
+        published=True,
+        at=at_times,
+        at_columns=("entity_id", "entity_sequence"),
+    ) as named:
+        sql = _NAMED.format(deliveries=named.deliveries, wanted=wanted)
+        return cursor.execute(sql, named.params).fetchall()
 
 
 def _candidates(
@@ -185,19 +332,14 @@ def _candidates(
     params: dict[str, Any],
     statement: str,
 ) -> str | None:
-    """``statement`` over the (entity, group) pairs that may be out of order (found with
-    ``params``: from the order keys' rollup where it answers for the window, else on the
-    window's raw rows), or None where there is none."""
-    keys = _rolled(cursor, src)
-    if keys is None:
-        sql = _CANDIDATES.format(deliveries=src.deliveries, filters=filters, **_KEYS)
-        found = cursor.execute(sql, params).to_arrow_table()
-        if not found.num_rows:
-            return None
-        keys = src.register(found)
-    elif cursor.execute(f"SELECT 1 FROM {keys} LIMIT 1").fetchone() is None:
+    """``statement`` over the (entity, group) pairs that may be out of order, found on the
+    window's raw rows with ``params``, or None where there is none."""
+    sql = _CANDIDATES.format(deliveries=src.deliveries, filters=filters, **_HASHES)
+    found = cursor.execute(sql, params).to_arrow_table()
+    if not found.num_rows:
         return None
-    return statement.format(deliveries=src.deliveries, filters=filters, keys=keys, **_KEYS)
+    keys = src.register(found)
+    return statement.format(deliveries=src.deliveries, filters=filters, keys=keys, **_HASHES)
 
 
 def _rolled(cursor: duckdb.DuckDBPyConnection, src: Sources) -> str | None:

@@ -3,18 +3,21 @@ an (entity, group)'s sequence falls: a rollup, so that finding a window's events
 processed out of order (:mod:`._order`) does not sort the window's deliveries.
 
 :func:`._order.out_of_order` first finds the (entity, group) pairs that may hold an event
-processed out of order, then reads those pairs' deliveries exactly. Finding them over raw
-rows hashed every successful delivery of the window's text columns and sorted them all
-per pair, to compare each with the one before it: an hour at 100 M spans a day
+processed out of order, then those pairs' events out of order, here. Finding them over
+raw rows hashed every successful delivery of the window's text columns and sorted them
+all per pair, to compare each with the one before it: an hour at 100 M spans a day
 (≈1.5 M deliveries) took ≈0.3 s of the read's ≈0.5. The writer keeps, in the same
-transaction as the rows (≈5 ms of a 310 ms commit of 11,000 such deliveries; ≈4 % more
-file):
+transaction as the rows (≈5 ms of a 310 ms commit of 11,000 such deliveries with 32-bit
+hashes, ≈8 ms more with the fingerprints; ≈4 % more file, ≈7 % with them):
 
 - ``eventscope_order_keys``: per successful delivery (a consumer span carrying its
   publish time, or a ``deliver`` event record; outcome ``ok`` as the deliveries' SQL reads
-  it) with an event id, an entity id and a sequence: its start, a 32-bit hash of its
-  (entity, group) (``entity_key``) and of its (event, group) (``event_key``), and its
-  sequence. In arrival order, so zone maps on the start prune a window.
+  it) with an event id, an entity id and a sequence: its start, a 128-bit fingerprint of
+  its (entity, group) (``entity_key``) and of its (event, group) (``event_key``,
+  :func:`fingerprint_sql`), and its sequence. In arrival order, so zone maps on the start
+  prune a window. (32-bit hashes until 2026-12-07: those only found the pairs to read,
+  and the read then went through the raw rows of all their events; a file keyed so is
+  keyed again on open, queries/schema.py.)
 
 and, merging the keys a few minutes at a time behind a watermark (:func:`compact`, with
 the other rollups' merges between commits: nothing on the commit path; ≈60-160 ms a
@@ -33,16 +36,16 @@ integers). That is every pair with an event out of order in a window no longer t
 a higher sequence, so between the two some row of the pair is lower than the row just
 before it — both inside the window, so that row was compared with its predecessor (in
 its merge, or within the lookback before it), unless one of them came late, and a late
-row is here itself. Rows of other events of the same hashes, and an event record that
-the raw rows count as the span it stands for, only add pairs to read; the exact pass
-over their raw rows decides (reading them at the start times of the keys of those
-pairs' events instead of by hash measured no faster). Where a window holds
+row is here itself. An event record that the raw rows count as the span it stands for
+is the same delivery at the same time under the same keys, so it changes no first
+processing. :mod:`._order` then finds the events out of order on these keys alone, and
+reads raw only the deliveries it names (a page's twenty). Where a window holds
 deliveries without a publish time (the raw rows resolve them through their producers:
 queries/latency_rollup.py ``all_published``), is longer than the lookback, or starts
 before the keys are complete, the pairs are found on the raw rows as before.
 
-Used only from ``order_keys_from`` (``eventscope_meta``), which retention moves, and up to
-``order_keys_merged_to``. Not merged on DuckLake (several collectors write there, and the
+Used only from ``order_fingerprints_from`` (``eventscope_meta``), which retention moves,
+and up to ``order_keys_merged_to``. Not merged on DuckLake (several collectors write there, and the
 other rollups are not merged either): there a window's keys are all compared at the
 read, as the newest minutes are.
 """
@@ -73,7 +76,7 @@ __all__ = [
     "ORDER_KEY_TABLES",
     "compact",
     "falling_keys",
-    "key_sql",
+    "fingerprint_sql",
     "keys_from",
     "merged_to",
     "rollup_commit",
@@ -82,7 +85,7 @@ __all__ = [
 
 #: The rollup's tables (not public).
 ORDER_KEY_TABLES = ("eventscope_order_keys", "eventscope_order_falls")
-_META = "order_keys_from"
+_META = "order_fingerprints_from"
 _MERGED_TO = "order_keys_merged_to"
 _MINUTE_NS = 60 * 10**9
 #: A merged row is compared with the rows of its pair this long before its merge: the
@@ -90,18 +93,26 @@ _MINUTE_NS = 60 * 10**9
 LOOKBACK_NS = 6 * 3600 * 10**9
 
 
-def key_sql(*columns: str) -> str:
-    """The SQL of the 32-bit hash of ``columns`` that the keys hold (an entity key:
-    ``key_sql("entity_id", group)``; an event key: ``key_sql("message_id", group)``)."""
-    return f"(hash({', '.join(columns)}) % 4294967296)::UINTEGER"
+def fingerprint_sql(column: str, group: str) -> str:
+    """The SQL of the 128-bit fingerprint of (``column``, ``group``) that the keys hold: an
+    entity key is ``fingerprint_sql("entity_id", group)``, an event key
+    ``fingerprint_sql("message_id", group)``. The MD5 of the pair written unambiguously
+    (the first's length, then both), as a UUID: two pairs share one by chance with a
+    probability of about n² / 2¹²⁹ — none in any window a collector will ever hold — so
+    out of order is read from the keys alone, and only the rows shown are looked up raw
+    (:mod:`._order`). ≈0.22 µs a key on this machine. (MD5 as a 128-bit integer,
+    UHUGEINT or HUGEINT, costs half as much, but on DuckLake with its catalog in
+    PostgreSQL the reads joining such columns missed rows: tests/queries/test_ledger_fuzz.py's
+    lake test; not looked into further.)"""
+    return f"md5(length({column})::VARCHAR || ':' || {column} || {group})::UUID"
 
 
 _GROUP = "coalesce(consumer_group, service_name)"
 # The keys of rows ({rows}: start_time, message_id, entity_id, entity_sequence,
 # consumer_group, service_name, and the outcome as the deliveries' SQL reads it).
 _KEY_ROWS = f"""
-SELECT start_time, {key_sql("entity_id", _GROUP)} AS entity_key,
-       {key_sql("message_id", _GROUP)} AS event_key, entity_sequence
+SELECT start_time, {fingerprint_sql("entity_id", _GROUP)} AS entity_key,
+       {fingerprint_sql("message_id", _GROUP)} AS event_key, entity_sequence
 FROM {{rows}} WHERE outcome = 'ok'
 """
 _INSERT = "INSERT INTO eventscope_order_keys" + _KEY_ROWS
@@ -292,7 +303,7 @@ def merged_to(cursor: duckdb.DuckDBPyConnection) -> int:
 
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
     """After retention removed what started before ``cutoff``: remove the keys and falls
-    of that time, and move ``order_keys_from`` to the next minute."""
+    of that time, and move ``order_fingerprints_from`` to the next minute."""
     start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
     counts = delete_before(cursor, [(table, "start_time", cutoff) for table in ORDER_KEY_TABLES])
     move_complete_from(cursor, _META, start)

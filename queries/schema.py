@@ -257,8 +257,35 @@ def _attributes_compression(connection: duckdb.DuckDBPyConnection) -> str:
     return ""
 
 
+# The order keys' column type before their fingerprints (queries/order_keys.py).
+_ORDER_KEY_TYPE = """
+SELECT data_type FROM duckdb_columns()
+WHERE table_name = 'eventscope_order_keys' AND column_name = 'entity_key'
+  AND database_name = current_database() AND schema_name = current_schema()
+"""
+
+
+def _drop_hashed_order_keys(connection: duckdb.DuckDBPyConnection) -> None:
+    """Drop the order keys of a file that keyed them by 32-bit hashes (before 2026-12-07):
+    made again below with fingerprints, and filled from the stored rows by the order keys'
+    build (their ``eventscope_meta`` mark is under a new name, so readers of the file
+    before that read out of order raw)."""
+    row = connection.execute(_ORDER_KEY_TYPE).fetchone()
+    if row is None or row[0] == "UUID":
+        return
+    connection.execute("BEGIN TRANSACTION")
+    connection.execute("DROP TABLE eventscope_order_falls")
+    connection.execute("DROP TABLE eventscope_order_keys")
+    connection.execute(
+        "DELETE FROM eventscope_meta WHERE key IN "
+        "('order_keys_from', 'order_fingerprints_from', 'order_keys_merged_to')"
+    )
+    connection.execute("COMMIT")
+
+
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     """Create the public tables and views if missing, and record the schema version."""
+    _drop_hashed_order_keys(connection)
     connection.execute(
         SCHEMA_SQL.replace(_ATTRIBUTES_COMPRESSION, _attributes_compression(connection))
     )

@@ -262,14 +262,14 @@ CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
 -- the writer, so that out of order does not sort a window's deliveries.
 CREATE TABLE IF NOT EXISTS eventscope_order_keys (
     start_time          TIMESTAMP_NS NOT NULL,
-    entity_key          UINTEGER NOT NULL,      -- hash of (entity id, group), 32 bits
-    event_key           UINTEGER NOT NULL,      -- hash of (event id, group), 32 bits
+    entity_key          UUID NOT NULL,          -- fingerprint of (entity id, group), 128 bits
+    event_key           UUID NOT NULL,          -- fingerprint of (event id, group), 128 bits
     entity_sequence     BIGINT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS eventscope_order_falls (
     start_time          TIMESTAMP_NS NOT NULL,
-    entity_key          UINTEGER NOT NULL
+    entity_key          UUID NOT NULL
 );
 
 -- Not public: listed events with key rows that arrived after their minute was merged

@@ -280,7 +280,8 @@ def test_out_of_order_is_the_definitions_on_random_traffic(seed: int) -> None:
 def test_out_of_order_from_the_order_keys_is_the_definitions() -> None:
     """The pairs to read exactly found from the writer's order keys (queries/order_keys.py:
     where sequences fall, merged at random while rows arrive, some of them late, and the
-    newest minutes compared at the read) give the definition's answer, over windows cut
+    newest minutes compared at the read), and then the events out of order found on the
+    keys alone, give the definition's answer, in the raw read's order, over windows cut
     anywhere: on traffic whose clients all carry the publish time (the rollup answers
     those windows), for as many seeds as the other tests run."""
     answered = 0
@@ -298,8 +299,11 @@ def test_out_of_order_from_the_order_keys_is_the_definitions() -> None:
             assert {(r.entity_id, r.consumer_group, r.event_id) for r in found} == _reordered(
                 cursor, window
             ), (seed, window)
-            raw = without_rollup(cursor, "order_keys_from", out_of_order, **window)
+            raw = without_rollup(cursor, "order_fingerprints_from", out_of_order, **window)
             assert found == raw, (seed, window)
+            # the events page's count and page, from the keys: that slice of the answer
+            total, page = out_of_order_page(cursor, **window, offset=1, limit=4)
+            assert (total, page) == (len(found), found[1:5]), (seed, window)
         cursor.close()
     assert answered >= 4 * SEEDS  # (a window before the traffic's first minute is read raw)
 
@@ -502,7 +506,9 @@ def _same_reads(
         totals = [sum(getattr(b, f) for b in summary.activity) for f in _ACTIVITY]
         assert totals == [sum(getattr(b, f) for b in exact.activity) for f in _ACTIVITY]
         reordered = out_of_order(cursor, **window)
-        assert reordered == without_rollup(cursor, "order_keys_from", out_of_order, **window)
+        assert reordered == without_rollup(
+            cursor, "order_fingerprints_from", out_of_order, **window
+        )
 
 
 def _tree(cursor: duckdb.DuckDBPyConnection, root: str) -> str:

@@ -1,6 +1,6 @@
 """The order keys (queries/order_keys.py): the benchmark's traffic as the collector's
 writer keeps them, merged or not, answers out of order as the raw rows do; a file
-written before them is keyed on open."""
+written before them, or keyed by 32-bit hashes, is keyed on open."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import random
 from pathlib import Path
 
 import duckdb
+import pytest
 from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
+from eventscope.queries import _order as order_module
 from eventscope.queries import out_of_order
 from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
@@ -76,7 +78,7 @@ def test_a_file_keyed_before_the_order_keys_is_keyed_on_open(tmp_path: Path) -> 
     # as a file from before the order keys: no table rows, no mark
     for table in ORDER_KEY_TABLES:
         cursor.execute(f"DELETE FROM {table}")
-    cursor.execute("DELETE FROM eventscope_meta WHERE key LIKE 'order_keys%'")
+    cursor.execute("DELETE FROM eventscope_meta WHERE key LIKE 'order_%'")
     cursor.close()
     Database.open(Settings(db=str(path))).close()
     cursor = duckdb.connect(str(path))
@@ -85,15 +87,18 @@ def test_a_file_keyed_before_the_order_keys_is_keyed_on_open(tmp_path: Path) -> 
         with Sources(cursor, **window) as src:
             assert _rolled(cursor, src) is not None, window
         assert out_of_order(cursor, **window) == answer
-        assert without_rollup(cursor, "order_keys_from", out_of_order, **window) == answer
+        assert without_rollup(cursor, "order_fingerprints_from", out_of_order, **window) == answer
     cursor.close()
 
 
-def test_the_benchmark_traffic_from_the_order_keys(traffic: Path, tmp_path: Path) -> None:
+def test_the_benchmark_traffic_from_the_order_keys(
+    traffic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The traffic's keys as the writer wrote them (12,000 requests, ≈3.5 minutes, with
     entities processed out of order), read before any merge (every minute compared at the
     read) and after the merge of all but the newest two minutes, run until nothing is due
-    (``compact`` says how many minutes it merged)."""
+    (``compact`` says how many minutes it merged); the rows the keys name read at their
+    times, and (as for more than a few thousand) from the window's deliveries."""
     path = tmp_path / "traffic.duckdb"
     path.write_bytes(traffic.read_bytes())
     cursor = duckdb.connect(str(path))
@@ -118,7 +123,66 @@ def test_the_benchmark_traffic_from_the_order_keys(traffic: Path, tmp_path: Path
             with Sources(cursor, **window) as src:
                 assert _rolled(cursor, src) is not None, window
             answer = out_of_order(cursor, **window)
-            assert answer == without_rollup(cursor, "order_keys_from", out_of_order, **window)
+            assert answer == without_rollup(
+                cursor, "order_fingerprints_from", out_of_order, **window
+            )
+            with monkeypatch.context() as patched:
+                patched.setattr(order_module, "_AT_MOST", 0)
+                assert out_of_order(cursor, **window) == answer
             found += len(answer)
     assert found
+    cursor.close()
+
+
+def test_a_file_keyed_by_hashes_is_read_raw_until_keyed_again_on_open(tmp_path: Path) -> None:
+    """A file whose order keys are 32-bit hashes (before 2026-12-07, marked
+    ``order_keys_from``): this version's reads do not take them for fingerprints (they read
+    raw), and the collector's open keys it again with fingerprints."""
+    commits = _commits(random.Random(8))
+    path = tmp_path / "hashed.duckdb"
+    write_commits(path, commits).close()
+    window = {"since_ns": BASE, "until_ns": BASE + 12 * MINUTE}
+    cursor = duckdb.connect(str(path))
+    answer = out_of_order(cursor, **window)
+    assert answer
+    cursor.execute("DROP TABLE eventscope_order_falls")
+    cursor.execute("DROP TABLE eventscope_order_keys")
+    cursor.execute(
+        "CREATE TABLE eventscope_order_keys (start_time TIMESTAMP_NS NOT NULL, "
+        "entity_key UINTEGER NOT NULL, event_key UINTEGER NOT NULL, "
+        "entity_sequence BIGINT NOT NULL)"
+    )
+    cursor.execute(
+        "CREATE TABLE eventscope_order_falls (start_time TIMESTAMP_NS NOT NULL, "
+        "entity_key UINTEGER NOT NULL)"
+    )
+    cursor.execute(  # every delivery's keys as the old writer wrote them
+        "INSERT INTO eventscope_order_keys SELECT start_time, "
+        "(hash(entity_id, consumer_group) % 4294967296)::UINTEGER, "
+        "(hash(message_id, consumer_group) % 4294967296)::UINTEGER, entity_sequence "
+        "FROM spans WHERE kind = 'consumer'"
+    )
+    cursor.execute("DELETE FROM eventscope_meta WHERE key LIKE 'order_%'")
+    cursor.execute(
+        "INSERT INTO eventscope_meta VALUES ('order_keys_from', '0'), "
+        "('order_keys_merged_to', $merged)",
+        {"merged": str(BASE + 11 * MINUTE)},
+    )
+    cursor.close()
+    cursor = duckdb.connect(str(path), read_only=True)
+    with Sources(cursor, **window) as src:
+        assert _rolled(cursor, src) is None  # not this version's keys: raw
+    assert out_of_order(cursor, **window) == answer
+    cursor.close()
+    Database.open(Settings(db=str(path))).close()
+    cursor = duckdb.connect(str(path), read_only=True)
+    [(kind,)] = cursor.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE table_name = 'eventscope_order_keys' "
+        "AND column_name = 'event_key'"
+    ).fetchall()
+    assert kind == "UUID"
+    assert cursor.execute("SELECT count(*) FROM eventscope_order_keys").fetchone() == (400,)
+    with Sources(cursor, **window) as src:
+        assert _rolled(cursor, src) is not None
+    assert out_of_order(cursor, **window) == answer
     cursor.close()
