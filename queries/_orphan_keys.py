@@ -143,12 +143,18 @@ def orphan_keys(
             # deliveries is thousands of such events)
             bound, bounds = "", {}
             state = index_state(cursor)
+            found = None
             if state.complete:
                 found = event_range(cursor, keys, keyed=state.keyed, table=scratch.table)
                 if found is not None:
                     bound, bounds = _BOUND, {"first": found[0], "last": found[1]}
-            sql = _PUBLISHED.format(keys=listed, bound=bound)
-            published = set(cursor.execute(sql, bounds).fetchall())
+            # every row of those events inside the window: none is a publish (the window's
+            # publishes are all keyed, and theirs matched none), so none is looked up (an
+            # hour's 35 such events at 100 M spans a day: 18-62 ms)
+            inside = found is not None and params["since"] <= found[0] <= found[1] < params["until"]
+            if not inside:
+                sql = _PUBLISHED.format(keys=listed, bound=bound)
+                published = set(cursor.execute(sql, bounds).fetchall())
         pairs = zip(*unmatched.to_pydict().values(), strict=True)
         orphans = sorted(pair for pair in pairs if pair not in published)
         events = pa.table(
