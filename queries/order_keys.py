@@ -42,12 +42,12 @@ processing. :mod:`._order` then finds the events out of order on these keys alon
 reads raw only the deliveries it names (a page's twenty). Where a window holds
 deliveries without a publish time (the raw rows resolve them through their producers:
 queries/latency_rollup.py ``all_published``), is longer than the lookback, or starts
-before the keys are complete, the pairs are found on the raw rows as before.
+before the keys are complete, out of order is read on the raw rows as before.
 
 Used only from ``order_fingerprints_from`` (``eventscope_meta``), which retention moves,
-and up to ``order_keys_merged_to``. Not merged on DuckLake (several collectors write there, and the
-other rollups are not merged either): there a window's keys are all compared at the
-read, as the newest minutes are.
+and up to ``order_keys_merged_to``. Not merged on DuckLake (several collectors write
+there, and the other rollups are not merged either): there a window's keys are all
+compared at the read, as the newest minutes are.
 """
 
 from __future__ import annotations
