@@ -302,25 +302,23 @@ def _named(
     """The rows (:data:`_NAMED`) of the keys in the temporary table ``wanted``
     (:data:`_KEYED_AHEAD`), read raw at their times only."""
     times = cursor.execute(_WANTED_TIMES.format(wanted=wanted)).to_arrow_table()
-    since, until = window["since"], window["until"]
-    if times.num_rows > _AT_MOST:
-        with Sources(cursor, since_ns=since, until_ns=until, published=True) as named:
-            at = named.register(times)
-            deliveries = (
-                f"SELECT * FROM ({named.deliveries}) WHERE start_time IN (SELECT t FROM {at})"
-            )
-            sql = _NAMED.format(deliveries=deliveries, wanted=wanted)
-            return cursor.execute(sql, named.params).fetchall()
-    at_times = RowTimes(times, NO_TIMES, idless=False)
+    joined = times.num_rows > _AT_MOST
+    at = None if joined else RowTimes(times, NO_TIMES, idless=False)
     with Sources(
         cursor,
-        since_ns=since,
-        until_ns=until,
+        since_ns=window["since"],
+        until_ns=window["until"],
         published=True,
-        at=at_times,
+        at=at,
         at_columns=("entity_id", "entity_sequence"),
     ) as named:
-        sql = _NAMED.format(deliveries=named.deliveries, wanted=wanted)
+        deliveries = named.deliveries
+        if joined:
+            listed = named.register(times)
+            deliveries = (
+                f"SELECT * FROM ({deliveries}) WHERE start_time IN (SELECT t FROM {listed})"
+            )
+        sql = _NAMED.format(deliveries=deliveries, wanted=wanted)
         return cursor.execute(sql, named.params).fetchall()
 
 
