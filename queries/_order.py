@@ -285,13 +285,14 @@ def _keyed(
         return 0, []
     shown = f"(SELECT * FROM {late} ORDER BY {_KEYED_ORDER}"
     bounds: dict[str, int] = {}
+    count = total  # (each late row has one row processed ahead of it: its running max's)
     if page is not None:
         shown += " LIMIT $limit OFFSET $offset"
         bounds = {"offset": page[0], "limit": page[1]}
-    wanted = scratch.query(_KEYED_AHEAD.format(late=shown + ")", processed=processed), bounds)
-    [(count,)] = cursor.execute(f"SELECT count(*) FROM {wanted}").fetchall()
+        count = max(0, min(page[1], total - page[0]))
     if not count:
         return total, []
+    wanted = scratch.query(_KEYED_AHEAD.format(late=shown + ")", processed=processed), bounds)
     rows = _named(cursor, window, wanted)
     return None if len(rows) != count else (total, rows)
 
