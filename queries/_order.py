@@ -19,7 +19,7 @@ from ._gc import gc_paused
 from ._records import OutOfOrderDelivery, VersionCount, VersionMix, positional
 from ._sources import Sources
 from .ledger_keys import NO_TIMES, RowTimes
-from .order_keys import falling_keys, fingerprint_sql
+from .order_keys import LateParts, fingerprint_sql, late_parts
 
 __all__ = ["out_of_order", "out_of_order_page", "version_mix"]
 
@@ -135,11 +135,12 @@ SELECT DISTINCT k, h FROM rows SEMI JOIN falling USING (k)
 # From the order keys (queries/order_keys.py), where they answer for the window: the same
 # passes on the keys alone, whose 128-bit fingerprints stand for (entity, group) and
 # (event, group) as the text does (no two share one by chance in any window a collector
-# holds). {pairs} holds the candidate pairs (``k``) and their events (``h``) from the keys'
-# falls. An hour at 100 M spans a day, the count and a page: the pass read every delivery
-# of the candidates' events raw (≈9 % of the hour's, in every row group of it: ≈300 ms on
-# one thread, most of the events page's ≈430 ms read); on the keys the whole read is
-# ≈180-230 ms on one thread (≈135 on two), only the page's rows read raw (:data:`_NAMED`).
+# holds), for the pairs the keys' bounds do not answer for. {pairs} holds those pairs
+# (``k``) and their events (``h``): late_parts' (the rest it counted). An hour at 100 M
+# spans a day, the count and a page: the pass read every delivery of the candidates'
+# events raw (≈9 % of the hour's, in every row group of it: ≈300 ms on one thread); on the
+# keys, every pair where a sequence fell (≈70,000), ≈180-230 ms; since the bounds
+# (2026-12-07), ≈70 ms, only the page's rows read raw (:data:`_NAMED`).
 _KEYED_PROCESSED = """
 SELECT f.k AS entity_key, event_key, f.q AS entity_sequence, f.s AS start_time FROM (
     SELECT event_key, min({{'s': start_time, 'k': entity_key, 'q': entity_sequence}}) AS f
@@ -273,23 +274,24 @@ def _keyed(
     the rows of those of ``page`` ((offset, limit); None: all of them), in order; None
     where the keys do not answer for the window (or, which should not happen, a row the
     keys name is not found raw: the raw pass then decides)."""
-    pairs = _rolled(cursor, src)
-    if pairs is None:
+    parts = _rolled(cursor, src, None if page is None else page[0] + page[1])
+    if parts is None:
         return None
     window = {"since": src.params["since"], "until": src.params["until"]}
     scratch = src.scratch
-    processed = scratch.query(_KEYED_PROCESSED.format(pairs=pairs), window)
+    processed = scratch.query(_KEYED_PROCESSED.format(pairs=parts.pairs), window)
     late = scratch.query(_KEYED_LATE.format(processed=processed), {})
-    [(total,)] = cursor.execute(f"SELECT count(*) FROM {late}").fetchall()
-    if not total:
-        return 0, []
+    [(read,)] = cursor.execute(f"SELECT count(*) FROM {late}").fetchall()
+    total = parts.counted + read
+    # The rows the bounds counted come after the page (late_parts reads the pairs of the
+    # first ones exactly): the page is a slice of the rows read exactly.
     shown = f"(SELECT * FROM {late} ORDER BY {_KEYED_ORDER}"
     bounds: dict[str, int] = {}
-    count = total  # (each late row has one row processed ahead of it: its running max's)
+    count = read  # (each late row has one row processed ahead of it: its running max's)
     if page is not None:
         shown += " LIMIT $limit OFFSET $offset"
         bounds = {"offset": page[0], "limit": page[1]}
-        count = max(0, min(page[1], total - page[0]))
+        count = max(0, min(page[1], read - page[0]))
     if not count:
         return total, []
     wanted = scratch.query(_KEYED_AHEAD.format(late=shown + ")", processed=processed), bounds)
@@ -340,14 +342,17 @@ def _candidates(
     return statement.format(deliveries=src.deliveries, filters=filters, keys=keys, **_HASHES)
 
 
-def _rolled(cursor: duckdb.DuckDBPyConnection, src: Sources) -> str | None:
-    """The candidate pairs from queries/order_keys.py (a temporary table of ``k``, ``h``),
-    or None where it cannot answer for the window: there, or where the window holds
-    deliveries without a publish time (resolved through their producers, so not keyed)."""
+def _rolled(
+    cursor: duckdb.DuckDBPyConnection, src: Sources, shown: int | None = None
+) -> LateParts | None:
+    """What queries/order_keys.py gives for the window (the first ``shown`` rows among
+    those read exactly; None: all), or None where it cannot answer for the window: there,
+    or where the window holds deliveries without a publish time (resolved through their
+    producers, so not keyed)."""
     since, until = src.params["since"], src.params["until"]
     if not src.published:
         return None
-    return falling_keys(cursor, src.scratch, since, until)
+    return late_parts(cursor, src.scratch, since, until, shown)
 
 
 def _out_of_order(row: tuple[Any, ...]) -> OutOfOrderDelivery:

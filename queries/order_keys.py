@@ -1,59 +1,74 @@
-"""Every successful delivery that names an entity and a sequence, as integers, and where
-an (entity, group)'s sequence falls: a rollup, so that finding a window's events
-processed out of order (:mod:`._order`) does not sort the window's deliveries.
+"""Every successful delivery that names an entity and a sequence, as integers, and which
+of them a window holds out of order: a rollup, so that finding a window's events processed
+out of order (:mod:`._order`) does not sort the window's deliveries.
 
-:func:`._order.out_of_order` first finds the (entity, group) pairs that may hold an event
-processed out of order, then those pairs' events out of order, here. Finding them over
-raw rows hashed every successful delivery of the window's text columns and sorted them
-all per pair, to compare each with the one before it: an hour at 100 M spans a day
-(≈1.5 M deliveries) took ≈0.3 s of the read's ≈0.5. The writer keeps, in the same
-transaction as the rows (≈5 ms of a 310 ms commit of 11,000 such deliveries with 32-bit
-hashes, ≈8 ms more with the fingerprints; ≈4 % more file, ≈7 % with them):
+The definition (:mod:`._order`): per (entity, consumer group) — a *pair* — an event is
+processed at its first ``ok`` delivery in the window, and out of order where an event of
+the same pair with a higher sequence was processed before it in the window. Over raw rows
+that hashed every successful delivery of the window's text columns and sorted them all
+per pair (an hour at 100 M spans a day, ≈1.5 M deliveries: ≈0.3 s of the read's ≈0.5).
+The writer keeps, in the same transaction as the rows:
 
 - ``eventscope_order_keys``: per successful delivery (a consumer span carrying its
   publish time, or a ``deliver`` event record; outcome ``ok`` as the deliveries' SQL reads
   it) with an event id, an entity id and a sequence: its start, a 128-bit fingerprint of
-  its (entity, group) (``entity_key``) and of its (event, group) (``event_key``,
+  its pair (``entity_key``) and of its (event, group) (``event_key``,
   :func:`fingerprint_sql`), and its sequence. In arrival order, so zone maps on the start
-  prune a window. (32-bit hashes until 2026-12-07: those only found the pairs to read,
-  and the read then went through the raw rows of all their events; a file keyed so is
-  keyed again on open, queries/schema.py.)
+  prune a window. (≈5 ms of a 310 ms commit of 11,000 such deliveries with 32-bit hashes,
+  ≈8 ms more with the fingerprints; ≈7 % more file.)
 
 and, merging the keys a few minutes at a time behind a watermark (:func:`compact`, with
-the other rollups' merges between commits: nothing on the commit path; ≈60-160 ms a
-minute at 100 M spans a day, most of it reading the lookback's keys) once a minute is
-two minutes older than the newest key:
+the other rollups' merges between commits: nothing on the commit path) once a minute is
+two minutes older than the newest key, each merged row compared with the rows of its pair
+and of its event in the :data:`LOOKBACK_NS` before (:data:`_AROUND`):
 
-- ``eventscope_order_falls``: the (start, entity key) of each merged row whose sequence is
-  lower than the row just before it of its key in the merged minutes, or than any row of
-  its key in the :data:`LOOKBACK_NS` before them. A commit's rows of minutes merged
-  already (late spans) are added here whatever their sequence, in its transaction.
+- ``eventscope_order_late``: each merged row that some window holds out of order, with
+  two bounds: ``ahead``, the start of the latest earlier row of its pair with a higher
+  sequence, and ``previous``, the start of its event's delivery just before it (none: its
+  first). A window that starts at ``since`` and holds the row holds it out of order
+  exactly when ``ahead >= since`` and ``previous`` is none or ``< since``: the row is then
+  its event's first delivery in the window (its processing), and the row sequenced higher
+  is in the window before it, and so is the first delivery of that row's event, which
+  names the same pair and sequence (an event's rows agree, or they are in the next
+  table): an event of the pair sequenced higher processed before it.
+- ``eventscope_order_exact``: the pairs those bounds cannot answer for, at the times of
+  the rows that make them so (a window holding such a time reads the pair exactly, below):
+  every row of an event whose deliveries name two pairs or sequences (an event amended
+  between attempts: its first delivery to a group says which); the merged rows of a pair
+  with more than :data:`CROWDED` rows in the merge and its lookback (each row is compared
+  with every earlier one of its pair sequenced higher, which would grow with their
+  square); and each row that arrives after its minute was merged (``arrived_late``: it was
+  compared with nothing, and a window holding it also reads exactly the pairs of the
+  other deliveries of its event).
 
-A window's pairs to read are then those with a row here inside it, and, in its newest
-minutes not merged yet, those the same comparison finds there (a few minutes of
-integers). That is every pair with an event out of order in a window no longer than
-:data:`LOOKBACK_NS`: such an event has an earlier row of its pair inside the window with
-a higher sequence, so between the two some row of the pair is lower than the row just
-before it — both inside the window, so that row was compared with its predecessor (in
-its merge, or within the lookback before it), unless one of them came late, and a late
-row is here itself. An event record that the raw rows count as the span it stands for
-is the same delivery at the same time under the same keys, so it changes no first
-processing. :mod:`._order` then finds the events out of order on these keys alone, and
-reads raw only the deliveries it names (a page's twenty). Where a window holds
-deliveries without a publish time (the raw rows resolve them through their producers:
-queries/latency_rollup.py ``all_published``), is longer than the lookback, or starts
-before the keys are complete, out of order is read on the raw rows as before.
+A window's events out of order (:func:`late_parts`) are then the rows of
+``eventscope_order_late`` in its merged minutes that those bounds say, but for the pairs
+read exactly: those marked in the window, those of the rows shown (a page's twenty: their
+event processed ahead is looked up), and, in the newest minutes not merged yet, every pair
+with a row lower than an earlier row of the pair in the window (an event out of order
+there is in such a pair). Those pairs' rows are read from the keys and the definition
+applied to them (an event's first delivery may name another pair, so it is taken from
+all of the event's rows). An event record that the raw rows count as the span it stands
+for is the same delivery at the same time under the same keys, so it changes no first
+processing. Where a window holds deliveries without a publish time (the raw rows resolve
+them through their producers: queries/latency_rollup.py ``all_published``), is longer than
+the lookback, or starts before the keys are complete, out of order is read on the raw rows.
 
-Used only from ``order_fingerprints_from`` (``eventscope_meta``), which retention moves,
-and up to ``order_keys_merged_to``. Not merged on DuckLake (several collectors write
-there, and the other rollups are not merged either): there a window's keys are all
-compared at the read, as the newest minutes are.
+Until 2026-12-07 the merge kept only where a pair's sequence fell (``eventscope_order_falls``)
+and every such pair of a window was read exactly: an hour at 100 M spans a day, ≈70,000
+pairs and their ≈140,000 events, ≈0.2 s on one thread. A file kept so is keyed again on
+open (queries/schema.py).
+
+Used only from ``order_late_from`` (``eventscope_meta``), which retention moves, and up
+to ``order_keys_merged_to``. Not merged on DuckLake (several collectors write there, and
+the other rollups are not merged either): there a window's keys are all read as the
+newest minutes are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -72,20 +87,22 @@ from ._scratch import Scratch, registered
 from .ledger_keys import outcomes
 
 __all__ = [
+    "CROWDED",
     "LOOKBACK_NS",
     "ORDER_KEY_TABLES",
+    "LateParts",
     "compact",
-    "falling_keys",
     "fingerprint_sql",
     "keys_from",
+    "late_parts",
     "merged_to",
     "rollup_commit",
     "trim",
 ]
 
 #: The rollup's tables (not public).
-ORDER_KEY_TABLES = ("eventscope_order_keys", "eventscope_order_falls")
-_META = "order_fingerprints_from"
+ORDER_KEY_TABLES = ("eventscope_order_keys", "eventscope_order_late", "eventscope_order_exact")
+_META = "order_late_from"
 _MERGED_TO = "order_keys_merged_to"
 _MINUTE_NS = 60 * 10**9
 #: A merged row is compared with the rows of its pair this long before its merge: the
@@ -145,32 +162,78 @@ SELECT * FROM (
       AND entity_sequence IS NOT NULL
 ) ORDER BY start_time
 """
-# The rows of [$low, $high) whose sequence is lower than the row just before it of its
-# key there, or than a row of its key in [$back, $low) ({rows}: the first, a table; {low}
-# and {back}: the parameters' names), in time order (zone maps: a window's rows are read
-# alone; the backfill's, in key order, left every read scanning all of them).
-_FALLS = """
-SELECT r.start_time, r.entity_key FROM (
-    SELECT start_time, entity_key, entity_sequence, lag(entity_sequence) OVER (
-        PARTITION BY entity_key ORDER BY start_time, entity_sequence) AS just_before
-    FROM {rows}
-) r LEFT JOIN (
-    SELECT entity_key, max(entity_sequence) AS highest FROM eventscope_order_keys
-    WHERE start_time >= make_timestamp_ns({back}) AND start_time < make_timestamp_ns({low})
-      AND entity_key IN (SELECT entity_key FROM {rows})
-    GROUP BY entity_key
-) b USING (entity_key)
-WHERE r.entity_sequence < greatest(r.just_before, b.highest)
-ORDER BY r.start_time
-"""
-_BOUNDS = {"low": "$low", "back": "$back"}
-_RANGE = """
-SELECT start_time, entity_key, entity_sequence FROM eventscope_order_keys
+#: A pair with more rows than this in a merge's minutes and their lookback is read
+#: exactly in the windows holding its merged rows (``eventscope_order_exact``).
+CROWDED = 64
+# The minutes merged ([$low, $high)): their keys, numbered.
+_CHUNK = """
+SELECT row_number() OVER () AS n, start_time, entity_key, event_key, entity_sequence
+FROM eventscope_order_keys
 WHERE start_time >= make_timestamp_ns($low) AND start_time < make_timestamp_ns($high)
 """
-_LATE = f"""
-INSERT INTO eventscope_order_falls
-SELECT start_time, entity_key FROM ({_KEY_ROWS})
+# Those rows ({chunk}) and, in [$back, $low), the rows of their pairs and of their events:
+# two scans, whose few rows are told apart after (an OR of both conditions in one scan
+# took 2.4 times as long, and leaving the pairs' rows out of the second scan 1.3 times).
+_AROUND = """
+SELECT n, start_time, entity_key, event_key, entity_sequence FROM {chunk}
+UNION ALL
+SELECT NULL, * FROM (
+    SELECT start_time, entity_key, event_key, entity_sequence FROM eventscope_order_keys
+    WHERE start_time >= make_timestamp_ns($back) AND start_time < make_timestamp_ns($low)
+      AND entity_key IN (SELECT entity_key FROM {chunk})
+    UNION
+    SELECT start_time, entity_key, event_key, entity_sequence FROM eventscope_order_keys
+    WHERE start_time >= make_timestamp_ns($back) AND start_time < make_timestamp_ns($low)
+      AND event_key IN (SELECT event_key FROM {chunk})
+)
+"""
+# The merged rows' events whose rows ({around}) name two pairs or sequences.
+_MIXED = """
+SELECT event_key FROM {around} WHERE event_key IN (SELECT event_key FROM {chunk})
+GROUP BY event_key
+HAVING min(entity_key) <> max(entity_key) OR min(entity_sequence) <> max(entity_sequence)
+"""
+# Pairs with more than $crowded rows around.
+_CROWDED = "SELECT entity_key FROM {around} GROUP BY entity_key HAVING count(*) > $crowded"
+# Every row around of those events, and the merged rows of those pairs: read exactly.
+_MARKS = """
+INSERT INTO eventscope_order_exact
+SELECT start_time, entity_key, event_key, false FROM (
+    SELECT start_time, entity_key, event_key FROM {around}
+    WHERE event_key IN (SELECT event_key FROM {mixed})
+    UNION ALL
+    SELECT start_time, entity_key, event_key FROM {chunk}
+    WHERE entity_key IN (SELECT entity_key FROM {crowded})
+      AND event_key NOT IN (SELECT event_key FROM {mixed})
+) ORDER BY start_time
+"""
+# The other merged rows with an earlier row of their pair sequenced higher, with the bounds
+# (the module's text): ``previous`` in the order the read takes an event's first delivery
+# in (start, pair, sequence), so that of two equal rows one is its first.
+_LATE_ROWS = """
+INSERT INTO eventscope_order_late
+WITH ahead AS (
+    SELECT r.n, max(s.start_time) AS ahead
+    FROM {chunk} r JOIN {around} s
+      ON s.entity_key = r.entity_key AND s.start_time < r.start_time
+     AND s.entity_sequence > r.entity_sequence
+    WHERE r.entity_key NOT IN (SELECT entity_key FROM {crowded})
+      AND r.event_key NOT IN (SELECT event_key FROM {mixed})
+    GROUP BY r.n
+), previous AS (
+    SELECT n, lag(start_time) OVER (
+        PARTITION BY event_key ORDER BY start_time, entity_key, entity_sequence) AS previous
+    FROM {around}
+    WHERE event_key IN (SELECT event_key FROM {chunk} SEMI JOIN ahead USING (n))
+)
+SELECT r.start_time, r.entity_key, r.event_key, r.entity_sequence, a.ahead, p.previous
+FROM {chunk} r JOIN ahead a USING (n) JOIN previous p USING (n)
+ORDER BY r.start_time
+"""
+# A commit's rows of minutes merged already: compared with nothing, read exactly.
+_ARRIVED_LATE = f"""
+INSERT INTO eventscope_order_exact
+SELECT start_time, entity_key, event_key, true FROM ({_KEY_ROWS})
 WHERE start_time < make_timestamp_ns($merged)
 """
 
@@ -192,8 +255,8 @@ def rollup_commit(connection: duckdb.DuckDBPyConnection, tables: Mapping[str, pa
         connection.execute(_INSERT.format(rows=incoming))
         merged = merged_to(connection)
         earliest = pc.min(picked["start_time"]).cast(pa.int64()).as_py()
-        if earliest < merged:  # late: a pair to read wherever they are in a window
-            connection.execute(_LATE.format(rows=incoming), {"merged": merged})
+        if earliest < merged:  # late: a pair to read exactly in a window holding them
+            connection.execute(_ARRIVED_LATE.format(rows=incoming), {"merged": merged})
 
 
 def _picked(
@@ -220,79 +283,164 @@ def _picked(
 
 def compact(connection: duckdb.DuckDBPyConnection, max_minutes: int = 5) -> int:
     """Compare the keys of up to ``max_minutes`` minutes after the watermark, and older
-    than the newest minute by two, with those before them (:data:`_FALLS`); move the
+    than the newest minute by two, with those around them (:func:`_merge`); move the
     watermark past them. Returns how many minutes it merged (0: none was due, so a loop
     calling it until 0 catches up). On the writer's connection."""
     due = due_minutes(connection, "eventscope_order_keys", merged_to(connection), max_minutes)
     if due is None:
         return 0
     low, high = due
-    with transaction(connection), Scratch(connection) as scratch:
-        rows = scratch.query(_RANGE, {"low": low, "high": high})
-        falls = _FALLS.format(rows=rows, **_BOUNDS)
-        connection.execute(
-            "INSERT INTO eventscope_order_falls " + falls, {"low": low, "back": low - LOOKBACK_NS}
-        )
+    with transaction(connection):
+        _merge(connection, low, high)
         set_meta(connection, _MERGED_TO, high)
     return (high - low) // _MINUTE_NS
 
 
-def falling_keys(
-    cursor: duckdb.DuckDBPyConnection, scratch: Scratch, since_ns: int, until_ns: int
-) -> str | None:
-    """A temporary table (its name) of the (entity key ``k``, event key ``h``) of every
-    row of the window of each entity key with a row falling there: a superset of the
-    pairs with an event processed out of order in the window (see the module's text);
-    None where the rollup cannot answer for the window (not kept in this file, not
-    complete from ``since_ns``, or the window longer than :data:`LOOKBACK_NS`)."""
+def _merge(connection: duckdb.DuckDBPyConnection, low: int, high: int) -> None:
+    """The rows of the keys in [low, high) that some window holds out of order, with their
+    bounds, and the marks of the pairs to read exactly (the module's text), each compared
+    with the rows of its pair and of its event in the :data:`LOOKBACK_NS` before ``low``."""
+    with Scratch(connection) as scratch:
+        chunk = scratch.query(_CHUNK, {"low": low, "high": high})
+        around = scratch.query(_AROUND.format(chunk=chunk), {"low": low, "back": low - LOOKBACK_NS})
+        mixed = scratch.query(_MIXED.format(around=around, chunk=chunk), {})
+        crowded = scratch.query(_CROWDED.format(around=around), {"crowded": CROWDED})
+        parts = {"chunk": chunk, "around": around, "mixed": mixed, "crowded": crowded}
+        connection.execute(_MARKS.format(**parts))
+        connection.execute(_LATE_ROWS.format(**parts))
+
+
+class LateParts(NamedTuple):
+    """A window's events out of order, from the keys (:func:`late_parts`)."""
+
+    #: how many the bounds say, of the pairs not read exactly
+    counted: int
+    #: a temporary table of the (pair ``k``, event ``h``) keys of the window's rows of the
+    #: pairs read exactly: the definition applied to all rows of their events gives the rest
+    pairs: str
+
+
+_WINDOW = "start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($until)"
+# The pairs marked in the window, and the events of the late rows among them.
+_MARKED = f"SELECT DISTINCT entity_key FROM eventscope_order_exact WHERE {_WINDOW}"
+_LATE_EVENTS = (
+    f"SELECT DISTINCT event_key FROM eventscope_order_exact WHERE {_WINDOW} AND arrived_late"
+)
+# The pairs of the other deliveries of those events ({events}).
+_OF_EVENTS = f"""
+SELECT entity_key FROM eventscope_order_keys
+WHERE {_WINDOW} AND event_key IN (SELECT event_key FROM {{events}})
+"""
+# The merged rows of the window out of order by their bounds, but of the pairs marked.
+_BOUNDED = """
+SELECT start_time, entity_key, event_key, entity_sequence FROM eventscope_order_late
+WHERE start_time >= make_timestamp_ns($since) AND start_time < make_timestamp_ns($merged)
+  AND ahead >= make_timestamp_ns($since)
+  AND (previous IS NULL OR previous < make_timestamp_ns($since))
+  AND entity_key NOT IN (SELECT entity_key FROM {marked})
+"""
+# The pairs of the first $shown of them (in the order :mod:`._order` lists them).
+_SHOWN = """
+SELECT DISTINCT entity_key FROM (
+    SELECT entity_key FROM {bounded} ORDER BY start_time, entity_key, event_key LIMIT $shown
+)
+"""
+# The window's rows of the pairs asked for ({asked}: SQL of their keys).
+_ASKED = f"""
+SELECT start_time, entity_key, event_key, entity_sequence FROM eventscope_order_keys
+WHERE {_WINDOW} AND entity_key IN ({{asked}})
+"""
+_NEWEST = (
+    "SELECT entity_key FROM eventscope_order_keys "
+    "WHERE start_time >= make_timestamp_ns($merged) AND start_time < make_timestamp_ns($until)"
+)
+# The pairs read exactly: those marked, those shown, and those with a row in the newest
+# minutes lower than an earlier row of the pair in the window ({rows}: every row of the
+# window of every pair with a row there).
+_EXACT = """
+SELECT entity_key FROM {marked}
+UNION
+SELECT entity_key FROM {shown}
+UNION
+SELECT entity_key FROM (
+    SELECT entity_key, start_time, entity_sequence, max(entity_sequence) OVER (
+        PARTITION BY entity_key ORDER BY start_time, entity_sequence
+        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+    FROM {rows}
+) WHERE start_time >= make_timestamp_ns($merged) AND before > entity_sequence
+"""
+_PAIRS = """
+SELECT DISTINCT entity_key AS k, event_key AS h FROM {rows}
+WHERE entity_key IN (SELECT entity_key FROM {exact})
+"""
+_COUNTED = "SELECT count(*) FROM {bounded} WHERE entity_key NOT IN (SELECT entity_key FROM {exact})"
+
+
+def late_parts(
+    cursor: duckdb.DuckDBPyConnection,
+    scratch: Scratch,
+    since_ns: int,
+    until_ns: int,
+    shown: int | None = None,
+) -> LateParts | None:
+    """The window's events out of order as the keys give them (the module's text): how
+    many the bounds say, and the pairs to read exactly, which hold the first ``shown`` of
+    all of them in their order (None: all of them); None where the rollup cannot answer
+    for the window (not kept in this file, not complete from ``since_ns``, or the window
+    longer than :data:`LOOKBACK_NS`)."""
     start = keys_from(cursor)
     if start is None or since_ns < start or until_ns - since_ns > LOOKBACK_NS:
         return None
     merged = max(since_ns, min(until_ns, merged_to(cursor)))
-    params = {"since": since_ns, "merged": merged, "until": until_ns}
-    falling = "SELECT entity_key FROM eventscope_order_falls " + _IN_WINDOW.format(
-        low="$since", high="$merged"
-    )
-    if merged < until_ns:  # the newest minutes, not merged yet: compared here
-        newest = scratch.query(_RANGE, {"low": merged, "high": until_ns})
-        falls = _FALLS.format(rows=newest, low="$merged", back="$since")
-        falling += f" UNION ALL SELECT entity_key FROM ({falls})"
-    return scratch.query(_PAIRS.format(falling=falling), params)
-
-
-_IN_WINDOW = (
-    "WHERE start_time >= make_timestamp_ns({low}) AND start_time < make_timestamp_ns({high})"
-)
-# The (entity key, event key) pairs of the window's rows of the keys {falling} selects.
-_PAIRS = f"""
-SELECT DISTINCT entity_key AS k, event_key AS h FROM eventscope_order_keys
-{_IN_WINDOW.format(low="$since", high="$until")} AND entity_key IN ({{falling}})
-"""
+    window = {"since": since_ns, "until": until_ns}
+    marked_sql = _MARKED
+    late_events = scratch.query(_LATE_EVENTS, window)
+    if cursor.execute(f"SELECT count(*) FROM {late_events}").fetchall() != [(0,)]:
+        marked_sql += " UNION " + _OF_EVENTS.format(events=late_events)
+    marked = scratch.query(marked_sql, window)
+    bounded = scratch.query(_BOUNDED.format(marked=marked), {"since": since_ns, "merged": merged})
+    if shown is None:
+        first = scratch.query(f"SELECT DISTINCT entity_key FROM {bounded}", {})
+    else:
+        first = scratch.query(_SHOWN.format(bounded=bounded), {"shown": shown})
+    if merged <= since_ns:  # nothing merged in the window: all of its rows
+        rows = scratch.query(_ASKED.replace("AND entity_key IN ({asked})", ""), window)
+    else:
+        asked = f"SELECT entity_key FROM {marked} UNION ALL SELECT entity_key FROM {first}"
+        asking = window
+        if merged < until_ns:
+            asked += " UNION ALL " + _NEWEST
+            asking = {**window, "merged": merged}
+        rows = scratch.query(_ASKED.format(asked=asked), asking)
+    exact = scratch.query(_EXACT.format(marked=marked, shown=first, rows=rows), {"merged": merged})
+    [(counted,)] = cursor.execute(_COUNTED.format(bounded=bounded, exact=exact)).fetchall()
+    return LateParts(counted, scratch.query(_PAIRS.format(rows=rows, exact=exact), {}))
 
 
 def build(connection: duckdb.DuckDBPyConnection) -> bool:
     """Fill the rollup from the rows of a file written before it existed (once, on the
     writer's connection before ingest starts: one scan of consumer spans and of event
-    records, and one sort of their keys), or mark a new file's complete. Returns whether
-    stored rows had to be read."""
+    records, a sort of their keys, and their merge :data:`_FILL_MINUTES` at a time), or
+    mark a new file's complete. Returns whether stored rows had to be read."""
 
     def fill() -> None:
         connection.execute(_INSERT.format(rows=f"({_STORED})"))
-        [(newest,)] = connection.execute(
-            "SELECT epoch_ns(max(start_time)) FROM eventscope_order_keys"
+        [(oldest, newest)] = connection.execute(
+            "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM eventscope_order_keys"
         ).fetchall()
         if newest is None:
             return
-        # every minute but the newest merged: each row against the one before it of its
-        # key, whenever that was (a lookback without end: only more rows fall)
-        high = int(newest) - int(newest) % _MINUTE_NS
-        bounds = {"low": 0, "high": high, "back": 0}
-        rows = f"({_RANGE})"
-        falls = _FALLS.format(rows=rows, **_BOUNDS)
-        connection.execute("INSERT INTO eventscope_order_falls " + falls, bounds)
+        # every minute but the newest merged, as the writer merges them
+        low, high = int(oldest) - int(oldest) % _MINUTE_NS, int(newest) - int(newest) % _MINUTE_NS
+        for at in range(low, high, _FILL_MINUTES * _MINUTE_NS):
+            _merge(connection, at, min(high, at + _FILL_MINUTES * _MINUTE_NS))
         set_meta(connection, _MERGED_TO, high)
 
     return rebuild(connection, _META, ORDER_KEY_TABLES, fill)
+
+
+#: Minutes merged at a time when a file's rollup is filled from its stored rows.
+_FILL_MINUTES = 30
 
 
 def keys_from(cursor: duckdb.DuckDBPyConnection) -> int | None:
@@ -306,8 +454,8 @@ def merged_to(cursor: duckdb.DuckDBPyConnection) -> int:
 
 
 def trim(cursor: duckdb.DuckDBPyConnection, *, cutoff: int) -> dict[str, int]:
-    """After retention removed what started before ``cutoff``: remove the keys and falls
-    of that time, and move ``order_fingerprints_from`` to the next minute."""
+    """After retention removed what started before ``cutoff``: remove the rollup's rows of
+    that time, and move ``order_late_from`` to the next minute."""
     start = cutoff - cutoff % _MINUTE_NS + _MINUTE_NS
     counts = delete_before(cursor, [(table, "start_time", cutoff) for table in ORDER_KEY_TABLES])
     move_complete_from(cursor, _META, start)

@@ -257,25 +257,26 @@ def _attributes_compression(connection: duckdb.DuckDBPyConnection) -> str:
     return ""
 
 
-# The order keys' column type before their fingerprints (queries/order_keys.py).
-_ORDER_KEY_TYPE = """
-SELECT data_type FROM duckdb_columns()
-WHERE table_name = 'eventscope_order_keys' AND column_name = 'entity_key'
+# The order keys' table of falls, before they kept the bounds (queries/order_keys.py).
+_OLD_ORDER_TABLE = """
+SELECT count(*) FROM duckdb_tables()
+WHERE table_name = 'eventscope_order_falls'
   AND database_name = current_database() AND schema_name = current_schema()
 """
 
 
-def _drop_hashed_order_keys(connection: duckdb.DuckDBPyConnection) -> None:
-    """Drop the order keys of a file that keyed them by 32-bit hashes (before 2026-12-07):
-    made again below with fingerprints, and filled from the stored rows by the order keys'
-    build (their ``eventscope_meta`` mark is under a new name, so readers of the file
-    before that read out of order raw)."""
-    row = connection.execute(_ORDER_KEY_TYPE).fetchone()
-    if row is None or row[0] == "UUID":
+def _drop_old_order_keys(connection: duckdb.DuckDBPyConnection) -> None:
+    """Drop the order keys of a file written before they kept the bounds of the rows out
+    of order (before 2026-12-07, with ``eventscope_order_falls``; keyed by 32-bit hashes
+    or by fingerprints): made again below, and filled from the stored rows by the order
+    keys' build (their ``eventscope_meta`` mark is under a new name, so readers of the
+    file before that read out of order raw)."""
+    [(old,)] = connection.execute(_OLD_ORDER_TABLE).fetchall()
+    if not old:
         return
     connection.execute("BEGIN TRANSACTION")
     connection.execute("DROP TABLE eventscope_order_falls")
-    connection.execute("DROP TABLE eventscope_order_keys")
+    connection.execute("DROP TABLE IF EXISTS eventscope_order_keys")
     connection.execute(
         "DELETE FROM eventscope_meta WHERE key IN "
         "('order_keys_from', 'order_fingerprints_from', 'order_keys_merged_to')"
@@ -285,7 +286,7 @@ def _drop_hashed_order_keys(connection: duckdb.DuckDBPyConnection) -> None:
 
 def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
     """Create the public tables and views if missing, and record the schema version."""
-    _drop_hashed_order_keys(connection)
+    _drop_old_order_keys(connection)
     connection.execute(
         SCHEMA_SQL.replace(_ATTRIBUTES_COMPRESSION, _attributes_compression(connection))
     )

@@ -258,8 +258,10 @@ CREATE TABLE IF NOT EXISTS eventscope_candidate_keys (  -- their ledger key rows
 );
 
 -- Not public: every successful delivery naming an entity and a sequence as integers, in
--- arrival order, and where a pair's sequence falls (see queries/order_keys.py): kept by
--- the writer, so that out of order does not sort a window's deliveries.
+-- arrival order; the merged ones that some window holds out of order, with the bounds
+-- that say which; and the pairs to read exactly where those bounds cannot tell (see
+-- queries/order_keys.py): kept by the writer, so that out of order does not sort a
+-- window's deliveries.
 CREATE TABLE IF NOT EXISTS eventscope_order_keys (
     start_time          TIMESTAMP_NS NOT NULL,
     entity_key          UUID NOT NULL,          -- fingerprint of (entity id, group), 128 bits
@@ -267,9 +269,20 @@ CREATE TABLE IF NOT EXISTS eventscope_order_keys (
     entity_sequence     BIGINT NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS eventscope_order_falls (
+CREATE TABLE IF NOT EXISTS eventscope_order_late (
     start_time          TIMESTAMP_NS NOT NULL,
-    entity_key          UUID NOT NULL
+    entity_key          UUID NOT NULL,
+    event_key           UUID NOT NULL,
+    entity_sequence     BIGINT NOT NULL,
+    ahead               TIMESTAMP_NS NOT NULL,  -- latest earlier row of the pair sequenced higher
+    previous            TIMESTAMP_NS            -- the event's delivery just before, if any
+);
+
+CREATE TABLE IF NOT EXISTS eventscope_order_exact (
+    start_time          TIMESTAMP_NS NOT NULL,
+    entity_key          UUID NOT NULL,
+    event_key           UUID NOT NULL,
+    arrived_late        BOOLEAN NOT NULL        -- a row of a minute merged already
 );
 
 -- Not public: listed events with key rows that arrived after their minute was merged

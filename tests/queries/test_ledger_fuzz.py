@@ -46,12 +46,14 @@ from eventscope.queries import (
     overview,
     topology,
 )
+from eventscope.queries import order_keys as order_keys_module
 from eventscope.queries._latency_rollup_read import rollup_span
 from eventscope.queries._log_bins import RELATIVE_ERROR
 from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
 from eventscope.queries._topology_rollup import rolled_edges
 from eventscope.queries.ledger_events import compact
+from eventscope.queries.order_keys import CROWDED
 from eventscope.queries.order_keys import compact as compact_order_keys
 from eventscope.queries.schema import create_schema
 from otlp_builder import (
@@ -277,13 +279,18 @@ def test_out_of_order_is_the_definitions_on_random_traffic(seed: int) -> None:
     cursor.close()
 
 
-def test_out_of_order_from_the_order_keys_is_the_definitions() -> None:
-    """The pairs to read exactly found from the writer's order keys (queries/order_keys.py:
-    where sequences fall, merged at random while rows arrive, some of them late, and the
-    newest minutes compared at the read), and then the events out of order found on the
-    keys alone, give the definition's answer, in the raw read's order, over windows cut
-    anywhere: on traffic whose clients all carry the publish time (the rollup answers
-    those windows), for as many seeds as the other tests run."""
+@pytest.mark.parametrize("crowded", [CROWDED, 2])
+def test_out_of_order_from_the_order_keys_is_the_definitions(
+    crowded: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of order from the writer's order keys (queries/order_keys.py: the rows some
+    window holds out of order with their bounds, and the pairs to read exactly, merged at
+    random while rows arrive, some of them late, some events naming two entities or
+    sequences, and the newest minutes compared at the read) gives the definition's answer,
+    in the raw read's order, over windows cut anywhere: on traffic whose clients all carry
+    the publish time (the rollup answers those windows), for as many seeds as the other
+    tests run. And again with every pair of more than two rows read exactly (crowded)."""
+    monkeypatch.setattr(order_keys_module, "CROWDED", crowded)
     answered = 0
     for seed in range(SEEDS):
         rng = random.Random(5000 + seed)
@@ -299,7 +306,7 @@ def test_out_of_order_from_the_order_keys_is_the_definitions() -> None:
             assert {(r.entity_id, r.consumer_group, r.event_id) for r in found} == _reordered(
                 cursor, window
             ), (seed, window)
-            raw = without_rollup(cursor, "order_fingerprints_from", out_of_order, **window)
+            raw = without_rollup(cursor, "order_late_from", out_of_order, **window)
             assert found == raw, (seed, window)
             # the events page's count and page, from the keys: that slice of the answer
             total, page = out_of_order_page(cursor, **window, offset=1, limit=4)
@@ -506,9 +513,7 @@ def _same_reads(
         totals = [sum(getattr(b, f) for b in summary.activity) for f in _ACTIVITY]
         assert totals == [sum(getattr(b, f) for b in exact.activity) for f in _ACTIVITY]
         reordered = out_of_order(cursor, **window)
-        assert reordered == without_rollup(
-            cursor, "order_fingerprints_from", out_of_order, **window
-        )
+        assert reordered == without_rollup(cursor, "order_late_from", out_of_order, **window)
 
 
 def _tree(cursor: duckdb.DuckDBPyConnection, root: str) -> str:

@@ -1,6 +1,6 @@
 """The order keys (queries/order_keys.py): the benchmark's traffic as the collector's
 writer keeps them, merged or not, answers out of order as the raw rows do; a file
-written before them, or keyed by 32-bit hashes, is keyed on open."""
+written before them, or before they kept the bounds, is keyed on open."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from eventscope.collector._database import Database
 from eventscope.collector._settings import Settings
 from eventscope.collector._signals import TRACES
 from eventscope.queries import _order as order_module
-from eventscope.queries import out_of_order
+from eventscope.queries import out_of_order, out_of_order_page
 from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
 from eventscope.queries.order_keys import ORDER_KEY_TABLES, compact, merged_to
-from otlp_builder import CONSUMER, Otlp, messaging, without_rollup, write_commits
+from eventscope.queries.schema import create_schema
+from otlp_builder import CONSUMER, Otlp, load, messaging, without_rollup, write_commits
 
 SECOND = 10**9
 MINUTE = 60 * SECOND
@@ -87,7 +88,7 @@ def test_a_file_keyed_before_the_order_keys_is_keyed_on_open(tmp_path: Path) -> 
         with Sources(cursor, **window) as src:
             assert _rolled(cursor, src) is not None, window
         assert out_of_order(cursor, **window) == answer
-        assert without_rollup(cursor, "order_fingerprints_from", out_of_order, **window) == answer
+        assert without_rollup(cursor, "order_late_from", out_of_order, **window) == answer
     cursor.close()
 
 
@@ -107,7 +108,8 @@ def test_the_benchmark_traffic_from_the_order_keys(
     ).fetchone() or (0, 0)
     # the workload merges as it goes, as a collector in real time does: undone, so that
     # the first reads compare every minute
-    cursor.execute("DELETE FROM eventscope_order_falls")
+    cursor.execute("DELETE FROM eventscope_order_late")
+    cursor.execute("DELETE FROM eventscope_order_exact")
     cursor.execute("DELETE FROM eventscope_meta WHERE key = 'order_keys_merged_to'")
     rng = random.Random(12)
     windows = [{"since_ns": low, "until_ns": high + 1}]
@@ -123,9 +125,7 @@ def test_the_benchmark_traffic_from_the_order_keys(
             with Sources(cursor, **window) as src:
                 assert _rolled(cursor, src) is not None, window
             answer = out_of_order(cursor, **window)
-            assert answer == without_rollup(
-                cursor, "order_fingerprints_from", out_of_order, **window
-            )
+            assert answer == without_rollup(cursor, "order_late_from", out_of_order, **window)
             with monkeypatch.context() as patched:
                 patched.setattr(order_module, "_AT_MOST", 0)
                 assert out_of_order(cursor, **window) == answer
@@ -134,39 +134,51 @@ def test_the_benchmark_traffic_from_the_order_keys(
     cursor.close()
 
 
-def test_a_file_keyed_by_hashes_is_read_raw_until_keyed_again_on_open(tmp_path: Path) -> None:
-    """A file whose order keys are 32-bit hashes (before 2026-12-07, marked
-    ``order_keys_from``): this version's reads do not take them for fingerprints (they read
-    raw), and the collector's open keys it again with fingerprints."""
+_OLD_KEYS = {  # the order keys' column type and meta mark in files from before
+    "hashed": ("UINTEGER", "(hash({}, consumer_group) % 4294967296)::UINTEGER", "order_keys_from"),
+    "fingerprinted": (
+        "UUID",
+        "md5(length({0})::VARCHAR || ':' || {0} || consumer_group)::UUID",
+        "order_fingerprints_from",
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(_OLD_KEYS))
+def test_a_file_keyed_before_is_read_raw_until_keyed_again_on_open(
+    tmp_path: Path, layout: str
+) -> None:
+    """A file whose order keys kept where sequences fall (``eventscope_order_falls``,
+    before 2026-12-07), keyed by 32-bit hashes (marked ``order_keys_from``) or by
+    fingerprints (``order_fingerprints_from``): this version's reads do not take them for
+    its own (they read raw), and the collector's open keys it again."""
+    kind, key, mark = _OLD_KEYS[layout]
     commits = _commits(random.Random(8))
-    path = tmp_path / "hashed.duckdb"
+    path = tmp_path / "old.duckdb"
     write_commits(path, commits).close()
     window = {"since_ns": BASE, "until_ns": BASE + 12 * MINUTE}
     cursor = duckdb.connect(str(path))
     answer = out_of_order(cursor, **window)
     assert answer
-    cursor.execute("DROP TABLE eventscope_order_falls")
-    cursor.execute("DROP TABLE eventscope_order_keys")
+    for table in ORDER_KEY_TABLES:
+        cursor.execute(f"DROP TABLE {table}")
     cursor.execute(
-        "CREATE TABLE eventscope_order_keys (start_time TIMESTAMP_NS NOT NULL, "
-        "entity_key UINTEGER NOT NULL, event_key UINTEGER NOT NULL, "
+        f"CREATE TABLE eventscope_order_keys (start_time TIMESTAMP_NS NOT NULL, "
+        f"entity_key {kind} NOT NULL, event_key {kind} NOT NULL, "
         "entity_sequence BIGINT NOT NULL)"
     )
     cursor.execute(
         "CREATE TABLE eventscope_order_falls (start_time TIMESTAMP_NS NOT NULL, "
-        "entity_key UINTEGER NOT NULL)"
+        f"entity_key {kind} NOT NULL)"
     )
     cursor.execute(  # every delivery's keys as the old writer wrote them
-        "INSERT INTO eventscope_order_keys SELECT start_time, "
-        "(hash(entity_id, consumer_group) % 4294967296)::UINTEGER, "
-        "(hash(message_id, consumer_group) % 4294967296)::UINTEGER, entity_sequence "
-        "FROM spans WHERE kind = 'consumer'"
+        f"INSERT INTO eventscope_order_keys SELECT start_time, {key.format('entity_id')}, "
+        f"{key.format('message_id')}, entity_sequence FROM spans WHERE kind = 'consumer'"
     )
     cursor.execute("DELETE FROM eventscope_meta WHERE key LIKE 'order_%'")
     cursor.execute(
-        "INSERT INTO eventscope_meta VALUES ('order_keys_from', '0'), "
-        "('order_keys_merged_to', $merged)",
-        {"merged": str(BASE + 11 * MINUTE)},
+        "INSERT INTO eventscope_meta VALUES ($mark, '0'), ('order_keys_merged_to', $merged)",
+        {"mark": mark, "merged": str(BASE + 11 * MINUTE)},
     )
     cursor.close()
     cursor = duckdb.connect(str(path), read_only=True)
@@ -182,7 +194,84 @@ def test_a_file_keyed_by_hashes_is_read_raw_until_keyed_again_on_open(tmp_path: 
     ).fetchall()
     assert kind == "UUID"
     assert cursor.execute("SELECT count(*) FROM eventscope_order_keys").fetchone() == (400,)
+    assert not cursor.execute(
+        "SELECT * FROM duckdb_tables() WHERE table_name = 'eventscope_order_falls'"
+    ).fetchall()
     with Sources(cursor, **window) as src:
         assert _rolled(cursor, src) is not None
     assert out_of_order(cursor, **window) == answer
+    cursor.close()
+
+
+def _delivery(otlp: Otlp, event: str, at: float, entity: str, sequence: int, n: int) -> None:
+    """One successful delivery of ``event`` to billing at ``at`` ms, naming that entity
+    and sequence (its ``n``-th)."""
+    attrs = messaging(
+        "process",
+        "orders",
+        event,
+        event_type="OrderPlaced",
+        group="billing",
+        outcome="ok",
+        published_ns=otlp.at(at - 5),
+        entity=entity,
+        sequence=sequence,
+    )
+    otlp.span(
+        "billing",
+        "process",
+        CONSUMER,
+        trace=event,
+        span=f"{event}-{n}",
+        start=at,
+        ms=2,
+        attrs=attrs,
+    )
+
+
+def test_amended_events_and_late_rows_are_read_exactly() -> None:
+    """Where the bounds kept at the merge cannot tell (queries/order_keys.py): an event
+    amended between attempts — first delivered naming another entity, or another
+    sequence — whose later delivery is sequenced above a later event of the entity (that
+    event is not out of order: the earlier one was processed as it was first named); and
+    a delivery arriving after its minute was merged, the first of an event whose later
+    delivery the merge bounded as out of order (it is not: the event was processed
+    first, under another entity). Beside them, one event out of order."""
+    cursor = duckdb.connect(":memory:")
+    create_schema(cursor)
+    otlp = Otlp(BASE)
+    _delivery(otlp, "b1", 10_000, "order-z", 9, 0)  # b1 first names another entity,
+    _delivery(otlp, "b1", 20_000, "order-b", 9, 1)  # then order-b: b2 is not after it
+    _delivery(otlp, "b2", 30_000, "order-b", 3, 0)
+    _delivery(otlp, "c1", 10_000, "order-c", 1, 0)  # c1 first sequenced 1, then 9:
+    _delivery(otlp, "c1", 20_000, "order-c", 9, 1)  # c2 is not after it either
+    _delivery(otlp, "c2", 30_000, "order-c", 3, 0)
+    _delivery(otlp, "d1", 10_000, "order-d", 5, 0)  # d2 is out of order
+    _delivery(otlp, "d2", 30_000, "order-d", 3, 0)
+    _delivery(otlp, "x0", 5_000, "order-x", 9, 0)
+    _delivery(otlp, "x1", 40_000, "order-x", 2, 1)  # out of order, until its first
+    _delivery(otlp, "f1", 5 * MINUTE / 10**6, "order-f", 1, 0)  # (minutes 0-2 due)
+    load(cursor, *otlp.bodies())
+    while compact(cursor):
+        pass
+    assert merged_to(cursor) == BASE + 4 * MINUTE  # (all but the newest minute and one)
+    window = {"since_ns": BASE, "until_ns": BASE + 10 * MINUTE}
+    expected = {("order-d", "d2"), ("order-x", "x1")}
+    found = out_of_order(cursor, **window)
+    assert {(r.entity_id, r.event_id) for r in found} == expected
+    [(bounded,)] = cursor.execute("SELECT count(*) FROM eventscope_order_late").fetchall()
+    assert bounded >= 2  # d2 and x1 were bounded at the merge, not read raw
+    late = Otlp(BASE)  # x1's first delivery, under another entity, after the merge
+    _delivery(late, "x1", 35_000, "order-y", 2, 0)
+    load(cursor, *late.bodies())
+    expected.discard(("order-x", "x1"))
+    for since in (0, 8_000, 15_000, 25_000):
+        window = {"since_ns": BASE + since * 10**6, "until_ns": BASE + 10 * MINUTE}
+        with Sources(cursor, **window) as src:
+            assert _rolled(cursor, src) is not None
+        found = out_of_order(cursor, **window)
+        assert found == without_rollup(cursor, "order_late_from", out_of_order, **window)
+        if since < 10_000:  # (later, b1 and c1 are first processed at 20 s, as 9)
+            assert {(r.entity_id, r.event_id) for r in found} == expected, since
+        assert out_of_order_page(cursor, **window, offset=0, limit=1) == (len(found), found[:1])
     cursor.close()
