@@ -345,11 +345,11 @@ SELECT DISTINCT entity_key FROM (
     SELECT entity_key FROM {bounded} ORDER BY start_time, entity_key, event_key LIMIT $shown
 )
 """
-# The window's rows of the pairs asked for ({asked}: SQL of their keys).
-_ASKED = f"""
+# The window's rows, and those of the pairs asked for ({asked}: SQL of their keys).
+_ROWS = f"""
 SELECT start_time, entity_key, event_key, entity_sequence FROM eventscope_order_keys
-WHERE {_WINDOW} AND entity_key IN ({{asked}})
-"""
+WHERE {_WINDOW}"""
+_ASKED = _ROWS + " AND entity_key IN ({asked})"
 _NEWEST = (
     "SELECT entity_key FROM eventscope_order_keys "
     "WHERE start_time >= make_timestamp_ns($merged) AND start_time < make_timestamp_ns($until)"
@@ -404,7 +404,7 @@ def late_parts(
     else:
         first = scratch.query(_SHOWN.format(bounded=bounded), {"shown": shown})
     if merged <= since_ns:  # nothing merged in the window: all of its rows
-        rows = scratch.query(_ASKED.replace("AND entity_key IN ({asked})", ""), window)
+        rows = scratch.query(_ROWS, window)
     else:
         asked = f"SELECT entity_key FROM {marked} UNION ALL SELECT entity_key FROM {first}"
         asking = window
