@@ -18,7 +18,15 @@ from eventscope.queries._order import _rolled
 from eventscope.queries._sources import Sources
 from eventscope.queries.order_keys import ORDER_KEY_TABLES, compact, merged_to
 from eventscope.queries.schema import create_schema
-from otlp_builder import CONSUMER, Otlp, load, messaging, without_rollup, write_commits
+from otlp_builder import (
+    CONSUMER,
+    Otlp,
+    delivered,
+    load,
+    messaging,
+    without_rollup,
+    write_commits,
+)
 
 SECOND = 10**9
 MINUTE = 60 * SECOND
@@ -203,32 +211,6 @@ def test_a_file_keyed_before_is_read_raw_until_keyed_again_on_open(
     cursor.close()
 
 
-def _delivery(otlp: Otlp, event: str, at: float, entity: str, sequence: int, n: int) -> None:
-    """One successful delivery of ``event`` to billing at ``at`` ms, naming that entity
-    and sequence (its ``n``-th)."""
-    attrs = messaging(
-        "process",
-        "orders",
-        event,
-        event_type="OrderPlaced",
-        group="billing",
-        outcome="ok",
-        published_ns=otlp.at(at - 5),
-        entity=entity,
-        sequence=sequence,
-    )
-    otlp.span(
-        "billing",
-        "process",
-        CONSUMER,
-        trace=event,
-        span=f"{event}-{n}",
-        start=at,
-        ms=2,
-        attrs=attrs,
-    )
-
-
 def test_amended_events_and_late_rows_are_read_exactly() -> None:
     """Where the bounds kept at the merge cannot tell (queries/order_keys.py): an event
     amended between attempts — first delivered naming another entity, or another
@@ -240,17 +222,20 @@ def test_amended_events_and_late_rows_are_read_exactly() -> None:
     cursor = duckdb.connect(":memory:")
     create_schema(cursor)
     otlp = Otlp(BASE)
-    _delivery(otlp, "b1", 10_000, "order-z", 9, 0)  # b1 first names another entity,
-    _delivery(otlp, "b1", 20_000, "order-b", 9, 1)  # then order-b: b2 is not after it
-    _delivery(otlp, "b2", 30_000, "order-b", 3, 0)
-    _delivery(otlp, "c1", 10_000, "order-c", 1, 0)  # c1 first sequenced 1, then 9:
-    _delivery(otlp, "c1", 20_000, "order-c", 9, 1)  # c2 is not after it either
-    _delivery(otlp, "c2", 30_000, "order-c", 3, 0)
-    _delivery(otlp, "d1", 10_000, "order-d", 5, 0)  # d2 is out of order
-    _delivery(otlp, "d2", 30_000, "order-d", 3, 0)
-    _delivery(otlp, "x0", 5_000, "order-x", 9, 0)
-    _delivery(otlp, "x1", 40_000, "order-x", 2, 1)  # out of order, until its first
-    _delivery(otlp, "f1", 5 * MINUTE / 10**6, "order-f", 1, 0)  # (minutes 0-2 due)
+    for event, at, entity, sequence in (
+        ("b1", 10_000, "order-z", 9),  # b1 first names another entity,
+        ("b1", 20_000, "order-b", 9),  # then order-b: b2 is not after it
+        ("b2", 30_000, "order-b", 3),
+        ("c1", 10_000, "order-c", 1),  # c1 first sequenced 1, then 9:
+        ("c1", 20_000, "order-c", 9),  # c2 is not after it either
+        ("c2", 30_000, "order-c", 3),
+        ("d1", 10_000, "order-d", 5),  # d2 is out of order
+        ("d2", 30_000, "order-d", 3),
+        ("x0", 5_000, "order-x", 9),
+        ("x1", 40_000, "order-x", 2),  # out of order, until its first
+        ("f1", 5 * MINUTE / 10**6, "order-f", 1),  # (minutes 0-2 due)
+    ):
+        delivered(otlp, event, at, outcome="ok", entity=entity, sequence=sequence)
     load(cursor, *otlp.bodies())
     while compact(cursor):
         pass
@@ -262,7 +247,7 @@ def test_amended_events_and_late_rows_are_read_exactly() -> None:
     [(bounded,)] = cursor.execute("SELECT count(*) FROM eventscope_order_late").fetchall()
     assert bounded >= 2  # d2 and x1 were bounded at the merge, not read raw
     late = Otlp(BASE)  # x1's first delivery, under another entity, after the merge
-    _delivery(late, "x1", 35_000, "order-y", 2, 0)
+    delivered(late, "x1", 35_000, outcome="ok", entity="order-y", sequence=2)
     load(cursor, *late.bodies())
     expected.discard(("order-x", "x1"))
     for since in (0, 8_000, 15_000, 25_000):
