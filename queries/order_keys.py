@@ -413,7 +413,9 @@ def late_parts(
             asking = {**window, "merged": merged}
         rows = scratch.query(_ASKED.format(asked=asked), asking)
     exact = scratch.query(_EXACT.format(marked=marked, shown=first, rows=rows), {"merged": merged})
-    [(counted,)] = cursor.execute(_COUNTED.format(bounded=bounded, exact=exact)).fetchall()
+    counted = 0  # (all of them shown: every bounded row's pair is read exactly)
+    if shown is not None:
+        [(counted,)] = cursor.execute(_COUNTED.format(bounded=bounded, exact=exact)).fetchall()
     return LateParts(counted, scratch.query(_PAIRS.format(rows=rows, exact=exact), {}))
 
 
