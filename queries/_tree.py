@@ -531,8 +531,7 @@ def _records(
     ``items`` is in the order :func:`assemble` reached them — every parent before its
     children — so walking it backwards builds each node's children first, without a sort."""
     built: dict[int, TreeNode] = {}
-    duplicate_of = marks.node_duplicate
-    lost_by_node = marks.lost_by_node
+    wait_of, duplicate_of, lost_of = waits.get, marks.node_duplicate.get, marks.lost_by_node.get
     root_start = root.start
     node = _NEW_NODE
     for item in reversed(items):
@@ -558,15 +557,15 @@ def _records(
             start,  # start_ns
             end,  # end_ns
             start - root_start,  # offset_ns
-            waits.get(key),  # queue_wait_ns
+            wait_of(key),  # queue_wait_ns
             end - start,  # processing_ns
             item.status,  # status
             item.outcome,  # outcome
             item.attempt,  # attempt
             item.edge,  # edge
             item.depth,  # depth
-            duplicate_of.get(key),  # duplicate
-            lost_by_node.get(key, ()),  # lost_groups
+            duplicate_of(key),  # duplicate
+            lost_of(key, ()),  # lost_groups
             key in critical,  # critical
             tuple([built[id(c)] for c in children]) if children else (),  # children
         )

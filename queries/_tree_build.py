@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import chain
 from operator import attrgetter
 
 from ._tree_fetch import Item, Pool
@@ -38,25 +39,29 @@ class Index:
     """Who may hang under whom, computed once per pool."""
 
     def __init__(self, pool: Pool) -> None:
+        spans = pool.spans
         self.children: dict[tuple[str, str], list[Item]] = defaultdict(list)
         self.tops: list[Item] = list(pool.records)
-        for item in pool.spans.values():
-            if item.parent_span_id and (item.trace_id, item.parent_span_id) in pool.spans:
-                self.children[item.trace_id, item.parent_span_id].append(item)
-            else:
-                self.tops.append(item)
+        children, tops = self.children, self.tops
+        for item in spans.values():
+            parent = item.parent_span_id
+            if parent:
+                key = (item.trace_id, parent)
+                if key in spans:
+                    children[key].append(item)
+                    continue
+            tops.append(item)
         self.linked: dict[tuple[str, str], list[Item]] = defaultdict(list)
         for link in pool.links:
-            holder, target = pool.spans.get(link.holder), pool.spans.get(link.target)
+            holder, target = spans.get(link.holder), spans.get(link.target)
             if holder is not None and target is not None:
                 self.linked[holder.key].append(target)
                 self.linked[target.key].append(holder)
-        top_ids = {id(item) for item in self.tops}
-        self.is_top = top_ids
+        self.is_top = {id(item) for item in tops}
         self.by_event: dict[str, list[Item]] = defaultdict(list)
         self.by_cause: dict[str, list[Item]] = defaultdict(list)
         self.by_correlation: dict[str, list[Item]] = defaultdict(list)
-        for item in self.tops:
+        for item in tops:
             if item.is_delivery and item.event_id:
                 self.by_event[item.event_id].append(item)
             if item.causation_id:
@@ -66,13 +71,13 @@ class Index:
         # every delivery of each event id, spans and records: who may have published what
         # a top's causation id names (_fit picks the one)
         self.deliveries: dict[str, list[Item]] = defaultdict(list)
-        for item in (*pool.spans.values(), *pool.records):
+        for item in chain(spans.values(), pool.records):
             if item.is_delivery and item.event_id:
                 self.deliveries[item.event_id].append(item)
         # the event ids each span's links name (a batch span handles one per link)
         self.link_messages: dict[tuple[str, str], list[str]] = defaultdict(list)
         for link in pool.links:
-            target = pool.spans.get(link.target)
+            target = spans.get(link.target)
             named = link.message_id or (target.event_id if target and target.is_publish else None)
             if named:
                 self.link_messages[link.holder].append(named)
@@ -114,7 +119,9 @@ def assemble(
     originating = root.parent_span_id is None or (
         (root.trace_id, root.parent_span_id) not in pool.spans and not root.is_delivery
     )
-    reached: dict[int, Item] = {id(root): root}
+    # A node is placed in this tree once its ``placed`` is this assembly's own mark (a
+    # node of a tree assembled before from the same pool carries that tree's mark).
+    mark = object()
     order = [root]
     strong = [root]
     weak: list[tuple[int, int, tuple[int | str, ...], int, Item, Item]] = []
@@ -122,10 +129,9 @@ def assemble(
     best: dict[int, Item] = {}  # a caused item's best delivery to hang under (_fit)
 
     def attach(item: Item, parent: Item, edge: str) -> None:
-        item.parent, item.edge, item.depth = parent, edge, parent.depth + 1
+        item.parent, item.edge, item.depth, item.placed = parent, edge, parent.depth + 1, mark
         item.children = []
         parent.children.append(item)
-        reached[id(item)] = item
         order.append(item)
         strong.append(item)
 
@@ -142,7 +148,7 @@ def assemble(
             best[id(item)] = min(candidates, key=lambda d: _fit(item, d), default=delivery)
         offer(item, delivery, 1 if best[id(item)] is delivery else 2, _fit(item, delivery))
 
-    root.parent, root.edge, root.depth, root.children = None, "root", 0, []
+    root.parent, root.edge, root.depth, root.children, root.placed = None, "root", 0, [], mark
     leftovers = iter(
         sorted(
             (
@@ -154,37 +160,42 @@ def assemble(
             key=lambda t: (t.start, t.span_id),
         )
     )
+    children_of, linked, is_top = index.children.get, index.linked.get, index.is_top
     while True:
         while strong:
             node = strong.pop()
-            for child in index.children.get(node.key, ()):
-                if id(child) not in reached:
-                    attach(child, node, "child")
-            for other in index.linked.get(node.key, ()):
-                if (
-                    id(other) not in reached
-                    and id(other) in index.is_top
-                    and _link_allowed(node, other)
-                ):
+            key = node.key
+            # the hot loop of a large tree: a child edge is attached inline
+            depth, placed_children = node.depth + 1, node.children
+            for child in children_of(key, ()):
+                if child.placed is not mark:
+                    child.parent, child.edge, child.depth, child.placed = node, "child", depth, mark
+                    child.children = []
+                    placed_children.append(child)
+                    order.append(child)
+                    strong.append(child)
+            for other in linked(key, ()):
+                if other.placed is not mark and id(other) in is_top and _link_allowed(node, other):
                     attach(other, node, "link")
             # (a node already placed is not offered: it would be skipped when taken)
-            if node.event_id and node.is_publish:
-                for waiting in index.by_event.get(node.event_id, ()):
-                    if id(waiting) not in reached:
-                        offer(waiting, node, 0)
-            if node.event_id and node.is_delivery:
-                for waiting in index.by_cause.get(node.event_id, ()):
-                    if id(waiting) not in reached:
-                        offer_caused(waiting, node)
+            if node.event_id:
+                if node.is_publish:
+                    for waiting in index.by_event.get(node.event_id, ()):
+                        if waiting.placed is not mark:
+                            offer(waiting, node, 0)
+                elif node.is_delivery:
+                    for waiting in index.by_cause.get(node.event_id, ()):
+                        if waiting.placed is not mark:
+                            offer_caused(waiting, node)
         while weak:
             *_, item, parent = heapq.heappop(weak)
-            if id(item) not in reached:
+            if item.placed is not mark:
                 attach(item, parent, "correlation")
                 break
         else:
             if not originating:
                 break
-            pending = next((t for t in leftovers if id(t) not in reached), None)  # advances
+            pending = next((t for t in leftovers if t.placed is not mark), None)  # advances
             if pending is None:
                 break
             attach(pending, root, "correlation")

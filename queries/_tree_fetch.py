@@ -140,6 +140,7 @@ class Item:
         "end",
         "event_id",
         "event_type",
+        "group",
         "handler",
         "is_delivery",
         "is_publish",
@@ -149,6 +150,7 @@ class Item:
         "outcome",
         "parent",
         "parent_span_id",
+        "placed",
         "publish_time",
         "service",
         "source",
@@ -208,15 +210,14 @@ class Item:
         self.is_delivery: bool = self.kind == "consumer"
         #: a publish (PRODUCER span or ``publish`` record)
         self.is_publish: bool = self.kind == "producer"
+        #: the consumer group, or the service for stock spans without one
+        self.group: str = self.consumer_group or self.service
         self.parent: Item | None = None
         self.edge = "root"
         self.depth = 0
         self.children: list[Item] = []
-
-    @property
-    def group(self) -> str:
-        """The consumer group, or the service for stock spans without one."""
-        return self.consumer_group or self.service
+        #: the mark of the assembly that placed it (:func:`._tree_build.assemble`)
+        self.placed: object = None
 
 
 @dataclass(slots=True)
