@@ -560,9 +560,14 @@ SELECT epoch_ns(min(first) FILTER (WHERE kind IN ({kinds}))),
 FROM ({branches})
 """
 _JOINED_BRANCH = """
-    SELECT kind, first, last FROM eventscope_ids WHERE key IN ({keys}){after}
+    SELECT {kind}first, last FROM eventscope_ids WHERE key IN ({keys}){after}
     UNION ALL
-    SELECT kind, first, last FROM eventscope_ids_recent WHERE key IN ({keys})"""
+    SELECT {kind}first, last FROM eventscope_ids_recent WHERE key IN ({keys})"""
+# Every kind of the prefixes asked for is wanted (a tree's traces and link targets, which
+# share one) and every run is keyed by kind: each row joined is one of them, and ``kind``
+# is not read at all (100 M spans, the 10,000-node tree's 2,857 traces, two threads: best
+# 130 -> 118 ms; the scan reads 11 M rows of the prefix).
+_JOINED_ALL_KINDS = "SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({branches})"
 _HULL = "SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ({rows})"
 # Rows of ids last seen before the reader's lower bound say nothing it needs. A run holds
 # the ids of one stretch of arrival, so every row group of a run that ended before that
@@ -646,13 +651,16 @@ def id_range(
         keyed = index_state(cursor).keyed
     prefixes = sorted({_PREFIX[code] for code in numbers})
     if table is not None and len(wanted) > _POINT_LOOKUPS:
+        every_kind = keyed and set(numbers) == {k for k, p in _PREFIX.items() if p in prefixes}
         branches = []
         for prefix in prefixes:
             selected = f"SELECT {_prefixed_sql('hash(id)', str(prefix))} FROM {table}"
             if not keyed:
                 selected += f" UNION ALL SELECT hash(id) FROM {table}"
-            branches.append(_JOINED_BRANCH.format(keys=selected, after=after))
-        sql = _JOINED.format(kinds=codes, branches=" UNION ALL ".join(branches))
+            kind = "" if every_kind else "kind, "
+            branches.append(_JOINED_BRANCH.format(kind=kind, keys=selected, after=after))
+        joined = _JOINED_ALL_KINDS if every_kind else _JOINED
+        sql = joined.format(kinds=codes, branches=" UNION ALL ".join(branches))
     else:
         names = [f"i{n}" for n in range(len(wanted))]
         params.update(zip(names, wanted, strict=True))
