@@ -7,7 +7,8 @@ file of ``benchmarks/queries.py`` (its 20-span request an hour before the end, a
 10,000-node request) each side times, best of ``--rounds`` warm runs, alternating:
 
 - *query*: ``fanout_tree``;
-- *API*: what ``GET /api/tree/{root}`` does in its read thread (the tree, its JSON text);
+- *API*: what ``GET /api/tree/{root}`` does in its read thread (the tree, its JSON text
+  as the endpoint writes it: collector/_read_endpoints.py ``_json``, then ``dumps``);
 - *page*: what ``GET /requests/{root}`` does (the tree, the waterfall's rows, the HTML).
 
 Each is timed as wall time and as the process's CPU time (DuckDB's threads included),
@@ -42,17 +43,20 @@ _NOW = 2**62
 
 def _load(before: str | None) -> SimpleNamespace:
     """The functions one side calls, imported from ``before`` (or the installed package)."""
-    queries, api, render, view = load(
+    queries, api, endpoints, render, view = load(
         before,
         "eventscope.queries",
         "eventscope.collector._api",
+        "eventscope.collector._read_endpoints",
         "eventscope.ui._render",
         "eventscope.ui._tree_view",
     )
     return SimpleNamespace(
         fanout_tree=queries.fanout_tree,
         dumps=api.dumps,
+        as_json=endpoints._json,
         render=render.render,
+        json_block=render.json_block,
         tree_view=view.tree_view,
         by_handler=view.by_handler,
     )
@@ -64,8 +68,8 @@ def _steps(
     def query(root: str) -> Any:
         return side.fanout_tree(cursor, root, grace_ns=-_NOW)
 
-    def api(root: str) -> str:
-        text: str = side.dumps(query(root).to_json())
+    def api(root: str) -> str:  # as the endpoint: the record itself, where orjson writes it
+        text: str = side.dumps(side.as_json(query(root)))
         return text
 
     def page(root: str) -> bytes:
@@ -77,6 +81,7 @@ def _steps(
             plots=True,
             title=f"Request {root}",
             tree=view,
+            tree_json=side.json_block(view.json),  # the waterfall's data (ui/_views.py)
             fanout=tree,
             by_handler=side.by_handler(view.nodes),
         )
