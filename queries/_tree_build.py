@@ -42,26 +42,22 @@ class Index:
         spans = pool.spans
         self.children: dict[tuple[str, str], list[Item]] = defaultdict(list)
         self.tops: list[Item] = list(pool.records)
-        children, tops = self.children, self.tops
         for item in spans.values():
-            parent = item.parent_span_id
-            if parent:
-                key = (item.trace_id, parent)
-                if key in spans:
-                    children[key].append(item)
-                    continue
-            tops.append(item)
+            if item.parent_span_id and (item.trace_id, item.parent_span_id) in spans:
+                self.children[item.trace_id, item.parent_span_id].append(item)
+            else:
+                self.tops.append(item)
         self.linked: dict[tuple[str, str], list[Item]] = defaultdict(list)
         for link in pool.links:
             holder, target = spans.get(link.holder), spans.get(link.target)
             if holder is not None and target is not None:
                 self.linked[holder.key].append(target)
                 self.linked[target.key].append(holder)
-        self.is_top = {id(item) for item in tops}
+        self.is_top = {id(item) for item in self.tops}
         self.by_event: dict[str, list[Item]] = defaultdict(list)
         self.by_cause: dict[str, list[Item]] = defaultdict(list)
         self.by_correlation: dict[str, list[Item]] = defaultdict(list)
-        for item in tops:
+        for item in self.tops:
             if item.is_delivery and item.event_id:
                 self.by_event[item.event_id].append(item)
             if item.causation_id:
@@ -164,17 +160,10 @@ def assemble(
     while True:
         while strong:
             node = strong.pop()
-            key = node.key
-            # the hot loop of a large tree: a child edge is attached inline
-            depth, placed_children = node.depth + 1, node.children
-            for child in children_of(key, ()):
+            for child in children_of(node.key, ()):
                 if child.placed is not mark:
-                    child.parent, child.edge, child.depth, child.placed = node, "child", depth, mark
-                    child.children = []
-                    placed_children.append(child)
-                    order.append(child)
-                    strong.append(child)
-            for other in linked(key, ()):
+                    attach(child, node, "child")
+            for other in linked(node.key, ()):
                 if other.placed is not mark and id(other) in is_top and _link_allowed(node, other):
                     attach(other, node, "link")
             # (a node already placed is not offered: it would be skipped when taken)
