@@ -128,6 +128,10 @@ def _lost_used(cursor: duckdb.DuckDBPyConnection, **kwargs: Any) -> bool:
     return found is not None
 
 
+# Ten windows read both ways, one with every read cut into joined stretches: 60-110 s alone
+# on a 2-vCPU machine at half speed (2026-12-07), past the suite's 120 s hang guard with
+# the other worker running beside it. The guard stays; this test gets more room.
+@pytest.mark.timeout(360)
 def test_lost_events_from_the_keys_equal_the_raw_scan(traffic: Path, at_reads: None) -> None:
     cursor = duckdb.connect(str(traffic))
     low, high = _bounds(cursor)
