@@ -68,22 +68,38 @@ WHERE ({{whole_minutes}})
   AND NOT (alone AND minute <= make_timestamp_ns($since + {ALONE_WITHIN_NS}))
 UNION SELECT event_key FROM {{raw_part}}
 """
+# ``events`` is the rows of ``rolled`` not in ``several`` and the events of ``grouped``
+# (a reader may use the parts: queries/_lost_keys.py reads ``grouped`` twice). ``grouped``
+# is kept ({grouped}: MATERIALIZED) where ``several`` holds at most GROUPED_KEPT_UP_TO
+# events, so that the window's rollup rows are probed against ``several`` once: an hour
+# at 100 M spans a day held ≈26,000 of them, a day ≈60,000 (the events with rows in
+# several minutes). A workload whose events mostly span minutes (slow consumers) holds
+# far more, and the collector's memory limit would send them to disk.
 _EVENTS = f"""
 WITH rolled AS NOT MATERIALIZED ({_ROLLED}),
-events {{materialized}} (
-    SELECT * EXCLUDE (alone) FROM rolled ANTI JOIN {{several}} USING (event_key)
-    UNION ALL
-    SELECT event_key, min(check_min), max(check_max), sum(row_count), sum(publishes),
-           bit_or(dup_bits), min(type_min), max(type_max), bit_or(handled), bit_or(dead),
-           bit_or(seen), bool_or(bitless), bool_or(judged_publish), bool_or(judged_delivery),
-           min(first_ns), max(last_ns)
+several AS NOT MATERIALIZED (SELECT event_key FROM {{several}}),
+grouped {{grouped}} (
+    SELECT event_key, min(check_min) AS check_min, max(check_max) AS check_max,
+           sum(row_count) AS row_count, sum(publishes) AS publishes,
+           bit_or(dup_bits) AS dup_bits, min(type_min) AS type_min, max(type_max) AS type_max,
+           bit_or(handled) AS handled, bit_or(dead) AS dead, bit_or(seen) AS seen,
+           bool_or(bitless) AS bitless, bool_or(judged_publish) AS judged_publish,
+           bool_or(judged_delivery) AS judged_delivery,
+           min(first_ns) AS first_ns, max(last_ns) AS last_ns
     FROM (
-        SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN {{several}} USING (event_key)
+        SELECT * EXCLUDE (alone) FROM rolled SEMI JOIN several USING (event_key)
         UNION ALL
         SELECT * FROM {{raw_part}}
     )
     GROUP BY event_key
+),
+events {{materialized}} (
+    SELECT * EXCLUDE (alone) FROM rolled ANTI JOIN several USING (event_key)
+    UNION ALL
+    SELECT * FROM grouped
 )"""
+#: ``grouped`` is kept for the statement where ``several`` holds at most this many events.
+GROUPED_KEPT_UP_TO = 250_000
 _RANGE = "(minute >= make_timestamp_ns($w{n}) AND minute < make_timestamp_ns($w{m}))"
 
 
@@ -182,10 +198,12 @@ def events_sql(
         _SEVERAL.format(whole_minutes=whole_minutes, raw_part=raw_part),
         {k: v for k, v in params.items() if k == "since" or k.startswith("w")},
     )
+    kept = scratch.sizes[several] <= GROUPED_KEPT_UP_TO
     sql = _EVENTS.format(
         whole_minutes=whole_minutes,
         raw_part=raw_part,
         several=several,
+        grouped="AS MATERIALIZED" if kept else "AS NOT MATERIALIZED",
         materialized="AS NOT MATERIALIZED" if inline else "AS",
     )
     kinds = _KINDS.format(whole_minutes=whole_minutes, raw_part=raw_part)

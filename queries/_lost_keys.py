@@ -250,22 +250,36 @@ def lost_keys(
     )
 
 
-# The same from the ledger-event rollup (queries/_event_parts.py: ``events``), with each
-# group's bit the rollup's ({subscribed}: type_key, bit); kind 2 also counts the events
-# with a delivery of a group that has no bit there. ``events`` is read twice, not kept:
-# once grouped by type (the learned masks and the counts of kind 2 in one pass), once for
-# the events an expected group did not handle. Kept (MATERIALIZED), a day's 11 M events at
-# 100 M spans a day were ≈1 GB of rows: under the collector's default memory limit
-# (448 MiB) they went to disk, and lost events over a day took ≈2.2 s in process and up to
-# 2.4 s through the API, against ≈1.1 s with 2 GiB (this statement: 1.63 → 0.60 s at
-# 448 MiB, 0.58-0.71 → 0.60 s at 2 GiB).
+# The same from the ledger-event rollup (queries/_event_parts.py: ``events``, the rows of
+# ``rolled`` not in ``several`` and the events of ``grouped``), with each group's bit the
+# rollup's ({subscribed}: type_key, bit); kind 2 also counts the events with a delivery of
+# a group that has no bit there. Grouped by type, the rows of ``rolled`` are taken whole,
+# without the anti-join that leaves out the few whose event is also in ``grouped``: such
+# a row's seen bits are some of its event's, under the same type or none (a row of
+# another type makes its event one of two types, and kind 2 then declines), and where a
+# row counts as collided, of two types or bitless, so does its event (kind 2 declines on
+# any). The same masks, the same counts above zero, and one pass over the window's rows
+# instead of two hash probes. Kind 1 filters the rows first and probes ``several`` with
+# the few left (an hour at 100 M spans a day: ≈440,000 rows, ≈200 left). With
+# ``grouped`` kept, this statement over the hour at 100 M spans a day went 94 → 64 ms
+# (median, one thread), the read 223 → 193 ms; over a day 2.19 → 1.72 s (two threads;
+# docs/benchmarks.md, nineteenth session). ``events`` kept
+# (MATERIALIZED), a day's 11 M events at 100 M spans a day were ≈1 GB of rows: under the
+# collector's default memory limit (448 MiB) they went to disk, and lost events over a
+# day took ≈2.2 s in process and up to 2.4 s through the API, against ≈1.1 s with 2 GiB
+# (this statement: 1.63 → 0.60 s at 448 MiB, 0.58-0.71 → 0.60 s at 2 GiB).
 _LOST_ROLLED = """{events},
 per_type AS MATERIALIZED (
     SELECT type_min, bit_or(seen) AS mask,
            count(*) FILTER (WHERE check_min <> check_max) AS collided,
            count(*) FILTER (WHERE type_min <> type_max) AS two_types,
            count(*) FILTER (WHERE bitless) AS bitless
-    FROM events GROUP BY type_min
+    FROM (
+        SELECT type_min, type_max, check_min, check_max, seen, bitless FROM rolled
+        UNION ALL
+        SELECT type_min, type_max, check_min, check_max, seen, bitless FROM grouped
+    )
+    GROUP BY type_min
 ), learned AS (
     SELECT type_min AS type_key, mask FROM per_type WHERE type_min IS NOT NULL
 ), expected AS (
@@ -278,9 +292,16 @@ per_type AS MATERIALIZED (
 )
 SELECT 0 AS kind, type_key AS key, mask, 0, 0, NULL::BIGINT, NULL::BIGINT FROM learned
 UNION ALL
-SELECT 1, e.event_key, e.handled, e.dead, e.seen, e.first_ns, e.last_ns
-FROM events e JOIN expected x ON x.type_key = e.type_min
-WHERE e.judged_publish AND x.mask & ~e.handled <> 0
+SELECT 1, event_key, handled, dead, seen, first_ns, last_ns
+FROM (
+    SELECT r.event_key, r.handled, r.dead, r.seen, r.first_ns, r.last_ns
+    FROM rolled r JOIN expected x ON x.type_key = r.type_min
+    WHERE r.judged_publish AND x.mask & ~r.handled <> 0
+) ANTI JOIN several USING (event_key)
+UNION ALL
+SELECT 1, g.event_key, g.handled, g.dead, g.seen, g.first_ns, g.last_ns
+FROM grouped g JOIN expected x ON x.type_key = g.type_min
+WHERE g.judged_publish AND x.mask & ~g.handled <> 0
 UNION ALL
 SELECT 2, coalesce(sum(collided), 0)::BIGINT, coalesce(sum(two_types), 0)::BIGINT,
        coalesce(sum(bitless), 0)::BIGINT, 0, NULL, NULL

@@ -33,6 +33,8 @@ class Scratch:
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._cursor = cursor
         self._tables: list[str] = []
+        #: the rows of each table made by :meth:`query`
+        self.sizes: dict[str, int] = {}
 
     def table(self, rows: pa.Table) -> str:
         """Copy ``rows`` into a new temporary table and return its name."""
@@ -49,8 +51,9 @@ class Scratch:
     def query(self, sql: str, params: Mapping[str, Any]) -> str:
         """A new temporary table of what ``sql`` selects (with ``params``); its name."""
         name = f"eventscope_scratch_{next(_names)}"
-        self._cursor.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
+        made = self._cursor.execute(f"CREATE TEMP TABLE {name} AS {sql}", params).fetchone()
         self._tables.append(name)
+        self.sizes[name] = int(made[0]) if made else 0
         return name
 
     def ids(self, ids: Iterable[str], column: str = "event_id") -> str:

@@ -46,6 +46,7 @@ from eventscope.queries import (
     overview,
     topology,
 )
+from eventscope.queries import _event_parts as event_parts
 from eventscope.queries import order_keys as order_keys_module
 from eventscope.queries._latency_rollup_read import rollup_span
 from eventscope.queries._log_bins import RELATIVE_ERROR
@@ -231,6 +232,22 @@ def _window(rng: random.Random) -> dict[str, Any]:
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_the_rollup_the_keys_and_the_raw_rows_agree(seed: int) -> None:
+    _agree(seed)
+
+
+@pytest.mark.parametrize("seed", range(max(1, SEEDS // 3)))
+def test_the_same_with_the_rollups_events_of_several_rows_computed_where_read(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with ``grouped`` (queries/_event_parts.py) never kept: as for a window
+    whose events mostly span minutes."""
+    monkeypatch.setattr(event_parts, "GROUPED_KEPT_UP_TO", -1)
+    _agree(seed)
+
+
+def _agree(seed: int) -> None:
+    """Lost, duplicates and orphans over random windows of random traffic: the same from
+    the rollup, from the keys and from the raw rows (and for a few events by id)."""
     rng = random.Random(seed)
     cursor = duckdb.connect(":memory:")
     create_schema(cursor)
