@@ -263,11 +263,11 @@ def lost_keys(
 # the few left (an hour at 100 M spans a day: ≈440,000 rows, ≈200 left). With
 # ``grouped`` kept, this statement over the hour at 100 M spans a day went 94 → 64 ms
 # (median, one thread), the read 223 → 193 ms; over a day 2.19 → 1.72 s (two threads;
-# docs/benchmarks.md, nineteenth session). ``events`` kept
-# (MATERIALIZED), a day's 11 M events at 100 M spans a day were ≈1 GB of rows: under the
-# collector's default memory limit (448 MiB) they went to disk, and lost events over a
-# day took ≈2.2 s in process and up to 2.4 s through the API, against ≈1.1 s with 2 GiB
-# (this statement: 1.63 → 0.60 s at 448 MiB, 0.58-0.71 → 0.60 s at 2 GiB).
+# docs/benchmarks.md, nineteenth session).
+# ``events`` itself is not kept: kept (MATERIALIZED), a day's 11 M events at 100 M spans
+# a day were ≈1 GB of rows; under the collector's default memory limit (448 MiB) they went
+# to disk, and lost events over a day took ≈2.2 s in process (this statement: 0.60 →
+# 1.63 s at 448 MiB).
 _LOST_ROLLED = """{events},
 per_type AS MATERIALIZED (
     SELECT type_min, bit_or(seen) AS mask,
