@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import duckdb
 from eventscope.collector._missing_modules import remember_missing
@@ -32,18 +33,24 @@ from eventscope.queries.id_index import _prefixed_sql, id_range, index_state, ru
 
 _HOUR = 3600 * 10**9
 # The tree's traces: those holding its correlation id from its root on (what collect's
-# first round looks up).
+# first round looks up), each with its last span carrying that id (the latest of them is
+# what the reader knows from the correlation's own lookup before it looks the traces up).
 _TRACES = """
-SELECT DISTINCT trace_id FROM spans
+SELECT trace_id, epoch_ns(max(start_time)) FROM spans
 WHERE correlation_id = (SELECT any_value(correlation_id) FROM spans WHERE trace_id = $t)
   AND start_time >= make_timestamp_ns($since)
+GROUP BY trace_id
 """
 
-_LAST_CORRELATED = """
-SELECT epoch_ns(max(start_time)) FROM spans
-WHERE correlation_id = (SELECT any_value(correlation_id) FROM spans WHERE trace_id = $t)
-  AND start_time >= make_timestamp_ns($since)
-"""
+
+def _best(call: Callable[[], object], rounds: int) -> tuple[float, object]:
+    """The best of ``rounds`` calls after one that warms, in ms, and the last answer."""
+    best, answer = float("inf"), None
+    for _ in range(rounds + 1):
+        started = time.perf_counter()
+        answer = call()
+        best = min(best, time.perf_counter() - started)
+    return best * 1000, answer
 
 
 def main() -> None:
@@ -63,6 +70,7 @@ def main() -> None:
     ).fetchone()  # type: ignore[misc]
     found = connection.execute(_TRACES, {"t": trace, "since": root - SKEW_NS}).fetchall()
     traces = [row[0] for row in found]
+    last = max(row[1] for row in found)
     state = index_state(connection)
     stored = runs(connection)
     print(
@@ -76,18 +84,14 @@ def main() -> None:
     table = scratch.ids(sorted(traces), "id")
     timed = []
     for label, after in bounds:
-        best = float("inf")
-        for _ in range(args.rounds + 1):  # the first warms
-            started = time.perf_counter()
-            id_range(connection, ("trace", "linked"), traces, table, after, keyed=state.keyed)
-            best = min(best, time.perf_counter() - started)
-        timed.append((label, best * 1000))
-    # the last start of a span with the tree's correlation id: what the reader knows from
-    # the correlation's own lookup before it looks the traces up
+
+        def lookup(after: int = after) -> object:
+            return id_range(
+                connection, ("trace", "linked"), traces, table, after, keyed=state.keyed
+            )
+
+        timed.append((label, _best(lookup, args.rounds)[0]))
     label = "own bound, and rows begun by its last correlated start + skew"
-    [(last,)] = connection.execute(
-        _LAST_CORRELATED, {"t": trace, "since": root - SKEW_NS}
-    ).fetchall()
     key = _prefixed_sql("hash(id)", "0")  # traces' and link targets' key prefix
     above = (
         "SELECT epoch_ns(min(first)), epoch_ns(max(last)) FROM ("
@@ -97,15 +101,11 @@ def main() -> None:
         f"WHERE key IN (SELECT {key} FROM {table}))"
     )
     bound = {"after": root - SKEW_NS, "upto": last + SKEW_NS}
-    best = float("inf")
-    for _ in range(args.rounds + 1):
-        started = time.perf_counter()
-        hull = connection.execute(above, bound).fetchone()
-        best = min(best, time.perf_counter() - started)
+    ms, hull = _best(lambda: connection.execute(above, bound).fetchone(), args.rounds)
     same = hull == id_range(
         connection, ("trace", "linked"), traces, table, root - SKEW_NS, keyed=state.keyed
     )
-    timed.append((f"{label} ({'same' if same else 'DIFFERENT'} range)", best * 1000))
+    timed.append((f"{label} ({'same' if same else 'DIFFERENT'} range)", ms))
     scratch.close()
     youngest = timed[len(bounds) - 1][1]
     for label, ms in timed:
