@@ -33,18 +33,11 @@ from typing import Any
 
 import duckdb
 from eventscope.collector._missing_modules import remember_missing
+from row_group_floor import _COUNT, _HOUR, _ROW_GROUPS, _TABLES
 
 from queries import _cases, _ids
 
-_TABLES = (("spans", "start_time"), ("span_links", "start_time"), ("logs", "time"))
 _REWRITTEN = ("spans", "span_links", "logs", "span_events")
-_HOUR = 3600 * 10**9
-_ROW_GROUPS = """
-SELECT count(*), coalesce(avg(n), 0) FROM (
-    SELECT row_group_id, sum(count) AS n FROM pragma_storage_info($table)
-    WHERE column_id = 0 AND segment_type <> 'VALIDITY' GROUP BY row_group_id
-)
-"""
 _DEFAULT_READS = (
     "fanout_tree, 20-span request",
     "fanout_tree, 10,000-node request",
@@ -91,13 +84,12 @@ def _best(run: Callable[[], Any], rounds: int) -> tuple[float, str]:
 
 
 def _floor(connection: duckdb.DuckDBPyConnection, table: str, column: str) -> Callable[[], Any]:
-    [(end,)] = connection.execute(f"SELECT epoch_ns(max({column})) FROM {table}").fetchall()
-    sql = (
-        f"SELECT count(*) FROM {table} WHERE {column} >= make_timestamp_ns($a) "
-        f"AND {column} < make_timestamp_ns($b)"
-    )
-    params = {"a": end - _HOUR, "b": end - _HOUR + 10**9}
-    return lambda: connection.execute(sql, params).fetchall()
+    """A count of one second of ``table`` an hour before the newest span (as
+    ``benchmarks/row_group_floor.py`` counts it)."""
+    [(end,)] = connection.execute("SELECT epoch_ns(max(start_time)) FROM spans").fetchall()
+    sql = _COUNT.format(table=table, time=column)
+    window = {"a": end - _HOUR, "b": end - _HOUR + 10**9}
+    return lambda: connection.execute(sql, window).fetchall()
 
 
 def main() -> None:
@@ -121,8 +113,8 @@ def main() -> None:
             for connection in connections.values()
         ]
         print(
-            f"{table}: row groups {counts[0][0]:,} of {counts[0][1]:,.0f} rows -> "
-            f"{counts[1][0]:,} of {counts[1][1]:,.0f}"
+            f"{table}: row groups {counts[0][0]:,} of {counts[0][1] or 0:,.0f} rows -> "
+            f"{counts[1][0]:,} of {counts[1][1] or 0:,.0f}"
         )
     ids = _ids(connections["original"])
     wanted = args.only or list(_DEFAULT_READS)
