@@ -60,7 +60,8 @@ def dumps(value: Any) -> bytes:
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         pieces.append(b"{")
         for n, (key, item) in enumerate(value.items()):
-            pieces += [b","] if n else []
+            if n:
+                pieces.append(b",")
             pieces += [_dumps(key), b":"]
             _list_pieces(item, pieces)
         pieces.append(b"}")
@@ -89,7 +90,8 @@ def _list_pieces(value: Any, pieces: list[bytes]) -> None:
         return
     pieces.append(b"[")
     for n in range(0, len(value), _SLICE):
-        pieces += [b","] if n else []
+        if n:
+            pieces.append(b",")
         pieces.append(_dumps(list(value[n : n + _SLICE]))[1:-1])
     pieces.append(b"]")
 
